@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole test suite (the README's `npm test`): type check, lint, unit/component/e2e tests, and the
+# real-cluster integration suite. Ends with the line "N passed, N failed" that CI reads.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+out=$(mktemp -d "${TMPDIR:-/tmp}/quiclb-test.XXXXXX")
+trap 'rm -rf "$out"' EXIT
+passed=0
+failed=0
+
+step() { # name command...: a check that counts as one test
+  local name=$1; shift
+  echo "== $name"
+  if "$@"; then passed=$((passed + 1)); else echo "FAILED: $name"; failed=$((failed + 1)); fi
+}
+
+count_jest() { # json file: adds jest's per-test counts; a missing or broken report counts as a failure
+  local counts
+  if counts=$(node -e 'const r=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"));
+      const broken=r.testResults.filter(t=>t.status==="failed"&&t.assertionResults.length===0).length;
+      console.log(r.numPassedTests, r.numFailedTests + broken + r.numRuntimeErrorTestSuites)' "$1" 2>/dev/null); then
+    read -r p f <<<"$counts"
+    passed=$((passed + p)); failed=$((failed + f))
+  else
+    echo "no test report at $1"; failed=$((failed + 1))
+  fi
+}
+
+step "system packages" bash scripts/install-system-deps.sh
+step "typecheck (tsc --noEmit)" npx tsc --noEmit
+step "lint (eslint)" npx eslint .
+
+echo "== unit, component and end-to-end tests (jest)"
+NODE_OPTIONS=--experimental-vm-modules npx jest --json --outputFile="$out/unit.json" 2>&1 | tail -n 60
+count_jest "$out/unit.json"
+
+if [ -x test/cluster/ci-integration.sh ]; then
+  echo "== integration tests against a real control plane"
+  test/cluster/ci-integration.sh "$out/integration.json"
+  count_jest "$out/integration.json"
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

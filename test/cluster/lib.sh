@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Shared helpers for the real-cluster scripts. Source it; do not run it.
+# shellcheck disable=SC2034
+
+CLUSTER_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$CLUSTER_DIR/../.." && pwd)"
+# shellcheck source=versions.env
+. "$CLUSTER_DIR/versions.env"
+
+# Everything built lives outside the repo, keyed by version.
+QUICLB_CACHE="${QUICLB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/quiclb}"
+K8S_DIR="$QUICLB_CACHE/k8s-v$K8S_VERSION"
+ETCD_DIR="$QUICLB_CACHE/etcd-v$ETCD_VERSION"
+KWOK_DIR="$QUICLB_CACHE/kwok-v$KWOK_VERSION"
+HELM_DIR="$QUICLB_CACHE/helm-$(printf '%s' "$HELM_NPM_PACKAGE" | tr -c 'A-Za-z0-9.-' '_')"
+BUILD_DIR="$QUICLB_CACHE/build"
+
+KUBE_APISERVER="$K8S_DIR/kube-apiserver"
+KUBE_CONTROLLER_MANAGER="$K8S_DIR/kube-controller-manager"
+KUBE_SCHEDULER="$K8S_DIR/kube-scheduler"
+KUBECTL="$K8S_DIR/kubectl"
+ETCD="$ETCD_DIR/etcd"
+KWOK="$KWOK_DIR/kwok"
+KWOKCTL="$KWOK_DIR/kwokctl"
+HELM="$HELM_DIR/helm"
+
+log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# pick_ports N: prints N distinct TCP ports on 127.0.0.1 that nothing listens on, drawn at random from
+# 20000-32767 (below the kernel's ephemeral range 32768-60999, so outgoing connections don't take them),
+# so that two clusters started at the same time are very unlikely to collide.
+pick_ports() {
+  local n="$1" got="" p tries=0
+  while [ "$(wc -w <<<"$got")" -lt "$n" ]; do
+    tries=$((tries + 1)); [ "$tries" -lt 1000 ] || die "no free ports found"
+    p=$((20000 + (RANDOM * 32768 + RANDOM) % 12768))
+    grep -qw "$p" <<<"$got" && continue
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue   # something listens there
+    got="$got $p"
+  done
+  echo $got
+}
