@@ -5,3 +5,4 @@ export * from './quiclb/encoder.js';
 export * from './quiclb/decoder.js';
 export * from './hex.js';
 export * from './quiclb/json.js';
+export * from './quic/header.js';

@@ -6,11 +6,7 @@
 // reusable QuicHeader with offsets into the buffer instead of copying connection IDs; the string
 // fields are assigned interned constants.
 
-import { readVarint, varintSize } from './varint.js';
-
-/** Header form, the high bit of the first byte. (QuicHeader.form carries the same as 'short' | 'long'.) */
-export const PacketForm = { Short: 0, Long: 1 } as const;
-export type PacketForm = (typeof PacketForm)[keyof typeof PacketForm];
+import { readVarint } from './varint.js';
 
 /**
  * Long-header packet type. 'version-negotiation' is version 0; 'unknown-version' is any version other
@@ -172,14 +168,22 @@ export function parseQuicHeader(
   let payloadLength = 0;
   if (isInitial) {
     // v1/v2 Initial (RFC 9000 §17.2.2): Token Length (varint), Token, Length (varint), packet number + payload.
-    tokenLength = readVarint(buf, p, end);
-    if (tokenLength < 0) return 'truncated';
-    tokenOffset = p + varintSize(buf[p]);
+    // The 1- and 2-byte varint forms (all that real Initials use in practice) are decoded inline;
+    // readVarint handles the rest.
+    if (p >= end) return 'truncated';
+    let first = buf[p];
+    let size = 1 << (first >> 6);
+    if (p + size > end) return 'truncated';
+    tokenLength = size === 1 ? first : size === 2 ? ((first & 0x3f) << 8) | buf[p + 1] : readVarint(buf, p, end);
+    tokenOffset = p + size;
     if (tokenLength > end - tokenOffset) return 'truncated';
     p = tokenOffset + tokenLength;
-    payloadLength = readVarint(buf, p, end);
-    if (payloadLength < 0) return 'truncated';
-    payloadOffset = p + varintSize(buf[p]);
+    if (p >= end) return 'truncated';
+    first = buf[p];
+    size = 1 << (first >> 6);
+    if (p + size > end) return 'truncated';
+    payloadLength = size === 1 ? first : size === 2 ? ((first & 0x3f) << 8) | buf[p + 1] : readVarint(buf, p, end);
+    payloadOffset = p + size;
     if (payloadLength > end - payloadOffset) return 'truncated';
   }
 
