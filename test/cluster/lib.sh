@@ -41,3 +41,30 @@ pick_ports() {
   done
   echo $got
 }
+
+# elapsed START_MS: seconds (one decimal) since START_MS (from `date +%s%3N`).
+elapsed() { local ms=$(( $(date +%s%3N) - $1 )); printf '%d.%d' $((ms / 1000)) $(((ms % 1000) / 100)); }
+
+# State folder of a named cluster (ports, certificates, kubeconfigs, logs, pid files, etcd data).
+cluster_dir() { echo "${QUICLB_CLUSTER_ROOT:-${TMPDIR:-/tmp}}/quiclb-cluster-$1"; }
+
+# pid_matches PIDFILE BINFILE: the recorded PID is alive and still runs the recorded binary (guards against PID reuse).
+pid_matches() {
+  local pid bin exe
+  pid="$(cat "$1" 2>/dev/null)" || return 1
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  bin="$(cat "$2" 2>/dev/null)" || return 1
+  [ -d "/proc/$pid" ] || return 1
+  exe="$(tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null | head -n 1)"
+  [ "$exe" = "$bin" ] || [ "$(basename "$exe")" = "$(basename "$bin")" ]
+}
+
+# cluster_alive DIR: does any process recorded in DIR still run?
+cluster_alive() {
+  local f
+  for f in "$1"/pids/*.pid; do
+    [ -f "$f" ] || continue
+    pid_matches "$f" "${f%.pid}.bin" && return 0
+  done
+  return 1
+}
