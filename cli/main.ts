@@ -12,6 +12,7 @@ Usage: quiclb <command> [options]
 Commands:
   cid encode|decode|inspect   encode, decode or explain QUIC-LB connection IDs (quiclb cid --help)
   keygen                      print a new random 16-byte QUIC-LB key
+  standalone                  run the load balancer from a YAML file, or --example (quiclb standalone --help)
 
 Run 'quiclb <command> --help' for a command's options. Invalid input exits with status 2.`;
 
@@ -20,6 +21,7 @@ type Command = (argv: string[]) => number | Promise<number>;
 const commands: Record<string, Command> = {
   cid: cidCommand,
   keygen: keygenCommand,
+  standalone: (argv) => import('./standalone.js').then((m) => m.standaloneCommand(argv)),
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -6,3 +6,5 @@ export * from './quiclb/decoder.js';
 export * from './hex.js';
 export * from './quiclb/json.js';
 export * from './quic/header.js';
+export * from './config/index.js';
+export * from './quiclb/server-generator.js';

@@ -1,0 +1,103 @@
+/** `quiclb standalone`: the data plane from a YAML file, or a self-contained example. */
+import { ConfigError } from '../lib/quiclb/config.js';
+import { describeConfig, loadStandaloneConfig, LOG_LEVELS, type LogLevel } from '../lib/config/standalone.js';
+import { dump } from 'js-yaml';
+import { parseFlags, intFlag } from './args.js';
+import { UsageError } from './usage-error.js';
+
+export const STANDALONE_HELP = `Usage:
+  quiclb standalone --config FILE [--log-level LEVEL]   run the load balancer from a YAML file
+  quiclb standalone --config FILE --check                validate the file and print what it means
+  quiclb standalone --example [--listen ADDR] [--metrics-port N] [--no-demo]
+                                                         a self-contained example with three example backends
+
+The file format is documented in docs/standalone-config.md (example: examples/standalone.yaml).
+Reloads the file when it (or a key file) changes, and on SIGHUP; an invalid file keeps the last good config.
+Stops on SIGINT/SIGTERM. An invalid file at start exits with status 2, naming the field.
+
+Options:
+  --config FILE        the YAML config
+  --check              only validate and print the summary (keys are never printed)
+  --log-level LEVEL    ${LOG_LEVELS.join(', ')} (overrides logging.level)
+  --example            run the example (listen 127.0.0.1:4433, metrics 127.0.0.1:9090)
+  --listen ADDR        example: where the load balancer listens (e.g. 127.0.0.1:5000)
+  --metrics-port N     example: monitoring port (0 = any free port)
+  --no-demo            example: skip the demo client`;
+
+function waitForStop(): Promise<string> {
+  return new Promise((resolve) => {
+    const done = (sig: string) => {
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
+      resolve(sig);
+    };
+    const onInt = () => done('SIGINT');
+    const onTerm = () => done('SIGTERM');
+    process.on('SIGINT', onInt);
+    process.on('SIGTERM', onTerm);
+  });
+}
+
+export async function standaloneCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseFlags(
+    argv,
+    {
+      config: { type: 'string', short: 'c' },
+      check: { type: 'boolean' },
+      'log-level': { type: 'string' },
+      example: { type: 'boolean' },
+      listen: { type: 'string' },
+      'metrics-port': { type: 'string' },
+      'no-demo': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    false,
+  );
+  void positionals;
+  if (values.help) {
+    process.stdout.write(STANDALONE_HELP + '\n');
+    return 0;
+  }
+  const level = values['log-level'];
+  if (level !== undefined && !(LOG_LEVELS as readonly string[]).includes(level)) {
+    throw new UsageError(`--log-level: must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(level)}`);
+  }
+  if (values.example) {
+    if (values.config) throw new UsageError('--example runs a built-in config; do not combine it with --config');
+    const metricsPort = intFlag('metrics-port', values['metrics-port']);
+    if (metricsPort !== undefined && metricsPort > 65535) throw new UsageError('--metrics-port: must be 0..65535');
+    const { runExample } = await import('../dataplane/example.js');
+    let ex;
+    try {
+      ex = await runExample({ listen: values.listen, metricsPort, demo: !values['no-demo'], logLevel: level as LogLevel | undefined });
+    } catch (e) {
+      if (e instanceof ConfigError) throw e;
+      process.stderr.write(`quiclb standalone --example: ${(e as Error).message}\n  (use --listen and --metrics-port to pick other ports)\n`);
+      return 1;
+    }
+    await waitForStop();
+    await ex.stop();
+    return 0;
+  }
+  if (values.listen || values['metrics-port'] || values['no-demo']) throw new UsageError('--listen, --metrics-port and --no-demo go with --example');
+  if (!values.config) throw new UsageError('--config FILE is required (or --example); see quiclb standalone --help');
+  if (values.check) {
+    const loaded = loadStandaloneConfig(values.config);
+    process.stdout.write(`${values.config}: valid\n` + dump(describeConfig(loaded), { lineWidth: 120 }));
+    if (loaded.stateFileWarning) process.stdout.write(`warning: ${loaded.stateFileWarning}\n`);
+    return 0;
+  }
+  const { runStandalone } = await import('../dataplane/standalone.js');
+  let handle;
+  try {
+    handle = await runStandalone({ configPath: values.config, logLevel: level as LogLevel | undefined });
+  } catch (e) {
+    if (e instanceof ConfigError) throw e; // exit status 2, field named
+    process.stderr.write(`quiclb standalone: ${(e as Error).message}\n`);
+    return 1;
+  }
+  const sig = await waitForStop();
+  handle.logger.info({ signal: sig }, 'stopping');
+  await handle.stop();
+  return 0;
+}

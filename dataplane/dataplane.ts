@@ -1,0 +1,393 @@
+/**
+ * The data plane: listening sockets on the snapshot's addresses, a Router that decides every datagram's
+ * server, and one upstream socket per (client flow, server) so replies come back here and leave from the
+ * listening socket to the client (full proxy). apply() swaps the snapshot in place and keeps the flows, so
+ * the standalone runner and the future operator-driven process use it unchanged.
+ */
+import { createSocket, type RemoteInfo, type Socket, type SocketOptions } from 'node:dgram';
+import { EventEmitter } from 'node:events';
+import { Registry } from 'prom-client';
+import { formatSocketAddress } from '../lib/config/address.js';
+import { validateSnapshot, type DataplaneSnapshot, type SocketAddress } from '../lib/config/snapshot.js';
+import { HealthChecker, type HealthChange } from './health.js';
+import { silentLogger, type Logger } from './logging.js';
+import { attachMetrics } from './metrics.js';
+import type { Flow } from './flow-table.js';
+import { DROP_INTERNAL, DROP_UPSTREAM_NOT_READY, Router, type HealthState, type RouterServer, type RouterStats } from './router.js';
+
+export interface DataplaneOptions {
+  /** pino logger (default: silent). */
+  logger?: Logger;
+  /** prom-client registry for the quiclb_* metrics (default: a new Registry). */
+  registry?: Registry;
+  /** Run QUIC VN probes in-process (default true); false: the caller reports health with setServerHealth(). */
+  healthChecks?: boolean;
+  /** Bind listeners with SO_REUSEPORT (worker processes sharing a port). */
+  reusePort?: boolean;
+  /** Worker index in worker mode: adds per-worker metric series. */
+  workerLabel?: string;
+  /** SO_RCVBUF/SO_SNDBUF of the listening sockets (default 4 MiB; 0 = system default). */
+  socketBufferBytes?: number;
+}
+
+export interface DataplaneStats extends RouterStats {
+  upstreamSockets: number;
+  sendErrors: { upstream: number; reply: number };
+  servers: Record<string, { packets: number; bytes: number; replyPackets: number; replyBytes: number; health: HealthState; accepting: boolean }>;
+}
+
+/** Datagrams held per upstream socket while it connects. */
+const MAX_QUEUE = 64;
+
+class Listener {
+  closed = false;
+  bound: SocketAddress;
+  constructor(
+    readonly slot: number,
+    readonly key: string,
+    readonly address: SocketAddress,
+    readonly socket: Socket,
+  ) {
+    this.bound = address;
+  }
+}
+
+class Upstream {
+  next: Upstream | null = null;
+  ready = false;
+  closed = false;
+  queue: Buffer[] | null = [];
+  constructor(
+    readonly server: RouterServer,
+    readonly flow: Flow<RouterServer>,
+    readonly listener: Listener,
+    readonly socket: Socket,
+    readonly address: SocketAddress,
+  ) {}
+}
+
+/**
+ * dgram resolves the destination of every unconnected send through dns.lookup, which answers IP literals on the
+ * next tick. Replies always go to the IP literal the client datagram came from: answer synchronously.
+ */
+const literalLookup = ((host: string, family: unknown, cb: (err: null, address: string, family: number) => void) =>
+  cb(null, host, typeof family === 'number' ? family : 0)) as unknown as NonNullable<SocketOptions['lookup']>;
+
+function listenerKey(a: SocketAddress): string {
+  return formatSocketAddress(a);
+}
+
+export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: [Error] }> {
+  readonly registry: Registry;
+  private readonly logger: Logger;
+  private readonly options: DataplaneOptions;
+  private routerInstance: Router | null = null;
+  private snapshot: DataplaneSnapshot | null = null;
+  private sockets: (Listener | null)[] = [];
+  private health: HealthChecker | null = null;
+  private tickTimer: NodeJS.Timeout | null = null;
+  private detachMetrics: (() => void) | null = null;
+  private stopped = false;
+  readonly sendErrors = { upstream: 0, reply: 0 };
+  upstreamSockets = 0;
+  readonly workerLabel: string | null;
+  private internalErrorsLogged = 0;
+
+  constructor(options: DataplaneOptions = {}) {
+    super();
+    this.options = options;
+    this.logger = options.logger ?? silentLogger;
+    this.registry = options.registry ?? new Registry();
+    this.workerLabel = options.workerLabel ?? null;
+  }
+
+  get router(): Router {
+    if (this.routerInstance === null) throw new Error('Dataplane not started');
+    return this.routerInstance;
+  }
+
+  get lbName(): string {
+    return this.snapshot?.name ?? 'standalone';
+  }
+
+  get currentSnapshot(): DataplaneSnapshot | null {
+    return this.snapshot;
+  }
+
+  liveConfigs(): { configId: number; state: string }[] {
+    return (this.snapshot?.configs ?? []).map((l) => ({ configId: l.config.configId, state: l.state }));
+  }
+
+  /** Validates the snapshot, binds every listen address and starts forwarding. */
+  async start(snapshot: DataplaneSnapshot): Promise<void> {
+    if (this.routerInstance !== null) throw new Error('Dataplane already started');
+    validateSnapshot(snapshot);
+    this.routerInstance = new Router(snapshot, (flow) => this.closeFlow(flow), Date.now());
+    try {
+      for (const a of snapshot.listen) await this.openListener(a);
+    } catch (e) {
+      await this.closeListeners();
+      this.routerInstance = null;
+      throw e;
+    }
+    this.snapshot = snapshot;
+    this.startTicker(snapshot);
+    this.detachMetrics = attachMetrics(this.registry, this);
+    if (this.options.healthChecks !== false) {
+      this.health = new HealthChecker(snapshot.health, this.logger, snapshot.name, this.registry);
+      this.health.on('change', (c) => this.onHealthChange(c));
+      this.health.update(this.healthTargets(snapshot), snapshot.health);
+      this.health.start();
+    }
+    this.logger.info(
+      {
+        lb: snapshot.name,
+        version: snapshot.version,
+        listen: this.addresses().map(formatSocketAddress),
+        servers: snapshot.servers.length,
+        configs: this.liveConfigs(),
+      },
+      'data plane started',
+    );
+  }
+
+  /** Hot reload: validates, binds new listen addresses, swaps configs/servers, closes removed listeners. Keeps flows. */
+  async apply(next: DataplaneSnapshot): Promise<void> {
+    const router = this.router;
+    validateSnapshot(next);
+    const wanted = new Set(next.listen.map(listenerKey));
+    const opened: Listener[] = [];
+    try {
+      for (const a of next.listen) {
+        if (!this.sockets.some((l) => l !== null && l.key === listenerKey(a))) opened.push(await this.openListener(a));
+      }
+    } catch (e) {
+      for (const l of opened) await this.closeListener(l);
+      throw e;
+    }
+    router.apply(next);
+    for (const l of this.sockets) {
+      if (l !== null && !wanted.has(l.key)) await this.closeListener(l);
+    }
+    const prev = this.snapshot!;
+    this.snapshot = next;
+    if (prev.flows.idleTimeoutMs !== next.flows.idleTimeoutMs) this.startTicker(next);
+    this.health?.update(this.healthTargets(next), next.health);
+    this.logger.info(
+      { lb: next.name, version: next.version, servers: next.servers.length, configs: this.liveConfigs(), listen: this.addresses().map(formatSocketAddress) },
+      'config applied',
+    );
+  }
+
+  /** External health (worker processes get it from the primary). */
+  setServerHealth(name: string, health: HealthState | boolean): void {
+    const state: HealthState = typeof health === 'boolean' ? (health ? 'healthy' : 'unhealthy') : health;
+    if (this.router.setHealth(name, state)) {
+      this.logger.debug({ server: name, state, pool: this.router.poolMembers().map((s) => s.name) }, 'fallback pool changed');
+    }
+  }
+
+  serverHealth(): Map<string, HealthState> {
+    return new Map(this.router.serverList().map((s) => [s.name, s.health]));
+  }
+
+  /** The bound addresses, in the order of the snapshot's listen list. */
+  addresses(): SocketAddress[] {
+    if (!this.snapshot) return this.sockets.filter((l): l is Listener => l !== null).map((l) => l.bound);
+    return this.snapshot.listen.map((a) => this.sockets.find((l) => l !== null && l.key === listenerKey(a))!.bound);
+  }
+
+  stats(): DataplaneStats {
+    const r = this.router;
+    const servers: DataplaneStats['servers'] = {};
+    for (const s of r.serverList()) {
+      servers[s.name] = { packets: s.packets, bytes: s.bytes, replyPackets: s.replyPackets, replyBytes: s.replyBytes, health: s.health, accepting: s.acceptsNew };
+    }
+    return { ...r.stats(), upstreamSockets: this.upstreamSockets, sendErrors: { ...this.sendErrors }, servers };
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.tickTimer) clearInterval(this.tickTimer);
+    this.tickTimer = null;
+    await this.health?.stop();
+    this.health = null;
+    await this.closeListeners();
+    this.routerInstance?.clear();
+    this.detachMetrics?.();
+    this.detachMetrics = null;
+    this.logger.info({ lb: this.lbName }, 'data plane stopped');
+  }
+
+  // ---- internals
+
+  private healthTargets(s: DataplaneSnapshot) {
+    return s.servers.map((srv) => ({ name: srv.name, address: srv.address }));
+  }
+
+  private onHealthChange(c: HealthChange): void {
+    if (this.routerInstance === null) return;
+    this.router.setHealth(c.name, c.state);
+    this.emit('health', c.name, c.state !== 'unhealthy');
+  }
+
+  private startTicker(s: DataplaneSnapshot): void {
+    if (this.tickTimer) clearInterval(this.tickTimer);
+    const every = Math.min(1000, Math.max(10, Math.floor(s.flows.idleTimeoutMs / 10)));
+    this.tickTimer = setInterval(() => this.routerInstance?.tick(Date.now()), every);
+    this.tickTimer.unref();
+  }
+
+  private async openListener(a: SocketAddress): Promise<Listener> {
+    let slot = this.sockets.indexOf(null);
+    if (slot < 0) slot = this.sockets.length;
+    if (slot > 0x7fff) throw new Error('too many listening sockets');
+    const buf = this.options.socketBufferBytes ?? 4 << 20;
+    const socket = createSocket({
+      type: a.family === 6 ? 'udp6' : 'udp4',
+      ipv6Only: a.family === 6,
+      lookup: literalLookup,
+      reusePort: this.options.reusePort === true,
+      ...(buf > 0 ? { recvBufferSize: buf, sendBufferSize: buf } : {}),
+    });
+    const l = new Listener(slot, listenerKey(a), a, socket);
+    await new Promise<void>((resolve, reject) => {
+      const onError = (e: Error) => {
+        socket.close();
+        reject(new Error(`cannot listen on ${formatSocketAddress(a)}: ${(e as NodeJS.ErrnoException).code ?? e.message}`));
+      };
+      socket.once('error', onError);
+      socket.bind({ port: a.port, address: a.host, exclusive: true }, () => {
+        socket.off('error', onError);
+        resolve();
+      });
+    });
+    const info = socket.address();
+    l.bound = { host: info.address, port: info.port, family: a.family };
+    socket.on('message', (msg: Buffer, rinfo: RemoteInfo) => this.onClient(l, msg, rinfo));
+    socket.on('error', (e) => this.onListenerError(l, e));
+    this.sockets[slot] = l;
+    return l;
+  }
+
+  private onListenerError(_l: Listener, e: Error): void {
+    // After bind, errors are failed sends to clients.
+    this.sendErrors.reply++;
+    if (this.sendErrors.reply <= 10 || this.sendErrors.reply % 10000 === 0) {
+      this.logger.warn({ err: (e as NodeJS.ErrnoException).code ?? e.message, count: this.sendErrors.reply }, 'send to client failed');
+    }
+  }
+
+  private async closeListener(l: Listener): Promise<void> {
+    if (l.closed) return;
+    l.closed = true;
+    if (this.sockets[l.slot] === l) this.sockets[l.slot] = null;
+    if (this.routerInstance) {
+      for (const f of [...this.routerInstance.flows]) if (f.listener === l.slot) this.routerInstance.flows.remove(f, 'cleared');
+    }
+    await new Promise<void>((r) => l.socket.close(() => r()));
+  }
+
+  private async closeListeners(): Promise<void> {
+    for (const l of this.sockets) if (l !== null) await this.closeListener(l);
+    this.sockets = [];
+  }
+
+  /** The packet path: client -> server. */
+  private onClient(l: Listener, msg: Buffer, rinfo: RemoteInfo): void {
+    const router = this.routerInstance!;
+    let server: RouterServer | null = null;
+    try {
+      server = router.route(msg, rinfo.address, rinfo.port, l.slot);
+      if (server === null) return;
+      const flow = router.flow!;
+      let up = flow.upstream as Upstream | null;
+      while (up !== null && up.server !== server) up = up.next;
+      if (up === null || up.address !== server.address) up = this.openUpstream(flow, server, l, up);
+      if (up.ready) up.socket.send(msg);
+      else if (up.queue !== null && up.queue.length < MAX_QUEUE) up.queue.push(msg);
+      else router.undoRoute(server, msg.length, DROP_UPSTREAM_NOT_READY);
+    } catch (e) {
+      if (server !== null) router.undoRoute(server, msg.length, DROP_INTERNAL);
+      else {
+        router.counters.dropPackets[DROP_INTERNAL]++;
+        router.counters.dropBytes[DROP_INTERNAL] += msg.length;
+      }
+      if (this.internalErrorsLogged++ < 10) this.logger.error({ err: (e as Error).stack }, 'internal error on the packet path');
+    }
+  }
+
+  private openUpstream(flow: Flow<RouterServer>, server: RouterServer, l: Listener, stale: Upstream | null): Upstream {
+    if (stale !== null) this.closeUpstream(stale);
+    const a = server.address;
+    const socket = createSocket(a.family === 6 ? 'udp6' : 'udp4');
+    const up = new Upstream(server, flow, l, socket, a);
+    up.next = flow.upstream as Upstream | null;
+    flow.upstream = up;
+    this.upstreamSockets++;
+    socket.on('message', (m: Buffer) => this.onReply(up, m));
+    socket.on('error', (e) => this.onUpstreamError(up, e));
+    socket.connect(a.port, a.host, () => {
+      if (up.closed) return;
+      up.ready = true;
+      const q = up.queue!;
+      up.queue = null;
+      for (let i = 0; i < q.length; i++) socket.send(q[i]);
+    });
+    return up;
+  }
+
+  /** The packet path: server -> client. */
+  private onReply(up: Upstream, msg: Buffer): void {
+    const flow = up.flow;
+    if (up.closed || !flow.alive || up.listener.closed) return;
+    const server = up.server;
+    server.replyPackets++;
+    server.replyBytes += msg.length;
+    const router = this.routerInstance!;
+    if (msg.length > 0 && (msg[0] & 0x80) !== 0) router.learnReply(msg, server);
+    if (flow.lastSeen !== router.now) router.flows.touch(flow, router.now);
+    up.listener.socket.send(msg, flow.port, flow.address);
+  }
+
+  private onUpstreamError(up: Upstream, e: Error): void {
+    this.sendErrors.upstream += up.queue ? Math.max(1, up.queue.length) : 1;
+    if (this.sendErrors.upstream <= 10 || this.sendErrors.upstream % 10000 === 0) {
+      this.logger.warn(
+        { server: up.server.name, err: (e as NodeJS.ErrnoException).code ?? e.message, count: this.sendErrors.upstream },
+        'upstream socket error',
+      );
+    }
+    if (!up.ready) this.closeUpstream(up); // connect failed: the next datagram retries with a new socket
+  }
+
+  private closeUpstream(up: Upstream): void {
+    if (up.closed) return;
+    up.closed = true;
+    up.queue = null;
+    const flow = up.flow;
+    let p = flow.upstream as Upstream | null;
+    if (p === up) flow.upstream = up.next;
+    else {
+      while (p !== null && p.next !== up) p = p.next;
+      if (p !== null) p.next = up.next;
+    }
+    this.upstreamSockets--;
+    try {
+      up.socket.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  private closeFlow(flow: Flow<RouterServer>): void {
+    let up = flow.upstream as Upstream | null;
+    while (up !== null) {
+      const next = up.next;
+      this.closeUpstream(up);
+      up = next;
+    }
+    flow.upstream = null;
+  }
+}

@@ -1,0 +1,162 @@
+/**
+ * quiclb_* metrics of the data plane. The packet path only bumps plain numbers (typed arrays in the Router,
+ * fields on server records); prom-client reads them at scrape time through collect(), so no label hashing
+ * happens per packet. One set of metrics per Registry, shared by every Dataplane registered on it (label `lb`).
+ */
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { DROP_REASONS, OUTCOMES, TABLES, UNROUTABLE_REASONS, type Router } from './router.js';
+
+/** What the metrics read from one data plane. */
+export interface MetricsSource {
+  readonly lbName: string;
+  readonly router: Router;
+  /** Live configs: config id -> state. */
+  liveConfigs(): { configId: number; state: string }[];
+  readonly sendErrors: { upstream: number; reply: number };
+  readonly upstreamSockets: number;
+  /** Worker index when running as one of several worker processes (per-worker series), else null. */
+  readonly workerLabel: string | null;
+}
+
+type Emit = (labels: Record<string, string | number>, value: number) => void;
+
+class Hub {
+  readonly sources = new Set<MetricsSource>();
+
+  constructor(readonly registry: Registry) {
+    const sources = this.sources;
+    const counter = (name: string, help: string, labelNames: string[], fill: (s: MetricsSource, emit: Emit) => void) =>
+      new Counter({
+        name,
+        help,
+        labelNames: ['lb', ...labelNames],
+        registers: [registry],
+        collect() {
+          this.reset();
+          for (const s of sources) fill(s, (labels, v) => this.inc({ lb: s.lbName, ...labels }, v));
+        },
+      });
+    const gauge = (name: string, help: string, labelNames: string[], fill: (s: MetricsSource, emit: Emit) => void, aggregator: 'sum' | 'max' = 'sum') =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['lb', ...labelNames],
+        registers: [registry],
+        aggregator,
+        collect() {
+          this.reset();
+          for (const s of sources) fill(s, (labels, v) => this.set({ lb: s.lbName, ...labels }, v));
+        },
+      });
+    const byOutcome = (which: 'routedPackets' | 'routedBytes') => (s: MetricsSource, emit: Emit) => {
+      const a = s.router.counters[which];
+      for (let o = 0; o < OUTCOMES.length; o++) {
+        for (let id = 0; id < 8; id++) {
+          const v = a[o * 8 + id];
+          // Always show each outcome once (config_id "none" for table/fallback, the live ids for cid).
+          if (v > 0 || (o !== 0 && id === 7)) emit({ outcome: OUTCOMES[o], config_id: id === 7 ? 'none' : id }, v);
+        }
+      }
+    };
+    const named = (names: readonly string[], label: string, pick: (s: MetricsSource) => Float64Array) => (s: MetricsSource, emit: Emit) => {
+      const a = pick(s);
+      names.forEach((n, i) => emit({ [label]: n }, a[i]));
+    };
+
+    counter('quiclb_received_packets_total', 'Client datagrams received on the listening sockets.', [], (s, e) => e({}, s.router.counters.received));
+    counter('quiclb_worker_received_packets_total', 'Client datagrams received, per worker process (worker mode only).', ['worker'], (s, e) => {
+      if (s.workerLabel !== null) e({ worker: s.workerLabel }, s.router.counters.received);
+    });
+    counter('quiclb_received_bytes_total', 'Bytes of client datagrams received.', [], (s, e) => e({}, s.router.counters.receivedBytes));
+    counter(
+      'quiclb_packets_total',
+      'Client datagrams forwarded, by routing outcome (cid, table, fallback) and the config id of a routable DCID ("none" otherwise).',
+      ['outcome', 'config_id'],
+      byOutcome('routedPackets'),
+    );
+    counter('quiclb_bytes_total', 'Bytes of client datagrams forwarded, by routing outcome and config id.', ['outcome', 'config_id'], byOutcome('routedBytes'));
+    counter('quiclb_dropped_packets_total', 'Client datagrams dropped, by reason.', ['reason'], named(DROP_REASONS, 'reason', (s) => s.router.counters.dropPackets));
+    counter('quiclb_dropped_bytes_total', 'Bytes of client datagrams dropped, by reason.', ['reason'], named(DROP_REASONS, 'reason', (s) => s.router.counters.dropBytes));
+    counter(
+      'quiclb_unroutable_packets_total',
+      'Datagrams whose DCID did not route by itself (then routed by the tables or the fallback), by reason.',
+      ['reason'],
+      named(UNROUTABLE_REASONS, 'reason', (s) => s.router.counters.unroutable),
+    );
+    counter('quiclb_table_hits_total', 'Datagrams routed by a flow table, by table.', ['table'], named(TABLES, 'table', (s) => s.router.counters.tableHits));
+    counter('quiclb_learned_cids_total', "Server CIDs learned from long-header replies into the DCID table.", [], (s, e) => e({}, s.router.counters.learned));
+    gauge('quiclb_flows', 'Client flows in the flow table.', [], (s, e) => e({}, s.router.flows.size));
+    gauge('quiclb_dcid_entries', 'Entries in the DCID table.', [], (s, e) => e({}, s.router.dcids.size));
+    gauge('quiclb_upstream_sockets', 'Open upstream sockets (one per client flow and server).', [], (s, e) => e({}, s.upstreamSockets));
+    gauge('quiclb_flow_table_max', 'Bound of the flow table and of the DCID table.', [], (s, e) => e({}, s.router.flows.max), 'max');
+    counter('quiclb_flows_created_total', 'Entries created, by table.', ['table'], (s, e) => {
+      e({ table: 'flow' }, s.router.flows.counters.created);
+      e({ table: 'dcid' }, s.router.dcids.counters.created);
+    });
+    counter('quiclb_flow_evictions_total', 'Entries evicted because the table was full (least recently used first), by table.', ['table'], (s, e) => {
+      e({ table: 'flow' }, s.router.flows.counters.evicted);
+      e({ table: 'dcid' }, s.router.dcids.counters.evicted);
+    });
+    counter('quiclb_flow_expirations_total', 'Entries removed after the idle timeout, by table.', ['table'], (s, e) => {
+      e({ table: 'flow' }, s.router.flows.counters.expired);
+      e({ table: 'dcid' }, s.router.dcids.counters.expired);
+    });
+    counter('quiclb_send_errors_total', 'Datagrams the kernel refused to send, by direction.', ['direction'], (s, e) => {
+      e({ direction: 'to_server' }, s.sendErrors.upstream);
+      e({ direction: 'to_client' }, s.sendErrors.reply);
+    });
+    counter('quiclb_backend_packets_total', 'Datagrams per server and direction.', ['server', 'direction'], (s, e) => {
+      for (const r of s.router.serverList()) {
+        e({ server: r.name, direction: 'to_server' }, r.packets);
+        e({ server: r.name, direction: 'to_client' }, r.replyPackets);
+      }
+    });
+    counter('quiclb_backend_bytes_total', 'Bytes per server and direction.', ['server', 'direction'], (s, e) => {
+      for (const r of s.router.serverList()) {
+        e({ server: r.name, direction: 'to_server' }, r.bytes);
+        e({ server: r.name, direction: 'to_client' }, r.replyBytes);
+      }
+    });
+    gauge(
+      'quiclb_backend_healthy',
+      'Server health from QUIC probes: 1 healthy (or not yet probed), 0 unhealthy.',
+      ['server'],
+      (s, e) => {
+        for (const r of s.router.serverList()) e({ server: r.name }, r.health === 'unhealthy' ? 0 : 1);
+      },
+      'max',
+    );
+    gauge(
+      'quiclb_backend_accepting',
+      '1 when the server is in the fallback pool (healthy, state active, weight > 0).',
+      ['server'],
+      (s, e) => {
+        for (const r of s.router.serverList()) e({ server: r.name }, r.acceptsNew ? 1 : 0);
+      },
+      'max',
+    );
+    gauge('quiclb_config_version', 'Version of the snapshot in force.', [], (s, e) => e({}, s.router.version), 'max');
+    gauge(
+      'quiclb_config_live',
+      'Live QUIC-LB configs (1 per config id and state).',
+      ['config_id', 'state'],
+      (s, e) => {
+        for (const c of s.liveConfigs()) e({ config_id: c.configId, state: c.state }, 1);
+      },
+      'max',
+    );
+  }
+}
+
+const hubs = new WeakMap<Registry, Hub>();
+
+/** Registers a data plane's counters on `registry` (creating the metrics on first use). */
+export function attachMetrics(registry: Registry, source: MetricsSource): () => void {
+  let hub = hubs.get(registry);
+  if (hub === undefined) {
+    hub = new Hub(registry);
+    hubs.set(registry, hub);
+  }
+  hub.sources.add(source);
+  return () => hub.sources.delete(source);
+}

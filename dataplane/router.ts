@@ -1,0 +1,560 @@
+/**
+ * Routing decisions of the data plane, socket-free (draft-21 §4.2 order):
+ *   1. routable DCID (live config id, known server ID) -> that server;
+ *   2. long header: 4-tuple‖SCID table;  3. DCID table;  4. 4-tuple table;
+ *   5. fallback: weighted rendezvous hash of the client address over servers accepting new connections,
+ *      recorded in the 4-tuple, DCID and (long header) 4-tuple‖SCID tables.
+ *
+ * Hot path: route() allocates nothing for packets routed by CID or by the flow's cached decision; it reuses one
+ * QuicHeader and one DecodeResult, keeps counters in typed arrays, never logs and never throws for any input.
+ */
+import { parseQuicHeader, QuicHeader, type HeaderError } from '../lib/quic/header.js';
+import { cidLength, UNROUTABLE_CONFIG_ID } from '../lib/quiclb/config.js';
+import { CidDecoder, DecodeResult } from '../lib/quiclb/decoder.js';
+import { serverIdFor, type DataplaneSnapshot, type ServerState, type SocketAddress } from '../lib/config/snapshot.js';
+import { clientHash, FallbackPool, murmur3 } from './fallback.js';
+import { DcidEntry, DcidTable, Flow, FlowTable, type RemovalReason } from './flow-table.js';
+
+export const OUTCOMES = ['cid', 'table', 'fallback'] as const;
+export type Outcome = (typeof OUTCOMES)[number] | 'drop';
+export const OUTCOME_CID = 0;
+export const OUTCOME_TABLE = 1;
+export const OUTCOME_FALLBACK = 2;
+export const OUTCOME_DROP = 3;
+
+export const TABLES = ['tuple_scid', 'dcid', 'tuple'] as const;
+const TABLE_SCID = 0;
+const TABLE_DCID = 1;
+const TABLE_TUPLE = 2;
+
+/** Why a DCID did not route by itself (the packet then goes through the tables and the fallback). */
+export const UNROUTABLE_REASONS = ['reserved', 'unknown_config', 'too_short', 'unknown_server', 'empty_dcid'] as const;
+const UNR_RESERVED = 0;
+const UNR_UNKNOWN_CONFIG = 1;
+const UNR_TOO_SHORT = 2;
+const UNR_UNKNOWN_SERVER = 3;
+const UNR_EMPTY = 4;
+
+/** Why a datagram was dropped. The first five are malformed headers (lib/quic/header.ts). */
+export const DROP_REASONS = [
+  'empty',
+  'truncated',
+  'dcid_too_long',
+  'scid_too_long',
+  'short_dcid_unavailable',
+  'no_server',
+  'upstream_not_ready',
+  'upstream_error',
+  'internal_error',
+] as const;
+export type DropReason = (typeof DROP_REASONS)[number];
+export const DROP_EMPTY = 0;
+export const DROP_TRUNCATED = 1;
+export const DROP_DCID_TOO_LONG = 2;
+export const DROP_SCID_TOO_LONG = 3;
+export const DROP_SHORT_DCID = 4;
+export const DROP_NO_SERVER = 5;
+export const DROP_UPSTREAM_NOT_READY = 6;
+export const DROP_UPSTREAM_ERROR = 7;
+export const DROP_INTERNAL = 8;
+
+function headerDrop(e: HeaderError): number {
+  switch (e) {
+    case 'empty':
+      return DROP_EMPTY;
+    case 'truncated':
+      return DROP_TRUNCATED;
+    case 'dcid-too-long':
+      return DROP_DCID_TOO_LONG;
+    case 'scid-too-long':
+      return DROP_SCID_TOO_LONG;
+    default:
+      return DROP_SHORT_DCID;
+  }
+}
+
+/** Cache kinds of Flow.cacheKind. */
+const CACHE_NONE = 0;
+const CACHE_CID = 1;
+const CACHE_DCID_TABLE = 2;
+
+export type HealthState = 'unknown' | 'healthy' | 'unhealthy';
+
+/** The router's record of a configured server; the same object while the server stays in the config. */
+export class RouterServer {
+  removed = false;
+  health: HealthState = 'unknown';
+  seed: number;
+  /** Client -> server datagrams routed to it / server -> client datagrams relayed from it. */
+  packets = 0;
+  bytes = 0;
+  replyPackets = 0;
+  replyBytes = 0;
+
+  constructor(
+    readonly name: string,
+    public serverId: Uint8Array,
+    public address: SocketAddress,
+    public weight: number,
+    public state: ServerState,
+  ) {
+    this.seed = murmur3(serverId);
+  }
+
+  /** In the fallback pool: configured, state active, weight > 0, not unhealthy ('unknown' counts as healthy). */
+  get acceptsNew(): boolean {
+    return !this.removed && this.state === 'active' && this.weight > 0 && this.health !== 'unhealthy';
+  }
+}
+
+interface SidNode {
+  readonly sid: Uint8Array;
+  readonly server: RouterServer;
+  next: SidNode | null;
+}
+
+/** Server ID -> server for one config, looked up from a view into the packet without allocating. */
+class SidMap {
+  private readonly map = new Map<number, SidNode>();
+
+  static keyOf(sid: Uint8Array, length: number): number {
+    if (length === 1) return sid[0];
+    if (length === 2) return (sid[0] << 8) | sid[1];
+    if (length === 3) return (sid[0] << 16) | (sid[1] << 8) | sid[2];
+    return murmur3(sid, 0, length) & 0x3fffffff;
+  }
+
+  add(sid: Uint8Array, server: RouterServer): void {
+    const k = SidMap.keyOf(sid, sid.length);
+    this.map.set(k, { sid: Buffer.from(sid), server, next: this.map.get(k) ?? null });
+  }
+
+  get(sid: Uint8Array): RouterServer | null {
+    const len = sid.length;
+    let n = this.map.get(SidMap.keyOf(sid, len)) ?? null;
+    while (n !== null) {
+      const s = n.sid;
+      let i = 0;
+      while (i < len && s[i] === sid[i]) i++;
+      if (i === len) return n.server;
+      n = n.next;
+    }
+    return null;
+  }
+}
+
+export interface RouterCounters {
+  /** Datagrams and bytes received (every one ends in exactly one of routed[*] or dropped[*]). */
+  received: number;
+  receivedBytes: number;
+  /** [outcome * 8 + configId] with configId 7 = not routed by a live config (table/fallback). */
+  routedPackets: Float64Array;
+  routedBytes: Float64Array;
+  dropPackets: Float64Array;
+  dropBytes: Float64Array;
+  unroutable: Float64Array;
+  tableHits: Float64Array;
+  /** Long-header SCIDs learned from servers' replies into the DCID table. */
+  learned: number;
+}
+
+export interface RouterStats {
+  received: number;
+  receivedBytes: number;
+  routed: Record<(typeof OUTCOMES)[number], number>;
+  routedBytes: Record<(typeof OUTCOMES)[number], number>;
+  routedByConfig: Record<string, number>;
+  dropped: Partial<Record<DropReason, number>>;
+  unroutable: Partial<Record<(typeof UNROUTABLE_REASONS)[number], number>>;
+  tableHits: Record<(typeof TABLES)[number], number>;
+  flows: number;
+  dcids: number;
+  flowsCreated: number;
+  flowsExpired: number;
+  flowsEvicted: number;
+  dcidsCreated: number;
+  dcidsExpired: number;
+  dcidsEvicted: number;
+  learned: number;
+}
+
+export class Router {
+  private decoder = new CidDecoder();
+  private readonly sidMaps: (SidMap | undefined)[] = new Array(8);
+  /** CID length per live config id (-1 = not live), the short-header DCID length for that codepoint. */
+  private readonly cidLengths = new Int16Array(8).fill(-1);
+  private shortDcidLength = 8;
+  private readonly servers = new Map<string, RouterServer>();
+  private pool = new FallbackPool<RouterServer>([]);
+  /** Bumped by every apply(): invalidates the flows' decode caches. */
+  generation = 0;
+  version = -1;
+
+  readonly flows: FlowTable<RouterServer>;
+  readonly dcids: DcidTable<RouterServer>;
+  /** Coarse clock (ms), advanced by tick(); used for idle timers. */
+  now = 0;
+
+  // Results of the last route() call.
+  outcome = OUTCOME_DROP;
+  dropReason = -1;
+  /** Config id of the DCID when routed by CID, else -1. */
+  configId = -1;
+  flow: Flow<RouterServer> | null = null;
+
+  private readonly header = new QuicHeader();
+  private readonly decoded = new DecodeResult();
+
+  readonly counters: RouterCounters = {
+    received: 0,
+    receivedBytes: 0,
+    routedPackets: new Float64Array(3 * 8),
+    routedBytes: new Float64Array(3 * 8),
+    dropPackets: new Float64Array(DROP_REASONS.length),
+    dropBytes: new Float64Array(DROP_REASONS.length),
+    unroutable: new Float64Array(UNROUTABLE_REASONS.length),
+    tableHits: new Float64Array(TABLES.length),
+    learned: 0,
+  };
+
+  constructor(
+    snapshot: DataplaneSnapshot,
+    onFlowRemoved: (flow: Flow<RouterServer>, reason: RemovalReason) => void = () => {},
+    now = Date.now(),
+  ) {
+    this.now = now;
+    this.flows = new FlowTable<RouterServer>(snapshot.flows.maxFlows, snapshot.flows.idleTimeoutMs, onFlowRemoved);
+    this.dcids = new DcidTable<RouterServer>(snapshot.flows.maxFlows, snapshot.flows.idleTimeoutMs);
+    this.apply(snapshot);
+  }
+
+  /**
+   * Installs a new snapshot (validated by the caller). Keeps flows and tables: entries of servers that stay
+   * keep working, entries of removed servers are ignored from now on.
+   */
+  apply(s: DataplaneSnapshot): void {
+    const decoder = new CidDecoder(s.configs.map((l) => l.config));
+    const next = new Map<string, RouterServer>();
+    for (const srv of s.servers) {
+      let r = this.servers.get(srv.name);
+      if (r === undefined) {
+        r = new RouterServer(srv.name, Buffer.from(srv.serverId), srv.address, srv.weight, srv.state);
+      } else {
+        if (Buffer.compare(r.serverId, srv.serverId) !== 0) {
+          r.serverId = Buffer.from(srv.serverId);
+          r.seed = murmur3(r.serverId);
+        }
+        if (r.address.host !== srv.address.host || r.address.port !== srv.address.port) r.address = srv.address;
+        r.weight = srv.weight;
+        r.state = srv.state;
+      }
+      next.set(srv.name, r);
+    }
+    for (const [name, r] of this.servers) if (!next.has(name)) r.removed = true;
+    this.sidMaps.fill(undefined);
+    this.cidLengths.fill(-1);
+    for (const l of s.configs) {
+      const m = new SidMap();
+      for (const srv of s.servers) {
+        const sid = serverIdFor(srv, l.config);
+        if (sid !== null) m.add(sid, next.get(srv.name)!);
+      }
+      this.sidMaps[l.config.configId] = m;
+      this.cidLengths[l.config.configId] = cidLength(l.config);
+    }
+    this.decoder = decoder;
+    this.shortDcidLength = s.shortDcidLength;
+    this.servers.clear();
+    for (const [k, v] of next) this.servers.set(k, v);
+    this.flows.idleTimeoutMs = s.flows.idleTimeoutMs;
+    this.dcids.idleTimeoutMs = s.flows.idleTimeoutMs;
+    if (s.flows.maxFlows < this.flows.max) this.flows.shrinkTo(s.flows.maxFlows);
+    else this.flows.max = s.flows.maxFlows;
+    if (s.flows.maxFlows < this.dcids.max) this.dcids.shrinkTo(s.flows.maxFlows);
+    else this.dcids.max = s.flows.maxFlows;
+    this.version = s.version;
+    this.generation++;
+    this.rebuildPool();
+  }
+
+  /** Rebuilds the fallback pool (after apply or a health change). */
+  rebuildPool(): void {
+    this.pool = new FallbackPool([...this.servers.values()].filter((r) => r.acceptsNew));
+  }
+
+  getServer(name: string): RouterServer | undefined {
+    return this.servers.get(name);
+  }
+
+  serverList(): RouterServer[] {
+    return [...this.servers.values()];
+  }
+
+  /** Servers accepting new connections through the fallback. */
+  poolMembers(): readonly RouterServer[] {
+    return this.pool.list();
+  }
+
+  /** Sets a server's health; returns true when its membership of the fallback pool changed. */
+  setHealth(name: string, health: HealthState): boolean {
+    const r = this.servers.get(name);
+    if (r === undefined || r.health === health) return false;
+    const before = r.acceptsNew;
+    r.health = health;
+    if (before !== r.acceptsNew) {
+      this.rebuildPool();
+      return true;
+    }
+    return false;
+  }
+
+  /** The fallback's choice for a client (what two instances with the same config agree on). */
+  fallbackFor(address: string, port: number): RouterServer | null {
+    return this.pool.pick(clientHash(address, port));
+  }
+
+  /** Advances the clock and expires idle flows and DCID entries. */
+  tick(now: number): void {
+    this.now = now;
+    this.flows.expire(now);
+    this.dcids.expire(now);
+  }
+
+  private drop(reason: number, bytes: number): null {
+    this.outcome = OUTCOME_DROP;
+    this.dropReason = reason;
+    this.counters.dropPackets[reason]++;
+    this.counters.dropBytes[reason] += bytes;
+    return null;
+  }
+
+  /** Re-books the last routed datagram as dropped (the forwarder could not hand it to the server). */
+  undoRoute(server: RouterServer, bytes: number, reason: number): void {
+    if (this.outcome === OUTCOME_DROP) return;
+    const idx = this.outcome * 8 + (this.configId < 0 ? 7 : this.configId);
+    this.counters.routedPackets[idx]--;
+    this.counters.routedBytes[idx] -= bytes;
+    server.packets--;
+    server.bytes -= bytes;
+    this.drop(reason, bytes);
+  }
+
+  /**
+   * Decides where one client datagram goes. Returns the server, or null when dropped (dropReason set).
+   * Leaves outcome, configId and flow (the client flow, created if it was new) for the caller.
+   */
+  route(buf: Buffer, address: string, port: number, listener: number): RouterServer | null {
+    const c = this.counters;
+    const len = buf.length;
+    c.received++;
+    c.receivedBytes += len;
+    this.flow = null;
+    this.configId = -1;
+    if (len === 0) return this.drop(DROP_EMPTY, 0);
+
+    // Short headers carry no DCID length: take it from the codepoint's config, the self-encoded length of
+    // 0b111 (when it is a legal length), or the default; never more than the datagram holds, so a packet of a
+    // server with other CIDs (e.g. random ones) is still forwarded through the tables.
+    let shortLen = 0;
+    if ((buf[0] & 0x80) === 0) {
+      if (len < 2) return this.drop(DROP_SHORT_DCID, len);
+      const cr = buf[1] >> 5;
+      if (cr === UNROUTABLE_CONFIG_ID) {
+        shortLen = (buf[1] & 0x1f) + 1;
+        if (shortLen > 20) shortLen = this.shortDcidLength;
+      } else shortLen = this.cidLengths[cr] > 0 ? this.cidLengths[cr] : this.shortDcidLength;
+      if (shortLen > len - 1) shortLen = len - 1;
+    }
+    const h = this.header;
+    const err = parseQuicHeader(buf, h, shortLen);
+    // A clear fixed bit is legal after grease_quic_bit (RFC 9287): route it like any other packet.
+    if (err !== null && err !== 'no-fixed-bit') return this.drop(headerDrop(err), len);
+
+    const now = this.now;
+    const isLong = h.form === 'long';
+    const dOff = h.dcidOffset;
+    const dLen = h.dcidLength;
+    let flow = this.flows.get(address, port, listener);
+    let server: RouterServer | null = null;
+    let outcome = OUTCOME_FALLBACK;
+    let table = -1;
+
+    // Per-flow cache of the last DCID's decision (same DCID, same config generation).
+    if (flow !== null && flow.cacheGeneration === this.generation && flow.cacheLength === dLen && flow.cacheKind !== CACHE_NONE) {
+      const cd = flow.cacheDcid;
+      let i = 0;
+      while (i < dLen && cd[i] === buf[dOff + i]) i++;
+      if (i === dLen) {
+        if (flow.cacheKind === CACHE_CID) {
+          server = flow.cacheServer;
+          outcome = OUTCOME_CID;
+          this.configId = flow.cacheConfigId;
+        } else if (!isLong) {
+          const e = flow.cacheEntry!;
+          if (e.alive && e.server === flow.cacheServer && !e.server.removed) {
+            this.dcids.touch(e, now);
+            server = e.server;
+            outcome = OUTCOME_TABLE;
+            table = TABLE_DCID;
+          }
+        }
+      }
+    }
+
+    if (server === null) {
+      // 1. Routable DCID.
+      let unr = -1;
+      if (dLen === 0) unr = UNR_EMPTY;
+      else {
+        const d = this.decoded;
+        if (this.decoder.decodeInto(buf, dOff, dLen, d)) {
+          server = this.sidMaps[d.configId]!.get(d.serverId);
+          if (server !== null) {
+            outcome = OUTCOME_CID;
+            this.configId = d.configId;
+          } else unr = UNR_UNKNOWN_SERVER;
+        } else {
+          unr = d.reason === 'reserved' ? UNR_RESERVED : d.reason === 'unknown-config' ? UNR_UNKNOWN_CONFIG : UNR_TOO_SHORT;
+        }
+      }
+      let dcidEntry: DcidEntry<RouterServer> | null = null;
+      let dcidKey: string | null = null;
+      if (server === null) {
+        c.unroutable[unr]++;
+        // 2. Long header: 4-tuple‖SCID.
+        if (isLong && flow !== null) {
+          server = flow.scidLookup(buf, h.scidOffset, h.scidLength);
+          if (server !== null) {
+            outcome = OUTCOME_TABLE;
+            table = TABLE_SCID;
+          }
+        }
+        // 3. DCID table.
+        if (server === null && dLen > 0) {
+          dcidKey = buf.toString('latin1', dOff, dOff + dLen);
+          const e = this.dcids.get(dcidKey);
+          if (e !== undefined && !e.server.removed) {
+            this.dcids.touch(e, now);
+            server = e.server;
+            dcidEntry = e;
+            outcome = OUTCOME_TABLE;
+            table = TABLE_DCID;
+          }
+        }
+        // 4. 4-tuple table. The DCID is recorded too, so the connection survives a NAT rebinding even when its
+        //    server's CIDs never decode (a server without config, or one with random CIDs).
+        if (server === null && flow !== null && flow.tupleServer !== null && !flow.tupleServer.removed) {
+          server = flow.tupleServer;
+          outcome = OUTCOME_TABLE;
+          table = TABLE_TUPLE;
+          if (dLen > 0) dcidEntry = this.dcids.set(dcidKey!, server, now);
+        }
+        // 5. Fallback.
+        if (server === null) {
+          server = this.pool.pick(clientHash(address, port));
+          if (server === null) return this.drop(DROP_NO_SERVER, len);
+          outcome = OUTCOME_FALLBACK;
+          if (flow === null) flow = this.flows.create(address, port, listener, now);
+          flow.tupleServer = server;
+          if (isLong) flow.scidRecord(buf, h.scidOffset, h.scidLength, server);
+          if (dLen > 0) dcidEntry = this.dcids.set(dcidKey!, server, now);
+        }
+      }
+      if (flow === null) flow = this.flows.create(address, port, listener, now);
+      // Remember the decision for the next packet with this DCID (a decoded CID, or a DCID-table entry).
+      if (dLen <= 20) {
+        if (outcome === OUTCOME_CID) {
+          flow.cacheKind = CACHE_CID;
+          flow.cacheConfigId = this.configId;
+          flow.cacheEntry = null;
+        } else if (dcidEntry !== null) {
+          flow.cacheKind = CACHE_DCID_TABLE;
+          flow.cacheEntry = dcidEntry;
+        } else flow.cacheKind = CACHE_NONE;
+        if (flow.cacheKind !== CACHE_NONE) {
+          flow.cacheServer = server;
+          flow.cacheGeneration = this.generation;
+          flow.cacheLength = dLen;
+          const cd = flow.cacheDcid;
+          for (let i = 0; i < dLen; i++) cd[i] = buf[dOff + i];
+        }
+      }
+    }
+    if (flow === null) flow = this.flows.create(address, port, listener, now);
+    else if (flow.lastSeen !== now) this.flows.touch(flow, now);
+
+    if (table >= 0) c.tableHits[table]++;
+    const idx = outcome * 8 + (this.configId < 0 ? 7 : this.configId);
+    c.routedPackets[idx]++;
+    c.routedBytes[idx] += len;
+    server!.packets++;
+    server!.bytes += len;
+    this.outcome = outcome;
+    this.flow = flow;
+    return server;
+  }
+
+  /**
+   * Server -> client: a long-header reply's SCID is the CID the client will use as DCID. When it does not
+   * decode to this server (e.g. a 0b111 CID of a server without config), learn it into the DCID table so the
+   * connection survives client migration.
+   */
+  learnReply(buf: Buffer, server: RouterServer): void {
+    if (buf.length < 7 || (buf[0] & 0x80) === 0) return;
+    const h = this.header;
+    const err = parseQuicHeader(buf, h, 0);
+    if ((err !== null && err !== 'no-fixed-bit') || h.scidLength === 0 || h.version === 0) return;
+    const d = this.decoded;
+    if (this.decoder.decodeInto(buf, h.scidOffset, h.scidLength, d) && this.sidMaps[d.configId]!.get(d.serverId) !== null) return;
+    this.dcids.set(buf.toString('latin1', h.scidOffset, h.scidOffset + h.scidLength), server, this.now);
+    this.counters.learned++;
+  }
+
+  /** Forgets all flows and tables (stop). */
+  clear(): void {
+    this.flows.clear();
+    this.dcids.clear();
+  }
+
+  stats(): RouterStats {
+    const c = this.counters;
+    const sum = (a: Float64Array, o: number) => a.subarray(o * 8, o * 8 + 8).reduce((x, y) => x + y, 0);
+    const routedByConfig: Record<string, number> = {};
+    for (let o = 0; o < 3; o++) {
+      for (let id = 0; id < 8; id++) {
+        const v = c.routedPackets[o * 8 + id];
+        if (v > 0) routedByConfig[`${OUTCOMES[o]}/${id === 7 ? 'none' : id}`] = v;
+      }
+    }
+    const named = <T extends string>(names: readonly T[], a: Float64Array): Partial<Record<T, number>> => {
+      const r: Partial<Record<T, number>> = {};
+      names.forEach((n, i) => {
+        if (a[i] > 0) r[n] = a[i];
+      });
+      return r;
+    };
+    return {
+      received: c.received,
+      receivedBytes: c.receivedBytes,
+      routed: { cid: sum(c.routedPackets, 0), table: sum(c.routedPackets, 1), fallback: sum(c.routedPackets, 2) },
+      routedBytes: { cid: sum(c.routedBytes, 0), table: sum(c.routedBytes, 1), fallback: sum(c.routedBytes, 2) },
+      routedByConfig,
+      dropped: named(DROP_REASONS, c.dropPackets),
+      unroutable: named(UNROUTABLE_REASONS, c.unroutable),
+      tableHits: { tuple_scid: c.tableHits[0], dcid: c.tableHits[1], tuple: c.tableHits[2] },
+      flows: this.flows.size,
+      dcids: this.dcids.size,
+      flowsCreated: this.flows.counters.created,
+      flowsExpired: this.flows.counters.expired,
+      flowsEvicted: this.flows.counters.evicted,
+      dcidsCreated: this.dcids.counters.created,
+      dcidsExpired: this.dcids.counters.expired,
+      dcidsEvicted: this.dcids.counters.evicted,
+      learned: c.learned,
+    };
+  }
+}
+
+export function outcomeName(o: number): Outcome {
+  return o === OUTCOME_DROP ? 'drop' : OUTCOMES[o];
+}

@@ -1,0 +1,318 @@
+/**
+ * Standalone mode: runs the data plane from the YAML file (docs/standalone-config.md). Loads and validates the
+ * config (refusing to start on an invalid file), starts the data plane in-process (workers: 1) or as worker
+ * processes, the health probes, the monitoring HTTP server, reloads on file change or SIGHUP (keeping the last
+ * good config on errors), and runs config rotation when enabled.
+ */
+import type { AddressInfo } from 'node:net';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { formatSocketAddress } from '../lib/config/address.js';
+import { ConfigError } from '../lib/quiclb/config.js';
+import {
+  describeConfig,
+  loadStandaloneConfig,
+  toSnapshot,
+  type LoadedStandalone,
+  type LogLevel,
+} from '../lib/config/standalone.js';
+import { snapshotToJson, type DataplaneSnapshot, type SocketAddress } from '../lib/config/snapshot.js';
+import { Dataplane } from './dataplane.js';
+import { HealthChecker } from './health.js';
+import { createLogger, type Logger } from './logging.js';
+import { MonitoringServer, type Readiness } from './monitoring.js';
+import { ConfigWatcher } from './reload.js';
+import { Rotator } from './rotation.js';
+import type { HealthState } from './router.js';
+import { aggregateMetrics, WorkerPool } from './workers.js';
+
+export interface StandaloneOptions {
+  configPath: string;
+  /** Logger to use (default: pino on stdout at the config's or `logLevel`'s level). */
+  logger?: Logger;
+  /** Overrides logging.level of the file. */
+  logLevel?: LogLevel;
+  /** Reload on SIGHUP (default true). */
+  handleSignals?: boolean;
+  /** Reload when the config, key or state files change (default true). */
+  watch?: boolean;
+}
+
+export interface StandaloneHandle {
+  /** Bound listen addresses (ephemeral ports resolved). */
+  addresses(): SocketAddress[];
+  /** The monitoring HTTP server's address, or null when disabled. */
+  monitoringAddress(): AddressInfo | null;
+  /** Re-reads the config now; resolves true when the config in force is the file's (applied or unchanged). */
+  reload(why?: string): Promise<boolean>;
+  /** Prometheus text of all metrics (aggregated over workers). */
+  metrics(): Promise<string>;
+  /** The snapshot in force. */
+  snapshot(): DataplaneSnapshot;
+  /** The in-process data plane (null with worker processes). */
+  readonly dataplane: Dataplane | null;
+  readonly logger: Logger;
+  stop(): Promise<void>;
+}
+
+interface Engine {
+  start(s: DataplaneSnapshot): Promise<void>;
+  apply(s: DataplaneSnapshot): Promise<void>;
+  addresses(): SocketAddress[];
+  health(): Map<string, HealthState>;
+  metrics(): Promise<{ contentType: string; body: string }>;
+  readyWorkers(): { ready: number; total: number };
+  stop(): Promise<void>;
+}
+
+class InProcessEngine implements Engine {
+  readonly dp: Dataplane;
+  constructor(
+    logger: Logger,
+    private readonly registry: Registry,
+  ) {
+    this.dp = new Dataplane({ logger, registry });
+  }
+  start(s: DataplaneSnapshot) {
+    return this.dp.start(s);
+  }
+  apply(s: DataplaneSnapshot) {
+    return this.dp.apply(s);
+  }
+  addresses() {
+    return this.dp.addresses();
+  }
+  health() {
+    return this.dp.serverHealth();
+  }
+  async metrics() {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+  readyWorkers() {
+    return { ready: 1, total: 1 };
+  }
+  stop() {
+    return this.dp.stop();
+  }
+}
+
+class WorkerEngine implements Engine {
+  private readonly pool: WorkerPool;
+  private readonly checker: HealthChecker;
+  private healthStates = new Map<string, HealthState>();
+  constructor(
+    count: number,
+    logger: Logger,
+    private readonly registry: Registry,
+    logLevel: () => string,
+    lbName: string,
+    initial: DataplaneSnapshot,
+  ) {
+    this.pool = new WorkerPool({ count, logger, logLevel, health: () => this.healthStates });
+    this.checker = new HealthChecker(initial.health, logger, lbName, registry);
+    this.checker.on('change', (c) => {
+      this.healthStates.set(c.name, c.state);
+      this.pool.broadcastHealth(c.name, c.state);
+    });
+  }
+  async start(s: DataplaneSnapshot) {
+    this.checker.update(s.servers, s.health);
+    this.healthStates = this.checker.states();
+    await this.pool.start(s);
+    this.checker.start();
+  }
+  async apply(s: DataplaneSnapshot) {
+    await this.pool.apply(s);
+    this.checker.update(s.servers, s.health);
+    this.healthStates = this.checker.states();
+  }
+  addresses() {
+    return this.pool.addresses();
+  }
+  health() {
+    return this.checker.states();
+  }
+  async metrics() {
+    return aggregateMetrics(this.registry, await this.pool.workerMetrics());
+  }
+  readyWorkers() {
+    return { ready: this.pool.readyCount, total: this.pool.count };
+  }
+  async stop() {
+    await this.checker.stop();
+    await this.pool.stop();
+  }
+}
+
+/** Key-free identity of a snapshot's content (to skip no-op reloads). */
+function fingerprint(s: DataplaneSnapshot): string {
+  return JSON.stringify(snapshotToJson({ ...s, version: 0 }));
+}
+
+export async function runStandalone(options: StandaloneOptions): Promise<StandaloneHandle> {
+  // Throws ConfigError (field named) on an invalid file: the process refuses to start.
+  let loaded = loadStandaloneConfig(options.configPath);
+  const cfg0 = loaded.config;
+  const level = options.logLevel ?? cfg0.logging.level;
+  const logger = options.logger ?? createLogger({ level, base: { lb: cfg0.name } });
+  let version = 1;
+  let snapshot = toSnapshot(loaded, version);
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'quiclb_' });
+  const reloads = new Counter({ name: 'quiclb_config_reloads_total', help: 'Config reloads, by result (failure: the last good config stayed in force).', labelNames: ['result'], registers: [registry] });
+  reloads.inc({ result: 'success' }, 0);
+  reloads.inc({ result: 'failure' }, 0);
+  const lastOk = new Gauge({ name: 'quiclb_config_last_reload_successful', help: '1 when the last reload attempt succeeded, 0 after an invalid config.', registers: [registry], aggregator: 'max' });
+  lastOk.set(1);
+  const lastTime = new Gauge({ name: 'quiclb_config_last_reload_timestamp_seconds', help: 'Time the config in force was loaded.', registers: [registry], aggregator: 'max' });
+  lastTime.set(Date.now() / 1000);
+  const rotationsMetric = new Counter({ name: 'quiclb_config_rotations_total', help: 'Config rotations started by this process.', registers: [registry] });
+  const workersGauge = new Gauge({ name: 'quiclb_workers', help: 'Data-plane processes: configured and ready.', labelNames: ['state'], registers: [registry], aggregator: 'max' });
+
+  logger.info({ config: options.configPath, summary: describeConfig(loaded) }, 'config loaded');
+  if (loaded.stateFileWarning) logger.warn(loaded.stateFileWarning);
+  if (snapshot.configs.some((l) => l.config.key === null)) {
+    logger.warn('plaintext QUIC-LB config: server IDs in connection IDs are visible to anyone on the path (no privacy); set encryption_key');
+  }
+
+  const workers = cfg0.workers;
+  const engine: Engine =
+    workers > 1 ? new WorkerEngine(workers, logger, registry, () => String(logger.level), cfg0.name, snapshot) : new InProcessEngine(logger, registry);
+  workersGauge.set({ state: 'configured' }, workers);
+  await engine.start(snapshot);
+
+  let monitoring: MonitoringServer | null = null;
+  let reloading: Promise<boolean> = Promise.resolve(true);
+  let watcher: ConfigWatcher | null = null;
+  let rotator: Rotator | null = null;
+  const readiness = (): Readiness => {
+    const health = engine.health();
+    const accepting = snapshot.servers.filter((s) => s.state === 'active' && s.weight > 0 && health.get(s.name) !== 'unhealthy');
+    const { ready, total } = engine.readyWorkers();
+    const detail = [
+      `config version ${version}`,
+      `listening on ${engine.addresses().map(formatSocketAddress).join(', ')}`,
+      `data-plane processes ready: ${ready}/${total}`,
+      `servers accepting new connections: ${accepting.length}/${snapshot.servers.length}`,
+    ];
+    return { ready: ready === total && accepting.length > 0, detail };
+  };
+  const metrics = async () => {
+    workersGauge.set({ state: 'ready' }, engine.readyWorkers().ready);
+    rotationsMetric.reset();
+    rotationsMetric.inc(rotator?.rotations ?? 0);
+    return engine.metrics();
+  };
+  try {
+    if (cfg0.monitoring.port !== null) {
+      monitoring = new MonitoringServer({ metrics, readiness, logger });
+      const a = await monitoring.listen(cfg0.monitoring.port, cfg0.monitoring.address);
+      logger.info({ address: formatSocketAddress({ host: a.address, port: a.port }) }, 'monitoring: /metrics /healthz /readyz');
+    }
+  } catch (e) {
+    await engine.stop();
+    throw new Error(`cannot start the monitoring server on ${cfg0.monitoring.address}:${cfg0.monitoring.port}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
+      cause: e,
+    });
+  }
+
+  const doReload = async (why: string): Promise<boolean> => {
+    let next: LoadedStandalone;
+    let nextSnapshot: DataplaneSnapshot;
+    try {
+      next = loadStandaloneConfig(options.configPath);
+      nextSnapshot = toSnapshot(next, version + 1);
+    } catch (e) {
+      reloads.inc({ result: 'failure' });
+      lastOk.set(0);
+      const msg = e instanceof ConfigError ? e.message : (e as Error).message;
+      logger.error({ config: options.configPath, why, error: msg }, 'config reload failed; keeping the last good config');
+      return false;
+    }
+    const c = next.config;
+    if (c.workers !== cfg0.workers) logger.warn({ workers: c.workersSetting }, 'changing workers needs a restart; keeping the running workers');
+    if (c.monitoring.port !== cfg0.monitoring.port || c.monitoring.address !== cfg0.monitoring.address) {
+      logger.warn('changing monitoring address or port needs a restart');
+    }
+    if (!options.logLevel && c.logging.level !== logger.level) logger.level = c.logging.level;
+    if (next.stateFileWarning) logger.warn(next.stateFileWarning);
+    watcher?.watchFiles(c.watchedFiles);
+    if (fingerprint(nextSnapshot) === fingerprint(snapshot)) {
+      loaded = next;
+      rotator?.update(next);
+      lastOk.set(1);
+      logger.debug({ why }, 'config unchanged');
+      return true;
+    }
+    try {
+      await engine.apply(nextSnapshot);
+    } catch (e) {
+      reloads.inc({ result: 'failure' });
+      lastOk.set(0);
+      logger.error({ why, error: (e as Error).message }, 'config could not be applied; keeping the last good config');
+      return false;
+    }
+    version++;
+    snapshot = nextSnapshot;
+    loaded = next;
+    reloads.inc({ result: 'success' });
+    lastOk.set(1);
+    lastTime.set(Date.now() / 1000);
+    logger.info({ why, version, summary: describeConfig(next) }, 'config reloaded');
+    if (c.rotation.enabled) {
+      if (rotator) rotator.update(next);
+      else {
+        rotator = new Rotator(next, { logger, onChange: (w) => void reload(`rotation: ${w}`) });
+        rotator.start();
+      }
+    } else if (rotator) {
+      rotator.stop();
+      rotator = null;
+    }
+    return true;
+  };
+  const reload = (why = 'requested'): Promise<boolean> => {
+    reloading = reloading.then(() => doReload(why));
+    return reloading;
+  };
+
+  if (options.watch !== false) {
+    watcher = new ConfigWatcher((why) => void reload(why), logger);
+    watcher.watchFiles(cfg0.watchedFiles);
+  }
+  if (options.handleSignals !== false) {
+    watcher ??= new ConfigWatcher((why) => void reload(why), logger);
+    watcher.handleSighup();
+  }
+  if (cfg0.rotation.enabled) {
+    rotator = new Rotator(loaded, { logger, onChange: (w) => void reload(`rotation: ${w}`) });
+    rotator.start();
+    // The state file may now hold what the YAML gave: reload to pick it up (no-op when identical).
+    await reload('rotation state');
+  }
+  logger.info(
+    { listen: engine.addresses().map(formatSocketAddress), workers, servers: snapshot.servers.map((s) => `${s.name}=${formatSocketAddress(s.address)}`) },
+    'quiclb standalone running',
+  );
+
+  let stopped = false;
+  return {
+    addresses: () => engine.addresses(),
+    monitoringAddress: () => monitoring?.address() ?? null,
+    reload,
+    metrics: async () => (await metrics()).body,
+    snapshot: () => snapshot,
+    dataplane: engine instanceof InProcessEngine ? engine.dp : null,
+    logger,
+    stop: async () => {
+      if (stopped) return;
+      stopped = true;
+      rotator?.stop();
+      watcher?.close();
+      await reloading.catch(() => {});
+      await monitoring?.close();
+      await engine.stop();
+      logger.info('quiclb standalone stopped');
+      logger.flush?.();
+    },
+  };
+}

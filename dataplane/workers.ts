@@ -1,0 +1,340 @@
+/**
+ * `workers: N|auto`: N worker processes (node:cluster), each running a Dataplane whose listening sockets bind
+ * the same address:port with SO_REUSEPORT, so the kernel keeps every client 4-tuple on one worker. The primary
+ * loads the config, probes health, serves /metrics (aggregating the workers' metrics with prom-client's
+ * AggregatorRegistry), and sends snapshots and health states to the workers over IPC.
+ *
+ * A port 0 (ephemeral) listen address is resolved once by the primary: it binds a SO_REUSEPORT socket to learn
+ * a free port, the workers join that port, then the primary's placeholder closes.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import { createSocket, type Socket } from 'node:dgram';
+import { fileURLToPath } from 'node:url';
+import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client';
+
+/** One registry's metrics as prom-client JSON (getMetricsAsJSON()). */
+type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
+import { snapshotFromJson, snapshotToJson, type DataplaneSnapshot, type SnapshotJson, type SocketAddress } from '../lib/config/snapshot.js';
+import { formatSocketAddress } from '../lib/config/address.js';
+import { Dataplane } from './dataplane.js';
+import { createLogger, type Logger } from './logging.js';
+import type { HealthState } from './router.js';
+
+type ToWorker =
+  | { t: 'start'; snapshot: SnapshotJson; health: [string, HealthState][]; logLevel: string }
+  | { t: 'apply'; id: number; snapshot: SnapshotJson; logLevel: string }
+  | { t: 'health'; name: string; state: HealthState }
+  | { t: 'metrics'; id: number }
+  | { t: 'stop' };
+
+type FromWorker =
+  | { t: 'ready'; addresses: SocketAddress[] }
+  | { t: 'start-error'; message: string }
+  | { t: 'applied'; id: number; error: string | null }
+  | { t: 'metrics'; id: number; metrics: MetricsJson };
+
+function isMessage(m: unknown): m is { t: string } {
+  return typeof m === 'object' && m !== null && typeof (m as { t?: unknown }).t === 'string';
+}
+
+/** Entry of a worker process (dataplane/worker-entry.ts). */
+export async function runWorker(): Promise<void> {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'quiclb_' });
+  const index = process.env.QUICLB_WORKER_INDEX ?? String(cluster.worker?.id ?? 0);
+  const logger: Logger = createLogger({ level: process.env.QUICLB_LOG_LEVEL ?? 'info', base: { worker: Number(index) } });
+  const dp = new Dataplane({ logger, registry, healthChecks: false, reusePort: true, workerLabel: index });
+  let chain: Promise<void> = Promise.resolve();
+  const send = (m: FromWorker) => process.send?.(m);
+  const handle = async (m: ToWorker): Promise<void> => {
+    switch (m.t) {
+      case 'start':
+        try {
+          logger.level = m.logLevel;
+          await dp.start(snapshotFromJson(m.snapshot));
+          for (const [name, state] of m.health) dp.setServerHealth(name, state);
+          send({ t: 'ready', addresses: dp.addresses() });
+        } catch (e) {
+          send({ t: 'start-error', message: (e as Error).message });
+        }
+        return;
+      case 'apply':
+        try {
+          logger.level = m.logLevel;
+          await dp.apply(snapshotFromJson(m.snapshot));
+          send({ t: 'applied', id: m.id, error: null });
+        } catch (e) {
+          send({ t: 'applied', id: m.id, error: (e as Error).message });
+        }
+        return;
+      case 'health':
+        dp.setServerHealth(m.name, m.state);
+        return;
+      case 'metrics':
+        send({ t: 'metrics', id: m.id, metrics: await registry.getMetricsAsJSON() });
+        return;
+      case 'stop':
+        await dp.stop();
+        process.disconnect?.();
+        return;
+    }
+  };
+  process.on('message', (m: unknown) => {
+    if (!isMessage(m)) return;
+    chain = chain.then(() => handle(m as ToWorker)).catch((e: Error) => logger.error({ err: e.message }, 'worker message failed'));
+  });
+  // The primary stops us with a message; a signal (e.g. Ctrl-C to the process group) is left to it.
+  process.on('SIGINT', () => {});
+  process.on('SIGHUP', () => {}); // reloads are the primary's job
+  process.on('SIGTERM', () => {
+    void dp.stop().then(() => process.exit(0));
+  });
+  process.on('disconnect', () => {
+    void dp.stop().then(() => process.exit(0));
+  });
+}
+
+function workerEntry(): string {
+  const self = fileURLToPath(import.meta.url);
+  return self.replace(/workers\.(ts|js)$/, 'worker-entry.$1');
+}
+
+export interface WorkerPoolOptions {
+  count: number;
+  logger: Logger;
+  logLevel: () => string;
+  /** Current health of every server, sent to (re)started workers. */
+  health: () => Map<string, HealthState>;
+}
+
+interface Slot {
+  index: number;
+  worker: Worker | null;
+  ready: boolean;
+  restarts: number;
+}
+
+export class WorkerPool {
+  private readonly slots: Slot[] = [];
+  private snapshot: DataplaneSnapshot | null = null;
+  private stopping = false;
+  private nextId = 1;
+  private readonly waiters = new Map<number, { pending: Set<Worker>; results: unknown[]; done: (r: unknown[]) => void }>();
+  private addressesBound: SocketAddress[] = [];
+  private placeholders: Socket[] = [];
+  /** Resolved ports of port-0 listen entries, by `${host}#${n}`. */
+  private readonly resolved = new Map<string, number>();
+
+  constructor(private readonly options: WorkerPoolOptions) {}
+
+  get readyCount(): number {
+    return this.slots.filter((s) => s.ready).length;
+  }
+
+  get count(): number {
+    return this.options.count;
+  }
+
+  addresses(): SocketAddress[] {
+    return this.addressesBound;
+  }
+
+  /** Forks the workers and waits until each one has bound every listen address. */
+  async start(snapshot: DataplaneSnapshot): Promise<void> {
+    const s = await this.resolvePorts(snapshot);
+    this.snapshot = s;
+    cluster.setupPrimary({ exec: workerEntry(), execArgv: process.execArgv, serialization: 'json', silent: false });
+    const started: Promise<void>[] = [];
+    for (let i = 0; i < this.options.count; i++) {
+      const slot: Slot = { index: i, worker: null, ready: false, restarts: 0 };
+      this.slots.push(slot);
+      started.push(this.fork(slot));
+    }
+    try {
+      await Promise.all(started);
+    } finally {
+      await this.releasePlaceholders();
+    }
+    this.addressesBound = s.listen.map((a) => ({ ...a }));
+  }
+
+  private async resolvePorts(snapshot: DataplaneSnapshot): Promise<DataplaneSnapshot> {
+    const counts = new Map<string, number>();
+    const listen: SocketAddress[] = [];
+    for (const a of snapshot.listen) {
+      if (a.port !== 0) {
+        listen.push(a);
+        continue;
+      }
+      const n = counts.get(a.host) ?? 0;
+      counts.set(a.host, n + 1);
+      const key = `${a.host}#${n}`;
+      let port = this.resolved.get(key);
+      if (port === undefined) {
+        const sock = createSocket({ type: a.family === 6 ? 'udp6' : 'udp4', reusePort: true, ipv6Only: a.family === 6 });
+        await new Promise<void>((resolve, reject) => {
+          sock.once('error', reject);
+          sock.bind({ port: 0, address: a.host, exclusive: true }, () => resolve());
+        });
+        sock.on('message', () => {}); // datagrams that reach the placeholder before the workers join are lost
+        port = sock.address().port;
+        this.placeholders.push(sock);
+        this.resolved.set(key, port);
+      }
+      listen.push({ ...a, port });
+    }
+    return { ...snapshot, listen };
+  }
+
+  private async releasePlaceholders(): Promise<void> {
+    const p = this.placeholders;
+    this.placeholders = [];
+    await Promise.all(p.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  }
+
+  private fork(slot: Slot): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const worker = cluster.fork({ QUICLB_LOG_LEVEL: this.options.logLevel(), QUICLB_WORKER_INDEX: String(slot.index) });
+      slot.worker = worker;
+      slot.ready = false;
+      let settled = false;
+      worker.on('online', () => {
+        const m: ToWorker = {
+          t: 'start',
+          snapshot: snapshotToJson(this.snapshot!),
+          health: [...this.options.health()],
+          logLevel: this.options.logLevel(),
+        };
+        worker.send(m);
+      });
+      worker.on('message', (m: unknown) => {
+        if (!isMessage(m)) return;
+        const msg = m as FromWorker;
+        if (msg.t === 'ready') {
+          slot.ready = true;
+          if (!settled) {
+            settled = true;
+            resolve();
+          }
+        } else if (msg.t === 'start-error') {
+          this.options.logger.error({ worker: slot.index, err: msg.message }, 'worker failed to start');
+          if (!settled) {
+            settled = true;
+            reject(new Error(msg.message));
+          }
+          worker.kill();
+        } else if (msg.t === 'applied' || msg.t === 'metrics') {
+          const w = this.waiters.get(msg.id);
+          if (w && w.pending.delete(worker)) {
+            w.results.push(msg.t === 'applied' ? msg.error : msg.metrics);
+            if (w.pending.size === 0) w.done(w.results);
+          }
+        }
+      });
+      worker.on('exit', (code, signal) => {
+        slot.ready = false;
+        for (const w of this.waiters.values()) {
+          if (w.pending.delete(worker) && w.pending.size === 0) w.done(w.results);
+        }
+        if (!settled) {
+          settled = true;
+          reject(new Error(`worker ${slot.index} exited during start (code ${code}, signal ${signal})`));
+          return;
+        }
+        if (this.stopping) return;
+        slot.restarts++;
+        const delay = Math.min(10_000, 250 * 2 ** Math.min(slot.restarts, 6));
+        this.options.logger.error({ worker: slot.index, code, signal, restart_in_ms: delay }, 'worker exited; restarting');
+        setTimeout(() => {
+          if (!this.stopping) this.fork(slot).catch((e: Error) => this.options.logger.error({ worker: slot.index, err: e.message }, 'worker restart failed'));
+        }, delay).unref();
+      });
+    });
+  }
+
+  private live(): Worker[] {
+    return this.slots.filter((s) => s.ready && s.worker !== null && s.worker.isConnected()).map((s) => s.worker!);
+  }
+
+  private ask(make: (id: number) => ToWorker, timeoutMs: number): Promise<unknown[]> {
+    const workers = this.live();
+    if (workers.length === 0) return Promise.resolve([]);
+    const id = this.nextId++;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(id);
+        resolve(entry.results);
+      }, timeoutMs);
+      const entry = {
+        pending: new Set(workers),
+        results: [] as unknown[],
+        done: (r: unknown[]) => {
+          clearTimeout(timer);
+          this.waiters.delete(id);
+          resolve(r);
+        },
+      };
+      this.waiters.set(id, entry);
+      for (const w of workers) w.send(make(id));
+    });
+  }
+
+  /** Sends a snapshot to every worker; rejects with the first worker's error. */
+  async apply(snapshot: DataplaneSnapshot): Promise<void> {
+    const s = await this.resolvePorts(snapshot);
+    try {
+      const json = snapshotToJson(s);
+      const results = await this.ask((id) => ({ t: 'apply', id, snapshot: json, logLevel: this.options.logLevel() }), 10_000);
+      const err = results.find((r) => typeof r === 'string');
+      if (err) throw new Error(String(err));
+      this.snapshot = s;
+      this.addressesBound = s.listen.map((a) => ({ ...a }));
+    } finally {
+      await this.releasePlaceholders();
+    }
+  }
+
+  broadcastHealth(name: string, state: HealthState): void {
+    for (const w of this.live()) w.send({ t: 'health', name, state } satisfies ToWorker);
+  }
+
+  /** Every worker's metrics, as prom-client JSON. */
+  async workerMetrics(): Promise<MetricsJson[]> {
+    return (await this.ask((id) => ({ t: 'metrics', id }), 2000)) as MetricsJson[];
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const exits = this.slots
+      .filter((s) => s.worker !== null && !s.worker.isDead())
+      .map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            const w = s.worker!;
+            const t = setTimeout(() => {
+              w.process.kill('SIGKILL');
+              resolve();
+            }, 3000);
+            w.once('exit', () => {
+              clearTimeout(t);
+              resolve();
+            });
+            if (w.isConnected()) w.send({ t: 'stop' } satisfies ToWorker);
+            else w.process.kill('SIGTERM');
+          }),
+      );
+    await Promise.all(exits);
+    await this.releasePlaceholders();
+  }
+}
+
+/** Aggregates the primary's and the workers' metrics into Prometheus text. */
+export async function aggregateMetrics(primary: Registry, workers: MetricsJson[]): Promise<{ contentType: string; body: string }> {
+  const all = [await primary.getMetricsAsJSON(), ...workers];
+  const reg = AggregatorRegistry.aggregate(all);
+  return { contentType: reg.contentType, body: await reg.metrics() };
+}
+
+export function describeAddresses(a: SocketAddress[]): string[] {
+  return a.map(formatSocketAddress);
+}

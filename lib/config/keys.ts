@@ -1,0 +1,41 @@
+/** QUIC-LB keys in config files. Errors describe the shape of a bad key, never its content. */
+import { readFileSync } from 'node:fs';
+import { ConfigError, KEY_LEN } from '../quiclb/config.js';
+
+const BASE64_16 = /^[A-Za-z0-9+/]{22}(?:==)?$/;
+const HEX_16 = /^(?:0x)?[0-9a-fA-F]{32}$/;
+
+/** A 16-byte key given as base64 text (the YAML form). */
+export function parseBase64Key(field: string, value: unknown): Buffer {
+  if (typeof value !== 'string') throw new ConfigError(field, `must be a base64 string of ${KEY_LEN} bytes (24 characters)`);
+  const s = value.trim();
+  if (!BASE64_16.test(s)) {
+    throw new ConfigError(
+      field,
+      `must be ${KEY_LEN} bytes in base64 (24 characters ending in "=="), got ${s.length} characters` +
+        (/^[0-9a-fA-F]{32}$/.test(s) ? ' that look like hex: convert it, or use encryption_key_file' : ''),
+    );
+  }
+  const key = Buffer.from(s, 'base64');
+  if (key.length !== KEY_LEN) throw new ConfigError(field, `must decode to ${KEY_LEN} bytes, got ${key.length}`);
+  return key;
+}
+
+/** Key file contents: exactly 16 raw bytes, or base64 / 32 hex digits with optional surrounding whitespace. */
+export function parseKeyFileContents(field: string, data: Buffer): Buffer {
+  if (data.length === KEY_LEN) return Buffer.from(data);
+  const text = data.toString('latin1').trim();
+  if (HEX_16.test(text)) return Buffer.from(text.replace(/^0x/, ''), 'hex');
+  if (BASE64_16.test(text)) return Buffer.from(text, 'base64');
+  throw new ConfigError(field, `the file must hold a ${KEY_LEN}-byte key: base64, 32 hex digits, or ${KEY_LEN} raw bytes (it has ${data.length} bytes)`);
+}
+
+export function readKeyFile(field: string, path: string): Buffer {
+  let data: Buffer;
+  try {
+    data = readFileSync(path);
+  } catch (e) {
+    throw new ConfigError(field, `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  return parseKeyFileContents(field, data);
+}

@@ -1,0 +1,246 @@
+/**
+ * The runtime snapshot the data plane consumes: one load balancer's listen addresses, live QUIC-LB configs,
+ * server table, flow and health settings. Transport-neutral: the standalone YAML is converted into it, and
+ * so will be the operator's gRPC config. Validated as a whole before it replaces the previous one.
+ */
+import { toHex } from '../hex.js';
+import { ConfigError, cidLength, makeConfig, MAX_CONFIG_ID, type QuicLbConfig } from '../quiclb/config.js';
+import { formatSocketAddress, parseSocketAddress, type SocketAddress } from './address.js';
+
+export type { SocketAddress } from './address.js';
+
+/** active: servers mint with it; accepting: LBs decode it, servers not yet; draining: LBs decode it for old connections. */
+export type ConfigState = 'active' | 'accepting' | 'draining';
+export const CONFIG_STATES: readonly ConfigState[] = ['active', 'accepting', 'draining'];
+
+export interface LiveConfig {
+  readonly config: QuicLbConfig;
+  readonly state: ConfigState;
+}
+
+/** active: in the fallback pool when healthy; draining: keeps CID and table traffic, gets no new connections. */
+export type ServerState = 'active' | 'draining';
+export const SERVER_STATES: readonly ServerState[] = ['active', 'draining'];
+
+export interface SnapshotServer {
+  /** Stable identity: standalone servers[].id; the operator's endpoint name. */
+  readonly name: string;
+  /** QUIC-LB server ID, used with every live config whose server_id_length equals its length. */
+  readonly serverId: Uint8Array;
+  /** Per-config server IDs overriding `serverId` (config id -> ID); the standalone YAML never sets it. */
+  readonly serverIdByConfig?: Readonly<Record<number, Uint8Array>>;
+  readonly address: SocketAddress;
+  /** Relative share of new connections through the fallback; 0 = none. */
+  readonly weight: number;
+  readonly state: ServerState;
+}
+
+export interface FlowSettings {
+  /** Bound of the flow table and, separately, of the DCID table. */
+  readonly maxFlows: number;
+  readonly idleTimeoutMs: number;
+}
+
+export interface HealthCheckSettings {
+  readonly enabled: boolean;
+  readonly intervalMs: number;
+  readonly timeoutMs: number;
+  readonly failuresThreshold: number;
+  readonly successesThreshold: number;
+}
+
+export interface DataplaneSnapshot {
+  /** Increases with every snapshot the source produces (metric quiclb_config_version). */
+  readonly version: number;
+  /** Load balancer name: label `lb` on metrics, field in logs. */
+  readonly name: string;
+  readonly listen: readonly SocketAddress[];
+  readonly configs: readonly LiveConfig[];
+  readonly servers: readonly SnapshotServer[];
+  readonly flows: FlowSettings;
+  readonly health: HealthCheckSettings;
+  /** DCID length assumed for short headers whose first octet names no live config (and is not 0b111). */
+  readonly shortDcidLength: number;
+}
+
+export const DEFAULT_FLOWS: FlowSettings = Object.freeze({ maxFlows: 100_000, idleTimeoutMs: 30_000 });
+export const DEFAULT_HEALTH: HealthCheckSettings = Object.freeze({
+  enabled: true,
+  intervalMs: 10_000,
+  timeoutMs: 2_000,
+  failuresThreshold: 3,
+  successesThreshold: 2,
+});
+export const MAX_WEIGHT = 1_000_000;
+
+/** The server ID a server uses under `config` (null when it has none of that length). */
+export function serverIdFor(server: SnapshotServer, config: QuicLbConfig): Uint8Array | null {
+  const id = server.serverIdByConfig?.[config.configId] ?? server.serverId;
+  return id.length === config.serverIdLength ? id : null;
+}
+
+export function activeConfig(snapshot: Pick<DataplaneSnapshot, 'configs'>): LiveConfig | undefined {
+  return snapshot.configs.find((c) => c.state === 'active');
+}
+
+/** Default short-header DCID length: the CID length of the active config (else of the first live config, else 8). */
+export function defaultShortDcidLength(configs: readonly LiveConfig[]): number {
+  const c = configs.find((l) => l.state === 'active') ?? configs[0];
+  return c ? cidLength(c.config) : 8;
+}
+
+function intIn(field: string, v: unknown, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw new ConfigError(field, `must be an integer ${min}..${max}, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+/**
+ * Checks a snapshot as a whole: lengths, unique config ids, exactly one active config, unique server names,
+ * unique server IDs per config, sane flow/health settings. Returns it unchanged; throws ConfigError naming
+ * the field (paths as in the snapshot, e.g. `servers[2].serverId`).
+ */
+export function validateSnapshot(s: DataplaneSnapshot): DataplaneSnapshot {
+  intIn('version', s.version, 0, Number.MAX_SAFE_INTEGER);
+  if (typeof s.name !== 'string' || s.name.length === 0) throw new ConfigError('name', 'must be a non-empty string');
+  if (!Array.isArray(s.listen) || s.listen.length === 0) throw new ConfigError('listen', 'must list at least one address');
+  const seenListen = new Set<string>();
+  s.listen.forEach((a, i) => {
+    const text = formatSocketAddress(a);
+    parseSocketAddress(`listen[${i}]`, text, { allowPortZero: true });
+    if (a.port !== 0 && seenListen.has(text)) throw new ConfigError(`listen[${i}]`, `${text} is listed twice`);
+    seenListen.add(text);
+  });
+  if (!Array.isArray(s.configs) || s.configs.length === 0) throw new ConfigError('configs', 'must hold at least one QUIC-LB config');
+  if (s.configs.length > MAX_CONFIG_ID + 1) throw new ConfigError('configs', `at most ${MAX_CONFIG_ID + 1} configs (config ids 0..6)`);
+  const ids = new Set<number>();
+  let active = 0;
+  s.configs.forEach((l, i) => {
+    const c = l.config;
+    try {
+      makeConfig({ ...c });
+    } catch (e) {
+      if (e instanceof ConfigError) throw new ConfigError(`configs[${i}].${e.field}`, e.message.slice(e.field.length + 2));
+      throw e;
+    }
+    if (ids.has(c.configId)) throw new ConfigError(`configs[${i}].configId`, `config id ${c.configId} is used twice`);
+    ids.add(c.configId);
+    if (!CONFIG_STATES.includes(l.state)) throw new ConfigError(`configs[${i}].state`, `must be one of ${CONFIG_STATES.join(', ')}, got ${JSON.stringify(l.state)}`);
+    if (l.state === 'active') active++;
+  });
+  if (active !== 1) throw new ConfigError('configs', `exactly one config must be active, got ${active}`);
+  const names = new Map<string, number>();
+  const sidOwners = new Map<string, number>(); // `${configId}/${hex}` -> server index
+  s.servers.forEach((srv, i) => {
+    const f = `servers[${i}]`;
+    if (typeof srv.name !== 'string' || srv.name.length === 0) throw new ConfigError(`${f}.name`, 'must be a non-empty string');
+    const prev = names.get(srv.name);
+    if (prev !== undefined) throw new ConfigError(`${f}.name`, `${JSON.stringify(srv.name)} is also the name of servers[${prev}]`);
+    names.set(srv.name, i);
+    if (!(srv.serverId instanceof Uint8Array) || srv.serverId.length < 1) throw new ConfigError(`${f}.serverId`, 'must be at least one octet');
+    parseSocketAddress(`${f}.address`, formatSocketAddress(srv.address));
+    if (typeof srv.weight !== 'number' || !Number.isFinite(srv.weight) || srv.weight < 0 || srv.weight > MAX_WEIGHT) {
+      throw new ConfigError(`${f}.weight`, `must be a number 0..${MAX_WEIGHT}, got ${JSON.stringify(srv.weight)}`);
+    }
+    if (!SERVER_STATES.includes(srv.state)) throw new ConfigError(`${f}.state`, `must be one of ${SERVER_STATES.join(', ')}, got ${JSON.stringify(srv.state)}`);
+    for (const l of s.configs) {
+      const sid = serverIdFor(srv, l.config);
+      if (sid === null) continue;
+      const key = `${l.config.configId}/${toHex(sid)}`;
+      const owner = sidOwners.get(key);
+      if (owner !== undefined) {
+        throw new ConfigError(
+          `${f}.serverId`,
+          `${toHex(sid)} is also the server ID of servers[${owner}] (${s.servers[owner].name}) in config ${l.config.configId}`,
+        );
+      }
+      sidOwners.set(key, i);
+    }
+  });
+  intIn('flows.maxFlows', s.flows.maxFlows, 1, 100_000_000);
+  intIn('flows.idleTimeoutMs', s.flows.idleTimeoutMs, 10, 86_400_000);
+  const h = s.health;
+  if (typeof h.enabled !== 'boolean') throw new ConfigError('health.enabled', 'must be true or false');
+  intIn('health.intervalMs', h.intervalMs, 10, 86_400_000);
+  intIn('health.timeoutMs', h.timeoutMs, 1, 86_400_000);
+  intIn('health.failuresThreshold', h.failuresThreshold, 1, 1000);
+  intIn('health.successesThreshold', h.successesThreshold, 1, 1000);
+  intIn('shortDcidLength', s.shortDcidLength, 1, 20);
+  return s;
+}
+
+// ---- JSON form (IPC between the primary and worker processes, tests). Keys travel as hex: only over local pipes.
+
+export interface SnapshotJson {
+  version: number;
+  name: string;
+  listen: string[];
+  configs: { config_id: number; server_id_len: number; nonce_len: number; key: string | null; len_self_encoded: boolean; extra_len: number; state: ConfigState }[];
+  servers: { name: string; server_id: string; server_id_by_config?: Record<string, string>; address: string; weight: number; state: ServerState }[];
+  flows: FlowSettings;
+  health: HealthCheckSettings;
+  shortDcidLength: number;
+}
+
+export function snapshotToJson(s: DataplaneSnapshot): SnapshotJson {
+  return {
+    version: s.version,
+    name: s.name,
+    listen: s.listen.map(formatSocketAddress),
+    configs: s.configs.map((l) => ({
+      config_id: l.config.configId,
+      server_id_len: l.config.serverIdLength,
+      nonce_len: l.config.nonceLength,
+      key: l.config.key ? toHex(l.config.key) : null,
+      len_self_encoded: l.config.lengthSelfEncoded,
+      extra_len: l.config.extraLength,
+      state: l.state,
+    })),
+    servers: s.servers.map((srv) => ({
+      name: srv.name,
+      server_id: toHex(srv.serverId),
+      ...(srv.serverIdByConfig
+        ? { server_id_by_config: Object.fromEntries(Object.entries(srv.serverIdByConfig).map(([k, v]) => [k, toHex(v)])) }
+        : {}),
+      address: formatSocketAddress(srv.address),
+      weight: srv.weight,
+      state: srv.state,
+    })),
+    flows: { ...s.flows },
+    health: { ...s.health },
+    shortDcidLength: s.shortDcidLength,
+  };
+}
+
+export function snapshotFromJson(j: SnapshotJson): DataplaneSnapshot {
+  return validateSnapshot({
+    version: j.version,
+    name: j.name,
+    listen: j.listen.map((a, i) => parseSocketAddress(`listen[${i}]`, a, { allowPortZero: true })),
+    configs: j.configs.map((c) => ({
+      state: c.state,
+      config: makeConfig({
+        configId: c.config_id,
+        serverIdLength: c.server_id_len,
+        nonceLength: c.nonce_len,
+        key: c.key === null ? null : Buffer.from(c.key, 'hex'),
+        lengthSelfEncoded: c.len_self_encoded,
+        extraLength: c.extra_len,
+      }),
+    })),
+    servers: j.servers.map((srv, i) => ({
+      name: srv.name,
+      serverId: Buffer.from(srv.server_id, 'hex'),
+      ...(srv.server_id_by_config
+        ? { serverIdByConfig: Object.fromEntries(Object.entries(srv.server_id_by_config).map(([k, v]) => [Number(k), Buffer.from(v, 'hex')])) }
+        : {}),
+      address: parseSocketAddress(`servers[${i}].address`, srv.address),
+      weight: srv.weight,
+      state: srv.state,
+    })),
+    flows: { ...j.flows },
+    health: { ...j.health },
+    shortDcidLength: j.shortDcidLength,
+  });
+}

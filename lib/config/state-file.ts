@@ -1,0 +1,116 @@
+/**
+ * The rotation state file of standalone mode: the live QUIC-LB configs the process rotates, written next to
+ * the YAML config (mode 0600, atomic rename) and read by the data plane and by ServerCidGenerator.
+ *
+ * {"format": "quiclb-rotation-state/1", "server_id_length": 2, "last_rotation_at": "2026-…Z",
+ *  "configs": [{"config_id": 1, "nonce_length": 6, "key": "<base64>", "length_self_encoded": false,
+ *               "extra_length": 0, "state": "active", "since": "2026-…Z"}]}
+ */
+import { randomBytes } from 'node:crypto';
+import { chmodSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { ConfigError, makeConfig, type QuicLbConfig } from '../quiclb/config.js';
+import { checkKeys, optBool, optInt, optEnum, reqInt, requireObject } from './fields.js';
+import { parseBase64Key } from './keys.js';
+import { CONFIG_STATES, type ConfigState } from './snapshot.js';
+
+export const STATE_FORMAT = 'quiclb-rotation-state/1';
+
+export interface RotationConfigEntry {
+  readonly config: QuicLbConfig;
+  readonly state: ConfigState;
+  /** When the config entered its current state (ms since the epoch). */
+  readonly since: number;
+}
+
+export interface RotationState {
+  readonly serverIdLength: number;
+  /** When the last rotation started (ms since the epoch). */
+  readonly lastRotationAt: number;
+  readonly configs: readonly RotationConfigEntry[];
+}
+
+function parseTime(field: string, v: unknown): number {
+  const t = typeof v === 'string' ? Date.parse(v) : NaN;
+  if (!Number.isFinite(t)) throw new ConfigError(field, 'must be an ISO 8601 time');
+  return t;
+}
+
+/** Parses state file text; throws ConfigError with `state_file.` field paths. */
+export function parseRotationState(text: string): RotationState {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError('state_file', `not valid JSON: ${(e as Error).message}`);
+  }
+  const o = requireObject('state_file', raw);
+  checkKeys('state_file', o, ['format', 'server_id_length', 'last_rotation_at', 'configs']);
+  if (o.format !== STATE_FORMAT) throw new ConfigError('state_file.format', `must be ${JSON.stringify(STATE_FORMAT)}`);
+  const serverIdLength = reqInt('state_file.server_id_length', o.server_id_length, 1, 15);
+  const lastRotationAt = parseTime('state_file.last_rotation_at', o.last_rotation_at);
+  if (!Array.isArray(o.configs) || o.configs.length === 0) throw new ConfigError('state_file.configs', 'must be a non-empty list');
+  const configs = o.configs.map((c, i): RotationConfigEntry => {
+    const p = `state_file.configs[${i}]`;
+    const e = requireObject(p, c);
+    checkKeys(p, e, ['config_id', 'nonce_length', 'key', 'length_self_encoded', 'extra_length', 'state', 'since']);
+    let config: QuicLbConfig;
+    try {
+      config = makeConfig({
+        configId: reqInt(`${p}.config_id`, e.config_id, 0, 6),
+        serverIdLength,
+        nonceLength: reqInt(`${p}.nonce_length`, e.nonce_length, 4, 18),
+        key: e.key === null || e.key === undefined ? null : parseBase64Key(`${p}.key`, e.key),
+        lengthSelfEncoded: optBool(`${p}.length_self_encoded`, e.length_self_encoded, false),
+        extraLength: optInt(`${p}.extra_length`, e.extra_length, 0, 14, 0),
+      });
+    } catch (err) {
+      if (err instanceof ConfigError && !err.field.startsWith('state_file')) throw new ConfigError(`${p}.${err.field}`, err.message.slice(err.field.length + 2));
+      throw err;
+    }
+    return { config, state: optEnum(`${p}.state`, e.state, CONFIG_STATES, 'active'), since: parseTime(`${p}.since`, e.since) };
+  });
+  return { serverIdLength, lastRotationAt, configs };
+}
+
+/** Reads the state file; null when it does not exist. */
+export function readRotationState(path: string): RotationState | null {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new ConfigError('state_file', `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  return parseRotationState(text);
+}
+
+export function formatRotationState(s: RotationState): string {
+  return (
+    JSON.stringify(
+      {
+        format: STATE_FORMAT,
+        server_id_length: s.serverIdLength,
+        last_rotation_at: new Date(s.lastRotationAt).toISOString(),
+        configs: s.configs.map((e) => ({
+          config_id: e.config.configId,
+          nonce_length: e.config.nonceLength,
+          key: e.config.key ? Buffer.from(e.config.key).toString('base64') : null,
+          length_self_encoded: e.config.lengthSelfEncoded,
+          extra_length: e.config.extraLength,
+          state: e.state,
+          since: new Date(e.since).toISOString(),
+        })),
+      },
+      null,
+      2,
+    ) + '\n'
+  );
+}
+
+/** Writes atomically (temp file + rename) with mode 0600: the file holds keys. */
+export function writeRotationState(path: string, s: RotationState): void {
+  const tmp = `${path}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  writeFileSync(tmp, formatRotationState(s), { mode: 0o600 });
+  chmodSync(tmp, 0o600);
+  renameSync(tmp, path);
+}

@@ -1,0 +1,208 @@
+/**
+ * `quiclb standalone` as a real process: --check, --example, worker processes sharing a port with reusePort,
+ * and two instances (one in-process, one a separate process) agreeing on every packet of a shared stream.
+ */
+import { describe, expect, it, beforeAll, afterAll } from '@jest/globals';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { CidEncoder, mintUnroutableCid } from '../../lib/index.js';
+import { runStandalone, type StandaloneHandle } from '../../dataplane/standalone.js';
+import { repoRoot, runCli } from '../helpers/run-cli.js';
+import { Client, config, longPacket, shortPacket, TaggingBackend, waitFor } from './helpers.js';
+
+const KEY_B64 = Buffer.from('00112233445566778899aabbccddeeff', 'hex').toString('base64');
+
+interface Proc {
+  child: ChildProcess;
+  out: string[];
+  err: string[];
+  exit: Promise<number | null>;
+}
+
+const procs: Proc[] = [];
+function start(args: string[]): Proc {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'cli/main.ts', ...args], {
+    cwd: repoRoot,
+    env: { ...process.env, NODE_OPTIONS: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const p: Proc = { child, out: [], err: [], exit: new Promise((r) => child.on('exit', (code) => r(code))) };
+  let buf = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    const lines = buf.split('\n');
+    buf = lines.pop()!;
+    p.out.push(...lines);
+  });
+  child.stderr!.on('data', (d: Buffer) => p.err.push(d.toString()));
+  procs.push(p);
+  return p;
+}
+
+async function waitLine(p: Proc, re: RegExp, timeoutMs = 20_000): Promise<string> {
+  const ok = await waitFor(() => p.out.some((l) => re.test(l)), timeoutMs, 25);
+  if (!ok) throw new Error(`no line matching ${re} in:\n${p.out.join('\n')}\n${p.err.join('')}`);
+  return p.out.find((l) => re.test(l))!;
+}
+
+let dir: string;
+let backends: TaggingBackend[];
+const clients: Client[] = [];
+const handles: StandaloneHandle[] = [];
+
+function yaml(extra: string): string {
+  return `name: cli
+listen: ["127.0.0.1:0"]
+loadbalancer:
+  server_id_length: 2
+  nonce_length: 6
+  encryption_key: "${KEY_B64}"
+servers:
+${backends.map((b, i) => `  - { id: ${b.name}, address: "127.0.0.1:${b.port}", server_id: "000${i + 1}", weight: ${100 * (i + 1)} }`).join('\n')}
+monitoring:
+  prometheus_port: 0
+  address: 127.0.0.1
+  health_check: { interval: 1s, timeout: 500ms }
+${extra}`;
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'quiclb-cli-'));
+  backends = await Promise.all(['a', 'b', 'c'].map((n) => TaggingBackend.start(n)));
+});
+afterAll(async () => {
+  for (const p of procs) if (p.child.exitCode === null) p.child.kill('SIGKILL');
+  for (const h of handles) await h.stop();
+  for (const c of clients) await c.close();
+  for (const b of backends) await b.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('quiclb standalone CLI', () => {
+  it('--check validates and summarises without keys; an invalid file exits 2 naming the field', () => {
+    const good = join(dir, 'good.yaml');
+    writeFileSync(good, yaml(''));
+    const r = runCli(['standalone', '--config', good, '--check']);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/valid\n/);
+    expect(r.stdout).toMatch(/encrypted: true/);
+    expect(r.stdout).not.toContain(KEY_B64);
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(bad, yaml('').replace('server_id: "0002"', 'server_id: "0001"'));
+    const r2 = runCli(['standalone', '--config', bad]);
+    expect(r2.status).toBe(2);
+    expect(r2.stderr).toMatch(/^quiclb standalone: servers\[1\]\.server_id: server ID 0001 \(given\) is also the server ID of servers\[0\] \("a", given\)/);
+    const r3 = runCli(['standalone']);
+    expect(r3.status).toBe(2);
+    expect(r3.stderr).toMatch(/--config FILE is required/);
+    expect(runCli(['--help']).stdout).toMatch(/standalone +run the load balancer from a YAML file/);
+  });
+
+  it('--example shows routed traffic (fallback, CID, migration) and stops on SIGINT', async () => {
+    const p = start(['standalone', '--example', '--listen', '127.0.0.1:0', '--metrics-port', '0']);
+    await waitLine(p, /Ctrl-C stops\./);
+    const text = p.out.join('\n');
+    const steps = [...text.matchAll(/^ {2}\d\. .*-> (server\d)/gm)].map((m) => m[1]);
+    expect(steps).toHaveLength(3);
+    expect(new Set(steps).size).toBe(1);
+    expect(text).toMatch(/routed by cid=2 table=0 fallback=1/);
+    expect(text).toMatch(/not QUIC servers/);
+    // The printed command works: send the datagram it describes.
+    const port = Number(/udp 127\.0\.0\.1:(\d+)/.exec(text)![1]);
+    const c = await Client.open();
+    clients.push(c);
+    const tag = Buffer.from('hello through quiclb');
+    c.send(tag, port);
+    const [reply] = await c.waitReplies(1);
+    expect(reply).toMatch(/^server\d \(server ID [0-9a-f]{4}\) got 20 bytes through the load balancer/);
+    p.child.kill('SIGINT');
+    expect(await p.exit).toBe(0);
+  });
+
+  it('workers: 2 share the port with reusePort; every flow stays on one worker; metrics are aggregated', async () => {
+    const path = join(dir, 'workers.yaml');
+    writeFileSync(path, yaml('workers: 2\n'));
+    const p = start(['standalone', '--config', path]);
+    const running = JSON.parse(await waitLine(p, /quiclb standalone running/));
+    const port = Number(running.listen[0].split(':')[1]);
+    const mon = JSON.parse(await waitLine(p, /monitoring: /)).address as string;
+    const started = p.out.filter((l) => l.includes('data plane started')).map((l) => JSON.parse(l).pid);
+    expect(new Set(started).size).toBe(2);
+
+    const N = 24;
+    const PER = 5;
+    const cs = await Promise.all(Array.from({ length: N }, () => Client.open()));
+    clients.push(...cs);
+    const marks = backends.map((b) => b.received.length);
+    for (const c of cs) {
+      for (let i = 0; i < PER; i++) expect(await c.request(shortPacket(mintUnroutableCid(8)), port)).not.toBeNull();
+    }
+    // Every client flow used one upstream socket (one worker) for all its datagrams.
+    const upstreamByClient = new Map<string, Set<number>>();
+    backends.forEach((b, i) => {
+      for (const r of b.received.slice(marks[i])) {
+        const tagOwner = cs.findIndex((c) => c.replies.some((rep) => rep.endsWith(r.data.subarray(r.data.length - 8).toString('hex'))));
+        const k = `${tagOwner}`;
+        if (!upstreamByClient.has(k)) upstreamByClient.set(k, new Set());
+        upstreamByClient.get(k)!.add(r.port);
+      }
+    });
+    expect(upstreamByClient.size).toBe(N);
+    for (const ports of upstreamByClient.values()) expect(ports.size).toBe(1);
+
+    const metrics = await (await fetch(`http://${mon}/metrics`)).text();
+    expect(metrics).toMatch(new RegExp(`quiclb_received_packets_total\\{lb="cli"\\} ${N * PER}\\b`));
+    const perWorker = [...metrics.matchAll(/quiclb_worker_received_packets_total\{lb="cli",worker="(\d)"\} (\d+)/g)].map((m) => Number(m[2]));
+    expect(perWorker).toHaveLength(2);
+    expect(perWorker.reduce((a, b) => a + b, 0)).toBe(N * PER);
+    expect(perWorker.every((n) => n > 0)).toBe(true); // 24 flows over 2 sockets: both see traffic (p(fail) = 2^-23)
+    expect(metrics).toMatch(/quiclb_workers\{state="ready"\} 2/);
+    expect(metrics).toMatch(/quiclb_config_version\{lb="cli"\} 1\n/);
+    expect(metrics).toMatch(/quiclb_health_checks_total\{lb="cli",server="a",result="success"\}/);
+    expect((await fetch(`http://${mon}/readyz`)).status).toBe(200);
+    p.child.kill('SIGTERM');
+    expect(await p.exit).toBe(0);
+  }, 60_000);
+
+  it('two instances with the same config (two processes) deliver one shared packet stream to identical backends', async () => {
+    const path = join(dir, 'twin.yaml');
+    writeFileSync(path, yaml(''));
+    const p = start(['standalone', '--config', path, '--log-level', 'debug']);
+    const portB = Number(JSON.parse(await waitLine(p, /quiclb standalone running/)).listen[0].split(':')[1]);
+    // SIGHUP re-reads the file (unchanged here: nothing to apply).
+    p.child.kill('SIGHUP');
+    expect(JSON.parse(await waitLine(p, /"why":"SIGHUP"/, 5000)).msg).toBe('config unchanged');
+    const h = await runStandalone({ configPath: path, logger: pino({ level: 'silent' }), handleSignals: false, watch: false });
+    handles.push(h);
+    const portA = h.addresses()[0].port;
+    // A stream of connections; each datagram goes to instance A or B at random (like ECMP after a re-hash).
+    const cs = await Promise.all(Array.from({ length: 30 }, () => Client.open()));
+    clients.push(...cs);
+    const rand = (n: number) => Buffer.from(Array.from({ length: n }, () => Math.floor(Math.random() * 256)));
+    const enc = backends.map((_, i) => new CidEncoder(config(), Buffer.from(`000${i + 1}`, 'hex')));
+    let viaA = 0;
+    let viaB = 0;
+    for (const c of cs) {
+      const pick = () => (Math.random() < 0.5 ? (viaA++, portA) : (viaB++, portB));
+      const dcid = rand(16);
+      const scid = rand(8);
+      const first = await c.request(longPacket(dcid, scid), pick());
+      expect(first).not.toBeNull();
+      for (let i = 0; i < 4; i++) expect(await c.request(longPacket(dcid, scid), pick())).toBe(first); // Initial retransmits
+      for (let i = 0; i < 3; i++) expect(await c.request(shortPacket(mintUnroutableCid(8)), pick())).toBe(first);
+      const idx = backends.findIndex((b) => b.name === first);
+      for (let i = 0; i < 3; i++) expect(await c.request(shortPacket(enc[idx].next()), pick())).toBe(first);
+    }
+    expect(viaA).toBeGreaterThan(50);
+    expect(viaB).toBeGreaterThan(50);
+    // Weights 100/200/300: every backend got connections.
+    const firsts = new Set(cs.map((c) => c.replies[0].split('|')[0]));
+    expect(firsts.size).toBeGreaterThan(1);
+    p.child.kill('SIGTERM');
+    expect(await p.exit).toBe(0);
+  }, 60_000);
+});

@@ -1,0 +1,209 @@
+/** Shared helpers of the data-plane tests: snapshots, synthetic QUIC packets, tagging UDP backends, clients. */
+import { createSocket, type Socket } from 'node:dgram';
+import { once } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { makeConfig, type QuicLbConfig } from '../../lib/quiclb/config.js';
+import { writeVarint } from '../../lib/quic/varint.js';
+import { defaultShortDcidLength, DEFAULT_HEALTH, type DataplaneSnapshot, type LiveConfig, type SnapshotServer } from '../../lib/config/snapshot.js';
+import { isReservedVersion } from '../../lib/quic/header.js';
+
+export const KEY = Buffer.from('00112233445566778899aabbccddeeff', 'hex');
+
+export function config(configId = 0, key: Uint8Array | null = KEY, serverIdLength = 2, nonceLength = 6, extra = 0): QuicLbConfig {
+  return makeConfig({ configId, serverIdLength, nonceLength, key, extraLength: extra });
+}
+
+export function server(name: string, sidHex: string, host: string, port: number, extra: Partial<SnapshotServer> = {}): SnapshotServer {
+  return {
+    name,
+    serverId: Buffer.from(sidHex, 'hex'),
+    address: { host, port, family: host.includes(':') ? 6 : 4 },
+    weight: 100,
+    state: 'active',
+    ...extra,
+  };
+}
+
+let version = 1;
+export function snapshot(servers: SnapshotServer[], extra: Partial<DataplaneSnapshot> = {}): DataplaneSnapshot {
+  const configs: LiveConfig[] = extra.configs ? [...extra.configs] : [{ config: config(), state: 'active' }];
+  return {
+    version: version++,
+    name: 'test',
+    listen: [{ host: '127.0.0.1', port: 0, family: 4 }],
+    configs,
+    servers,
+    flows: { maxFlows: 1000, idleTimeoutMs: 30_000 },
+    health: { ...DEFAULT_HEALTH, enabled: false },
+    shortDcidLength: defaultShortDcidLength(configs),
+    ...extra,
+  };
+}
+
+/** A QUIC v1 long-header packet (Initial by default), padded to `size`, ending with an 8-byte tag. */
+export function longPacket(dcid: Uint8Array, scid: Uint8Array, opts: { type?: number; version?: number; size?: number; tag?: Buffer } = {}): Buffer {
+  const size = opts.size ?? 1200;
+  const type = opts.type ?? 0;
+  const version = opts.version ?? 1;
+  const p = Buffer.alloc(size);
+  p[0] = 0xc0 | (type << 4) | 0x01;
+  p.writeUInt32BE(version, 1);
+  let o = 5;
+  p[o++] = dcid.length;
+  p.set(dcid, o);
+  o += dcid.length;
+  p[o++] = scid.length;
+  p.set(scid, o);
+  o += scid.length;
+  if (version === 1 && type === 0) {
+    p[o++] = 0; // token length
+    writeVarint(p, o, size - o - 2, 2);
+  } else if (version === 1 && type !== 3) {
+    writeVarint(p, o, size - o - 2, 2);
+  }
+  (opts.tag ?? randomBytes(8)).copy(p, size - 8);
+  return p;
+}
+
+/** A short-header packet: 0x40|bits, DCID, filler, 8-byte tag. */
+export function shortPacket(dcid: Uint8Array, opts: { size?: number; tag?: Buffer } = {}): Buffer {
+  const size = Math.max(opts.size ?? 64, 1 + dcid.length + 8);
+  const p = Buffer.alloc(size, 0x5a);
+  p[0] = 0x41;
+  p.set(dcid, 1);
+  (opts.tag ?? randomBytes(8)).copy(p, size - 8);
+  return p;
+}
+
+/** Version Negotiation answer to a probe (what a QUIC server sends). */
+export function vnFor(probe: Buffer): Buffer | null {
+  if (probe.length < 1200 || (probe[0] & 0x80) === 0) return null;
+  const version = probe.readUInt32BE(1);
+  if (!isReservedVersion(version)) return null;
+  const dl = probe[5];
+  const dcid = probe.subarray(6, 6 + dl);
+  const sl = probe[6 + dl];
+  const scid = probe.subarray(7 + dl, 7 + dl + sl);
+  return Buffer.concat([Buffer.from([0x80 | 0x3f]), Buffer.alloc(4), Buffer.from([sl]), scid, Buffer.from([dl]), dcid, Buffer.from([0, 0, 0, 1])]);
+}
+
+export interface Received {
+  readonly data: Buffer;
+  readonly from: string;
+  readonly port: number;
+}
+
+/** A UDP backend that answers VN probes and replies to every other datagram with "<name>|<tag hex>". */
+export class TaggingBackend {
+  readonly received: Received[] = [];
+  probes = 0;
+  answerProbes = true;
+  silent = false;
+  private constructor(
+    readonly name: string,
+    readonly socket: Socket,
+    readonly host: string,
+    readonly port: number,
+  ) {}
+
+  static async start(name: string, host = '127.0.0.1'): Promise<TaggingBackend> {
+    const socket = createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    socket.bind(0, host);
+    await once(socket, 'listening');
+    const b = new TaggingBackend(name, socket, host, socket.address().port);
+    socket.on('message', (msg, rinfo) => {
+      const vn = vnFor(msg);
+      if (vn) {
+        b.probes++;
+        if (b.answerProbes) socket.send(vn, rinfo.port, rinfo.address);
+        return;
+      }
+      b.received.push({ data: msg, from: rinfo.address, port: rinfo.port });
+      if (!b.silent) socket.send(Buffer.from(`${name}|${msg.subarray(msg.length - 8).toString('hex')}`), rinfo.port, rinfo.address);
+    });
+    return b;
+  }
+
+  tags(): string[] {
+    return this.received.map((r) => r.data.subarray(r.data.length - 8).toString('hex'));
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((r) => this.socket.close(() => r()));
+  }
+}
+
+/** A client socket that collects replies. */
+export class Client {
+  readonly replies: string[] = [];
+  /** Source ports of the replies (the load balancer's listening port for a full proxy). */
+  readonly replyPorts = new Set<number>();
+  private waiters: (() => void)[] = [];
+  private constructor(readonly socket: Socket) {}
+
+  static async open(host = '127.0.0.1'): Promise<Client> {
+    const socket = createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    socket.bind(0, host);
+    await once(socket, 'listening');
+    const c = new Client(socket);
+    socket.on('message', (m, rinfo) => {
+      c.replyPorts.add(rinfo.port);
+      c.replies.push(m.toString('latin1'));
+      const w = c.waiters;
+      c.waiters = [];
+      for (const f of w) f();
+    });
+    return c;
+  }
+
+  get port(): number {
+    return this.socket.address().port;
+  }
+
+  send(data: Buffer, port: number, host = '127.0.0.1'): void {
+    this.socket.send(data, port, host);
+  }
+
+  /** Waits until at least n replies arrived (or the timeout passes), returns them. */
+  async waitReplies(n: number, timeoutMs = 3000): Promise<string[]> {
+    const end = Date.now() + timeoutMs;
+    while (this.replies.length < n && Date.now() < end) {
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, Math.max(1, end - Date.now()));
+        this.waiters.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+    return this.replies;
+  }
+
+  /** Sends and waits for the reply that carries this packet's tag; returns the backend name or null. */
+  async request(data: Buffer, port: number, host = '127.0.0.1', timeoutMs = 2000): Promise<string | null> {
+    const tag = data.subarray(data.length - 8).toString('hex');
+    this.send(data, port, host);
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      const hit = this.replies.find((r) => r.endsWith(`|${tag}`));
+      if (hit) return hit.split('|')[0];
+      if (Date.now() >= end) return null;
+      await this.waitReplies(this.replies.length + 1, end - Date.now());
+    }
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((r) => this.socket.close(() => r()));
+  }
+}
+
+export async function waitFor(cond: () => boolean, timeoutMs = 3000, stepMs = 10): Promise<boolean> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) return false;
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+  return true;
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,0 +1,295 @@
+import { describe, expect, it } from '@jest/globals';
+import { CidEncoder, encodeCid, mintUnroutableCid } from '../../lib/index.js';
+import { clientHash, FallbackPool, ipBytes, murmur3 } from '../../dataplane/fallback.js';
+import { FlowTable, DcidTable } from '../../dataplane/flow-table.js';
+import { Router, type RouterServer } from '../../dataplane/router.js';
+import { config, longPacket, server, shortPacket, snapshot } from './helpers.js';
+
+const SERVERS = [server('a', '0001', '127.0.0.1', 4001), server('b', '0002', '127.0.0.1', 4002), server('c', '0003', '127.0.0.1', 4003)];
+
+function router(servers = SERVERS, extra: Parameters<typeof snapshot>[1] = {}) {
+  return new Router(snapshot(servers, extra), undefined, 1000);
+}
+
+const name = (s: RouterServer | null) => (s === null ? null : s.name);
+const rand = (n: number) => Buffer.from(Array.from({ length: n }, () => Math.floor(Math.random() * 256)));
+
+function checkInvariant(r: Router) {
+  const s = r.stats();
+  const dropped = Object.values(s.dropped).reduce((a, b) => a + (b ?? 0), 0);
+  expect(s.routed.cid + s.routed.table + s.routed.fallback + dropped).toBe(s.received);
+}
+
+describe('fallback hash', () => {
+  it('is MurmurHash3_x86_32 (known vectors)', () => {
+    expect(murmur3(Buffer.from('hello'), 0, 5, 0)).toBe(0x248bfa47);
+    expect(murmur3(Buffer.from('The quick brown fox jumps over the lazy dog'), 0, 43, 0)).toBe(0x2e4ff723);
+    expect(murmur3(Buffer.alloc(0), 0, 0, 0)).toBe(0);
+  });
+
+  it('parses IPv4, IPv6 and mapped addresses into the same 16-byte form', () => {
+    const a = new Uint8Array(16);
+    const b = new Uint8Array(16);
+    expect(ipBytes('1.2.3.4', a)).toBe(true);
+    expect(ipBytes('::ffff:1.2.3.4', b)).toBe(true);
+    expect(Buffer.from(a).equals(Buffer.from(b))).toBe(true);
+    expect(ipBytes('2001:db8::7', a)).toBe(true);
+    expect(Buffer.from(a).toString('hex')).toBe('20010db8000000000000000000000007');
+    expect(ipBytes('fe80::1%eth0', a)).toBe(true);
+    expect(Buffer.from(a).toString('hex')).toBe('fe800000000000000000000000000001');
+    expect(ipBytes('::', a)).toBe(true);
+    expect(ipBytes('1:2:3:4:5:6:7:8', a)).toBe(true);
+    for (const bad of ['1.2.3', '256.1.1.1', '1::2::3', 'x::1', '1:2:3:4:5:6:7:8:9', 'host']) expect(ipBytes(bad, a)).toBe(false);
+    expect(clientHash('1.2.3.4', 5)).toBe(clientHash('::ffff:1.2.3.4', 5));
+    expect(clientHash('1.2.3.4', 5)).not.toBe(clientHash('1.2.3.4', 6));
+  });
+
+  const members = [1, 2, 3, 4].map((i) => ({ name: `s${i}`, seed: murmur3(Buffer.from([0, i])), weight: 100 }));
+
+  it('gives fixed answers (golden values: every instance and version must agree)', () => {
+    const pool = new FallbackPool(members);
+    const got = (
+      [
+        ['10.0.0.1', 1234],
+        ['10.0.0.2', 5555],
+        ['192.168.1.77', 40000],
+        ['::1', 443],
+        ['2001:db8::7', 9999],
+        ['127.0.0.1', 1],
+        ['127.0.0.1', 2],
+        ['127.0.0.1', 3],
+      ] as [string, number][]
+    ).map(([a, p]) => pool.pick(clientHash(a, p))!.name);
+    expect(got).toEqual(['s3', 's4', 's4', 's3', 's1', 's1', 's2', 's3']);
+  });
+
+  it('does not depend on the order of servers, spreads by weight, and moves only the clients of a changed server', () => {
+    const p1 = new FallbackPool(members);
+    const p2 = new FallbackPool([...members].reverse());
+    const weighted = new FallbackPool(members.map((m, i) => ({ ...m, weight: i === 0 ? 300 : 100 })));
+    const without = new FallbackPool(members.slice(1));
+    const counts = new Map<string, number>();
+    let moved = 0;
+    const N = 20000;
+    for (let i = 0; i < N; i++) {
+      const h = clientHash(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, 1000 + (i % 50000));
+      const x = p1.pick(h)!;
+      expect(p2.pick(h)!.name).toBe(x.name);
+      const w = weighted.pick(h)!.name;
+      counts.set(w, (counts.get(w) ?? 0) + 1);
+      const y = without.pick(h)!;
+      if (x.name !== 's1') expect(y.name).toBe(x.name);
+      else moved++;
+    }
+    // weights 3:1:1:1 -> s1 gets half
+    expect(counts.get('s1')! / N).toBeGreaterThan(0.47);
+    expect(counts.get('s1')! / N).toBeLessThan(0.53);
+    for (const s of ['s2', 's3', 's4']) expect(Math.abs(counts.get(s)! / N - 1 / 6)).toBeLessThan(0.02);
+    expect(Math.abs(moved / N - 0.25)).toBeLessThan(0.02);
+    expect(new FallbackPool([]).pick(1)).toBeNull();
+    expect(new FallbackPool(members.map((m) => ({ ...m, weight: 0 }))).pick(1)).toBeNull();
+  });
+});
+
+describe('router: draft-21 §4.2 order', () => {
+  it('routes routable DCIDs to their server, long and short headers, counted per config id', () => {
+    const cfg1 = config(1, null, 2, 6);
+    const r = router(SERVERS, { configs: [{ config: config(0), state: 'active' }, { config: cfg1, state: 'draining' }] });
+    for (const s of SERVERS) {
+      const enc = new CidEncoder(config(0), s.serverId);
+      for (let i = 0; i < 5; i++) {
+        expect(name(r.route(shortPacket(enc.next()), '10.0.0.1', 1000 + i, 0))).toBe(s.name);
+        expect(r.outcome).toBe(0);
+        expect(name(r.route(longPacket(enc.next(), rand(8), { type: 2 }), '10.0.0.1', 1000 + i, 0))).toBe(s.name);
+      }
+      const enc1 = new CidEncoder(cfg1, s.serverId);
+      expect(name(r.route(shortPacket(enc1.next()), '10.0.0.9', 9, 0))).toBe(s.name);
+    }
+    const st = r.stats();
+    expect(st.routed.cid).toBe(33);
+    expect(st.routedByConfig).toEqual({ 'cid/0': 30, 'cid/1': 3 });
+    checkInvariant(r);
+  });
+
+  it('falls back for unroutable DCIDs and records 4-tuple, DCID and 4-tuple||SCID entries', () => {
+    const r = router();
+    const dcid = rand(16);
+    const scid = rand(8);
+    const first = r.route(longPacket(dcid, scid), '10.0.0.1', 5000, 0)!;
+    expect(r.outcome).toBe(2);
+    expect(first.name).toBe(r.fallbackFor('10.0.0.1', 5000)!.name);
+    // Same 4-tuple, new random DCID: the 4-tuple table (short header), which records the DCID too ...
+    const serverCid = mintUnroutableCid(8);
+    expect(r.route(shortPacket(serverCid), '10.0.0.1', 5000, 0)).toBe(first);
+    expect(r.outcome).toBe(1);
+    // ... so a NAT rebinding (same DCID, new address) finds it in the DCID table.
+    expect(r.route(shortPacket(serverCid), '10.0.0.77', 7777, 0)).toBe(first);
+    expect(r.stats().tableHits).toEqual({ tuple_scid: 0, dcid: 1, tuple: 1 });
+    // ... the DCID table from another address (client migration with an unroutable DCID)
+    for (let p = 1; p < 40; p++) {
+      expect(r.route(longPacket(dcid, scid), '10.9.9.9', p, 0)).toBe(first);
+    }
+    expect(r.stats().tableHits.dcid).toBeGreaterThanOrEqual(40);
+    checkInvariant(r);
+  });
+
+  it('uses the 4-tuple||SCID table before the DCID table when the pool changes', () => {
+    const r = router();
+    const scid = rand(8);
+    const chosen = r.route(longPacket(rand(16), scid), '10.0.0.2', 6000, 0)!;
+    // Take the chosen server out of the pool: a fresh fallback would pick another one.
+    r.apply(snapshot(SERVERS.map((s) => (s.name === chosen.name ? { ...s, state: 'draining' as const } : s))));
+    expect(r.fallbackFor('10.0.0.2', 6000)!.name).not.toBe(chosen.name);
+    // A second Initial with a new DCID but the same SCID and 4-tuple stays with the chosen server.
+    expect(r.route(longPacket(rand(16), scid), '10.0.0.2', 6000, 0)).toBe(chosen);
+    expect(r.stats().tableHits.tuple_scid).toBe(1);
+  });
+
+  it('keeps CID traffic on its server whatever the pool looks like, until the server is removed', () => {
+    const r = router();
+    const cid = new CidEncoder(config(0), SERVERS[1].serverId).next();
+    r.setHealth('b', 'unhealthy');
+    expect(r.poolMembers().map((s) => s.name).sort()).toEqual(['a', 'c']);
+    expect(name(r.route(shortPacket(cid), '10.0.0.3', 1, 0))).toBe('b');
+    r.apply(snapshot(SERVERS.map((s) => ({ ...s, weight: s.name === 'b' ? 0 : 100, state: s.name === 'b' ? ('draining' as const) : ('active' as const) }))));
+    expect(name(r.route(shortPacket(cid), '10.0.0.3', 1, 0))).toBe('b');
+    expect(r.outcome).toBe(0);
+    // Removed from the config: the CID falls to the tables/fallback, never to b.
+    r.apply(snapshot(SERVERS.filter((s) => s.name !== 'b')));
+    const s = r.route(shortPacket(cid), '10.0.0.3', 1, 0)!;
+    expect(s.name).not.toBe('b');
+    expect(r.stats().unroutable.unknown_server).toBe(1);
+    // And tables pointing at b are ignored: find a client whose fallback was b before.
+    const r2 = router();
+    let port = 1;
+    while (r2.fallbackFor('10.1.1.1', port)!.name !== 'b') port++;
+    const dcid = mintUnroutableCid(8);
+    expect(name(r2.route(shortPacket(dcid), '10.1.1.1', port, 0))).toBe('b');
+    r2.apply(snapshot(SERVERS.filter((x) => x.name !== 'b')));
+    expect(name(r2.route(shortPacket(dcid), '10.1.1.1', port, 0))).not.toBe('b');
+    expect(name(r2.route(shortPacket(dcid), '10.1.1.2', port, 0))).not.toBe('b');
+    checkInvariant(r2);
+  });
+
+  it('takes short-header DCID lengths from the codepoint: config CID length, self-encoded 0b111, or the default', () => {
+    const long = config(2, null, 2, 6, 4); // CID length 13
+    const r = router(SERVERS, { configs: [{ config: config(0), state: 'active' }, { config: long, state: 'accepting' }], shortDcidLength: 9 });
+    const cid = encodeCid(long, SERVERS[2].serverId, rand(6), { extra: rand(4) });
+    expect(cid.length).toBe(13);
+    expect(name(r.route(shortPacket(cid, { size: 14 }), '10.0.0.4', 1, 0))).toBe('c');
+    // Cut inside the appended octets: the server ID part is all the LB needs.
+    expect(name(r.route(shortPacket(cid, { size: 13 }).subarray(0, 12), '10.0.0.4', 2, 0))).toBe('c');
+    // Cut before the end of the server ID and nonce: not decodable, but still forwarded (tables/fallback).
+    expect(r.route(shortPacket(cid, { size: 13 }).subarray(0, 8), '10.0.0.4', 1, 0)).not.toBeNull();
+    expect(r.stats().unroutable.too_short).toBe(1);
+    // A "0b111" first octet with an illegal self-encoded length (26, 32): a server's random CID, forwarded.
+    for (const b of [0xf9, 0xff]) {
+      const random = Buffer.concat([Buffer.from([b]), rand(17)]);
+      const s1 = r.route(shortPacket(random), '10.0.0.9', 9, 0);
+      expect(s1).not.toBeNull();
+      expect(r.route(shortPacket(random), '10.0.0.10', 10, 0)).toBe(s1); // same DCID (default length): DCID table
+    }
+    expect(r.stats().dropped).toEqual({});
+    // 0b111 with self-encoded length 20: a 20-byte DCID goes into the DCID table.
+    const u = mintUnroutableCid(20);
+    const hits = r.stats().tableHits.dcid;
+    const first = r.route(shortPacket(u), '10.0.0.5', 1, 0);
+    expect(r.route(shortPacket(u), '10.0.0.6', 77, 0)).toBe(first);
+    expect(r.stats().tableHits.dcid).toBe(hits + 1);
+  });
+
+  it('drops malformed datagrams by reason, routes a cleared fixed bit (RFC 9287), never throws', () => {
+    const r = router();
+    expect(r.route(Buffer.alloc(0), '10.0.0.1', 1, 0)).toBeNull();
+    expect(r.route(Buffer.from([0xc0, 0, 0, 0]), '10.0.0.1', 1, 0)).toBeNull();
+    expect(r.route(Buffer.from([0x40]), '10.0.0.1', 1, 0)).toBeNull();
+    expect(name(r.route(Buffer.from([0x40, 0x00]), '10.0.0.1', 1, 0))).not.toBeNull(); // 1-byte DCID: forwarded
+    const tooLong = longPacket(rand(20), rand(8));
+    tooLong[5] = 21;
+    expect(r.route(tooLong, '10.0.0.1', 1, 0)).toBeNull();
+    const greased = shortPacket(new CidEncoder(config(0), SERVERS[0].serverId).next());
+    greased[0] &= ~0x40;
+    expect(name(r.route(greased, '10.0.0.1', 1, 0))).toBe('a');
+    expect(r.stats().dropped).toEqual({ empty: 1, truncated: 1, short_dcid_unavailable: 1, dcid_too_long: 1 });
+    const none = router([]);
+    expect(none.route(shortPacket(rand(9)), '10.0.0.1', 1, 0)).toBeNull();
+    expect(none.stats().dropped).toEqual({ no_server: 1 });
+    checkInvariant(r);
+  });
+
+  it('caches the decision per flow and invalidates it on apply()', () => {
+    const r = router();
+    const cid = new CidEncoder(config(0), SERVERS[0].serverId).next();
+    for (let i = 0; i < 10; i++) expect(name(r.route(shortPacket(cid), '10.0.0.7', 7, 0))).toBe('a');
+    // Re-map a's server ID to server c: the cached decision must not survive.
+    r.apply(snapshot([{ ...SERVERS[0], serverId: Buffer.from('0009', 'hex') }, SERVERS[1], { ...SERVERS[2], serverId: Buffer.from('0001', 'hex') }]));
+    expect(name(r.route(shortPacket(cid), '10.0.0.7', 7, 0))).toBe('c');
+    // A cached DCID-table decision dies with its entry.
+    const u = mintUnroutableCid(8);
+    const s1 = r.route(shortPacket(u), '10.0.0.8', 8, 0)!;
+    expect(r.route(shortPacket(u), '10.0.0.8', 8, 0)).toBe(s1);
+    r.dcids.clear();
+    r.flows.get('10.0.0.8', 8, 0)!.tupleServer = null;
+    r.route(shortPacket(u), '10.0.0.8', 8, 0);
+    expect(r.outcome).toBe(2);
+  });
+
+  it('learns server CIDs from long-header replies (0b111 servers) so a migrated client finds its server', () => {
+    const r = router();
+    const srv = r.getServer('c')!;
+    const serverCid = mintUnroutableCid(8);
+    r.learnReply(longPacket(rand(8), serverCid, { type: 2 }), srv);
+    // A CID that decodes to a configured server is not learned.
+    r.learnReply(longPacket(rand(8), new CidEncoder(config(0), SERVERS[0].serverId).next(), { type: 2 }), srv);
+    expect(r.stats().learned).toBe(1);
+    expect(name(r.route(shortPacket(serverCid), '10.7.7.7', 7777, 0))).toBe('c');
+    expect(r.outcome).toBe(1);
+  });
+});
+
+describe('flow tables', () => {
+  it('expire idle entries and evict the least recently used when full, counting both', () => {
+    const removed: string[] = [];
+    const t = new FlowTable(3, 100, (f, why) => removed.push(`${f.address}:${f.port}:${why}`));
+    const a = t.create('1.1.1.1', 1, 0, 0);
+    t.create('1.1.1.1', 2, 0, 10);
+    t.create('2.2.2.2', 1, 0, 20);
+    t.touch(a, 30); // a is now the most recently used
+    t.create('3.3.3.3', 1, 0, 40); // evicts 1.1.1.1:2
+    expect(removed).toEqual(['1.1.1.1:2:evicted']);
+    expect(t.get('1.1.1.1', 2, 0)).toBeNull();
+    expect(t.get('1.1.1.1', 1, 0)).toBe(a);
+    expect(t.get('1.1.1.1', 1, 1)).toBeNull(); // another listener is another flow
+    expect(t.counters).toEqual({ created: 4, expired: 0, evicted: 1 });
+    expect(t.expire(125)).toBe(1); // 2.2.2.2 (20) expired; a (30) not yet
+    expect(t.expire(200)).toBe(2);
+    expect(t.size).toBe(0);
+    expect(t.counters).toEqual({ created: 4, expired: 3, evicted: 1 });
+    const d = new DcidTable(2, 100);
+    d.set('x', { removed: false }, 0);
+    d.set('y', { removed: false }, 1);
+    d.touch(d.get('x')!, 2);
+    d.set('z', { removed: false }, 3);
+    expect(d.get('y')).toBeUndefined();
+    expect(d.counters.evicted).toBe(1);
+    d.shrinkTo(1);
+    expect(d.size).toBe(1);
+  });
+
+  it('bounds the router tables and expires them through tick()', () => {
+    const r = new Router(snapshot(SERVERS, { flows: { maxFlows: 50, idleTimeoutMs: 100 } }), undefined, 0);
+    for (let i = 0; i < 200; i++) r.route(longPacket(rand(16), rand(8)), '10.0.0.1', 10000 + i, 0);
+    let s = r.stats();
+    expect(s.flows).toBe(50);
+    expect(s.dcids).toBe(50);
+    expect(s.flowsEvicted).toBe(150);
+    expect(s.dcidsEvicted).toBe(150);
+    r.tick(50);
+    r.route(shortPacket(mintUnroutableCid(8)), '10.0.0.1', 10199, 0); // keeps one flow alive
+    r.tick(140);
+    s = r.stats();
+    expect(s.flows).toBe(1);
+    expect(s.flowsExpired).toBe(49);
+    checkInvariant(r);
+  });
+});
