@@ -1,7 +1,8 @@
 /**
  * Routing decisions of the data plane, socket-free (draft-21 §4.2 order):
  *   1. routable DCID (live config id, known server ID) -> that server;
- *   2. long header: 4-tuple‖SCID table;  3. DCID table;  4. 4-tuple table;
+ *   2. long header: 4-tuple‖SCID table;  3. DCID table (short headers: at the guessed DCID length, then at the
+ *      lengths of server CIDs learned from replies);  4. 4-tuple table;
  *   5. fallback: weighted rendezvous hash of the client address over servers accepting new connections,
  *      recorded in the 4-tuple, DCID and (long header) 4-tuple‖SCID tables.
  *
@@ -76,7 +77,15 @@ function headerDrop(e: HeaderError): number {
 /** Cache kinds of Flow.cacheKind. */
 const CACHE_NONE = 0;
 const CACHE_CID = 1;
+/** A DCID-table entry found at the DCID length of the header (exact for long headers, guessed for short). */
 const CACHE_DCID_TABLE = 2;
+/** A DCID-table entry found by a short header at a learned server CID length (cacheLength) other than the guess. */
+const CACHE_DCID_LEARNED = 3;
+
+/** Longest legal connection ID (RFC 9000 §17.2). */
+const MAX_CID = 20;
+/** Learned lengths 1..7 (bits of Router.learnedLengths): too short to rule out a chance match of a prefix. */
+const SHORT_LEARNED = 0xfe;
 
 export type HealthState = 'unknown' | 'healthy' | 'unhealthy';
 
@@ -156,6 +165,8 @@ export interface RouterCounters {
   tableHits: Float64Array;
   /** Long-header SCIDs learned from servers' replies into the DCID table. */
   learned: number;
+  /** Short headers routed by the DCID table at a learned server CID length other than the guessed DCID length. */
+  learnedLengthHits: number;
 }
 
 export interface RouterStats {
@@ -176,6 +187,9 @@ export interface RouterStats {
   dcidsExpired: number;
   dcidsEvicted: number;
   learned: number;
+  learnedLengthHits: number;
+  /** Distinct lengths of the server CIDs learned so far (the lengths short headers are retried at), ascending. */
+  learnedLengths: number[];
 }
 
 export class Router {
@@ -184,6 +198,16 @@ export class Router {
   /** CID length per live config id (-1 = not live), the short-header DCID length for that codepoint. */
   private readonly cidLengths = new Int16Array(8).fill(-1);
   private shortDcidLength = 8;
+  /**
+   * The distinct lengths of server CIDs learned from replies, as a bit set (bit L = length L, 1..20): bounded by
+   * the protocol to 20 members, in practice one per kind of backend. A short header does not carry its DCID
+   * length and route() guesses it from the first octet, so a learned CID of another length (e.g. ngtcp2's
+   * 18 random bytes whose first octet happens to name a live config) is looked up again at these lengths.
+   * Only servers add to it (never client-chosen DCIDs), so clients cannot make the retries longer.
+   */
+  private learnedLengths = 0;
+  /** The entry findLearned() found. */
+  private learnedEntry: DcidEntry<RouterServer> | null = null;
   private readonly servers = new Map<string, RouterServer>();
   private pool = new FallbackPool<RouterServer>([]);
   /** Bumped by every apply(): invalidates the flows' decode caches. */
@@ -215,6 +239,7 @@ export class Router {
     unroutable: new Float64Array(UNROUTABLE_REASONS.length),
     tableHits: new Float64Array(TABLES.length),
     learned: 0,
+    learnedLengthHits: 0,
   };
 
   constructor(
@@ -379,23 +404,29 @@ export class Router {
     let outcome = OUTCOME_FALLBACK;
     let table = -1;
 
-    // Per-flow cache of the last DCID's decision (same DCID, same config generation).
-    if (flow !== null && flow.cacheGeneration === this.generation && flow.cacheLength === dLen && flow.cacheKind !== CACHE_NONE) {
-      const cd = flow.cacheDcid;
-      let i = 0;
-      while (i < dLen && cd[i] === buf[dOff + i]) i++;
-      if (i === dLen) {
-        if (flow.cacheKind === CACHE_CID) {
-          server = flow.cacheServer;
-          outcome = OUTCOME_CID;
-          this.configId = flow.cacheConfigId;
-        } else if (!isLong) {
-          const e = flow.cacheEntry!;
-          if (e.alive && e.server === flow.cacheServer && !e.server.removed) {
-            this.dcids.touch(e, now);
-            server = e.server;
-            outcome = OUTCOME_TABLE;
-            table = TABLE_DCID;
+    // Per-flow cache of the last DCID's decision (same DCID, same config generation). A short header's DCID
+    // found at a learned length is compared at that length (its true length), not at the guessed one.
+    const ck = flow === null ? CACHE_NONE : flow.cacheKind;
+    if (ck !== CACHE_NONE && flow!.cacheGeneration === this.generation) {
+      const cl = flow!.cacheLength;
+      if (ck === CACHE_DCID_LEARNED ? !isLong && cl < len : cl === dLen) {
+        const cd = flow!.cacheDcid;
+        let i = 0;
+        while (i < cl && cd[i] === buf[dOff + i]) i++;
+        if (i === cl) {
+          if (ck === CACHE_CID) {
+            server = flow!.cacheServer;
+            outcome = OUTCOME_CID;
+            this.configId = flow!.cacheConfigId;
+          } else if (!isLong) {
+            const e = flow!.cacheEntry!;
+            if (e.alive && e.server === flow!.cacheServer && !e.server.removed) {
+              this.dcids.touch(e, now);
+              server = e.server;
+              outcome = OUTCOME_TABLE;
+              table = TABLE_DCID;
+              if (ck === CACHE_DCID_LEARNED) c.learnedLengthHits++;
+            }
           }
         }
       }
@@ -419,6 +450,8 @@ export class Router {
       }
       let dcidEntry: DcidEntry<RouterServer> | null = null;
       let dcidKey: string | null = null;
+      /** > 0: the short header's DCID was found in the DCID table at this learned length. */
+      let learnedLen = 0;
       if (server === null) {
         c.unroutable[unr]++;
         // 2. Long header: 4-tuple‖SCID.
@@ -441,13 +474,34 @@ export class Router {
             table = TABLE_DCID;
           }
         }
+        // 3b. Short header: the DCID table again at each other length of a learned server CID that fits in the
+        //     datagram, longest first. A hit needs all octets of an entry of exactly that length, which for 8
+        //     octets or more only the connection's own CID has. Shorter lengths could match a prefix of another
+        //     connection's CID by chance, so they are tried only when the flow has no 4-tuple entry (4b).
+        let retry = 0;
+        if (server === null && !isLong && this.learnedLengths !== 0) {
+          const fit = len - 1 < MAX_CID ? len - 1 : MAX_CID;
+          retry = this.learnedLengths & ((1 << (fit + 1)) - 1) & ~(1 << dLen);
+          learnedLen = this.findLearned(buf, dOff, retry & ~SHORT_LEARNED, now);
+        }
         // 4. 4-tuple table. The DCID is recorded too, so the connection survives a NAT rebinding even when its
         //    server's CIDs never decode (a server without config, or one with random CIDs).
-        if (server === null && flow !== null && flow.tupleServer !== null && !flow.tupleServer.removed) {
+        if (server === null && learnedLen === 0 && flow !== null && flow.tupleServer !== null && !flow.tupleServer.removed) {
           server = flow.tupleServer;
           outcome = OUTCOME_TABLE;
           table = TABLE_TUPLE;
           if (dLen > 0) dcidEntry = this.dcids.set(dcidKey!, server, now);
+        }
+        // 4b. The learned lengths under 8 octets, for a flow without 4-tuple entry (a migrated or NAT-rebound client).
+        if (server === null && learnedLen === 0) learnedLen = this.findLearned(buf, dOff, retry & SHORT_LEARNED, now);
+        // A hit of 3b or 4b.
+        if (learnedLen > 0) {
+          dcidEntry = this.learnedEntry!;
+          this.learnedEntry = null;
+          server = dcidEntry.server;
+          outcome = OUTCOME_TABLE;
+          table = TABLE_DCID;
+          c.learnedLengthHits++;
         }
         // 5. Fallback.
         if (server === null) {
@@ -462,21 +516,23 @@ export class Router {
       }
       if (flow === null) flow = this.flows.create(address, port, listener, now);
       // Remember the decision for the next packet with this DCID (a decoded CID, or a DCID-table entry).
-      if (dLen <= 20) {
+      if (dLen <= MAX_CID) {
+        let cl = dLen;
         if (outcome === OUTCOME_CID) {
           flow.cacheKind = CACHE_CID;
           flow.cacheConfigId = this.configId;
           flow.cacheEntry = null;
         } else if (dcidEntry !== null) {
-          flow.cacheKind = CACHE_DCID_TABLE;
+          flow.cacheKind = learnedLen > 0 ? CACHE_DCID_LEARNED : CACHE_DCID_TABLE;
           flow.cacheEntry = dcidEntry;
+          if (learnedLen > 0) cl = learnedLen;
         } else flow.cacheKind = CACHE_NONE;
         if (flow.cacheKind !== CACHE_NONE) {
           flow.cacheServer = server;
           flow.cacheGeneration = this.generation;
-          flow.cacheLength = dLen;
+          flow.cacheLength = cl;
           const cd = flow.cacheDcid;
-          for (let i = 0; i < dLen; i++) cd[i] = buf[dOff + i];
+          for (let i = 0; i < cl; i++) cd[i] = buf[dOff + i];
         }
       }
     }
@@ -496,8 +552,10 @@ export class Router {
 
   /**
    * Server -> client: a long-header reply's SCID is the CID the client will use as DCID. When it does not
-   * decode to this server (e.g. a 0b111 CID of a server without config), learn it into the DCID table so the
-   * connection survives client migration.
+   * decode to a configured server (e.g. a 0b111 CID of a server without config, or a random CID of a server
+   * that does not mint QUIC-LB CIDs), learn it into the DCID table at its full length, and its length into the
+   * learned lengths, so the connection survives client migration and NAT rebinding even when route() guesses
+   * another length for its short headers.
    */
   learnReply(buf: Buffer, server: RouterServer): void {
     if (buf.length < 7 || (buf[0] & 0x80) === 0) return;
@@ -507,13 +565,34 @@ export class Router {
     const d = this.decoded;
     if (this.decoder.decodeInto(buf, h.scidOffset, h.scidLength, d) && this.sidMaps[d.configId]!.get(d.serverId) !== null) return;
     this.dcids.set(buf.toString('latin1', h.scidOffset, h.scidOffset + h.scidLength), server, this.now);
+    this.learnedLengths |= 1 << h.scidLength;
     this.counters.learned++;
+  }
+
+  /**
+   * The DCID table at each length in `mask` (bit L = L octets of the short header's DCID at `off`), longest
+   * first. Returns the length of the first live entry found (left in learnedEntry, touched), or 0.
+   */
+  private findLearned(buf: Buffer, off: number, mask: number, now: number): number {
+    let m = mask;
+    while (m !== 0) {
+      const l = 31 - Math.clz32(m);
+      m ^= 1 << l;
+      const e = this.dcids.get(buf.toString('latin1', off, off + l));
+      if (e !== undefined && !e.server.removed) {
+        this.dcids.touch(e, now);
+        this.learnedEntry = e;
+        return l;
+      }
+    }
+    return 0;
   }
 
   /** Forgets all flows and tables (stop). */
   clear(): void {
     this.flows.clear();
     this.dcids.clear();
+    this.learnedLengths = 0;
   }
 
   stats(): RouterStats {
@@ -551,6 +630,8 @@ export class Router {
       dcidsExpired: this.dcids.counters.expired,
       dcidsEvicted: this.dcids.counters.evicted,
       learned: c.learned,
+      learnedLengthHits: c.learnedLengthHits,
+      learnedLengths: Array.from({ length: MAX_CID }, (_, i) => i + 1).filter((l) => (this.learnedLengths & (1 << l)) !== 0),
     };
   }
 }

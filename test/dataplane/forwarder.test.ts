@@ -2,7 +2,7 @@
 import { describe, expect, it, beforeAll, afterAll } from '@jest/globals';
 import { CidEncoder, mintUnroutableCid } from '../../lib/index.js';
 import { Dataplane } from '../../dataplane/dataplane.js';
-import { Client, config, longPacket, server, shortPacket, sleep, snapshot, TaggingBackend, waitFor } from './helpers.js';
+import { Client, config, longPacket, randomServerCid, server, shortPacket, sleep, snapshot, TaggingBackend, waitFor } from './helpers.js';
 import type { DataplaneSnapshot } from '../../lib/config/snapshot.js';
 
 const rand = (n: number) => Buffer.from(Array.from({ length: n }, () => Math.floor(Math.random() * 256)));
@@ -105,6 +105,36 @@ describe('forwarding over real sockets', () => {
     const c2 = await client();
     expect(await c2.request(shortPacket(serverCid), port)).toBe(target);
     expect(dp.stats().tableHits.dcid).toBe(1);
+  });
+
+  it('routes a NAT-rebound client by a learned 18-byte random server CID whatever length its first octet suggests', async () => {
+    // Like ngtcp2's gtlsserver: no QUIC-LB, 18 random octets. The LB guesses 9 octets for short headers whose
+    // first octet names config 0 (its CID length) or any other non-0b111 codepoint (the default length), and
+    // the self-encoded length for 0b111; the learned CID is found again at its own length.
+    const { dp, port } = await start(snapshot(servers()));
+    const sids = servers().map((s) => s.serverId);
+    const firsts = [0x05, 0xe4, 0x5a];
+    for (const [i, first] of firsts.entries()) {
+      const serverCid = randomServerCid(first, 18, [config(0)], sids);
+      const c1 = await client();
+      const target = dp.router.fallbackFor('127.0.0.1', c1.port)!.name;
+      const tb = backends.find((b) => b.name === target)!;
+      const before = tb.received.length;
+      expect(await c1.request(longPacket(rand(18), rand(17)), port)).toBe(target);
+      const upstream = tb.received[before];
+      // The backend's Handshake carries its CID as SCID; the LB relays it to the client and learns it.
+      tb.socket.send(longPacket(rand(17), serverCid, { type: 2 }), upstream.port, upstream.from);
+      expect(await waitFor(() => dp.stats().learned === i + 1)).toBe(true);
+      // The client rebinds: a new port whose fallback would pick another server, same DCID, short headers.
+      let c2 = await client();
+      while (dp.router.fallbackFor('127.0.0.1', c2.port)!.name === target) c2 = await client();
+      for (let k = 0; k < 3; k++) expect(await c2.request(shortPacket(serverCid, { size: 40 + k }), port)).toBe(target);
+    }
+    const st = dp.stats();
+    expect(st.learnedLengths).toEqual([18]);
+    expect(st.learnedLengthHits).toBe(3 * firsts.length);
+    expect(st.tableHits.dcid).toBe(3 * firsts.length);
+    expect(st.routed).toEqual({ cid: 0, table: 3 * firsts.length, fallback: firsts.length });
   });
 
   it('listens on IPv6 and forwards to IPv6 backends', async () => {

@@ -46,10 +46,19 @@ function corpus(): Buffer[] {
     longPacket(Buffer.alloc(0), Buffer.alloc(0), { type: 3, size: 60 }),
     shortPacket(mintUnroutableCid(8)),
     shortPacket(mintUnroutableCid(20)),
+    // random server CIDs (no QUIC-LB) whose first octet suggests another short-header length: learned from the
+    // Handshake (fed to learnReply below), then found at their own length
+    longPacket(r(), SERVER_CID_18, { type: 2, size: 80 }),
+    shortPacket(SERVER_CID_18, { size: 40 }),
+    longPacket(r(), SERVER_CID_12, { type: 2, size: 80 }),
+    shortPacket(SERVER_CID_12, { size: 40 }),
     Buffer.from([0x80, 0, 0, 0, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 0, 0, 1]),
   );
   return out;
 }
+
+const SERVER_CID_18 = Buffer.from('05a1b2c3d4e5f60718293a4b5c6d7e8f9001', 'hex');
+const SERVER_CID_12 = Buffer.from('e3112233445566778899aabb', 'hex');
 
 const ADDRS = ['10.0.0.1', '10.0.0.2', '192.168.7.9', '::1', '2001:db8::42', '::ffff:10.0.0.1', 'fe80::1%lo'];
 
@@ -64,6 +73,7 @@ describe('fuzz', () => {
     const next = rng(0x5eed1234);
     const router = new Router(snapshot(SERVERS, { configs: CONFIGS, flows: { maxFlows: 5000, idleTimeoutMs: 2000 } }), undefined, 0);
     const seeds = corpus();
+    const learner = router.getServer('c')!;
     // Random bytes to cut datagrams from, and one scratch buffer that mutated copies are made in.
     const noise = Buffer.alloc(1 << 16);
     for (let j = 0; j < noise.length; j += 4) noise.writeUInt32LE(next(), j);
@@ -94,6 +104,9 @@ describe('fuzz', () => {
       }
       const addr = ADDRS[next() % ADDRS.length];
       router.route(buf, addr, next() % 4096, next() % 3);
+      // Some datagrams also go the other way, as if a server sent them: learned when a long header's SCID does
+      // not decode (mutated lengths and random octets included).
+      if (mode >= 5 && (r >>> 24) < 16) router.learnReply(buf, learner);
       if ((i & 0x3fff) === 0) {
         // noise changes slowly too, so random datagrams repeat sometimes (table hits on random input)
         noise.writeUInt32LE(next(), next() % (noise.length - 4));
@@ -115,7 +128,9 @@ describe('fuzz', () => {
     expect(s.flows).toBeLessThanOrEqual(5000);
     expect(s.dcids).toBeLessThanOrEqual(5000);
     expect(s.flowsEvicted).toBeGreaterThan(0);
-    process.stdout.write(`fuzz: ${N} datagrams in ${ms.toFixed(0)} ms (${((ms * 1000) / N).toFixed(2)} µs each incl. generation); ${JSON.stringify(s.routed)} dropped ${JSON.stringify(s.dropped)}\n`);
+    expect(s.learned).toBeGreaterThan(1_000);
+    expect(s.learnedLengthHits).toBeGreaterThan(100);
+    process.stdout.write(`fuzz: ${N} datagrams in ${ms.toFixed(0)} ms (${((ms * 1000) / N).toFixed(2)} µs each incl. generation); ${JSON.stringify(s.routed)} dropped ${JSON.stringify(s.dropped)}; learned ${s.learned} (lengths ${s.learnedLengths.join(',')}), learned-length hits ${s.learnedLengthHits}\n`);
   }, 60_000);
 
   it('counts every one of 20,000 random and mutated datagrams sent through real sockets', async () => {

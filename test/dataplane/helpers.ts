@@ -3,6 +3,7 @@ import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { makeConfig, type QuicLbConfig } from '../../lib/quiclb/config.js';
+import { CidDecoder } from '../../lib/quiclb/decoder.js';
 import { writeVarint } from '../../lib/quic/varint.js';
 import { defaultShortDcidLength, DEFAULT_HEALTH, type DataplaneSnapshot, type LiveConfig, type SnapshotServer } from '../../lib/config/snapshot.js';
 import { isReservedVersion } from '../../lib/quic/header.js';
@@ -38,6 +39,20 @@ export function snapshot(servers: SnapshotServer[], extra: Partial<DataplaneSnap
     shortDcidLength: defaultShortDcidLength(configs),
     ...extra,
   };
+}
+
+/**
+ * A random server CID (as a server without QUIC-LB mints them, e.g. ngtcp2's 18 octets) with the given first
+ * octet, whose octets do not decode to any of `serverIds` under `configs` (the LB would route it by CID).
+ */
+export function randomServerCid(first: number, length: number, configs: QuicLbConfig[], serverIds: Uint8Array[]): Buffer {
+  const dec = new CidDecoder(configs);
+  const known = new Set(serverIds.map((s) => Buffer.from(s).toString('hex')));
+  for (;;) {
+    const cid = Buffer.concat([Buffer.from([first]), randomBytes(length - 1)]);
+    const d = dec.decode(cid);
+    if (d.serverId === null || !known.has(d.serverId.toString('hex'))) return cid;
+  }
 }
 
 /** A QUIC v1 long-header packet (Initial by default), padded to `size`, ending with an 8-byte tag. */

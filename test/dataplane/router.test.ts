@@ -3,7 +3,7 @@ import { CidEncoder, encodeCid, mintUnroutableCid } from '../../lib/index.js';
 import { clientHash, FallbackPool, ipBytes, murmur3 } from '../../dataplane/fallback.js';
 import { FlowTable, DcidTable } from '../../dataplane/flow-table.js';
 import { Router, type RouterServer } from '../../dataplane/router.js';
-import { config, longPacket, server, shortPacket, snapshot } from './helpers.js';
+import { config, longPacket, randomServerCid, server, shortPacket, snapshot } from './helpers.js';
 
 const SERVERS = [server('a', '0001', '127.0.0.1', 4001), server('b', '0002', '127.0.0.1', 4002), server('c', '0003', '127.0.0.1', 4003)];
 
@@ -244,6 +244,148 @@ describe('router: draft-21 §4.2 order', () => {
     expect(r.stats().learned).toBe(1);
     expect(name(r.route(shortPacket(serverCid), '10.7.7.7', 7777, 0))).toBe('c');
     expect(r.outcome).toBe(1);
+  });
+});
+
+describe('router: learned server CID lengths (short headers of servers with non-QUIC-LB CIDs)', () => {
+  // A server that does not mint QUIC-LB CIDs (e.g. ngtcp2: 18 random bytes). The LB guesses a short header's
+  // DCID length from its first octet: a live config's CID length (9 here), the self-encoded 0b111 length, or
+  // short_header_dcid_length (18 here, as in the e2e config).
+  /** A random CID with this first octet whose guessed-length prefix does not decode to a configured server. */
+  const serverCid = (first: number, len = 18, configs = [config(0)]) =>
+    randomServerCid(first, len, configs, SERVERS.map((s) => s.serverId));
+  /** A client port (from `from` up) whose fallback is not `avoid`, so a table hit is told apart from luck. */
+  function portAvoiding(r: Router, address: string, avoid: string, from = 1): number {
+    let p = from;
+    while (r.fallbackFor(address, p)!.name === avoid) p++;
+    return p;
+  }
+  const learnedRouter = () => router(SERVERS, { shortDcidLength: 18 });
+
+  it('routes a migrated client by a learned 18-byte CID whatever length its first octet suggests', () => {
+    const r = learnedRouter();
+    const srv = r.getServer('c')!;
+    // 0x05, 0x1f: live config 0 (guess 9); 0xe4, 0xf3: 0b111 with self-encoded length 5, 20; 0x40, 0x9a: configs
+    // 2 and 4, not live (guess 18: found at the first lookup).
+    const cids = [0x05, 0x1f, 0xe4, 0xf3, 0x40, 0x9a].map((b) => serverCid(b));
+    for (const cid of cids) r.learnReply(longPacket(rand(17), cid, { type: 2 }), srv);
+    expect(r.stats().learned).toBe(cids.length);
+    let port = 1;
+    for (const cid of cids) {
+      port = portAvoiding(r, '10.7.0.1', 'c', port + 1);
+      expect(name(r.route(shortPacket(cid), '10.7.0.1', port, 0))).toBe('c');
+      expect(r.outcome).toBe(1);
+    }
+    const st = r.stats();
+    expect(st.learnedLengthHits).toBe(4);
+    expect(st.tableHits).toEqual({ tuple_scid: 0, dcid: cids.length, tuple: 0 });
+    expect(st.routed).toEqual({ cid: 0, table: cids.length, fallback: 0 });
+    expect(st.dcids).toBe(cids.length); // nothing recorded besides the learned CIDs
+    checkInvariant(r);
+  });
+
+  it('keeps the learned length in the per-flow cache, and tries learned lengths only on a miss', () => {
+    const r = learnedRouter();
+    const cid = serverCid(0x07);
+    r.learnReply(longPacket(rand(17), cid, { type: 2 }), r.getServer('b')!);
+    const port = portAvoiding(r, '10.7.0.1', 'b');
+    let lookups = 0;
+    const get = r.dcids.get.bind(r.dcids);
+    r.dcids.get = (k: string) => {
+      lookups++;
+      return get(k);
+    };
+    expect(name(r.route(shortPacket(cid), '10.7.0.1', port, 0))).toBe('b');
+    expect(lookups).toBe(2); // guessed length 9, then the learned 18
+    for (let i = 0; i < 5; i++) expect(name(r.route(shortPacket(cid, { size: 30 + i }), '10.7.0.1', port, 0))).toBe('b');
+    expect(lookups).toBe(2); // the flow's cache, compared at 18 octets
+    // Another (unknown) 18-byte DCID on the same flow matches neither the cache nor the table: the fallback.
+    const other = serverCid(0x07);
+    expect(name(r.route(shortPacket(other), '10.7.0.1', port, 0))).not.toBe('b');
+    expect(r.outcome).toBe(2);
+    const st = r.stats();
+    expect(st.learnedLengthHits).toBe(6);
+    expect(st.learnedLengths).toEqual([18]);
+    checkInvariant(r);
+  });
+
+  it('retries every learned length that fits, matches only exact octets, ignores removed servers', () => {
+    const r = learnedRouter();
+    // Server a: 8-byte random CIDs (not 0b111), server c: 18-byte ones, server b: an exact 0b111 CID.
+    const a8 = serverCid(0x11, 8);
+    const c18 = serverCid(0x12);
+    const b0b111 = mintUnroutableCid(12);
+    r.learnReply(longPacket(rand(8), a8, { type: 2 }), r.getServer('a')!);
+    r.learnReply(longPacket(rand(8), c18, { type: 2 }), r.getServer('c')!);
+    r.learnReply(longPacket(rand(8), b0b111, { type: 2 }), r.getServer('b')!);
+    expect(r.stats().learnedLengths).toEqual([8, 12, 18]);
+    const via = (cid: Buffer, port: number, opts: { size?: number } = {}) => {
+      const s = name(r.route(shortPacket(cid, opts), '10.7.0.2', port, 0));
+      return `${s}/${r.outcome}`;
+    };
+    let port = 100;
+    const fresh = (avoid: string) => (port = portAvoiding(r, '10.7.0.2', avoid, port + 1));
+    expect(via(a8, fresh('a'))).toBe('a/1');
+    expect(via(c18, fresh('c'))).toBe('c/1');
+    expect(via(b0b111, fresh('b'))).toBe('b/1'); // self-encoded length: found at the first lookup
+    expect(r.stats().learnedLengthHits).toBe(2);
+    // One octet off at the end of the learned CID: no match at any length.
+    const near = Buffer.from(c18);
+    near[17] ^= 1;
+    expect(via(near, fresh('c'))).toBe(`${r.fallbackFor('10.7.0.2', port)!.name}/2`);
+    // A datagram too short to hold the 18 octets cannot match them (only the 8-octet length is tried).
+    const c18b = serverCid(0x13);
+    r.learnReply(longPacket(rand(8), c18b, { type: 2 }), r.getServer('c')!);
+    const cut = shortPacket(c18b).subarray(0, 12);
+    const p = fresh('c');
+    expect(name(r.route(cut, '10.7.0.2', p, 0))).not.toBe('c');
+    expect(r.outcome).toBe(2);
+    // A learned entry of a removed server is ignored.
+    r.apply(snapshot(SERVERS.filter((x) => x.name !== 'a'), { shortDcidLength: 18 }));
+    expect(via(a8, fresh('a'))).not.toMatch(/^a\//);
+    checkInvariant(r);
+  });
+
+  it('tries learned lengths under 8 octets only for flows without a 4-tuple entry (chance prefix matches)', () => {
+    const r = learnedRouter();
+    // A server with 4-octet random CIDs (quic-go's default length), first octet of a non-live codepoint (guess 18).
+    const a4 = Buffer.from([0x51, 0x9c, 0x27, 0xe0]);
+    r.learnReply(longPacket(rand(8), a4, { type: 2 }), r.getServer('a')!);
+    // NAT rebinding of a's connection: a new flow, its short headers carry the 4 octets, then the payload.
+    expect(name(r.route(shortPacket(a4), '10.7.0.4', portAvoiding(r, '10.7.0.4', 'a'), 0))).toBe('a');
+    expect(r.stats().learnedLengthHits).toBe(1);
+    // Another connection, established through the fallback on its own flow, whose 18-octet CID starts with
+    // the same 4 octets: its 4-tuple entry wins over the chance match.
+    const port = portAvoiding(r, '10.7.0.4', 'a', 1000);
+    const other = r.route(longPacket(rand(18), rand(17)), '10.7.0.4', port, 0)!;
+    expect(r.outcome).toBe(2);
+    expect(name(r.route(shortPacket(Buffer.concat([a4, rand(14)])), '10.7.0.4', port, 0))).toBe(other.name);
+    expect(r.stats().tableHits.tuple).toBe(1);
+    expect(r.stats().learnedLengthHits).toBe(1);
+    checkInvariant(r);
+  });
+
+  it('still finds a learned CID when a reload changes the guessed length, and still routes a decodable CID first', () => {
+    const plain2 = config(2, null, 2, 6); // plaintext: the server ID is octets 1..2, CID length 9
+    const r = learnedRouter();
+    // Codepoint 2, not live yet: the guess is short_header_dcid_length (18). Octets 1..2 name no server.
+    const c18 = serverCid(0x45, 18, [config(0), plain2]);
+    const toB = Buffer.concat([Buffer.from([0x46, 0x00, 0x02]), rand(15)]); // decodes to b once config 2 is live
+    r.learnReply(longPacket(rand(8), c18, { type: 2 }), r.getServer('c')!);
+    r.learnReply(longPacket(rand(8), toB, { type: 2 }), r.getServer('c')!);
+    expect(name(r.route(shortPacket(c18), '10.7.0.3', portAvoiding(r, '10.7.0.3', 'c'), 0))).toBe('c');
+    expect(r.stats().learnedLengthHits).toBe(0); // guessed right
+    r.apply(snapshot(SERVERS, { configs: [{ config: config(0), state: 'active' }, { config: plain2, state: 'accepting' }], shortDcidLength: 18 }));
+    // Codepoint 2 is live now: the guess is 9, the learned length 18 still finds the entry...
+    expect(name(r.route(shortPacket(c18), '10.7.0.3', portAvoiding(r, '10.7.0.3', 'c', 500), 0))).toBe('c');
+    expect(r.outcome).toBe(1);
+    expect(r.stats().learnedLengthHits).toBe(1);
+    // ... but a CID that now decodes to a configured server goes there (draft order: routable DCID first).
+    expect(name(r.route(shortPacket(toB), '10.7.0.3', 900, 0))).toBe('b');
+    expect(r.outcome).toBe(0);
+    r.clear();
+    expect(r.stats().learnedLengths).toEqual([]);
+    checkInvariant(r);
   });
 });
 
