@@ -1,24 +1,30 @@
 /**
  * `quiclb standalone --example`: a self-contained example. It writes a config (random key in a key file,
  * three servers), starts three example backends in-process and the load balancer in front of them, runs a
- * short demo client, and prints how to send your own datagrams through it.
+ * short demo client, and prints how to send your own requests through it.
  *
- * The example backends are honest about what they are: not full QUIC servers. They answer QUIC Version
- * Negotiation probes (so health checks pass), answer a long-header "Initial" with a long-header packet whose
- * SCID is a QUIC-LB connection ID minted by ServerCidGenerator from the same config, and reply to every other
- * datagram with a line of text naming themselves.
+ * The example backends are real QUIC servers (dataplane/example-quic-backend.ts: @matrixai/quic, minimal
+ * HTTP/3) minting encrypted QUIC-LB connection IDs with ServerCidGenerator from the example's YAML, and the
+ * demo client is a real QUIC client (dataplane/example-quic-client.ts) that also migrates its connection to a
+ * new local port. @matrixai/quic is a devDependency: where it cannot be loaded (installed without dev
+ * dependencies, no prebuilt binary for the platform) the example says so and falls back to UDP backends that
+ * are not QUIC servers (they answer version-negotiation health probes and reply with text).
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { formatSocketAddress, parseSocketAddress } from '../lib/config/address.js';
+import { delimiter, join } from 'node:path';
+import { formatSocketAddress, parseSocketAddress, type SocketAddress } from '../lib/config/address.js';
 import { isReservedVersion, parseQuicHeader, QuicHeader } from '../lib/quic/header.js';
 import { ServerCidGenerator } from '../lib/quiclb/server-generator.js';
 import { toHex } from '../lib/hex.js';
 import type { LogLevel } from '../lib/config/standalone.js';
+import type { DataplaneStats } from './dataplane.js';
+// type-only: erased at run time (the modules are loaded with import() so that a missing @matrixai/quic can be reported)
+import type { ExampleQuicBackend } from './example-quic-backend.js';
+import type { ExampleCidDecoder, ExampleQuicClient } from './example-quic-client.js';
 import { runStandalone, type StandaloneHandle } from './standalone.js';
 
 export interface ExampleOptions {
@@ -36,10 +42,263 @@ export interface ExampleOptions {
 export interface ExampleHandle {
   readonly lb: StandaloneHandle;
   readonly configPath: string;
+  /** 'quic': @matrixai/quic backends and client; 'udp': the fallback without @matrixai/quic. */
+  readonly mode: 'quic' | 'udp';
   stop(): Promise<void>;
 }
 
 const NAMES = ['server1', 'server2', 'server3'];
+
+type QuicBackendModule = typeof import('./example-quic-backend.js');
+type QuicClientModule = typeof import('./example-quic-client.js');
+
+/** The example's QUIC modules, or why they cannot be loaded (@matrixai/quic missing or unusable). */
+async function loadQuic(): Promise<{ backend: QuicBackendModule; client: QuicClientModule } | { error: string }> {
+  try {
+    const backend = await import('./example-quic-backend.js');
+    const client = await import('./example-quic-client.js');
+    return { backend, client };
+  } catch (e) {
+    return { error: ((e as Error).message ?? String(e)).split('\n')[0] };
+  }
+}
+
+/** The client side of a listen address: wildcards become loopback. */
+function clientHost(a: SocketAddress): string {
+  return a.host === '0.0.0.0' ? '127.0.0.1' : a.host === '::' ? '::1' : a.host;
+}
+
+/** Where `name` is on PATH (the example mentions gtlsclient only when it is installed). */
+function onPath(name: string): string | null {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (!dir) continue;
+    try {
+      accessSync(join(dir, name), constants.X_OK);
+      return join(dir, name);
+    } catch {
+      /* not here */
+    }
+  }
+  return null;
+}
+
+function exampleYaml(listen: string, metricsPort: number, backends: { name: string; port: number }[], quic: boolean): string {
+  return `# Written by 'quiclb standalone --example'. Copy it, point servers: at your QUIC servers, and run
+# 'quiclb standalone --config FILE'. Reference: docs/standalone-config.md
+name: example
+listen: ["${listen}"]
+workers: 1
+loadbalancer:
+  server_id_length: 2            # server IDs derived from the ids below (SHA-256 prefix)
+  nonce_length: 17               # connection IDs are 1 + 2 + 17 = 20 bytes (what @matrixai/quic servers use)
+  encryption_key_file: lb.key    # a random 16-byte key made for this run (base64)
+servers:
+${backends.map((b) => `  - { id: ${b.name}, address: "127.0.0.1:${b.port}", weight: 100 }`).join('\n')}
+flows: { max: 100000, idle_timeout: 30s }
+monitoring:
+  prometheus_port: ${metricsPort}
+  address: 127.0.0.1
+  health_check: { interval: 2s, timeout: 1s, failures_threshold: 3, successes_threshold: 2 }
+logging:
+  level: warn
+# example backends: ${quic ? 'QUIC servers (@matrixai/quic, HTTP/3) in the quiclb process' : 'UDP text responders (not QUIC servers)'}
+`;
+}
+
+interface Setup {
+  dir: string;
+  configPath: string;
+  listen: SocketAddress;
+  metricsPort: number;
+  out: (line: string) => void;
+  options: ExampleOptions;
+}
+
+function banner(s: Setup, lb: StandaloneHandle, backendLine: string, what: string): void {
+  const a = lb.addresses()[0];
+  const m = lb.monitoringAddress();
+  s.out('quiclb standalone example');
+  s.out(`  load balancer  udp ${formatSocketAddress(a)}   config: ${s.configPath}`);
+  s.out(`  backends       ${backendLine}`);
+  s.out(`                 ${what}`);
+  if (m) s.out(`  metrics        http://${formatSocketAddress({ host: m.address, port: m.port })}/metrics   (also /healthz, /readyz)`);
+  s.out('');
+}
+
+/** Runs the example; resolves once everything is up and the demo has run. */
+export async function runExample(options: ExampleOptions = {}): Promise<ExampleHandle> {
+  const out = options.out ?? ((l: string) => process.stdout.write(l + '\n'));
+  const listen = parseSocketAddress('--listen', options.listen ?? '127.0.0.1:4433', { allowPortZero: true });
+  const quic = await loadQuic();
+  const dir = mkdtempSync(join(tmpdir(), 'quiclb-example-'));
+  const setup: Setup = { dir, configPath: join(dir, 'standalone.yaml'), listen, metricsPort: options.metricsPort ?? 9090, out, options };
+  writeFileSync(join(dir, 'lb.key'), randomBytes(16).toString('base64') + '\n', { mode: 0o600 });
+  try {
+    if ('error' in quic) {
+      out(`The QUIC example needs the npm package @matrixai/quic (a devDependency), which cannot be loaded here:`);
+      out(`  ${quic.error}`);
+      out('Run `npm install` in a quiclb checkout (it installs devDependencies) for the real thing: QUIC backends and a');
+      out('QUIC client.');
+      out('Running the UDP example instead (its backends are not QUIC servers).');
+      out('');
+      return await runUdpExample(setup);
+    }
+    return await runQuicExample(setup, quic.backend, quic.client);
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+// ---- the QUIC example -------------------------------------------------------------------------------------
+
+type Routed = DataplaneStats['routed'];
+const diff = (a: Routed, b: Routed): Routed => ({ cid: a.cid - b.cid, table: a.table - b.table, fallback: a.fallback - b.fallback });
+const fmtRouted = (r: Routed): string => `cid=${r.cid} table=${r.table} fallback=${r.fallback}`;
+
+async function runQuicExample(s: Setup, B: QuicBackendModule, C: QuicClientModule): Promise<ExampleHandle> {
+  const { out, configPath } = s;
+  const tls = B.selfSignedCert();
+  // The backends read their server ID and the QUIC-LB config from the YAML, which names their ports: write it
+  // with placeholder ports (server IDs come from the names), start the backends, then write the real ports.
+  const placeholder = NAMES.map((name, i) => ({ name, port: i + 1 }));
+  writeFileSync(configPath, exampleYaml(formatSocketAddress(s.listen), s.metricsPort, placeholder, true));
+  // @matrixai/quic throws connection-level events (idle timeouts, peer closes) as uncaught exceptions:
+  // those are expected here; anything else still ends the process as it would have.
+  const guard = (e: unknown) => {
+    if (B.isQuicLibraryError(e)) return;
+    process.stderr.write(`${(e as Error)?.stack ?? String(e)}\n`);
+    process.exit(1);
+  };
+  process.on('uncaughtException', guard);
+  const backends: ExampleQuicBackend[] = [];
+  let lb: StandaloneHandle;
+  const stopBackends = async () => {
+    await Promise.all(backends.map((b) => b.stop()));
+    process.off('uncaughtException', guard);
+  };
+  try {
+    for (const name of NAMES) backends.push(await B.ExampleQuicBackend.start({ configFile: configPath, serverName: name, tls }));
+    writeFileSync(configPath, exampleYaml(formatSocketAddress(s.listen), s.metricsPort, backends, true));
+    lb = await runStandalone({ configPath, logLevel: s.options.logLevel ?? 'warn', handleSignals: true });
+  } catch (e) {
+    await stopBackends();
+    throw e;
+  }
+  const handle: ExampleHandle = {
+    lb,
+    configPath,
+    mode: 'quic',
+    stop: async () => {
+      await lb.stop();
+      await stopBackends();
+      rmSync(s.dir, { recursive: true, force: true });
+    },
+  };
+
+  banner(
+    s,
+    lb,
+    backends.map((b) => `${b.name} 127.0.0.1:${b.port} (server ID ${b.serverIdHex})`).join(', '),
+    'QUIC servers (@matrixai/quic, HTTP/3) minting encrypted 20-byte QUIC-LB connection IDs from that config',
+  );
+  const a = lb.addresses()[0];
+  const host = clientHost(a);
+  if (s.options.demo !== false) {
+    try {
+      await quicDemo(out, lb, host, a.port, new C.ExampleCidDecoder(configPath), C, backends.length);
+    } catch (e) {
+      out(`  demo failed: ${(e as Error).message}`);
+    }
+    out('');
+  }
+  const portArgs = `${host} ${a.port}`;
+  out('Send your own requests through the load balancer (in another terminal; each answer names its backend):');
+  out(`  npm run example:client -- ${portArgs}`);
+  out(`  npm run example:client -- ${portArgs} --migrate --config ${configPath}`);
+  out('      from the quiclb checkout: one QUIC connection, 3 GETs; --migrate moves it to a new local port before');
+  out("      the last one, --config decodes the server ID in each connection ID with the load balancer's key");
+  const gtlsCmd = `gtlsclient -q --exit-on-all-streams-close --download=${s.dir} ${portArgs} https://localhost/ && cat ${join(s.dir, 'index.html')}`;
+  if (onPath('gtlsclient')) {
+    out(`  ${gtlsCmd}`);
+    out("      Debian's ngtcp2 HTTP/3 client");
+  } else {
+    out("  Debian's ngtcp2 HTTP/3 client works too (apt-get install ngtcp2-client):");
+    out(`  ${gtlsCmd}`);
+  }
+  const m = lb.monitoringAddress();
+  if (m) {
+    out(`  curl -s http://${formatSocketAddress({ host: m.address, port: m.port })}/metrics | grep '^quiclb_packets_total'`);
+    out('      the datagrams the load balancer routed, by outcome (cid, table, fallback)');
+  }
+  out('');
+  out(`Your own QUIC servers: copy ${configPath} and lb.key,`);
+  out("point servers: at servers that mint connection IDs with the library's ServerCidGenerator (or any QUIC-LB");
+  out('generator using the same key), and run quiclb standalone --config FILE.');
+  out('Ctrl-C stops.');
+  return handle;
+}
+
+async function quicDemo(
+  out: (line: string) => void,
+  lb: StandaloneHandle,
+  host: string,
+  port: number,
+  decoder: ExampleCidDecoder,
+  C: QuicClientModule,
+  backendCount: number,
+): Promise<void> {
+  const dp = lb.dataplane;
+  const routed = (): Routed => (dp ? { ...dp.stats().routed } : { cid: 0, table: 0, fallback: 0 });
+  const start = routed();
+  out(`Demo: a QUIC client (@matrixai/quic, HTTP/3) sends GET / through the load balancer at ${host}:${port}.`);
+  out('Per response: status and body (from the backend), the QUIC-LB connection ID (CID) the server issued and the');
+  out('client sends to, the server ID the load balancer decodes from it (encrypted: it takes the key), and the');
+  out('datagrams the load balancer routed meanwhile, by cid / table / fallback. "from" is the peer the backend sees:');
+  out("the load balancer's upstream socket for that client address (it is a UDP proxy).");
+  const seen = new Set<string>();
+  const request = async (c: ExampleQuicClient, n: number) => {
+    const before = routed();
+    const r = await c.get('/');
+    const cid = c.serverCid;
+    const body = r.body.toString('utf8').trim();
+    seen.add(/^(\S+) \(server ID/.exec(body)?.[1] ?? '?');
+    out(`    ${n}. ${r.status ?? '?'} ${body}`);
+    out(`       CID ${toHex(cid)} -> ${decoder.describe(cid).text}   LB routed: ${fmtRouted(diff(routed(), before))}`);
+  };
+  const connect = async (n: number) => {
+    const before = routed();
+    const c = await C.ExampleQuicClient.connect({ host, port });
+    out(`  connection ${n} from client port ${c.localPort} (handshake routed: ${fmtRouted(diff(routed(), before))})`);
+    return c;
+  };
+  const c1 = await connect(1);
+  try {
+    await request(c1, 1);
+    await request(c1, 2);
+    const oldCid = toHex(c1.serverCid);
+    const m = await c1.migrate();
+    out(`    migration: client port ${m.from} -> ${m.to}, CID ${oldCid.slice(0, 12)}… -> ${toHex(c1.serverCid).slice(0, 12)}… (a spare CID the server issued;`);
+    out('    the load balancer has seen neither the new address nor the new CID, and routes by the server ID inside it)');
+    await request(c1, 3);
+  } finally {
+    await c1.close();
+  }
+  // More connections (at most 4 in all) until every backend has answered: the fallback spreads new connections.
+  for (let i = 2; i <= 4 && seen.size < backendCount; i++) {
+    const c = await connect(i);
+    try {
+      await request(c, 1);
+    } finally {
+      await c.close();
+    }
+  }
+  out(`  load balancer, whole demo: routed by ${fmtRouted(diff(routed(), start))}`);
+  out('  (fallback: the first Initial of each connection, whose random DCID names no server; every later datagram');
+  out("   carries a QUIC-LB connection ID that the server issued, and the load balancer routes it by the server ID in it)");
+}
+
+// ---- the UDP fallback (no @matrixai/quic) -------------------------------------------------------------------
 
 /** A shell command that sends one datagram with Node and prints the reply (works where nc is missing). */
 export function sendCommand(data: Buffer | string, lb: string): string {
@@ -50,7 +309,7 @@ export function sendCommand(data: Buffer | string, lb: string): string {
 }
 
 /** A UDP "server" that mints QUIC-LB CIDs with the library generator. */
-class ExampleBackend {
+class UdpExampleBackend {
   readonly header = new QuicHeader();
   gen: ServerCidGenerator | null = null;
   /** Print a line per datagram (after the demo, for people trying it by hand). */
@@ -118,28 +377,6 @@ class ExampleBackend {
   }
 }
 
-function exampleYaml(listen: string, metricsPort: number, backends: ExampleBackend[]): string {
-  return `# Written by 'quiclb standalone --example'. Copy it, point servers: at your QUIC servers, and run
-# 'quiclb standalone --config FILE'. Reference: docs/standalone-config.md
-name: example
-listen: ["${listen}"]
-workers: 1
-loadbalancer:
-  server_id_length: 2            # server IDs derived from the ids below (SHA-256 prefix)
-  nonce_length: 6                # connection IDs are 1 + 2 + 6 = 9 bytes
-  encryption_key_file: lb.key    # a random 16-byte key made for this run (base64)
-servers:
-${backends.map((b) => `  - { id: ${b.name}, address: "127.0.0.1:${b.port}", weight: 100 }`).join('\n')}
-flows: { max: 100000, idle_timeout: 30s }
-monitoring:
-  prometheus_port: ${metricsPort}
-  address: 127.0.0.1
-  health_check: { interval: 2s, timeout: 1s, failures_threshold: 3, successes_threshold: 2 }
-logging:
-  level: warn
-`;
-}
-
 async function clientSocket(): Promise<Socket> {
   const s = createSocket('udp4');
   s.bind(0, '127.0.0.1');
@@ -154,53 +391,44 @@ async function ask(s: Socket, packet: Buffer, port: number, host: string, timeou
   return Promise.race([reply, t]);
 }
 
-/** Runs the example; resolves once everything is up and the demo has run. */
-export async function runExample(options: ExampleOptions = {}): Promise<ExampleHandle> {
-  const out = options.out ?? ((l: string) => process.stdout.write(l + '\n'));
-  const listen = parseSocketAddress('--listen', options.listen ?? '127.0.0.1:4433', { allowPortZero: true });
-  const dir = mkdtempSync(join(tmpdir(), 'quiclb-example-'));
-  const configPath = join(dir, 'standalone.yaml');
-  const backends: ExampleBackend[] = [];
+async function runUdpExample(s: Setup): Promise<ExampleHandle> {
+  const { out, configPath } = s;
+  const backends: UdpExampleBackend[] = [];
   let lb: StandaloneHandle | null = null;
-  const lbAddress = () => (lb ? formatSocketAddress(lb.addresses()[0]) : formatSocketAddress(listen));
+  const lbAddress = () => (lb ? formatSocketAddress(lb.addresses()[0]) : formatSocketAddress(s.listen));
   try {
     for (const name of NAMES) {
-      const s = createSocket('udp4');
-      s.bind(0, '127.0.0.1');
-      await once(s, 'listening');
-      backends.push(new ExampleBackend(name, s, lbAddress, out));
+      const sock = createSocket('udp4');
+      sock.bind(0, '127.0.0.1');
+      await once(sock, 'listening');
+      backends.push(new UdpExampleBackend(name, sock, lbAddress, out));
     }
-    writeFileSync(join(dir, 'lb.key'), randomBytes(16).toString('base64') + '\n', { mode: 0o600 });
-    writeFileSync(configPath, exampleYaml(formatSocketAddress(listen), options.metricsPort ?? 9090, backends));
+    writeFileSync(configPath, exampleYaml(formatSocketAddress(s.listen), s.metricsPort, backends, false));
     for (const b of backends) b.gen = ServerCidGenerator.fromFile(configPath, b.name);
-    lb = await runStandalone({ configPath, logLevel: options.logLevel ?? 'warn', handleSignals: true });
+    lb = await runStandalone({ configPath, logLevel: s.options.logLevel ?? 'warn', handleSignals: true });
   } catch (e) {
     for (const b of backends) await b.close();
-    rmSync(dir, { recursive: true, force: true });
     throw e;
   }
   const handle: ExampleHandle = {
     lb,
     configPath,
+    mode: 'udp',
     stop: async () => {
       await lb!.stop();
       for (const b of backends) await b.close();
-      rmSync(dir, { recursive: true, force: true });
+      rmSync(s.dir, { recursive: true, force: true });
     },
   };
 
   const a = lb.addresses()[0];
   const m = lb.monitoringAddress();
-  const sidOf = (b: ExampleBackend) => (b.gen?.serverId ? toHex(b.gen.serverId) : '?');
-  out('quiclb standalone example');
-  out(`  load balancer  udp ${formatSocketAddress(a)}   config: ${configPath}`);
-  out(`  backends       ${backends.map((b) => `${b.name} 127.0.0.1:${b.port} (server ID ${sidOf(b)})`).join(', ')}`);
-  if (m) out(`  metrics        http://${formatSocketAddress({ host: m.address, port: m.port })}/metrics   (also /healthz, /readyz)`);
-  out('');
+  const sidOf = (b: UdpExampleBackend) => (b.gen?.serverId ? toHex(b.gen.serverId) : '?');
+  banner(s, lb, backends.map((b) => `${b.name} 127.0.0.1:${b.port} (server ID ${sidOf(b)})`).join(', '), 'UDP text responders, not QUIC servers (@matrixai/quic is not available)');
 
-  if (options.demo !== false) {
+  if (s.options.demo !== false) {
     const dp = lb.dataplane!;
-    const host = a.host === '0.0.0.0' ? '127.0.0.1' : a.host;
+    const host = clientHost(a);
     const c1 = await clientSocket();
     const c2 = await clientSocket();
     try {
@@ -241,17 +469,17 @@ export async function runExample(options: ExampleOptions = {}): Promise<ExampleH
     out('');
   }
   for (const b of backends) b.announce = true;
-  const nc = `${a.host === '0.0.0.0' ? '127.0.0.1' : a.host} ${a.port}`;
+  const nc = `${clientHost(a)} ${a.port}`;
   out('Send your own datagrams (each backend answers with a line naming itself):');
   out(`  ${sendCommand('hello through quiclb', formatSocketAddress(a))}`);
   out(`  or: echo 'hello through quiclb' | nc -u -w1 ${nc}`);
-  out("  (a datagram without a known connection ID is placed by the fallback hash; the reply shows a printf command that");
+  out('  (a datagram without a known connection ID is placed by the fallback hash; the reply shows a printf command that');
   out('   reaches the same backend by its connection ID, from any client port)');
   if (m) out(`  curl -s http://${formatSocketAddress({ host: m.address, port: m.port })}/metrics | grep '^quiclb_packets_total'`);
   out('');
   out('The example backends are not QUIC servers: they answer QUIC version-negotiation health probes and reply with text.');
   out(`For real QUIC traffic, copy ${configPath} (and lb.key), point servers: at QUIC servers that mint connection IDs`);
-  out('with the library\'s ServerCidGenerator (or any QUIC-LB generator using the same key), and run quiclb standalone --config.');
+  out("with the library's ServerCidGenerator (or any QUIC-LB generator using the same key), and run quiclb standalone --config.");
   out('Ctrl-C stops.');
   return handle;
 }

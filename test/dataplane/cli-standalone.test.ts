@@ -1,10 +1,11 @@
 /**
- * `quiclb standalone` as a real process: --check, --example, worker processes sharing a port with reusePort,
+ * `quiclb standalone` as a real process: --check, --example (real QUIC, and the UDP fallback without
+ * @matrixai/quic), worker processes sharing a port with reusePort,
  * and two instances (one in-process, one a separate process) agreeing on every packet of a shared stream.
  */
 import { describe, expect, it, beforeAll, afterAll } from '@jest/globals';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -23,8 +24,11 @@ interface Proc {
 }
 
 const procs: Proc[] = [];
-function start(args: string[]): Proc {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'cli/main.ts', ...args], {
+function start(args: string[], nodeArgs: string[] = []): Proc {
+  return spawnNode([...nodeArgs, '--import', 'tsx', 'cli/main.ts', ...args]);
+}
+function spawnNode(argv: string[]): Proc {
+  const child = spawn(process.execPath, argv, {
     cwd: repoRoot,
     env: { ...process.env, NODE_OPTIONS: '' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -40,6 +44,15 @@ function start(args: string[]): Proc {
   child.stderr!.on('data', (d: Buffer) => p.err.push(d.toString()));
   procs.push(p);
   return p;
+}
+
+/** Runs a printed shell command from the checkout (as a reader would paste it). */
+function sh(command: string, timeoutMs = 20_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('bash', ['-c', command], { cwd: repoRoot, timeout: timeoutMs, env: { ...process.env, NODE_OPTIONS: '' } }, (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }),
+    );
+  });
 }
 
 async function waitLine(p: Proc, re: RegExp, timeoutMs = 20_000): Promise<string> {
@@ -102,10 +115,108 @@ describe('quiclb standalone CLI', () => {
     expect(runCli(['--help']).stdout).toMatch(/standalone +run the load balancer from a YAML file/);
   });
 
-  it('--example shows routed traffic (fallback, CID, migration) and stops on SIGINT', async () => {
+  it('--example: real QUIC through the load balancer (bodies name the backend, CIDs decode to it, migration, cid routing); the printed commands work; SIGINT stops it', async () => {
     const p = start(['standalone', '--example', '--listen', '127.0.0.1:0', '--metrics-port', '0']);
     await waitLine(p, /Ctrl-C stops\./);
     const text = p.out.join('\n');
+    expect(text).not.toMatch(/UDP example|not QUIC servers/);
+    const port = Number(/^ {2}load balancer {2}udp 127\.0\.0\.1:(\d+) {3}config: (\S+)$/m.exec(text)![1]);
+    const configPath = /config: (\S+standalone\.yaml)$/m.exec(text)![1];
+    const metricsUrl = /^ {2}metrics {8}(http:\/\/\S+\/metrics)/m.exec(text)![1];
+    // the banner's server IDs (derived from the names) are the ones the responses and the decoded CIDs name
+    const sids = new Map([...text.matchAll(/(server\d) 127\.0\.0\.1:\d+ \(server ID ([0-9a-f]{4})\)/g)].map((m) => [m[1], m[2]]));
+    expect(sids.size).toBe(3);
+
+    // Each response: its body (written by the backend that served it) and the CID the client sent to, decoded.
+    const responses = [...text.matchAll(/^ {4}(\d)\. 200 (server\d) \(server ID ([0-9a-f]{4})\) answered request (\d+) of QUIC connection ([0-9a-f]{12})… \(from 127\.0\.0\.1:\d+\)\n {7}CID ([0-9a-f]{40}) -> server ID ([0-9a-f]{4}) \((server\d)\) {3}LB routed: cid=(\d+) table=(\d+) fallback=(\d+)$/gm)]
+      .map((m) => ({ n: m[1], name: m[2], sid: m[3], request: m[4], conn: m[5], cid: m[6], decodedSid: m[7], decodedName: m[8], cidRouted: Number(m[9]) }));
+    const connections = [...text.matchAll(/^ {2}connection (\d) from client port (\d+) \(handshake routed: cid=(\d+) table=(\d+) fallback=(\d+)\)$/gm)];
+    expect(connections.length).toBeGreaterThanOrEqual(1);
+    expect(responses).toHaveLength(3 + connections.length - 1); // 3 on connection 1, then 1 per connection
+    for (const r of responses) {
+      expect(sids.get(r.name)).toBe(r.sid); // the body names the backend and its server ID
+      expect(r.decodedName).toBe(r.name); // the server ID in the CID is the server that answered
+      expect(r.decodedSid).toBe(r.sid);
+      expect(r.cidRouted).toBeGreaterThan(0); // the request went through the LB, routed by CID
+    }
+    // connection 1 migrated between requests 2 and 3: new client port, new CID, same connection and backend
+    const [r1, r2, r3] = responses;
+    expect([r1.request, r2.request, r3.request]).toEqual(['1', '2', '3']);
+    expect(new Set([r1.conn, r2.conn, r3.conn]).size).toBe(1);
+    expect(new Set([r1.name, r2.name, r3.name]).size).toBe(1);
+    expect(r2.cid).toBe(r1.cid);
+    expect(r3.cid).not.toBe(r2.cid);
+    const mig = /^ {4}migration: client port (\d+) -> (\d+), CID ([0-9a-f]{12})… -> ([0-9a-f]{12})…/m.exec(text)!;
+    expect(mig[1]).toBe(connections[0][2]);
+    expect(mig[2]).not.toBe(mig[1]);
+    expect([mig[3], mig[4]]).toEqual([r2.cid.slice(0, 12), r3.cid.slice(0, 12)]);
+    // the demo's totals: one fallback per connection (its first Initial), everything else by CID
+    const total = /^ {2}load balancer, whole demo: routed by cid=(\d+) table=(\d+) fallback=(\d+)$/m.exec(text)!;
+    const [cid, fallback] = [Number(total[1]), Number(total[3])];
+    expect(fallback).toBeGreaterThanOrEqual(connections.length);
+    expect(fallback).toBeLessThan(2 * connections.length);
+    expect(cid).toBeGreaterThan(5 * responses.length);
+    const routedBy = async (outcome: string) =>
+      [...(await (await fetch(metricsUrl)).text()).matchAll(new RegExp(`^quiclb_packets_total\\{[^}]*outcome="${outcome}"[^}]*\\} (\\d+)`, 'gm'))]
+        .reduce((n, m) => n + Number(m[1]), 0);
+    const cidBefore = await routedBy('cid');
+    expect(cidBefore).toBeGreaterThanOrEqual(cid);
+
+    // The printed commands work: the example client (npm script), with migration and CID decoding...
+    const printed = [...text.matchAll(/^ {2}(npm run example:client -- .*)$/gm)].map((m) => m[1]);
+    expect(printed).toEqual([`npm run example:client -- 127.0.0.1 ${port}`, `npm run example:client -- 127.0.0.1 ${port} --migrate --config ${configPath}`]);
+    const plain = await sh(printed[0]);
+    expect(plain.code).toBe(0);
+    expect(plain.stdout).toMatch(/^3\. GET \/ -> 200: server\d \(server ID [0-9a-f]{4}\) answered request 3 of QUIC connection/m);
+    const full = await sh(printed[1]);
+    expect(full.code).toBe(0);
+    const served = [...full.stdout.matchAll(/^\d\. GET \/ -> 200: (server\d) \(server ID ([0-9a-f]{4})\) answered request \d/gm)].map((m) => m[1]);
+    const decoded = [...full.stdout.matchAll(/^ {3}server connection ID ([0-9a-f]{40}): server ID ([0-9a-f]{4}) \((server\d)\)$/gm)];
+    expect(served).toHaveLength(3);
+    expect(new Set(served).size).toBe(1);
+    expect(decoded.map((m) => m[3])).toEqual(served);
+    expect(full.stdout).toMatch(/^migrated: local port (\d+) -> (?!\1\b)\d+, now sending to the server's connection ID/m);
+    expect(decoded[2][1]).not.toBe(decoded[1][1]);
+    // ...and Debian's gtlsclient (HTTP/3), when installed (npm test installs it)
+    const gtls = /^ {2}(gtlsclient .*)$/m.exec(text);
+    if (gtls) {
+      const g = await sh(gtls[1]);
+      expect(g.stdout).toMatch(/^server\d \(server ID [0-9a-f]{4}\) answered request 1 of QUIC connection/);
+      expect(g.code).toBe(0);
+    }
+    expect(await routedBy('cid')).toBeGreaterThan(cidBefore + 20);
+    // Ctrl-C with a client connection still open stops the backends cleanly (exit status 0)
+    const holder = spawnNode(['--import', 'tsx', '--input-type=module', '-e', `
+      import { ExampleQuicClient } from './dataplane/example-quic-client.ts';
+      const c = await ExampleQuicClient.connect({ host: '127.0.0.1', port: ${port} });
+      console.log('OPEN ' + (await c.get('/')).body.toString().trim());
+      setInterval(() => {}, 1000);`]);
+    expect(await waitLine(holder, /^OPEN server\d \(server ID/)).toBeTruthy();
+    p.child.kill('SIGINT');
+    expect(await p.exit).toBe(0);
+    expect(p.err.join('')).toBe('');
+    expect(existsSync(configPath)).toBe(false);
+    holder.child.kill('SIGKILL');
+  }, 60_000);
+
+  it('--example without @matrixai/quic says so and runs the UDP example instead', async () => {
+    // hide the package from module resolution (as in an install without devDependencies)
+    const hook = join(dir, 'hide-matrixai.mjs');
+    writeFileSync(hook, `import { registerHooks } from 'node:module';
+registerHooks({
+  resolve(specifier, context, next) {
+    if (specifier === '@matrixai/quic' || specifier.startsWith('@matrixai/quic/')) {
+      throw Object.assign(new Error("Cannot find package '@matrixai/quic' (hidden by the test)"), { code: 'ERR_MODULE_NOT_FOUND' });
+    }
+    return next(specifier, context);
+  },
+});
+`);
+    const p = start(['standalone', '--example', '--listen', '127.0.0.1:0', '--metrics-port', '0'], ['--import', hook]);
+    await waitLine(p, /Ctrl-C stops\./);
+    const text = p.out.join('\n');
+    expect(text).toMatch(/^The QUIC example needs the npm package @matrixai\/quic \(a devDependency\), which cannot be loaded here:\n {2}Cannot find package '@matrixai\/quic' \(hidden by the test\)\nRun `npm install` in a quiclb checkout/m);
+    expect(text).toMatch(/Running the UDP example instead/);
     const steps = [...text.matchAll(/^ {2}\d\. .*-> (server\d)/gm)].map((m) => m[1]);
     expect(steps).toHaveLength(3);
     expect(new Set(steps).size).toBe(1);
@@ -115,8 +226,7 @@ describe('quiclb standalone CLI', () => {
     const port = Number(/udp 127\.0\.0\.1:(\d+)/.exec(text)![1]);
     const c = await Client.open();
     clients.push(c);
-    const tag = Buffer.from('hello through quiclb');
-    c.send(tag, port);
+    c.send(Buffer.from('hello through quiclb'), port);
     const [reply] = await c.waitReplies(1);
     expect(reply).toMatch(/^server\d \(server ID [0-9a-f]{4}\) got 20 bytes through the load balancer/);
     p.child.kill('SIGINT');

@@ -1,0 +1,443 @@
+/**
+ * Example QUIC backend (example code, not part of the data plane): an @matrixai/quic 2.0.9 (quiche) server
+ * speaking a minimal HTTP/3 and minting ENCRYPTED QUIC-LB connection IDs with the project's server-side
+ * generator (ServerCidGenerator, lib/quiclb/server-generator.ts), reading the same standalone YAML as the
+ * load balancer. Used by `quiclb standalone --example` (in-process) and by the end-to-end tests
+ * (test/e2e/peers/matrixai-backend.ts runs it as a child process).
+ *
+ *   const b = await ExampleQuicBackend.start({ configFile, serverName: 'server1', tls: selfSignedCert() });
+ *   ... b.port, b.serverIdHex, b.stats() ...
+ *   await b.stop();
+ *
+ * @matrixai/quic is a devDependency: importing this module fails when it is not installed.
+ *
+ * Where its connection IDs come from (@matrixai/quic has no CID generator option):
+ *   - the Retry SCID, which becomes the connection's server CID, is the first 20 bytes (quiche's
+ *     MAX_CONN_ID_LEN) of crypto.ops.sign(key, clientDcid). sign() is also used to MAC retry tokens, so
+ *     it returns CID(20 bytes, freshly minted) || HMAC-SHA256(key, data); verify() checks the HMAC and
+ *     that the CID prefix decodes to this server's ID;
+ *   - more CIDs (needed for active migration) are issued through the native binding
+ *     conn.newSourceCid(cid, resetToken, false) and registered in the socket's connection map
+ *     (the client's active_connection_id_limit caps them: 7 for ngtcp2, 2 for a quiche client).
+ * So every CID of this server must be exactly 20 bytes: 1 + server_id_length + nonce_length + extra_length = 20.
+ *
+ * What it records (the honest routing check): every datagram its UDP socket receives, before the QUIC
+ * library sees it. For each one: header form, long-header type, DCID, sender address. A short-header
+ * (1-RTT) datagram is "own" when its DCID is one this backend issued, "foreign" otherwise (another
+ * backend's CID, or garbage).
+ *
+ * Library bug workarounds (2.0.9), see /work/shared/QUIC-PEERS.md §2:
+ *   1. disableActiveMigration defaults to true: set false, or real clients never migrate.
+ *   2. ALPN 'h3' and a hand-made HTTP/3 response (control stream 00 04 00; HEADERS 01 03 00 00 d9; DATA).
+ *   3. Peer streams that arrive while the connection is 'starting' crash the process (streamShutdown on a
+ *      remote uni stream): processStreams() is deferred until the connection has started
+ *      (applyQuicWorkarounds(), process-wide, also needed by clients).
+ *   4. A peer application close code 0x100..0x1ff (H3_NO_ERROR) is taken for a TLS error and thrown
+ *      uncaught: peerError() reports such codes as 0. Library errors still surface as uncaught exceptions
+ *      (connection idle timeouts, peer closes): processes using this module need an 'uncaughtException'
+ *      handler; isQuicLibraryError() tells those apart from other errors.
+ */
+import { QUICConnection, QUICConnectionId, QUICServer, errors as quicErrors, events } from '@matrixai/quic';
+import Logger, { LogLevel } from '@matrixai/logger'; // a dependency of @matrixai/quic
+import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign as signData, timingSafeEqual, X509Certificate } from 'node:crypto';
+import type { Socket } from 'node:dgram';
+import { CidDecoder } from '../lib/quiclb/decoder.js';
+import { ServerCidGenerator } from '../lib/quiclb/server-generator.js';
+import { toHex } from '../lib/hex.js';
+
+/** quiche's fixed connection-ID length (short headers are parsed with it). */
+export const QUIC_CID_LENGTH = 20;
+
+// ---- workaround 3: defer stream processing while the connection is starting (process-wide, idempotent) ----
+const PATCHED = Symbol.for('quiclb.example.processStreamsPatched');
+type WithStatus = Record<symbol, unknown>;
+const statusSymbol = (obj: object): symbol | undefined => Object.getOwnPropertySymbols(obj).find((s) => s.description === '_status');
+
+/** Patches QUICConnection.prototype.processStreams (library bug 3). Called on import; safe to call again. */
+export function applyQuicWorkarounds(): void {
+  const proto = QUICConnection.prototype as unknown as { processStreams: (this: QUICConnection) => void } & Record<symbol, boolean>;
+  if (proto[PATCHED]) return;
+  const orig = proto.processStreams;
+  proto.processStreams = function (this: QUICConnection) {
+    const sym = statusSymbol(this);
+    if (sym !== undefined && (this as unknown as WithStatus)[sym] === 'starting') return;
+    orig.call(this);
+  };
+  proto[PATCHED] = true;
+}
+applyQuicWorkarounds();
+
+/**
+ * Whether an uncaught exception comes from @matrixai/quic's event plumbing (a connection that timed out or
+ * was closed by its peer, a stream reset): those are thrown from event handlers where no caller can catch them.
+ */
+export function isQuicLibraryError(e: unknown): boolean {
+  if (e instanceof quicErrors.ErrorQUIC) return true;
+  // errors of the native binding (quiche error names) and of @matrixai/async-init state checks
+  if (e instanceof Error && /^(Done|InvalidStreamState|InvalidState|StreamStopped|StreamReset|IdLimit|OutOfIdentifiers)$/.test(e.message)) return true;
+  return e instanceof Error && /^Error(QUIC|AsyncInit)/.test(e.name);
+}
+
+// ---- a self-signed certificate, made with node:crypto (no openssl needed) ------------------------------------
+function der(tag: number, ...parts: Buffer[]): Buffer {
+  const body = Buffer.concat(parts);
+  const n = body.length;
+  const len = n < 0x80 ? [n] : n < 0x100 ? [0x81, n] : [0x82, n >> 8, n & 0xff];
+  return Buffer.concat([Buffer.from([tag, ...len]), body]);
+}
+function oid(dotted: string): Buffer {
+  const [a, b, ...rest] = dotted.split('.').map(Number);
+  const out = [40 * a + b];
+  for (const v of rest) {
+    const bytes = [v & 0x7f];
+    for (let x = v >>> 7; x > 0; x >>>= 7) bytes.unshift(0x80 | (x & 0x7f));
+    out.push(...bytes);
+  }
+  return der(0x06, Buffer.from(out));
+}
+const utcTime = (d: Date): Buffer => der(0x17, Buffer.from(d.toISOString().replace(/[-:T]/g, '').slice(2, 14) + 'Z'));
+
+/**
+ * A fresh self-signed ECDSA P-256 certificate for `localhost` and 127.0.0.1 (valid for 30 days), as PEM.
+ * Good enough for clients that do not verify the server (the example client, `gtlsclient`).
+ */
+export function selfSignedCert(commonName = 'localhost'): { key: string; cert: string } {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const ecdsaSha256 = der(0x30, oid('1.2.840.10045.4.3.2'));
+  const name = der(0x30, der(0x31, der(0x30, oid('2.5.4.3'), der(0x0c, Buffer.from(commonName)))));
+  const serial = randomBytes(16);
+  serial[0] = (serial[0] & 0x7f) | 0x01;
+  const now = Date.now();
+  const san = der(0x30, der(0x82, Buffer.from('localhost')), der(0x87, Buffer.from([127, 0, 0, 1])));
+  const tbs = der(
+    0x30,
+    der(0xa0, der(0x02, Buffer.from([2]))), // v3
+    der(0x02, serial),
+    ecdsaSha256,
+    name,
+    der(0x30, utcTime(new Date(now - 3600_000)), utcTime(new Date(now + 30 * 86400_000))),
+    name,
+    publicKey.export({ type: 'spki', format: 'der' }),
+    der(0xa3, der(0x30, der(0x30, oid('2.5.29.17'), der(0x04, san)))),
+  );
+  const signature = signData('sha256', tbs, privateKey);
+  const certDer = der(0x30, tbs, ecdsaSha256, der(0x03, Buffer.concat([Buffer.from([0]), signature])));
+  const cert = `-----BEGIN CERTIFICATE-----\n${certDer.toString('base64').replace(/.{1,64}/g, '$&\n')}-----END CERTIFICATE-----\n`;
+  const key = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  // self-check: a malformed certificate would only show up as a TLS handshake failure
+  if (!new X509Certificate(cert).verify(createPublicKey(createPrivateKey(key)))) throw new Error('selfSignedCert: the certificate does not verify');
+  return { key, cert };
+}
+
+// ---- HTTP/3, just enough for gtlsclient and the example client -------------------------------------------------
+export function h3Varint(n: number): Buffer {
+  if (n < 64) return Buffer.from([n]);
+  if (n < 16384) return Buffer.from([0x40 | (n >> 8), n & 0xff]);
+  if (n < 2 ** 30) {
+    const b = Buffer.alloc(4);
+    b.writeUInt32BE(n);
+    b[0] |= 0x80;
+    return b;
+  }
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(BigInt(n));
+  b[0] |= 0xc0;
+  return b;
+}
+/** A control stream's first bytes: stream type 0x00 (control), SETTINGS frame (0x04) with no settings. */
+export const H3_CONTROL_STREAM = Buffer.from([0x00, 0x04, 0x00]);
+const H3_HEADERS_200 = Buffer.from([0x00, 0x00, 0xd9]); // QPACK: RIC 0, base 0, static index 25 ':status: 200'
+
+// ---- stats -------------------------------------------------------------------------------------------------------
+export interface BackendStats {
+  serverId: string;
+  port: number;
+  datagrams: number;
+  /** Long-header datagrams by type. */
+  long: Record<string, number>;
+  /** Short-header (1-RTT) datagrams whose DCID this backend issued. */
+  shortOwn: number;
+  /** Short-header datagrams whose DCID this backend did not issue (misrouted, or garbage). */
+  shortForeign: number;
+  /** Of those, how many decode (QUIC-LB) to another server ID. */
+  shortForeignDecodable: number;
+  /** Distinct DCIDs (hex) seen in own short-header datagrams, with the sender addresses that used them. */
+  dcids: Record<string, string[]>;
+  /** Sender addresses (the LB's upstream sockets) of own short-header datagrams, in first-seen order. */
+  senders: string[];
+  /** Own short-header datagrams per sender address. */
+  perSender: Record<string, number>;
+  /** CIDs this backend minted (Retry SCIDs and NEW_CONNECTION_ID). */
+  issued: number;
+  connections: number;
+  responses: number;
+  uncaught: string[];
+}
+
+const LONG_TYPES = ['initial', '0rtt', 'handshake', 'retry'];
+
+/** What a request handler learns about the request (the example's bodies name the backend and the path). */
+export interface RequestInfo {
+  /** Server CID of the connection (hex): the Retry SCID this backend minted. */
+  connectionId: string;
+  /** The peer as this backend sees it (behind a load balancer: the LB's upstream socket). */
+  peer: string;
+  /** Requests served on this connection so far, this one included. */
+  requestNumber: number;
+}
+
+export interface ExampleQuicBackendOptions {
+  /** Where to listen (default 127.0.0.1). */
+  host?: string;
+  /** UDP port (default 0: any free port). */
+  port?: number;
+  /** The standalone YAML the LB reads; the backend takes its server ID and the active config from it. */
+  configFile: string;
+  /** This server's `id` in the YAML. */
+  serverName: string;
+  /** TLS key and certificate chain (PEM text). */
+  tls: { key: string; cert: string };
+  /** Response body (default: a line naming the backend, its server ID, the connection and the peer). */
+  body?: Buffer | ((req: RequestInfo) => Buffer | string);
+  /** How many extra CIDs to issue per connection with NEW_CONNECTION_ID (default 3). */
+  extraCids?: number;
+  /** QUIC max_idle_timeout (default 10 s). */
+  idleTimeoutMs?: number;
+  /** Diagnostic lines (default: none). */
+  log?: (line: string) => void;
+  /** Let @matrixai/quic log at INFO on stderr (default false: silent). */
+  libraryLogs?: boolean;
+}
+
+interface NativeConn {
+  newSourceCid(scid: Uint8Array, resetToken: bigint, retireIfNeeded: boolean): number;
+  peerError(): { isApp: boolean; errorCode: number; reason: Uint8Array } | null;
+}
+interface ServerInternals {
+  socket: { socket: Socket; connectionMap: { set(id: QUICConnectionId, c: QUICConnection): void; delete(id: QUICConnectionId): void } };
+}
+
+/** A @matrixai/logger that prints nothing (the library logs every connection at INFO). */
+export const quietLogger = (): Logger => new Logger('quic', LogLevel.SILENT);
+
+const toArrayBuffer = (b: Buffer): ArrayBuffer => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+const hmac = (key: ArrayBuffer, data: ArrayBuffer): Buffer => createHmac('sha256', Buffer.from(key)).update(Buffer.from(data)).digest();
+
+/** One example QUIC backend (see the module comment). */
+export class ExampleQuicBackend {
+  readonly serverId: Buffer;
+  readonly serverIdHex: string;
+  private readonly generator: ServerCidGenerator;
+  private readonly decoder: CidDecoder;
+  private readonly issued = new Set<string>();
+  private server: QUICServer | null = null;
+  private current: BackendStats;
+  private readonly log: (line: string) => void;
+  private readonly onMessage = (msg: Buffer, rinfo: { address: string; port: number }) => this.record(msg, `${rinfo.address}:${rinfo.port}`);
+
+  private constructor(readonly options: ExampleQuicBackendOptions) {
+    this.log = options.log ?? (() => {});
+    // The project's server-side CID generator, reading the same standalone YAML as the LB (server ID, active config).
+    this.generator = ServerCidGenerator.fromFile(options.configFile, options.serverName, { watch: false });
+    if (this.generator.activeConfigId === null || this.generator.serverId === null) {
+      this.generator.close();
+      throw new Error(`${options.configFile}: ${this.generator.info().reason}`);
+    }
+    if (this.generator.cidLength !== QUIC_CID_LENGTH) {
+      this.generator.close();
+      throw new Error(`${options.configFile}: the QUIC-LB config makes ${this.generator.cidLength}-byte CIDs; @matrixai/quic needs exactly ${QUIC_CID_LENGTH}`);
+    }
+    this.serverId = this.generator.serverId;
+    this.serverIdHex = toHex(this.serverId);
+    this.decoder = new CidDecoder(this.generator.liveConfigs().map((l) => l.config));
+    this.current = this.fresh();
+  }
+
+  get name(): string {
+    return this.options.serverName;
+  }
+
+  get host(): string {
+    return this.options.host ?? '127.0.0.1';
+  }
+
+  get port(): number {
+    return this.server ? (this.server.port as unknown as number) : 0;
+  }
+
+  get address(): string {
+    return `${this.host}:${this.port}`;
+  }
+
+  /** Starts a backend; resolves once it listens. */
+  static async start(options: ExampleQuicBackendOptions): Promise<ExampleQuicBackend> {
+    const b = new ExampleQuicBackend(options);
+    try {
+      await b.listen();
+    } catch (e) {
+      b.generator.close();
+      throw e;
+    }
+    return b;
+  }
+
+  stats(): BackendStats {
+    return { ...this.current, issued: this.issued.size };
+  }
+
+  resetStats(): void {
+    this.current = this.fresh();
+  }
+
+  /** Records an uncaught library error against this backend (see isQuicLibraryError). */
+  noteUncaught(text: string): void {
+    if (this.current.uncaught.length < 20) this.current.uncaught.push(text);
+  }
+
+  async stop(): Promise<void> {
+    const s = this.server;
+    this.server = null;
+    this.generator.close();
+    if (!s) return;
+    (s as unknown as ServerInternals).socket.socket.off('message', this.onMessage);
+    await s.stop({ force: true }).catch(() => {});
+  }
+
+  private fresh(): BackendStats {
+    return {
+      serverId: this.serverIdHex, port: this.port, datagrams: 0, long: {}, shortOwn: 0, shortForeign: 0, shortForeignDecodable: 0,
+      dcids: {}, senders: [], perSender: {}, issued: 0, connections: 0, responses: 0, uncaught: [],
+    };
+  }
+
+  private mintCid(): Buffer {
+    const cid = this.generator.next();
+    this.issued.add(cid.toString('hex'));
+    return cid;
+  }
+
+  private ownsCid(cid: Buffer): boolean {
+    const d = this.decoder.decode(cid);
+    return d.reason === null && d.serverId.equals(this.serverId);
+  }
+
+  private record(msg: Buffer, from: string): void {
+    const stats = this.current;
+    stats.datagrams++;
+    if (msg.length < 1) return;
+    if (msg[0] & 0x80) {
+      const version = msg.length >= 5 ? msg.readUInt32BE(1) : -1;
+      const type = version === 1 ? LONG_TYPES[(msg[0] >> 4) & 3] : `version-${version.toString(16)}`;
+      stats.long[type] = (stats.long[type] ?? 0) + 1;
+      return;
+    }
+    const dcid = msg.subarray(1, 1 + QUIC_CID_LENGTH);
+    const hex = dcid.toString('hex');
+    if (dcid.length === QUIC_CID_LENGTH && this.issued.has(hex)) {
+      stats.shortOwn++;
+      const senders = (stats.dcids[hex] ??= []);
+      if (!senders.includes(from)) senders.push(from);
+      if (!stats.senders.includes(from)) stats.senders.push(from);
+      stats.perSender[from] = (stats.perSender[from] ?? 0) + 1;
+    } else {
+      stats.shortForeign++;
+      if (this.decoder.decode(dcid).reason === null) stats.shortForeignDecodable++;
+    }
+  }
+
+  private bodyFor(req: RequestInfo): Buffer {
+    const b = this.options.body;
+    if (Buffer.isBuffer(b)) return b;
+    if (typeof b === 'function') {
+      const r = b(req);
+      return typeof r === 'string' ? Buffer.from(r) : r;
+    }
+    return Buffer.from(
+      `${this.name} (server ID ${this.serverIdHex}) answered request ${req.requestNumber} of QUIC connection ${req.connectionId.slice(0, 12)}… (from ${req.peer})\n`,
+    );
+  }
+
+  private async listen(): Promise<void> {
+    // crypto ops: sign = fresh QUIC-LB CID || HMAC, verify = HMAC check + CID is ours
+    const sign = async (key: ArrayBuffer, data: ArrayBuffer): Promise<ArrayBuffer> => toArrayBuffer(Buffer.concat([this.mintCid(), hmac(key, data)]));
+    const verify = async (key: ArrayBuffer, data: ArrayBuffer, sig: ArrayBuffer): Promise<boolean> => {
+      const s = Buffer.from(sig);
+      if (s.length !== QUIC_CID_LENGTH + 32) return false;
+      return timingSafeEqual(s.subarray(QUIC_CID_LENGTH), hmac(key, data)) && this.ownsCid(s.subarray(0, QUIC_CID_LENGTH));
+    };
+    const server = new QUICServer({
+      ...(this.options.libraryLogs ? {} : { logger: quietLogger() }),
+      crypto: { key: toArrayBuffer(randomBytes(32)), ops: { sign, verify } },
+      config: {
+        key: this.options.tls.key,
+        cert: this.options.tls.cert,
+        verifyPeer: false,
+        maxIdleTimeout: this.options.idleTimeoutMs ?? 10_000,
+        applicationProtos: ['h3'],
+        disableActiveMigration: false,
+      },
+    });
+    server.addEventListener(events.EventQUICServerConnection.name, (evt: Event) => this.onConnection((evt as events.EventQUICServerConnection).detail, server));
+    await server.start({ host: this.host, port: this.options.port ?? 0 });
+    this.server = server;
+    // Record every datagram before the QUIC library handles it.
+    (server as unknown as ServerInternals).socket.socket.prependListener('message', this.onMessage);
+    this.current.port = this.port;
+  }
+
+  private onConnection(conn: QUICConnection, server: QUICServer): void {
+    const internals = server as unknown as ServerInternals;
+    this.current.connections++;
+    const native = (conn as unknown as { conn: NativeConn }).conn;
+    // workaround 4: H3 application close codes are not TLS errors
+    const origPeerError = native.peerError.bind(native);
+    native.peerError = () => {
+      const e = origPeerError();
+      return e && e.isApp && e.errorCode >= 0x100 && e.errorCode <= 0x1ff ? { ...e, errorCode: 0 } : e;
+    };
+    const connectionId = conn.connectionId.toString();
+    this.log(`connection scid=${connectionId} from ${conn.remoteHost}:${conn.remotePort}`);
+    const extra: QUICConnectionId[] = [];
+    for (let i = 0; i < (this.options.extraCids ?? 3); i++) {
+      const cid = this.mintCid();
+      try {
+        const seq = native.newSourceCid(cid, BigInt('0x' + randomBytes(16).toString('hex')), false);
+        const id = new QUICConnectionId(cid);
+        internals.socket.connectionMap.set(id, conn);
+        extra.push(id);
+        this.log(`NEW_CONNECTION_ID seq=${seq} cid=${cid.toString('hex')}`);
+      } catch (e) {
+        this.log(`newSourceCid failed: ${e instanceof Error ? e.message : String(e)}`);
+        break;
+      }
+    }
+    conn.addEventListener(events.EventQUICConnectionStopped.name, () => {
+      for (const id of extra) internals.socket.connectionMap.delete(id);
+    }, { once: true });
+    const ctrl = conn.newStream('uni').writable.getWriter();
+    ctrl.write(H3_CONTROL_STREAM).catch(() => {});
+    let requests = 0;
+    conn.addEventListener(events.EventQUICConnectionStream.name, (sevt: Event) => {
+      const stream = (sevt as events.EventQUICConnectionStream).detail;
+      void (async () => {
+        try {
+          for await (const _ of stream.readable) {
+            /* request HEADERS (content ignored) or the client's uni streams */
+          }
+          if (Number(stream.streamId) % 4 !== 0) return; // not a client bidi stream
+          const body = this.bodyFor({ connectionId, peer: `${conn.remoteHost}:${conn.remotePort}`, requestNumber: ++requests });
+          const w = stream.writable.getWriter();
+          await w.write(Buffer.concat([h3Varint(0x01), h3Varint(H3_HEADERS_200.length), H3_HEADERS_200]));
+          await w.write(Buffer.concat([h3Varint(0x00), h3Varint(body.length)]));
+          for (let o = 0; o < body.length; o += 65536) await w.write(body.subarray(o, o + 65536));
+          await w.close();
+          this.current.responses++;
+          this.log(`served ${body.length} bytes on stream ${stream.streamId}, peer now ${conn.remoteHost}:${conn.remotePort}`);
+        } catch (e) {
+          // the stream or the connection ended first (the reason can be anything, even null)
+          this.log(`stream ${stream.streamId}: ${e instanceof Error ? e.message : String(e)}`);
+        }
+      })().catch(() => {});
+    });
+  }
+}
