@@ -4,6 +4,7 @@
  * happens per packet. One set of metrics per Registry, shared by every Dataplane registered on it (label `lb`).
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { ROUTING_MODES } from '../lib/config/snapshot.js';
 import { DROP_REASONS, OUTCOMES, TABLES, UNROUTABLE_REASONS, type Router } from './router.js';
 
 /** What the metrics read from one data plane. */
@@ -85,6 +86,12 @@ class Hub {
     );
     counter('quiclb_table_hits_total', 'Datagrams routed by a flow table, by table.', ['table'], named(TABLES, 'table', (s) => s.router.counters.tableHits));
     counter('quiclb_learned_cids_total', "Server CIDs learned from long-header replies into the DCID table.", [], (s, e) => e({}, s.router.counters.learned));
+    counter(
+      'quiclb_learned_length_hits_total',
+      'Short headers routed by the DCID table at the length of a learned server CID other than the guessed DCID length (included in quiclb_table_hits_total{table="dcid"}).',
+      [],
+      (s, e) => e({}, s.router.counters.learnedLengthHits),
+    );
     gauge('quiclb_flows', 'Client flows in the flow table.', [], (s, e) => e({}, s.router.flows.size));
     gauge('quiclb_dcid_entries', 'Entries in the DCID table.', [], (s, e) => e({}, s.router.dcids.size));
     gauge('quiclb_upstream_sockets', 'Open upstream sockets (one per client flow and server).', [], (s, e) => e({}, s.upstreamSockets));
@@ -136,6 +143,15 @@ class Hub {
       'max',
     );
     gauge('quiclb_config_version', 'Version of the snapshot in force.', [], (s, e) => e({}, s.router.version), 'max');
+    gauge(
+      'quiclb_routing_mode',
+      'Routing mode in force: 1 for the mode (quic-lb: CIDs, tables, fallback; 4-tuple: 4-tuple table and fallback only), 0 for the others.',
+      ['mode'],
+      (s, e) => {
+        for (const m of ROUTING_MODES) e({ mode: m }, s.router.routing === m ? 1 : 0);
+      },
+      'max',
+    );
     gauge(
       'quiclb_config_live',
       'Live QUIC-LB configs (1 per config id and state).',

@@ -1,10 +1,12 @@
 /**
- * Routing decisions of the data plane, socket-free (draft-21 §4.2 order):
+ * Routing decisions of the data plane, socket-free. Routing mode 'quic-lb' (the default) follows draft-21 §4.2:
  *   1. routable DCID (live config id, known server ID) -> that server;
  *   2. long header: 4-tuple‖SCID table;  3. DCID table (short headers: at the guessed DCID length, then at the
  *      lengths of server CIDs learned from replies);  4. 4-tuple table;
  *   5. fallback: weighted rendezvous hash of the client address over servers accepting new connections,
  *      recorded in the 4-tuple, DCID and (long header) 4-tuple‖SCID tables.
+ * Routing mode '4-tuple' ignores connection IDs (the packet is not parsed): the 4-tuple table, else the fallback
+ * (the draft's baseline, §4.3.1), recorded in the 4-tuple table; counted as table/fallback, never cid.
  *
  * Hot path: route() allocates nothing for packets routed by CID or by the flow's cached decision; it reuses one
  * QuicHeader and one DecodeResult, keeps counters in typed arrays, never logs and never throws for any input.
@@ -12,7 +14,7 @@
 import { parseQuicHeader, QuicHeader, type HeaderError } from '../lib/quic/header.js';
 import { cidLength, UNROUTABLE_CONFIG_ID } from '../lib/quiclb/config.js';
 import { CidDecoder, DecodeResult } from '../lib/quiclb/decoder.js';
-import { serverIdFor, type DataplaneSnapshot, type ServerState, type SocketAddress } from '../lib/config/snapshot.js';
+import { DEFAULT_ROUTING, serverIdFor, type DataplaneSnapshot, type RoutingMode, type ServerState, type SocketAddress } from '../lib/config/snapshot.js';
 import { clientHash, FallbackPool, murmur3 } from './fallback.js';
 import { DcidEntry, DcidTable, Flow, FlowTable, type RemovalReason } from './flow-table.js';
 
@@ -170,6 +172,8 @@ export interface RouterCounters {
 }
 
 export interface RouterStats {
+  /** The routing mode in force. */
+  routing: RoutingMode;
   received: number;
   receivedBytes: number;
   routed: Record<(typeof OUTCOMES)[number], number>;
@@ -210,6 +214,8 @@ export class Router {
   private learnedEntry: DcidEntry<RouterServer> | null = null;
   private readonly servers = new Map<string, RouterServer>();
   private pool = new FallbackPool<RouterServer>([]);
+  /** Routing mode '4-tuple': connection IDs are ignored (routeTuple()). */
+  private tupleOnly = false;
   /** Bumped by every apply(): invalidates the flows' decode caches. */
   generation = 0;
   version = -1;
@@ -297,6 +303,7 @@ export class Router {
     else this.flows.max = s.flows.maxFlows;
     if (s.flows.maxFlows < this.dcids.max) this.dcids.shrinkTo(s.flows.maxFlows);
     else this.dcids.max = s.flows.maxFlows;
+    this.tupleOnly = (s.routing ?? DEFAULT_ROUTING) === '4-tuple';
     this.version = s.version;
     this.generation++;
     this.rebuildPool();
@@ -305,6 +312,11 @@ export class Router {
   /** Rebuilds the fallback pool (after apply or a health change). */
   rebuildPool(): void {
     this.pool = new FallbackPool([...this.servers.values()].filter((r) => r.acceptsNew));
+  }
+
+  /** The routing mode in force. */
+  get routing(): RoutingMode {
+    return this.tupleOnly ? '4-tuple' : 'quic-lb';
   }
 
   getServer(name: string): RouterServer | undefined {
@@ -376,6 +388,7 @@ export class Router {
     this.flow = null;
     this.configId = -1;
     if (len === 0) return this.drop(DROP_EMPTY, 0);
+    if (this.tupleOnly) return this.routeTuple(len, address, port, listener);
 
     // Short headers carry no DCID length: take it from the codepoint's config, the self-encoded length of
     // 0b111 (when it is a legal length), or the default; never more than the datagram holds, so a packet of a
@@ -551,13 +564,47 @@ export class Router {
   }
 
   /**
+   * Routing mode '4-tuple' (draft-21 §4.3.1 baseline, no connection IDs): the flow's 4-tuple entry, else the
+   * fallback hash, recorded in the 4-tuple table. The datagram is not parsed (any non-empty one is forwarded),
+   * its DCID is never looked at, and no DCID or 4-tuple‖SCID entry is made, so a migrated or NAT-rebound client
+   * is a new flow that goes wherever the hash sends it.
+   */
+  private routeTuple(len: number, address: string, port: number, listener: number): RouterServer | null {
+    const c = this.counters;
+    const now = this.now;
+    let flow = this.flows.get(address, port, listener);
+    let server = flow === null ? null : flow.tupleServer;
+    let outcome = OUTCOME_TABLE;
+    if (server !== null && !server.removed) {
+      c.tableHits[TABLE_TUPLE]++;
+      if (flow!.lastSeen !== now) this.flows.touch(flow!, now);
+    } else {
+      server = this.pool.pick(clientHash(address, port));
+      if (server === null) return this.drop(DROP_NO_SERVER, len);
+      outcome = OUTCOME_FALLBACK;
+      if (flow === null) flow = this.flows.create(address, port, listener, now);
+      else if (flow.lastSeen !== now) this.flows.touch(flow, now);
+      flow.tupleServer = server;
+    }
+    const idx = outcome * 8 + 7;
+    c.routedPackets[idx]++;
+    c.routedBytes[idx] += len;
+    server.packets++;
+    server.bytes += len;
+    this.outcome = outcome;
+    this.flow = flow;
+    return server;
+  }
+
+  /**
    * Server -> client: a long-header reply's SCID is the CID the client will use as DCID. When it does not
    * decode to a configured server (e.g. a 0b111 CID of a server without config, or a random CID of a server
    * that does not mint QUIC-LB CIDs), learn it into the DCID table at its full length, and its length into the
    * learned lengths, so the connection survives client migration and NAT rebinding even when route() guesses
-   * another length for its short headers.
+   * another length for its short headers. Nothing is learned in routing mode '4-tuple'.
    */
   learnReply(buf: Buffer, server: RouterServer): void {
+    if (this.tupleOnly) return; // routing mode '4-tuple' never looks at connection IDs
     if (buf.length < 7 || (buf[0] & 0x80) === 0) return;
     const h = this.header;
     const err = parseQuicHeader(buf, h, 0);
@@ -613,6 +660,7 @@ export class Router {
       return r;
     };
     return {
+      routing: this.routing,
       received: c.received,
       receivedBytes: c.receivedBytes,
       routed: { cid: sum(c.routedPackets, 0), table: sum(c.routedPackets, 1), fallback: sum(c.routedPackets, 2) },

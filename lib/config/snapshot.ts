@@ -35,6 +35,18 @@ export interface SnapshotServer {
   readonly state: ServerState;
 }
 
+/**
+ * How the data plane routes client datagrams:
+ * - 'quic-lb': draft-21 §4.2: the server ID in the DCID, then the 4-tuple‖SCID, DCID and 4-tuple tables, then
+ *   the fallback hash;
+ * - '4-tuple': connection IDs are ignored (never parsed): the 4-tuple table, else the fallback hash (the
+ *   draft's baseline, §4.3.1), for backends that do not mint QUIC-LB CIDs or as a comparison baseline. A client
+ *   that migrates or is NAT-rebound is a new 4-tuple and goes wherever the hash sends it.
+ */
+export type RoutingMode = 'quic-lb' | '4-tuple';
+export const ROUTING_MODES: readonly RoutingMode[] = ['quic-lb', '4-tuple'];
+export const DEFAULT_ROUTING: RoutingMode = 'quic-lb';
+
 export interface FlowSettings {
   /** Bound of the flow table and, separately, of the DCID table. */
   readonly maxFlows: number;
@@ -61,6 +73,11 @@ export interface DataplaneSnapshot {
   readonly health: HealthCheckSettings;
   /** DCID length assumed for short headers whose first octet names no live config (and is not 0b111). */
   readonly shortDcidLength: number;
+  /**
+   * Routing mode (default 'quic-lb'). The live configs and server IDs are required in both modes: servers mint
+   * with them, and a server's ID seeds its fallback-hash score.
+   */
+  readonly routing?: RoutingMode;
 }
 
 export const DEFAULT_FLOWS: FlowSettings = Object.freeze({ maxFlows: 100_000, idleTimeoutMs: 30_000 });
@@ -98,8 +115,8 @@ function intIn(field: string, v: unknown, min: number, max: number): number {
 
 /**
  * Checks a snapshot as a whole: lengths, unique config ids, exactly one active config, unique server names,
- * unique server IDs per config, sane flow/health settings. Returns it unchanged; throws ConfigError naming
- * the field (paths as in the snapshot, e.g. `servers[2].serverId`).
+ * unique server IDs per config, sane flow/health settings, the routing mode. Returns it unchanged; throws
+ * ConfigError naming the field (paths as in the snapshot, e.g. `servers[2].serverId`).
  */
 export function validateSnapshot(s: DataplaneSnapshot): DataplaneSnapshot {
   intIn('version', s.version, 0, Number.MAX_SAFE_INTEGER);
@@ -167,6 +184,9 @@ export function validateSnapshot(s: DataplaneSnapshot): DataplaneSnapshot {
   intIn('health.failuresThreshold', h.failuresThreshold, 1, 1000);
   intIn('health.successesThreshold', h.successesThreshold, 1, 1000);
   intIn('shortDcidLength', s.shortDcidLength, 1, 20);
+  if (s.routing !== undefined && !ROUTING_MODES.includes(s.routing)) {
+    throw new ConfigError('routing', `must be one of ${ROUTING_MODES.join(', ')}, got ${JSON.stringify(s.routing)}`);
+  }
   return s;
 }
 
@@ -181,6 +201,7 @@ export interface SnapshotJson {
   flows: FlowSettings;
   health: HealthCheckSettings;
   shortDcidLength: number;
+  routing: RoutingMode;
 }
 
 export function snapshotToJson(s: DataplaneSnapshot): SnapshotJson {
@@ -210,6 +231,7 @@ export function snapshotToJson(s: DataplaneSnapshot): SnapshotJson {
     flows: { ...s.flows },
     health: { ...s.health },
     shortDcidLength: s.shortDcidLength,
+    routing: s.routing ?? DEFAULT_ROUTING,
   };
 }
 
@@ -242,5 +264,6 @@ export function snapshotFromJson(j: SnapshotJson): DataplaneSnapshot {
     flows: { ...j.flows },
     health: { ...j.health },
     shortDcidLength: j.shortDcidLength,
+    routing: j.routing,
   });
 }

@@ -18,14 +18,17 @@ import {
   CONFIG_STATES,
   DEFAULT_FLOWS,
   DEFAULT_HEALTH,
+  DEFAULT_ROUTING,
   defaultShortDcidLength,
   MAX_WEIGHT,
+  ROUTING_MODES,
   SERVER_STATES,
   validateSnapshot,
   type DataplaneSnapshot,
   type FlowSettings,
   type HealthCheckSettings,
   type LiveConfig,
+  type RoutingMode,
   type SnapshotServer,
 } from './snapshot.js';
 import { readRotationState, type RotationState } from './state-file.js';
@@ -56,6 +59,8 @@ export interface StandaloneConfig {
   /** Worker processes; 1 = the data plane runs in the main process. */
   readonly workers: number;
   readonly workersSetting: number | 'auto';
+  /** 'quic-lb' (default) or '4-tuple' (connection IDs ignored: 4-tuple table, else the fallback hash). */
+  readonly routing: RoutingMode;
   readonly serverIdLength: number;
   /** The live configs of the YAML itself (before any rotation state overlay). */
   readonly configs: readonly LiveConfig[];
@@ -79,7 +84,7 @@ export interface ParseOptions {
   path?: string;
 }
 
-const TOP_KEYS = ['name', 'listen', 'workers', 'loadbalancer', 'servers', 'flows', 'monitoring', 'logging'];
+const TOP_KEYS = ['name', 'listen', 'workers', 'routing', 'loadbalancer', 'servers', 'flows', 'monitoring', 'logging'];
 const LB_SINGLE_KEYS = ['nonce_length', 'encryption_key', 'encryption_key_file', 'config_id', 'length_self_encoded', 'extra_length'];
 const LB_KEYS = ['server_id_length', ...LB_SINGLE_KEYS, 'configs', 'config_rotation', 'state_file', 'short_header_dcid_length'];
 const CONFIG_KEYS = ['config_id', 'nonce_length', 'encryption_key', 'encryption_key_file', 'state', 'length_self_encoded', 'extra_length'];
@@ -171,10 +176,12 @@ export function parseStandaloneConfig(text: string, options: ParseOptions = {}):
     });
   }
   const { workers, setting: workersSetting } = parseWorkers(top.workers);
+  const routing = optEnum('routing', top.routing, ROUTING_MODES, DEFAULT_ROUTING);
 
   // ---- loadbalancer
   if (top.loadbalancer === undefined) throw new ConfigError('loadbalancer', 'is required (server_id_length, nonce_length, ...)');
   const lb = requireObject('loadbalancer', top.loadbalancer);
+  if (lb.routing !== undefined) throw new ConfigError('loadbalancer.routing', 'unknown field (routing is a top-level field: move it out of loadbalancer)');
   checkKeys('loadbalancer', lb, LB_KEYS);
   const serverIdLength = reqInt('loadbalancer.server_id_length', lb.server_id_length, 1, 15);
   let configs: LiveConfig[];
@@ -356,6 +363,7 @@ export function parseStandaloneConfig(text: string, options: ParseOptions = {}):
     listen,
     workers,
     workersSetting,
+    routing,
     serverIdLength,
     configs,
     rotation,
@@ -421,6 +429,7 @@ export function toSnapshot(loaded: LoadedStandalone, version: number): Dataplane
     flows: config.flows,
     health: config.health,
     shortDcidLength: config.shortDcidLength ?? defaultShortDcidLength(loaded.liveConfigs),
+    routing: config.routing,
   });
 }
 
@@ -431,6 +440,7 @@ export function describeConfig(loaded: LoadedStandalone): Record<string, unknown
     name: config.name,
     listen: config.listen.map((a) => (a.family === 6 ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`)),
     workers: config.workersSetting,
+    routing: config.routing,
     configs: loaded.liveConfigs.map((l) => ({
       config_id: l.config.configId,
       state: l.state,

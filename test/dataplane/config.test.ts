@@ -97,6 +97,25 @@ describe('standalone YAML', () => {
     expect(snapshotToJson(back)).toEqual(snapshotToJson(s));
   });
 
+  it("reads the top-level routing mode ('quic-lb' by default) into the snapshot, its JSON form and the summary", () => {
+    const dflt = overlayRotationState(parse(base()));
+    expect(dflt.config.routing).toBe('quic-lb');
+    expect(toSnapshot(dflt, 1).routing).toBe('quic-lb');
+    expect(describeConfig(dflt).routing).toBe('quic-lb');
+    const tuple = overlayRotationState(parse(`routing: 4-tuple\n${base()}`));
+    expect(tuple.config.routing).toBe('4-tuple');
+    const s = toSnapshot(tuple, 2);
+    expect(s.routing).toBe('4-tuple');
+    expect(describeConfig(tuple).routing).toBe('4-tuple');
+    const json = snapshotToJson(s);
+    expect(json.routing).toBe('4-tuple');
+    expect(snapshotFromJson(JSON.parse(JSON.stringify(json))).routing).toBe('4-tuple');
+    // The mode is part of the snapshot's content: a reload that only changes it is not a no-op.
+    expect(JSON.stringify(snapshotToJson({ ...s, version: 0 }))).not.toBe(JSON.stringify(snapshotToJson({ ...toSnapshot(dflt, 2), version: 0 })));
+    // A JSON snapshot with a bad mode is rejected, naming the field.
+    expect(() => snapshotFromJson({ ...json, routing: 'round-robin' as never })).toThrow(/^routing: must be one of quic-lb, 4-tuple, got "round-robin"/);
+  });
+
   it('accepts several configs with states, and exactly one active', () => {
     const c = parse(
       base(
@@ -184,6 +203,8 @@ describe('standalone YAML', () => {
     ['bad duration', `${base()}flows: { idle_timeout: soon }\n`, /^flows\.idle_timeout: must be a duration/],
     ['timeout above interval', `${base()}monitoring: { health_check: { interval: 1s, timeout: 2s } }\n`, /^monitoring\.health_check\.timeout: must not exceed interval/],
     ['workers', `${base()}workers: many\n`, /^workers: must be an integer 1\.\.256 or "auto"/],
+    ['routing mode', `${base()}routing: naive\n`, /^routing: must be one of quic-lb, 4-tuple, got "naive"/],
+    ['routing under loadbalancer (it is top-level)', base(undefined, `  server_id_length: 2\n  nonce_length: 6\n  routing: 4-tuple`), /^loadbalancer\.routing: unknown field \(routing is a top-level field/],
     ['missing key file', base(undefined, `  server_id_length: 2\n  nonce_length: 6\n  encryption_key_file: nope.key`), /^loadbalancer\.encryption_key_file: cannot read .*nope\.key: ENOENT/],
     ['YAML syntax', `loadbalancer:\n  server_id_length: 2\n   nonce_length: 6\n`, /^yaml: line 3, column/],
     ['empty file', ``, /the file is empty/],

@@ -1,7 +1,9 @@
 import { describe, expect, it } from '@jest/globals';
-import { CidEncoder, encodeCid, mintUnroutableCid } from '../../lib/index.js';
+import { Registry } from 'prom-client';
+import { CidEncoder, ConfigError, encodeCid, mintUnroutableCid, validateSnapshot, type RoutingMode } from '../../lib/index.js';
 import { clientHash, FallbackPool, ipBytes, murmur3 } from '../../dataplane/fallback.js';
 import { FlowTable, DcidTable } from '../../dataplane/flow-table.js';
+import { attachMetrics } from '../../dataplane/metrics.js';
 import { Router, type RouterServer } from '../../dataplane/router.js';
 import { config, longPacket, randomServerCid, server, shortPacket, snapshot } from './helpers.js';
 
@@ -386,6 +388,141 @@ describe('router: learned server CID lengths (short headers of servers with non-
     r.clear();
     expect(r.stats().learnedLengths).toEqual([]);
     checkInvariant(r);
+  });
+});
+
+describe("router: routing mode '4-tuple' (CIDs ignored: the 4-tuple table, else the fallback)", () => {
+  const tupleRouter = (servers = SERVERS) => router(servers, { routing: '4-tuple' });
+  const cidOf = (server: string) => new CidEncoder(config(0), SERVERS.find((s) => s.name === server)!.serverId).next();
+  /** A client port (from `from` up) whose fallback is not `avoid`. */
+  function portAvoiding(r: Router, address: string, avoid: string, from = 1): number {
+    let p = from;
+    while (r.fallbackFor(address, p)!.name === avoid) p++;
+    return p;
+  }
+
+  it('routes by the fallback hash and then the 4-tuple table, whatever the DCID says, counted as fallback/table', () => {
+    const r = tupleRouter();
+    expect(r.routing).toBe('4-tuple');
+    const cid = cidOf('b'); // decodes to b in quic-lb mode
+    const port = portAvoiding(r, '10.5.0.1', 'b');
+    const chosen = r.fallbackFor('10.5.0.1', port)!.name;
+    expect(name(r.route(longPacket(cid, rand(8)), '10.5.0.1', port, 0))).toBe(chosen);
+    expect(r.outcome).toBe(2);
+    expect(r.configId).toBe(-1);
+    for (let i = 0; i < 5; i++) {
+      expect(name(r.route(shortPacket(cid), '10.5.0.1', port, 0))).toBe(chosen);
+      expect(r.outcome).toBe(1);
+    }
+    // A migrated / NAT-rebound client is a new 4-tuple: the hash decides again, the CID is not looked at.
+    const moved = portAvoiding(r, '10.5.0.1', chosen, port + 1);
+    expect(name(r.route(shortPacket(cid), '10.5.0.1', moved, 0))).toBe(r.fallbackFor('10.5.0.1', moved)!.name);
+    expect(name(r.route(shortPacket(cid), '10.5.0.1', moved, 0))).not.toBe(chosen);
+    const st = r.stats();
+    expect(st.routing).toBe('4-tuple');
+    expect(st.routed).toEqual({ cid: 0, table: 6, fallback: 2 });
+    expect(st.routedByConfig).toEqual({ 'table/none': 6, 'fallback/none': 2 });
+    expect(st.tableHits).toEqual({ tuple_scid: 0, dcid: 0, tuple: 6 });
+    expect(st.unroutable).toEqual({}); // the DCID is never decoded
+    expect(st.dcids).toBe(0); // no DCID entries...
+    expect(r.flows.get('10.5.0.1', port, 0)!.scidServers).toBeNull(); // ...and no 4-tuple||SCID entries
+    expect(st.flows).toBe(2);
+    checkInvariant(r);
+  });
+
+  it('learns nothing from replies, forwards any non-empty datagram, drops only empty ones and when no server accepts', () => {
+    const r = tupleRouter();
+    const serverCid = mintUnroutableCid(8);
+    r.learnReply(longPacket(rand(8), serverCid, { type: 2 }), r.getServer('c')!);
+    expect(r.stats()).toMatchObject({ learned: 0, learnedLengths: [], dcids: 0 });
+    const port = portAvoiding(r, '10.5.0.2', 'c');
+    expect(name(r.route(shortPacket(serverCid), '10.5.0.2', port, 0))).not.toBe('c');
+    // Not parsed: what quic-lb mode drops as malformed is forwarded on the flow's 4-tuple.
+    const first = r.route(Buffer.from([0xc0, 0, 0, 0]), '10.5.0.3', 1, 0); // truncated long header
+    expect(first).not.toBeNull();
+    expect(r.route(Buffer.from([0x40]), '10.5.0.3', 1, 0)).toBe(first);
+    const tooLong = longPacket(rand(20), rand(8));
+    tooLong[5] = 21;
+    expect(r.route(tooLong, '10.5.0.3', 1, 0)).toBe(first);
+    expect(r.route(Buffer.alloc(0), '10.5.0.3', 1, 0)).toBeNull();
+    expect(r.stats().dropped).toEqual({ empty: 1 });
+    const none = tupleRouter([]);
+    expect(none.route(shortPacket(rand(9)), '10.5.0.1', 1, 0)).toBeNull();
+    expect(none.stats().dropped).toEqual({ no_server: 1 });
+    checkInvariant(r);
+    checkInvariant(none);
+  });
+
+  it('keeps a 4-tuple on its server while it stays configured (draining, unhealthy), re-hashes it once removed', () => {
+    const r = tupleRouter();
+    const port = 4242;
+    const chosen = r.route(shortPacket(rand(9)), '10.5.0.4', port, 0)!;
+    r.setHealth(chosen.name, 'unhealthy');
+    expect(r.route(shortPacket(rand(9)), '10.5.0.4', port, 0)).toBe(chosen);
+    r.apply(snapshot(SERVERS.map((s) => (s.name === chosen.name ? { ...s, state: 'draining' as const } : s)), { routing: '4-tuple' }));
+    expect(r.route(shortPacket(rand(9)), '10.5.0.4', port, 0)).toBe(chosen);
+    expect(r.outcome).toBe(1);
+    r.apply(snapshot(SERVERS.filter((s) => s.name !== chosen.name), { routing: '4-tuple' }));
+    const next = r.route(shortPacket(rand(9)), '10.5.0.4', port, 0)!;
+    expect(next.name).not.toBe(chosen.name);
+    expect(r.outcome).toBe(2);
+    expect(r.route(shortPacket(rand(9)), '10.5.0.4', port, 0)).toBe(next);
+    checkInvariant(r);
+  });
+
+  it('switches modes on apply(): the per-flow CID cache does not survive into 4-tuple mode, CID routing resumes after', () => {
+    const r = router();
+    expect(r.routing).toBe('quic-lb');
+    const cid = cidOf('a');
+    const port = portAvoiding(r, '10.5.0.5', 'a');
+    for (let i = 0; i < 3; i++) expect(name(r.route(shortPacket(cid), '10.5.0.5', port, 0))).toBe('a'); // cached after the first
+    expect(r.outcome).toBe(0);
+    r.apply(snapshot(SERVERS, { routing: '4-tuple' }));
+    expect(r.stats().routing).toBe('4-tuple');
+    const fb = r.fallbackFor('10.5.0.5', port)!.name;
+    expect(name(r.route(shortPacket(cid), '10.5.0.5', port, 0))).toBe(fb);
+    expect(r.outcome).toBe(2);
+    r.apply(snapshot(SERVERS, { routing: 'quic-lb' }));
+    expect(name(r.route(shortPacket(cid), '10.5.0.5', port, 0))).toBe('a');
+    expect(r.outcome).toBe(0);
+    expect(r.stats().routed).toEqual({ cid: 4, table: 0, fallback: 1 });
+    checkInvariant(r);
+  });
+
+  it('is checked by validateSnapshot and shown by the metrics', async () => {
+    const bad = { ...snapshot(SERVERS), routing: 'naive' as RoutingMode };
+    expect(() => validateSnapshot(bad)).toThrow(ConfigError);
+    expect(() => validateSnapshot(bad)).toThrow(/^routing: must be one of quic-lb, 4-tuple, got "naive"/);
+    expect(validateSnapshot(snapshot(SERVERS, { routing: '4-tuple' })).routing).toBe('4-tuple');
+    expect(validateSnapshot(snapshot(SERVERS)).routing).toBeUndefined(); // optional: quic-lb
+    const r = tupleRouter();
+    r.route(shortPacket(cidOf('a')), '10.5.0.6', 1, 0);
+    r.route(shortPacket(cidOf('a')), '10.5.0.6', 1, 0);
+    const registry = new Registry();
+    attachMetrics(registry, { lbName: 't', router: r, liveConfigs: () => [], sendErrors: { upstream: 0, reply: 0 }, upstreamSockets: 0, workerLabel: null });
+    const text = await registry.metrics();
+    expect(text).toMatch(/^quiclb_routing_mode\{lb="t",mode="4-tuple"\} 1$/m);
+    expect(text).toMatch(/^quiclb_routing_mode\{lb="t",mode="quic-lb"\} 0$/m);
+    expect(text).toMatch(/^quiclb_packets_total\{lb="t",outcome="fallback",config_id="none"\} 1$/m);
+    expect(text).toMatch(/^quiclb_packets_total\{lb="t",outcome="table",config_id="none"\} 1$/m);
+    expect(text).not.toMatch(/outcome="cid"/);
+  });
+});
+
+describe('metrics: learned-length hits', () => {
+  it('exports stats().learnedLengthHits as quiclb_learned_length_hits_total', async () => {
+    const r = router(SERVERS, { shortDcidLength: 18 });
+    const cid = randomServerCid(0x05, 18, [config(0)], SERVERS.map((s) => s.serverId)); // guessed length 9
+    r.learnReply(longPacket(rand(8), cid, { type: 2 }), r.getServer('c')!);
+    for (let p = 1; p <= 3; p++) expect(name(r.route(shortPacket(cid), '10.6.0.1', p, 0))).toBe('c');
+    expect(r.stats().learnedLengthHits).toBe(3);
+    const registry = new Registry();
+    attachMetrics(registry, { lbName: 't', router: r, liveConfigs: () => [], sendErrors: { upstream: 0, reply: 0 }, upstreamSockets: 0, workerLabel: null });
+    const text = await registry.metrics();
+    expect(text).toMatch(/^# TYPE quiclb_learned_length_hits_total counter$/m);
+    expect(text).toMatch(/^quiclb_learned_length_hits_total\{lb="t"\} 3$/m);
+    expect(text).toMatch(/^quiclb_table_hits_total\{lb="t",table="dcid"\} 3$/m);
+    expect(text).toMatch(/^quiclb_routing_mode\{lb="t",mode="quic-lb"\} 1$/m);
   });
 });
 

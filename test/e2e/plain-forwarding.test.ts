@@ -91,7 +91,7 @@ describe('plain forwarding through quiclb standalone: real HTTP/3 (ngtcp2 client
   // guesses 9 octets for short headers) or is 0b111 with another self-encoded length (about 1 connection in 5),
   // the router finds it at the learned length. gtlsclient cannot rebind in the middle of a download
   // (/work/shared/QUIC-PEERS.md §1): it rebinds at 100 ms, the request goes out at 400 ms over the new path.
-  // Quiet clients (-q): the harness can fail on the tail of a big event log (NOTES-for-dataplane.md, item 4).
+  // Quiet clients (-q): nothing of the event log is needed here.
   it('NAT rebinding before the request: eight concurrent clients, every body intact, no second fallback', group.guard(async () => {
     const N = 8;
     const before = await lb.metrics();

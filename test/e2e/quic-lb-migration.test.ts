@@ -7,16 +7,27 @@
  *              generator, each recording the DCID of every datagram its socket receives.
  * Checks: the body arrives byte-identical, every 1-RTT datagram reached the backend that issued its DCID,
  * the serving backend saw the client's path change (a second LB upstream socket) and, for active migration,
- * a second DCID; the LB routed by CID. The same scenarios through a naive round-robin-per-4-tuple forwarder
- * must fail (proof that these checks can fail).
+ * a second DCID; the LB routed by CID.
+ * Negative controls (proof that these checks can fail):
+ *   - the same scenarios through the SAME quiclb binary in `routing: 4-tuple` mode (connection IDs ignored: the
+ *     4-tuple table, else the fallback hash) fail. A real hash sends a migrated client's new 4-tuple to another
+ *     of the 3 backends only about 2/3 of the time, so the client reaches the LB through a client-side NAT
+ *     (peers/nat.ts) whose second source port is one the LB's own fallback hash (the product's Router, built from
+ *     the same YAML) sends to another backend than the first: deterministic, and every prediction is checked
+ *     against what the backends and the LB's counters saw. The same NAT and port choice in front of quiclb in
+ *     the default quic-lb mode passes, so the routing mode is the only difference;
+ *   - the same scenarios through a naive round-robin-per-4-tuple forwarder (peers/naive-forwarder.ts) fail.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startStandalone, freeTcpPort, sumSamples, writeStandaloneYaml, type StandaloneDataplane } from './peers/dataplane.js';
+import { loadStandaloneConfig, toSnapshot } from '../../lib/index.js';
+import { Router } from '../../dataplane/router.js';
+import { startStandalone, freeTcpPort, sumSamples, writeStandaloneYaml, type StandaloneDataplane, type StandaloneSpec } from './peers/dataplane.js';
 import { startMatrixaiBackend, type BackendStats, type MatrixaiBackend } from './peers/matrixai.js';
-import { gtlsclientPath, gtlsDownload, sameFile } from './peers/ngtcp2.js';
+import { ClientNat, type NatMapping } from './peers/nat.js';
+import { gtlsclientPath, gtlsDownload, sameFile, type DownloadResult } from './peers/ngtcp2.js';
 import { expectNoProblems, makeCert, ProcGroup, type Proc } from './peers/proc.js';
 import { freeUdpPort, waitForQuic } from './peers/udp.js';
 
@@ -29,6 +40,12 @@ const lbs: { title: string; dp?: StandaloneDataplane; port: number }[] = [
   { title: 'quiclb (1 process)', port: 0 },
   { title: 'quiclb (workers: 2, SO_REUSEPORT)', port: 0 },
 ];
+/** The negative control: the same quiclb, same config, in `routing: 4-tuple` mode. */
+const tupleLb: { title: string; dp?: StandaloneDataplane; port: number } = { title: 'quiclb (routing: 4-tuple)', port: 0 };
+/** The LB's fallback choice for a client port on 127.0.0.1 (the product's Router built from the 4-tuple YAML). */
+let fallbackOf: (port: number) => string = () => {
+  throw new Error('beforeAll did not run');
+};
 let naive: Proc;
 let naivePort = 0;
 
@@ -38,15 +55,16 @@ beforeAll(async () => {
   writeFileSync(bodyFile, randomBytes(BODY_BYTES));
   const ports = [await freeUdpPort(), await freeUdpPort(), await freeUdpPort()];
   const key = randomBytes(16).toString('base64');
-  for (const l of lbs) l.port = await freeUdpPort();
+  for (const l of [...lbs, tupleLb]) l.port = await freeUdpPort();
   naivePort = await freeUdpPort();
-  const yamls = [join(group.dir, 'quiclb.yaml'), join(group.dir, 'quiclb-workers.yaml')];
-  const metricsPorts = [await freeTcpPort(), await freeTcpPort()];
-  // the two files differ only in listen, workers and the monitoring port
-  lbs.forEach((l, i) => writeStandaloneYaml(yamls[i], {
+  const yamls = [join(group.dir, 'quiclb.yaml'), join(group.dir, 'quiclb-workers.yaml'), join(group.dir, 'quiclb-4tuple.yaml')];
+  const metricsPorts = [await freeTcpPort(), await freeTcpPort(), await freeTcpPort()];
+  // the three files differ only in listen, workers / routing and the monitoring port
+  const spec = (i: number, port: number): StandaloneSpec => ({
     name: 'e2e-migration',
-    listen: [`127.0.0.1:${l.port}`],
+    listen: [`127.0.0.1:${port}`],
     ...(i === 1 ? { workers: 2 } : {}),
+    ...(i === 2 ? { routing: '4-tuple' as const } : {}),
     loadbalancer: {
       config_id: 1,
       server_id_length: 2,
@@ -57,10 +75,13 @@ beforeAll(async () => {
     // server IDs derived from the names (SHA-256), by the LB and by each backend's generator alike
     servers: ports.map((p, n) => ({ id: `b${n + 1}`, address: `127.0.0.1:${p}` })),
     metricsPort: metricsPorts[i],
-  }));
+  });
+  [...lbs, tupleLb].forEach((l, i) => writeStandaloneYaml(yamls[i], spec(i, l.port)));
+  const predictor = new Router(toSnapshot(loadStandaloneConfig(yamls[2]), 1));
+  fallbackOf = (port) => predictor.fallbackFor('127.0.0.1', port)!.name;
   backends = await Promise.all(ports.map((port, i) =>
     startMatrixaiBackend(group, `b${i + 1}`, { port, configFile: yamls[0], serverName: `b${i + 1}`, certDir: group.dir, bodyFile, extraCids: 3 })));
-  await Promise.all(lbs.map(async (l, i) => {
+  await Promise.all([...lbs, tupleLb].map(async (l, i) => {
     l.dp = await startStandalone(group, `quiclb-${i}`, yamls[i], metricsPorts[i], () => waitForQuic('127.0.0.1', l.port, 15000, `${l.title} -> backend`));
   }));
   naive = group.spawnTs('naive-rr', 'test/e2e/peers/naive-forwarder.ts',
@@ -205,12 +226,136 @@ describe.each(lbs.map((l) => [l.title, l] as const))('QUIC-LB routing through %s
   }), 40000);
 });
 
+interface NatRun {
+  r: DownloadResult;
+  ss: BackendStats[];
+  mappings: NatMapping[];
+  overflow: string[];
+  delta: (name: string, labels?: Record<string, string>) => number;
+  after: Map<string, number>;
+}
+
+/**
+ * One download through a client-side NAT in front of `l`: the NAT's first source port is any free port, every
+ * further one (the client's migrated / rebound path) one whose fallback backend differs from the first one's.
+ */
+async function downloadThroughNat(l: { dp?: StandaloneDataplane; port: number }, name: string, args: string[]): Promise<NatRun> {
+  const nat = await ClientNat.start({ host: '127.0.0.1', port: l.port }, (i, port, earlier) => i === 0 || fallbackOf(port) !== fallbackOf(earlier[0]));
+  try {
+    await resetBackends();
+    const before = await l.dp!.metrics();
+    const r = await download(nat.port, name, args);
+    const ss = await allStats();
+    const after = await l.dp!.metrics();
+    const delta = (n: string, labels: Record<string, string> = {}): number => sumSamples(after, n, labels) - sumSamples(before, n, labels);
+    return { r, ss, mappings: nat.mappings.map((m) => ({ ...m })), overflow: [...nat.overflow], delta, after };
+  } finally {
+    await nat.close();
+  }
+}
+
+const statsOf = (ss: BackendStats[], name: string): BackendStats => ss[backends.findIndex((b) => b.name === name)];
+
+/** The predicted path of a NAT run: the backend the first source port hashes to, and the one the second does. */
+function natPrediction(n: NatRun): { problems: string[]; home: string; moved: string } {
+  const problems: string[] = [];
+  if (n.mappings.length !== 2 || n.overflow.length > 0) {
+    problems.push(`the client used ${n.mappings.length + n.overflow.length} source addresses, expected 2 (one migration): ${JSON.stringify(n.mappings)}`);
+  }
+  const home = n.mappings[0] ? fallbackOf(n.mappings[0].port) : '?';
+  const moved = n.mappings[1] ? fallbackOf(n.mappings[1].port) : '?';
+  if (home === moved) problems.push(`the NAT's two source ports hash to the same backend ${home}`); // cannot happen: ClientNat chose them
+  // the LB's fallback pool is the predictor's: all three backends accept new connections
+  for (const b of backends) {
+    if (sumSamples(n.after, 'quiclb_backend_accepting', { server: b.name }) !== 1) problems.push(`backend ${b.name} is not in the LB's fallback pool`);
+  }
+  return { problems, home, moved };
+}
+
+const natContext = (n: NatRun, p: { home: string; moved: string }, l: { dp?: StandaloneDataplane }) => ({
+  prediction: `first source port ${n.mappings[0]?.port} -> ${p.home}, second ${n.mappings[1]?.port} -> ${p.moved}`,
+  nat: n.mappings,
+  backends: describeStats(n.ss),
+  counters: [...n.after].filter(([k]) => /^quiclb_(packets_total|dropped|table_hits|routing_mode|backend_packets)/.test(k)).map(([k, v]) => `${k} ${v}`),
+  client: n.r.output.slice(-600),
+  quiclbLog: l.dp!.proc.tail(800),
+});
+
+const NEGATIVE_CASES: [string, Migration, string[]][] = [
+  ['active migration before the request', 'active', ['--change-local-addr=100ms', '--delay-stream=400ms']],
+  ['NAT rebinding before the request', 'nat', ['--change-local-addr=100ms', '--nat-rebinding', '--delay-stream=400ms']],
+];
+
+describe('negative control: the same quiclb in `routing: 4-tuple` mode (connection IDs ignored) fails the same scenarios', () => {
+  for (const [title, migration, args] of NEGATIVE_CASES) {
+    it(`${title}: the migrated 4-tuple is hashed to another backend, which gets the first one's CIDs; the body never arrives`, group.guard(async () => {
+      const n = await downloadThroughNat(tupleLb, `4tuple-${migration}`, args);
+      const p = natPrediction(n);
+      const problems = [...p.problems];
+      const home = statsOf(n.ss, p.home);
+      const moved = statsOf(n.ss, p.moved);
+      if (home === undefined || moved === undefined) problems.push('no prediction');
+      else {
+        // the connection was set up on the backend the first 4-tuple hashes to...
+        if (!((home.long.initial ?? 0) > 0 && home.issued > 0)) problems.push(`the handshake did not reach ${p.home}, the fallback of the first source port`);
+        for (const s of n.ss) if (s !== home && (s.long.initial ?? 0) > 0) problems.push(`backend ${s.serverId} got Initials too`);
+        // ...and the migrated 4-tuple's 1-RTT datagrams went to the backend it hashes to, carrying the home
+        // backend's (decodable) QUIC-LB CIDs: a backend that did not issue them
+        if (moved.shortForeignDecodable === 0) problems.push(`${p.moved} (the fallback of the second source port) got no 1-RTT datagram with another backend's QUIC-LB CID`);
+        for (const s of n.ss) if (s !== moved && s.shortForeign > 0) problems.push(`backend ${s.serverId} got ${s.shortForeign} foreign 1-RTT datagrams, expected only on ${p.moved}`);
+        if (n.mappings[1] && n.mappings[1].up === 0) problems.push('nothing was sent over the second source port');
+      }
+      // the very checks the quic-lb scenarios pass report the misrouting, and nothing was served
+      const routing = cidRoutingProblems(n.ss, migration);
+      const expected = [/1-RTT datagrams reached a backend that did not issue their DCID$/, /^expected exactly one backend to serve the request, got 0$/];
+      if (routing.length !== expected.length || !expected.every((re, i) => re.test(routing[i]))) {
+        problems.push(`cidRoutingProblems should report exactly the misrouting, got ${JSON.stringify(routing)}`);
+      }
+      if (n.r.bytes === BODY_BYTES && sameFile(n.r.file, bodyFile)) problems.push('the body arrived');
+      // counted honestly by the LB: no datagram routed by CID, one fallback decision per 4-tuple (its first
+      // datagram), the rest by the 4-tuple table; nothing dropped (misrouted, not lost at the LB)
+      if (sumSamples(n.after, 'quiclb_routing_mode', { mode: '4-tuple' }) !== 1) problems.push('quiclb_routing_mode{mode="4-tuple"} is not 1');
+      const cid = n.delta('quiclb_packets_total', { outcome: 'cid' });
+      if (cid !== 0) problems.push(`quiclb routed ${cid} datagrams by CID in 4-tuple mode`);
+      const fallback = n.delta('quiclb_packets_total', { outcome: 'fallback' });
+      if (fallback !== n.mappings.length) problems.push(`${fallback} datagrams went through the fallback, expected ${n.mappings.length} (one per 4-tuple)`);
+      const table = n.delta('quiclb_packets_total', { outcome: 'table' });
+      const tuple = n.delta('quiclb_table_hits_total', { table: 'tuple' });
+      if (table === 0 || tuple !== table) problems.push(`table-routed ${table}, 4-tuple table hits ${tuple}: expected equal and > 0`);
+      const dropped = n.delta('quiclb_dropped_packets_total');
+      if (dropped > 0) problems.push(`quiclb dropped ${dropped} datagrams`);
+      const toMoved = n.delta('quiclb_backend_packets_total', { server: p.moved, direction: 'to_server' });
+      if (moved !== undefined && toMoved < moved.shortForeign) problems.push(`the LB counted ${toMoved} datagrams to ${p.moved}, fewer than its ${moved.shortForeign} foreign 1-RTT datagrams`);
+      expectNoProblems(problems, natContext(n, p, tupleLb));
+    }), 40000);
+  }
+});
+
+describe('control for the control: the same NAT and source ports in front of quiclb in the default quic-lb mode pass', () => {
+  for (const [title, migration, args] of NEGATIVE_CASES) {
+    it(`${title}: the second source port hashes to another backend, yet every 1-RTT datagram reaches the backend its CID names`, group.guard(async () => {
+      const l = lbs[0];
+      const n = await downloadThroughNat(l, `quiclb-nat-${migration}`, args);
+      const p = natPrediction(n);
+      const problems = [...p.problems, ...cidRoutingProblems(n.ss, migration)];
+      if (!(n.r.bytes === BODY_BYTES && sameFile(n.r.file, bodyFile))) problems.unshift(`body: ${n.r.bytes} bytes after ${n.r.ms} ms, not the ${BODY_BYTES} served`);
+      // the Initial's (client-chosen) DCID does not decode: the fallback of the first port picked the backend
+      const serving = n.ss.filter((s) => s.responses > 0);
+      if (serving.length === 1 && serving[0] !== statsOf(n.ss, p.home)) problems.push(`served by ${serving[0].serverId}, not by ${p.home} (the fallback of the first source port)`);
+      if (n.mappings[1] && n.mappings[1].up === 0) problems.push('nothing was sent over the second source port');
+      const own = n.ss.reduce((x, s) => x + s.shortOwn, 0);
+      const cidRouted = n.delta('quiclb_packets_total', { outcome: 'cid' });
+      if (cidRouted < own) problems.push(`quiclb routed ${cidRouted} datagrams by CID, fewer than the ${own} 1-RTT datagrams delivered`);
+      if (sumSamples(n.after, 'quiclb_routing_mode', { mode: 'quic-lb' }) !== 1) problems.push('quiclb_routing_mode{mode="quic-lb"} is not 1');
+      const dropped = n.delta('quiclb_dropped_packets_total');
+      if (dropped > 0) problems.push(`quiclb dropped ${dropped} datagrams`);
+      expectNoProblems(problems, natContext(n, p, l));
+    }), 40000);
+  }
+});
+
 describe('the same scenarios through a naive round-robin-per-4-tuple forwarder fail (the checks can fail)', () => {
-  const cases: [string, Migration, string[]][] = [
-    ['active migration before the request', 'active', ['--change-local-addr=100ms', '--delay-stream=400ms']],
-    ['NAT rebinding before the request', 'nat', ['--change-local-addr=100ms', '--nat-rebinding', '--delay-stream=400ms']],
-  ];
-  for (const [title, migration, args] of cases) {
+  for (const [title, migration, args] of NEGATIVE_CASES) {
     it(`${title}: the migrated path lands on another backend and the body never arrives`, group.guard(async () => {
       await resetBackends();
       const flowsBefore = (naive.text.match(/^flow /gm) ?? []).length;

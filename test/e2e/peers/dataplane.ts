@@ -27,6 +27,8 @@ export interface StandaloneSpec {
   metricsPort: number | null;
   logLevel?: string;
   workers?: number | 'auto';
+  /** Routing mode (top-level `routing`); omitted = the default, quic-lb. */
+  routing?: 'quic-lb' | '4-tuple';
 }
 
 export function writeStandaloneYaml(path: string, s: StandaloneSpec): void {
@@ -34,6 +36,7 @@ export function writeStandaloneYaml(path: string, s: StandaloneSpec): void {
     name: s.name ?? 'e2e',
     listen: s.listen,
     ...(s.workers !== undefined ? { workers: s.workers } : {}),
+    ...(s.routing !== undefined ? { routing: s.routing } : {}),
     loadbalancer: s.loadbalancer,
     servers: s.servers,
     flows: { max: s.flows?.max ?? 10000, idle_timeout: s.flows?.idle_timeout ?? '30s' },

@@ -19,9 +19,15 @@ export class Proc {
   readonly logPath: string;
   /** Resolves with the exit code (or the signal name) once the process has exited. */
   readonly exited: Promise<number | string>;
+  /**
+   * Resolves once the process has exited AND its stdout/stderr are drained ('close'): only then is the output
+   * complete. Output can still arrive after 'exit' (the pipes are read asynchronously).
+   */
+  readonly closed: Promise<void>;
   private output = '';
   private exitStatus: number | string | null = null;
   private readonly log: WriteStream;
+  private logEnded: Promise<void> | null = null;
   private readonly waiters: { re: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
 
   constructor(name: string, child: ChildProcess, logPath: string) {
@@ -30,7 +36,9 @@ export class Proc {
     this.logPath = logPath;
     this.log = createWriteStream(logPath);
     const onData = (chunk: Buffer): void => {
-      this.log.write(chunk);
+      // stop() ends the log only after 'close' (or after destroying pipes a surviving grandchild kept open),
+      // so nothing should arrive after that; never write after end regardless ("write after end" otherwise).
+      if (!this.log.writableEnded) this.log.write(chunk);
       this.output += chunk.toString('utf8');
       if (this.output.length > TAIL_CHARS) this.output = this.output.slice(-TAIL_CHARS);
       for (const w of [...this.waiters]) {
@@ -53,6 +61,10 @@ export class Proc {
         this.exitStatus = 'spawn-error';
         resolve(this.exitStatus);
       });
+    });
+    this.closed = new Promise((resolve) => {
+      child.on('close', () => resolve());
+      child.on('error', () => resolve());
     });
   }
 
@@ -82,7 +94,9 @@ export class Proc {
           waiter = { re, resolve };
           this.waiters.push(waiter);
         }),
-        this.exited.then((status) => {
+        // (the last output may arrive just after the exit: give the pipes a moment before quoting the tail)
+        this.exited.then(async (status) => {
+          await Promise.race([this.closed, sleep(1000)]);
           throw new Error(`${this.name} exited (${status}) before printing ${re}:\n${this.tail()}`);
         }),
         new Promise<never>((_, reject) => {
@@ -99,7 +113,11 @@ export class Proc {
     return this.output.slice(-chars);
   }
 
-  /** SIGTERM, then SIGKILL after `graceMs`. Signals only this PID. */
+  /**
+   * SIGTERM, then SIGKILL after `graceMs`. Signals only this PID. Returns once the output is complete and the
+   * log file closed: after 'close', or, if a grandchild still holds the pipes 2 s after the exit, after
+   * destroying our ends of them.
+   */
   async stop(graceMs = 2000): Promise<number | string> {
     if (this.running) {
       try {
@@ -117,7 +135,21 @@ export class Proc {
       await this.exited;
       clearTimeout(timer);
     }
-    await new Promise<void>((r) => this.log.end(r));
+    let drainTimer: NodeJS.Timeout | undefined;
+    const drained = await Promise.race([
+      this.closed.then(() => true),
+      new Promise<boolean>((r) => {
+        drainTimer = setTimeout(() => r(false), 2000);
+      }),
+    ]);
+    clearTimeout(drainTimer);
+    if (!drained) {
+      this.output += '\n[e2e] output pipes still open 2 s after the exit (a surviving child process?): closed them\n';
+      this.child.stdout?.destroy();
+      this.child.stderr?.destroy();
+    }
+    this.logEnded ??= new Promise<void>((r) => this.log.end(r));
+    await this.logEnded;
     return this.exitStatus ?? 'unknown';
   }
 }
