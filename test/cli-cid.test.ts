@@ -30,6 +30,20 @@ describe('quiclb cid --jsonl', () => {
     expect(r.stdout.trimEnd().split('\n').map((l) => JSON.parse(l).cid)).toEqual(vectors.map((v) => v.cid));
   });
 
+  it('reproduces raw vector lines: random low bits are taken from the line\'s own cid', () => {
+    const input = vectors.map((v) => JSON.stringify(v)).join('\n');
+    const r = runCli(['cid', 'encode', '--jsonl'], input);
+    expect(r.status).toBe(0);
+    expect(r.stdout.trimEnd().split('\n').map((l) => JSON.parse(l).cid)).toEqual(vectors.map((v) => v.cid));
+  });
+
+  it('decodes raw oracle decode-case lines (decoder_configs)', () => {
+    const r = runCli(['cid', 'decode', '--jsonl'], oracle.decode_cases.map((c: unknown) => JSON.stringify(c)).join('\n'));
+    expect(r.status).toBe(0);
+    const out = r.stdout.trimEnd().split('\n').map((l) => JSON.parse(l));
+    expect(out.map((o) => o.server_id)).toEqual(oracle.decode_cases.map((c: { expected_server_id: string | null }) => c.expected_server_id));
+  });
+
   it('decodes every oracle decode case with its reason', () => {
     const cases = oracle.decode_cases.map((c: { decoder_configs: unknown; cid: string }) => ({ configs: c.decoder_configs, cid: c.cid }));
     const r = runCli(['cid', 'decode', '--jsonl'], cases.map((c: unknown) => JSON.stringify(c)).join('\n') + '\n');
