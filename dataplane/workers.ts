@@ -33,6 +33,22 @@ type FromWorker =
   | { t: 'applied'; id: number; error: string | null }
   | { t: 'metrics'; id: number; metrics: MetricsJson };
 
+/**
+ * V8 young-generation cap (MiB per semi-space) of the worker processes. V8 grows the semi-space while many objects
+ * survive (module loading at start-up) and keeps it as long as the allocation rate stays high, which under
+ * traffic it always is (node:dgram allocates ~2 KB of short-lived objects per datagram). Grown that far
+ * (quiclb grew to ~8 MiB) a scavenge then frees megabytes at once in a pause of 2-6 ms: the p99 latency of the data plane
+ * (bench/dataplane/README.md, "GC and the latency tail"). At 1 MiB scavenges run more often and each stays well
+ * under a millisecond, for the same total GC time.
+ */
+export const DATAPLANE_SEMI_SPACE_MB = 1;
+
+/** `execArgv` plus the young-generation cap, unless the process was started with a semi-space size of its own. */
+export function dataplaneExecArgv(execArgv: readonly string[] = process.execArgv, nodeOptions = process.env.NODE_OPTIONS ?? ''): string[] {
+  if ([...execArgv, nodeOptions].some((a) => /semi[-_]space[-_]size/.test(a))) return [...execArgv];
+  return [...execArgv, `--max-semi-space-size=${DATAPLANE_SEMI_SPACE_MB}`];
+}
+
 function isMessage(m: unknown): m is { t: string } {
   return typeof m === 'object' && m !== null && typeof (m as { t?: unknown }).t === 'string';
 }
@@ -143,7 +159,7 @@ export class WorkerPool {
   async start(snapshot: DataplaneSnapshot): Promise<void> {
     const s = await this.resolvePorts(snapshot);
     this.snapshot = s;
-    cluster.setupPrimary({ exec: workerEntry(), execArgv: process.execArgv, serialization: 'json', silent: false });
+    cluster.setupPrimary({ exec: workerEntry(), execArgv: dataplaneExecArgv(), serialization: 'json', silent: false });
     const started: Promise<void>[] = [];
     for (let i = 0; i < this.options.count; i++) {
       const slot: Slot = { index: i, worker: null, ready: false, restarts: 0 };

@@ -36,6 +36,10 @@ const WORK = process.env.BENCH_WORK ?? join(homedir(), '.cache/quiclb/bench');
 const BACKEND_HOSTS = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5'];
 const HARNESS_CPUS = '0';
 const PEER_CPUS = '1';
+/** Extra node flags for the Node peers (quiclb, naive), e.g. BENCH_PEER_NODE_ARGS=--trace-gc when diagnosing. */
+const PEER_NODE_ARGS = (process.env.BENCH_PEER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+/** The node flags quiclb runs with as installed (bin/quiclb.js's shebang), so the bench measures what users run. */
+const QUICLB_NODE_ARGS = ['--max-semi-space-size=1'];
 const TICK = 100; // USER_HZ: /proc/<pid>/stat and /proc/stat count in 1/100 s on Linux
 
 const { values: opt } = parseArgs({
@@ -323,7 +327,7 @@ ${BACKENDS.map((b) => `    server ${b};`).join('\n')}
   }
   if (name === 'naive') {
     return {
-      proc: start([process.execPath, '--import', 'tsx', join(SRC, 'naive-forwarder.ts')], PEER_CPUS, { LISTEN: LB, BACKENDS: BACKENDS.join(','), NODE_OPTIONS: '' }, REPO),
+      proc: start([process.execPath, ...PEER_NODE_ARGS, '--import', 'tsx', join(SRC, 'naive-forwarder.ts')], PEER_CPUS, { LISTEN: LB, BACKENDS: BACKENDS.join(','), NODE_OPTIONS: '' }, REPO),
     };
   }
   if (name === 'quiclb') {
@@ -346,7 +350,7 @@ ${BACKENDS.map((b) => `    server ${b};`).join('\n')}
       logging: { level: 'warn' },
     })}`, { mode: 0o600 });
     return {
-      proc: start([process.execPath, '--import', 'tsx', join(REPO, 'cli/main.ts'), 'standalone', '--config', yamlPath], PEER_CPUS, { NODE_OPTIONS: '' }, REPO),
+      proc: start([process.execPath, ...QUICLB_NODE_ARGS, ...PEER_NODE_ARGS, '--import', 'tsx', join(REPO, 'cli/main.ts'), 'standalone', '--config', yamlPath], PEER_CPUS, { NODE_OPTIONS: '' }, REPO),
       metricsPort,
     };
   }
