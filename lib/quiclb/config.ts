@@ -3,6 +3,8 @@
  * A configuration is shared by the load balancer (decode) and the servers (encode).
  */
 
+import { MAX_CID_LENGTH_V1 } from '../quic/header.js';
+
 export const MAX_CONFIG_ID = 6;
 /** Codepoint 0b111: "this connection ID carries no routing information" (§3.2). */
 export const UNROUTABLE_CONFIG_ID = 7;
@@ -11,8 +13,8 @@ export const MIN_NONCE_LEN = 4;
 /** server_id_len + nonce_len: the QUIC v1 20-octet connection-ID limit minus the first octet. */
 export const MAX_PLAINTEXT_LEN = 19;
 export const KEY_LEN = 16;
-/** Five low bits of the first octet: the self-encoded length can describe at most 31 octets after it. */
-export const MAX_CID_LEN = 20;
+/** Longest connection ID QUIC v1/v2 allow (the header parser's limit too). */
+export const MAX_CID_LEN = MAX_CID_LENGTH_V1;
 
 export type CipherMode = 'plaintext' | 'single-pass' | 'four-pass';
 
@@ -39,8 +41,8 @@ export interface QuicLbConfigInput {
 }
 
 export class ConfigError extends Error {
-  constructor(readonly field: string, problem: string) {
-    super(`${field}: ${problem}`);
+  constructor(readonly field: string, problem: string, options?: ErrorOptions) {
+    super(`${field}: ${problem}`, options);
   }
 }
 
@@ -82,11 +84,6 @@ export function makeConfig(input: QuicLbConfigInput): QuicLbConfig {
 export function cipherModeOf(config: Pick<QuicLbConfig, 'key' | 'serverIdLength' | 'nonceLength'>): CipherMode {
   if (config.key === null) return 'plaintext';
   return config.serverIdLength + config.nonceLength === 16 ? 'single-pass' : 'four-pass';
-}
-
-/** Octets that carry the server ID and nonce after the first octet. */
-export function plaintextLength(config: Pick<QuicLbConfig, 'serverIdLength' | 'nonceLength'>): number {
-  return config.serverIdLength + config.nonceLength;
 }
 
 /** Total length of the CIDs a server mints with this config. */

@@ -24,9 +24,29 @@ export interface EncodeOptions {
   random?: RandomSource;
 }
 
-function firstOctet(config: QuicLbConfig, totalLength: number, low: number | undefined, random: RandomSource): number {
-  const lowBits = config.lengthSelfEncoded ? totalLength - 1 : (low ?? random(1)[0]) & 0x1f;
-  return (config.configId << 5) | lowBits;
+/**
+ * Lays out FirstOctet || encrypted block || extra octets (§5.2) for a plaintext (server ID || nonce).
+ * The first octet's low bits are the self-encoded length, `low`, or random.
+ */
+function assembleCid(
+  config: QuicLbConfig,
+  cipher: QuicLbCipher,
+  plaintext: Uint8Array,
+  low: number | undefined,
+  extra: Uint8Array | undefined,
+  random: RandomSource,
+): Buffer {
+  const total = cidLength(config);
+  const cid = Buffer.allocUnsafe(total);
+  const lowBits = config.lengthSelfEncoded ? total - 1 : (low ?? random(1)[0]) & 0x1f;
+  cid[0] = (config.configId << 5) | lowBits;
+  cipher.encrypt(plaintext, cid, 1);
+  if (config.extraLength > 0) {
+    const tail = extra ?? random(config.extraLength);
+    if (tail.length !== config.extraLength) throw new ConfigError('extra', `must be ${config.extraLength} bytes, got ${tail.length}`);
+    cid.set(tail, 1 + config.serverIdLength + config.nonceLength);
+  }
+  return cid;
 }
 
 function checkServerId(config: QuicLbConfig, serverId: Uint8Array): void {
@@ -50,20 +70,8 @@ export function encodeCid(
   if (nonce.length !== config.nonceLength) {
     throw new ConfigError('nonce', `must be ${config.nonceLength} bytes for config ${config.configId}, got ${nonce.length}`);
   }
-  const random = options.random ?? defaultRandom;
-  const total = cidLength(config);
-  const cid = Buffer.allocUnsafe(total);
-  cid[0] = firstOctet(config, total, options.firstOctetLow, random);
   const plaintext = Buffer.concat([serverId, nonce]);
-  cipher.encrypt(plaintext, cid, 1);
-  if (config.extraLength > 0) {
-    const extra = options.extra ?? random(config.extraLength);
-    if (extra.length !== config.extraLength) {
-      throw new ConfigError('extra', `must be ${config.extraLength} bytes, got ${extra.length}`);
-    }
-    cid.set(extra, 1 + config.serverIdLength + config.nonceLength);
-  }
-  return cid;
+  return assembleCid(config, cipher, plaintext, options.firstOctetLow, options.extra, options.random ?? defaultRandom);
 }
 
 /**
@@ -132,12 +140,7 @@ export class CidEncoder {
       if (this.issued > 0n) this.incrementNonce();
     }
     this.issued++;
-    const total = cidLength(config);
-    const cid = Buffer.allocUnsafe(total);
-    cid[0] = firstOctet(config, total, undefined, this.random);
-    this.cipher.encrypt(this.plaintext, cid, 1);
-    if (config.extraLength > 0) cid.set(this.random(config.extraLength), 1 + this.plaintext.length);
-    return cid;
+    return assembleCid(config, this.cipher, this.plaintext, undefined, undefined, this.random);
   }
 
   /** Big-endian increment of the nonce field, wrapping at its width. */

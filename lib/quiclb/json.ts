@@ -33,10 +33,6 @@ export function hexField(obj: JsonObject, field: string, optional = false): Buff
 
 export function configFromJson(value: unknown, where = 'config'): QuicLbConfig {
   const obj = asObject(value, where);
-  const ctx = (e: unknown): never => {
-    if (e instanceof ConfigError) throw new ConfigError(`${where}.${e.field}`, e.message.slice(e.field.length + 2));
-    throw e;
-  };
   try {
     const lse = obj.len_self_encoded;
     if (lse !== undefined && typeof lse !== 'boolean') throw new ConfigError('len_self_encoded', 'must be true or false');
@@ -49,6 +45,8 @@ export function configFromJson(value: unknown, where = 'config'): QuicLbConfig {
       extraLength: (obj.extra_len as number | undefined) ?? 0,
     });
   } catch (e) {
-    return ctx(e);
+    // Prefix the field with where the config sits (e.g. configs[1].nonce_len).
+    if (e instanceof ConfigError) throw new ConfigError(`${where}.${e.field}`, e.message.slice(e.field.length + 2), { cause: e });
+    throw e;
   }
 }
