@@ -17,9 +17,10 @@ step() { # name command...: a check that counts as one test
 
 count_jest() { # json file: adds jest's per-test counts; a missing or broken report counts as a failure
   local counts
+  # A suite that failed to load (syntax error, failing import) has no per-test results: count it as one failure.
   if counts=$(node -e 'const r=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"));
       const broken=r.testResults.filter(t=>t.status==="failed"&&t.assertionResults.length===0).length;
-      console.log(r.numPassedTests, r.numFailedTests + broken + r.numRuntimeErrorTestSuites)' "$1" 2>/dev/null); then
+      console.log(r.numPassedTests, r.numFailedTests + broken)' "$1" 2>/dev/null); then
     read -r p f <<<"$counts"
     passed=$((passed + p)); failed=$((failed + f))
   else
