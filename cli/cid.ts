@@ -1,4 +1,5 @@
 /** `quiclb cid encode|decode|inspect`: the QUIC-LB codec for people debugging routing and for bulk checks. */
+import { randomBytes } from 'node:crypto';
 import {
   asObject,
   cipherModeOf,
@@ -113,10 +114,11 @@ export async function cidCommand(argv: string[]): Promise<number> {
     case 'inspect':
       return inspectCommand(rest);
     case undefined:
+      help();
+      return 2;
     case '--help':
     case '-h':
-      process.stdout.write(CID_HELP + '\n');
-      return sub === undefined ? 2 : 0;
+      return help();
     default:
       throw new UsageError(`unknown cid subcommand ${JSON.stringify(sub)} (expected encode, decode or inspect)`);
   }
@@ -153,7 +155,7 @@ async function encodeCommand(argv: string[]): Promise<number> {
   }
   if (!values['server-id']) throw new UsageError('--server-id is required');
   const sid = parseHex(values['server-id'], '--server-id');
-  const nonce = values.nonce ? parseHex(values.nonce, '--nonce') : Buffer.from(crypto.getRandomValues(new Uint8Array(config.nonceLength)));
+  const nonce = values.nonce ? parseHex(values.nonce, '--nonce') : randomBytes(config.nonceLength);
   process.stdout.write(toHex(encodeCid(config, sid, nonce, { firstOctetLow: low })) + '\n');
   return 0;
 }
