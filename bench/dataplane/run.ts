@@ -28,7 +28,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { dump } from 'js-yaml';
-import { CidEncoder, makeConfig, cidLength } from '../../lib/index.js';
+import { CidEncoder, cidLength, cipherModeOf, makeConfig } from '../../lib/index.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const SRC = join(REPO, 'bench/dataplane');
@@ -179,7 +179,7 @@ const dcidFile = join(WORK, 'dcids.txt');
   const lines = Array.from({ length: A.clients }, (_, i) => encoders[i % encoders.length].next().toString('hex'));
   writeFileSync(dcidFile, lines.join('\n') + '\n');
 }
-const cipherName = lbConfig.serverIdLength + lbConfig.nonceLength === 16 ? 'single-pass' : 'four-pass';
+const cipherName = cipherModeOf(lbConfig);
 
 // ---- processes ----------------------------------------------------------------------------------------------
 const started = new Set<ChildProcess>();

@@ -4,7 +4,8 @@
 #   2. runs the jest integration suite, whose global setup starts a tier-2 cluster on loopback and whose teardown
 #      stops it, writing jest's JSON report to $1,
 #   3. always tears the cluster down (trap), even if jest is killed or crashes.
-# Exits non-zero if the build, the cluster or any test fails.
+# Exits non-zero if the build, the cluster or any test fails, or if any test was skipped (the tier-2 suites skip
+# themselves on a tier-1 cluster: here that would be a silent pass).
 #
 # Usage: test/cluster/ci-integration.sh OUTPUT.json
 set -euo pipefail
@@ -22,6 +23,7 @@ log "binaries ready after $(elapsed "$T0_MS") s"
 
 export QUICLB_CLUSTER_NAME="ci-$$-$RANDOM"
 unset QUICLB_CLUSTER_DIR   # never reuse a developer's running cluster here
+export QUICLB_CLUSTER_TIER=2   # the tier-2 suites must run, whatever the caller's environment says
 LOGS="${TMPDIR:-/tmp}/quiclb-integration-logs-$QUICLB_CLUSTER_NAME"
 # down.sh (run by jest's global teardown, or below) copies the component logs here; they are kept only if the run fails.
 export QUICLB_KEEP_LOGS="$LOGS"
@@ -45,3 +47,4 @@ trap 'exit 143' TERM
 rm -f "$OUT"
 NODE_OPTIONS=--experimental-vm-modules npx jest -c jest.integration.config.js --json --outputFile="$OUT"
 [ -s "$OUT" ] || die "jest wrote no report to $OUT"
+! grep -Eq '"num(Pending|Todo)Tests":[1-9]' "$OUT" || die "some integration tests were skipped (numPendingTests / numTodoTests in $OUT)"

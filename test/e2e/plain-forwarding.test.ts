@@ -9,14 +9,15 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { freeTcpPort, startStandalone, sumSamples, writeStandaloneYaml, type StandaloneDataplane } from './peers/dataplane.js';
-import { gtlsclientPath, gtlsDownload, sameFile, startGtlsServer } from './peers/ngtcp2.js';
+import { changedSamples, freeTcpPort, metricsDelta, startStandalone, writeStandaloneYaml, type StandaloneDataplane } from './peers/dataplane.js';
+import { gtlsclientPath, gtlsDownload, sameFile, startGtlsServer, type DownloadResult } from './peers/ngtcp2.js';
 import { expectNoProblems, makeCert, ProcGroup } from './peers/proc.js';
 import { freeUdpPort, waitForQuic } from './peers/udp.js';
 
 const group = new ProcGroup('plain');
 const htdocs = join(group.dir, 'htdocs');
 const BIG = 6_000_000;
+const SMALL = 1_500_000;
 let lb: StandaloneDataplane;
 let lbPort = 0;
 const serverNames = ['ngtcp2-a', 'ngtcp2-b'];
@@ -26,7 +27,7 @@ beforeAll(async () => {
   const { key, cert } = makeCert(group.dir);
   mkdirSync(htdocs);
   writeFileSync(join(htdocs, 'big.bin'), randomBytes(BIG));
-  writeFileSync(join(htdocs, 'small.bin'), randomBytes(1_500_000));
+  writeFileSync(join(htdocs, 'small.bin'), randomBytes(SMALL));
   const ports = [await freeUdpPort(), await freeUdpPort()];
   await Promise.all(ports.map((port, i) => startGtlsServer(group, serverNames[i], { host: '127.0.0.1', port, htdocs, key, cert })));
   lbPort = await freeUdpPort();
@@ -53,17 +54,20 @@ afterAll(async () => {
   group.cleanup();
 });
 
+/** One problem line per client whose body is not byte-identical to htdocs/`file` (`size` bytes). */
+function bodyProblems(results: DownloadResult[], file: string, size: number): string[] {
+  return results.flatMap((r, i) => (r.bytes === size && sameFile(r.file, join(htdocs, file)) ? [] :
+    [`client ${i}: ${r.bytes} bytes after ${r.ms} ms (exit ${r.status}${r.timedOut ? ', killed' : ''}); output: ${r.output.slice(-300)}`]));
+}
+
 describe('plain forwarding through quiclb standalone: real HTTP/3 (ngtcp2 client and servers)', () => {
   it('three concurrent clients download a 6 MB body intact', group.guard(async () => {
     const before = await lb.metrics();
     const results = await Promise.all([0, 1, 2].map((i) =>
       gtlsDownload(group, `client-${i}`, { host: '127.0.0.1', port: lbPort, path: '/big.bin', downloadDir: join(group.dir, `dl-${i}`), timeoutMs: 40000 })));
     const after = await lb.metrics();
-    const delta = (name: string, labels: Record<string, string>): number => sumSamples(after, name, labels) - sumSamples(before, name, labels);
-    const problems = results.flatMap((r, i) => (r.bytes === BIG && sameFile(r.file, join(htdocs, 'big.bin')) ? [] :
-      [`client ${i}: ${r.bytes} bytes after ${r.ms} ms (exit ${r.status}${r.timedOut ? ', killed' : ''}); output: ${r.output.slice(-300)}`]));
-    const counters = [...after].filter(([k, v]) => k.startsWith('quiclb_') && v !== (before.get(k) ?? 0)).map(([k, v]) => `${k} +${v - (before.get(k) ?? 0)}`);
-    expectNoProblems(problems, { counters, quiclbLog: lb.proc.tail(1500) });
+    const delta = metricsDelta(before, after);
+    expectNoProblems(bodyProblems(results, 'big.bin', BIG), { counters: changedSamples(before, after), quiclbLog: lb.proc.tail(1500) });
     // the data plane really carried the traffic both ways, through its tables and the fallback (ngtcp2's
     // CIDs are not QUIC-LB CIDs)
     expect(delta('quiclb_backend_bytes_total', { direction: 'to_client' })).toBeGreaterThan(3 * BIG);
@@ -78,7 +82,7 @@ describe('plain forwarding through quiclb standalone: real HTTP/3 (ngtcp2 client
       args: ['--key-update=5ms', '--delay-stream=50ms'], eventLog: true, timeoutMs: 30000,
     });
     const problems: string[] = [];
-    if (r.bytes !== 1_500_000 || !sameFile(r.file, join(htdocs, 'small.bin'))) problems.push(`body: ${r.bytes} bytes after ${r.ms} ms`);
+    if (r.bytes !== SMALL || !sameFile(r.file, join(htdocs, 'small.bin'))) problems.push(`body: ${r.bytes} bytes after ${r.ms} ms`);
     // the client really switched keys (the event log, not the packet dump)
     if (!readFileSync(r.logPath, 'utf8').includes('Initiate key update')) problems.push('the client never initiated a key update');
     expectNoProblems(problems, { client: r.output.slice(-800), quiclbLog: lb.proc.tail(800) });
@@ -101,9 +105,8 @@ describe('plain forwarding through quiclb standalone: real HTTP/3 (ngtcp2 client
         args: ['--change-local-addr=100ms', '--nat-rebinding', '--delay-stream=400ms'], timeoutMs: 30000,
       })));
     const after = await lb.metrics();
-    const delta = (name: string, labels: Record<string, string> = {}): number => sumSamples(after, name, labels) - sumSamples(before, name, labels);
-    const problems = results.flatMap((r, i) => (r.bytes === 1_500_000 && sameFile(r.file, join(htdocs, 'small.bin')) ? [] :
-      [`client ${i}: ${r.bytes} bytes after ${r.ms} ms (exit ${r.status}${r.timedOut ? ', killed' : ''}); output: ${r.output.slice(-300)}`]));
+    const delta = metricsDelta(before, after);
+    const problems = bodyProblems(results, 'small.bin', SMALL);
     // Every client rebound (a second flow at the LB), and every rebound flow found its connection in the DCID
     // table: the fallback chose a server once per connection (its Initial), never for a rebound flow.
     const flows = delta('quiclb_flows_created_total', { table: 'flow' });
@@ -112,7 +115,6 @@ describe('plain forwarding through quiclb standalone: real HTTP/3 (ngtcp2 client
     if (fallback !== N) problems.push(`${fallback} datagrams went through the fallback, expected ${N} (one Initial per client)`);
     const dropped = delta('quiclb_dropped_packets_total');
     if (dropped > 0) problems.push(`quiclb dropped ${dropped} datagrams`);
-    const counters = [...after].filter(([k, v]) => k.startsWith('quiclb_') && v !== (before.get(k) ?? 0)).map(([k, v]) => `${k} +${v - (before.get(k) ?? 0)}`);
-    expectNoProblems(problems, { counters, quiclbLog: lb.proc.tail(800) });
+    expectNoProblems(problems, { counters: changedSamples(before, after), quiclbLog: lb.proc.tail(800) });
   }), 45000);
 });

@@ -20,6 +20,10 @@ const GROUP = 'fixtures.quiclb.io';
 const VERSION = 'v1alpha1';
 const PLURAL = 'widgets';
 const CRD = `${PLURAL}.${GROUP}`;
+/** Where widgets live, for every CustomObjectsApi call (plus `namespace`). */
+const WIDGETS = { group: GROUP, version: VERSION, plural: PLURAL };
+const MERGE_PATCH = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch);
+const APPLY_PATCH = k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.ServerSideApply);
 
 interface Widget {
   apiVersion: string;
@@ -59,6 +63,24 @@ describe('real kube-apiserver', () => {
     await kubectl(['delete', 'crd', CRD, '--wait=false']);
   });
 
+  /** Creates a widget in `ns` through `api` (admin unless given). */
+  const createWidget = async (name: string, spec: Widget['spec'], api = co, extra: Partial<Widget> = {}): Promise<Widget> =>
+    (await api.createNamespacedCustomObject({ ...WIDGETS, namespace: ns, body: { ...widget(ns, name, spec), ...extra } })) as Widget;
+
+  /** Writes a widget's status through the status subresource (server-side apply). */
+  const applyStatus = async (name: string, status: NonNullable<Widget['status']>): Promise<Widget> =>
+    (await co.patchNamespacedCustomObjectStatus(
+      {
+        ...WIDGETS,
+        namespace: ns,
+        name,
+        fieldManager: 'integration-test',
+        force: true,
+        body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'Widget', metadata: { name, namespace: ns }, status },
+      },
+      APPLY_PATCH,
+    )) as Widget;
+
   it('reports the version the binaries were stamped with', async () => {
     const out = JSON.parse(await kubectlOk(['version', '-o', 'json'])) as {
       clientVersion: { gitVersion: string };
@@ -70,15 +92,7 @@ describe('real kube-apiserver', () => {
   });
 
   it('rejects an object that breaks the CRD CEL rule, with the rule message (client-node)', async () => {
-    const err = await expectRejected(
-      co.createNamespacedCustomObject({
-        group: GROUP,
-        version: VERSION,
-        namespace: ns,
-        plural: PLURAL,
-        body: widget(ns, 'bad', { minServers: 5, maxServers: 2, mode: 'plaintext' }),
-      }),
-    );
+    const err = await expectRejected(createWidget('bad', { minServers: 5, maxServers: 2, mode: 'plaintext' }));
     expect(err.code).toBe(422);
     expect(statusMessage(err)).toContain('minServers must not exceed maxServers');
   });
@@ -96,18 +110,9 @@ describe('real kube-apiserver', () => {
   });
 
   it('enforces a transition rule (oldSelf): an immutable field cannot change', async () => {
-    await co.createNamespacedCustomObject({
-      group: GROUP,
-      version: VERSION,
-      namespace: ns,
-      plural: PLURAL,
-      body: widget(ns, 'immutable', { minServers: 1, maxServers: 2, mode: 'plaintext' }),
-    });
+    await createWidget('immutable', { minServers: 1, maxServers: 2, mode: 'plaintext' });
     const err = await expectRejected(
-      co.patchNamespacedCustomObject(
-        { group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name: 'immutable', body: { spec: { mode: 'encrypted' } } },
-        k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
-      ),
+      co.patchNamespacedCustomObject({ ...WIDGETS, namespace: ns, name: 'immutable', body: { spec: { mode: 'encrypted' } } }, MERGE_PATCH),
     );
     expect(err.code).toBe(422);
     expect(statusMessage(err)).toContain('mode is immutable');
@@ -115,13 +120,7 @@ describe('real kube-apiserver', () => {
 
   it('updates status only through the status subresource, and kubectl get/wait see it', async () => {
     const name = 'status';
-    const created = (await co.createNamespacedCustomObject({
-      group: GROUP,
-      version: VERSION,
-      namespace: ns,
-      plural: PLURAL,
-      body: { ...widget(ns, name, { minServers: 1, maxServers: 3, mode: 'encrypted' }), status: { servers: 99 } },
-    })) as Widget;
+    const created = await createWidget(name, { minServers: 1, maxServers: 3, mode: 'encrypted' }, co, { status: { servers: 99 } });
     // status in a create/update of the main resource is dropped when the subresource is on
     expect(created.status?.servers).toBeUndefined();
     expect(created.metadata.generation).toBe(1);
@@ -134,27 +133,15 @@ describe('real kube-apiserver', () => {
       reason: 'ServersAssigned',
       message: '3 servers',
     };
-    const patched = (await co.patchNamespacedCustomObjectStatus(
-      {
-        group: GROUP,
-        version: VERSION,
-        namespace: ns,
-        plural: PLURAL,
-        name,
-        fieldManager: 'integration-test',
-        force: true,
-        body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'Widget', metadata: { name, namespace: ns }, status: { observedGeneration: 1, servers: 3, conditions: [ready] } },
-      },
-      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.ServerSideApply),
-    )) as Widget;
+    const patched = await applyStatus(name, { observedGeneration: 1, servers: 3, conditions: [ready] });
     expect(patched.status?.servers).toBe(3);
     // a status write does not bump the generation; a spec write does
     expect(patched.metadata.generation).toBe(1);
 
     // a status change sent to the main resource is ignored
     const mainPatch = (await co.patchNamespacedCustomObject(
-      { group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name, body: { spec: { maxServers: 4 }, status: { servers: 7 } } },
-      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+      { ...WIDGETS, namespace: ns, name, body: { spec: { maxServers: 4 }, status: { servers: 7 } } },
+      MERGE_PATCH,
     )) as Widget;
     expect(mainPatch.status?.servers).toBe(3);
     expect(mainPatch.spec.maxServers).toBe(4);
@@ -170,24 +157,7 @@ describe('real kube-apiserver', () => {
     expect(stale.code).not.toBe(0);
     expect(stale.stderr).toContain('timed out waiting for the condition');
     // ...until the status is reconciled for generation 2.
-    await co.patchNamespacedCustomObjectStatus(
-      {
-        group: GROUP,
-        version: VERSION,
-        namespace: ns,
-        plural: PLURAL,
-        name,
-        fieldManager: 'integration-test',
-        force: true,
-        body: {
-          apiVersion: `${GROUP}/${VERSION}`,
-          kind: 'Widget',
-          metadata: { name, namespace: ns },
-          status: { observedGeneration: 2, servers: 4, conditions: [{ ...ready, observedGeneration: 2, message: '4 servers' }] },
-        },
-      },
-      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.ServerSideApply),
-    );
+    await applyStatus(name, { observedGeneration: 2, servers: 4, conditions: [{ ...ready, observedGeneration: 2, message: '4 servers' }] });
     const waited = await kubectlOk(['wait', '--for=condition=Ready', `widget/${name}`, '-n', ns, '--timeout=30s']);
     expect(waited).toContain('condition met');
     const jp = await kubectlOk(['get', 'wdg', name, '-n', ns, '-o', 'jsonpath={.status.conditions[0].reason}']);
@@ -215,25 +185,17 @@ describe('real kube-apiserver', () => {
     });
 
     const saCo = (await serviceAccountKubeConfig(ns, 'reader')).makeApiClient(k8s.CustomObjectsApi);
-    const list = (await saCo.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL })) as {
+    const list = (await saCo.listNamespacedCustomObject({ ...WIDGETS, namespace: ns })) as {
       items: Widget[];
     };
     expect(list.items.map((w) => w.metadata.name)).toEqual(expect.arrayContaining(['immutable', 'status']));
 
-    const denied = await expectRejected(
-      saCo.createNamespacedCustomObject({
-        group: GROUP,
-        version: VERSION,
-        namespace: ns,
-        plural: PLURAL,
-        body: widget(ns, 'by-reader', { minServers: 1, maxServers: 1, mode: 'plaintext' }),
-      }),
-    );
+    const denied = await expectRejected(createWidget('by-reader', { minServers: 1, maxServers: 1, mode: 'plaintext' }, saCo));
     expect(denied.code).toBe(403);
     expect(statusMessage(denied)).toContain(`"system:serviceaccount:${ns}:reader" cannot create resource "widgets"`);
 
     const otherNs = await expectRejected(
-      saCo.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: 'default', plural: PLURAL }),
+      saCo.listNamespacedCustomObject({ ...WIDGETS, namespace: 'default' }),
     );
     expect(otherNs.code).toBe(403);
   });

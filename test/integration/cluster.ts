@@ -41,7 +41,10 @@ export function cluster(): ClusterInfo {
   };
 }
 
-/** `describe` for suites that need tier 2 (controllers, scheduler, kwok nodes); skipped on a tier-1 cluster. */
+/**
+ * Whether the cluster is tier 2 (controllers, scheduler, kwok nodes): suites that need it use
+ * `(onTier2() ? describe : describe.skip)`, so a tier-1 run skips them (ci-integration.sh runs tier 2 and fails on skips).
+ */
 export function onTier2(): boolean {
   return process.env.QUICLB_CLUSTER_TIER !== '1';
 }

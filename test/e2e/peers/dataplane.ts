@@ -91,6 +91,18 @@ export function sumSamples(samples: Map<string, number>, name: string, labels: R
   return total;
 }
 
+/** Change of metric `name` (summed over the samples whose labels include `labels`) between two scrapes. */
+export type MetricsDelta = (name: string, labels?: Record<string, string>) => number;
+
+export function metricsDelta(before: Map<string, number>, after: Map<string, number>): MetricsDelta {
+  return (name, labels = {}) => sumSamples(after, name, labels) - sumSamples(before, name, labels);
+}
+
+/** "sample +n" for every sample whose key matches `re` and that changed between two scrapes (failure context). */
+export function changedSamples(before: Map<string, number>, after: Map<string, number>, re = /^quiclb_/): string[] {
+  return [...after].filter(([k, v]) => re.test(k) && v !== (before.get(k) ?? 0)).map(([k, v]) => `${k} +${v - (before.get(k) ?? 0)}`);
+}
+
 export class StandaloneDataplane {
   constructor(readonly proc: Proc, readonly configPath: string, readonly metricsPort: number | null) {}
 
@@ -103,11 +115,6 @@ export class StandaloneDataplane {
 
   async metrics(): Promise<Map<string, number>> {
     return parseMetrics(await this.metricsText());
-  }
-
-  /** Sum of every sample of metric `name` whose labels include all of `labels`. */
-  async sum(name: string, labels: Record<string, string> = {}): Promise<number> {
-    return sumSamples(await this.metrics(), name, labels);
   }
 }
 

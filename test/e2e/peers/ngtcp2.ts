@@ -4,10 +4,9 @@
  * Install: scripts/install-system-deps.sh (apt-get install ngtcp2-client ngtcp2-server).
  *
  * gtlsclient exits 0 even when its connection dies on the idle timeout, so callers must check the
- * downloaded body (bodyMatches), never the exit code.
+ * downloaded body (sameFile), never the exit code.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { requireExecutable, run, type Proc, type ProcGroup, type RunResult } from './proc.js';
 import { waitForQuic } from './udp.js';
@@ -82,12 +81,6 @@ export async function gtlsDownload(group: ProcGroup, name: string, o: GtlsClient
   const r = await run(group, name, gtlsclientPath(), args, o.timeoutMs ?? 30000);
   const file = join(o.downloadDir, basename(o.path) || 'index.html');
   return { ...r, file, bytes: existsSync(file) ? statSync(file).size : 0 };
-}
-
-export async function sha256File(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
-  return h.digest('hex');
 }
 
 /** Byte-for-byte comparison of two files (bodies in these tests are a few MB, so in memory). */

@@ -3,7 +3,7 @@
  * wait for readiness, and stop exactly the processes we started (by PID, never by name).
  */
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, type WriteStream } from 'node:fs';
+import { createWriteStream, existsSync, mkdtempSync, rmSync, type WriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -254,10 +254,6 @@ export function makeCert(dir: string): { key: string; cert: string } {
   );
   if (r.status !== 0 || !existsSync(cert)) throw new Error(`openssl failed: ${r.stderr}`);
   return { key, cert };
-}
-
-export function readText(path: string): string {
-  return existsSync(path) ? readFileSync(path, 'utf8') : '';
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

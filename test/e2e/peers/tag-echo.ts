@@ -8,22 +8,18 @@
  */
 import { createSocket } from 'node:dgram';
 import { parseArgs } from 'node:util';
+import { isReservedVersion, parseQuicHeader, QuicHeader } from '../../../lib/quic/header.js';
 
 const { values } = parseArgs({ options: { listen: { type: 'string', multiple: true } } });
 if (!values.listen?.length) throw new Error('usage: --listen NAME=HOST:PORT ...');
 
-const isReservedVersion = (v: number): boolean => (v & 0x0f0f0f0f) === 0x0a0a0a0a;
+const header = new QuicHeader();
 
 /** RFC 9000 §17.2.1 Version Negotiation answering a long header (DCID/SCID swapped), offering version 1. */
 function versionNegotiation(pkt: Buffer): Buffer | null {
-  if (pkt.length < 7) return null;
-  const dl = pkt[5];
-  if (pkt.length < 7 + dl) return null;
-  const dcid = pkt.subarray(6, 6 + dl);
-  const sl = pkt[6 + dl];
-  if (pkt.length < 7 + dl + sl) return null;
-  const scid = pkt.subarray(7 + dl, 7 + dl + sl);
-  return Buffer.concat([Buffer.from([0x80 | 0x40]), Buffer.alloc(4), Buffer.from([sl]), scid, Buffer.from([dl]), dcid, Buffer.from([0, 0, 0, 1])]);
+  if (parseQuicHeader(pkt, header, 0) !== null || header.form !== 'long') return null;
+  const { scidLength, dcidLength } = header;
+  return Buffer.concat([Buffer.from([0x80 | 0x40]), Buffer.alloc(4), Buffer.from([scidLength]), header.scid(pkt), Buffer.from([dcidLength]), header.dcid(pkt), Buffer.from([0, 0, 0, 1])]);
 }
 
 let bound = 0;
