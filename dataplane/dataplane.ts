@@ -310,10 +310,7 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
       else router.undoRoute(server, msg.length, DROP_UPSTREAM_NOT_READY);
     } catch (e) {
       if (server !== null) router.undoRoute(server, msg.length, DROP_INTERNAL);
-      else {
-        router.counters.dropPackets[DROP_INTERNAL]++;
-        router.counters.dropBytes[DROP_INTERNAL] += msg.length;
-      }
+      else router.drop(DROP_INTERNAL, msg.length);
       if (this.internalErrorsLogged++ < 10) this.logger.error({ err: (e as Error).stack }, 'internal error on the packet path');
     }
   }
@@ -346,7 +343,7 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     server.replyPackets++;
     server.replyBytes += msg.length;
     const router = this.routerInstance!;
-    if (msg.length > 0 && (msg[0] & 0x80) !== 0) router.learnReply(msg, server);
+    router.learnReply(msg, server); // returns at once for short headers
     if (flow.lastSeen !== router.now) router.flows.touch(flow, router.now);
     up.listener.socket.send(msg, flow.port, flow.address);
   }

@@ -55,21 +55,26 @@ export class Flow<S extends TableServer = TableServer> {
     readonly ports: Map<number, Flow<S>>,
   ) {}
 
-  /** 4-tuple‖SCID lookup; ignores removed servers. */
-  scidLookup(buf: Uint8Array, offset: number, length: number): S | null {
+  /** The 4-tuple‖SCID slot holding the SCID buf[offset, offset+length), or -1. */
+  private scidSlot(buf: Uint8Array, offset: number, length: number): number {
     const keys = this.scidKeys;
-    if (keys === null) return null;
+    if (keys === null) return -1;
     for (let i = 0; i < SCID_SLOTS; i++) {
       const k = keys[i];
       if (k === null || k.length !== length) continue;
       let j = 0;
       while (j < length && k[j] === buf[offset + j]) j++;
-      if (j === length) {
-        const s = this.scidServers![i];
-        return s !== null && !s.removed ? s : null;
-      }
+      if (j === length) return i;
     }
-    return null;
+    return -1;
+  }
+
+  /** 4-tuple‖SCID lookup; ignores removed servers. */
+  scidLookup(buf: Uint8Array, offset: number, length: number): S | null {
+    const i = this.scidSlot(buf, offset, length);
+    if (i < 0) return null;
+    const s = this.scidServers![i];
+    return s !== null && !s.removed ? s : null;
   }
 
   scidRecord(buf: Uint8Array, offset: number, length: number, server: S): void {
@@ -77,17 +82,12 @@ export class Flow<S extends TableServer = TableServer> {
       this.scidKeys = new Array<Uint8Array | null>(SCID_SLOTS).fill(null);
       this.scidServers = new Array<S | null>(SCID_SLOTS).fill(null);
     }
-    const keys = this.scidKeys;
-    for (let i = 0; i < SCID_SLOTS; i++) {
-      const k = keys[i];
-      if (k !== null && k.length === length && Buffer.compare(k, buf.subarray(offset, offset + length)) === 0) {
-        this.scidServers![i] = server;
-        return;
-      }
+    let slot = this.scidSlot(buf, offset, length);
+    if (slot < 0) {
+      slot = this.scidNext;
+      this.scidNext = (slot + 1) % SCID_SLOTS;
+      this.scidKeys[slot] = Uint8Array.prototype.slice.call(buf, offset, offset + length);
     }
-    const slot = this.scidNext;
-    this.scidNext = (slot + 1) % SCID_SLOTS;
-    keys[slot] = Uint8Array.prototype.slice.call(buf, offset, offset + length);
     this.scidServers![slot] = server;
   }
 }
@@ -136,17 +136,70 @@ class LruList<T extends Linked<T>> {
   }
 }
 
-export class FlowTable<S extends TableServer = TableServer> {
-  private readonly hosts = new Map<string, Map<number, Flow<S>>>();
-  private readonly lru = new LruList<Flow<S>>();
-  size = 0;
+/** What both tables share: the LRU list, the bound, idle expiry and counted eviction. */
+abstract class LruTable<T extends Linked<T>> {
+  protected readonly lru = new LruList<T>();
   readonly counters: TableCounters = { created: 0, expired: 0, evicted: 0 };
 
   constructor(
     public max: number,
     public idleTimeoutMs: number,
-    private readonly onRemove: (flow: Flow<S>, reason: RemovalReason) => void = () => {},
   ) {}
+
+  abstract readonly size: number;
+
+  abstract remove(e: T, reason: RemovalReason): void;
+
+  /** Marks an entry used now. */
+  touch(e: T, now: number): void {
+    e.lastSeen = now;
+    this.lru.touch(e);
+  }
+
+  /** Makes room for one more entry: evicts least recently used entries while the table is full (counted). */
+  protected makeRoom(): void {
+    while (this.size >= this.max && this.lru.oldest !== null) this.evictOldest();
+  }
+
+  private evictOldest(): void {
+    this.counters.evicted++;
+    this.remove(this.lru.oldest!, 'evicted');
+  }
+
+  /** Removes entries idle for longer than the timeout; returns how many. */
+  expire(now: number): number {
+    let n = 0;
+    const limit = now - this.idleTimeoutMs;
+    while (this.lru.oldest !== null && this.lru.oldest.lastSeen <= limit) {
+      this.remove(this.lru.oldest, 'idle');
+      n++;
+    }
+    this.counters.expired += n;
+    return n;
+  }
+
+  /** Applies a smaller bound immediately (counted as evictions). */
+  shrinkTo(max: number): void {
+    this.max = max;
+    while (this.size > max && this.lru.oldest !== null) this.evictOldest();
+  }
+
+  clear(): void {
+    while (this.lru.oldest !== null) this.remove(this.lru.oldest, 'cleared');
+  }
+}
+
+export class FlowTable<S extends TableServer = TableServer> extends LruTable<Flow<S>> {
+  private readonly hosts = new Map<string, Map<number, Flow<S>>>();
+  size = 0;
+
+  constructor(
+    max: number,
+    idleTimeoutMs: number,
+    private readonly onRemove: (flow: Flow<S>, reason: RemovalReason) => void = () => {},
+  ) {
+    super(max, idleTimeoutMs);
+  }
 
   get(address: string, port: number, listener: number): Flow<S> | null {
     const ports = this.hosts.get(address);
@@ -154,18 +207,9 @@ export class FlowTable<S extends TableServer = TableServer> {
     return ports.get((listener << 16) | port) ?? null;
   }
 
-  /** Marks a flow used now. */
-  touch(flow: Flow<S>, now: number): void {
-    flow.lastSeen = now;
-    this.lru.touch(flow);
-  }
-
   /** Creates a flow (evicting the least recently used one when the table is full). */
   create(address: string, port: number, listener: number, now: number): Flow<S> {
-    while (this.size >= this.max && this.lru.oldest !== null) {
-      this.counters.evicted++;
-      this.remove(this.lru.oldest, 'evicted');
-    }
+    this.makeRoom();
     let ports = this.hosts.get(address);
     if (ports === undefined) {
       ports = new Map();
@@ -181,7 +225,7 @@ export class FlowTable<S extends TableServer = TableServer> {
     return flow;
   }
 
-  remove(flow: Flow<S>, reason: RemovalReason): void {
+  override remove(flow: Flow<S>, reason: RemovalReason): void {
     if (!flow.alive) return;
     flow.alive = false;
     this.lru.unlink(flow);
@@ -189,31 +233,6 @@ export class FlowTable<S extends TableServer = TableServer> {
     if (flow.ports.size === 0 && this.hosts.get(flow.address) === flow.ports) this.hosts.delete(flow.address);
     this.size--;
     this.onRemove(flow, reason);
-  }
-
-  /** Removes flows idle for longer than the timeout; returns how many. */
-  expire(now: number): number {
-    let n = 0;
-    const limit = now - this.idleTimeoutMs;
-    while (this.lru.oldest !== null && this.lru.oldest.lastSeen <= limit) {
-      this.remove(this.lru.oldest, 'idle');
-      n++;
-    }
-    this.counters.expired += n;
-    return n;
-  }
-
-  /** Applies a smaller bound immediately (counted as evictions). */
-  shrinkTo(max: number): void {
-    this.max = max;
-    while (this.size > max && this.lru.oldest !== null) {
-      this.counters.evicted++;
-      this.remove(this.lru.oldest, 'evicted');
-    }
-  }
-
-  clear(): void {
-    while (this.lru.oldest !== null) this.remove(this.lru.oldest, 'cleared');
   }
 
   *[Symbol.iterator](): IterableIterator<Flow<S>> {
@@ -233,15 +252,8 @@ export class DcidEntry<S extends TableServer = TableServer> {
 }
 
 /** Unroutable DCID -> server. */
-export class DcidTable<S extends TableServer = TableServer> {
+export class DcidTable<S extends TableServer = TableServer> extends LruTable<DcidEntry<S>> {
   private readonly map = new Map<string, DcidEntry<S>>();
-  private readonly lru = new LruList<DcidEntry<S>>();
-  readonly counters: TableCounters = { created: 0, expired: 0, evicted: 0 };
-
-  constructor(
-    public max: number,
-    public idleTimeoutMs: number,
-  ) {}
 
   get size(): number {
     return this.map.size;
@@ -255,11 +267,6 @@ export class DcidTable<S extends TableServer = TableServer> {
     return this.map.get(key);
   }
 
-  touch(e: DcidEntry<S>, now: number): void {
-    e.lastSeen = now;
-    this.lru.touch(e);
-  }
-
   set(key: string, server: S, now: number): DcidEntry<S> {
     const e = this.map.get(key);
     if (e !== undefined) {
@@ -267,10 +274,7 @@ export class DcidTable<S extends TableServer = TableServer> {
       this.touch(e, now);
       return e;
     }
-    while (this.map.size >= this.max && this.lru.oldest !== null) {
-      this.counters.evicted++;
-      this.remove(this.lru.oldest);
-    }
+    this.makeRoom();
     const n = new DcidEntry<S>(key, server);
     n.lastSeen = now;
     this.map.set(key, n);
@@ -279,33 +283,10 @@ export class DcidTable<S extends TableServer = TableServer> {
     return n;
   }
 
-  remove(e: DcidEntry<S>): void {
+  override remove(e: DcidEntry<S>): void {
     if (!e.alive) return;
     e.alive = false;
     this.lru.unlink(e);
     this.map.delete(e.key);
-  }
-
-  expire(now: number): number {
-    let n = 0;
-    const limit = now - this.idleTimeoutMs;
-    while (this.lru.oldest !== null && this.lru.oldest.lastSeen <= limit) {
-      this.remove(this.lru.oldest);
-      n++;
-    }
-    this.counters.expired += n;
-    return n;
-  }
-
-  shrinkTo(max: number): void {
-    this.max = max;
-    while (this.map.size > max && this.lru.oldest !== null) {
-      this.counters.evicted++;
-      this.remove(this.lru.oldest);
-    }
-  }
-
-  clear(): void {
-    while (this.lru.oldest !== null) this.remove(this.lru.oldest);
   }
 }

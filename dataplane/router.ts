@@ -210,8 +210,6 @@ export class Router {
    * Only servers add to it (never client-chosen DCIDs), so clients cannot make the retries longer.
    */
   private learnedLengths = 0;
-  /** The entry findLearned() found. */
-  private learnedEntry: DcidEntry<RouterServer> | null = null;
   private readonly servers = new Map<string, RouterServer>();
   private pool = new FallbackPool<RouterServer>([]);
   /** Routing mode '4-tuple': connection IDs are ignored (routeTuple()). */
@@ -357,7 +355,8 @@ export class Router {
     this.dcids.expire(now);
   }
 
-  private drop(reason: number, bytes: number): null {
+  /** Books a datagram as dropped for `reason` (an index of DROP_REASONS); returns null for route(). */
+  drop(reason: number, bytes: number): null {
     this.outcome = OUTCOME_DROP;
     this.dropReason = reason;
     this.counters.dropPackets[reason]++;
@@ -463,8 +462,8 @@ export class Router {
       }
       let dcidEntry: DcidEntry<RouterServer> | null = null;
       let dcidKey: string | null = null;
-      /** > 0: the short header's DCID was found in the DCID table at this learned length. */
-      let learnedLen = 0;
+      /** The short header's DCID found in the DCID table at a learned length (its key's length). */
+      let learned: DcidEntry<RouterServer> | null = null;
       if (server === null) {
         c.unroutable[unr]++;
         // 2. Long header: 4-tuple‖SCID.
@@ -477,7 +476,7 @@ export class Router {
         }
         // 3. DCID table.
         if (server === null && dLen > 0) {
-          dcidKey = buf.toString('latin1', dOff, dOff + dLen);
+          dcidKey = DcidTable.keyOf(buf, dOff, dLen);
           const e = this.dcids.get(dcidKey);
           if (e !== undefined && !e.server.removed) {
             this.dcids.touch(e, now);
@@ -495,23 +494,22 @@ export class Router {
         if (server === null && !isLong && this.learnedLengths !== 0) {
           const fit = len - 1 < MAX_CID ? len - 1 : MAX_CID;
           retry = this.learnedLengths & ((1 << (fit + 1)) - 1) & ~(1 << dLen);
-          learnedLen = this.findLearned(buf, dOff, retry & ~SHORT_LEARNED, now);
+          learned = this.findLearned(buf, dOff, retry & ~SHORT_LEARNED, now);
         }
         // 4. 4-tuple table. The DCID is recorded too, so the connection survives a NAT rebinding even when its
         //    server's CIDs never decode (a server without config, or one with random CIDs).
-        if (server === null && learnedLen === 0 && flow !== null && flow.tupleServer !== null && !flow.tupleServer.removed) {
+        if (server === null && learned === null && flow !== null && flow.tupleServer !== null && !flow.tupleServer.removed) {
           server = flow.tupleServer;
           outcome = OUTCOME_TABLE;
           table = TABLE_TUPLE;
           if (dLen > 0) dcidEntry = this.dcids.set(dcidKey!, server, now);
         }
         // 4b. The learned lengths under 8 octets, for a flow without 4-tuple entry (a migrated or NAT-rebound client).
-        if (server === null && learnedLen === 0) learnedLen = this.findLearned(buf, dOff, retry & SHORT_LEARNED, now);
+        if (server === null && learned === null) learned = this.findLearned(buf, dOff, retry & SHORT_LEARNED, now);
         // A hit of 3b or 4b.
-        if (learnedLen > 0) {
-          dcidEntry = this.learnedEntry!;
-          this.learnedEntry = null;
-          server = dcidEntry.server;
+        if (learned !== null) {
+          dcidEntry = learned;
+          server = learned.server;
           outcome = OUTCOME_TABLE;
           table = TABLE_DCID;
           c.learnedLengthHits++;
@@ -536,9 +534,11 @@ export class Router {
           flow.cacheConfigId = this.configId;
           flow.cacheEntry = null;
         } else if (dcidEntry !== null) {
-          flow.cacheKind = learnedLen > 0 ? CACHE_DCID_LEARNED : CACHE_DCID_TABLE;
           flow.cacheEntry = dcidEntry;
-          if (learnedLen > 0) cl = learnedLen;
+          if (learned !== null) {
+            flow.cacheKind = CACHE_DCID_LEARNED;
+            cl = learned.key.length; // latin1 key: one character per octet
+          } else flow.cacheKind = CACHE_DCID_TABLE;
         } else flow.cacheKind = CACHE_NONE;
         if (flow.cacheKind !== CACHE_NONE) {
           flow.cacheServer = server;
@@ -549,18 +549,10 @@ export class Router {
         }
       }
     }
-    if (flow === null) flow = this.flows.create(address, port, listener, now);
-    else if (flow.lastSeen !== now) this.flows.touch(flow, now);
-
+    // flow is set on both paths: the cache hit's, or the one the miss found or created (lastSeen = now).
+    if (flow!.lastSeen !== now) this.flows.touch(flow!, now);
     if (table >= 0) c.tableHits[table]++;
-    const idx = outcome * 8 + (this.configId < 0 ? 7 : this.configId);
-    c.routedPackets[idx]++;
-    c.routedBytes[idx] += len;
-    server!.packets++;
-    server!.bytes += len;
-    this.outcome = outcome;
-    this.flow = flow;
-    return server;
+    return this.routed(server!, flow!, outcome, len);
   }
 
   /**
@@ -586,11 +578,16 @@ export class Router {
       else if (flow.lastSeen !== now) this.flows.touch(flow, now);
       flow.tupleServer = server;
     }
-    const idx = outcome * 8 + 7;
-    c.routedPackets[idx]++;
-    c.routedBytes[idx] += len;
+    return this.routed(server, flow!, outcome, len);
+  }
+
+  /** Books a routed datagram (undone by undoRoute()) and leaves outcome and flow for the caller. */
+  private routed(server: RouterServer, flow: Flow<RouterServer>, outcome: number, bytes: number): RouterServer {
+    const idx = outcome * 8 + (this.configId < 0 ? 7 : this.configId);
+    this.counters.routedPackets[idx]++;
+    this.counters.routedBytes[idx] += bytes;
     server.packets++;
-    server.bytes += len;
+    server.bytes += bytes;
     this.outcome = outcome;
     this.flow = flow;
     return server;
@@ -611,28 +608,27 @@ export class Router {
     if ((err !== null && err !== 'no-fixed-bit') || h.scidLength === 0 || h.version === 0) return;
     const d = this.decoded;
     if (this.decoder.decodeInto(buf, h.scidOffset, h.scidLength, d) && this.sidMaps[d.configId]!.get(d.serverId) !== null) return;
-    this.dcids.set(buf.toString('latin1', h.scidOffset, h.scidOffset + h.scidLength), server, this.now);
+    this.dcids.set(DcidTable.keyOf(buf, h.scidOffset, h.scidLength), server, this.now);
     this.learnedLengths |= 1 << h.scidLength;
     this.counters.learned++;
   }
 
   /**
    * The DCID table at each length in `mask` (bit L = L octets of the short header's DCID at `off`), longest
-   * first. Returns the length of the first live entry found (left in learnedEntry, touched), or 0.
+   * first. Returns the first live entry found (touched; its key's length is the length it was found at), or null.
    */
-  private findLearned(buf: Buffer, off: number, mask: number, now: number): number {
+  private findLearned(buf: Buffer, off: number, mask: number, now: number): DcidEntry<RouterServer> | null {
     let m = mask;
     while (m !== 0) {
       const l = 31 - Math.clz32(m);
       m ^= 1 << l;
-      const e = this.dcids.get(buf.toString('latin1', off, off + l));
+      const e = this.dcids.get(DcidTable.keyOf(buf, off, l));
       if (e !== undefined && !e.server.removed) {
         this.dcids.touch(e, now);
-        this.learnedEntry = e;
-        return l;
+        return e;
       }
     }
-    return 0;
+    return null;
   }
 
   /** Forgets all flows and tables (stop). */
