@@ -80,12 +80,12 @@ class Hub {
     counter('quiclb_dropped_bytes_total', 'Bytes of client datagrams dropped, by reason.', ['reason'], named(DROP_REASONS, 'reason', (s) => s.router.counters.dropBytes));
     counter(
       'quiclb_unroutable_packets_total',
-      'Datagrams whose DCID did not route by itself (then routed by the tables or the fallback), by reason.',
+      'DCID decodes that found no server, by reason (then routed by the tables or the fallback); a flow that repeats its DCID is served from its cached decision and not counted again.',
       ['reason'],
       named(UNROUTABLE_REASONS, 'reason', (s) => s.router.counters.unroutable),
     );
     counter('quiclb_table_hits_total', 'Datagrams routed by a flow table, by table.', ['table'], named(TABLES, 'table', (s) => s.router.counters.tableHits));
-    counter('quiclb_learned_cids_total', "Server CIDs learned from long-header replies into the DCID table.", [], (s, e) => e({}, s.router.counters.learned));
+    counter('quiclb_learned_cids_total', "Long-header server replies whose SCID was (re)learned into the DCID table (counts replies, not distinct CIDs).", [], (s, e) => e({}, s.router.counters.learned));
     counter(
       'quiclb_learned_length_hits_total',
       'Short headers routed by the DCID table at the length of a learned server CID other than the guessed DCID length (included in quiclb_table_hits_total{table="dcid"}).',
