@@ -44,6 +44,7 @@ import type { Socket } from 'node:dgram';
 import { CidDecoder } from '../lib/quiclb/decoder.js';
 import { ServerCidGenerator } from '../lib/quiclb/server-generator.js';
 import { toHex } from '../lib/hex.js';
+import { varintLength, writeVarint } from '../lib/quic/varint.js';
 
 /** quiche's fixed connection-ID length (short headers are parsed with it). */
 export const QUIC_CID_LENGTH = 20;
@@ -130,18 +131,10 @@ export function selfSignedCert(commonName = 'localhost'): { key: string; cert: s
 }
 
 // ---- HTTP/3, just enough for gtlsclient and the example client -------------------------------------------------
+/** A QUIC varint (HTTP/3 frame types and lengths), minimally encoded. */
 export function h3Varint(n: number): Buffer {
-  if (n < 64) return Buffer.from([n]);
-  if (n < 16384) return Buffer.from([0x40 | (n >> 8), n & 0xff]);
-  if (n < 2 ** 30) {
-    const b = Buffer.alloc(4);
-    b.writeUInt32BE(n);
-    b[0] |= 0x80;
-    return b;
-  }
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64BE(BigInt(n));
-  b[0] |= 0xc0;
+  const b = Buffer.alloc(varintLength(n));
+  writeVarint(b, 0, n);
   return b;
 }
 /** A control stream's first bytes: stream type 0x00 (control), SETTINGS frame (0x04) with no settings. */

@@ -20,6 +20,7 @@ import { parseArgs, promisify } from 'node:util';
 import { CidDecoder } from '../lib/quiclb/decoder.js';
 import { loadStandaloneConfig } from '../lib/config/standalone.js';
 import { toHex } from '../lib/hex.js';
+import { readVarint, varintSize } from '../lib/quic/varint.js';
 import { applyQuicWorkarounds, QUIC_CID_LENGTH, h3Varint, H3_CONTROL_STREAM, isQuicLibraryError, quietLogger } from './example-quic-backend.js';
 
 applyQuicWorkarounds();
@@ -34,15 +35,6 @@ export interface H3Response {
 const STATIC_STATUS: Record<number, number> = {
   24: 103, 25: 200, 26: 304, 27: 404, 28: 503, 63: 100, 64: 204, 65: 206, 66: 302, 67: 400, 68: 403, 69: 421, 70: 425, 71: 500,
 };
-
-function readVarint(b: Buffer, o: number): [number, number] | null {
-  if (o >= b.length) return null;
-  const len = 1 << (b[o] >> 6);
-  if (o + len > b.length) return null;
-  let v = b[o] & 0x3f;
-  for (let i = 1; i < len; i++) v = v * 256 + b[o + i];
-  return [v, o + len];
-}
 
 /** The :status of a QPACK field section made of static references (what minimal servers send), or null. */
 function statusOf(fields: Buffer): number | null {
@@ -91,14 +83,16 @@ function parseResponse(raw: Buffer): H3Response {
   let status: number | null = null;
   const body: Buffer[] = [];
   while (o < raw.length) {
-    const t = readVarint(raw, o);
-    if (!t) break;
-    const l = readVarint(raw, t[1]);
-    if (!l) break;
-    const payload = raw.subarray(l[1], l[1] + l[0]);
-    if (t[0] === 0x01 && status === null) status = statusOf(payload);
-    else if (t[0] === 0x00) body.push(payload);
-    o = l[1] + l[0];
+    const type = readVarint(raw, o, raw.length);
+    if (type < 0) break;
+    o += varintSize(raw[o]);
+    const length = readVarint(raw, o, raw.length);
+    if (length < 0) break;
+    o += varintSize(raw[o]);
+    const payload = raw.subarray(o, o + length);
+    if (type === 0x01 && status === null) status = statusOf(payload);
+    else if (type === 0x00) body.push(payload);
+    o += length;
   }
   return { status, body: Buffer.concat(body) };
 }

@@ -114,6 +114,20 @@ interface Setup {
   options: ExampleOptions;
 }
 
+/** The example's handle: stopping it stops the load balancer, then the backends, then removes the directory. */
+function exampleHandle(s: Setup, lb: StandaloneHandle, mode: ExampleHandle['mode'], stopBackends: () => Promise<void>): ExampleHandle {
+  return {
+    lb,
+    configPath: s.configPath,
+    mode,
+    stop: async () => {
+      await lb.stop();
+      await stopBackends();
+      rmSync(s.dir, { recursive: true, force: true });
+    },
+  };
+}
+
 function banner(s: Setup, lb: StandaloneHandle, backendLine: string, what: string): void {
   const a = lb.addresses()[0];
   const m = lb.monitoringAddress();
@@ -185,16 +199,7 @@ async function runQuicExample(s: Setup, B: QuicBackendModule, C: QuicClientModul
     await stopBackends();
     throw e;
   }
-  const handle: ExampleHandle = {
-    lb,
-    configPath,
-    mode: 'quic',
-    stop: async () => {
-      await lb.stop();
-      await stopBackends();
-      rmSync(s.dir, { recursive: true, force: true });
-    },
-  };
+  const handle = exampleHandle(s, lb, 'quic', stopBackends);
 
   banner(
     s,
@@ -302,10 +307,10 @@ async function quicDemo(
 
 /** A shell command that sends one datagram with Node and prints the reply (works where nc is missing). */
 export function sendCommand(data: Buffer | string, lb: string): string {
-  const { host, port } = parseSocketAddress('lb', lb, { allowPortZero: true });
-  const h = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
+  const a = parseSocketAddress('lb', lb, { allowPortZero: true });
+  const h = clientHost(a);
   const payload = typeof data === 'string' ? JSON.stringify(data).replace(/"/g, "'") : `Buffer.from('${data.toString('hex')}','hex')`;
-  return `node -e "const s=require('dgram').createSocket('udp${h.includes(':') ? 6 : 4}');s.on('message',m=>{console.log(String(m));s.close()});s.send(${payload},${port},'${h}')"`;
+  return `node -e "const s=require('dgram').createSocket('udp${h.includes(':') ? 6 : 4}');s.on('message',m=>{console.log(String(m));s.close()});s.send(${payload},${a.port},'${h}')"`;
 }
 
 /** A UDP "server" that mints QUIC-LB CIDs with the library generator. */
@@ -377,7 +382,8 @@ class UdpExampleBackend {
   }
 }
 
-async function clientSocket(): Promise<Socket> {
+/** A UDP socket bound to an ephemeral 127.0.0.1 port (example backends and demo clients). */
+async function loopbackSocket(): Promise<Socket> {
   const s = createSocket('udp4');
   s.bind(0, '127.0.0.1');
   await once(s, 'listening');
@@ -396,30 +402,19 @@ async function runUdpExample(s: Setup): Promise<ExampleHandle> {
   const backends: UdpExampleBackend[] = [];
   let lb: StandaloneHandle | null = null;
   const lbAddress = () => (lb ? formatSocketAddress(lb.addresses()[0]) : formatSocketAddress(s.listen));
+  const stopBackends = async () => {
+    for (const b of backends) await b.close();
+  };
   try {
-    for (const name of NAMES) {
-      const sock = createSocket('udp4');
-      sock.bind(0, '127.0.0.1');
-      await once(sock, 'listening');
-      backends.push(new UdpExampleBackend(name, sock, lbAddress, out));
-    }
+    for (const name of NAMES) backends.push(new UdpExampleBackend(name, await loopbackSocket(), lbAddress, out));
     writeFileSync(configPath, exampleYaml(formatSocketAddress(s.listen), s.metricsPort, backends, false));
     for (const b of backends) b.gen = ServerCidGenerator.fromFile(configPath, b.name);
     lb = await runStandalone({ configPath, logLevel: s.options.logLevel ?? 'warn', handleSignals: true });
   } catch (e) {
-    for (const b of backends) await b.close();
+    await stopBackends();
     throw e;
   }
-  const handle: ExampleHandle = {
-    lb,
-    configPath,
-    mode: 'udp',
-    stop: async () => {
-      await lb!.stop();
-      for (const b of backends) await b.close();
-      rmSync(s.dir, { recursive: true, force: true });
-    },
-  };
+  const handle = exampleHandle(s, lb, 'udp', stopBackends);
 
   const a = lb.addresses()[0];
   const m = lb.monitoringAddress();
@@ -429,8 +424,8 @@ async function runUdpExample(s: Setup): Promise<ExampleHandle> {
   if (s.options.demo !== false) {
     const dp = lb.dataplane!;
     const host = clientHost(a);
-    const c1 = await clientSocket();
-    const c2 = await clientSocket();
+    const c1 = await loopbackSocket();
+    const c2 = await loopbackSocket();
     try {
       out('Demo: a client sends QUIC-shaped packets through the load balancer.');
       const dcid = randomBytes(8);

@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { formatSocketAddress } from '../lib/config/address.js';
 import type { HealthCheckSettings, SocketAddress } from '../lib/config/snapshot.js';
 import type { HealthState } from './router.js';
 import type { Logger } from './logging.js';
@@ -342,7 +343,7 @@ export class HealthChecker extends EventEmitter<{ change: [HealthChange] }> {
     const previous = t.state;
     t.state = state;
     if (state !== 'unknown' && !(previous === 'unknown' && state === 'healthy')) t.transitions++;
-    const log = { lb: this.lbName, server: t.name, address: `${t.address.host}:${t.address.port}`, state, previous, reason };
+    const log = { lb: this.lbName, server: t.name, address: formatSocketAddress(t.address), state, previous, reason };
     if (state === 'unhealthy') this.logger.warn(log, 'server unhealthy');
     else this.logger.info(log, state === 'healthy' ? 'server healthy' : 'server health unknown');
     this.emit('change', { name: t.name, state, previous, reason });

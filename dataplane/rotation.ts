@@ -9,7 +9,8 @@
  * recorded with timestamps in the file, so a restarted process resumes where it was.
  */
 import { randomBytes } from 'node:crypto';
-import { makeConfig, MAX_CONFIG_ID, type QuicLbConfig } from '../lib/quiclb/config.js';
+import { KEY_LEN, makeConfig, MAX_CONFIG_ID, type QuicLbConfig } from '../lib/quiclb/config.js';
+import { activeConfig } from '../lib/config/snapshot.js';
 import type { LoadedStandalone, RotationSettings } from '../lib/config/standalone.js';
 import { writeRotationState, type RotationConfigEntry, type RotationState } from '../lib/config/state-file.js';
 import type { Logger } from './logging.js';
@@ -103,7 +104,7 @@ export class Rotator {
     this.timer = null;
     const state = this.loaded.rotationState;
     if (this.stopped || state === null) return null;
-    const next = advance(state, this.settings, this.now(), this.loaded.config.configs.find((l) => l.state === 'active')?.config);
+    const next = advance(state, this.settings, this.now(), activeConfig(this.loaded.config)?.config);
     if (next === null) {
       this.schedule();
       return null;
@@ -170,7 +171,7 @@ export function advance(state: RotationState, s: RotationSettings, now: number, 
         configId: id,
         serverIdLength: state.serverIdLength,
         nonceLength: base.nonceLength,
-        key: randomBytes(16),
+        key: randomBytes(KEY_LEN),
         lengthSelfEncoded: base.lengthSelfEncoded,
         extraLength: base.extraLength,
       });

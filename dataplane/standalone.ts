@@ -7,7 +7,6 @@
 import type { AddressInfo } from 'node:net';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import { formatSocketAddress } from '../lib/config/address.js';
-import { ConfigError } from '../lib/quiclb/config.js';
 import {
   describeConfig,
   loadStandaloneConfig,
@@ -98,32 +97,25 @@ class InProcessEngine implements Engine {
 class WorkerEngine implements Engine {
   private readonly pool: WorkerPool;
   private readonly checker: HealthChecker;
-  private healthStates = new Map<string, HealthState>();
   constructor(
     count: number,
     logger: Logger,
     private readonly registry: Registry,
     logLevel: () => string,
-    lbName: string,
     initial: DataplaneSnapshot,
   ) {
-    this.pool = new WorkerPool({ count, logger, logLevel, health: () => this.healthStates });
-    this.checker = new HealthChecker(initial.health, logger, lbName, registry);
-    this.checker.on('change', (c) => {
-      this.healthStates.set(c.name, c.state);
-      this.pool.broadcastHealth(c.name, c.state);
-    });
+    this.pool = new WorkerPool({ count, logger, logLevel, health: () => this.checker.states() });
+    this.checker = new HealthChecker(initial.health, logger, initial.name, registry);
+    this.checker.on('change', (c) => this.pool.broadcastHealth(c.name, c.state));
   }
   async start(s: DataplaneSnapshot) {
     this.checker.update(s.servers, s.health);
-    this.healthStates = this.checker.states();
     await this.pool.start(s);
     this.checker.start();
   }
   async apply(s: DataplaneSnapshot) {
     await this.pool.apply(s);
     this.checker.update(s.servers, s.health);
-    this.healthStates = this.checker.states();
   }
   addresses() {
     return this.pool.addresses();
@@ -143,7 +135,7 @@ class WorkerEngine implements Engine {
   }
 }
 
-/** Key-free identity of a snapshot's content (to skip no-op reloads). */
+/** Identity of a snapshot's content (to skip no-op reloads). It holds the keys (hex): compare it, never log it. */
 function fingerprint(s: DataplaneSnapshot): string {
   return JSON.stringify(snapshotToJson({ ...s, version: 0 }));
 }
@@ -176,7 +168,7 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
 
   const workers = cfg0.workers;
   const engine: Engine =
-    workers > 1 ? new WorkerEngine(workers, logger, registry, () => String(logger.level), cfg0.name, snapshot) : new InProcessEngine(logger, registry);
+    workers > 1 ? new WorkerEngine(workers, logger, registry, () => String(logger.level), snapshot) : new InProcessEngine(logger, registry);
   workersGauge.set({ state: 'configured' }, workers);
   await engine.start(snapshot);
 
@@ -215,6 +207,17 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
     });
   }
 
+  /** Starts, updates or stops the rotator to match a (re)loaded config: after every successful reload, changed or not. */
+  const syncRotator = (l: LoadedStandalone): void => {
+    if (!l.config.rotation.enabled) {
+      rotator?.stop();
+      rotator = null;
+    } else if (rotator) rotator.update(l);
+    else {
+      rotator = new Rotator(l, { logger, onChange: (w) => void reload(`rotation: ${w}`) });
+      rotator.start();
+    }
+  };
   const doReload = async (why: string): Promise<boolean> => {
     let next: LoadedStandalone;
     let nextSnapshot: DataplaneSnapshot;
@@ -224,8 +227,7 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
     } catch (e) {
       reloads.inc({ result: 'failure' });
       lastOk.set(0);
-      const msg = e instanceof ConfigError ? e.message : (e as Error).message;
-      logger.error({ config: options.configPath, why, error: msg }, 'config reload failed; keeping the last good config');
+      logger.error({ config: options.configPath, why, error: (e as Error).message }, 'config reload failed; keeping the last good config');
       return false;
     }
     const c = next.config;
@@ -238,7 +240,7 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
     watcher?.watchFiles(c.watchedFiles);
     if (fingerprint(nextSnapshot) === fingerprint(snapshot)) {
       loaded = next;
-      rotator?.update(next);
+      syncRotator(next);
       lastOk.set(1);
       logger.debug({ why }, 'config unchanged');
       return true;
@@ -258,16 +260,7 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
     lastOk.set(1);
     lastTime.set(Date.now() / 1000);
     logger.info({ why, version, summary: describeConfig(next) }, 'config reloaded');
-    if (c.rotation.enabled) {
-      if (rotator) rotator.update(next);
-      else {
-        rotator = new Rotator(next, { logger, onChange: (w) => void reload(`rotation: ${w}`) });
-        rotator.start();
-      }
-    } else if (rotator) {
-      rotator.stop();
-      rotator = null;
-    }
+    syncRotator(next);
     return true;
   };
   const reload = (why = 'requested'): Promise<boolean> => {
@@ -284,8 +277,7 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
     watcher.handleSighup();
   }
   if (cfg0.rotation.enabled) {
-    rotator = new Rotator(loaded, { logger, onChange: (w) => void reload(`rotation: ${w}`) });
-    rotator.start();
+    syncRotator(loaded);
     // The state file may now hold what the YAML gave: reload to pick it up (no-op when identical).
     await reload('rotation state');
   }

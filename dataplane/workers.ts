@@ -11,14 +11,13 @@ import cluster, { type Worker } from 'node:cluster';
 import { createSocket, type Socket } from 'node:dgram';
 import { fileURLToPath } from 'node:url';
 import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client';
-
-/** One registry's metrics as prom-client JSON (getMetricsAsJSON()). */
-type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 import { snapshotFromJson, snapshotToJson, type DataplaneSnapshot, type SnapshotJson, type SocketAddress } from '../lib/config/snapshot.js';
-import { formatSocketAddress } from '../lib/config/address.js';
 import { Dataplane } from './dataplane.js';
 import { createLogger, type Logger } from './logging.js';
 import type { HealthState } from './router.js';
+
+/** One registry's metrics as prom-client JSON (getMetricsAsJSON()). */
+type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 
 type ToWorker =
   | { t: 'start'; snapshot: SnapshotJson; health: [string, HealthState][]; logLevel: string }
@@ -349,8 +348,4 @@ export async function aggregateMetrics(primary: Registry, workers: MetricsJson[]
   const all = [await primary.getMetricsAsJSON(), ...workers];
   const reg = AggregatorRegistry.aggregate(all);
   return { contentType: reg.contentType, body: await reg.metrics() };
-}
-
-export function describeAddresses(a: SocketAddress[]): string[] {
-  return a.map(formatSocketAddress);
 }

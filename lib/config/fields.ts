@@ -93,3 +93,19 @@ export function optEnum<T extends string>(path: string, v: unknown, values: read
   }
   return v as T;
 }
+
+/** makeConfig's field names (the JSON/`quiclb cid` names) -> the names of the standalone YAML and the state file. */
+const CONFIG_FILE_FIELDS: Record<string, string> = {
+  server_id_len: 'server_id_length',
+  nonce_len: 'nonce_length',
+  extra_len: 'extra_length',
+  len_self_encoded: 'length_self_encoded',
+};
+
+/** Re-throws a ConfigError of makeConfig under `prefix`, in the config file's field names; anything else as is. */
+export function rethrowUnder(prefix: string, e: unknown): never {
+  if (e instanceof ConfigError && !e.field.startsWith(prefix)) {
+    throw new ConfigError(join(prefix, CONFIG_FILE_FIELDS[e.field] ?? e.field), e.message.slice(e.field.length + 2));
+  }
+  throw e;
+}

@@ -3,8 +3,9 @@
  * server table, flow and health settings. Transport-neutral: the standalone YAML is converted into it, and
  * so will be the operator's gRPC config. Validated as a whole before it replaces the previous one.
  */
-import { toHex } from '../hex.js';
+import { parseHex, toHex } from '../hex.js';
 import { ConfigError, cidLength, makeConfig, MAX_CONFIG_ID, type QuicLbConfig } from '../quiclb/config.js';
+import { configFromJson } from '../quiclb/json.js';
 import { formatSocketAddress, parseSocketAddress, type SocketAddress } from './address.js';
 
 export type { SocketAddress } from './address.js';
@@ -102,7 +103,7 @@ export function activeConfig(snapshot: Pick<DataplaneSnapshot, 'configs'>): Live
 
 /** Default short-header DCID length: the CID length of the active config (else of the first live config, else 8). */
 export function defaultShortDcidLength(configs: readonly LiveConfig[]): number {
-  const c = configs.find((l) => l.state === 'active') ?? configs[0];
+  const c = activeConfig({ configs }) ?? configs[0];
   return c ? cidLength(c.config) : 8;
 }
 
@@ -240,22 +241,17 @@ export function snapshotFromJson(j: SnapshotJson): DataplaneSnapshot {
     version: j.version,
     name: j.name,
     listen: j.listen.map((a, i) => parseSocketAddress(`listen[${i}]`, a, { allowPortZero: true })),
-    configs: j.configs.map((c) => ({
-      state: c.state,
-      config: makeConfig({
-        configId: c.config_id,
-        serverIdLength: c.server_id_len,
-        nonceLength: c.nonce_len,
-        key: c.key === null ? null : Buffer.from(c.key, 'hex'),
-        lengthSelfEncoded: c.len_self_encoded,
-        extraLength: c.extra_len,
-      }),
-    })),
+    // The config entries are lib/quiclb/json.ts's config JSON (plus `state`).
+    configs: j.configs.map((c, i) => ({ state: c.state, config: configFromJson(c, `configs[${i}]`) })),
     servers: j.servers.map((srv, i) => ({
       name: srv.name,
-      serverId: Buffer.from(srv.server_id, 'hex'),
+      serverId: parseHex(srv.server_id, `servers[${i}].server_id`),
       ...(srv.server_id_by_config
-        ? { serverIdByConfig: Object.fromEntries(Object.entries(srv.server_id_by_config).map(([k, v]) => [Number(k), Buffer.from(v, 'hex')])) }
+        ? {
+            serverIdByConfig: Object.fromEntries(
+              Object.entries(srv.server_id_by_config).map(([k, v]) => [Number(k), parseHex(v, `servers[${i}].server_id_by_config.${k}`)]),
+            ),
+          }
         : {}),
       address: parseSocketAddress(`servers[${i}].address`, srv.address),
       weight: srv.weight,

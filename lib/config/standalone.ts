@@ -9,10 +9,10 @@ import { isIP } from 'node:net';
 import { basename, dirname, resolve } from 'node:path';
 import { load, YAMLException } from 'js-yaml';
 import { parseHex, toHex } from '../hex.js';
-import { ConfigError, makeConfig, MAX_CONFIG_ID, type QuicLbConfig } from '../quiclb/config.js';
-import { parseSocketAddress, type SocketAddress } from './address.js';
+import { cidLength, ConfigError, makeConfig, MAX_CONFIG_ID, type QuicLbConfig } from '../quiclb/config.js';
+import { formatSocketAddress, parseSocketAddress, type SocketAddress } from './address.js';
 import { parseDuration } from './duration.js';
-import { checkKeys, describe, join, optBool, optEnum, optInt, optString, reqInt, requireObject, type Fields } from './fields.js';
+import { checkKeys, describe, join, optBool, optEnum, optInt, optString, reqInt, requireObject, rethrowUnder, type Fields } from './fields.js';
 import { parseBase64Key, readKeyFile } from './keys.js';
 import {
   CONFIG_STATES,
@@ -93,15 +93,6 @@ const SERVER_KEYS = ['id', 'address', 'weight', 'server_id', 'state'];
 /** The first `length` octets of SHA-256(name): the server ID of a server that does not give one. */
 export function deriveServerId(name: string, length: number): Buffer {
   return createHash('sha256').update(name, 'utf8').digest().subarray(0, length);
-}
-
-function rethrowUnder(prefix: string, e: unknown): never {
-  if (e instanceof ConfigError && !e.field.startsWith(prefix)) {
-    const problem = e.message.slice(e.field.length + 2);
-    const sub = e.field === 'server_id_len' ? 'server_id_length' : e.field === 'nonce_len' ? 'nonce_length' : e.field;
-    throw new ConfigError(join(prefix, sub), problem);
-  }
-  throw e;
 }
 
 function parseKey(path: string, o: Fields, baseDir: string, keyFiles: string[]): Buffer | null {
@@ -400,20 +391,14 @@ export function loadStandaloneConfig(path: string): LoadedStandalone {
 
 /** Applies the rotation state file (when rotation is enabled or followed, and the file exists and fits). */
 export function overlayRotationState(config: StandaloneConfig, state?: RotationState | null): LoadedStandalone {
-  if (!(config.rotation.enabled || config.rotation.follow) || !config.stateFile) return { config, liveConfigs: config.configs, rotationState: null, stateFileWarning: null };
+  const yamlOnly = (stateFileWarning: string | null = null): LoadedStandalone => ({ config, liveConfigs: config.configs, rotationState: null, stateFileWarning });
+  if (!(config.rotation.enabled || config.rotation.follow) || !config.stateFile) return yamlOnly();
   const s = state === undefined ? readRotationState(config.stateFile) : state;
-  if (s === null) return { config, liveConfigs: config.configs, rotationState: null, stateFileWarning: null };
+  if (s === null) return yamlOnly();
   if (s.serverIdLength !== config.serverIdLength) {
-    return {
-      config,
-      liveConfigs: config.configs,
-      rotationState: null,
-      stateFileWarning: `state file ${config.stateFile} has server_id_length ${s.serverIdLength}, the config ${config.serverIdLength}: ignored`,
-    };
+    return yamlOnly(`state file ${config.stateFile} has server_id_length ${s.serverIdLength}, the config ${config.serverIdLength}: ignored`);
   }
-  if (s.configs.filter((c) => c.state === 'active').length !== 1) {
-    return { config, liveConfigs: config.configs, rotationState: null, stateFileWarning: `state file ${config.stateFile} has no single active config: ignored` };
-  }
+  if (s.configs.filter((c) => c.state === 'active').length !== 1) return yamlOnly(`state file ${config.stateFile} has no single active config: ignored`);
   return { config, liveConfigs: s.configs.map((c) => ({ config: c.config, state: c.state })), rotationState: s, stateFileWarning: null };
 }
 
@@ -438,7 +423,7 @@ export function describeConfig(loaded: LoadedStandalone): Record<string, unknown
   const { config } = loaded;
   return {
     name: config.name,
-    listen: config.listen.map((a) => (a.family === 6 ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`)),
+    listen: config.listen.map(formatSocketAddress),
     workers: config.workersSetting,
     routing: config.routing,
     configs: loaded.liveConfigs.map((l) => ({
@@ -447,7 +432,7 @@ export function describeConfig(loaded: LoadedStandalone): Record<string, unknown
       server_id_length: l.config.serverIdLength,
       nonce_length: l.config.nonceLength,
       encrypted: l.config.key !== null,
-      cid_length: 1 + l.config.serverIdLength + l.config.nonceLength + l.config.extraLength,
+      cid_length: cidLength(l.config),
     })),
     rotation: config.rotation.enabled
       ? { interval_ms: config.rotation.intervalMs, promote_after_ms: config.rotation.promoteAfterMs, drain_ms: config.rotation.drainMs, state_file: config.stateFile }
@@ -456,7 +441,7 @@ export function describeConfig(loaded: LoadedStandalone): Record<string, unknown
         : false,
     servers: config.servers.map((s) => ({
       id: s.name,
-      address: s.address.family === 6 ? `[${s.address.host}]:${s.address.port}` : `${s.address.host}:${s.address.port}`,
+      address: formatSocketAddress(s.address),
       server_id: toHex(s.serverId),
       server_id_source: s.serverIdSource,
       weight: s.weight,

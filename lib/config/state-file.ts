@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { ConfigError, makeConfig, type QuicLbConfig } from '../quiclb/config.js';
-import { checkKeys, optBool, optInt, optEnum, reqInt, requireObject } from './fields.js';
+import { checkKeys, optBool, optInt, optEnum, reqInt, requireObject, rethrowUnder } from './fields.js';
 import { parseBase64Key } from './keys.js';
 import { CONFIG_STATES, type ConfigState } from './snapshot.js';
 
@@ -64,8 +64,7 @@ export function parseRotationState(text: string): RotationState {
         extraLength: optInt(`${p}.extra_length`, e.extra_length, 0, 14, 0),
       });
     } catch (err) {
-      if (err instanceof ConfigError && !err.field.startsWith('state_file')) throw new ConfigError(`${p}.${err.field}`, err.message.slice(err.field.length + 2));
-      throw err;
+      return rethrowUnder(p, err);
     }
     return { config, state: optEnum(`${p}.state`, e.state, CONFIG_STATES, 'active'), since: parseTime(`${p}.since`, e.since) };
   });

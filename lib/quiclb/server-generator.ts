@@ -10,7 +10,7 @@
 import { EventEmitter } from 'node:events';
 import { basename, resolve } from 'node:path';
 import { loadStandaloneConfig } from '../config/standalone.js';
-import type { LiveConfig } from '../config/snapshot.js';
+import { activeConfig, type LiveConfig } from '../config/snapshot.js';
 import { FileWatcher } from '../config/watch.js';
 import { toHex } from '../hex.js';
 import { cidLength, ConfigError, MAX_CID_LEN, type QuicLbConfig } from './config.js';
@@ -112,7 +112,7 @@ export class ServerCidGenerator extends EventEmitter<{ change: [GeneratorInfo]; 
     this.lastError = null;
     this.live = live;
     this.sid = sid;
-    const active = live.find((l) => l.state === 'active');
+    const active = activeConfig({ configs: live });
     if (sid === null || active === undefined) {
       this.encoder = null;
       this.reason = reason ?? 'no active config';

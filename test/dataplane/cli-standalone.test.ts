@@ -12,9 +12,8 @@ import { pino } from 'pino';
 import { CidEncoder, mintUnroutableCid } from '../../lib/index.js';
 import { runStandalone, type StandaloneHandle } from '../../dataplane/standalone.js';
 import { repoRoot, runCli } from '../helpers/run-cli.js';
-import { Client, config, longPacket, shortPacket, TaggingBackend, waitFor } from './helpers.js';
+import { Client, config, KEY_B64, longPacket, shortPacket, standaloneYaml, TaggingBackend, waitFor } from './helpers.js';
 
-const KEY_B64 = Buffer.from('00112233445566778899aabbccddeeff', 'hex').toString('base64');
 
 interface Proc {
   child: ChildProcess;
@@ -66,21 +65,13 @@ let backends: TaggingBackend[];
 const clients: Client[] = [];
 const handles: StandaloneHandle[] = [];
 
-function yaml(extra: string): string {
-  return `name: cli
-listen: ["127.0.0.1:0"]
-loadbalancer:
-  server_id_length: 2
-  nonce_length: 6
-  encryption_key: "${KEY_B64}"
-servers:
-${backends.map((b, i) => `  - { id: ${b.name}, address: "127.0.0.1:${b.port}", server_id: "000${i + 1}", weight: ${100 * (i + 1)} }`).join('\n')}
-monitoring:
-  prometheus_port: 0
-  address: 127.0.0.1
-  health_check: { interval: 1s, timeout: 500ms }
-${extra}`;
-}
+const yaml = (extra: string) =>
+  standaloneYaml({
+    name: 'cli',
+    servers: backends.map((b, i) => `  - { id: ${b.name}, address: "127.0.0.1:${b.port}", server_id: "000${i + 1}", weight: ${100 * (i + 1)} }`),
+    healthCheck: '{ interval: 1s, timeout: 500ms }',
+    extra,
+  });
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'quiclb-cli-'));

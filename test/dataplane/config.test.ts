@@ -163,6 +163,7 @@ describe('standalone YAML', () => {
     ['short key', base(undefined, `  server_id_length: 2\n  nonce_length: 6\n  encryption_key: "c2hvcnQ="`), /^loadbalancer\.encryption_key: must be 16 bytes in base64/],
     ['nonce too small', base(undefined, `  server_id_length: 2\n  nonce_length: 3`), /^loadbalancer\.nonce_length: must be between 4 and 18, got 3/],
     ['lengths too long', base(undefined, `  server_id_length: 8\n  nonce_length: 12`), /^loadbalancer\.nonce_length: server_id_len \+ nonce_len must be at most 19/],
+    ['extra_length too long, in the YAML name', base(undefined, `  server_id_length: 2\n  nonce_length: 6\n  extra_length: 12`), /^loadbalancer\.extra_length: must be between 0 and 11, got 12/],
     ['server_id wrong length', base(`  - { id: a, address: "127.0.0.1:1", server_id: "0a" }`), /^servers\[0\]\.server_id: must be exactly server_id_length = 2 bytes/],
     ['server_id not hex', base(`  - { id: a, address: "127.0.0.1:1", server_id: "zz11" }`), /^servers\[0\]\.server_id: expected an even number of hex digits/],
     [

@@ -9,6 +9,27 @@ import { defaultShortDcidLength, DEFAULT_HEALTH, type DataplaneSnapshot, type Li
 import { isReservedVersion } from '../../lib/quic/header.js';
 
 export const KEY = Buffer.from('00112233445566778899aabbccddeeff', 'hex');
+export const KEY_B64 = KEY.toString('base64');
+
+/**
+ * A standalone YAML for the runner tests: listens on an ephemeral loopback port, one config encrypted with KEY
+ * (server_id_length 2, nonce_length 6), monitoring on an ephemeral loopback port. `servers` are YAML list lines.
+ */
+export function standaloneYaml(o: { name: string; servers: readonly string[]; healthCheck: string; extra?: string }): string {
+  return `name: ${o.name}
+listen: ["127.0.0.1:0"]
+loadbalancer:
+  server_id_length: 2
+  nonce_length: 6
+  encryption_key: "${KEY_B64}"
+servers:
+${o.servers.join('\n')}
+monitoring:
+  prometheus_port: 0
+  address: 127.0.0.1
+  health_check: ${o.healthCheck}
+${o.extra ?? ''}`;
+}
 
 export function config(configId = 0, key: Uint8Array | null = KEY, serverIdLength = 2, nonceLength = 6, extra = 0): QuicLbConfig {
   return makeConfig({ configId, serverIdLength, nonceLength, key, extraLength: extra });

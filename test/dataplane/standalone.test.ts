@@ -1,6 +1,6 @@
 /** Standalone runner in-process: YAML -> data plane, monitoring HTTP, reload (file change, invalid file), logs. */
 import { describe, expect, it, beforeAll, afterAll } from '@jest/globals';
-import { mkdtempSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -8,10 +8,8 @@ import { pino } from 'pino';
 import { CidEncoder, ServerCidGenerator, CidDecoder } from '../../lib/index.js';
 import { runStandalone, type StandaloneHandle } from '../../dataplane/standalone.js';
 import { REDACT_PATHS } from '../../dataplane/logging.js';
-import { Client, config, shortPacket, TaggingBackend, waitFor, longPacket } from './helpers.js';
+import { Client, config, KEY, KEY_B64, longPacket, shortPacket, standaloneYaml, TaggingBackend, waitFor } from './helpers.js';
 
-const KEY = Buffer.from('00112233445566778899aabbccddeeff', 'hex');
-const KEY_B64 = KEY.toString('base64');
 
 let dir: string;
 let backends: TaggingBackend[];
@@ -28,22 +26,8 @@ const logger = pino(
   }),
 );
 
-function yaml(servers: string[], extra = ''): string {
-  return `name: it
-listen: ["127.0.0.1:0"]
-loadbalancer:
-  server_id_length: 2
-  nonce_length: 6
-  encryption_key: "${KEY_B64}"
-servers:
-${servers.join('\n')}
-flows: { max: 1000, idle_timeout: 30s }
-monitoring:
-  prometheus_port: 0
-  address: 127.0.0.1
-  health_check: { enabled: false }
-${extra}`;
-}
+const yaml = (servers: string[]) =>
+  standaloneYaml({ name: 'it', servers, healthCheck: '{ enabled: false }', extra: 'flows: { max: 1000, idle_timeout: 30s }\n' });
 
 const srv = (name: string, sid: string, i: number) => `  - { id: ${name}, address: "127.0.0.1:${backends[i].port}", server_id: "${sid}" }`;
 
@@ -135,6 +119,19 @@ describe('quiclb standalone (in-process)', () => {
     await expect(runStandalone({ configPath: path, logger, handleSignals: false, watch: false })).rejects.toThrow(
       'loadbalancer.nonce_length: must be between 4 and 18, got 2',
     );
+  });
+
+  it('starts rotation when a reload enables it, even when the snapshot stays the same', async () => {
+    const path = join(dir, 'enable-rotation.yaml');
+    writeFileSync(path, yaml([srv('a', '0001', 0)]));
+    const h = await runStandalone({ configPath: path, logger, handleSignals: false, watch: false });
+    handles.push(h);
+    const rotating = yaml([srv('a', '0001', 0)]).replace(`  encryption_key: "${KEY_B64}"`, `  encryption_key: "${KEY_B64}"\n  config_rotation: { enabled: true, interval: 1h }`);
+    writeFileSync(path, rotating);
+    const v = h.snapshot().version;
+    expect(await h.reload('test')).toBe(true);
+    expect(h.snapshot().version).toBe(v); // the live configs are the YAML's until the first rotation
+    expect(existsSync(`${path}.state.json`)).toBe(true); // the rotator started and wrote its state file
   });
 
   it('readyz is 503 when no server accepts new connections', async () => {
