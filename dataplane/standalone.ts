@@ -264,7 +264,16 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
     return true;
   };
   const reload = (why = 'requested'): Promise<boolean> => {
-    reloading = reloading.then(() => doReload(why));
+    // An unexpected failure (e.g. the rotator cannot write its state file) fails this reload only: a rejected
+    // link would reject every later reload and surface as an unhandled rejection from the file watcher.
+    reloading = reloading
+      .then(() => doReload(why))
+      .catch((e: unknown) => {
+        reloads.inc({ result: 'failure' });
+        lastOk.set(0);
+        logger.error({ config: options.configPath, why, error: (e as Error).message }, 'config reload failed');
+        return false;
+      });
     return reloading;
   };
 

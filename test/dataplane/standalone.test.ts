@@ -134,6 +134,24 @@ describe('quiclb standalone (in-process)', () => {
     expect(existsSync(`${path}.state.json`)).toBe(true); // the rotator started and wrote its state file
   });
 
+  it('a reload that fails unexpectedly (rotation cannot write its state file) keeps later reloads working', async () => {
+    const path = join(dir, 'broken-rotation.yaml');
+    writeFileSync(path, yaml([srv('a', '0001', 0)]));
+    const h = await runStandalone({ configPath: path, logger, handleSignals: false, watch: false });
+    handles.push(h);
+    const rotating = (stateFile: string) =>
+      yaml([srv('a', '0001', 0)]).replace(
+        `  encryption_key: "${KEY_B64}"`,
+        `  encryption_key: "${KEY_B64}"\n  config_rotation: { enabled: true, interval: 1h }\n  state_file: ${stateFile}`,
+      );
+    // Reading a state file in a missing directory finds none (so the file loads); writing it there fails.
+    writeFileSync(path, rotating(join(dir, 'no-such-dir', 'state.json')));
+    expect(await h.reload('unwritable state file')).toBe(false);
+    writeFileSync(path, rotating(join(dir, 'ok.state.json')));
+    expect(await h.reload('fixed')).toBe(true);
+    expect(existsSync(join(dir, 'ok.state.json'))).toBe(true);
+  });
+
   it('readyz is 503 when no server accepts new connections', async () => {
     const path = join(dir, 'drain.yaml');
     writeFileSync(path, yaml([`  - { id: a, address: "127.0.0.1:${backends[0].port}", state: draining }`]));
