@@ -4,11 +4,16 @@ export class HexError extends Error {}
 
 const HEX_RE = /^(?:[0-9a-fA-F]{2})*$/;
 
-/** Parses an even-length hex string (optional 0x prefix). Throws HexError naming `what` on bad input. */
+/**
+ * Parses an even-length hex string (optional 0x prefix). Throws HexError naming `what` on bad input; the message
+ * gives the position of the problem but never the text itself, which may be key material.
+ */
 export function parseHex(text: string, what: string): Buffer {
   const s = text.startsWith('0x') || text.startsWith('0X') ? text.slice(2) : text;
   if (!HEX_RE.test(s)) {
-    throw new HexError(`${what}: expected an even number of hex digits, got ${JSON.stringify(text.length > 80 ? text.slice(0, 80) + '…' : text)}`);
+    const bad = s.search(/[^0-9a-fA-F]/);
+    const problem = bad >= 0 ? `a non-hex character at position ${bad + 1}` : `an odd number of digits (${s.length})`;
+    throw new HexError(`${what}: expected an even number of hex digits, got ${problem}`);
   }
   return Buffer.from(s, 'hex');
 }

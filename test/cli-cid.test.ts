@@ -116,6 +116,16 @@ describe('quiclb cid (single connection ID)', () => {
   });
 });
 
+describe('key material in errors', () => {
+  it('a malformed key is reported by position, never echoed', () => {
+    const secret = '8f95f09245765f80256934e50c66207g';
+    const r = runCli(['cid', 'decode', '--config', `0:3:4:${secret}`, '0720b1d07b359d3c']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain('key: expected an even number of hex digits, got a non-hex character at position 32');
+    expect(r.stderr).not.toContain(secret.slice(0, 8));
+  });
+});
+
 describe('quiclb keygen', () => {
   it('prints 16 random bytes as hex, or base64', () => {
     const a = runCli(['keygen']).stdout.trim();
