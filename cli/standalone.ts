@@ -1,6 +1,6 @@
 /** `quiclb standalone`: the data plane from a YAML file, or a self-contained example. */
 import { ConfigError } from '../lib/quiclb/config.js';
-import { describeConfig, loadStandaloneConfig, LOG_LEVELS, type LogLevel } from '../lib/config/standalone.js';
+import { describeConfig, loadStandaloneConfig, LOG_LEVELS, toSnapshot, type LogLevel } from '../lib/config/standalone.js';
 import { dump } from 'js-yaml';
 import { parseFlags, intFlag } from './args.js';
 import { UsageError } from './usage-error.js';
@@ -83,6 +83,7 @@ export async function standaloneCommand(argv: string[]): Promise<number> {
   if (!values.config) throw new UsageError('--config FILE is required (or --example); see quiclb standalone --help');
   if (values.check) {
     const loaded = loadStandaloneConfig(values.config);
+    toSnapshot(loaded, 0); // the same whole-snapshot validation as at start (e.g. a state file's config ids)
     process.stdout.write(`${values.config}: valid\n` + dump(describeConfig(loaded), { lineWidth: 120 }));
     if (loaded.stateFileWarning) process.stdout.write(`warning: ${loaded.stateFileWarning}\n`);
     return 0;

@@ -106,6 +106,22 @@ describe('quiclb standalone CLI', () => {
     expect(runCli(['--help']).stdout).toMatch(/standalone +run the load balancer from a YAML file/);
   });
 
+  it('--check applies the same whole-config validation as start: a state file with a duplicate config id fails both', () => {
+    const path = join(dir, 'dup-state.yaml');
+    writeFileSync(path, yaml('').replace(`  encryption_key: "${KEY_B64}"`, `  encryption_key: "${KEY_B64}"\n  config_rotation: { enabled: true, interval: 1h }`));
+    const entry = (state: string) => ({ config_id: 1, nonce_length: 6, key: KEY_B64, state, since: '2026-01-01T00:00:00Z' });
+    writeFileSync(
+      `${path}.state.json`,
+      JSON.stringify({ format: 'quiclb-rotation-state/1', server_id_length: 2, last_rotation_at: '2026-01-01T00:00:00Z', configs: [entry('active'), entry('draining')] }),
+    );
+    const check = runCli(['standalone', '--config', path, '--check']);
+    const run = runCli(['standalone', '--config', path]);
+    expect(check.status).toBe(2);
+    expect(run.status).toBe(2);
+    expect(check.stderr).toMatch(/config id 1 is used twice/);
+    expect(check.stderr).toBe(run.stderr);
+  });
+
   it('--example: real QUIC through the load balancer (bodies name the backend, CIDs decode to it, migration, cid routing); the printed commands work; SIGINT stops it', async () => {
     const p = start(['standalone', '--example', '--listen', '127.0.0.1:0', '--metrics-port', '0']);
     await waitLine(p, /Ctrl-C stops\./);
