@@ -163,11 +163,31 @@ export interface BackendStats {
   /** CIDs this backend minted (Retry SCIDs and NEW_CONNECTION_ID). */
   issued: number;
   connections: number;
+  /** Requests received (client bidirectional streams read to their end). */
+  requests: number;
+  /** Responses written to their end. */
   responses: number;
+  /** How connections ended with an error, as the library reported it (e.g. "peer closed: transport code 10"). */
+  connectionErrors: string[];
   uncaught: string[];
 }
 
 const LONG_TYPES = ['initial', '0rtt', 'handshake', 'retry'];
+
+/** One line for a connection error event: its message, the QUIC error code and reason when there is one. */
+export function describeConnectionError(e: unknown): string {
+  if (!(e instanceof Error)) return String(e);
+  const data = (e as { data?: unknown }).data as { isApp?: boolean; errorCode?: number; reason?: Uint8Array } | undefined;
+  let text = `${e.name}: ${e.message}`;
+  if (data && typeof data.errorCode === 'number') {
+    text += ` (${data.isApp ? 'application' : 'transport'} code 0x${data.errorCode.toString(16)}`;
+    if (data.reason && data.reason.length > 0) text += `, reason ${JSON.stringify(Buffer.from(data.reason).toString('utf8'))}`;
+    text += ')';
+  }
+  const cause = (e as { cause?: unknown }).cause;
+  if (cause instanceof Error) text += ` caused by ${cause.name}: ${cause.message}`;
+  return text;
+}
 
 /** What a request handler learns about the request (the example's bodies name the backend and the path). */
 export interface RequestInfo {
@@ -299,7 +319,7 @@ export class ExampleQuicBackend {
   private fresh(): BackendStats {
     return {
       serverId: this.serverIdHex, port: this.port, datagrams: 0, long: {}, shortOwn: 0, shortForeign: 0, shortForeignDecodable: 0,
-      dcids: {}, senders: [], perSender: {}, issued: 0, connections: 0, responses: 0, uncaught: [],
+      dcids: {}, senders: [], perSender: {}, issued: 0, connections: 0, requests: 0, responses: 0, connectionErrors: [], uncaught: [],
     };
   }
 
@@ -407,6 +427,11 @@ export class ExampleQuicBackend {
     conn.addEventListener(events.EventQUICConnectionStopped.name, () => {
       for (const id of extra) internals.socket.connectionMap.delete(id);
     }, { once: true });
+    conn.addEventListener(events.EventQUICConnectionError.name, (evt: Event) => {
+      const text = describeConnectionError((evt as events.EventQUICConnectionError).detail);
+      if (this.current.connectionErrors.length < 20) this.current.connectionErrors.push(text);
+      this.log(`connection scid=${connectionId} ended: ${text}`);
+    });
     const ctrl = conn.newStream('uni').writable.getWriter();
     ctrl.write(H3_CONTROL_STREAM).catch(() => {});
     let requests = 0;
@@ -418,6 +443,7 @@ export class ExampleQuicBackend {
             /* request HEADERS (content ignored) or the client's uni streams */
           }
           if (Number(stream.streamId) % 4 !== 0) return; // not a client bidi stream
+          this.current.requests++;
           const body = this.bodyFor({ connectionId, peer: `${conn.remoteHost}:${conn.remotePort}`, requestNumber: ++requests });
           const w = stream.writable.getWriter();
           await w.write(Buffer.concat([h3Varint(0x01), h3Varint(H3_HEADERS_200.length), H3_HEADERS_200]));

@@ -106,9 +106,14 @@ async function allStats(): Promise<BackendStats[]> {
 }
 
 const describeStats = (ss: BackendStats[]): string =>
-  ss.map((s) => `${s.serverId}: conns=${s.connections} resp=${s.responses} own1rtt=${s.shortOwn} foreign1rtt=${s.shortForeign} ` +
+  ss.map((s) => `${s.serverId}: conns=${s.connections} req=${s.requests} resp=${s.responses} own1rtt=${s.shortOwn} foreign1rtt=${s.shortForeign} ` +
     `(decodable ${s.shortForeignDecodable}) paths=${JSON.stringify(s.senders.map((a) => s.perSender[a]))} dcids=${Object.keys(s.dcids).length} long=${JSON.stringify(s.long)}` +
+    (s.connectionErrors.length ? ` connection errors=${JSON.stringify(s.connectionErrors)}` : '') +
     (s.uncaught.length ? ` uncaught=${JSON.stringify(s.uncaught)}` : '')).join('\n');
+
+/** The last lines of the log of the backend that received the request (library logs, connection ends). */
+const receiverLog = (ss: BackendStats[]): string =>
+  ss.flatMap((s, i) => (s.requests > 0 ? [`${backends[i].name}:\n${backends[i].proc.tail(1500)}`] : [])).join('\n');
 
 async function download(port: number, name: string, args: string[]) {
   return gtlsDownload(group, name, { host: '127.0.0.1', port, path: '/', downloadDir: join(group.dir, `dl-${name}`), args, idleTimeout: '4s', timeoutMs: 25000 });
@@ -122,8 +127,9 @@ function cidRoutingProblems(ss: BackendStats[], migration: Migration): string[] 
   const foreign = ss.reduce((n, s) => n + s.shortForeign, 0);
   // every 1-RTT datagram, on every backend, carried a DCID that this backend issued
   if (foreign !== 0) problems.push(`${foreign} 1-RTT datagrams reached a backend that did not issue their DCID`);
-  const serving = ss.filter((s) => s.responses > 0);
-  if (serving.length !== 1) return [...problems, `expected exactly one backend to serve the request, got ${serving.length}`];
+  // the request reached one backend (whether its response got through is the body check's business)
+  const serving = ss.filter((s) => s.requests > 0);
+  if (serving.length !== 1) return [...problems, `expected exactly one backend to receive the request, got ${serving.length}`];
   const srv = serving[0];
   // not vacuous: the download's 1-RTT traffic reached the serving backend...
   if (srv.shortOwn < 20) problems.push(`only ${srv.shortOwn} 1-RTT datagrams reached the serving backend`);
@@ -165,12 +171,14 @@ function lbCidProblems(ss: BackendStats[], delta: MetricsDelta): string[] {
 }
 
 /**
- * Known peer bug: @matrixai/quic 2.0.9 (quiche) sometimes stops sending stream data after the client migrates
- * in the middle of a download, with no load balancer in the path at all (measured here: 5 of 40 single
- * downloads of 6 MB straight from a backend with --change-local-addr=50ms stalled; gtlsclient against
- * gtlsserver: 0 of 30). Migrations before the request never stalled (0 of 30, 0 of 32 with 4 clients).
- * So the mid-transfer scenario gets up to 3 attempts; every attempt must pass every routing check, and the
- * LB must not have dropped a datagram; only a body that stalls with correct routing is retried.
+ * Known peer bug: @matrixai/quic 2.0.9 (quiche) sometimes stops sending stream data, or closes the connection,
+ * after the client migrates in the middle of a download, with no load balancer in the path at all (measured
+ * here: 5 of 40 single downloads of 6 MB straight from a backend with --change-local-addr=50ms stalled;
+ * gtlsclient against gtlsserver: 0 of 30). Migrations before the request never stalled (0 of 30, 0 of 32 with
+ * 4 clients). So the mid-transfer scenario gets up to 3 attempts; every attempt must pass every routing check
+ * (the request reached one backend, every 1-RTT datagram reached the backend that issued its DCID, over both
+ * paths) and the LB must not have dropped a datagram; only a body cut short with correct routing is retried,
+ * and the retry is reported with the backend's account of how the connection ended.
  */
 const MID_TRANSFER_ATTEMPTS = 3;
 
@@ -193,14 +201,17 @@ describe.each(lbs.map((l) => [l.title, l] as const))('QUIC-LB routing through %s
         const after = await lb.metrics();
         const problems = [...cidRoutingProblems(ss, migration), ...lbCidProblems(ss, metricsDelta(before, after))];
         const bodyOk = r.bytes === BODY_BYTES && sameFile(r.file, bodyFile);
-        const context = { attempt, stalledBefore: stalled, backends: describeStats(ss), client: r.output.slice(-600), quiclbLog: lb.proc.tail(800) };
+        const context = {
+          attempt, stalledBefore: stalled, backends: describeStats(ss), client: r.output.slice(-600), quiclbLog: lb.proc.tail(800), backendLog: receiverLog(ss),
+        };
         if (bodyOk || problems.length > 0 || attempt >= attempts) {
           if (!bodyOk) problems.unshift(`body: ${r.bytes} bytes after ${r.ms} ms, not the ${BODY_BYTES} served`);
           expectNoProblems(problems, context);
           return;
         }
-        stalled.push(`attempt ${attempt}: ${r.bytes} bytes after ${r.ms} ms, routing correct (${describeStats(ss.filter((s) => s.responses > 0))})`);
-        process.stderr.write(`[e2e] ${l.title} ${title}: the download stalled with correct routing (known @matrixai/quic bug), retrying\n`);
+        const cut = `attempt ${attempt}: ${r.bytes} bytes after ${r.ms} ms, routing correct (${describeStats(ss.filter((s) => s.requests > 0))})`;
+        stalled.push(cut);
+        process.stderr.write(`[e2e] ${l.title} ${title}: the body was cut short with correct routing (known @matrixai/quic bug), retrying: ${cut}\n`);
       }
     }), 60000);
   }
@@ -312,7 +323,7 @@ describe('negative control: the same quiclb in `routing: 4-tuple` mode (connecti
       }
       // the very checks the quic-lb scenarios pass report the misrouting, and nothing was served
       const routing = cidRoutingProblems(n.ss, migration);
-      const expected = [/1-RTT datagrams reached a backend that did not issue their DCID$/, /^expected exactly one backend to serve the request, got 0$/];
+      const expected = [/1-RTT datagrams reached a backend that did not issue their DCID$/, /^expected exactly one backend to receive the request, got 0$/];
       if (routing.length !== expected.length || !expected.every((re, i) => re.test(routing[i]))) {
         problems.push(`cidRoutingProblems should report exactly the misrouting, got ${JSON.stringify(routing)}`);
       }
@@ -345,7 +356,7 @@ describe('control for the control: the same NAT and source ports in front of qui
       const problems = [...p.problems, ...cidRoutingProblems(n.ss, migration)];
       if (!(n.r.bytes === BODY_BYTES && sameFile(n.r.file, bodyFile))) problems.unshift(`body: ${n.r.bytes} bytes after ${n.r.ms} ms, not the ${BODY_BYTES} served`);
       // the Initial's (client-chosen) DCID does not decode: the fallback of the first port picked the backend
-      const serving = n.ss.filter((s) => s.responses > 0);
+      const serving = n.ss.filter((s) => s.requests > 0);
       if (serving.length === 1 && serving[0] !== statsOf(n.ss, p.home)) problems.push(`served by ${serving[0].serverId}, not by ${p.home} (the fallback of the first source port)`);
       if (n.mappings[1] && n.mappings[1].up === 0) problems.push('nothing was sent over the second source port');
       problems.push(...lbCidProblems(n.ss, n.delta));
@@ -369,7 +380,7 @@ describe('the same scenarios through a naive round-robin-per-4-tuple forwarder f
       // 1-RTT datagrams carrying the first backend's (decodable) QUIC-LB CIDs, and nothing was served
       const problems = cidRoutingProblems(ss, migration);
       expect({ problems, ctx }).toEqual({
-        problems: [expect.stringMatching(/1-RTT datagrams reached a backend that did not issue their DCID$/), 'expected exactly one backend to serve the request, got 0'],
+        problems: [expect.stringMatching(/1-RTT datagrams reached a backend that did not issue their DCID$/), 'expected exactly one backend to receive the request, got 0'],
         ctx,
       });
       expect({ foreignDecodable: ss.reduce((n, s) => n + s.shortForeignDecodable, 0) > 0, ctx }).toEqual({ foreignDecodable: true, ctx });
