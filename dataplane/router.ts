@@ -47,7 +47,6 @@ export const DROP_REASONS = [
   'short_dcid_unavailable',
   'no_server',
   'upstream_not_ready',
-  'upstream_error',
   'internal_error',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
@@ -58,8 +57,7 @@ export const DROP_SCID_TOO_LONG = 3;
 export const DROP_SHORT_DCID = 4;
 export const DROP_NO_SERVER = 5;
 export const DROP_UPSTREAM_NOT_READY = 6;
-export const DROP_UPSTREAM_ERROR = 7;
-export const DROP_INTERNAL = 8;
+export const DROP_INTERNAL = 7;
 
 function headerDrop(e: HeaderError): number {
   switch (e) {
