@@ -154,6 +154,21 @@ export class Proc {
   }
 }
 
+/**
+ * Every child still running, so that a test process that exits without reaching afterAll (a jest timeout,
+ * process.exit) does not leave peers behind: they are killed by PID on 'exit' (synchronous, so SIGKILL).
+ */
+const live = new Set<Proc>();
+process.once('exit', () => {
+  for (const p of live) {
+    try {
+      if (p.running) process.kill(p.pid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+});
+
 /** A set of processes started by one test file; `stopAll()` in afterAll stops every one of them by PID. */
 export class ProcGroup {
   readonly dir: string;
@@ -170,6 +185,10 @@ export class ProcGroup {
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options });
     const p = new Proc(name, child, join(this.dir, `${String(++this.seq).padStart(2, '0')}-${name}.log`));
     this.procs.push(p);
+    if (child.pid !== undefined) {
+      live.add(p);
+      void p.exited.then(() => live.delete(p));
+    }
     return p;
   }
 
