@@ -172,4 +172,20 @@ for b in "$KUBE_APISERVER" "$KUBE_CONTROLLER_MANAGER" "$KUBE_SCHEDULER" "$KUBECT
   [ -x "$b" ] || die "missing $b after the build"
 done
 [ -s "$KWOK_DIR/stages.yaml" ] || die "missing $KWOK_DIR/stages.yaml after the build"
+
+# Folders of other versions (left by an earlier checkout) and abandoned partial builds are removed, so the cache
+# does not grow with every version bump. QUICLB_KEEP_OLD_VERSIONS=1 keeps them (checkouts of different versions
+# sharing one cache would otherwise rebuild each other's binaries).
+prune_old_versions() {
+  local d keep
+  for d in "$QUICLB_CACHE"/k8s-v* "$QUICLB_CACHE"/etcd-v* "$QUICLB_CACHE"/kwok-v* "$QUICLB_CACHE"/helm-* "$QUICLB_CACHE"/.helm.*; do
+    [ -d "$d" ] || continue
+    keep=0
+    case "$d" in "$K8S_DIR" | "$ETCD_DIR" | "$KWOK_DIR" | "$HELM_DIR") keep=1 ;; esac
+    [ "$keep" = 1 ] && continue
+    log "removing $(basename "$d") from the cache (not a version this checkout uses; QUICLB_KEEP_OLD_VERSIONS=1 keeps it)"
+    rm -rf "$d"
+  done
+}
+[ "${QUICLB_KEEP_OLD_VERSIONS:-0}" = 1 ] || prune_old_versions
 log "binaries ready in $((SECONDS - t0)) s under $QUICLB_CACHE"
