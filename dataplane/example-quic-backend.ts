@@ -427,7 +427,11 @@ export class ExampleQuicBackend {
     conn.addEventListener(events.EventQUICConnectionStopped.name, () => {
       for (const id of extra) internals.socket.connectionMap.delete(id);
     }, { once: true });
+    // the library dispatches a connection's error once per open stream as well: keep the first
+    let ended = false;
     conn.addEventListener(events.EventQUICConnectionError.name, (evt: Event) => {
+      if (ended) return;
+      ended = true;
       const text = describeConnectionError((evt as events.EventQUICConnectionError).detail);
       if (this.current.connectionErrors.length < 20) this.current.connectionErrors.push(text);
       this.log(`connection scid=${connectionId} ended: ${text}`);

@@ -172,10 +172,11 @@ function lbCidProblems(ss: BackendStats[], delta: MetricsDelta): string[] {
 
 /**
  * Known peer bug: @matrixai/quic 2.0.9 (quiche) sometimes stops sending stream data, or closes the connection,
- * after the client migrates in the middle of a download, with no load balancer in the path at all (measured
- * here: 5 of 40 single downloads of 6 MB straight from a backend with --change-local-addr=50ms stalled;
- * gtlsclient against gtlsserver: 0 of 30). Migrations before the request never stalled (0 of 30, 0 of 32 with
- * 4 clients). So the mid-transfer scenario gets up to 3 attempts; every attempt must pass every routing check
+ * after the client migrates in the middle of a download, with no load balancer in the path at all. Measured
+ * here with --change-local-addr=50ms and 6 MB bodies: 5 of 40 single downloads straight from a backend stalled
+ * in one series, 3 of 200 (4 clients at a time) in another, against 1 of 200 through quiclb (correct routing,
+ * nothing dropped); gtlsclient against gtlsserver: 0 of 30. Once, in CI, the backend closed the connection
+ * 117 ms in. Migrations before the request never stalled (0 of 30, 0 of 32 with 4 clients, 0 of 60). So the mid-transfer scenario gets up to 3 attempts; every attempt must pass every routing check
  * (the request reached one backend, every 1-RTT datagram reached the backend that issued its DCID, over both
  * paths) and the LB must not have dropped a datagram; only a body cut short with correct routing is retried,
  * and the retry is reported with the backend's account of how the connection ended.
