@@ -68,6 +68,13 @@ export function parseRotationState(text: string): RotationState {
     }
     return { config, state: optEnum(`${p}.state`, e.state, CONFIG_STATES, 'active'), since: parseTime(`${p}.since`, e.since) };
   });
+  const firstWithId = new Map<number, number>();
+  configs.forEach((c, i) => {
+    const id = c.config.configId;
+    const prev = firstWithId.get(id);
+    if (prev !== undefined) throw new ConfigError(`state_file.configs[${i}].config_id`, `${id} is also the config_id of state_file.configs[${prev}]`);
+    firstWithId.set(id, i);
+  });
   return { serverIdLength, lastRotationAt, configs };
 }
 
@@ -80,7 +87,13 @@ export function readRotationState(path: string): RotationState | null {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw new ConfigError('state_file', `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
-  return parseRotationState(text);
+  try {
+    return parseRotationState(text);
+  } catch (e) {
+    // the state file's path is not in the YAML (it defaults to <config>.state.json): say which file it is
+    if (e instanceof ConfigError) throw new ConfigError(e.field, `${e.message.slice(e.field.length + 2)} (in ${path})`);
+    throw e;
+  }
 }
 
 export function formatRotationState(s: RotationState): string {

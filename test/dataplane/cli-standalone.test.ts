@@ -118,7 +118,8 @@ describe('quiclb standalone CLI', () => {
     const run = runCli(['standalone', '--config', path]);
     expect(check.status).toBe(2);
     expect(run.status).toBe(2);
-    expect(check.stderr).toMatch(/config id 1 is used twice/);
+    // in the state file's own field names, naming the file
+    expect(check.stderr).toBe(`quiclb standalone: state_file.configs[1].config_id: 1 is also the config_id of state_file.configs[0] (in ${path}.state.json)\n`);
     expect(check.stderr).toBe(run.stderr);
   });
 
