@@ -14,10 +14,10 @@ import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client
 import { snapshotFromJson, snapshotToJson, type DataplaneSnapshot, type SnapshotJson, type SocketAddress } from '../lib/config/snapshot.js';
 import { Dataplane } from './dataplane.js';
 import { createLogger, type Logger } from './logging.js';
+import { carryCounters, type MetricsJson } from './metrics-carry.js';
 import type { HealthState } from './router.js';
 
 /** One registry's metrics as prom-client JSON (getMetricsAsJSON()). */
-type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
 
 type ToWorker =
   | { t: 'start'; snapshot: SnapshotJson; health: [string, HealthState][]; logLevel: string }
@@ -127,6 +127,10 @@ interface Slot {
   worker: Worker | null;
   ready: boolean;
   restarts: number;
+  /** The running worker's last metrics report. */
+  lastMetrics: MetricsJson | null;
+  /** Counters of this slot's exited workers, as of their last reports (see metrics-carry.ts). */
+  carried: MetricsJson | null;
 }
 
 export class WorkerPool {
@@ -161,7 +165,7 @@ export class WorkerPool {
     cluster.setupPrimary({ exec: workerEntry(), execArgv: dataplaneExecArgv(), serialization: 'json', silent: false });
     const started: Promise<void>[] = [];
     for (let i = 0; i < this.options.count; i++) {
-      const slot: Slot = { index: i, worker: null, ready: false, restarts: 0 };
+      const slot: Slot = { index: i, worker: null, ready: false, restarts: 0, lastMetrics: null, carried: null };
       this.slots.push(slot);
       started.push(this.fork(slot));
     }
@@ -239,6 +243,7 @@ export class WorkerPool {
           }
           worker.kill();
         } else if (msg.t === 'applied' || msg.t === 'metrics') {
+          if (msg.t === 'metrics' && slot.worker === worker) slot.lastMetrics = msg.metrics;
           const w = this.waiters.get(msg.id);
           if (w && w.pending.delete(worker)) {
             w.results.push(msg.t === 'applied' ? msg.error : msg.metrics);
@@ -248,6 +253,10 @@ export class WorkerPool {
       });
       worker.on('exit', (code, signal) => {
         slot.ready = false;
+        if (slot.worker === worker && slot.lastMetrics !== null) {
+          slot.carried = carryCounters(slot.carried ?? [], slot.lastMetrics);
+          slot.lastMetrics = null;
+        }
         for (const w of this.waiters.values()) {
           if (w.pending.delete(worker) && w.pending.size === 0) w.done(w.results);
         }
@@ -313,9 +322,10 @@ export class WorkerPool {
     for (const w of this.live()) w.send({ t: 'health', name, state } satisfies ToWorker);
   }
 
-  /** Every worker's metrics, as prom-client JSON. */
+  /** Every worker's metrics, as prom-client JSON, and the counters carried over from workers that exited. */
   async workerMetrics(): Promise<MetricsJson[]> {
-    return (await this.ask((id) => ({ t: 'metrics', id }), 2000)) as MetricsJson[];
+    const live = (await this.ask((id) => ({ t: 'metrics', id }), 2000)) as MetricsJson[];
+    return [...live, ...this.slots.flatMap((s) => (s.carried !== null ? [s.carried] : []))];
   }
 
   async stop(): Promise<void> {

@@ -286,6 +286,51 @@ registerHooks({
     expect(await p.exit).toBe(0);
   }, 60_000);
 
+  it('workers: a worker that dies is restarted, and the aggregated counters carry what it had counted (they never go down)', async () => {
+    const path = join(dir, 'workers-restart.yaml');
+    writeFileSync(path, yaml('workers: 2\n'));
+    const p = start(['standalone', '--config', path]);
+    const running = JSON.parse(await waitLine(p, /quiclb standalone running/));
+    const port = Number(running.listen[0].split(':')[1]);
+    const mon = JSON.parse(await waitLine(p, /monitoring: /)).address as string;
+    const workerPids = p.out.filter((l) => l.includes('data plane started')).map((l) => JSON.parse(l).pid as number);
+    expect(new Set(workerPids).size).toBe(2);
+    const scrape = async () => {
+      const text = await (await fetch(`http://${mon}/metrics`)).text();
+      const total = Number(new RegExp(`^quiclb_received_packets_total\\{lb="cli"\\} (\\d+)$`, 'm').exec(text)?.[1]);
+      const perWorker = [...text.matchAll(/^quiclb_worker_received_packets_total\{lb="cli",worker="(\d)"\} (\d+)$/gm)].map((m) => Number(m[2]));
+      return { text, total, perWorkerSum: perWorker.reduce((a, b) => a + b, 0) };
+    };
+    const send = async (n: number) => {
+      const cs = await Promise.all(Array.from({ length: n }, () => Client.open()));
+      clients.push(...cs);
+      for (const c of cs) expect(await c.request(shortPacket(mintUnroutableCid(8)), port)).not.toBeNull();
+    };
+    await send(16);
+    const before = await scrape();
+    expect(before.total).toBe(16);
+    expect(before.perWorkerSum).toBe(16);
+
+    process.kill(workerPids[0], 'SIGKILL'); // a worker of the process this test started
+    await waitLine(p, /worker exited; restarting/);
+    expect(await waitFor(() => p.out.filter((l) => l.includes('data plane started')).length === 3, 15_000, 50)).toBe(true);
+    let afterRestart = await scrape();
+    for (let t = Date.now(); !/quiclb_workers\{state="ready"\} 2/.test(afterRestart.text) && Date.now() - t < 15_000; ) {
+      await new Promise((r) => setTimeout(r, 100));
+      afterRestart = await scrape();
+    }
+    expect(afterRestart.text).toMatch(/quiclb_workers\{state="ready"\} 2/);
+    expect(afterRestart.total).toBe(16); // not the survivor's share alone
+    expect(afterRestart.perWorkerSum).toBe(16);
+
+    await send(8);
+    const after = await scrape();
+    expect(after.total).toBe(24);
+    expect(after.perWorkerSum).toBe(24);
+    p.child.kill('SIGTERM');
+    expect(await p.exit).toBe(0);
+  }, 60_000);
+
   it('two instances with the same config (two processes) deliver one shared packet stream to identical backends', async () => {
     const path = join(dir, 'twin.yaml');
     writeFileSync(path, yaml(''));
