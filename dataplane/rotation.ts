@@ -81,7 +81,8 @@ export class Rotator {
   /** When the next step is due (ms since the epoch). */
   nextDue(state: RotationState): number {
     const s = this.settings;
-    let due = state.lastRotationAt + s.intervalMs;
+    // A rotation cannot start while a config is accepting: then only its promotion (or a retirement) is due.
+    let due = state.configs.some((e) => e.state === 'accepting') ? Infinity : state.lastRotationAt + s.intervalMs;
     for (const e of state.configs) {
       if (e.state === 'accepting') due = Math.min(due, e.since + s.promoteAfterMs);
       if (e.state === 'draining') due = Math.min(due, e.since + s.drainMs);

@@ -15,6 +15,7 @@ import {
   type LogLevel,
 } from '../lib/config/standalone.js';
 import { snapshotToJson, type DataplaneSnapshot, type SocketAddress } from '../lib/config/snapshot.js';
+import { KeyFileError } from '../lib/config/keys.js';
 import { Dataplane } from './dataplane.js';
 import { HealthChecker } from './health.js';
 import { createLogger, type Logger } from './logging.js';
@@ -228,6 +229,8 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
       reloads.inc({ result: 'failure' });
       lastOk.set(0);
       logger.error({ config: options.configPath, why, error: (e as Error).message }, 'config reload failed; keeping the last good config');
+      // A key file the new config names but that is missing or invalid: reload when it appears or changes.
+      if (e instanceof KeyFileError) watcher?.watchFiles([...new Set([...loaded.config.watchedFiles, e.file])]);
       return false;
     }
     const c = next.config;

@@ -30,12 +30,23 @@ export function parseKeyFileContents(field: string, data: Buffer): Buffer {
   throw new ConfigError(field, `the file must hold a ${KEY_LEN}-byte key: base64, 32 hex digits, or ${KEY_LEN} raw bytes (it has ${data.length} bytes)`);
 }
 
+/** A key file that cannot be read or holds no key: `file` is what to watch for the fix. */
+export class KeyFileError extends ConfigError {
+  constructor(field: string, problem: string, readonly file: string) {
+    super(field, problem);
+  }
+}
+
 export function readKeyFile(field: string, path: string): Buffer {
   let data: Buffer;
   try {
     data = readFileSync(path);
   } catch (e) {
-    throw new ConfigError(field, `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new KeyFileError(field, `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, path);
   }
-  return parseKeyFileContents(field, data);
+  try {
+    return parseKeyFileContents(field, data);
+  } catch (e) {
+    throw new KeyFileError(field, (e as Error).message.slice(field.length + 2), path);
+  }
 }

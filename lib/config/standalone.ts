@@ -215,7 +215,7 @@ export function parseStandaloneConfig(text: string, options: ParseOptions = {}):
     const r = requireObject('loadbalancer.config_rotation', lb.config_rotation);
     checkKeys('loadbalancer.config_rotation', r, ['enabled', 'follow', 'interval', 'drain', 'promote_after']);
     rotation = {
-      enabled: optBool('loadbalancer.config_rotation.enabled', r.enabled, true),
+      enabled: optBool('loadbalancer.config_rotation.enabled', r.enabled, false),
       follow: optBool('loadbalancer.config_rotation.follow', r.follow, false),
       intervalMs: r.interval === undefined ? rotation.intervalMs : parseDuration('loadbalancer.config_rotation.interval', r.interval),
       drainMs: r.drain === undefined ? rotation.drainMs : parseDuration('loadbalancer.config_rotation.drain', r.drain),
@@ -335,6 +335,7 @@ export function parseStandaloneConfig(text: string, options: ParseOptions = {}):
         successesThreshold: optInt(`${p}.successes_threshold`, h.successes_threshold, 1, 1000, DEFAULT_HEALTH.successesThreshold),
       };
       if (health.intervalMs < 10) throw new ConfigError(`${p}.interval`, 'must be at least 10ms');
+      if (health.intervalMs > 86_400_000) throw new ConfigError(`${p}.interval`, 'must be at most 24h');
       if (health.timeoutMs < 1) throw new ConfigError(`${p}.timeout`, 'must be at least 1ms');
       if (health.timeoutMs > health.intervalMs) throw new ConfigError(`${p}.timeout`, `must not exceed interval (${health.intervalMs}ms)`);
     }

@@ -41,7 +41,9 @@ export function parseRotationState(text: string): RotationState {
   try {
     raw = JSON.parse(text);
   } catch (e) {
-    throw new ConfigError('state_file', `not valid JSON: ${(e as Error).message}`);
+    // Not e.message: V8 quotes the text around the error, which may be part of a key.
+    const pos = /at position (\d+)/.exec((e as Error).message);
+    throw new ConfigError('state_file', `not valid JSON${pos ? ` (at offset ${pos[1]})` : ''}`);
   }
   const o = requireObject('state_file', raw);
   checkKeys('state_file', o, ['format', 'server_id_length', 'last_rotation_at', 'configs']);
@@ -75,6 +77,10 @@ export function parseRotationState(text: string): RotationState {
     if (prev !== undefined) throw new ConfigError(`state_file.configs[${i}].config_id`, `${id} is also the config_id of state_file.configs[${prev}]`);
     firstWithId.set(id, i);
   });
+  const keyed = configs.filter((c) => c.config.key !== null).length;
+  if (keyed !== 0 && keyed !== configs.length) {
+    throw new ConfigError('state_file.configs', 'mixes plaintext and encrypted configs (draft-21 §9.7: they need different server-ID allocations)');
+  }
   return { serverIdLength, lastRotationAt, configs };
 }
 

@@ -10,6 +10,7 @@
 import { EventEmitter } from 'node:events';
 import { basename, resolve } from 'node:path';
 import { loadStandaloneConfig } from '../config/standalone.js';
+import { KeyFileError } from '../config/keys.js';
 import { activeConfig, type LiveConfig } from '../config/snapshot.js';
 import { FileWatcher } from '../config/watch.js';
 import { toHex } from '../hex.js';
@@ -103,6 +104,7 @@ export class ServerCidGenerator extends EventEmitter<{ change: [GeneratorInfo]; 
       if (!missing) {
         const err = e as Error;
         if (initial) throw err;
+        if (e instanceof KeyFileError) this.watcher?.watchFiles([...new Set([...this.watched(), e.file])]);
         this.lastError = err;
         if (this.listenerCount('error') > 0) this.emit('error', err);
         return false;
