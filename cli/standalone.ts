@@ -64,6 +64,7 @@ export async function standaloneCommand(argv: string[]): Promise<number> {
   }
   if (values.example) {
     if (values.config) throw new UsageError('--example runs a built-in config; do not combine it with --config');
+    if (values.check) throw new UsageError('--check validates --config FILE; the built-in example needs no check');
     const metricsPort = intFlag('metrics-port', values['metrics-port']);
     if (metricsPort !== undefined && metricsPort > 65535) throw new UsageError('--metrics-port: must be 0..65535');
     const { runExample } = await import('../dataplane/example.js');

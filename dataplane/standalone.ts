@@ -235,6 +235,11 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
     }
     const c = next.config;
     if (c.workers !== cfg0.workers) logger.warn({ workers: c.workersSetting }, 'changing workers needs a restart; keeping the running workers');
+    if (c.name !== cfg0.name) {
+      // the name labels every metric and log line of every process: changing it in flight would split series
+      logger.warn({ name: c.name }, `changing name needs a restart; keeping ${JSON.stringify(cfg0.name)}`);
+      nextSnapshot = { ...nextSnapshot, name: cfg0.name };
+    }
     if (c.monitoring.port !== cfg0.monitoring.port || c.monitoring.address !== cfg0.monitoring.address) {
       logger.warn('changing monitoring address or port needs a restart');
     }

@@ -50,3 +50,21 @@ export function readKeyFile(field: string, path: string): Buffer {
     throw new KeyFileError(field, (e as Error).message.slice(field.length + 2), path);
   }
 }
+
+/**
+ * The first pair (i < j) of configs that share a key, or null. Live configs need keys of their own: a server's
+ * nonces under one key must never repeat (draft-21 §9.6), and each config starts a nonce sequence of its own.
+ */
+export function firstSharedKey(configs: readonly { readonly config: { readonly key: Uint8Array | null } }[]): [number, number] | null {
+  for (let j = 1; j < configs.length; j++) {
+    const kj = configs[j].config.key;
+    if (kj === null) continue;
+    for (let i = 0; i < j; i++) {
+      const ki = configs[i].config.key;
+      if (ki !== null && Buffer.from(ki).equals(Buffer.from(kj))) return [i, j];
+    }
+  }
+  return null;
+}
+
+export const SHARED_KEY_PROBLEM = 'live configs need keys of their own (a server must never repeat a nonce under one key, draft-21 §9.6, and every config starts its own nonce sequence)';

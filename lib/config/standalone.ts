@@ -13,7 +13,7 @@ import { cidLength, ConfigError, makeConfig, MAX_CONFIG_ID, type QuicLbConfig } 
 import { formatSocketAddress, parseSocketAddress, type SocketAddress } from './address.js';
 import { parseDuration } from './duration.js';
 import { checkKeys, describe, join, optBool, optEnum, optInt, optString, reqInt, requireObject, rethrowUnder, type Fields } from './fields.js';
-import { parseBase64Key, readKeyFile } from './keys.js';
+import { firstSharedKey, parseBase64Key, readKeyFile, SHARED_KEY_PROBLEM } from './keys.js';
 import {
   CONFIG_STATES,
   DEFAULT_FLOWS,
@@ -202,6 +202,10 @@ export function parseStandaloneConfig(text: string, options: ParseOptions = {}):
     const configId = optInt('loadbalancer.config_id', lb.config_id, 0, MAX_CONFIG_ID, 0);
     configs = [{ config: parseOneConfig('loadbalancer', lb, serverIdLength, configId, baseDir, keyFiles), state: 'active' }];
   }
+  const shared = firstSharedKey(configs);
+  if (shared !== null) {
+    throw new ConfigError(`loadbalancer.configs[${shared[1]}]`, `has the same key as loadbalancer.configs[${shared[0]}]; ${SHARED_KEY_PROBLEM}`);
+  }
   const keyed = configs.filter((c) => c.config.key !== null).length;
   if (keyed !== 0 && keyed !== configs.length) {
     throw new ConfigError(
@@ -250,7 +254,9 @@ export function parseStandaloneConfig(text: string, options: ParseOptions = {}):
     const o = requireObject(p, s);
     checkKeys(p, o, SERVER_KEYS);
     if (o.id === undefined) throw new ConfigError(`${p}.id`, 'is required (a unique name)');
-    const id = typeof o.id === 'number' ? String(o.id) : optString(`${p}.id`, o.id)!;
+    // a number is refused rather than converted: YAML reads `id: 01` as 1, and backends look their id up as text
+    if (typeof o.id === 'number') throw new ConfigError(`${p}.id`, `must be a string: quote it, e.g. id: "${String(o.id)}" (YAML reads unquoted digits as a number, here ${String(o.id)}, so id: 01 would become 1)`);
+    const id = optString(`${p}.id`, o.id)!;
     if (names.has(id)) throw new ConfigError(`${p}.id`, `${JSON.stringify(id)} is also the id of servers[${names.get(id)}]`);
     names.set(id, i);
     if (o.address === undefined) throw new ConfigError(`${p}.address`, 'is required ("host:port")');

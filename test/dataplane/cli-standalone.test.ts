@@ -100,6 +100,9 @@ describe('quiclb standalone CLI', () => {
     const r2 = runCli(['standalone', '--config', bad]);
     expect(r2.status).toBe(2);
     expect(r2.stderr).toMatch(/^quiclb standalone: servers\[1\]\.server_id: server ID 0001 \(given\) is also the server ID of servers\[0\] \("a", given\)/);
+    const r4 = runCli(['standalone', '--example', '--check']);
+    expect(r4.status).toBe(2);
+    expect(r4.stderr).toMatch(/--check validates --config FILE; the built-in example needs no check/);
     const r3 = runCli(['standalone']);
     expect(r3.status).toBe(2);
     expect(r3.stderr).toMatch(/--config FILE is required/);

@@ -74,6 +74,33 @@ describe('standalone config edge cases', () => {
     expect(() => parseRotationState(text)).toThrow(/^state_file\.configs: .*plaintext/);
   });
 
+  it('a state file whose configs share a key is rejected (nonces could repeat under it)', () => {
+    const text = JSON.stringify({
+      format: 'quiclb-rotation-state/1',
+      server_id_length: 2,
+      last_rotation_at: '2026-01-01T00:00:00Z',
+      configs: [
+        { config_id: 1, nonce_length: 6, key: KEY_B64, state: 'active', since: '2026-01-01T00:00:00Z' },
+        { config_id: 2, nonce_length: 6, key: KEY_B64, state: 'draining', since: '2026-01-01T00:00:00Z' },
+      ],
+    });
+    expect(() => parseRotationState(text)).toThrow(/^state_file\.configs\[1\]: has the same key as state_file\.configs\[0\]/);
+  });
+
+  it('a reload that changes name keeps the running name (it labels every series and log line) and applies the rest', async () => {
+    const path = join(dir, 'rename.yaml');
+    writeFileSync(path, `name: one\n${yaml(`  nonce_length: 6\n  encryption_key: "${KEY_B64}"`)}`);
+    const h = await runStandalone({ configPath: path, logger: pino({ level: 'silent' }), handleSignals: false });
+    handles.push(h);
+    const v = h.snapshot().version;
+    const renamed = `name: two\n${yaml(`  nonce_length: 6\n  encryption_key: "${KEY_B64}"`)}`.replace('127.0.0.1:5001" }', '127.0.0.1:5001" }\n  - { id: b, address: "127.0.0.1:5002" }');
+    writeFileSync(`${path}.tmp`, renamed);
+    renameSync(`${path}.tmp`, path);
+    expect(await waitFor(() => h.snapshot().version > v, 3000)).toBe(true);
+    expect(h.snapshot().servers.map((x) => x.name)).toEqual(['a', 'b']);
+    expect(h.snapshot().name).toBe('one');
+  });
+
   it('the rotator never schedules a step in the past when nothing is due (no busy loop when interval < promote_after)', () => {
     const s = { enabled: true, follow: false, intervalMs: 1000, drainMs: 300_000, promoteAfterMs: 60_000 };
     const k = Buffer.alloc(16, 1);

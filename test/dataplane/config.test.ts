@@ -117,12 +117,13 @@ describe('standalone YAML', () => {
   });
 
   it('accepts several configs with states, and exactly one active', () => {
+    const k = (n: number) => Buffer.alloc(16, n).toString('base64');
     const c = parse(
       base(
         undefined,
-        `  server_id_length: 3\n  configs:\n    - { config_id: 2, nonce_length: 5, encryption_key: "${KEY_B64}", state: active }\n` +
-          `    - { config_id: 0, nonce_length: 8, encryption_key: "${KEY_B64}", state: draining, extra_length: 2 }\n` +
-          `    - { config_id: 5, nonce_length: 13, encryption_key: "${KEY_B64}", state: accepting, length_self_encoded: true }`,
+        `  server_id_length: 3\n  configs:\n    - { config_id: 2, nonce_length: 5, encryption_key: "${k(1)}", state: active }\n` +
+          `    - { config_id: 0, nonce_length: 8, encryption_key: "${k(2)}", state: draining, extra_length: 2 }\n` +
+          `    - { config_id: 5, nonce_length: 13, encryption_key: "${k(3)}", state: accepting, length_self_encoded: true }`,
       ),
     );
     expect(c.configs.map((l) => [l.config.configId, l.state])).toEqual([
@@ -132,6 +133,28 @@ describe('standalone YAML', () => {
     ]);
     expect(c.configs[1].config.extraLength).toBe(2);
     expect(c.configs[2].config.lengthSelfEncoded).toBe(true);
+  });
+
+  it('refuses two live configs with one key (nonces could repeat under it), naming both, never the key', () => {
+    const yaml = base(
+      undefined,
+      `  server_id_length: 2\n  configs:\n    - { config_id: 1, nonce_length: 6, encryption_key: "${KEY_B64}", state: active }\n` +
+        `    - { config_id: 2, nonce_length: 6, encryption_key: "${KEY_B64}", state: accepting }`,
+    );
+    let msg = '';
+    try {
+      parse(yaml);
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    expect(msg).toMatch(/^loadbalancer\.configs\[1\]: has the same key as loadbalancer\.configs\[0\]; live configs need keys of their own/);
+    expect(msg).not.toContain(KEY_B64.slice(0, 8));
+  });
+
+  it('refuses a numeric server id instead of turning 01 into "1"', () => {
+    const yaml = base(undefined).replace(/id: (\w+),/, 'id: 01,');
+    expect(yaml).toContain('id: 01,');
+    expect(() => parse(yaml)).toThrow(/^servers\[0\]\.id: must be a string: quote it, e\.g\. id: "1" \(YAML reads unquoted digits as a number, here 1/);
   });
 
   it('reads keys from files relative to the config (base64, hex or raw)', () => {
