@@ -22,7 +22,7 @@ TIER ?= 2
 cluster-up:
 	bash test/cluster/build.sh
 	bash test/cluster/up.sh --tier $(TIER) --name $(CLUSTER_NAME)
-	@echo "export KUBECONFIG=$${TMPDIR:-/tmp}/quiclb-cluster-$(CLUSTER_NAME)/admin.kubeconfig"
+	@echo "export KUBECONFIG=$${QUICLB_CLUSTER_ROOT:-$${TMPDIR:-/tmp}}/quiclb-cluster-$(CLUSTER_NAME)/admin.kubeconfig"
 
 cluster-down:
 	bash test/cluster/down.sh --name $(CLUSTER_NAME)

@@ -92,6 +92,17 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
   upstreamSockets = 0;
   readonly workerLabel: string | null;
   private internalErrorsLogged = 0;
+  /**
+   * Completions of sends. node:dgram reports a refused send (EMSGSIZE, EPERM, EACCES, ...) only to a send
+   * callback, never as an 'error' event: without these the send-error counters stay 0. One function per
+   * direction, so no allocation per datagram.
+   */
+  private readonly onUpstreamSent = (err: Error | null): void => {
+    if (err) this.countUpstreamError(err, null);
+  };
+  private readonly onReplySent = (err: Error | null): void => {
+    if (err) this.onListenerError(null, err);
+  };
 
   constructor(options: DataplaneOptions = {}) {
     super();
@@ -165,11 +176,12 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
       for (const l of opened) await this.closeListener(l);
       throw e;
     }
+    const prev = this.snapshot!;
     router.apply(next);
+    if (this.serversLeftOrMoved(prev, next)) this.closeStaleUpstreams();
     for (const l of this.sockets) {
       if (l !== null && !wanted.has(l.key)) await this.closeListener(l);
     }
-    const prev = this.snapshot!;
     this.snapshot = next;
     if (prev.flows.idleTimeoutMs !== next.flows.idleTimeoutMs) this.startTicker(next);
     this.health?.update(this.healthTargets(next), next.health);
@@ -222,6 +234,30 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
 
   // ---- internals
 
+  private serversLeftOrMoved(prev: DataplaneSnapshot, next: DataplaneSnapshot): boolean {
+    const now = new Map(next.servers.map((s) => [s.name, s.address]));
+    return prev.servers.some((s) => {
+      const a = now.get(s.name);
+      return a === undefined || a.host !== s.address.host || a.port !== s.address.port;
+    });
+  }
+
+  /**
+   * After a reload that removed or moved servers: closes the upstream sockets of servers that left the config
+   * (route() never sends to them again, and their datagrams must not reach clients any more) or whose address
+   * changed (a new backend). Without this they live, and relay, as long as their flow does.
+   */
+  private closeStaleUpstreams(): void {
+    for (const f of this.router.flows) {
+      let up = f.upstream as Upstream | null;
+      while (up !== null) {
+        const next = up.next;
+        if (up.server.removed || up.address !== up.server.address) this.closeUpstream(up);
+        up = next;
+      }
+    }
+  }
+
   private healthTargets(s: DataplaneSnapshot) {
     return s.servers.map((srv) => ({ name: srv.name, address: srv.address }));
   }
@@ -271,8 +307,8 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     return l;
   }
 
-  private onListenerError(_l: Listener, e: Error): void {
-    // After bind, errors are failed sends to clients.
+  private onListenerError(_l: Listener | null, e: Error): void {
+    // After bind: sends to clients refused (send callback) or receive errors of the listening socket.
     this.sendErrors.reply++;
     if (this.sendErrors.reply <= 10 || this.sendErrors.reply % 10000 === 0) {
       this.logger.warn({ err: (e as NodeJS.ErrnoException).code ?? e.message, count: this.sendErrors.reply }, 'send to client failed');
@@ -305,7 +341,7 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
       let up = flow.upstream as Upstream | null;
       while (up !== null && up.server !== server) up = up.next;
       if (up === null || up.address !== server.address) up = this.openUpstream(flow, server, l, up);
-      if (up.ready) up.socket.send(msg);
+      if (up.ready) up.socket.send(msg, this.onUpstreamSent);
       else if (up.queue !== null && up.queue.length < MAX_QUEUE) up.queue.push(msg);
       else router.undoRoute(server, msg.length, DROP_UPSTREAM_NOT_READY);
     } catch (e) {
@@ -330,7 +366,7 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
       up.ready = true;
       const q = up.queue!;
       up.queue = null;
-      for (let i = 0; i < q.length; i++) socket.send(q[i]);
+      for (let i = 0; i < q.length; i++) socket.send(q[i], this.onUpstreamSent);
     });
     return up;
   }
@@ -345,18 +381,19 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     const router = this.routerInstance!;
     router.learnReply(msg, server); // returns at once for short headers
     if (flow.lastSeen !== router.now) router.flows.touch(flow, router.now);
-    up.listener.socket.send(msg, flow.port, flow.address);
+    up.listener.socket.send(msg, flow.port, flow.address, this.onReplySent);
   }
 
   private onUpstreamError(up: Upstream, e: Error): void {
-    this.sendErrors.upstream += up.queue ? Math.max(1, up.queue.length) : 1;
-    if (this.sendErrors.upstream <= 10 || this.sendErrors.upstream % 10000 === 0) {
-      this.logger.warn(
-        { server: up.server.name, err: (e as NodeJS.ErrnoException).code ?? e.message, count: this.sendErrors.upstream },
-        'upstream socket error',
-      );
-    }
+    this.countUpstreamError(e, up);
     if (!up.ready) this.closeUpstream(up); // connect failed: the next datagram retries with a new socket
+  }
+
+  private countUpstreamError(e: Error, up: Upstream | null): void {
+    this.sendErrors.upstream += up?.queue ? Math.max(1, up.queue.length) : 1;
+    if (this.sendErrors.upstream <= 10 || this.sendErrors.upstream % 10000 === 0) {
+      this.logger.warn({ server: up?.server.name, err: (e as NodeJS.ErrnoException).code ?? e.message, count: this.sendErrors.upstream }, 'upstream socket error');
+    }
   }
 
   private closeUpstream(up: Upstream): void {

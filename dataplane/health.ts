@@ -13,6 +13,7 @@ import { EventEmitter } from 'node:events';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { formatSocketAddress } from '../lib/config/address.js';
 import type { HealthCheckSettings, SocketAddress } from '../lib/config/snapshot.js';
+import { ipBytes } from './fallback.js';
 import type { HealthState } from './router.js';
 import type { Logger } from './logging.js';
 
@@ -208,6 +209,8 @@ export class HealthChecker extends EventEmitter<{ change: [HealthChange] }> {
     }
     if (!settings.enabled) for (const t of this.targets.values()) {
       this.stopTarget(t);
+      t.failures = 0; // probing starts over when re-enabled
+      t.successes = 0;
       if (t.state !== 'unknown') this.transition(t, 'unknown', 'health checks disabled');
     }
   }
@@ -350,8 +353,17 @@ export class HealthChecker extends EventEmitter<{ change: [HealthChange] }> {
   }
 }
 
+const hostA = new Uint8Array(16);
+const hostB = new Uint8Array(16);
+
+/**
+ * Same IP, whatever the spelling: the configured literal may be non-canonical ("0:0:0:0:0:0:0:1", "FD00::1")
+ * while the socket reports the canonical form, and a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d
+ * (ipBytes maps IPv4 to that form).
+ */
 function sameHost(a: string, b: string): boolean {
   if (a === b) return true;
-  // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
-  return a.startsWith('::ffff:') ? a.slice(7) === b : b.startsWith('::ffff:') && b.slice(7) === a;
+  if (!ipBytes(a, hostA) || !ipBytes(b, hostB)) return false;
+  for (let i = 0; i < 16; i++) if (hostA[i] !== hostB[i]) return false;
+  return true;
 }

@@ -131,6 +131,8 @@ interface Slot {
   lastMetrics: MetricsJson | null;
   /** Counters of this slot's exited workers, as of their last reports (see metrics-carry.ts). */
   carried: MetricsJson | null;
+  /** The snapshot this slot's worker was last given ('start' or 'apply'). */
+  given: DataplaneSnapshot | null;
 }
 
 export class WorkerPool {
@@ -165,7 +167,7 @@ export class WorkerPool {
     cluster.setupPrimary({ exec: workerEntry(), execArgv: dataplaneExecArgv(), serialization: 'json', silent: false });
     const started: Promise<void>[] = [];
     for (let i = 0; i < this.options.count; i++) {
-      const slot: Slot = { index: i, worker: null, ready: false, restarts: 0, lastMetrics: null, carried: null };
+      const slot: Slot = { index: i, worker: null, ready: false, restarts: 0, lastMetrics: null, carried: null, given: null };
       this.slots.push(slot);
       started.push(this.fork(slot));
     }
@@ -218,9 +220,10 @@ export class WorkerPool {
       slot.ready = false;
       let settled = false;
       worker.on('online', () => {
+        slot.given = this.snapshot;
         const m: ToWorker = {
           t: 'start',
-          snapshot: snapshotToJson(this.snapshot!),
+          snapshot: snapshotToJson(slot.given!),
           health: [...this.options.health()],
           logLevel: this.options.logLevel(),
         };
@@ -231,6 +234,10 @@ export class WorkerPool {
         const msg = m as FromWorker;
         if (msg.t === 'ready') {
           slot.ready = true;
+          // Started with a snapshot that a reload replaced while it was starting (it was not asked): catch up.
+          if (slot.given !== this.snapshot) this.resync(slot);
+          // Likewise health changes broadcast between its 'start' message and now (broadcastHealth skipped it).
+          for (const [name, state] of this.options.health()) worker.send({ t: 'health', name, state } satisfies ToWorker);
           if (!settled) {
             settled = true;
             resolve();
@@ -244,6 +251,9 @@ export class WorkerPool {
           worker.kill();
         } else if (msg.t === 'applied' || msg.t === 'metrics') {
           if (msg.t === 'metrics' && slot.worker === worker) slot.lastMetrics = msg.metrics;
+          if (msg.t === 'applied' && msg.error !== null && !this.waiters.has(msg.id)) {
+            this.options.logger.error({ worker: slot.index, err: msg.error }, 'worker could not apply the current snapshot');
+          }
           const w = this.waiters.get(msg.id);
           if (w && w.pending.delete(worker)) {
             w.results.push(msg.t === 'applied' ? msg.error : msg.metrics);
@@ -308,14 +318,29 @@ export class WorkerPool {
     const s = await this.resolvePorts(snapshot);
     try {
       const json = snapshotToJson(s);
+      const asked = new Set(this.live());
       const results = await this.ask((id) => ({ t: 'apply', id, snapshot: json, logLevel: this.options.logLevel() }), 10_000);
       const err = results.find((r) => typeof r === 'string');
       if (err) throw new Error(String(err));
       this.snapshot = s;
       this.addressesBound = s.listen.map((a) => ({ ...a }));
+      // Workers that became ready while we asked the others were started with the previous snapshot; workers
+      // still starting catch up when they report ready.
+      for (const slot of this.slots) {
+        if (slot.worker !== null && asked.has(slot.worker)) slot.given = s;
+        else if (slot.ready && slot.given !== s) this.resync(slot);
+      }
     } finally {
       await this.releasePlaceholders();
     }
+  }
+
+  /** Sends the current snapshot to one worker (its answer is not awaited; an error is logged). */
+  private resync(slot: Slot): void {
+    const w = slot.worker;
+    if (w === null || !w.isConnected() || this.snapshot === null) return;
+    slot.given = this.snapshot;
+    w.send({ t: 'apply', id: 0, snapshot: snapshotToJson(this.snapshot), logLevel: this.options.logLevel() } satisfies ToWorker);
   }
 
   broadcastHealth(name: string, state: HealthState): void {
@@ -324,8 +349,10 @@ export class WorkerPool {
 
   /** Every worker's metrics, as prom-client JSON, and the counters carried over from workers that exited. */
   async workerMetrics(): Promise<MetricsJson[]> {
-    const live = (await this.ask((id) => ({ t: 'metrics', id }), 2000)) as MetricsJson[];
-    return [...live, ...this.slots.flatMap((s) => (s.carried !== null ? [s.carried] : []))];
+    // Every answer also lands in its slot's lastMetrics; a live worker that did not answer in time (busy, stopped)
+    // counts with its previous report, so the sums never go down (Prometheus would read a counter reset).
+    await this.ask((id) => ({ t: 'metrics', id }), 2000);
+    return this.slots.flatMap((s) => [...(s.lastMetrics !== null ? [s.lastMetrics] : []), ...(s.carried !== null ? [s.carried] : [])]);
   }
 
   async stop(): Promise<void> {

@@ -19,7 +19,8 @@ exec 9>"$QUICLB_CACHE/.build.lock"
 flock 9
 
 command -v go >/dev/null || { [ -x /usr/local/go/bin/go ] && PATH="/usr/local/go/bin:$PATH"; }
-command -v go >/dev/null || die "go is not on PATH (Go >= 1.26 is needed to build the Kubernetes binaries)"
+# Only a build needs Go: a warm cache works on machines without it.
+need_go() { command -v go >/dev/null || die "go is not on PATH (Go >= 1.26 is needed to build the Kubernetes binaries)"; }
 
 # Prints a progress line every 25 packages of a `go build -v` / `go install -v` stream; keeps the full log.
 progress() {
@@ -65,6 +66,7 @@ build_helm() {
 # ---------------------------------------------------------------------------------------------- kwok
 build_kwok() {
   stamp_ok "$KWOK_DIR" && return 0
+  need_go
   local out="$KWOK_DIR.partial"; rm -rf "$out"; mkdir -p "$out"
   local ldf="-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=v$KWOK_VERSION -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=v$K8S_VERSION"
   # kwok's go.mod has no replace directives, so plain `go install pkg@version` works.
@@ -79,6 +81,7 @@ build_kwok() {
 # kwok module (kustomize/stage/fast = node initialise, node heartbeat with Lease, pod ready/complete/delete).
 kwok_stages() {
   [ -s "$KWOK_DIR/stages.yaml" ] && return 0
+  need_go
   local dir f tmp
   dir="$(go mod download -json "sigs.k8s.io/kwok@v$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)",*/\1/p')"
   [ -d "$dir/kustomize/stage" ] || die "kwok module source not found (got '$dir')"
@@ -94,6 +97,7 @@ kwok_stages() {
 # ---------------------------------------------------------------------------------------------- etcd
 build_etcd() {
   stamp_ok "$ETCD_DIR" && return 0
+  need_go
   local w="$BUILD_DIR/etcd-v$ETCD_VERSION" out="$ETCD_DIR.partial"
   rm -rf "$out"; mkdir -p "$w" "$out"
   (
@@ -115,6 +119,7 @@ build_etcd() {
 # ---------------------------------------------------------------------------------------------- kubernetes
 build_k8s() {
   stamp_ok "$K8S_DIR" && return 0
+  need_go
   local w="$BUILD_DIR/k8s-v$K8S_VERSION" out="$K8S_DIR.partial"
   rm -rf "$out"; mkdir -p "$w" "$out"
   (

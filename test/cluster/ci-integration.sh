@@ -41,10 +41,15 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+JEST_PID=""
+# bash runs a trap only after the foreground command ends: run jest in the background and wait for it, so that a
+# SIGTERM/SIGINT to this script reaches jest at once (its owner-PID watchdog and cleanup below then stop the cluster).
+trap '[ -z "$JEST_PID" ] || kill -TERM "$JEST_PID" 2>/dev/null; exit 130' INT
+trap '[ -z "$JEST_PID" ] || kill -TERM "$JEST_PID" 2>/dev/null; exit 143' TERM
 
 rm -f "$OUT"
-NODE_OPTIONS=--experimental-vm-modules npx jest -c jest.integration.config.js --json --outputFile="$OUT"
+NODE_OPTIONS=--experimental-vm-modules jest -c jest.integration.config.js --json --outputFile="$OUT" &
+JEST_PID=$!
+wait "$JEST_PID"
 [ -s "$OUT" ] || die "jest wrote no report to $OUT"
 ! grep -Eq '"num(Pending|Todo)Tests":[1-9]' "$OUT" || die "some integration tests were skipped (numPendingTests / numTodoTests in $OUT)"

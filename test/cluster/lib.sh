@@ -48,15 +48,35 @@ elapsed() { local ms=$(( $(date +%s%3N) - $1 )); printf '%d.%d' $((ms / 1000)) $
 # State folder of a named cluster (ports, certificates, kubeconfigs, logs, pid files, etcd data).
 cluster_dir() { echo "${QUICLB_CLUSTER_ROOT:-${TMPDIR:-/tmp}}/quiclb-cluster-$1"; }
 
-# pid_matches PIDFILE BINFILE: the recorded PID is alive and still runs the recorded binary (guards against PID reuse).
+# proc_start PID: start time of the process (field 22 of /proc/PID/stat, clock ticks since boot). PID + start time
+# identify one process for good: a reused PID has a later start time.
+proc_start() {
+  local s
+  s="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  s="${s##*) }"   # drop "PID (comm) "; comm may contain spaces and parentheses
+  # shellcheck disable=SC2086
+  set -- $s
+  echo "${20}"
+}
+
+# record_pid NAME PID BIN: what down.sh needs to recognise exactly this process later.
+record_pid() {
+  echo "$2" > "$D/pids/$1.pid"
+  echo "$3" > "$D/pids/$1.bin"
+  proc_start "$2" > "$D/pids/$1.start" || true
+}
+
+# pid_matches PIDFILE BINFILE: the recorded process is alive: same PID, same start time, same argv[0]
+# (guards against PID reuse; pid_max is only 32768 on some machines).
 pid_matches() {
-  local pid bin exe
+  local pid bin start exe
   pid="$(cat "$1" 2>/dev/null)" || return 1
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
   bin="$(cat "$2" 2>/dev/null)" || return 1
-  [ -d "/proc/$pid" ] || return 1
-  exe="$(tr '\0' '\n' < "/proc/$pid/cmdline" 2>/dev/null | head -n 1)"
-  [ "$exe" = "$bin" ] || [ "$(basename "$exe")" = "$(basename "$bin")" ]
+  start="$(cat "${1%.pid}.start" 2>/dev/null)" || return 1
+  [ -n "$start" ] && [ "$(proc_start "$pid")" = "$start" ] || return 1
+  exe="$( { tr '\0' '\n' < "/proc/$pid/cmdline"; } 2>/dev/null | head -n 1)"
+  [ "$exe" = "$bin" ]
 }
 
 # cluster_alive DIR: does any process recorded in DIR still run?

@@ -31,6 +31,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$TIER" in 1|2) ;; *) die "--tier must be 1 or 2" ;; esac
+[[ "$NODES" =~ ^[0-9]+$ ]] || die "--nodes must be a non-negative integer, got '$NODES'"
+[ -z "$OWNER_PID" ] || [[ "$OWNER_PID" =~ ^[0-9]+$ ]] || die "--owner-pid must be a PID, got '$OWNER_PID'"
 [[ "$NAME" =~ ^[A-Za-z0-9_.-]+$ ]] || die "bad cluster name: $NAME"
 
 for b in "$ETCD" "$KUBE_APISERVER" "$KUBECTL"; do
@@ -41,7 +43,8 @@ if [ "$TIER" = 2 ]; then
     [ -e "$b" ] || die "missing $b: run test/cluster/build.sh first"
   done
 fi
-command -v openssl >/dev/null || die "openssl is needed for the cluster's certificates"
+command -v openssl >/dev/null || die "openssl is needed for the cluster's certificates (Debian: apt-get install openssl)"
+command -v curl >/dev/null || die "curl is needed for the readiness checks (Debian: apt-get install curl)"
 
 D="$(cluster_dir "$NAME")"
 if [ -e "$D" ]; then
@@ -54,15 +57,31 @@ chmod 700 "$D"
 touch "$D/.quiclb-cluster"
 T0_MS=$(date +%s%3N)
 
+# Any way out of this script before the cluster is up (a failed command, also inside a function, where an ERR trap
+# does not reach; exit; die; Ctrl-C; SIGTERM; SIGHUP) stops what was started.
 on_error() {
   local rc=$?
+  trap - EXIT INT TERM HUP
+  [ "$rc" -ne 0 ] || rc=1
   log "start-up failed (exit $rc); last log lines:"
   local f
   for f in "$D"/logs/*.log; do [ -f "$f" ] && { echo "---- $f" >&2; tail -n 25 "$f" >&2; }; done
   bash "$CLUSTER_DIR/down.sh" --dir "$D" >&2 || true
   exit "$rc"
 }
-trap on_error ERR
+trap on_error EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+
+if [ -n "$OWNER_PID" ]; then
+  # Watchdog, started before any daemon: when the owner (e.g. the jest process) dies without tearing down, even
+  # during this start-up, tear down anyway.
+  QUICLB_WATCHDOG=1 setsid bash -c 'while kill -0 "$1" 2>/dev/null && [ -d "$2" ]; do sleep 2; done
+    [ -d "$2" ] && exec bash "$3" --dir "$2"' watchdog "$OWNER_PID" "$D" "$CLUSTER_DIR/down.sh" \
+    >"$D/logs/watchdog.log" 2>&1 </dev/null &
+  record_pid watchdog $! bash
+fi
 
 # ------------------------------------------------------------------------------------------------ ports
 read -r ETCD_PORT ETCD_PEER_PORT APISERVER_PORT KCM_PORT SCHED_PORT <<<"$(pick_ports 5)"
@@ -74,16 +93,16 @@ P="$D/pki"
 (
   cd "$P"
   umask 077
-  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key 2>/dev/null
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key
   openssl req -x509 -new -key ca.key -subj "/CN=quiclb-test-ca" -days 2 -out ca.crt \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
   # leaf NAME SUBJECT EXTENSIONS
   leaf() {
-    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1.key" 2>/dev/null
-    openssl req -new -key "$1.key" -subj "$2" -out "$1.csr" 2>/dev/null
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1.key"
+    openssl req -new -key "$1.key" -subj "$2" -out "$1.csr"
     printf '%s\n' "$3" > "$1.ext"
     openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -set_serial "0x$(openssl rand -hex 12)" \
-      -days 2 -extfile "$1.ext" -out "$1.crt" 2>/dev/null
+      -days 2 -extfile "$1.ext" -out "$1.crt"
     rm -f "$1.csr" "$1.ext"
   }
   leaf apiserver "/CN=kube-apiserver" "basicConstraints=CA:FALSE
@@ -100,18 +119,18 @@ extendedKeyUsage=clientAuth"
   leaf kwok "/O=system:masters/CN=kwok-controller" "$client_ext"
   # Front proxy (aggregation layer) identity, signed by its own CA as in kubeadm clusters. Without it the
   # controller-manager and scheduler log "missing content for CA bundle ... requestheader-client-ca-file" forever.
-  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out front-proxy-ca.key 2>/dev/null
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out front-proxy-ca.key
   openssl req -x509 -new -key front-proxy-ca.key -subj "/CN=quiclb-test-front-proxy-ca" -days 2 -out front-proxy-ca.crt \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out front-proxy-client.key 2>/dev/null
-  openssl req -new -key front-proxy-client.key -subj "/CN=front-proxy-client" -out front-proxy-client.csr 2>/dev/null
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out front-proxy-client.key
+  openssl req -new -key front-proxy-client.key -subj "/CN=front-proxy-client" -out front-proxy-client.csr
   printf '%s\n' "$client_ext" > front-proxy-client.ext
   openssl x509 -req -in front-proxy-client.csr -CA front-proxy-ca.crt -CAkey front-proxy-ca.key \
-    -set_serial "0x$(openssl rand -hex 12)" -days 2 -extfile front-proxy-client.ext -out front-proxy-client.crt 2>/dev/null
+    -set_serial "0x$(openssl rand -hex 12)" -days 2 -extfile front-proxy-client.ext -out front-proxy-client.crt
   rm -f front-proxy-client.csr front-proxy-client.ext
-  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out sa.key 2>/dev/null
-  openssl pkey -in sa.key -pubout -out sa.pub 2>/dev/null
-)
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out sa.key
+  openssl pkey -in sa.key -pubout -out sa.pub
+) 2>"$D/logs/openssl.log"
 
 # kubeconfig FILE USER: a self-contained kubeconfig (certificates embedded) for pki/USER.{crt,key}.
 kubeconfig() {
@@ -147,9 +166,12 @@ kubeconfig "$D/kwok.kubeconfig" kwok
 # logs to logs/NAME.log and records its PID and binary in pids/NAME.{pid,bin} for down.sh.
 start() {
   local name="$1" bin="$2"; shift 2
-  HOME="$D/run" setsid "$bin" "$@" >"$D/logs/$name.log" 2>&1 </dev/null &
-  echo $! > "$D/pids/$name.pid"
-  echo "$bin" > "$D/pids/$name.bin"
+  (
+    # Do not hand the caller's open descriptors (pipes, lock files) to a daemon that outlives this script.
+    for fd in /proc/self/fd/*; do fd="${fd##*/}"; [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done 2>/dev/null
+    HOME="$D/run" exec setsid "$bin" "$@" >"$D/logs/$name.log" 2>&1 </dev/null
+  ) &
+  record_pid "$name" $! "$bin"
 }
 # alive NAME: is the recorded process still running?
 alive() { kill -0 "$(cat "$D/pids/$1.pid")" 2>/dev/null; }
@@ -254,13 +276,11 @@ status:
   wait_for "the default ServiceAccount" 60 K get serviceaccount default -n default
 fi
 
-if [ -n "$OWNER_PID" ]; then
-  # Watchdog: when the owner (e.g. the jest process) dies without tearing down, tear down anyway.
-  QUICLB_WATCHDOG=1 setsid bash -c 'while kill -0 "$1" 2>/dev/null && [ -d "$2" ]; do sleep 2; done
-    [ -d "$2" ] && exec bash "$3" --dir "$2"' watchdog "$OWNER_PID" "$D" "$CLUSTER_DIR/down.sh" \
-    >"$D/logs/watchdog.log" 2>&1 </dev/null &
-  echo $! > "$D/pids/watchdog.pid"; echo bash > "$D/pids/watchdog.bin"
-fi
+# A readiness probe may have been answered by another cluster's process on a colliding port: make sure every
+# daemon of this cluster is still alive before declaring it up.
+for n in etcd kube-apiserver $([ "$TIER" = 2 ] && echo kube-controller-manager kube-scheduler kwok); do
+  alive "$n" || { log "$n is not running (port collision?); see $D/logs/$n.log"; exit 1; }
+done
 
 cat > "$D/cluster.env" <<EOF
 QUICLB_CLUSTER_NAME=$NAME
@@ -277,6 +297,6 @@ HELM_CACHE_HOME=$D/run/helm/cache
 HELM_CONFIG_HOME=$D/run/helm/config
 HELM_DATA_HOME=$D/run/helm/data
 EOF
-trap - ERR
+trap - EXIT INT TERM HUP
 log "cluster '$NAME' (tier $TIER) is up in $(elapsed "$T0_MS") s: KUBECONFIG=$D/admin.kubeconfig"
 echo "$D/cluster.env"
