@@ -495,8 +495,15 @@ export class Router {
           learned = this.findLearned(buf, dOff, retry & ~SHORT_LEARNED, now);
         }
         // 4. 4-tuple table. The DCID is recorded too, so the connection survives a NAT rebinding even when its
-        //    server's CIDs never decode (a server without config, or one with random CIDs).
+        //    server's CIDs never decode (a server without config, or one with random CIDs). An Initial that steps
+        //    1-3 do not know is a NEW connection from a reused client socket (the 4-tuple‖SCID table knows the
+        //    Initials of the connections it recorded): it goes to the fallback when the 4-tuple's server no
+        //    longer accepts new connections (draining, unhealthy), without moving the 4-tuple's old connection.
+        let newConnectionMoved = false;
         if (server === null && learned === null && flow !== null && flow.tupleServer !== null && !flow.tupleServer.removed) {
+          newConnectionMoved = isLong && h.type === 'initial' && !flow.tupleServer.acceptsNew;
+        }
+        if (!newConnectionMoved && server === null && learned === null && flow !== null && flow.tupleServer !== null && !flow.tupleServer.removed) {
           server = flow.tupleServer;
           outcome = OUTCOME_TABLE;
           table = TABLE_TUPLE;
@@ -518,7 +525,7 @@ export class Router {
           if (server === null) return this.drop(DROP_NO_SERVER, len);
           outcome = OUTCOME_FALLBACK;
           if (flow === null) flow = this.flows.create(address, port, listener, now);
-          flow.tupleServer = server;
+          if (!newConnectionMoved) flow.tupleServer = server;
           if (isLong) flow.scidRecord(buf, h.scidOffset, h.scidLength, server);
           if (dLen > 0) dcidEntry = this.dcids.set(dcidKey!, server, now);
         }

@@ -147,6 +147,32 @@ describe('router: draft-21 §4.2 order', () => {
     expect(r.stats().tableHits.tuple_scid).toBe(1);
   });
 
+  it('sends a new connection from a reused client socket away from a draining server, and keeps the old connection there', () => {
+    const r = router();
+    const oldScid = rand(8);
+    const oldDcid = mintUnroutableCid(8); // the old connection's server issued CIDs the LB cannot decode
+    const chosen = r.route(longPacket(rand(16), oldScid), '10.0.0.4', 7000, 0)!;
+    expect(r.route(shortPacket(oldDcid), '10.0.0.4', 7000, 0)).toBe(chosen); // 4-tuple table (and DCID recorded)
+    r.apply(snapshot(SERVERS.map((s) => (s.name === chosen.name ? { ...s, state: 'draining' as const } : s))));
+    const elsewhere = r.fallbackFor('10.0.0.4', 7000)!;
+    expect(elsewhere.name).not.toBe(chosen.name);
+    // A new connection (new SCID, new client DCID) from the same socket: not to the draining server...
+    const newScid = rand(8);
+    expect(name(r.route(longPacket(rand(16), newScid), '10.0.0.4', 7000, 0))).toBe(elsewhere.name);
+    expect(r.outcome).toBe(2); // fallback
+    // ...its retransmitted Initials follow it (4-tuple||SCID table)...
+    expect(name(r.route(longPacket(rand(16), newScid), '10.0.0.4', 7000, 0))).toBe(elsewhere.name);
+    // ...and the old connection stays on the draining server: its Initials, its Handshake packets, its 1-RTT packets.
+    expect(r.route(longPacket(rand(16), oldScid), '10.0.0.4', 7000, 0)).toBe(chosen);
+    expect(r.route(longPacket(rand(8), rand(8), { type: 2 }), '10.0.0.4', 7000, 0)).toBe(chosen);
+    expect(r.route(shortPacket(oldDcid), '10.0.0.4', 7000, 0)).toBe(chosen);
+    // While the server still accepted new connections, a new Initial from the socket went to it (draft §4 order).
+    const r2 = router();
+    const first = r2.route(longPacket(rand(16), rand(8)), '10.0.0.5', 7001, 0)!;
+    expect(r2.route(longPacket(rand(16), rand(8)), '10.0.0.5', 7001, 0)).toBe(first);
+    checkInvariant(r);
+  });
+
   it('keeps CID traffic on its server whatever the pool looks like, until the server is removed', () => {
     const r = router();
     const cid = new CidEncoder(config(0), SERVERS[1].serverId).next();
