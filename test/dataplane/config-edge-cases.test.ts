@@ -28,6 +28,15 @@ servers:
 monitoring: { prometheus_port: null, health_check: { enabled: false } }
 ${extra}`;
 
+/** A rotation state file with one active config (config id 1) and then draining ones, with these keys. */
+const stateFile = (keys: (string | null)[]): string =>
+  JSON.stringify({
+    format: 'quiclb-rotation-state/1',
+    server_id_length: 2,
+    last_rotation_at: '2026-01-01T00:00:00Z',
+    configs: keys.map((key, i) => ({ config_id: i + 1, nonce_length: 6, key, state: i === 0 ? 'active' : 'draining', since: '2026-01-01T00:00:00Z' })),
+  });
+
 describe('standalone config edge cases', () => {
   it('the follower setting docs/standalone-config.md gives ("the others set `config_rotation: {...}`") is accepted', () => {
     const doc = readFileSync(new URL('../../docs/standalone-config.md', import.meta.url), 'utf8');
@@ -62,29 +71,11 @@ describe('standalone config edge cases', () => {
   });
 
   it('a state file that mixes plaintext and encrypted configs is rejected like the YAML', () => {
-    const text = JSON.stringify({
-      format: 'quiclb-rotation-state/1',
-      server_id_length: 2,
-      last_rotation_at: '2026-01-01T00:00:00Z',
-      configs: [
-        { config_id: 1, nonce_length: 6, key: KEY_B64, state: 'active', since: '2026-01-01T00:00:00Z' },
-        { config_id: 2, nonce_length: 6, key: null, state: 'draining', since: '2026-01-01T00:00:00Z' },
-      ],
-    });
-    expect(() => parseRotationState(text)).toThrow(/^state_file\.configs: .*plaintext/);
+    expect(() => parseRotationState(stateFile([KEY_B64, null]))).toThrow(/^state_file\.configs: .*plaintext/);
   });
 
   it('a state file whose configs share a key is rejected (nonces could repeat under it)', () => {
-    const text = JSON.stringify({
-      format: 'quiclb-rotation-state/1',
-      server_id_length: 2,
-      last_rotation_at: '2026-01-01T00:00:00Z',
-      configs: [
-        { config_id: 1, nonce_length: 6, key: KEY_B64, state: 'active', since: '2026-01-01T00:00:00Z' },
-        { config_id: 2, nonce_length: 6, key: KEY_B64, state: 'draining', since: '2026-01-01T00:00:00Z' },
-      ],
-    });
-    expect(() => parseRotationState(text)).toThrow(/^state_file\.configs\[1\]: has the same key as state_file\.configs\[0\]/);
+    expect(() => parseRotationState(stateFile([KEY_B64, KEY_B64]))).toThrow(/^state_file\.configs\[1\]: has the same key as state_file\.configs\[0\]/);
   });
 
   it('a reload that changes name keeps the running name (it labels every series and log line) and applies the rest', async () => {

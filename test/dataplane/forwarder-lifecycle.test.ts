@@ -3,29 +3,16 @@ import { describe, expect, it, beforeAll, afterAll } from '@jest/globals';
 import { spawnSync } from 'node:child_process';
 import { repoRoot } from '../helpers/run-cli.js';
 import { CidEncoder } from '../../lib/index.js';
-import { Dataplane } from '../../dataplane/dataplane.js';
 import { HealthChecker } from '../../dataplane/health.js';
 import { silentLogger } from '../../dataplane/logging.js';
-import { Client, config, server, shortPacket, sleep, snapshot, TaggingBackend, waitFor } from './helpers.js';
+import { Client, config, server, shortPacket, sleep, snapshot, TaggingBackend, waitFor, Opened } from './helpers.js';
 import type { DataplaneSnapshot } from '../../lib/config/snapshot.js';
 
 let backends: TaggingBackend[];
 let v6backend: TaggingBackend;
-const open: { close(): Promise<void> }[] = [];
-const dataplanes: Dataplane[] = [];
-
-async function client(host = '127.0.0.1'): Promise<Client> {
-  const c = await Client.open(host);
-  open.push(c);
-  return c;
-}
-async function start(snap: DataplaneSnapshot): Promise<{ dp: Dataplane; port: number; port6?: number }> {
-  const dp = new Dataplane({ healthChecks: false });
-  dataplanes.push(dp);
-  await dp.start(snap);
-  const a = dp.addresses();
-  return { dp, port: a[0].port, port6: a[1]?.port };
-}
+const opened = new Opened();
+const client = (host?: string): Promise<Client> => opened.client(host);
+const start = (snap: DataplaneSnapshot) => opened.dataplane(snap);
 const servers = () => [
   server('a', '0001', '127.0.0.1', backends[0].port),
   server('b', '0002', '127.0.0.1', backends[1].port),
@@ -38,8 +25,7 @@ beforeAll(async () => {
   v6backend = await TaggingBackend.start('v6', '::1');
 });
 afterAll(async () => {
-  for (const dp of dataplanes) await dp.stop();
-  for (const c of open) await c.close();
+  await opened.closeAll();
   for (const b of [...backends, v6backend]) await b.close();
 });
 

@@ -2,29 +2,16 @@
 import { describe, expect, it, beforeAll, afterAll } from '@jest/globals';
 import { CidEncoder, mintUnroutableCid } from '../../lib/index.js';
 import { Dataplane } from '../../dataplane/dataplane.js';
-import { Client, config, longPacket, randomServerCid, server, shortPacket, sleep, snapshot, TaggingBackend, waitFor } from './helpers.js';
+import { Client, config, longPacket, randomServerCid, server, shortPacket, sleep, snapshot, TaggingBackend, waitFor, Opened } from './helpers.js';
 import type { DataplaneSnapshot } from '../../lib/config/snapshot.js';
 
 const rand = (n: number) => Buffer.from(Array.from({ length: n }, () => Math.floor(Math.random() * 256)));
 
 let backends: TaggingBackend[];
 let v6backend: TaggingBackend;
-const open: { close(): Promise<void> }[] = [];
-const dataplanes: Dataplane[] = [];
-
-async function client(host = '127.0.0.1'): Promise<Client> {
-  const c = await Client.open(host);
-  open.push(c);
-  return c;
-}
-
-async function start(snap: DataplaneSnapshot): Promise<{ dp: Dataplane; port: number; port6?: number }> {
-  const dp = new Dataplane({ healthChecks: false });
-  dataplanes.push(dp);
-  await dp.start(snap);
-  const a = dp.addresses();
-  return { dp, port: a[0].port, port6: a[1]?.port };
-}
+const opened = new Opened();
+const client = (host?: string): Promise<Client> => opened.client(host);
+const start = (snap: DataplaneSnapshot) => opened.dataplane(snap);
 
 function servers() {
   return [
@@ -44,8 +31,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const dp of dataplanes) await dp.stop();
-  for (const c of open) await c.close();
+  await opened.closeAll();
   for (const b of [...backends, v6backend]) await b.close();
 });
 

@@ -7,6 +7,7 @@ import { CidDecoder } from '../../lib/quiclb/decoder.js';
 import { writeVarint } from '../../lib/quic/varint.js';
 import { defaultShortDcidLength, DEFAULT_HEALTH, type DataplaneSnapshot, type LiveConfig, type SnapshotServer } from '../../lib/config/snapshot.js';
 import { isReservedVersion } from '../../lib/quic/header.js';
+import { Dataplane } from '../../dataplane/dataplane.js';
 
 export const KEY = Buffer.from('00112233445566778899aabbccddeeff', 'hex');
 export const KEY_B64 = KEY.toString('base64');
@@ -243,3 +244,29 @@ export async function waitFor(cond: () => boolean, timeoutMs = 3000, stepMs = 10
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The data planes and clients a test file opens (without health checks), all closed by closeAll() in afterAll. */
+export class Opened {
+  private readonly dataplanes: Dataplane[] = [];
+  private readonly clients: Client[] = [];
+
+  async client(host = '127.0.0.1'): Promise<Client> {
+    const c = await Client.open(host);
+    this.clients.push(c);
+    return c;
+  }
+
+  /** Starts a data plane; `port` is its first listen address's port, `port6` the second's. */
+  async dataplane(snap: DataplaneSnapshot): Promise<{ dp: Dataplane; port: number; port6?: number }> {
+    const dp = new Dataplane({ healthChecks: false });
+    this.dataplanes.push(dp);
+    await dp.start(snap);
+    const a = dp.addresses();
+    return { dp, port: a[0].port, port6: a[1]?.port };
+  }
+
+  async closeAll(): Promise<void> {
+    for (const dp of this.dataplanes) await dp.stop();
+    for (const c of this.clients) await c.close();
+  }
+}
