@@ -21,13 +21,10 @@ const servers = () => [
 const cidFor = (sid: string) => new CidEncoder(config(0), Buffer.from(sid, 'hex')).next();
 
 beforeAll(async () => {
-  backends = await Promise.all(['a', 'b', 'c'].map((n) => TaggingBackend.start(n)));
-  v6backend = await TaggingBackend.start('v6', '::1');
+  backends = await Promise.all(['a', 'b', 'c'].map((n) => opened.backend(n)));
+  v6backend = await opened.backend('v6', '::1');
 });
-afterAll(async () => {
-  await opened.closeAll();
-  for (const b of [...backends, v6backend]) await b.close();
-});
+afterAll(() => opened.closeAll());
 
 describe('data plane lifecycle and accounting', () => {
   it('a server removed by a reload loses its upstream sockets at once: nothing it sends reaches clients any more', async () => {

@@ -26,14 +26,11 @@ function cidFor(sid: string, configId = 0): Buffer {
 }
 
 beforeAll(async () => {
-  backends = await Promise.all(['a', 'b', 'c'].map((n) => TaggingBackend.start(n)));
-  v6backend = await TaggingBackend.start('v6', '::1');
+  backends = await Promise.all(['a', 'b', 'c'].map((n) => opened.backend(n)));
+  v6backend = await opened.backend('v6', '::1');
 });
 
-afterAll(async () => {
-  await opened.closeAll();
-  for (const b of [...backends, v6backend]) await b.close();
-});
+afterAll(() => opened.closeAll());
 
 describe('forwarding over real sockets', () => {
   it('routes by CID to the tagged backend, as a full proxy both ways', async () => {

@@ -249,6 +249,13 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export class Opened {
   private readonly dataplanes: Dataplane[] = [];
   private readonly clients: Client[] = [];
+  private readonly backends: TaggingBackend[] = [];
+
+  async backend(name: string, host = '127.0.0.1'): Promise<TaggingBackend> {
+    const b = await TaggingBackend.start(name, host);
+    this.backends.push(b);
+    return b;
+  }
 
   async client(host = '127.0.0.1'): Promise<Client> {
     const c = await Client.open(host);
@@ -268,5 +275,6 @@ export class Opened {
   async closeAll(): Promise<void> {
     for (const dp of this.dataplanes) await dp.stop();
     for (const c of this.clients) await c.close();
+    for (const b of this.backends) await b.close();
   }
 }
