@@ -244,15 +244,21 @@ registerHooks({
     expect(await p.exit).toBe(0);
   });
 
-  it('workers: 2 share the port with reusePort; every flow stays on one worker; metrics are aggregated', async () => {
-    const path = join(dir, 'workers.yaml');
+  /** Runs `quiclb standalone` with `workers: 2`; returns the process, its UDP port, monitoring address and worker PIDs. */
+  async function startTwoWorkers(file: string) {
+    const path = join(dir, file);
     writeFileSync(path, yaml('workers: 2\n'));
     const p = start(['standalone', '--config', path]);
     const running = JSON.parse(await waitLine(p, /quiclb standalone running/));
     const port = Number(running.listen[0].split(':')[1]);
     const mon = JSON.parse(await waitLine(p, /monitoring: /)).address as string;
-    const started = p.out.filter((l) => l.includes('data plane started')).map((l) => JSON.parse(l).pid);
-    expect(new Set(started).size).toBe(2);
+    const workerPids = p.out.filter((l) => l.includes('data plane started')).map((l) => JSON.parse(l).pid as number);
+    expect(new Set(workerPids).size).toBe(2);
+    return { p, port, mon, workerPids };
+  }
+
+  it('workers: 2 share the port with reusePort; every flow stays on one worker; metrics are aggregated', async () => {
+    const { p, port, mon } = await startTwoWorkers('workers.yaml');
 
     const N = 24;
     const PER = 5;
@@ -290,14 +296,7 @@ registerHooks({
   }, 60_000);
 
   it('workers: a worker that dies is restarted, and the aggregated counters carry what it had counted (they never go down)', async () => {
-    const path = join(dir, 'workers-restart.yaml');
-    writeFileSync(path, yaml('workers: 2\n'));
-    const p = start(['standalone', '--config', path]);
-    const running = JSON.parse(await waitLine(p, /quiclb standalone running/));
-    const port = Number(running.listen[0].split(':')[1]);
-    const mon = JSON.parse(await waitLine(p, /monitoring: /)).address as string;
-    const workerPids = p.out.filter((l) => l.includes('data plane started')).map((l) => JSON.parse(l).pid as number);
-    expect(new Set(workerPids).size).toBe(2);
+    const { p, port, mon, workerPids } = await startTwoWorkers('workers-restart.yaml');
     const scrape = async () => {
       const text = await (await fetch(`http://${mon}/metrics`)).text();
       const total = Number(new RegExp(`^quiclb_received_packets_total\\{lb="cli"\\} (\\d+)$`, 'm').exec(text)?.[1]);
