@@ -297,38 +297,43 @@ registerHooks({
 
   it('workers: a worker that dies is restarted, and the aggregated counters carry what it had counted (they never go down)', async () => {
     const { p, port, mon, workerPids } = await startTwoWorkers('workers-restart.yaml');
-    const scrape = async () => {
-      const text = await (await fetch(`http://${mon}/metrics`)).text();
-      const total = Number(new RegExp(`^quiclb_received_packets_total\\{lb="cli"\\} (\\d+)$`, 'm').exec(text)?.[1]);
-      const perWorker = [...text.matchAll(/^quiclb_worker_received_packets_total\{lb="cli",worker="(\d)"\} (\d+)$/gm)].map((m) => Number(m[2]));
-      return { text, total, perWorkerSum: perWorker.reduce((a, b) => a + b, 0) };
-    };
-    const send = async (n: number) => {
-      const cs = await Promise.all(Array.from({ length: n }, () => Client.open()));
-      clients.push(...cs);
-      for (const c of cs) expect(await c.request(shortPacket(mintUnroutableCid(8)), port)).not.toBeNull();
-    };
-    await send(16);
-    const before = await scrape();
-    expect(before.total).toBe(16);
-    expect(before.perWorkerSum).toBe(16);
+    try {
+      const scrape = async () => {
+        const text = await (await fetch(`http://${mon}/metrics`)).text();
+        const total = Number(new RegExp(`^quiclb_received_packets_total\\{lb="cli"\\} (\\d+)$`, 'm').exec(text)?.[1]);
+        const perWorker = [...text.matchAll(/^quiclb_worker_received_packets_total\{lb="cli",worker="(\d)"\} (\d+)$/gm)].map((m) => Number(m[2]));
+        return { text, total, perWorkerSum: perWorker.reduce((a, b) => a + b, 0) };
+      };
+      const send = async (n: number) => {
+        const cs = await Promise.all(Array.from({ length: n }, () => Client.open()));
+        clients.push(...cs);
+        for (const c of cs) expect(await c.request(shortPacket(mintUnroutableCid(8)), port)).not.toBeNull();
+      };
+      await send(16);
+      const before = await scrape();
+      expect(before.total).toBe(16);
+      expect(before.perWorkerSum).toBe(16);
 
-    process.kill(workerPids[0], 'SIGKILL'); // a worker of the process this test started
-    await waitLine(p, /worker exited; restarting/);
-    expect(await waitFor(() => p.out.filter((l) => l.includes('data plane started')).length === 3, 15_000, 50)).toBe(true);
-    let afterRestart = await scrape();
-    for (let t = Date.now(); !/quiclb_workers\{state="ready"\} 2/.test(afterRestart.text) && Date.now() - t < 15_000; ) {
-      await new Promise((r) => setTimeout(r, 100));
-      afterRestart = await scrape();
+      process.kill(workerPids[0], 'SIGKILL'); // a worker of the process this test started
+      await waitLine(p, /worker exited; restarting/);
+      expect(await waitFor(() => p.out.filter((l) => l.includes('data plane started')).length === 3, 15_000, 50)).toBe(true);
+      let afterRestart = await scrape();
+      for (let t = Date.now(); !/quiclb_workers\{state="ready"\} 2/.test(afterRestart.text) && Date.now() - t < 15_000; ) {
+        await new Promise((r) => setTimeout(r, 100));
+        afterRestart = await scrape();
+      }
+      expect(afterRestart.text).toMatch(/quiclb_workers\{state="ready"\} 2/);
+      expect(afterRestart.total).toBe(16); // not the survivor's share alone
+      expect(afterRestart.perWorkerSum).toBe(16);
+
+      await send(8);
+      const after = await scrape();
+      expect(after.total).toBe(24);
+      expect(after.perWorkerSum).toBe(24);
+    } catch (e) {
+      // the primary's and the workers' log lines explain a failure (which worker restarted, when it was ready)
+      throw new Error(`${(e as Error).message}\n--- quiclb output (last lines):\n${p.out.slice(-40).join('\n')}\n${p.err.join('').slice(-2000)}`, { cause: e });
     }
-    expect(afterRestart.text).toMatch(/quiclb_workers\{state="ready"\} 2/);
-    expect(afterRestart.total).toBe(16); // not the survivor's share alone
-    expect(afterRestart.perWorkerSum).toBe(16);
-
-    await send(8);
-    const after = await scrape();
-    expect(after.total).toBe(24);
-    expect(after.perWorkerSum).toBe(24);
     p.child.kill('SIGTERM');
     expect(await p.exit).toBe(0);
   }, 60_000);
