@@ -17,8 +17,6 @@ import { createLogger, type Logger } from './logging.js';
 import { carryCounters, type MetricsJson } from './metrics-carry.js';
 import type { HealthState } from './router.js';
 
-/** One registry's metrics as prom-client JSON (getMetricsAsJSON()). */
-
 type ToWorker =
   | { t: 'start'; snapshot: SnapshotJson; health: [string, HealthState][]; logLevel: string }
   | { t: 'apply'; id: number; snapshot: SnapshotJson; logLevel: string }
