@@ -1,5 +1,5 @@
 /** "host:port" socket addresses of the standalone YAML and the snapshot: IP literals only, IPv6 in brackets. */
-import { isIPv4, isIPv6 } from 'node:net';
+import { isIPv4, isIPv6, SocketAddress as NetSocketAddress } from 'node:net';
 import { ConfigError } from '../quiclb/config.js';
 
 export interface SocketAddress {
@@ -33,8 +33,10 @@ export function parseSocketAddress(field: string, value: unknown, options: { all
   }
   let family: 4 | 6;
   if (isIPv4(host)) family = 4;
-  else if (isIPv6(host)) family = 6;
-  else throw new ConfigError(field, `host must be an IPv4 or IPv6 address (host names are not resolved), got ${JSON.stringify(host)}`);
+  else if (isIPv6(host)) {
+    family = 6;
+    host = canonicalIPv6(host);
+  } else throw new ConfigError(field, `host must be an IPv4 or IPv6 address (host names are not resolved), got ${JSON.stringify(host)}`);
   if (!/^\d{1,5}$/.test(portText)) throw new ConfigError(field, `port must be a number, got ${JSON.stringify(portText)}`);
   const port = Number(portText);
   const min = options.allowPortZero ? 0 : 1;
@@ -44,4 +46,14 @@ export function parseSocketAddress(field: string, value: unknown, options: { all
 
 export function formatSocketAddress(a: { host: string; port: number }): string {
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
+/**
+ * The canonical (RFC 5952) text of an IPv6 literal, as sockets report peers: "FD00:0::1" and "fd00::1" are one
+ * address for duplicate checks, log lines and metric labels. A zone ("%eth0") is kept.
+ */
+function canonicalIPv6(host: string): string {
+  const pct = host.indexOf('%');
+  const addr = pct < 0 ? host : host.slice(0, pct);
+  return new NetSocketAddress({ address: addr, family: 'ipv6' }).address + (pct < 0 ? '' : host.slice(pct));
 }

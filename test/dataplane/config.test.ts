@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseSocketAddress } from '../../lib/config/address.js';
 import {
   ConfigError,
   describeConfig,
@@ -155,6 +156,15 @@ describe('standalone YAML', () => {
     const yaml = base(undefined).replace(/id: (\w+),/, 'id: 01,');
     expect(yaml).toContain('id: 01,');
     expect(() => parse(yaml)).toThrow(/^servers\[0\]\.id: must be a string: quote it, e\.g\. id: "1" \(YAML reads unquoted digits as a number, here 1/);
+  });
+
+  it('writes IPv6 literals in canonical form (one address, one spelling), keeping a zone', () => {
+    expect(parseSocketAddress('x', '[FD00:0:0::1]:443').host).toBe('fd00::1');
+    expect(parseSocketAddress('x', '[0:0:0:0:0:0:0:1]:443').host).toBe('::1');
+    expect(parseSocketAddress('x', '[fe80::0:1%eth0]:443').host).toBe('fe80::1%eth0');
+    expect(parseSocketAddress('x', '10.0.0.1:443').host).toBe('10.0.0.1');
+    // so two spellings of one listen address are caught as a duplicate
+    expect(() => parse(base(undefined).replace('loadbalancer:', 'listen: ["[::1]:4433", "[0::1]:4433"]\nloadbalancer:'))).toThrow(/^listen\[1\]: same address as listen\[0\]/);
   });
 
   it('reads keys from files relative to the config (base64, hex or raw)', () => {
