@@ -101,7 +101,7 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     if (err) this.countUpstreamError(err, null);
   };
   private readonly onReplySent = (err: Error | null): void => {
-    if (err) this.onListenerError(null, err);
+    if (err) this.countReplyError(err);
   };
 
   constructor(options: DataplaneOptions = {}) {
@@ -302,13 +302,13 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     const info = socket.address();
     l.bound = { host: info.address, port: info.port, family: a.family };
     socket.on('message', (msg: Buffer, rinfo: RemoteInfo) => this.onClient(l, msg, rinfo));
-    socket.on('error', (e) => this.onListenerError(l, e));
+    socket.on('error', (e) => this.countReplyError(e));
     this.sockets[slot] = l;
     return l;
   }
 
-  private onListenerError(_l: Listener | null, e: Error): void {
-    // After bind: sends to clients refused (send callback) or receive errors of the listening socket.
+  /** After bind: a send to a client refused (send callback), or an error of the listening socket. */
+  private countReplyError(e: Error): void {
     this.sendErrors.reply++;
     if (this.sendErrors.reply <= 10 || this.sendErrors.reply % 10000 === 0) {
       this.logger.warn({ err: (e as NodeJS.ErrnoException).code ?? e.message, count: this.sendErrors.reply }, 'send to client failed');

@@ -499,12 +499,10 @@ export class Router {
         //    1-3 do not know is a NEW connection from a reused client socket (the 4-tuple‖SCID table knows the
         //    Initials of the connections it recorded): it goes to the fallback when the 4-tuple's server no
         //    longer accepts new connections (draining, unhealthy), without moving the 4-tuple's old connection.
-        let newConnectionMoved = false;
-        if (server === null && learned === null && flow !== null && flow.tupleServer !== null && !flow.tupleServer.removed) {
-          newConnectionMoved = isLong && h.type === 'initial' && !flow.tupleServer.acceptsNew;
-        }
-        if (!newConnectionMoved && server === null && learned === null && flow !== null && flow.tupleServer !== null && !flow.tupleServer.removed) {
-          server = flow.tupleServer;
+        const tupleServer = server === null && learned === null && flow !== null && flow.tupleServer !== null && !flow.tupleServer.removed ? flow.tupleServer : null;
+        const newConnectionMoved = tupleServer !== null && isLong && h.type === 'initial' && !tupleServer.acceptsNew;
+        if (tupleServer !== null && !newConnectionMoved) {
+          server = tupleServer;
           outcome = OUTCOME_TABLE;
           table = TABLE_TUPLE;
           if (dLen > 0) dcidEntry = this.dcids.set(dcidKey!, server, now);

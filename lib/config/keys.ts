@@ -52,19 +52,24 @@ export function readKeyFile(field: string, path: string): Buffer {
 }
 
 /**
- * The first pair (i < j) of configs that share a key, or null. Live configs need keys of their own: a server's
- * nonces under one key must never repeat (draft-21 §9.6), and each config starts a nonce sequence of its own.
+ * The key rules for a list of live configs (the YAML's `loadbalancer.configs`, the state file's `configs`), with
+ * errors under `listField`: every config has a key of its own (a server must never repeat a nonce under one key,
+ * draft-21 §9.6, and every config starts its own nonce sequence), and either all are keyed or none (§9.7:
+ * plaintext and encrypted configs need different server-ID allocations, and standalone mode has one).
  */
-export function firstSharedKey(configs: readonly { readonly config: { readonly key: Uint8Array | null } }[]): [number, number] | null {
+export function checkLiveConfigKeys(listField: string, configs: readonly { readonly config: { readonly key: Uint8Array | null } }[]): void {
   for (let j = 1; j < configs.length; j++) {
     const kj = configs[j].config.key;
     if (kj === null) continue;
     for (let i = 0; i < j; i++) {
       const ki = configs[i].config.key;
-      if (ki !== null && Buffer.from(ki).equals(Buffer.from(kj))) return [i, j];
+      if (ki !== null && Buffer.from(ki).equals(Buffer.from(kj))) {
+        throw new ConfigError(`${listField}[${j}]`, `has the same key as ${listField}[${i}]; live configs need keys of their own (a server must never repeat a nonce under one key, draft-21 §9.6)`);
+      }
     }
   }
-  return null;
+  const keyed = configs.filter((c) => c.config.key !== null).length;
+  if (keyed !== 0 && keyed !== configs.length) {
+    throw new ConfigError(listField, 'mixes plaintext and encrypted configs; draft-21 §9.7 requires different server-ID allocations for them, and standalone mode has one');
+  }
 }
-
-export const SHARED_KEY_PROBLEM = 'live configs need keys of their own (a server must never repeat a nonce under one key, draft-21 §9.6, and every config starts its own nonce sequence)';

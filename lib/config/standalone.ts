@@ -13,7 +13,7 @@ import { cidLength, ConfigError, makeConfig, MAX_CONFIG_ID, type QuicLbConfig } 
 import { formatSocketAddress, parseSocketAddress, type SocketAddress } from './address.js';
 import { parseDuration } from './duration.js';
 import { checkKeys, describe, join, optBool, optEnum, optInt, optString, reqInt, requireObject, rethrowUnder, type Fields } from './fields.js';
-import { firstSharedKey, parseBase64Key, readKeyFile, SHARED_KEY_PROBLEM } from './keys.js';
+import { checkLiveConfigKeys, parseBase64Key, readKeyFile } from './keys.js';
 import {
   CONFIG_STATES,
   DEFAULT_FLOWS,
@@ -202,17 +202,7 @@ export function parseStandaloneConfig(text: string, options: ParseOptions = {}):
     const configId = optInt('loadbalancer.config_id', lb.config_id, 0, MAX_CONFIG_ID, 0);
     configs = [{ config: parseOneConfig('loadbalancer', lb, serverIdLength, configId, baseDir, keyFiles), state: 'active' }];
   }
-  const shared = firstSharedKey(configs);
-  if (shared !== null) {
-    throw new ConfigError(`loadbalancer.configs[${shared[1]}]`, `has the same key as loadbalancer.configs[${shared[0]}]; ${SHARED_KEY_PROBLEM}`);
-  }
-  const keyed = configs.filter((c) => c.config.key !== null).length;
-  if (keyed !== 0 && keyed !== configs.length) {
-    throw new ConfigError(
-      'loadbalancer.configs',
-      'mixes plaintext and encrypted configs; draft-21 §9.7 requires different server-ID allocations for them, and standalone mode has one',
-    );
-  }
+  checkLiveConfigKeys('loadbalancer.configs', configs);
 
   let rotation: RotationSettings = { enabled: false, follow: false, intervalMs: 86_400_000, drainMs: 300_000, promoteAfterMs: 5_000 };
   if (lb.config_rotation !== undefined) {
@@ -230,7 +220,7 @@ export function parseStandaloneConfig(text: string, options: ParseOptions = {}):
     }
     if (rotation.enabled) {
       if (rotation.intervalMs < 1000) throw new ConfigError('loadbalancer.config_rotation.interval', 'must be at least 1s');
-      if (keyed === 0) {
+      if (configs[0].config.key === null) { // all keyed or none (checkLiveConfigKeys)
         throw new ConfigError(
           'loadbalancer.config_rotation.enabled',
           'rotation generates encrypted configs, so the current config must be encrypted too (draft-21 §9.7: plaintext and encrypted configs need different server-ID allocations)',

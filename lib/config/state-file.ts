@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { ConfigError, makeConfig, type QuicLbConfig } from '../quiclb/config.js';
 import { checkKeys, optBool, optInt, optEnum, reqInt, requireObject, rethrowUnder } from './fields.js';
-import { firstSharedKey, parseBase64Key, SHARED_KEY_PROBLEM } from './keys.js';
+import { checkLiveConfigKeys, parseBase64Key } from './keys.js';
 import { CONFIG_STATES, type ConfigState } from './snapshot.js';
 
 export const STATE_FORMAT = 'quiclb-rotation-state/1';
@@ -77,12 +77,7 @@ export function parseRotationState(text: string): RotationState {
     if (prev !== undefined) throw new ConfigError(`state_file.configs[${i}].config_id`, `${id} is also the config_id of state_file.configs[${prev}]`);
     firstWithId.set(id, i);
   });
-  const shared = firstSharedKey(configs);
-  if (shared !== null) throw new ConfigError(`state_file.configs[${shared[1]}]`, `has the same key as state_file.configs[${shared[0]}]; ${SHARED_KEY_PROBLEM}`);
-  const keyed = configs.filter((c) => c.config.key !== null).length;
-  if (keyed !== 0 && keyed !== configs.length) {
-    throw new ConfigError('state_file.configs', 'mixes plaintext and encrypted configs (draft-21 §9.7: they need different server-ID allocations)');
-  }
+  checkLiveConfigKeys('state_file.configs', configs);
   return { serverIdLength, lastRotationAt, configs };
 }
 
