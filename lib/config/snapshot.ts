@@ -34,7 +34,15 @@ export interface SnapshotServer {
   /** Relative share of new connections through the fallback; 0 = none. */
   readonly weight: number;
   readonly state: ServerState;
+  /**
+   * Health verdict decided centrally (the operator, from every data plane's probe reports), so every data plane's
+   * fallback pool is the same for the same version. Absent: this data plane's own probes decide. The Dataplane
+   * itself ignores it; the node agent (dataplane/agent) applies it while the operator is reachable.
+   */
+  readonly verdict?: HealthVerdict;
 }
+
+export type HealthVerdict = 'healthy' | 'unhealthy';
 
 /**
  * How the data plane routes client datagrams:
