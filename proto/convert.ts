@@ -134,6 +134,11 @@ const FIELD_NAMES: Record<string, string> = {
   failuresThreshold: 'failures_threshold',
   successesThreshold: 'successes_threshold',
   shortDcidLength: 'short_header_dcid_length',
+  // lib/quiclb/config.ts names fields as the QUIC-LB test vectors do
+  server_id_len: 'server_id_length',
+  nonce_len: 'nonce_length',
+  len_self_encoded: 'length_self_encoded',
+  extra_len: 'extra_length',
 };
 
 /** `servers[2].serverId` -> `servers[2].server_id`; `health.intervalMs` -> `health_check.interval`. */
@@ -141,7 +146,7 @@ export function wireFieldPath(snapshotPath: string): string {
   return snapshotPath
     .split('.')
     .map((part) => {
-      const m = /^([A-Za-z]+)(.*)$/.exec(part);
+      const m = /^([A-Za-z_]+)(.*)$/.exec(part);
       if (!m) return part;
       return (FIELD_NAMES[m[1]] ?? m[1].replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)) + m[2];
     })
