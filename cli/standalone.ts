@@ -2,11 +2,14 @@
 import { ConfigError } from '../lib/quiclb/config.js';
 import { describeConfig, loadStandaloneConfig, LOG_LEVELS, toSnapshot, type LogLevel } from '../lib/config/standalone.js';
 import { dump } from 'js-yaml';
+import { parseSocketAddress } from '../lib/config/address.js';
 import { parseFlags, intFlag } from './args.js';
 import { UsageError } from './usage-error.js';
 
 export const STANDALONE_HELP = `Usage:
   quiclb standalone --config FILE [--log-level LEVEL]   run the load balancer from a YAML file
+  quiclb standalone --config FILE --admin ADDR --tls-dir DIR
+                                                         ... and serve the admin API (quiclb admin --help)
   quiclb standalone --config FILE --check                validate the file and print what it means
   quiclb standalone --example [--listen ADDR] [--metrics-port N] [--no-demo]
                                                          a self-contained example with three example backends
@@ -19,6 +22,9 @@ Options:
   --config FILE        the YAML config
   --check              only validate and print the summary (keys are never printed)
   --log-level LEVEL    ${LOG_LEVELS.join(', ')} (overrides logging.level)
+  --admin ADDR         serve the admin API (gRPC LoadBalancerConfig: GetConfig, UpdateConfig, RotateKeys) on
+                       "ip:port" over mTLS; callers and roles come from admin.clients in the YAML
+  --tls-dir DIR        with --admin: ca.crt (the CA of the client certificates), tls.crt, tls.key (the server's)
   --example            run the example (listen 127.0.0.1:4433, metrics 127.0.0.1:9090)
   --listen ADDR        example: where the load balancer listens (e.g. 127.0.0.1:5000)
   --metrics-port N     example: monitoring port (0 = any free port)
@@ -45,6 +51,8 @@ export async function standaloneCommand(argv: string[]): Promise<number> {
       config: { type: 'string', short: 'c' },
       check: { type: 'boolean' },
       'log-level': { type: 'string' },
+      admin: { type: 'string' },
+      'tls-dir': { type: 'string' },
       example: { type: 'boolean' },
       listen: { type: 'string' },
       'metrics-port': { type: 'string' },
@@ -62,7 +70,10 @@ export async function standaloneCommand(argv: string[]): Promise<number> {
   if (level !== undefined && !(LOG_LEVELS as readonly string[]).includes(level)) {
     throw new UsageError(`--log-level: must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(level)}`);
   }
+  if ((values.admin === undefined) !== (values['tls-dir'] === undefined)) throw new UsageError('--admin ADDR and --tls-dir DIR go together');
+  const admin = values.admin === undefined ? undefined : { address: parseSocketAddress('--admin', values.admin), tlsDir: values['tls-dir']! };
   if (values.example) {
+    if (admin) throw new UsageError('--admin serves a config file: use it with --config');
     if (values.config) throw new UsageError('--example runs a built-in config; do not combine it with --config');
     if (values.check) throw new UsageError('--check validates --config FILE; the built-in example needs no check');
     const metricsPort = intFlag('metrics-port', values['metrics-port']);
@@ -92,7 +103,7 @@ export async function standaloneCommand(argv: string[]): Promise<number> {
   const { runStandalone } = await import('../dataplane/standalone.js');
   let handle;
   try {
-    handle = await runStandalone({ configPath: values.config, logLevel: level as LogLevel | undefined });
+    handle = await runStandalone({ configPath: values.config, logLevel: level as LogLevel | undefined, admin });
   } catch (e) {
     if (e instanceof ConfigError) throw e; // exit status 2, field named
     process.stderr.write(`quiclb standalone: ${(e as Error).message}\n`);

@@ -10,6 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { KEY_LEN, makeConfig, MAX_CONFIG_ID, type QuicLbConfig } from '../lib/quiclb/config.js';
+import { keyFingerprint } from '../lib/config/key-fingerprint.js';
 import { activeConfig } from '../lib/config/snapshot.js';
 import type { LoadedStandalone, RotationSettings } from '../lib/config/standalone.js';
 import { writeRotationState, type RotationConfigEntry, type RotationState } from '../lib/config/state-file.js';
@@ -111,21 +112,48 @@ export class Rotator {
       return null;
     }
     try {
-      writeRotationState(this.stateFile, next.state);
+      this.commit(next);
     } catch (e) {
       this.options.logger.error({ state_file: this.stateFile, err: (e as Error).message }, 'cannot write the rotation state file; retrying later');
       this.timer = setTimeout(() => this.step(), 5000);
       this.timer.unref();
       return null;
     }
+    return next.state;
+  }
+
+  /**
+   * Starts a rotation now, whatever the interval (the admin API's RotateKeys). Throws RotationRefused, writing
+   * nothing, when this rotator is stopped, a config is still accepting, or no config id is free; throws the
+   * file system's error when the state file cannot be written.
+   */
+  rotateNow(): RotationState {
+    const state = this.loaded.rotationState;
+    if (this.stopped || state === null || !this.settings.enabled) throw new RotationRefused('rotation is not running (loadbalancer.config_rotation.enabled is false)');
+    const accepting = state.configs.find((e) => e.state === 'accepting');
+    if (accepting) {
+      const at = new Date(accepting.since + this.settings.promoteAfterMs).toISOString();
+      throw new RotationRefused(`config ${accepting.config.configId} is still accepting (it becomes active at ${at}); rotate after that`);
+    }
+    const next = advance(state, { ...this.settings, intervalMs: 0 }, this.now(), activeConfig(this.loaded.config)?.config);
+    if (!next?.rotated) throw new RotationRefused('no free config id: all 7 are live; rotate again when a draining config has retired');
+    this.commit(next);
+    return next.state;
+  }
+
+  /** Writes the state file (throws when it cannot), logs the steps and hands the new state to the runner. */
+  private commit(next: Advance): void {
+    writeRotationState(this.stateFile, next.state);
     if (next.rotated) this.rotations++;
     for (const m of next.messages) this.options.logger.info({ ...m.fields, state_file: this.stateFile }, m.msg);
     this.loaded = { ...this.loaded, rotationState: next.state, liveConfigs: next.state.configs.map((e) => ({ config: e.config, state: e.state })) };
     this.options.onChange(next.messages.map((m) => m.msg).join('; '));
     this.schedule();
-    return next.state;
   }
 }
+
+/** A rotation that cannot start now (the admin API answers FAILED_PRECONDITION). */
+export class RotationRefused extends Error {}
 
 interface Advance {
   state: RotationState;
@@ -179,7 +207,7 @@ export function advance(state: RotationState, s: RotationSettings, now: number, 
       configs.push({ config, state: 'accepting', since: now });
       lastRotationAt = now;
       rotated = true;
-      messages.push({ msg: 'rotation started: new config accepting', fields: { config_id: id } });
+      messages.push({ msg: 'rotation started: new config accepting', fields: { config_id: id, key_fingerprint: keyFingerprint(config.key) } });
     } else {
       lastRotationAt = now;
       messages.push({ msg: 'rotation skipped: no free config id', fields: {} });

@@ -5,11 +5,13 @@
  * good config on errors), and runs config rotation when enabled.
  */
 import type { AddressInfo } from 'node:net';
+import { resolve } from 'node:path';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import { formatSocketAddress } from '../lib/config/address.js';
 import {
   describeConfig,
   loadStandaloneConfig,
+  loadStandaloneText,
   toSnapshot,
   type LoadedStandalone,
   type LogLevel,
@@ -22,6 +24,7 @@ import { createLogger, type Logger } from './logging.js';
 import { MonitoringServer, type Readiness } from './monitoring.js';
 import { ConfigWatcher } from './reload.js';
 import { Rotator } from './rotation.js';
+import { startAdminServer, type AdminServer } from './admin/server.js';
 import type { HealthState } from './router.js';
 import { aggregateMetrics, WorkerPool } from './workers.js';
 
@@ -35,6 +38,42 @@ export interface StandaloneOptions {
   handleSignals?: boolean;
   /** Reload when the config, key or state files change (default true). */
   watch?: boolean;
+  /** Serve the admin API (LoadBalancerConfig) over mTLS (`--admin ADDR --tls-dir DIR`). */
+  admin?: { address: SocketAddress; tlsDir: string };
+}
+
+/** A config checked exactly as a reload checks it, ready to apply. Holds keys: never log it. */
+export interface ConfigCandidate {
+  readonly loaded: LoadedStandalone;
+  readonly snapshot: DataplaneSnapshot;
+}
+
+/** The config could be validated but not applied (e.g. a listen address in use); the last good one stays. */
+export class ApplyError extends Error {}
+
+/** What the admin API uses of a running standalone load balancer. */
+export interface StandaloneControl {
+  /** Absolute path of the config file. */
+  readonly configPath: string;
+  /** Version of the config in force (1 at start, +1 per applied change). */
+  version(): number;
+  /** The config in force (the YAML as last loaded, with the rotation state overlay). */
+  loaded(): LoadedStandalone;
+  snapshot(): DataplaneSnapshot;
+  /** When the config in force was applied. */
+  loadedAt(): Date;
+  addresses(): SocketAddress[];
+  health(): Map<string, HealthState>;
+  /** Runs fn after every pending reload and before any later one: admin changes and reloads never interleave. */
+  exclusive<T>(fn: () => Promise<T>): Promise<T>;
+  /** Validates YAML text exactly as a reload of the config file would: throws ConfigError naming the field. Call inside exclusive(). */
+  validate(text: string): ConfigCandidate;
+  /** Applies a candidate through the reload path (throws ApplyError, keeping the last good config). Call inside exclusive(). */
+  apply(candidate: ConfigCandidate, why: string): Promise<void>;
+  /** Re-reads the files and applies them (false: the last good config stayed). Call inside exclusive(). */
+  reloadNow(why: string): Promise<boolean>;
+  /** The rotator (null when rotation is disabled). */
+  rotator(): Rotator | null;
 }
 
 export interface StandaloneHandle {
@@ -50,6 +89,9 @@ export interface StandaloneHandle {
   snapshot(): DataplaneSnapshot;
   /** The in-process data plane (null with worker processes). */
   readonly dataplane: Dataplane | null;
+  readonly control: StandaloneControl;
+  /** The admin API's address, or null when not served. */
+  adminAddress(): SocketAddress | null;
   readonly logger: Logger;
   stop(): Promise<void>;
 }
@@ -174,7 +216,7 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
   await engine.start(snapshot);
 
   let monitoring: MonitoringServer | null = null;
-  let reloading: Promise<boolean> = Promise.resolve(true);
+  let loadedAt = new Date();
   let watcher: ConfigWatcher | null = null;
   let rotator: Rotator | null = null;
   const readiness = (): Readiness => {
@@ -219,27 +261,22 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
       rotator.start();
     }
   };
-  const doReload = async (why: string): Promise<boolean> => {
-    let next: LoadedStandalone;
-    let nextSnapshot: DataplaneSnapshot;
-    try {
-      next = loadStandaloneConfig(options.configPath);
-      nextSnapshot = toSnapshot(next, version + 1);
-    } catch (e) {
-      reloads.inc({ result: 'failure' });
-      lastOk.set(0);
-      logger.error({ config: options.configPath, why, error: (e as Error).message }, 'config reload failed; keeping the last good config');
-      // A key file the new config names but that is missing or invalid: reload when it appears or changes.
-      if (e instanceof KeyFileError) watcher?.watchFiles([...new Set([...loaded.config.watchedFiles, e.file])]);
-      return false;
-    }
+  /** Everything a reload checks, on the file or on given text (UpdateConfig). Throws ConfigError naming the field. */
+  const validate = (text?: string): ConfigCandidate => {
+    const next = text === undefined ? loadStandaloneConfig(options.configPath) : loadStandaloneText(text, options.configPath);
+    const nextSnapshot = toSnapshot(next, version + 1);
+    // the name labels every metric and log line of every process: changing it in flight would split series
+    return { loaded: next, snapshot: next.config.name === cfg0.name ? nextSnapshot : { ...nextSnapshot, name: cfg0.name } };
+  };
+  const reloadFailed = (why: string, e: unknown): void => {
+    reloads.inc({ result: 'failure' });
+    lastOk.set(0);
+    logger.error({ config: options.configPath, why, error: (e as Error).message }, 'config reload failed; keeping the last good config');
+  };
+  const apply = async ({ loaded: next, snapshot: nextSnapshot }: ConfigCandidate, why: string): Promise<void> => {
     const c = next.config;
     if (c.workers !== cfg0.workers) logger.warn({ workers: c.workersSetting }, 'changing workers needs a restart; keeping the running workers');
-    if (c.name !== cfg0.name) {
-      // the name labels every metric and log line of every process: changing it in flight would split series
-      logger.warn({ name: c.name }, `changing name needs a restart; keeping ${JSON.stringify(cfg0.name)}`);
-      nextSnapshot = { ...nextSnapshot, name: cfg0.name };
-    }
+    if (c.name !== cfg0.name) logger.warn({ name: c.name }, `changing name needs a restart; keeping ${JSON.stringify(cfg0.name)}`);
     if (c.monitoring.port !== cfg0.monitoring.port || c.monitoring.address !== cfg0.monitoring.address) {
       logger.warn('changing monitoring address or port needs a restart');
     }
@@ -251,7 +288,7 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
       syncRotator(next);
       lastOk.set(1);
       logger.debug({ why }, 'config unchanged');
-      return true;
+      return;
     }
     try {
       await engine.apply(nextSnapshot);
@@ -259,30 +296,64 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
       reloads.inc({ result: 'failure' });
       lastOk.set(0);
       logger.error({ why, error: (e as Error).message }, 'config could not be applied; keeping the last good config');
-      return false;
+      throw new ApplyError((e as Error).message, { cause: e });
     }
     version++;
     snapshot = nextSnapshot;
     loaded = next;
+    loadedAt = new Date();
     reloads.inc({ result: 'success' });
     lastOk.set(1);
-    lastTime.set(Date.now() / 1000);
+    lastTime.set(loadedAt.getTime() / 1000);
     logger.info({ why, version, summary: describeConfig(next) }, 'config reloaded');
     syncRotator(next);
-    return true;
   };
-  const reload = (why = 'requested'): Promise<boolean> => {
+  const doReload = async (why: string): Promise<boolean> => {
+    let candidate: ConfigCandidate;
+    try {
+      candidate = validate();
+    } catch (e) {
+      reloadFailed(why, e);
+      // A key file the new config names but that is missing or invalid: reload when it appears or changes.
+      if (e instanceof KeyFileError) watcher?.watchFiles([...new Set([...loaded.config.watchedFiles, e.file])]);
+      return false;
+    }
+    try {
+      await apply(candidate, why);
+      return true;
+    } catch (e) {
+      if (e instanceof ApplyError) return false;
+      throw e;
+    }
+  };
+  let queue: Promise<unknown> = Promise.resolve();
+  const exclusive = <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = queue.then(fn);
+    queue = run.catch(() => {});
+    return run;
+  };
+  const reload = (why = 'requested'): Promise<boolean> =>
     // An unexpected failure (e.g. the rotator cannot write its state file) fails this reload only: a rejected
     // link would reject every later reload and surface as an unhandled rejection from the file watcher.
-    reloading = reloading
-      .then(() => doReload(why))
-      .catch((e: unknown) => {
-        reloads.inc({ result: 'failure' });
-        lastOk.set(0);
-        logger.error({ config: options.configPath, why, error: (e as Error).message }, 'config reload failed');
-        return false;
-      });
-    return reloading;
+    exclusive(() => doReload(why)).catch((e: unknown) => {
+      reloads.inc({ result: 'failure' });
+      lastOk.set(0);
+      logger.error({ config: options.configPath, why, error: (e as Error).message }, 'config reload failed');
+      return false;
+    });
+  const control: StandaloneControl = {
+    configPath: resolve(options.configPath),
+    version: () => version,
+    loaded: () => loaded,
+    snapshot: () => snapshot,
+    loadedAt: () => loadedAt,
+    addresses: () => engine.addresses(),
+    health: () => engine.health(),
+    exclusive,
+    validate: (text) => validate(text),
+    apply,
+    reloadNow: doReload,
+    rotator: () => rotator,
   };
 
   if (options.watch !== false) {
@@ -298,12 +369,33 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
     // The state file may now hold what the YAML gave: reload to pick it up (no-op when identical).
     await reload('rotation state');
   }
+  let admin: AdminServer | null = null;
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    rotator?.stop();
+    watcher?.close();
+    await admin?.close();
+    await queue;
+    await monitoring?.close();
+    await engine.stop();
+    logger.info('quiclb standalone stopped');
+    logger.flush?.();
+  };
+  if (options.admin) {
+    try {
+      admin = await startAdminServer({ control, logger, ...options.admin });
+    } catch (e) {
+      await stop();
+      throw e;
+    }
+  }
   logger.info(
     { listen: engine.addresses().map(formatSocketAddress), workers, servers: snapshot.servers.map((s) => `${s.name}=${formatSocketAddress(s.address)}`) },
     'quiclb standalone running',
   );
 
-  let stopped = false;
   return {
     addresses: () => engine.addresses(),
     monitoringAddress: () => monitoring?.address() ?? null,
@@ -311,17 +403,9 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
     metrics: async () => (await metrics()).body,
     snapshot: () => snapshot,
     dataplane: engine instanceof InProcessEngine ? engine.dp : null,
+    control,
+    adminAddress: () => admin?.address() ?? null,
     logger,
-    stop: async () => {
-      if (stopped) return;
-      stopped = true;
-      rotator?.stop();
-      watcher?.close();
-      await reloading.catch(() => {});
-      await monitoring?.close();
-      await engine.stop();
-      logger.info('quiclb standalone stopped');
-      logger.flush?.();
-    },
+    stop,
   };
 }

@@ -12,6 +12,7 @@ import { parseHex, toHex } from '../hex.js';
 import { cidLength, ConfigError, makeConfig, MAX_CONFIG_ID, type QuicLbConfig } from '../quiclb/config.js';
 import { formatSocketAddress, parseSocketAddress, type SocketAddress } from './address.js';
 import { parseDuration } from './duration.js';
+import { parseAdminSection, type AdminSettings } from './admin-clients.js';
 import { checkKeys, describe, join, optBool, optEnum, optInt, optString, reqInt, requireObject, rethrowUnder, type Fields } from './fields.js';
 import { checkLiveConfigKeys, parseBase64Key, readKeyFile } from './keys.js';
 import {
@@ -73,6 +74,8 @@ export interface StandaloneConfig {
   readonly monitoring: { readonly port: number | null; readonly address: string };
   readonly health: HealthCheckSettings;
   readonly logging: { readonly level: LogLevel };
+  /** Who may call the admin API, and with which role (`admin:`). */
+  readonly admin: AdminSettings;
   /** Files whose change should trigger a reload: the YAML, key files, the state file. */
   readonly watchedFiles: readonly string[];
 }
@@ -84,7 +87,7 @@ export interface ParseOptions {
   path?: string;
 }
 
-const TOP_KEYS = ['name', 'listen', 'workers', 'routing', 'loadbalancer', 'servers', 'flows', 'monitoring', 'logging'];
+const TOP_KEYS = ['name', 'listen', 'workers', 'routing', 'loadbalancer', 'servers', 'flows', 'monitoring', 'logging', 'admin'];
 const LB_SINGLE_KEYS = ['nonce_length', 'encryption_key', 'encryption_key_file', 'config_id', 'length_self_encoded', 'extra_length'];
 const LB_KEYS = ['server_id_length', ...LB_SINGLE_KEYS, 'configs', 'config_rotation', 'state_file', 'short_header_dcid_length'];
 const CONFIG_KEYS = ['config_id', 'nonce_length', 'encryption_key', 'encryption_key_file', 'state', 'length_self_encoded', 'extra_length'];
@@ -343,6 +346,7 @@ export function parseStandaloneConfig(text: string, options: ParseOptions = {}):
     checkKeys('logging', l, ['level']);
     logging = { level: optEnum('logging.level', l.level, LOG_LEVELS, 'info') };
   }
+  const admin = parseAdminSection(top.admin);
 
   const watchedFiles = [...(path ? [path] : []), ...keyFiles, ...((rotation.enabled || rotation.follow) && stateFile ? [stateFile] : [])];
   return {
@@ -362,6 +366,7 @@ export function parseStandaloneConfig(text: string, options: ParseOptions = {}):
     monitoring,
     health,
     logging,
+    admin,
     watchedFiles,
   };
 }
@@ -382,8 +387,12 @@ export function loadStandaloneConfig(path: string): LoadedStandalone {
   } catch (e) {
     throw new ConfigError(basename(path), `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
-  const config = parseStandaloneConfig(text, { path });
-  return overlayRotationState(config);
+  return loadStandaloneText(text, path);
+}
+
+/** What loadStandaloneConfig() makes of `text` as the content of the file at `path` (key files relative to it). */
+export function loadStandaloneText(text: string, path: string): LoadedStandalone {
+  return overlayRotationState(parseStandaloneConfig(text, { path }));
 }
 
 /** Applies the rotation state file (when rotation is enabled or followed, and the file exists and fits). */
