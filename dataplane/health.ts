@@ -64,7 +64,7 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
-interface TargetState {
+export interface TargetState {
   name: string;
   address: SocketAddress;
   state: HealthState;
@@ -76,6 +76,8 @@ interface TargetState {
   transitions: number;
   lastRttMs: number;
   lastError: string | null;
+  /** When the last probe finished (ms since the epoch; 0 = none yet). */
+  lastProbeAt: number;
 }
 
 export interface HealthChange {
@@ -191,6 +193,7 @@ export class HealthChecker extends EventEmitter<{ change: [HealthChange] }> {
           transitions: 0,
           lastRttMs: -1,
           lastError: null,
+          lastProbeAt: 0,
         };
         this.targets.set(tg.name, n);
         if (this.running) this.startTarget(n);
@@ -321,6 +324,7 @@ export class HealthChecker extends EventEmitter<{ change: [HealthChange] }> {
 
   private result(t: TargetState, ok: boolean, detail: string, rttMs: number): void {
     if (!this.targets.has(t.name) || this.targets.get(t.name) !== t) return;
+    t.lastProbeAt = Date.now();
     if (ok) {
       t.checks.success++;
       t.lastRttMs = rttMs;

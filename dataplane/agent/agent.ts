@@ -1,0 +1,321 @@
+/**
+ * `quiclb dataplane --operator ADDR`: the node agent. Holds one stream to the operator (operator-stream.ts),
+ * applies every snapshot all-or-nothing to the load balancers it describes (load-balancers.ts) and answers with
+ * an Ack or a Nack, probes the backends and reports their health, reports traffic counters every few seconds,
+ * keeps forwarding on the last good snapshot while the operator is away, and (with a state directory) restores
+ * that snapshot at start so forwarding does not wait for the operator.
+ */
+import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
+import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client';
+import { formatSocketAddress } from '../../lib/config/address.js';
+import type { SocketAddress } from '../../lib/config/snapshot.js';
+import { ConfigError } from '../../lib/quiclb/config.js';
+import { snapshotFromWire } from '../../proto/convert.js';
+import { Snapshot, type Hello } from '../../proto/gen/quiclb/v1/distribution.js';
+import { clientCredentials } from '../../proto/tls.js';
+import { createLogger, type Logger } from '../logging.js';
+import { MonitoringServer, type Readiness } from '../monitoring.js';
+import { agentMetrics } from './agent-metrics.js';
+import type { BackoffOptions } from './backoff.js';
+import { InProcessEngine, WorkerEngine, type LbEngine } from './engines.js';
+import { LoadBalancerSet, type ApplyFailure } from './load-balancers.js';
+import { OperatorStream } from './operator-stream.js';
+import { backendHealth, countersFromMetrics, HealthReporter } from './reports.js';
+import { SnapshotStore, StateFileError } from './state-store.js';
+import { softwareVersion } from './version.js';
+
+export interface AgentOptions {
+  /** HOST:PORT of the operator's config server. */
+  readonly operator: string;
+  /** TLS directory: ca.crt, tls.crt, tls.key (proto/tls.ts). */
+  readonly tlsDir: string;
+  /** Name the operator's certificate must carry (default: the host part of `operator`). */
+  readonly serverName?: string;
+  /** Where the last good snapshot is kept (none: not ready until the operator sends one). */
+  readonly stateDir?: string;
+  readonly nodeName?: string;
+  readonly podName?: string;
+  /** Monitoring port (/metrics /healthz /readyz); null = no monitoring server. */
+  readonly metricsPort?: number | null;
+  readonly metricsAddress?: string;
+  /** Worker processes per load balancer (1 = in this process). */
+  readonly workers?: number;
+  readonly logger?: Logger;
+  readonly logLevel?: string;
+  /** Counters on the stream every this many ms (default 5000). */
+  readonly reportIntervalMs?: number;
+  /** Health changes are looked for this often (default 1000 ms). */
+  readonly healthReportIntervalMs?: number;
+  readonly backoff?: BackoffOptions;
+  readonly maxReceiveBytes?: number;
+}
+
+export interface AgentHandle {
+  readonly logger: Logger;
+  readonly operator: OperatorStream;
+  readonly loadBalancers: LoadBalancerSet;
+  /** Version of the snapshot in force (null: none yet). */
+  versionInForce(): number | null;
+  /** Bound listen addresses of a load balancer ([] when it is not running). */
+  addresses(lb: string): SocketAddress[];
+  monitoringAddress(): AddressInfo | null;
+  /** Prometheus text (aggregated over worker processes). */
+  metrics(): Promise<string>;
+  readiness(): Readiness;
+  stop(): Promise<void>;
+}
+
+export const CAPABILITIES = ['health-reports', 'counters', 'workers', 'state-dir'];
+
+interface InForce {
+  readonly wire: Snapshot;
+  readonly version: number;
+  /** Encoded snapshot without nonce and creation time: equal content, equal bytes. Holds keys: compare only. */
+  readonly content: Buffer;
+  readonly source: 'operator' | 'state-dir';
+}
+
+function contentOf(s: Snapshot): Buffer {
+  return Buffer.from(Snapshot.encode({ ...s, nonce: '', created: undefined }).finish());
+}
+
+export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
+  const logger = options.logger ?? createLogger({ level: options.logLevel ?? 'info', base: { component: 'dataplane-agent' } });
+  const credentials = clientCredentials(options.tlsDir); // throws TlsDirError naming a missing file
+  const processStart = new Date(Math.round(performance.timeOrigin));
+  const workers = options.workers ?? 1;
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'quiclb_' });
+
+  let inForce: InForce | null = null;
+  let lastRejected: { version: number; field: string; message: string } | null = null;
+  let connectedSince = 0;
+  let stream: OperatorStream | null = null;
+  const counters = agentMetrics(registry, () => stream, () => inForce?.version ?? null);
+
+  const makeEngine = (): LbEngine =>
+    workers > 1 ? new WorkerEngine(workers, logger, () => String(logger.level)) : new InProcessEngine(logger, registry);
+  const lbs = new LoadBalancerSet({ makeEngine, logger, registry, followVerdicts: () => stream?.connected === true });
+  const store = options.stateDir ? new SnapshotStore(options.stateDir) : null;
+
+  /** Validates and puts a wire snapshot in force; null on success, else why not (nothing changed then). */
+  const putInForce = async (wire: Snapshot, source: InForce['source']): Promise<ApplyFailure | null> => {
+    let content;
+    try {
+      content = snapshotFromWire(wire);
+    } catch (e) {
+      if (e instanceof ConfigError) return { field: e.field, message: e.message.slice(e.field.length + 2) };
+      return { field: '', message: (e as Error).message };
+    }
+    const failure = await lbs.apply(content.loadBalancers);
+    if (failure) return failure;
+    inForce = { wire, version: content.version, content: contentOf(wire), source };
+    return null;
+  };
+
+  // ---- restore from the state directory: forwarding starts before the operator answers
+  if (store) {
+    try {
+      const saved = store.load();
+      if (saved === null) logger.info({ state_dir: store.dir }, 'no saved snapshot; waiting for the operator');
+      else {
+        const failure = await putInForce(saved, 'state-dir');
+        if (failure) {
+          counters.stateFile.inc({ op: 'read', result: 'error' });
+          logger.error({ file: store.path, field: failure.field, error: failure.message }, 'saved snapshot cannot be used; ignoring it and waiting for the operator');
+        } else {
+          counters.stateFile.inc({ op: 'read', result: 'success' });
+          counters.snapshots.inc({ result: 'restored' });
+          logger.info({ file: store.path, version: inForce!.version, load_balancers: lbs.list().map((l) => l.name) }, 'forwarding with the saved snapshot');
+        }
+      }
+    } catch (e) {
+      if (!(e instanceof StateFileError)) throw e;
+      counters.stateFile.inc({ op: 'read', result: 'error' });
+      logger.error({ error: e.message }, 'saved snapshot is unreadable; ignoring it and waiting for the operator');
+    }
+  }
+
+  // ---- snapshots from the operator: one at a time, the newest waiting one next (older waiting ones are skipped)
+  let waiting: { wire: Snapshot; streamId: number } | null = null;
+  let applying: Promise<void> | null = null;
+  const handle = async (wire: Snapshot, streamId: number): Promise<void> => {
+    const s = stream!;
+    const version = wire.version;
+    const nonce = wire.nonce;
+    if (inForce !== null && contentOf(wire).equals(inForce.content)) {
+      counters.snapshots.inc({ result: 'unchanged' });
+      logger.debug({ version: Number(version), nonce }, 'snapshot already in force');
+      s.send({ $case: 'ack', ack: { version, nonce } }, streamId);
+      return;
+    }
+    const failure = await putInForce(wire, 'operator');
+    if (failure) {
+      counters.snapshots.inc({ result: 'rejected' });
+      lastRejected = { version: Number(version), ...failure };
+      logger.warn({ version: Number(version), nonce, field: failure.field, error: failure.message, in_force: inForce?.version ?? null }, 'snapshot rejected; keeping the last good one');
+      s.send({ $case: 'nack', nack: { version, nonce, field: failure.field, message: failure.message } }, streamId);
+      return;
+    }
+    counters.snapshots.inc({ result: 'applied' });
+    logger.info({ version: Number(version), nonce, load_balancers: lbs.list().map((l) => l.name) }, 'snapshot applied');
+    if (store) {
+      try {
+        store.save(wire);
+        counters.stateFile.inc({ op: 'write', result: 'success' });
+      } catch (e) {
+        counters.stateFile.inc({ op: 'write', result: 'error' });
+        logger.error({ dir: store.dir, error: (e as NodeJS.ErrnoException).code ?? (e as Error).message }, 'cannot save the snapshot to the state directory');
+      }
+    }
+    s.send({ $case: 'ack', ack: { version, nonce } }, streamId);
+  };
+  const drain = async () => {
+    while (waiting !== null) {
+      const w = waiting;
+      waiting = null;
+      try {
+        await handle(w.wire, w.streamId);
+      } catch (e) {
+        logger.error({ error: (e as Error).message }, 'snapshot handling failed');
+      }
+    }
+    applying = null;
+  };
+
+  const hello = (): Hello => ({
+    nodeName: options.nodeName || process.env.NODE_NAME || hostname(),
+    podName: options.podName || process.env.POD_NAME || '',
+    softwareVersion: softwareVersion(),
+    capabilities: CAPABILITIES,
+    currentVersion: BigInt(inForce?.version ?? 0),
+    processStartTime: processStart,
+  });
+  stream = new OperatorStream({
+    address: options.operator,
+    credentials,
+    serverName: options.serverName,
+    hello,
+    logger,
+    backoff: options.backoff,
+    maxReceiveBytes: options.maxReceiveBytes,
+  });
+  const operator = stream;
+  const healthReporter = new HealthReporter();
+  const reportHealth = () => {
+    if (!operator.connected) return;
+    const changes = healthReporter.changes(lbs.probeStates().map(({ lb, target }) => backendHealth(lb, target)));
+    if (changes.length > 0 && !operator.sendReport({ $case: 'health', health: { backends: changes } })) healthReporter.reset();
+  };
+  operator.on('connected', () => {
+    connectedSince = Date.now();
+    healthReporter.reset();
+    lbs.syncAllHealth(); // the operator's verdicts rule again
+    reportHealth();
+  });
+  operator.on('disconnected', () => {
+    connectedSince = 0;
+    lbs.syncAllHealth(); // local probes rule until the operator is back
+  });
+  operator.on('snapshot', (wire, streamId) => {
+    waiting = { wire, streamId };
+    applying ??= drain();
+  });
+
+  // ---- metrics (the same numbers /metrics and the counters on the stream show)
+  const collect = async (): Promise<Registry> => {
+    if (workers <= 1) return registry;
+    const fromWorkers = (await Promise.all(lbs.list().map((l) => l.engine.workerMetrics()))).flat();
+    return AggregatorRegistry.aggregate([await registry.getMetricsAsJSON(), ...fromWorkers]);
+  };
+  const metricsText = async () => {
+    const r = await collect();
+    return { contentType: r.contentType, body: await r.metrics() };
+  };
+  let reportingCounters = false;
+  const reportCounters = async () => {
+    if (!operator.connected || reportingCounters) return;
+    reportingCounters = true;
+    try {
+      const names = lbs.list().map((l) => l.name);
+      const json = await (await collect()).getMetricsAsJSON();
+      operator.sendReport({
+        $case: 'counters',
+        counters: { time: new Date(), processStartTime: processStart, loadBalancers: countersFromMetrics(json, names) },
+      });
+    } catch (e) {
+      logger.warn({ error: (e as Error).message }, 'cannot read the counters');
+    } finally {
+      reportingCounters = false;
+    }
+  };
+
+  const readiness = (): Readiness => {
+    const detail: string[] = [];
+    const now = Date.now();
+    if (inForce === null) detail.push(`no snapshot yet: waiting for the operator at ${options.operator}`);
+    else detail.push(`snapshot version ${inForce.version} in force (${inForce.source === 'operator' ? 'from the operator' : `restored from ${store!.path}`})`);
+    if (operator.connected) detail.push(`operator ${options.operator}: connected for ${Math.round((now - connectedSince) / 1000)}s`);
+    else {
+      const since = operator.disconnectedSince;
+      const contact = operator.lastContact ? `last contact ${new Date(operator.lastContact).toISOString()}` : 'never reached';
+      detail.push(
+        `operator ${options.operator}: unreachable${since ? ` for ${Math.round((now - since) / 1000)}s` : ''} (${contact}; ${operator.attempts} connect attempts${operator.lastError ? `; last error: ${operator.lastError}` : ''})`,
+      );
+    }
+    if (lastRejected) detail.push(`last rejected snapshot: version ${lastRejected.version}: ${lastRejected.field ? `${lastRejected.field}: ` : ''}${lastRejected.message}`);
+    let ready = inForce !== null;
+    for (const lb of lbs.list()) {
+      const r = lb.engine.readiness();
+      if (r.ready < r.total) ready = false;
+      const accepting = lb.snapshot.servers.filter((s) => s.state === 'active' && s.weight > 0 && lb.pushed.get(s.name) !== 'unhealthy').length;
+      detail.push(
+        `load balancer ${lb.name}: listening on ${lb.engine.addresses().map(formatSocketAddress).join(', ')}; data-plane processes ready ${r.ready}/${r.total}; servers accepting new connections ${accepting}/${lb.snapshot.servers.length}`,
+      );
+    }
+    return { ready, detail };
+  };
+
+  let monitoring: MonitoringServer | null = null;
+  if (options.metricsPort !== null && options.metricsPort !== undefined) {
+    monitoring = new MonitoringServer({ metrics: metricsText, readiness, logger });
+    const address = options.metricsAddress ?? '0.0.0.0';
+    try {
+      const a = await monitoring.listen(options.metricsPort, address);
+      logger.info({ address: formatSocketAddress({ host: a.address, port: a.port }) }, 'monitoring: /metrics /healthz /readyz');
+    } catch (e) {
+      await lbs.stopAll();
+      throw new Error(`cannot start the monitoring server on ${address}:${options.metricsPort}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
+    }
+  }
+
+  operator.start();
+  const countersTimer = setInterval(() => void reportCounters(), options.reportIntervalMs ?? 5000);
+  const healthTimer = setInterval(reportHealth, options.healthReportIntervalMs ?? 1000);
+  logger.info({ operator: options.operator, node: hello().nodeName, workers, state_dir: options.stateDir ?? null }, 'quiclb data-plane agent running');
+
+  let stopped = false;
+  return {
+    logger,
+    operator,
+    loadBalancers: lbs,
+    versionInForce: () => inForce?.version ?? null,
+    addresses: (name) => lbs.get(name)?.engine.addresses() ?? [],
+    monitoringAddress: () => monitoring?.address() ?? null,
+    metrics: async () => (await metricsText()).body,
+    readiness,
+    stop: async () => {
+      if (stopped) return;
+      stopped = true;
+      clearInterval(countersTimer);
+      clearInterval(healthTimer);
+      operator.stop();
+      await applying;
+      await monitoring?.close();
+      await lbs.stopAll();
+      logger.info('quiclb data-plane agent stopped');
+      logger.flush?.();
+    },
+  };
+}

@@ -1,0 +1,87 @@
+/**
+ * How one load balancer's data plane runs in the node agent: in this process (a Dataplane), or in N worker
+ * processes sharing its ports with SO_REUSEPORT (a WorkerPool, as standalone `workers: N`). Either way without
+ * health probes of its own: the agent probes (one HealthChecker per load balancer) and sets each server's health.
+ */
+import type { Registry } from 'prom-client';
+import type { DataplaneSnapshot, SocketAddress } from '../../lib/config/snapshot.js';
+import { Dataplane } from '../dataplane.js';
+import type { Logger } from '../logging.js';
+import type { MetricsJson } from '../metrics-carry.js';
+import type { HealthState } from '../router.js';
+import { WorkerPool } from '../workers.js';
+
+export interface LbEngine {
+  start(s: DataplaneSnapshot): Promise<void>;
+  apply(s: DataplaneSnapshot): Promise<void>;
+  stop(): Promise<void>;
+  /** Bound listen addresses, in the snapshot's order. */
+  addresses(): SocketAddress[];
+  setHealth(server: string, state: HealthState): void;
+  readiness(): { ready: number; total: number };
+  /** Metrics of worker processes (in-process engines register on the agent's registry instead). */
+  workerMetrics(): Promise<MetricsJson[]>;
+}
+
+export class InProcessEngine implements LbEngine {
+  readonly dataplane: Dataplane;
+  constructor(logger: Logger, registry: Registry) {
+    this.dataplane = new Dataplane({ logger, registry, healthChecks: false });
+  }
+  start(s: DataplaneSnapshot) {
+    return this.dataplane.start(s);
+  }
+  apply(s: DataplaneSnapshot) {
+    return this.dataplane.apply(s);
+  }
+  stop() {
+    return this.dataplane.stop();
+  }
+  addresses() {
+    return this.dataplane.addresses();
+  }
+  setHealth(server: string, state: HealthState) {
+    this.dataplane.setServerHealth(server, state);
+  }
+  readiness() {
+    return { ready: 1, total: 1 };
+  }
+  workerMetrics() {
+    return Promise.resolve([]);
+  }
+}
+
+export class WorkerEngine implements LbEngine {
+  private readonly pool: WorkerPool;
+  private readonly health = new Map<string, HealthState>();
+  constructor(count: number, logger: Logger, logLevel: () => string) {
+    this.pool = new WorkerPool({ count, logger, logLevel, health: () => new Map(this.health) });
+  }
+  async start(s: DataplaneSnapshot) {
+    try {
+      await this.pool.start(s);
+    } catch (e) {
+      await this.pool.stop(); // workers that did start
+      throw e;
+    }
+  }
+  apply(s: DataplaneSnapshot) {
+    return this.pool.apply(s);
+  }
+  stop() {
+    return this.pool.stop();
+  }
+  addresses() {
+    return this.pool.addresses();
+  }
+  setHealth(server: string, state: HealthState) {
+    this.health.set(server, state);
+    this.pool.broadcastHealth(server, state);
+  }
+  readiness() {
+    return { ready: this.pool.readyCount, total: this.pool.count };
+  }
+  workerMetrics() {
+    return this.pool.workerMetrics();
+  }
+}

@@ -1,0 +1,202 @@
+/**
+ * The load balancers a snapshot asks for, each with its engine (data plane) and its health checker, and the
+ * all-or-nothing change from one snapshot to the next: new load balancers start, the others apply their new
+ * snapshot (flows kept), the ones that disappeared stop. If any step fails, what was done is undone and the
+ * previous snapshot stays in force everywhere.
+ *
+ * Health rule (docs/config-channel.md): a server's health in the fallback pool is the operator's verdict
+ * (SnapshotServer.verdict) while the operator is connected and the snapshot carries one; otherwise (operator
+ * unreachable, or no verdict) this node's own probe result.
+ */
+import type { Registry } from 'prom-client';
+import { formatSocketAddress } from '../../lib/config/address.js';
+import type { DataplaneSnapshot, SnapshotServer } from '../../lib/config/snapshot.js';
+import { HealthChecker, type TargetState } from '../health.js';
+import type { Logger } from '../logging.js';
+import type { HealthState } from '../router.js';
+import type { LbEngine } from './engines.js';
+
+export interface LoadBalancer {
+  readonly name: string;
+  snapshot: DataplaneSnapshot;
+  engine: LbEngine;
+  readonly checker: HealthChecker;
+  /** Health last given to the engine, per server. */
+  readonly pushed: Map<string, HealthState>;
+}
+
+/** Why a snapshot could not be put in force: the wire field (as a Nack carries it) and a message. */
+export interface ApplyFailure {
+  readonly field: string;
+  readonly message: string;
+}
+
+export interface LoadBalancerSetOptions {
+  readonly makeEngine: (name: string) => LbEngine;
+  readonly logger: Logger;
+  readonly registry: Registry;
+  /** True while the operator's verdicts rule (it is connected). */
+  readonly followVerdicts: () => boolean;
+}
+
+/** A bind failure of the data plane ("cannot listen on ADDR: CODE") -> the listen entry's wire path. */
+function failureField(index: number, s: DataplaneSnapshot, message: string): string {
+  const m = /cannot listen on (\S+): /.exec(message);
+  if (m) {
+    const j = s.listen.findIndex((a) => formatSocketAddress(a) === m[1]);
+    if (j >= 0) return `load_balancers[${index}].listen[${j}]`;
+  }
+  return `load_balancers[${index}]`;
+}
+
+export class LoadBalancerSet {
+  private readonly lbs = new Map<string, LoadBalancer>();
+
+  constructor(private readonly options: LoadBalancerSetOptions) {}
+
+  list(): LoadBalancer[] {
+    return [...this.lbs.values()];
+  }
+
+  get(name: string): LoadBalancer | undefined {
+    return this.lbs.get(name);
+  }
+
+  /**
+   * Puts `next` in force (its order is the wire order, for error paths). Resolves null on success, else the
+   * failure, with the previous load balancers running as before.
+   */
+  async apply(next: readonly DataplaneSnapshot[]): Promise<ApplyFailure | null> {
+    const { logger } = this.options;
+    const wanted = new Set(next.map((s) => s.name));
+    const claimed = new Set(next.flatMap((s) => s.listen.filter((a) => a.port !== 0).map(formatSocketAddress)));
+    const removed = this.list().filter((lb) => !wanted.has(lb.name));
+    // Load balancers that go away but hold an address another one now wants are stopped first; the rest last.
+    const stopFirst = removed.filter((lb) => lb.snapshot.listen.some((a) => a.port !== 0 && claimed.has(formatSocketAddress(a))));
+    const stopLast = removed.filter((lb) => !stopFirst.includes(lb));
+    // Existing ones that give up an address go before the others, so a moved port is free when it is needed.
+    const releases = (s: DataplaneSnapshot, lb: LoadBalancer) =>
+      lb.snapshot.listen.some((a) => a.port !== 0 && !s.listen.some((b) => formatSocketAddress(b) === formatSocketAddress(a)));
+    const steps = next
+      .map((s, index) => ({ s, index, lb: this.lbs.get(s.name) }))
+      .sort((a, b) => Number(b.lb !== undefined && releases(b.s, b.lb)) - Number(a.lb !== undefined && releases(a.s, a.lb)));
+
+    const undo: (() => Promise<void>)[] = [];
+    const started: LoadBalancer[] = [];
+    const rollback = async () => {
+      for (const u of undo.reverse()) {
+        try {
+          await u();
+        } catch (e) {
+          logger.error({ error: (e as Error).message }, 'rollback step failed');
+        }
+      }
+    };
+    try {
+      for (const lb of stopFirst) {
+        await lb.engine.stop();
+        undo.push(async () => {
+          const engine = this.options.makeEngine(lb.name);
+          await engine.start(lb.snapshot);
+          lb.engine = engine;
+          lb.pushed.clear();
+          this.lbs.set(lb.name, lb);
+          this.syncHealth(lb);
+        });
+        this.lbs.delete(lb.name);
+      }
+    } catch (e) {
+      await rollback();
+      return { field: '', message: (e as Error).message };
+    }
+    for (const { s, index, lb } of steps) {
+      try {
+        if (lb) {
+          const prev = lb.snapshot;
+          await lb.engine.apply(s);
+          undo.push(async () => {
+            await lb.engine.apply(prev);
+            this.syncHealth(lb);
+          });
+        } else {
+          const engine = this.options.makeEngine(s.name);
+          try {
+            await engine.start(s);
+          } catch (e) {
+            await engine.stop().catch(() => {});
+            throw e;
+          }
+          const checker = new HealthChecker(s.health, logger, s.name, this.options.registry);
+          const created: LoadBalancer = { name: s.name, snapshot: s, engine, checker, pushed: new Map() };
+          started.push(created);
+          undo.push(async () => {
+            await checker.stop();
+            await engine.stop();
+          });
+        }
+      } catch (e) {
+        await rollback();
+        const message = (e as Error).message;
+        return { field: failureField(index, s, message), message };
+      }
+    }
+    // Committed: nothing below fails on the data path.
+    for (const lb of started) {
+      lb.checker.on('change', () => this.syncHealth(lb));
+      lb.checker.update(lb.snapshot.servers, lb.snapshot.health);
+      lb.checker.start();
+      this.lbs.set(lb.name, lb);
+    }
+    for (const { s, lb } of steps) {
+      if (!lb) continue;
+      lb.snapshot = s;
+      lb.checker.update(s.servers, s.health);
+    }
+    for (const lb of [...stopFirst, ...stopLast]) {
+      this.lbs.delete(lb.name);
+      await lb.checker.stop();
+      if (stopLast.includes(lb)) await lb.engine.stop();
+      logger.info({ lb: lb.name }, 'load balancer removed');
+    }
+    this.syncAllHealth();
+    return null;
+  }
+
+  /** The health a server should have in the fallback pool now (the rule above). */
+  effectiveHealth(lb: LoadBalancer, server: SnapshotServer, local: Map<string, HealthState>): HealthState {
+    if (server.verdict !== undefined && this.options.followVerdicts()) return server.verdict;
+    return local.get(server.name) ?? 'unknown';
+  }
+
+  /** Gives every engine the health of its servers under the rule (after a connect, disconnect or snapshot). */
+  syncAllHealth(): void {
+    for (const lb of this.lbs.values()) this.syncHealth(lb);
+  }
+
+  private syncHealth(lb: LoadBalancer): void {
+    const local = lb.checker.states();
+    const names = new Set<string>();
+    for (const srv of lb.snapshot.servers) {
+      names.add(srv.name);
+      const h = this.effectiveHealth(lb, srv, local);
+      if (lb.pushed.get(srv.name) === h) continue;
+      lb.pushed.set(srv.name, h);
+      lb.engine.setHealth(srv.name, h);
+      this.options.logger.debug({ lb: lb.name, server: srv.name, state: h, verdict: srv.verdict ?? null, probe: local.get(srv.name) ?? 'unknown' }, 'server health set');
+    }
+    for (const n of lb.pushed.keys()) if (!names.has(n)) lb.pushed.delete(n);
+  }
+
+  /** Probe states of every server of every load balancer. */
+  probeStates(): { lb: string; target: TargetState }[] {
+    return this.list().flatMap((lb) => lb.checker.targetStates().map((target) => ({ lb: lb.name, target })));
+  }
+
+  async stopAll(): Promise<void> {
+    for (const lb of this.list()) {
+      await lb.checker.stop();
+      await lb.engine.stop();
+    }
+    this.lbs.clear();
+  }
+}
