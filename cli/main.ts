@@ -13,6 +13,7 @@ Commands:
   cid encode|decode|inspect   encode, decode or explain QUIC-LB connection IDs (quiclb cid --help)
   keygen                      print a new random 16-byte QUIC-LB key
   standalone                  run the load balancer from a YAML file, or --example (quiclb standalone --help)
+  admin get|update|rotate     call a standalone load balancer's admin API (quiclb admin --help)
   dataplane                   run this node's data plane as the operator configures it (quiclb dataplane --help)
 
 Run 'quiclb <command> --help' for a command's options. Invalid input exits with status 2.`;
@@ -23,6 +24,7 @@ const commands: Record<string, Command> = {
   cid: cidCommand,
   keygen: keygenCommand,
   standalone: (argv) => import('./standalone.js').then((m) => m.standaloneCommand(argv)),
+  admin: (argv) => import('./admin.js').then((m) => m.adminCommand(argv)),
   dataplane: (argv) => import('./dataplane.js').then((m) => m.dataplaneCommand(argv)),
 };
 
