@@ -1,0 +1,226 @@
+/**
+ * One data plane's StreamConfig stream: waits for its Hello, pushes the latest snapshot and every newer one, and
+ * books its Acks, Nacks and reports.
+ *
+ * Latest wins: at most one snapshot is ever inside the stream. While a push has not been taken by the transport
+ * (grpc-js calls the write callback once HTTP/2 flow control let it out; a data plane that stops reading holds it
+ * back), new versions only mark the stream dirty; when the write completes, the newest version is sent and every
+ * version in between is skipped. This is stricter than waiting for 'drain' after write() returns false (grpc-js
+ * buffers 16 messages before it does), so a stalled data plane costs one snapshot of memory and nobody waits for
+ * it. Changes published together are coalesced: a push is scheduled once per turn of the event loop.
+ *
+ * A rejected version is never pushed again to the same data-plane process; the next push is the next newer version.
+ * Acks and Nacks whose nonce is not the latest push's answer a push that a newer one replaced, and are ignored.
+ */
+import { status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type { DataplaneSnapshot } from '../../lib/config/snapshot.js';
+import { loadBalancerToWire } from '../../proto/convert.js';
+import type { LoadBalancer, StreamConfigRequest, StreamConfigResponse } from '../../proto/gen/quiclb/v1/distribution.js';
+import { helloInfo, type DataPlaneCache, type PushInfo } from './cache.js';
+import type { ConfigServerMetrics } from './metrics.js';
+import { checkRequest, isMalformed, RequestError, type MalformedRequest, type RequestLimits } from './request-limits.js';
+import type { DataPlaneKey, SnapshotSource } from './source.js';
+
+export type IncomingRequest = StreamConfigRequest | MalformedRequest;
+export type ConfigCall = ServerDuplexStream<IncomingRequest, StreamConfigResponse>;
+
+/** Why the server closed a stream (metric label quiclb_config_server_streams_refused_total{reason}). */
+export type RefusalReason = 'unauthenticated' | 'hello_timeout' | 'protocol' | 'invalid_message' | 'replaced' | 'shutdown';
+
+/** What a stream needs from its server. */
+export interface StreamHost {
+  readonly source: SnapshotSource;
+  readonly cache: DataPlaneCache;
+  readonly metrics: ConfigServerMetrics;
+  readonly logger: Logger;
+  readonly limits: RequestLimits;
+  readonly helloTimeoutMs: number;
+  nextNonce(): string;
+  /** The stream said Hello: it becomes the identity's stream (an older one is closed). */
+  adopt(stream: DataPlaneStream): void;
+  /** The stream ended (whatever the reason). */
+  release(stream: DataPlaneStream, reason: string): void;
+  readonly events: StreamEvents;
+}
+
+export interface StreamEvents {
+  connected(identity: string): void;
+  acked(identity: string, version: number, nonce: string): void;
+  nacked(identity: string, version: number): void;
+  health(identity: string): void;
+  counters(identity: string): void;
+}
+
+const wireCache = new WeakMap<readonly DataplaneSnapshot[], { loadBalancers: LoadBalancer[]; created: Date }>();
+
+/** The wire form of a source snapshot, converted once and shared by every stream (only the nonce differs). */
+function wireLoadBalancers(loadBalancers: readonly DataplaneSnapshot[]) {
+  let w = wireCache.get(loadBalancers);
+  if (!w) {
+    w = { loadBalancers: loadBalancers.map(loadBalancerToWire), created: new Date() };
+    wireCache.set(loadBalancers, w);
+  }
+  return w;
+}
+
+export class DataPlaneStream {
+  private helloTimer: NodeJS.Timeout | null;
+  private key: DataPlaneKey | null = null;
+  private lastSent: PushInfo | null = null;
+  /** The latest push was answered (a second answer to it is ignored). */
+  private answered = false;
+  private writing = false;
+  private scheduled = false;
+  private closed = false;
+  readonly peer: string;
+
+  constructor(
+    private readonly host: StreamHost,
+    private readonly call: ConfigCall,
+    readonly identity: string,
+  ) {
+    this.peer = call.getPeer();
+    this.helloTimer = setTimeout(() => this.close(GrpcStatus.DEADLINE_EXCEEDED, `no hello within ${host.helloTimeoutMs} ms`, 'hello_timeout'), host.helloTimeoutMs);
+    this.helloTimer.unref();
+    call.on('data', (req: IncomingRequest) => this.receive(req));
+    call.on('end', () => {
+      // The data plane closed its side: finish ours with OK.
+      if (!this.closed) this.finish('data plane ended the stream');
+      call.end();
+    });
+    call.on('cancelled', () => this.finish('cancelled by the data plane or the connection closed'));
+    call.on('error', (e: Error) => this.finish(`stream error: ${e.message}`));
+    call.on('close', () => this.finish('stream closed'));
+  }
+
+  get helloReceived(): boolean {
+    return this.key !== null;
+  }
+
+  /** A new version may exist: push the newest on the next turn of the event loop (coalescing bursts). */
+  wake(): void {
+    if (this.closed || this.key === null || this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.pushLatest();
+    });
+  }
+
+  /** Closes the stream with a status (the data plane receives it after any snapshot already in the stream). */
+  close(code: GrpcStatus, details: string, reason: RefusalReason): void {
+    if (this.closed) return;
+    this.host.metrics.streamsRefused.inc({ reason });
+    const level = reason === 'shutdown' || reason === 'replaced' ? 'info' : 'warn';
+    this.host.logger[level]({ identity: this.identity, peer: this.peer, code: GrpcStatus[code], reason: details }, 'closing config stream');
+    this.finish(details);
+    this.call.emit('error', Object.assign(new Error(details), { code, details }));
+  }
+
+  private finish(reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.helloTimer) clearTimeout(this.helloTimer);
+    this.helloTimer = null;
+    this.host.release(this, reason);
+  }
+
+  private receive(req: IncomingRequest): void {
+    if (this.closed) return;
+    if (isMalformed(req)) return this.close(GrpcStatus.INVALID_ARGUMENT, `malformed StreamConfigRequest: ${req.malformed}`, 'invalid_message');
+    try {
+      checkRequest(req, this.host.limits);
+    } catch (e) {
+      if (e instanceof RequestError) return this.close(GrpcStatus.INVALID_ARGUMENT, e.message, 'invalid_message');
+      throw e;
+    }
+    const m = req.message!;
+    if (m.$case === 'hello') {
+      if (this.key !== null) return this.close(GrpcStatus.FAILED_PRECONDITION, 'hello was already sent on this stream', 'protocol');
+      const hello = helloInfo(m.hello);
+      clearTimeout(this.helloTimer!);
+      this.helloTimer = null;
+      this.key = { identity: this.identity, nodeName: hello.nodeName };
+      this.host.adopt(this);
+      this.host.cache.connected(this.identity, hello, this.peer, new Date());
+      this.host.logger.info(
+        { identity: this.identity, peer: this.peer, node: hello.nodeName, pod: hello.podName, softwareVersion: hello.softwareVersion, currentVersion: hello.currentVersion },
+        'data plane connected',
+      );
+      this.host.events.connected(this.identity);
+      this.pushLatest();
+      return;
+    }
+    if (this.key === null) return this.close(GrpcStatus.FAILED_PRECONDITION, `the first message must be hello, got ${m.$case}`, 'protocol');
+    const now = new Date();
+    switch (m.$case) {
+      case 'ack':
+        return this.onAnswer(m.ack.version, m.ack.nonce, () => {
+          const version = Number(m.ack.version);
+          this.host.cache.acked(this.identity, version, now);
+          this.host.metrics.acked.inc();
+          this.host.logger.info({ identity: this.identity, version, nonce: m.ack.nonce }, 'snapshot acknowledged');
+          this.host.events.acked(this.identity, version, m.ack.nonce);
+        });
+      case 'nack':
+        return this.onAnswer(m.nack.version, m.nack.nonce, () => {
+          const n = m.nack;
+          const version = Number(n.version);
+          this.host.cache.nacked(this.identity, { version, nonce: n.nonce, field: n.field, message: n.message, at: now });
+          this.host.metrics.nacked.inc();
+          this.host.logger.warn({ identity: this.identity, version, nonce: n.nonce, field: n.field, err: n.message }, 'snapshot rejected by data plane');
+          this.host.events.nacked(this.identity, version);
+          this.wake(); // a newer version may already exist
+        });
+      case 'health': {
+        const { ignored } = this.host.cache.health(this.identity, m.health.backends, now);
+        if (ignored > 0) this.host.logger.debug({ identity: this.identity, ignored }, 'health entries for servers not in the last snapshot ignored');
+        this.host.events.health(this.identity);
+        return;
+      }
+      case 'counters':
+        this.host.cache.counters(this.identity, m.counters, now);
+        this.host.events.counters(this.identity);
+        return;
+    }
+  }
+
+  private onAnswer(version: bigint, nonce: string, book: () => void): void {
+    const sent = this.lastSent;
+    if (sent === null || nonce !== sent.nonce || this.answered) {
+      this.host.logger.debug({ identity: this.identity, version: Number(version), nonce }, 'answer to an earlier push ignored');
+      return;
+    }
+    if (Number(version) !== sent.version) {
+      this.host.logger.warn({ identity: this.identity, version: Number(version), nonce, sentVersion: sent.version }, 'answer names another version than its push: ignored');
+      return;
+    }
+    this.answered = true;
+    book();
+  }
+
+  private pushLatest(): void {
+    if (this.closed || this.key === null || this.writing) return;
+    const snap = this.host.source.snapshotFor(this.key);
+    if (snap === null) return;
+    if (this.lastSent !== null && snap.version <= this.lastSent.version) return;
+    if (snap.version <= this.host.cache.rejectedVersion(this.identity)) return;
+    const nonce = this.host.nextNonce();
+    const wire = wireLoadBalancers(snap.loadBalancers);
+    const push: PushInfo = { version: snap.version, nonce, at: new Date() };
+    this.lastSent = push;
+    this.answered = false;
+    this.host.cache.sent(this.identity, push, snap.loadBalancers);
+    this.host.metrics.sent.inc();
+    this.host.logger.debug({ identity: this.identity, version: snap.version, nonce }, 'pushing snapshot');
+    this.writing = true;
+    this.call.write(
+      { message: { $case: 'snapshot', snapshot: { version: BigInt(snap.version), nonce, loadBalancers: wire.loadBalancers, created: wire.created } } },
+      () => {
+        this.writing = false;
+        this.pushLatest();
+      },
+    );
+  }
+}
