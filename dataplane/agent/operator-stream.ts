@@ -92,6 +92,7 @@ export class OperatorStream extends EventEmitter<OperatorStreamEvents> {
     this.stopped = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
+    this.streamId++; // the closing stream's events are ignored
     this.closeStream();
   }
 
