@@ -71,7 +71,7 @@ export async function standaloneCommand(argv: string[]): Promise<number> {
     throw new UsageError(`--log-level: must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(level)}`);
   }
   if ((values.admin === undefined) !== (values['tls-dir'] === undefined)) throw new UsageError('--admin ADDR and --tls-dir DIR go together');
-  const admin = values.admin === undefined ? undefined : { address: parseSocketAddress('--admin', values.admin), tlsDir: values['tls-dir']! };
+  const admin = values.admin === undefined ? undefined : { address: parseSocketAddress('--admin', values.admin, { allowPortZero: true }), tlsDir: values['tls-dir']! };
   if (values.example) {
     if (admin) throw new UsageError('--admin serves a config file: use it with --config');
     if (values.config) throw new UsageError('--example runs a built-in config; do not combine it with --config');
