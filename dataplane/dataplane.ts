@@ -13,7 +13,8 @@ import { HealthChecker, type HealthChange } from './health.js';
 import { silentLogger, type Logger } from './logging.js';
 import { attachMetrics } from './metrics.js';
 import type { Flow } from './flow-table.js';
-import { DROP_INTERNAL, DROP_UPSTREAM_NOT_READY, Router, type HealthState, type RouterServer, type RouterStats } from './router.js';
+import { currentSocketBudget, type SocketBudget } from './resources.js';
+import { DROP_INTERNAL, DROP_UPSTREAM_NOT_READY, DROP_UPSTREAM_SOCKET_LIMIT, Router, type HealthState, type RouterServer, type RouterStats } from './router.js';
 
 export interface DataplaneOptions {
   /** pino logger (default: silent). */
@@ -28,6 +29,13 @@ export interface DataplaneOptions {
   workerLabel?: string;
   /** SO_RCVBUF/SO_SNDBUF of the listening sockets (default 4 MiB; 0 = system default). */
   socketBufferBytes?: number;
+  /**
+   * Upper bound of open upstream sockets (default: from the descriptor limit and the local port range at start,
+   * dataplane/resources.ts; Infinity = no cap). Flows are capped to fit.
+   */
+  maxUpstreamSockets?: number;
+  /** Processes sharing the local port range (worker mode), for the default cap (default 1). */
+  processes?: number;
 }
 
 export interface DataplaneStats extends RouterStats {
@@ -90,6 +98,10 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
   private stopped = false;
   readonly sendErrors = { upstream: 0, reply: 0 };
   upstreamSockets = 0;
+  /** Cap of upstreamSockets (see DataplaneOptions.maxUpstreamSockets). */
+  upstreamSocketLimit = Infinity;
+  /** How the cap was computed (null when given as an option). */
+  socketBudget: SocketBudget | null = null;
   readonly workerLabel: string | null;
   private internalErrorsLogged = 0;
   /**
@@ -141,6 +153,7 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
       this.routerInstance = null;
       throw e;
     }
+    this.applySocketBudget(snapshot);
     this.snapshot = snapshot;
     this.startTicker(snapshot);
     this.detachMetrics = attachMetrics(this.registry, this);
@@ -178,6 +191,7 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     }
     const prev = this.snapshot!;
     router.apply(next);
+    this.warnIfOverBudget(next);
     if (this.serversLeftOrMoved(prev, next)) this.closeStaleUpstreams();
     for (const l of this.sockets) {
       if (l !== null && !wanted.has(l.key)) await this.closeListener(l);
@@ -233,6 +247,35 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
   }
 
   // ---- internals
+
+  /** Caps upstream sockets (and with them the flows) at what the process can hold. */
+  private applySocketBudget(s: DataplaneSnapshot): void {
+    if (this.options.maxUpstreamSockets !== undefined) this.upstreamSocketLimit = this.options.maxUpstreamSockets;
+    else {
+      this.socketBudget = currentSocketBudget(this.options.processes ?? 1);
+      this.upstreamSocketLimit = this.socketBudget.cap;
+    }
+    this.router.setFlowCap(this.upstreamSocketLimit);
+    this.warnIfOverBudget(s);
+  }
+
+  /** Warns when the flow settings ask for more upstream sockets than the cap allows (the cap wins). */
+  private warnIfOverBudget(s: DataplaneSnapshot): void {
+    if (!Number.isFinite(this.upstreamSocketLimit)) return;
+    const l = this.router.flowLimits();
+    const wanted = s.flows.maxFlows + (s.flows.maxUnconfirmed ?? Math.ceil(s.flows.maxFlows / 4));
+    if (wanted <= this.upstreamSocketLimit) return;
+    this.logger.warn(
+      {
+        lb: s.name,
+        flows_max: s.flows.maxFlows,
+        upstream_socket_limit: this.upstreamSocketLimit,
+        limited_by: this.socketBudget?.limitedBy ?? 'maxUpstreamSockets option',
+        effective: { confirmed: l.max, unconfirmed: l.maxUnconfirmed },
+      },
+      'the flow settings ask for more upstream sockets than this process can hold; flows are capped (raise the nofile limit or the port range, or lower flows.max)',
+    );
+  }
 
   private serversLeftOrMoved(prev: DataplaneSnapshot, next: DataplaneSnapshot): boolean {
     const now = new Map(next.servers.map((s) => [s.name, s.address]));
@@ -340,7 +383,13 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
       const flow = router.flow!;
       let up = flow.upstream as Upstream | null;
       while (up !== null && up.server !== server) up = up.next;
-      if (up === null || up.address !== server.address) up = this.openUpstream(flow, server, l, up);
+      if (up === null || up.address !== server.address) {
+        up = this.openUpstream(flow, server, l, up);
+        if (up === null) {
+          router.undoRoute(server, msg.length, DROP_UPSTREAM_SOCKET_LIMIT);
+          return;
+        }
+      }
       if (up.ready) up.socket.send(msg, this.onUpstreamSent);
       else if (up.queue !== null && up.queue.length < MAX_QUEUE) up.queue.push(msg);
       else router.undoRoute(server, msg.length, DROP_UPSTREAM_NOT_READY);
@@ -351,8 +400,16 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     }
   }
 
-  private openUpstream(flow: Flow<RouterServer>, server: RouterServer, l: Listener, stale: Upstream | null): Upstream {
+  /** Opens an upstream socket for the flow, within the socket cap (evicting an unconfirmed flow); null: none left. */
+  private openUpstream(flow: Flow<RouterServer>, server: RouterServer, l: Listener, stale: Upstream | null): Upstream | null {
     if (stale !== null) this.closeUpstream(stale);
+    if (this.upstreamSockets >= this.upstreamSocketLimit) {
+      const flows = this.router.flows;
+      while (this.upstreamSockets >= this.upstreamSocketLimit && flows.evictOneUnconfirmed()) {
+        // evicting frees the evicted flow's sockets (closeFlow)
+      }
+      if (this.upstreamSockets >= this.upstreamSocketLimit || !flow.alive) return null;
+    }
     const a = server.address;
     const socket = createSocket(a.family === 6 ? 'udp6' : 'udp4');
     const up = new Upstream(server, flow, l, socket, a);
@@ -379,8 +436,9 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     server.replyPackets++;
     server.replyBytes += msg.length;
     const router = this.routerInstance!;
-    router.learnReply(msg, server); // returns at once for short headers
-    if (flow.lastSeen !== router.now) router.flows.touch(flow, router.now);
+    router.learnReply(msg, server, flow); // returns at once for short headers
+    // Only confirmed flows are kept alive by replies: a backend answering a spoofed source must not hold its flow.
+    if (flow.confirmed && flow.lastSeen !== router.now) router.flows.touch(flow, router.now);
     up.listener.socket.send(msg, flow.port, flow.address, this.onReplySent);
   }
 

@@ -15,6 +15,8 @@ export interface MetricsSource {
   liveConfigs(): { configId: number; state: string }[];
   readonly sendErrors: { upstream: number; reply: number };
   readonly upstreamSockets: number;
+  /** Cap of upstream sockets (Infinity: none). */
+  readonly upstreamSocketLimit?: number;
   /** Worker index when running as one of several worker processes (per-worker series), else null. */
   readonly workerLabel: string | null;
 }
@@ -95,18 +97,38 @@ class Hub {
     gauge('quiclb_flows', 'Client flows in the flow table.', [], (s, e) => e({}, s.router.flows.size));
     gauge('quiclb_dcid_entries', 'Entries in the DCID table.', [], (s, e) => e({}, s.router.dcids.size));
     gauge('quiclb_upstream_sockets', 'Open upstream sockets (one per client flow and server).', [], (s, e) => e({}, s.upstreamSockets));
-    gauge('quiclb_flow_table_max', 'Bound of the flow table and of the DCID table.', [], (s, e) => e({}, s.router.flows.max), 'max');
+    gauge('quiclb_flow_table_max', 'Bound of the confirmed flows (within the socket cap) and of the confirmed DCID entries.', [], (s, e) => e({}, s.router.flows.max), 'max');
+    gauge('quiclb_unconfirmed_entries', 'Entries in the unconfirmed (new-flow) budget, by table.', ['table'], (s, e) => {
+      e({ table: 'flow' }, s.router.flows.unconfirmedCount);
+      e({ table: 'dcid' }, s.router.dcids.unconfirmedCount);
+    });
+    gauge('quiclb_unconfirmed_table_max', 'Bound of the unconfirmed (new-flow) budget, by table.', ['table'], (s, e) => {
+      e({ table: 'flow' }, s.router.flows.maxUnconfirmed);
+      e({ table: 'dcid' }, s.router.dcids.maxUnconfirmed);
+    }, 'max');
+    gauge('quiclb_upstream_socket_limit', 'Cap of open upstream sockets from the descriptor limit and the local port range (-1: none).', [], (s, e) => {
+      const l = s.upstreamSocketLimit ?? Infinity;
+      e({}, Number.isFinite(l) ? l : -1);
+    });
+    counter('quiclb_flows_confirmed_total', 'Entries moved from the unconfirmed to the confirmed budget (the client proved it receives the backend\'s answers), by table.', ['table'], (s, e) => {
+      e({ table: 'flow' }, s.router.flows.counters.confirmed);
+      e({ table: 'dcid' }, s.router.dcids.counters.confirmed);
+    });
     counter('quiclb_flows_created_total', 'Entries created, by table.', ['table'], (s, e) => {
       e({ table: 'flow' }, s.router.flows.counters.created);
       e({ table: 'dcid' }, s.router.dcids.counters.created);
     });
-    counter('quiclb_flow_evictions_total', 'Entries evicted because the table was full (least recently used first), by table.', ['table'], (s, e) => {
-      e({ table: 'flow' }, s.router.flows.counters.evicted);
-      e({ table: 'dcid' }, s.router.dcids.counters.evicted);
+    counter('quiclb_flow_evictions_total', 'Entries evicted because their budget was full (least recently used first), by table and budget (unconfirmed entries only ever evict each other).', ['table', 'state'], (s, e) => {
+      for (const [table, t] of [['flow', s.router.flows], ['dcid', s.router.dcids]] as const) {
+        e({ table, state: 'unconfirmed' }, t.counters.evictedUnconfirmed);
+        e({ table, state: 'confirmed' }, t.counters.evicted - t.counters.evictedUnconfirmed);
+      }
     });
-    counter('quiclb_flow_expirations_total', 'Entries removed after the idle timeout, by table.', ['table'], (s, e) => {
-      e({ table: 'flow' }, s.router.flows.counters.expired);
-      e({ table: 'dcid' }, s.router.dcids.counters.expired);
+    counter('quiclb_flow_expirations_total', 'Entries removed after their idle timeout, by table and budget.', ['table', 'state'], (s, e) => {
+      for (const [table, t] of [['flow', s.router.flows], ['dcid', s.router.dcids]] as const) {
+        e({ table, state: 'unconfirmed' }, t.counters.expiredUnconfirmed);
+        e({ table, state: 'confirmed' }, t.counters.expired - t.counters.expiredUnconfirmed);
+      }
     });
     counter('quiclb_send_errors_total', 'Datagrams the kernel refused to send, by direction.', ['direction'], (s, e) => {
       e({ direction: 'to_server' }, s.sendErrors.upstream);

@@ -14,9 +14,9 @@
 import { parseQuicHeader, QuicHeader, type HeaderError } from '../lib/quic/header.js';
 import { cidLength, UNROUTABLE_CONFIG_ID } from '../lib/quiclb/config.js';
 import { CidDecoder, DecodeResult } from '../lib/quiclb/decoder.js';
-import { DEFAULT_ROUTING, serverIdFor, type DataplaneSnapshot, type RoutingMode, type ServerState, type SocketAddress } from '../lib/config/snapshot.js';
+import { DEFAULT_ROUTING, effectiveFlowSettings, serverIdFor, type DataplaneSnapshot, type RoutingMode, type ServerState, type SocketAddress } from '../lib/config/snapshot.js';
 import { clientHash, FallbackPool, murmur3 } from './fallback.js';
-import { DcidEntry, DcidTable, Flow, FlowTable, type RemovalReason } from './flow-table.js';
+import { DcidEntry, DcidTable, Flow, FlowTable, type RemovalReason, type TableLimits } from './flow-table.js';
 
 export const OUTCOMES = ['cid', 'table', 'fallback'] as const;
 export type Outcome = (typeof OUTCOMES)[number] | 'drop';
@@ -48,6 +48,8 @@ export const DROP_REASONS = [
   'no_server',
   'upstream_not_ready',
   'internal_error',
+  'source_flow_limit',
+  'upstream_socket_limit',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 export const DROP_EMPTY = 0;
@@ -58,6 +60,13 @@ export const DROP_SHORT_DCID = 4;
 export const DROP_NO_SERVER = 5;
 export const DROP_UPSTREAM_NOT_READY = 6;
 export const DROP_INTERNAL = 7;
+/** A new flow from a client address that already has its share of unconfirmed flows. */
+export const DROP_SOURCE_FLOW_LIMIT = 8;
+/** A new upstream socket beyond the process's socket budget, with no unconfirmed flow left to evict. */
+export const DROP_UPSTREAM_SOCKET_LIMIT = 9;
+
+/** Client-chosen DCIDs one confirmed flow may put into the protected DCID budget (its connection's CIDs). */
+const PROTECTED_DCIDS_PER_FLOW = 8;
 
 function headerDrop(e: HeaderError): number {
   switch (e) {
@@ -188,6 +197,17 @@ export interface RouterStats {
   dcidsCreated: number;
   dcidsExpired: number;
   dcidsEvicted: number;
+  /** Of flows / dcids: entries in the unconfirmed budget. */
+  unconfirmedFlows: number;
+  unconfirmedDcids: number;
+  /** Flows / DCID entries moved into the confirmed budget. */
+  flowsConfirmed: number;
+  dcidsConfirmed: number;
+  /** Of flowsEvicted / dcidsEvicted: unconfirmed entries. */
+  flowsEvictedUnconfirmed: number;
+  dcidsEvictedUnconfirmed: number;
+  /** New flows refused by the per-client-address limit of unconfirmed flows. */
+  flowsRefusedPerSource: number;
   learned: number;
   learnedLengthHits: number;
   /** Distinct lengths of the server CIDs learned so far (the lengths short headers are retried at), ascending. */
@@ -218,6 +238,9 @@ export class Router {
 
   readonly flows: FlowTable<RouterServer>;
   readonly dcids: DcidTable<RouterServer>;
+  private flowSettings: DataplaneSnapshot['flows'];
+  /** Upper bound of flows the process can hold (socket budget); Infinity = the settings alone. */
+  private flowCap = Infinity;
   /** Coarse clock (ms), advanced by tick(); used for idle timers. */
   now = 0;
 
@@ -250,8 +273,9 @@ export class Router {
     now = Date.now(),
   ) {
     this.now = now;
-    this.flows = new FlowTable<RouterServer>(snapshot.flows.maxFlows, snapshot.flows.idleTimeoutMs, onFlowRemoved);
-    this.dcids = new DcidTable<RouterServer>(snapshot.flows.maxFlows, snapshot.flows.idleTimeoutMs);
+    this.flowSettings = snapshot.flows;
+    this.flows = new FlowTable<RouterServer>(this.flowLimits(), undefined, onFlowRemoved);
+    this.dcids = new DcidTable<RouterServer>(this.dcidLimits());
     this.apply(snapshot);
   }
 
@@ -293,16 +317,39 @@ export class Router {
     this.shortDcidLength = s.shortDcidLength;
     this.servers.clear();
     for (const [k, v] of next) this.servers.set(k, v);
-    this.flows.idleTimeoutMs = s.flows.idleTimeoutMs;
-    this.dcids.idleTimeoutMs = s.flows.idleTimeoutMs;
-    if (s.flows.maxFlows < this.flows.max) this.flows.shrinkTo(s.flows.maxFlows);
-    else this.flows.max = s.flows.maxFlows;
-    if (s.flows.maxFlows < this.dcids.max) this.dcids.shrinkTo(s.flows.maxFlows);
-    else this.dcids.max = s.flows.maxFlows;
+    this.flowSettings = s.flows;
+    this.flows.setLimits(this.flowLimits());
+    this.dcids.setLimits(this.dcidLimits());
     this.tupleOnly = (s.routing ?? DEFAULT_ROUTING) === '4-tuple';
     this.version = s.version;
     this.generation++;
     this.rebuildPool();
+  }
+
+  /**
+   * Caps the flows at what the process can hold (one upstream socket each, dataplane/resources.ts): the
+   * unconfirmed budget gets at most a quarter of the cap, the confirmed one the rest.
+   */
+  setFlowCap(cap: number): void {
+    this.flowCap = cap;
+    this.flows.setLimits(this.flowLimits());
+  }
+
+  /** The flow table's bounds: the settings, within the socket cap. */
+  flowLimits(): Required<TableLimits> {
+    const f = effectiveFlowSettings(this.flowSettings);
+    let maxUnconfirmed = f.maxUnconfirmed;
+    let max = f.maxFlows;
+    if (maxUnconfirmed + max > this.flowCap) {
+      maxUnconfirmed = Math.max(1, Math.min(maxUnconfirmed, Math.floor(this.flowCap / 4)));
+      max = Math.max(1, Math.min(max, this.flowCap - maxUnconfirmed));
+    }
+    return { max, idleTimeoutMs: f.idleTimeoutMs, maxUnconfirmed, unconfirmedTimeoutMs: f.unconfirmedTimeoutMs, maxUnconfirmedPerSource: f.maxUnconfirmedPerSource };
+  }
+
+  private dcidLimits(): TableLimits {
+    const f = effectiveFlowSettings(this.flowSettings);
+    return { max: f.maxFlows, idleTimeoutMs: f.idleTimeoutMs, maxUnconfirmed: f.maxUnconfirmed, unconfirmedTimeoutMs: f.unconfirmedTimeoutMs };
   }
 
   /** Rebuilds the fallback pool (after apply or a health change). */
@@ -413,6 +460,8 @@ export class Router {
     let server: RouterServer | null = null;
     let outcome = OUTCOME_FALLBACK;
     let table = -1;
+    /** The DCID-table entry that routed the datagram (table dcid), if any. */
+    let hit: DcidEntry<RouterServer> | null = null;
 
     // Per-flow cache of the last DCID's decision (same DCID, same config generation). A short header's DCID
     // found at a learned length is compared at that length (its true length), not at the guessed one.
@@ -432,6 +481,7 @@ export class Router {
             const e = flow!.cacheEntry!;
             if (e.alive && e.server === flow!.cacheServer && !e.server.removed) {
               this.dcids.touch(e, now);
+              hit = e;
               server = e.server;
               outcome = OUTCOME_TABLE;
               table = TABLE_DCID;
@@ -505,7 +555,7 @@ export class Router {
           server = tupleServer;
           outcome = OUTCOME_TABLE;
           table = TABLE_TUPLE;
-          if (dLen > 0) dcidEntry = this.dcids.set(dcidKey!, server, now);
+          if (dLen > 0) dcidEntry = this.dcids.set(dcidKey!, server, now, this.protectsDcid(flow!));
         }
         // 4b. The learned lengths under 8 octets, for a flow without 4-tuple entry (a migrated or NAT-rebound client).
         if (server === null && learned === null) learned = this.findLearned(buf, dOff, retry & SHORT_LEARNED, now);
@@ -523,12 +573,15 @@ export class Router {
           if (server === null) return this.drop(DROP_NO_SERVER, len);
           outcome = OUTCOME_FALLBACK;
           if (flow === null) flow = this.flows.create(address, port, listener, now);
+          if (flow === null) return this.drop(DROP_SOURCE_FLOW_LIMIT, len);
           if (!newConnectionMoved) flow.tupleServer = server;
           if (isLong) flow.scidRecord(buf, h.scidOffset, h.scidLength, server);
-          if (dLen > 0) dcidEntry = this.dcids.set(dcidKey!, server, now);
+          if (dLen > 0) dcidEntry = this.dcids.set(dcidKey!, server, now, this.protectsDcid(flow));
         }
       }
+      if (table === TABLE_DCID) hit = dcidEntry;
       if (flow === null) flow = this.flows.create(address, port, listener, now);
+      if (flow === null) return this.drop(DROP_SOURCE_FLOW_LIMIT, len);
       // Remember the decision for the next packet with this DCID (a decoded CID, or a DCID-table entry).
       if (dLen <= MAX_CID) {
         let cl = dLen;
@@ -553,6 +606,7 @@ export class Router {
       }
     }
     // flow is set on both paths: the cache hit's, or the one the miss found or created (lastSeen = now).
+    if (!flow!.confirmed && flow!.answered) this.confirmIfProven(flow!, buf, isLong, dOff, dLen, len, outcome, hit);
     if (flow!.lastSeen !== now) this.flows.touch(flow!, now);
     if (table >= 0) c.tableHits[table]++;
     return this.routed(server!, flow!, outcome, len);
@@ -579,9 +633,37 @@ export class Router {
       outcome = OUTCOME_FALLBACK;
       if (flow === null) flow = this.flows.create(address, port, listener, now);
       else if (flow.lastSeen !== now) this.flows.touch(flow, now);
+      if (flow === null) return this.drop(DROP_SOURCE_FLOW_LIMIT, len);
       flow.tupleServer = server;
     }
+    // No connection IDs to check in this mode: the client spoke again after the backend answered (conntrack's rule).
+    if (!flow!.confirmed && flow!.answered) this.confirmFlow(flow!);
     return this.routed(server, flow!, outcome, len);
+  }
+
+  /**
+   * Moves an answered, unconfirmed flow into the confirmed budget when this client datagram proves that its sender
+   * receives the backend's answers (a blind spoofer cannot): its DCID is the SCID of a long-header reply on this
+   * flow (a new connection's client switched to the server's CID), or the DCID names a server on its own or through
+   * a confirmed DCID entry (an established connection on a new path, which its server answered).
+   */
+  private confirmIfProven(flow: Flow<RouterServer>, buf: Buffer, isLong: boolean, dOff: number, dLen: number, len: number, outcome: number, hit: DcidEntry<RouterServer> | null): void {
+    const echoes = isLong ? dLen === flow.serverCidLength && flow.echoesServerCid(buf, dOff, dLen) : flow.echoesServerCid(buf, dOff, len - 1);
+    if (echoes || outcome === OUTCOME_CID || (hit !== null && hit.confirmed)) this.confirmFlow(flow);
+  }
+
+  private confirmFlow(flow: Flow<RouterServer>): void {
+    this.flows.confirm(flow, this.now);
+    const p = flow.pendingLearned;
+    flow.pendingLearned = null;
+    if (p !== null && p.alive) this.dcids.confirm(p, this.now);
+  }
+
+  /** Whether a client-chosen DCID recorded for this flow goes into the protected budget (bounded per flow). */
+  private protectsDcid(flow: Flow<RouterServer>): boolean {
+    if (!flow.confirmed || flow.protectedDcids >= PROTECTED_DCIDS_PER_FLOW) return false;
+    flow.protectedDcids++;
+    return true;
   }
 
   /** Books a routed datagram (undone by undoRoute()) and leaves outcome and flow for the caller. */
@@ -602,16 +684,24 @@ export class Router {
    * that does not mint QUIC-LB CIDs), learn it into the DCID table at its full length, and its length into the
    * learned lengths, so the connection survives client migration and NAT rebinding even when route() guesses
    * another length for its short headers. Nothing is learned in routing mode '4-tuple'.
+   *
+   * `flow` is the client flow the reply belongs to: it records the SCID (the proof its client must echo to be
+   * confirmed), and a CID learned while the flow is unconfirmed stays in the unconfirmed budget until the flow
+   * is confirmed. Without a flow the CID is learned as confirmed.
    */
-  learnReply(buf: Buffer, server: RouterServer): void {
+  learnReply(buf: Buffer, server: RouterServer, flow: Flow<RouterServer> | null = null): void {
+    if (flow !== null) flow.answered = true;
     if (this.tupleOnly) return; // routing mode '4-tuple' never looks at connection IDs
     if (buf.length < 7 || (buf[0] & 0x80) === 0) return;
     const h = this.header;
     const err = parseQuicHeader(buf, h, 0);
     if ((err !== null && err !== 'no-fixed-bit') || h.scidLength === 0 || h.version === 0) return;
+    if (flow !== null) flow.noteServerCid(buf, h.scidOffset, h.scidLength);
     const d = this.decoded;
     if (this.decoder.decodeInto(buf, h.scidOffset, h.scidLength, d) && this.sidMaps[d.configId]!.get(d.serverId) !== null) return;
-    this.dcids.set(DcidTable.keyOf(buf, h.scidOffset, h.scidLength), server, this.now);
+    const confirmed = flow === null || flow.confirmed;
+    const e = this.dcids.set(DcidTable.keyOf(buf, h.scidOffset, h.scidLength), server, this.now, confirmed);
+    if (!e.confirmed && flow !== null) flow.pendingLearned = e;
     this.learnedLengths |= 1 << h.scidLength;
     this.counters.learned++;
   }
@@ -676,6 +766,13 @@ export class Router {
       dcidsCreated: this.dcids.counters.created,
       dcidsExpired: this.dcids.counters.expired,
       dcidsEvicted: this.dcids.counters.evicted,
+      unconfirmedFlows: this.flows.unconfirmedCount,
+      unconfirmedDcids: this.dcids.unconfirmedCount,
+      flowsConfirmed: this.flows.counters.confirmed,
+      dcidsConfirmed: this.dcids.counters.confirmed,
+      flowsEvictedUnconfirmed: this.flows.counters.evictedUnconfirmed,
+      dcidsEvictedUnconfirmed: this.dcids.counters.evictedUnconfirmed,
+      flowsRefusedPerSource: this.flows.counters.refusedPerSource,
       learned: c.learned,
       learnedLengthHits: c.learnedLengthHits,
       learnedLengths: Array.from({ length: MAX_CID }, (_, i) => i + 1).filter((l) => (this.learnedLengths & (1 << l)) !== 0),

@@ -22,6 +22,7 @@ import { Dataplane } from './dataplane.js';
 import { HealthChecker } from './health.js';
 import { createLogger, type Logger } from './logging.js';
 import { MonitoringServer, type Readiness } from './monitoring.js';
+import { raiseNofileLimit } from './resources.js';
 import { ConfigWatcher } from './reload.js';
 import { Rotator } from './rotation.js';
 import { startAdminServer, type AdminServer } from './admin/server.js';
@@ -204,6 +205,12 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
   const workersGauge = new Gauge({ name: 'quiclb_workers', help: 'Data-plane processes: configured and ready.', labelNames: ['state'], registers: [registry], aggregator: 'max' });
 
   logger.info({ config: options.configPath, summary: describeConfig(loaded) }, 'config loaded');
+  // Every flow holds a descriptor: take the hard limit (worker processes inherit it).
+  const nofile = raiseNofileLimit();
+  if (nofile.problem !== null) logger.warn({ nofile: nofile.after ?? nofile.before, problem: nofile.problem }, 'cannot raise the open-file limit to its hard limit');
+  else if (nofile.before !== null && nofile.after !== null && nofile.after.soft !== nofile.before.soft) {
+    logger.info({ from: nofile.before.soft, to: nofile.after.soft }, 'open-file limit raised to the hard limit');
+  }
   if (loaded.stateFileWarning) logger.warn(loaded.stateFileWarning);
   if (snapshot.configs.some((l) => l.config.key === null)) {
     logger.warn('plaintext QUIC-LB config: server IDs in connection IDs are visible to anyone on the path (no privacy); set encryption_key');

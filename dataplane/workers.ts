@@ -56,7 +56,8 @@ export async function runWorker(): Promise<void> {
   collectDefaultMetrics({ register: registry, prefix: 'quiclb_' });
   const index = process.env.QUICLB_WORKER_INDEX ?? String(cluster.worker?.id ?? 0);
   const logger: Logger = createLogger({ level: process.env.QUICLB_LOG_LEVEL ?? 'info', base: { worker: Number(index) } });
-  const dp = new Dataplane({ logger, registry, healthChecks: false, reusePort: true, workerLabel: index });
+  const processes = Number(process.env.QUICLB_WORKER_COUNT ?? 1) || 1;
+  const dp = new Dataplane({ logger, registry, healthChecks: false, reusePort: true, workerLabel: index, processes });
   let chain: Promise<void> = Promise.resolve();
   const send = (m: FromWorker) => process.send?.(m);
   const handle = async (m: ToWorker): Promise<void> => {
@@ -213,7 +214,7 @@ export class WorkerPool {
 
   private fork(slot: Slot): Promise<void> {
     return new Promise((resolve, reject) => {
-      const worker = cluster.fork({ QUICLB_LOG_LEVEL: this.options.logLevel(), QUICLB_WORKER_INDEX: String(slot.index) });
+      const worker = cluster.fork({ QUICLB_LOG_LEVEL: this.options.logLevel(), QUICLB_WORKER_INDEX: String(slot.index), QUICLB_WORKER_COUNT: String(this.options.count) });
       slot.worker = worker;
       slot.ready = false;
       let settled = false;

@@ -57,9 +57,26 @@ export const ROUTING_MODES: readonly RoutingMode[] = ['quic-lb', '4-tuple'];
 export const DEFAULT_ROUTING: RoutingMode = 'quic-lb';
 
 export interface FlowSettings {
-  /** Bound of the flow table and, separately, of the DCID table. */
+  /** Bound of the confirmed (established) flows and, separately, of the confirmed DCID entries. */
   readonly maxFlows: number;
   readonly idleTimeoutMs: number;
+  /** Bound of unconfirmed (new) flows and, separately, of unconfirmed DCID entries (default: ceil(maxFlows / 4)). */
+  readonly maxUnconfirmed?: number;
+  /** Idle timeout of unconfirmed entries (default: the smaller of idleTimeoutMs and 5 s). */
+  readonly unconfirmedTimeoutMs?: number;
+  /** Unconfirmed flows per client address (default 256). */
+  readonly maxUnconfirmedPerSource?: number;
+}
+
+/** FlowSettings with the defaults of the optional bounds filled in. */
+export function effectiveFlowSettings(f: FlowSettings): Required<FlowSettings> {
+  return {
+    maxFlows: f.maxFlows,
+    idleTimeoutMs: f.idleTimeoutMs,
+    maxUnconfirmed: f.maxUnconfirmed ?? Math.ceil(f.maxFlows / 4),
+    unconfirmedTimeoutMs: f.unconfirmedTimeoutMs ?? Math.min(f.idleTimeoutMs, 5000),
+    maxUnconfirmedPerSource: f.maxUnconfirmedPerSource ?? 256,
+  };
 }
 
 export interface HealthCheckSettings {
@@ -186,6 +203,9 @@ export function validateSnapshot(s: DataplaneSnapshot): DataplaneSnapshot {
   });
   intIn('flows.maxFlows', s.flows.maxFlows, 1, 100_000_000);
   intIn('flows.idleTimeoutMs', s.flows.idleTimeoutMs, 10, 86_400_000);
+  if (s.flows.maxUnconfirmed !== undefined) intIn('flows.maxUnconfirmed', s.flows.maxUnconfirmed, 1, 100_000_000);
+  if (s.flows.unconfirmedTimeoutMs !== undefined) intIn('flows.unconfirmedTimeoutMs', s.flows.unconfirmedTimeoutMs, 10, s.flows.idleTimeoutMs);
+  if (s.flows.maxUnconfirmedPerSource !== undefined) intIn('flows.maxUnconfirmedPerSource', s.flows.maxUnconfirmedPerSource, 1, 100_000_000);
   const h = s.health;
   if (typeof h.enabled !== 'boolean') throw new ConfigError('health.enabled', 'must be true or false');
   intIn('health.intervalMs', h.intervalMs, 10, 86_400_000);

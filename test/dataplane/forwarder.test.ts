@@ -204,7 +204,7 @@ describe('forwarding over real sockets', () => {
   });
 
   it('expires idle flows (closing their upstream sockets) and evicts beyond the bound, counted', async () => {
-    const { dp, port } = await start(snapshot(servers(), { flows: { maxFlows: 4, idleTimeoutMs: 400 } }));
+    const { dp, port } = await start(snapshot(servers(), { flows: { maxFlows: 4, idleTimeoutMs: 400, maxUnconfirmed: 4 } }));
     const clients = await Promise.all(Array.from({ length: 6 }, () => client()));
     for (const c of clients) expect(await c.request(shortPacket(cidFor('0001')), port)).toBe('a');
     let st = dp.stats();

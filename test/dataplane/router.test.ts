@@ -556,7 +556,7 @@ describe('flow tables', () => {
   it('expire idle entries and evict the least recently used when full, counting both', () => {
     const removed: string[] = [];
     const t = new FlowTable(3, 100, (f, why) => removed.push(`${f.address}:${f.port}:${why}`));
-    const a = t.create('1.1.1.1', 1, 0, 0);
+    const a = t.create('1.1.1.1', 1, 0, 0)!;
     t.create('1.1.1.1', 2, 0, 10);
     t.create('2.2.2.2', 1, 0, 20);
     t.touch(a, 30); // a is now the most recently used
@@ -565,11 +565,11 @@ describe('flow tables', () => {
     expect(t.get('1.1.1.1', 2, 0)).toBeNull();
     expect(t.get('1.1.1.1', 1, 0)).toBe(a);
     expect(t.get('1.1.1.1', 1, 1)).toBeNull(); // another listener is another flow
-    expect(t.counters).toEqual({ created: 4, expired: 0, evicted: 1 });
+    expect(t.counters).toMatchObject({ created: 4, expired: 0, evicted: 1 });
     expect(t.expire(125)).toBe(1); // 2.2.2.2 (20) expired; a (30) not yet
     expect(t.expire(200)).toBe(2);
     expect(t.size).toBe(0);
-    expect(t.counters).toEqual({ created: 4, expired: 3, evicted: 1 });
+    expect(t.counters).toMatchObject({ created: 4, expired: 3, evicted: 1 });
     const d = new DcidTable(2, 100);
     d.set('x', { removed: false }, 0);
     d.set('y', { removed: false }, 1);
@@ -582,7 +582,7 @@ describe('flow tables', () => {
   });
 
   it('bounds the router tables and expires them through tick()', () => {
-    const r = new Router(snapshot(SERVERS, { flows: { maxFlows: 50, idleTimeoutMs: 100 } }), undefined, 0);
+    const r = new Router(snapshot(SERVERS, { flows: { maxFlows: 50, idleTimeoutMs: 100, maxUnconfirmed: 50, maxUnconfirmedPerSource: 1000 } }), undefined, 0);
     for (let i = 0; i < 200; i++) r.route(longPacket(rand(16), rand(8)), '10.0.0.1', 10000 + i, 0);
     let s = r.stats();
     expect(s.flows).toBe(50);

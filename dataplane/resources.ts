@@ -1,0 +1,137 @@
+/**
+ * What the process can hold: descriptors (RLIMIT_NOFILE) and local UDP ports (the ephemeral range), which bound
+ * the upstream sockets of the data plane (one per client flow and server, each holding one descriptor and one
+ * port). Node has no setrlimit(): the soft limit is raised to the hard one with util-linux `prlimit --pid`
+ * on this process (same user, so no privilege is needed to raise a soft limit up to the hard one), and read
+ * back from /proc/self/limits. Linux only; elsewhere the limits are unknown and nothing is capped.
+ */
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+
+export interface NofileLimit {
+  soft: number;
+  hard: number;
+}
+
+/** Descriptors kept free for monitoring connections, health probes, reloads (files, watchers) and logs. */
+export const FD_RESERVE = 256;
+/** Share of the ephemeral port range the upstream sockets may use; the rest stays for other processes. */
+export const PORT_RANGE_SHARE = 0.75;
+
+function parseLimit(v: string): number {
+  return v === 'unlimited' ? Infinity : Number(v);
+}
+
+/** RLIMIT_NOFILE of this process from /proc/self/limits, or null when unknown. */
+export function readNofileLimit(limitsText?: string): NofileLimit | null {
+  let text = limitsText;
+  if (text === undefined) {
+    try {
+      text = readFileSync('/proc/self/limits', 'latin1');
+    } catch {
+      return null;
+    }
+  }
+  const m = /^Max open files\s+(\S+)\s+(\S+)/m.exec(text);
+  if (!m) return null;
+  const soft = parseLimit(m[1]);
+  const hard = parseLimit(m[2]);
+  return Number.isNaN(soft) || Number.isNaN(hard) ? null : { soft, hard };
+}
+
+export interface RaiseResult {
+  before: NofileLimit | null;
+  after: NofileLimit | null;
+  /** Why the soft limit is still below the hard one, if it is. */
+  problem: string | null;
+}
+
+/** Raises the soft RLIMIT_NOFILE to the hard limit (no-op when equal). */
+export function raiseNofileLimit(): RaiseResult {
+  const before = readNofileLimit();
+  if (before === null) return { before, after: null, problem: 'descriptor limits unknown (no /proc/self/limits)' };
+  if (before.soft >= before.hard) return { before, after: before, problem: null };
+  const hard = before.hard === Infinity ? 'unlimited' : String(before.hard);
+  let problem: string | null = null;
+  try {
+    execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=${hard}:${hard}`], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 5000 });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException & { stderr?: Buffer };
+    problem = err.code === 'ENOENT' ? 'prlimit (util-linux) is not installed' : `prlimit failed: ${(err.stderr?.toString('utf8') ?? err.message).trim().slice(0, 200)}`;
+  }
+  const after = readNofileLimit();
+  if (problem === null && after !== null && after.soft < after.hard) problem = 'prlimit did not change the limit';
+  return { before, after, problem };
+}
+
+/** Local port range of this network namespace (/proc/sys/net/ipv4/ip_local_port_range), or null. */
+export function readPortRange(text?: string): { low: number; high: number } | null {
+  let t = text;
+  if (t === undefined) {
+    try {
+      t = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'latin1');
+    } catch {
+      return null;
+    }
+  }
+  const m = /^\s*(\d+)\s+(\d+)/.exec(t);
+  if (!m) return null;
+  const low = Number(m[1]);
+  const high = Number(m[2]);
+  return high >= low ? { low, high } : null;
+}
+
+/** Descriptors this process has open now, or null when unknown. */
+export function openDescriptors(): number | null {
+  try {
+    return readdirSync('/proc/self/fd').length;
+  } catch {
+    return null;
+  }
+}
+
+export interface SocketBudget {
+  /** Upstream sockets this process may open (Infinity when nothing is known). */
+  cap: number;
+  /** What limits it, for logs: e.g. "descriptors: soft limit 1024 - 256 reserved - 20 open". */
+  limitedBy: string;
+  fdLimit: number | null;
+  ports: number | null;
+}
+
+export interface BudgetInput {
+  nofile: NofileLimit | null;
+  openFds: number | null;
+  portRange: { low: number; high: number } | null;
+  /** Processes sharing the port range (worker processes): each gets its share. */
+  processes: number;
+  reserve?: number;
+}
+
+/** The upstream-socket cap of one process: descriptors minus a reserve, and its share of the port range. */
+export function socketBudget(input: BudgetInput): SocketBudget {
+  let cap = Infinity;
+  let limitedBy = 'nothing known';
+  const fdLimit = input.nofile?.soft ?? null;
+  if (fdLimit !== null && Number.isFinite(fdLimit)) {
+    const reserve = Math.min(input.reserve ?? FD_RESERVE, Math.floor(fdLimit / 4));
+    const open = input.openFds ?? 0;
+    cap = Math.max(1, fdLimit - reserve - open);
+    limitedBy = `descriptors: soft limit ${fdLimit} - ${reserve} reserved - ${open} open`;
+  }
+  let ports: number | null = null;
+  if (input.portRange !== null) {
+    ports = input.portRange.high - input.portRange.low + 1;
+    const share = Math.max(1, Math.floor((ports * PORT_RANGE_SHARE) / Math.max(1, input.processes)));
+    if (share < cap) {
+      cap = share;
+      limitedBy = `local ports: ${Math.round(PORT_RANGE_SHARE * 100)}% of ip_local_port_range ${input.portRange.low}-${input.portRange.high}${input.processes > 1 ? ` / ${input.processes} processes` : ''}`;
+    }
+  }
+  return { cap, limitedBy, fdLimit, ports };
+}
+
+/** This process's budget now. */
+export function currentSocketBudget(processes = 1, reserve?: number): SocketBudget {
+  return socketBudget({ nofile: readNofileLimit(), openFds: openDescriptors(), portRange: readPortRange(), processes, reserve });
+}
