@@ -114,7 +114,11 @@ export class LoadBalancerSet {
         if (lb) {
           const prev = lb.snapshot;
           await lb.engine.apply(s);
+          // Verdicts of the new snapshot at once (its new servers start as 'unknown', which counts as healthy).
+          lb.snapshot = s;
+          this.syncHealth(lb);
           undo.push(async () => {
+            lb.snapshot = prev;
             await lb.engine.apply(prev);
             this.syncHealth(lb);
           });
@@ -128,6 +132,7 @@ export class LoadBalancerSet {
           }
           const checker = new HealthChecker(s.health, logger, s.name, this.options.registry);
           const created: LoadBalancer = { name: s.name, snapshot: s, engine, checker, pushed: new Map() };
+          this.syncHealth(created);
           started.push(created);
           undo.push(async () => {
             await checker.stop();
@@ -147,11 +152,7 @@ export class LoadBalancerSet {
       lb.checker.start();
       this.lbs.set(lb.name, lb);
     }
-    for (const { s, lb } of steps) {
-      if (!lb) continue;
-      lb.snapshot = s;
-      lb.checker.update(s.servers, s.health);
-    }
+    for (const { s, lb } of steps) if (lb) lb.checker.update(s.servers, s.health);
     for (const lb of [...stopFirst, ...stopLast]) {
       this.lbs.delete(lb.name);
       await lb.checker.stop();
