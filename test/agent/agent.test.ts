@@ -176,6 +176,24 @@ describe('quiclb dataplane agent (in-process, real mTLS gRPC)', () => {
     expect(await client.request(shortPacket(cid('0009', KEY2)), betaPort)).toBe('b');
   });
 
+  it('a listen port moves between load balancers in one snapshot; an empty snapshot closes every port', async () => {
+    // beta removed, gamma (new) takes its port.
+    let r = await pushAndWait([lb('gamma', betaPort, [srv('g', '0003', a)])]);
+    expect(r.ok).toBe(true);
+    expect(await client.request(shortPacket(cid('0003')), betaPort)).toBe('a');
+    // gamma (existing) moves to alphaPort and gives betaPort to delta (new).
+    r = await pushAndWait([lb('gamma', alphaPort, [srv('g', '0003', a)]), lb('delta', betaPort, [srv('d', '0004', c)], {}, KEY2)]);
+    expect(r.ok).toBe(true);
+    expect(await client.request(shortPacket(cid('0003')), alphaPort)).toBe('a');
+    expect(await client.request(shortPacket(cid('0004', KEY2)), betaPort)).toBe('c');
+    r = await pushAndWait([]);
+    expect(r.ok).toBe(true);
+    expect(agent.loadBalancers.list()).toEqual([]);
+    expect(await client.request(shortPacket(cid('0003')), alphaPort, '127.0.0.1', 200)).toBeNull();
+    expect(await client.request(shortPacket(cid('0004', KEY2)), betaPort, '127.0.0.1', 200)).toBeNull();
+    expect(agent.readiness().ready).toBe(true);
+  });
+
   it('counters on the stream are the numbers of /metrics; health reports list every server, then the changes', async () => {
     const health = { enabled: true, intervalMs: 100, timeoutMs: 80, failuresThreshold: 2, successesThreshold: 1 };
     const r = await pushAndWait([lb('beta', betaPort, [srv('x', '0009', b), srv('y', '0008', c)], { health }, KEY2)]);
