@@ -129,7 +129,8 @@ export class Rotator {
    */
   rotateNow(): RotationState {
     const state = this.loaded.rotationState;
-    if (this.stopped || state === null || !this.settings.enabled) throw new RotationRefused('rotation is not running (loadbalancer.config_rotation.enabled is false)');
+    if (this.stopped || !this.settings.enabled) throw new RotationRefused('key rotation is disabled: set loadbalancer.config_rotation.enabled: true');
+    if (state === null) throw new RotationRefused(`no rotation state yet (${this.stateFile} could not be written: see the log)`);
     const accepting = state.configs.find((e) => e.state === 'accepting');
     if (accepting) {
       const at = new Date(accepting.since + this.settings.promoteAfterMs).toISOString();

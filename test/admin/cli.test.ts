@@ -136,6 +136,12 @@ describe('quiclb admin (CLI) against quiclb standalone --admin (processes)', () 
     expect(r.stderr).toMatch(/FAILED_PRECONDITION: key rotation is disabled/);
   });
 
+  it('an unreachable server exits 1 saying so', async () => {
+    const r = await admin(['get', '--server', 'localhost:1', '--tls-dir', writer.dir, '--timeout', '3']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^quiclb admin get: cannot reach the admin API: (UNAVAILABLE|DEADLINE_EXCEEDED): /);
+  });
+
   it('invalid input exits 2; --help lists every option', async () => {
     const help = await admin(['--help']);
     expect(help.code).toBe(0);
@@ -152,6 +158,7 @@ describe('quiclb admin (CLI) against quiclb standalone --admin (processes)', () 
       [['update', ...as(writer), '--file', '-', '--expected-version', 'x'], /--expected-version: expected a version number/],
       [['get', ...as(writer), '--dry-run'], /--file, --expected-version and --dry-run go with update/],
       [['get', ...as(writer), '--bogus'], /Unknown option '--bogus'/],
+      [['get', ...as(writer), '--timeout', '0'], /--timeout: expected seconds/],
     ];
     for (const [args, message] of cases) {
       const r = await admin(args);
