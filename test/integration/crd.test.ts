@@ -154,6 +154,13 @@ describe('QuicLoadBalancer CRD on a real kube-apiserver', () => {
     expect(r.message).toContain(message);
   });
 
+  it('rejects a name over 63 characters (it names the backends Secret and labels metrics)', async () => {
+    const r = await rejection(create(MINIMAL, 'n'.repeat(64)));
+    expect(r.code).toBe(422);
+    expect(r.message).toContain('a QuicLoadBalancer name must be at most 63 characters');
+    await create(MINIMAL, 'n'.repeat(63));
+  });
+
   it('rejects a missing backend or listen block', async () => {
     const r = await rejection(create({ listen: { ports: [443] } }));
     expect(r.message).toContain('spec.backend: Required value');
