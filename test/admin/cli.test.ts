@@ -179,6 +179,34 @@ describe('quiclb admin (CLI) against quiclb standalone --admin (processes)', () 
     expect([c.child.exitCode, c.out.join('')]).toEqual([2, expect.stringMatching(/--admin: host must be an IPv4 or IPv6 address/)]);
   }, 60_000);
 
+  it('workers: 2: get, update (both workers route to the moved server), rotate refused', async () => {
+    const path = join(dir, 'workers.yaml');
+    writeFileSync(path, yaml([srv('a', '0001', 0), srv('b', '0002', 1)]).replace('name: cli-admin', 'name: cli-admin-workers\nworkers: 2'));
+    const p = startLb(['--config', path, '--admin', '127.0.0.1:0', '--tls-dir', serverTls.dir]);
+    const ready = () => /"msg":"quiclb standalone running"/.test(p.out.join(''));
+    if (!(await waitFor(() => ready() || p.child.exitCode !== null, 30_000, 50)) || !ready()) throw new Error(`did not start:\n${p.out.join('')}`);
+    const log = p.out.join('');
+    const port = Number(/"address":"127\.0\.0\.1:(\d+)","clients":2,"msg":"admin API/.exec(log)![1]);
+    const lbPort = Number(/"listen":\["127\.0\.0\.1:(\d+)"\],"workers":2,"servers":\[/.exec(log)![1]);
+    const conn = ['--server', `localhost:${port}`, '--tls-dir', writer.dir];
+    const g = await admin(['get', ...conn, '--json']);
+    expect(g.code).toBe(0);
+    expect(JSON.parse(g.stdout)).toMatchObject({ name: 'cli-admin-workers', listen: [`127.0.0.1:${lbPort}`] });
+    writeFileSync(join(dir, 'workers-next.yaml'), readFileSync(path, 'utf8').replace(`127.0.0.1:${backends[0].port}`, `127.0.0.1:${backends[2].port}`));
+    const u = await admin(['update', ...conn, '--file', join(dir, 'workers-next.yaml'), '--expected-version', '1']);
+    expect([u.code, u.stdout, u.stderr]).toEqual([0, 'applied: version 2\n', '']);
+    // many client ports: the kernel spreads the flows over both workers, all must follow the move
+    const clientsNow = await Promise.all(Array.from({ length: 8 }, () => Client.open()));
+    try {
+      for (const c of clientsNow) expect(await c.request(shortPacket(new CidEncoder(config(), Buffer.from('0001', 'hex')).next()), lbPort)).toBe('c');
+    } finally {
+      for (const c of clientsNow) await c.close();
+    }
+    expect((await admin(['rotate', ...conn])).code).toBe(1);
+    p.child.kill('SIGTERM');
+    await waitFor(() => p.child.exitCode !== null, 10_000, 50);
+  }, 60_000);
+
   it('the debug-level log of the load balancer process holds no key bytes and one audit line per call', async () => {
     lb.child.kill('SIGTERM');
     await waitFor(() => lb.child.exitCode !== null, 10_000, 50);
