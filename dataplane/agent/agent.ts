@@ -68,6 +68,11 @@ export interface AgentHandle {
 
 export const CAPABILITIES = ['health-reports', 'counters', 'workers', 'state-dir'];
 
+/** Entries per HealthReport message. */
+const HEALTH_REPORT_CHUNK = 1000;
+
+const clip = (text: string, max: number) => (text.length <= max ? text : `${text.slice(0, max - 1)}…`);
+
 interface InForce {
   readonly wire: Snapshot;
   readonly version: number;
@@ -155,7 +160,7 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
       counters.snapshots.inc({ result: 'rejected' });
       lastRejected = { version: Number(version), ...failure };
       logger.warn({ version: Number(version), nonce, field: failure.field, error: failure.message, in_force: inForce?.version ?? null }, 'snapshot rejected; keeping the last good one');
-      s.send({ $case: 'nack', nack: { version, nonce, field: failure.field, message: failure.message } }, streamId);
+      s.send({ $case: 'nack', nack: { version, nonce, field: clip(failure.field, 1024), message: clip(failure.message, 2048) } }, streamId);
       return;
     }
     counters.snapshots.inc({ result: 'applied' });
@@ -206,7 +211,13 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
   const reportHealth = () => {
     if (!operator.connected) return;
     const changes = healthReporter.changes(lbs.probeStates().map(({ lb, target }) => backendHealth(lb, target)));
-    if (changes.length > 0 && !operator.sendReport({ $case: 'health', health: { backends: changes } })) healthReporter.reset();
+    // In chunks: a server bounds the entries of one report (and the size of one message).
+    for (let i = 0; i < changes.length; i += HEALTH_REPORT_CHUNK) {
+      if (!operator.sendReport({ $case: 'health', health: { backends: changes.slice(i, i + HEALTH_REPORT_CHUNK) } })) {
+        healthReporter.reset(); // not sent: everything again next time
+        return;
+      }
+    }
   };
   operator.on('connected', () => {
     connectedSince = Date.now();
