@@ -40,6 +40,8 @@ export interface ConfigServerOptions {
   readonly limits?: Partial<RequestLimits>;
   /** A stream that sends no Hello within this time is closed (default 10 s). */
   readonly helloTimeoutMs?: number;
+  /** A push not answered (Ack/Nack) within this time no longer holds back newer versions (default 30 s). */
+  readonly answerTimeoutMs?: number;
   readonly keepalive?: KeepaliveOptions;
   readonly cache?: DataPlaneCacheOptions;
 }
@@ -130,6 +132,7 @@ export class ConfigServer extends EventEmitter<ConfigServerEvents> {
       logger: this.logger,
       limits,
       helloTimeoutMs: options.helloTimeoutMs ?? 10_000,
+      answerTimeoutMs: options.answerTimeoutMs ?? 30_000,
       nextNonce: () => `${this.bootId}-${(++this.pushes).toString(36)}`,
       adopt: (s) => this.adopt(s),
       release: (s, reason) => this.release(s, reason),

@@ -2,12 +2,17 @@
  * One data plane's StreamConfig stream: waits for its Hello, pushes the latest snapshot and every newer one, and
  * books its Acks, Nacks and reports.
  *
- * Latest wins: at most one snapshot is ever inside the stream. While a push has not been taken by the transport
- * (grpc-js calls the write callback once HTTP/2 flow control let it out; a data plane that stops reading holds it
- * back), new versions only mark the stream dirty; when the write completes, the newest version is sent and every
- * version in between is skipped. This is stricter than waiting for 'drain' after write() returns false (grpc-js
- * buffers 16 messages before it does), so a stalled data plane costs one snapshot of memory and nobody waits for
- * it. Changes published together are coalesced: a push is scheduled once per turn of the event loop.
+ * Latest wins, at two levels, so a data plane never has to work through stale versions and a stalled one costs one
+ * snapshot of memory and delays nobody:
+ * - one push at a time in the transport: while a push has not been taken by HTTP/2 (grpc-js calls the write
+ *   callback once flow control let it out; a data plane that stops reading holds it back), nothing else is
+ *   written. This is stricter than waiting for 'drain' after write() returns false, which grpc-js reports only
+ *   after 16 queued messages;
+ * - one unanswered push at a time: the next version is pushed once the data plane has answered (Ack or Nack) the
+ *   previous push, or `answerTimeoutMs` after it (a data plane that does not answer still converges). Otherwise a
+ *   data plane that stops reading would find a backlog of versions in its HTTP/2 and TCP buffers when it resumes.
+ * Meanwhile new versions only wake the stream; when it may push, it pushes the newest and every version in
+ * between is skipped. Changes published together are coalesced: a push is scheduled once per event-loop turn.
  *
  * A rejected version is never pushed again to the same data-plane process; the next push is the next newer version.
  * Acks and Nacks whose nonce is not the latest push's answer a push that a newer one replaced, and are ignored.
@@ -36,6 +41,8 @@ export interface StreamHost {
   readonly logger: Logger;
   readonly limits: RequestLimits;
   readonly helloTimeoutMs: number;
+  /** After this long without an answer to a push, a newer version is pushed anyway. */
+  readonly answerTimeoutMs: number;
   nextNonce(): string;
   /** The stream said Hello: it becomes the identity's stream (an older one is closed). */
   adopt(stream: DataPlaneStream): void;
@@ -71,6 +78,8 @@ export class DataPlaneStream {
   /** The latest push was answered (a second answer to it is ignored). */
   private answered = false;
   private writing = false;
+  /** Set while the latest push waits for its answer and the answer timeout has not passed. */
+  private answerTimer: NodeJS.Timeout | null = null;
   private scheduled = false;
   private closed = false;
   readonly peer: string;
@@ -123,6 +132,7 @@ export class DataPlaneStream {
     this.closed = true;
     if (this.helloTimer) clearTimeout(this.helloTimer);
     this.helloTimer = null;
+    this.stopAnswerTimer();
     this.host.release(this, reason);
   }
 
@@ -171,7 +181,6 @@ export class DataPlaneStream {
           this.host.metrics.nacked.inc();
           this.host.logger.warn({ identity: this.identity, version, nonce: n.nonce, field: n.field, err: n.message }, 'snapshot rejected by data plane');
           this.host.events.nacked(this.identity, version);
-          this.wake(); // a newer version may already exist
         });
       case 'health': {
         const { ignored } = this.host.cache.health(this.identity, m.health.backends, now);
@@ -197,11 +206,18 @@ export class DataPlaneStream {
       return;
     }
     this.answered = true;
+    this.stopAnswerTimer();
     book();
+    this.wake(); // a newer version may have been published meanwhile
+  }
+
+  private stopAnswerTimer(): void {
+    if (this.answerTimer) clearTimeout(this.answerTimer);
+    this.answerTimer = null;
   }
 
   private pushLatest(): void {
-    if (this.closed || this.key === null || this.writing) return;
+    if (this.closed || this.key === null || this.writing || this.answerTimer !== null) return;
     const snap = this.host.source.snapshotFor(this.key);
     if (snap === null) return;
     if (this.lastSent !== null && snap.version <= this.lastSent.version) return;
@@ -215,6 +231,12 @@ export class DataPlaneStream {
     this.host.metrics.sent.inc();
     this.host.logger.debug({ identity: this.identity, version: snap.version, nonce }, 'pushing snapshot');
     this.writing = true;
+    this.answerTimer = setTimeout(() => {
+      this.answerTimer = null;
+      this.host.logger.warn({ identity: this.identity, version: push.version, nonce, timeoutMs: this.host.answerTimeoutMs }, 'no answer to a snapshot push');
+      this.pushLatest();
+    }, this.host.answerTimeoutMs);
+    this.answerTimer.unref();
     this.call.write(
       { message: { $case: 'snapshot', snapshot: { version: BigInt(snap.version), nonce, loadBalancers: wire.loadBalancers, created: wire.created } } },
       () => {

@@ -125,8 +125,31 @@ describe('config server stream', () => {
     await restarted.waitForVersion(v1);
   });
 
+  it('pushes the next version only after the previous push was answered, or its answer timed out', async () => {
+    const { source, connect } = await setup({ answerTimeoutMs: 500 });
+    const v1 = source.publish({ all: [makeLoadBalancer('web')] });
+    const dp = connect('dp-g');
+    dp.hello();
+    const s1 = await dp.waitForVersion(v1);
+    const v2 = source.publish({ all: [makeLoadBalancer('web', { weight: 2 })] });
+    const v3 = source.publish({ all: [makeLoadBalancer('web', { weight: 3 })] });
+    await sleep(200);
+    expect(dp.snapshots).toHaveLength(1);
+    dp.ack(s1);
+    // v2 was never pushed: the newest wins.
+    const s3 = await dp.waitForVersion(v3, 400);
+    expect(dp.snapshots.map((s) => s.version)).toEqual([BigInt(v1), BigInt(v3)]);
+    void v2;
+    // Without an answer, the next version goes out once the answer timeout has passed.
+    const v4 = source.publish({ all: [makeLoadBalancer('web', { weight: 4 })] });
+    const t0 = Date.now();
+    await dp.waitForVersion(v4, 2000);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
+    void s3;
+  });
+
   it('ignores ACKs and NACKs whose nonce is not the latest push', async () => {
-    const { source, connect, server } = await setup();
+    const { source, connect, server } = await setup({ answerTimeoutMs: 200 });
     const v1 = source.publish({ all: [makeLoadBalancer('web')] });
     const dp = connect('dp-d');
     dp.hello();
@@ -159,7 +182,7 @@ describe('config server stream', () => {
     await first.waitForVersion(v1);
     const second = connect('dp-e');
     second.hello('node-new');
-    await second.waitForVersion(v1);
+    second.ack(await second.waitForVersion(v1));
     const end = await first.waitForEnd();
     expect(end.code).toBe(status.ABORTED);
     expect(server.dataPlane('dp-e')).toMatchObject({ connected: true, hello: { nodeName: 'node-new' } });
@@ -174,6 +197,7 @@ describe('config server stream', () => {
     const { source, connect, server } = await setup();
     const v1 = source.publish({ all: [makeLoadBalancer('web', { servers: 2 })] });
     const dp = connect('dp-f');
+    dp.autoAck = true;
     const seen: string[] = [];
     server.on('health', (h) => seen.push(`health:${h.identity}:${h.backends.length}`));
     server.on('counters', (c) => seen.push(`counters:${c.identity}:${c.counters.loadBalancers[0].traffic[0].packets}`));
