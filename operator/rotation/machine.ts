@@ -13,7 +13,7 @@
  *    minted with it, so dropping it is safe. Otherwise, once every connected data plane has ACKed a snapshot
  *    holding exactly this config (id and fingerprint), it becomes active and the active one draining.
  * 4. With no accepting config, a rotation starts when the encoding differs from the spec (spec-change), the user's
- *    key changed (key-changed), the trigger value is new (on-demand) or the interval has passed (interval): a free
+ *    key changed (key-changed), a trigger has a new non-empty value (on-demand) or the interval has passed (interval): a free
  *    config id (the next after the active one, skipping live ids, so a retired id is reused as late as possible)
  *    joins as accepting. Promotion is never in the same call: each phase is pushed and visible on its own.
  *
@@ -60,11 +60,11 @@ export interface MachineState {
   readonly configs: readonly LiveConfigRecord[];
   /** When the last rotation started (ms), null before the first config. */
   readonly lastRotationAt: number | null;
-  /** The trigger value last acted on. */
-  readonly lastTrigger: string;
+  /** Per trigger source (e.g. spec, annotation): the value last acted on. */
+  readonly lastTriggers: Readonly<Record<string, string>>;
 }
 
-export const INITIAL_STATE: MachineState = Object.freeze({ configs: [], lastRotationAt: null, lastTrigger: '' });
+export const INITIAL_STATE: MachineState = Object.freeze({ configs: [], lastRotationAt: null, lastTriggers: {} });
 
 export interface DataPlaneAcks {
   readonly name: string;
@@ -97,8 +97,11 @@ export interface RotationInput {
   /** Per config id: the sum of the connected data planes' packet counters for it (any change counts as traffic). */
   readonly traffic: ReadonlyMap<number, number>;
   readonly settings: RotationSettings;
-  /** spec.rotation.trigger (or the quiclb.io/rotate annotation); '' for none. */
-  readonly trigger: string;
+  /**
+   * On-demand triggers by source (spec.rotation.trigger, the quiclb.io/rotate annotation): a source whose value is
+   * not empty and differs from the one last acted on starts a rotation. Clearing a value never does.
+   */
+  readonly triggers: Readonly<Record<string, string>>;
   readonly now: number;
 }
 
@@ -202,10 +205,17 @@ function keyProblem(input: RotationInput, live: readonly LiveConfigRecord[]): Ro
 function rotationReason(input: RotationInput, active: LiveConfigRecord, state: MachineState): RotationReason | null {
   if (!sameEncoding(active.encoding, input.desired)) return 'spec-change';
   if (input.desired.encrypted && input.userKeyFingerprint !== null && active.keyFingerprint !== input.userKeyFingerprint) return 'key-changed';
-  if (input.trigger !== '' && input.trigger !== state.lastTrigger) return 'on-demand';
+  if (Object.entries(input.triggers).some(([src, v]) => v !== '' && v !== (state.lastTriggers[src] ?? ''))) return 'on-demand';
   const { intervalMs } = input.settings;
   if (intervalMs !== null && state.lastRotationAt !== null && input.now >= state.lastRotationAt + intervalMs) return 'interval';
   return null;
+}
+
+/** The trigger values a rotation started now satisfies (empty values keep the last one acted on). */
+function actedOn(last: Readonly<Record<string, string>>, triggers: Readonly<Record<string, string>>): Record<string, string> {
+  const out = { ...last };
+  for (const [src, v] of Object.entries(triggers)) if (v !== '') out[src] = v;
+  return out;
 }
 
 function isStale(c: LiveConfigRecord, input: RotationInput): string | null {
@@ -237,13 +247,13 @@ export function stepRotation(input: RotationInput): RotationResult {
     if (problem) return { state: before, phase: 'Stable', actions: [problem], newKeys, nextCheckAt: null, changed: false };
     const rec = newRecord(0, 'active', input, 'initial');
     if (input.desired.encrypted) newKeys.set(0, input.newKey.key!);
-    const state: MachineState = { configs: [rec], lastRotationAt: now, lastTrigger: input.trigger };
+    const state: MachineState = { configs: [rec], lastRotationAt: now, lastTriggers: actedOn(before.lastTriggers, input.triggers) };
     actions.push({ kind: 'created', configId: 0, keyFingerprint: rec.keyFingerprint });
     return { state, phase: 'Stable', actions, newKeys, nextCheckAt: nextCheck(state, settings), changed: true };
   }
 
   let configs = [...before.configs];
-  let { lastRotationAt, lastTrigger } = before;
+  let { lastRotationAt, lastTriggers } = before;
   let changed = false;
 
   // 2. Drain bookkeeping and retirement.
@@ -296,7 +306,7 @@ export function stepRotation(input: RotationInput): RotationResult {
   // 4. Start a rotation when one is due and none is under way.
   if (!configs.some((c) => c.state === 'accepting')) {
     const active = configs.find((c) => c.state === 'active')!;
-    const current: MachineState = { configs, lastRotationAt, lastTrigger };
+    const current: MachineState = { configs, lastRotationAt, lastTriggers };
     const reason = rotationReason(input, active, current);
     if (reason !== null) {
       const id = pickConfigId(configs, active.configId);
@@ -311,7 +321,7 @@ export function stepRotation(input: RotationInput): RotationResult {
         configs.push(rec);
         if (input.desired.encrypted) newKeys.set(id!, input.newKey.key!);
         lastRotationAt = now;
-        lastTrigger = input.trigger;
+        lastTriggers = actedOn(lastTriggers, input.triggers);
         actions.push({ kind: 'started', configId: id!, activeConfigId: active.configId, reason, keyFingerprint: rec.keyFingerprint });
         changed = true;
       }
@@ -319,7 +329,7 @@ export function stepRotation(input: RotationInput): RotationResult {
   }
 
   configs.sort((a, b) => a.configId - b.configId);
-  const state: MachineState = { configs, lastRotationAt, lastTrigger };
+  const state: MachineState = { configs, lastRotationAt, lastTriggers };
   return { state, phase: phaseOf(configs), actions, newKeys, nextCheckAt: nextCheck(state, settings), changed };
 }
 

@@ -38,7 +38,7 @@ function input(state: MachineState, over: Partial<RotationInput> = {}): Rotation
     dataPlanes: [],
     traffic: new Map(),
     settings: SETTINGS,
-    trigger: '',
+    triggers: {},
     now: T0,
     ...over,
   };
@@ -59,12 +59,12 @@ function stable(): MachineState {
 describe('stepRotation: table', () => {
   it('creates config 0 active on first use, returns its key, and records the trigger as handled', () => {
     const k = freshKey();
-    const r = stepRotation(input(INITIAL_STATE, { newKey: k, trigger: 'x' }));
+    const r = stepRotation(input(INITIAL_STATE, { newKey: k, triggers: { spec: 'x' } }));
     expect(states(r)).toBe('0:active');
     expect(r.phase).toBe('Stable');
     expect(r.actions).toEqual([{ kind: 'created', configId: 0, keyFingerprint: k.keyFingerprint }]);
     expect(r.newKeys.get(0)).toBe(k.key);
-    expect(r.state.lastTrigger).toBe('x');
+    expect(r.state.lastTriggers).toEqual({ spec: 'x' });
     expect(r.state.lastRotationAt).toBe(T0);
     expect(r.nextCheckAt).toBe(T0 + SETTINGS.intervalMs);
     expect(JSON.stringify(r.state)).not.toContain(Buffer.from(k.key).toString('hex'));
@@ -125,7 +125,7 @@ describe('stepRotation: table', () => {
   });
 
   it('retires a draining config at the end of the drain period even with traffic', () => {
-    let s = stepRotation(input(stable(), { trigger: 'now' })).state;
+    let s = stepRotation(input(stable(), { triggers: { spec: 'now' } })).state;
     s = stepRotation(input(s, { now: T0 + 1 })).state; // no data planes connected: nothing to wait for
     expect(s.configs.map((c) => c.state)).toEqual(['draining', 'active']);
     let t = 0;
@@ -136,11 +136,22 @@ describe('stepRotation: table', () => {
   });
 
   it('rotates on a new trigger value only', () => {
-    const s = stepRotation(input(INITIAL_STATE, { trigger: 'a' })).state;
-    expect(stepRotation(input(s, { trigger: 'a' })).changed).toBe(false);
-    const r = stepRotation(input(s, { trigger: 'b' }));
+    const s = stepRotation(input(INITIAL_STATE, { triggers: { spec: 'a' } })).state;
+    expect(stepRotation(input(s, { triggers: { spec: 'a' } })).changed).toBe(false);
+    const r = stepRotation(input(s, { triggers: { spec: 'b' } }));
     expect(r.actions[0]).toMatchObject({ kind: 'started', reason: 'on-demand' });
-    expect(r.state.lastTrigger).toBe('b');
+    expect(r.state.lastTriggers).toEqual({ spec: 'b' });
+  });
+
+  it('tracks trigger sources separately: a new annotation value rotates, clearing it does not', () => {
+    const s = stepRotation(input(INITIAL_STATE, { triggers: { spec: 'a' } })).state;
+    const r = stepRotation(input(s, { triggers: { spec: 'a', annotation: '1' } }));
+    expect(r.actions[0]).toMatchObject({ kind: 'started', reason: 'on-demand' });
+    expect(r.state.lastTriggers).toEqual({ spec: 'a', annotation: '1' });
+    const settled = stepRotation(input(r.state, { now: T0 + 1 })).state; // promoted (no data planes)
+    expect(stepRotation(input(settled, { triggers: { spec: 'a', annotation: '' }, now: T0 + 2 })).actions.some((a) => a.kind === 'started')).toBe(false);
+    expect(stepRotation(input(settled, { triggers: { spec: 'a' }, now: T0 + 2 })).actions.some((a) => a.kind === 'started')).toBe(false);
+    expect(stepRotation(input(settled, { triggers: { spec: 'a', annotation: '2' }, now: T0 + 2 })).actions[0]).toMatchObject({ kind: 'started' });
   });
 
   it('a spec change of the encoding rotates; a second change abandons the accepting config and starts again', () => {
@@ -160,7 +171,7 @@ describe('stepRotation: table', () => {
     const k1 = freshKey();
     const s = stepRotation(input(INITIAL_STATE, { newKey: k1, userKeyFingerprint: k1.keyFingerprint })).state;
     expect(stepRotation(input(s, { newKey: k1, userKeyFingerprint: k1.keyFingerprint })).changed).toBe(false);
-    const same = stepRotation(input(s, { newKey: k1, userKeyFingerprint: k1.keyFingerprint, trigger: 'go' }));
+    const same = stepRotation(input(s, { newKey: k1, userKeyFingerprint: k1.keyFingerprint, triggers: { spec: 'go' } }));
     expect(same.actions).toEqual([expect.objectContaining({ kind: 'blocked', reason: 'same-key' })]);
     expect((same.actions[0] as { message: string }).message).toContain('put a new key in the Secret');
     const k2 = freshKey();
@@ -172,12 +183,12 @@ describe('stepRotation: table', () => {
     let s = stable();
     let now = T0;
     for (let i = 1; i <= 6; i++) {
-      s = stepRotation(input(s, { trigger: `t${i}`, now: ++now })).state;
+      s = stepRotation(input(s, { triggers: { spec: `t${i}` }, now: ++now })).state;
       s = stepRotation(input(s, { now: ++now, traffic: new Map(s.configs.map((c) => [c.configId, now])) })).state;
     }
     expect(s.configs).toHaveLength(MAX_LIVE_CONFIGS);
     expect(s.configs.filter((c) => c.state === 'draining')).toHaveLength(6);
-    const r = stepRotation(input(s, { trigger: 't7', now: ++now, traffic: new Map(s.configs.map((c) => [c.configId, now])) }));
+    const r = stepRotation(input(s, { triggers: { spec: 't7' }, now: ++now, traffic: new Map(s.configs.map((c) => [c.configId, now])) }));
     expect(r.actions).toEqual([expect.objectContaining({ kind: 'blocked', reason: 'no-free-config-id' })]);
     expect(r.state.configs).toHaveLength(MAX_LIVE_CONFIGS);
   });
@@ -283,7 +294,7 @@ describe('stepRotation: properties', () => {
             dataPlanes: acks,
             traffic,
             settings: { ...SETTINGS, intervalMs: userKey ? null : SETTINGS.intervalMs },
-            trigger,
+            triggers: { spec: trigger },
             now,
           });
           const next = r.state.configs;
