@@ -3,6 +3,7 @@ import { ConfigError } from '../lib/quiclb/config.js';
 import { describeConfig, loadStandaloneConfig, LOG_LEVELS, toSnapshot, type LogLevel } from '../lib/config/standalone.js';
 import { dump } from 'js-yaml';
 import { parseSocketAddress } from '../lib/config/address.js';
+import { TlsDirError } from '../proto/tls.js';
 import { parseFlags, intFlag } from './args.js';
 import { UsageError } from './usage-error.js';
 
@@ -106,6 +107,7 @@ export async function standaloneCommand(argv: string[]): Promise<number> {
     handle = await runStandalone({ configPath: values.config, logLevel: level as LogLevel | undefined, admin });
   } catch (e) {
     if (e instanceof ConfigError) throw e; // exit status 2, field named
+    if (e instanceof TlsDirError) throw new UsageError(`--tls-dir: ${e.message}`);
     process.stderr.write(`quiclb standalone: ${(e as Error).message}\n`);
     return 1;
   }

@@ -114,10 +114,11 @@ export async function startAdminServer(o: AdminServerOptions): Promise<AdminServ
     rotateKeys: unary('RotateKeys', 'writer', (_req, caller) => rotateKeys(control, caller)),
   };
 
+  const credentials = serverCredentials(o.tlsDir); // throws TlsDirError naming a missing file
   const server = new Server(SERVER_OPTIONS);
   server.addService(LoadBalancerConfigService, impl);
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(formatSocketAddress(o.address), serverCredentials(o.tlsDir), (err, p) => (err ? reject(err) : resolve(p))),
+    server.bindAsync(formatSocketAddress(o.address), credentials, (err, p) => (err ? reject(err) : resolve(p))),
   ).catch((e: unknown) => {
     server.forceShutdown();
     throw new Error(`cannot start the admin API on ${formatSocketAddress(o.address)}: ${(e as Error).message}`, { cause: e });

@@ -60,7 +60,14 @@ export function updateConfig(control: StandaloneControl, req: UpdateConfigReques
     } catch {
       // the file is gone: nothing to restore if applying fails
     }
-    if (previous !== req.configYaml) writeFileAtomic(path, req.configYaml);
+    if (previous !== req.configYaml) {
+      try {
+        writeFileAtomic(path, req.configYaml);
+      } catch (e) {
+        const why = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+        throw new AdminCallError(status.FAILED_PRECONDITION, `cannot write the config file ${path}: ${why}; nothing changed`);
+      }
+    }
     try {
       await control.apply(candidate, `admin UpdateConfig by ${caller}`);
     } catch (e) {

@@ -167,13 +167,15 @@ describe('quiclb admin (CLI) against quiclb standalone --admin (processes)', () 
     }
   }, 60_000);
 
-  it('quiclb standalone: --admin without --tls-dir, or without admin.clients in the config, exits 2', async () => {
+  it('quiclb standalone: --admin without --tls-dir, with a TLS directory lacking files, or without admin.clients in the config, exits 2', async () => {
     const noClients = join(dir, 'no-clients.yaml');
     writeFileSync(noClients, yaml([srv('a', '0001', 0)], false));
     const a = startLb(['--config', noClients, '--admin', '127.0.0.1:0']);
     const b = startLb(['--config', noClients, '--admin', '127.0.0.1:0', '--tls-dir', serverTls.dir]);
     const c = startLb(['--config', noClients, '--admin', 'localhost:9443', '--tls-dir', serverTls.dir]);
-    for (const p of [a, b, c]) await waitFor(() => p.child.exitCode !== null, 20_000, 50);
+    const d = startLb(['--config', join(dir, 'lb.yaml'), '--admin', '127.0.0.1:0', '--tls-dir', join(dir, 'no-such-dir')]);
+    for (const p of [a, b, c, d]) await waitFor(() => p.child.exitCode !== null, 20_000, 50);
+    expect([d.child.exitCode, d.out.join('')]).toEqual([2, expect.stringMatching(/--tls-dir: TLS directory .*no-such-dir: CA certificate .*ca\.crt is missing/)]);
     expect([a.child.exitCode, a.out.join('')]).toEqual([2, expect.stringMatching(/--admin ADDR and --tls-dir DIR go together/)]);
     expect([b.child.exitCode, b.out.join('')]).toEqual([2, expect.stringMatching(/admin\.clients: is empty: --admin needs the client certificate names/)]);
     expect([c.child.exitCode, c.out.join('')]).toEqual([2, expect.stringMatching(/--admin: host must be an IPv4 or IPv6 address/)]);
