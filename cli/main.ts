@@ -15,6 +15,7 @@ Commands:
   standalone                  run the load balancer from a YAML file, or --example (quiclb standalone --help)
   admin get|update|rotate     call a standalone load balancer's admin API (quiclb admin --help)
   dataplane                   run this node's data plane as the operator configures it (quiclb dataplane --help)
+  config-server               serve YAML load balancers to data planes over the config channel (quiclb config-server --help)
 
 Run 'quiclb <command> --help' for a command's options. Invalid input exits with status 2.`;
 
@@ -26,6 +27,7 @@ const commands: Record<string, Command> = {
   standalone: (argv) => import('./standalone.js').then((m) => m.standaloneCommand(argv)),
   admin: (argv) => import('./admin.js').then((m) => m.adminCommand(argv)),
   dataplane: (argv) => import('./dataplane.js').then((m) => m.dataplaneCommand(argv)),
+  'config-server': (argv) => import('./config-server.js').then((m) => m.configServerCommand(argv)),
 };
 
 export async function main(argv: string[]): Promise<number> {
