@@ -220,12 +220,16 @@ describe('admin API (standalone, mTLS)', () => {
     expect(await routeOf(h, '0001')).toBe('c');
   });
 
-  it('roles follow the config in force: an UpdateConfig that makes grafana a writer lets it write', async () => {
+  it('roles follow the config in force: an UpdateConfig that makes grafana a writer lets it write; a file reload that makes it a reader again denies', async () => {
     const text = yaml([srv('a', '0001', 2), srv('b', '0002', 1)], { writers: ['grafana'] });
     expect((await refused(grafana.update({ configYaml: text, dryRun: true }))).code).toBe(status.PERMISSION_DENIED);
     const r = await alice.update({ configYaml: text });
     expect(r.changed).toBe(true); // roles changed, the data plane's snapshot did not
     expect(await grafana.update({ configYaml: text, dryRun: true })).toMatchObject({ changed: false });
+    // a reload of the file changes roles just the same
+    writeFileSync(path, yaml([srv('a', '0001', 2), srv('b', '0002', 1)]));
+    expect(await h.reload('test')).toBe(true);
+    expect((await refused(grafana.update({ configYaml: text, dryRun: true }))).code).toBe(status.PERMISSION_DENIED);
   });
 
   it('RotateKeys starts a rotation: a new accepting config in GetConfig, phases at +promote_after and +promote_after+drain; a second one is FAILED_PRECONDITION', async () => {
