@@ -1,0 +1,58 @@
+/**
+ * Two QuicLoadBalancers that claim the same UDP port on the same node: the earlier one (creation time, then
+ * namespace/name) keeps it, the later one is not served on that node and is Degraded/PortConflict. Addresses overlap
+ * when they are equal, or either side binds every address (no addresses = 0.0.0.0; '0.0.0.0' covers IPv4; '::'
+ * is treated as covering both families, as a dual-stack socket does). Every earlier claim counts, served or not,
+ * so the outcome does not depend on the order in which conflicts are resolved.
+ */
+import type { PortConflict } from '../status/facts.js';
+
+export interface PortClaim {
+  /** namespace/name */
+  readonly key: string;
+  readonly createdAt: number;
+  readonly ports: readonly number[];
+  readonly addresses: readonly string[];
+  /** Nodes the load balancer selects. */
+  readonly nodes: ReadonlySet<string>;
+}
+
+function isEarlier(a: PortClaim, b: PortClaim): boolean {
+  return a.createdAt < b.createdAt || (a.createdAt === b.createdAt && a.key < b.key);
+}
+
+function bound(addresses: readonly string[]): readonly string[] {
+  return addresses.length === 0 ? ['0.0.0.0'] : addresses;
+}
+
+function overlap(a: string, b: string): boolean {
+  if (a === b || a === '::' || b === '::') return true;
+  const v6 = (x: string): boolean => x.includes(':');
+  if (v6(a) !== v6(b)) return false;
+  return a === '0.0.0.0' || b === '0.0.0.0';
+}
+
+/** The conflicts of `self` with earlier claims, sorted by node then port. */
+export function portConflicts(self: PortClaim, others: readonly PortClaim[]): PortConflict[] {
+  const out: PortConflict[] = [];
+  const mine = bound(self.addresses);
+  for (const o of others) {
+    if (o.key === self.key || !isEarlier(o, self)) continue;
+    if (!bound(o.addresses).some((a) => mine.some((b) => overlap(a, b)))) continue;
+    const ports = self.ports.filter((p) => o.ports.includes(p));
+    if (ports.length === 0) continue;
+    for (const node of self.nodes) {
+      if (!o.nodes.has(node)) continue;
+      for (const port of ports) out.push({ port, node, holder: o.key });
+    }
+  }
+  const seen = new Set<string>();
+  return out
+    .sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : a.port - b.port || (a.holder < b.holder ? -1 : 1)))
+    .filter((c) => {
+      const k = `${c.node}/${c.port}`;
+      if (seen.has(k)) return false;
+      seen.add(k);
+      return true;
+    });
+}

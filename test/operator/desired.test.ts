@@ -1,0 +1,337 @@
+import { describe, expect, it } from '@jest/globals';
+import { snapshotFromWire, snapshotToWire } from '../../proto/convert.js';
+import { EMPTY_RECORDS } from '../../operator/allocation/server-ids.js';
+import { decodeBackendSecret, keyFingerprint } from '../../operator/rotation/keys.js';
+import { INITIAL_STATE, type MachineState } from '../../operator/rotation/machine.js';
+import { computeDesired, configsSecretName, statusFacts, type DataPlaneObservation, type EndpointSliceView, type Observed } from '../../operator/reconcile/desired.js';
+import { decideHealth, staleAfterMs } from '../../operator/reconcile/health-verdict.js';
+import { portConflicts, type PortClaim } from '../../operator/reconcile/port-claims.js';
+import { readSpec, selectsNode } from '../../operator/reconcile/spec.js';
+import { buildStatus } from '../../operator/status/status.js';
+
+const T0 = Date.parse('2026-12-04T12:00:00Z');
+const KEY = Buffer.from('000102030405060708090a0b0c0d0e0f', 'hex');
+const KEY2 = Buffer.from('f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff', 'hex');
+
+const SPEC = {
+  backend: { serviceName: 'web', portName: 'quic' },
+  listen: { ports: [443] },
+  nodeSelector: { edge: 'true' },
+};
+
+function pod(name: string, ip: string, conditions: { ready?: boolean; serving?: boolean; terminating?: boolean } = { ready: true }) {
+  return { addresses: [ip], conditions, targetRef: { kind: 'Pod', name, uid: `uid-${name}` }, nodeName: 'n1' };
+}
+
+const SLICE: EndpointSliceView = {
+  name: 'web-abc',
+  addressType: 'IPv4',
+  ports: [{ name: 'quic', port: 8443, protocol: 'UDP' }],
+  endpoints: [pod('web-0', '198.51.100.10'), pod('web-1', '198.51.100.11', { ready: false }), pod('web-2', '198.51.100.12', { ready: false, serving: true, terminating: true })],
+};
+
+function observed(over: Partial<Observed> = {}): Observed {
+  return {
+    namespace: 'team',
+    name: 'lb',
+    generation: 1,
+    createdAt: T0 - 60_000,
+    annotations: {},
+    spec: SPEC,
+    service: { ports: [{ name: 'quic', port: 443, protocol: 'UDP' }] },
+    endpointSlices: [SLICE],
+    records: { assigned: [{ id: '0005', podUid: 'uid-web-2', podName: 'web-2', assignedAt: T0 - 1000 }], released: [] },
+    rotation: INITIAL_STATE,
+    keys: new Map(),
+    userKey: null,
+    freshKey: KEY,
+    nodes: [
+      { name: 'n1', labels: { edge: 'true' } },
+      { name: 'n2', labels: { edge: 'true' } },
+      { name: 'n3', labels: {} },
+    ],
+    otherClaims: [],
+    dataPlanes: [],
+    now: T0,
+    ...over,
+  };
+}
+
+function dataPlane(identity: string, nodeName: string, over: Partial<DataPlaneObservation> = {}): DataPlaneObservation {
+  return { identity, nodeName, ackedConfigs: [], health: new Map(), traffic: new Map(), ...over };
+}
+
+describe('readSpec', () => {
+  it('applies the CRD defaults and converts durations and enums', () => {
+    const s = readSpec({ backend: { serviceName: 'web', port: 443 }, listen: { ports: [443] } });
+    expect(s).toEqual({
+      backend: { serviceName: 'web', port: 443 },
+      listen: { ports: [443], addresses: [] },
+      connectionIds: { serverIdLength: 2, nonceLength: 6, lengthSelfEncoded: false, serverIdQuarantineMs: 600_000 },
+      encryption: { encrypted: true, keySecretRef: null },
+      rotation: { intervalMs: null, drainMs: 3_600_000, quietMs: 120_000, trigger: '' },
+      routing: 'quic-lb',
+      fallback: { maxFlows: 100_000, flowIdleTimeoutMs: 30_000 },
+      healthCheck: { enabled: true, intervalMs: 10_000, timeoutMs: 2_000, failureThreshold: 3, successThreshold: 2 },
+      nodeSelector: {},
+    });
+    expect(readSpec({ ...SPEC, routing: { mode: 'FourTuple' }, encryption: { mode: 'Plaintext' }, rotation: { interval: '1h30m' } })).toMatchObject({
+      routing: '4-tuple',
+      encryption: { encrypted: false },
+      rotation: { intervalMs: 5_400_000 },
+    });
+  });
+
+  it.each([
+    [{ listen: { ports: [443] } }, 'spec.backend: is required'],
+    [{ backend: { serviceName: 'web', port: 1, portName: 'q' }, listen: { ports: [443] } }, 'spec.backend: set exactly one of port or portName'],
+    [{ ...SPEC, listen: { ports: [] } }, 'spec.listen.ports: must list at least one port'],
+    [{ ...SPEC, connectionIds: { serverIdLength: 15, nonceLength: 5 } }, 'spec.connectionIds: serverIdLength + nonceLength must be at most 19, got 20'],
+    [{ ...SPEC, rotation: { drainPeriod: 'soon' } }, 'spec.rotation.drainPeriod: must be a duration'],
+    [{ ...SPEC, encryption: { mode: 'Rot13' } }, 'spec.encryption.mode: must be Encrypted or Plaintext'],
+  ])('refuses what an older schema may have stored, naming the field (%#)', (spec, message) => {
+    expect(() => readSpec(spec)).toThrow(message);
+  });
+
+  it('selects nodes by every label of the selector', () => {
+    expect(selectsNode({}, undefined)).toBe(true);
+    expect(selectsNode({ a: '1' }, { a: '1', b: '2' })).toBe(true);
+    expect(selectsNode({ a: '1', b: '3' }, { a: '1', b: '2' })).toBe(false);
+    expect(selectsNode({ a: '' }, {})).toBe(false);
+  });
+});
+
+describe('decideHealth (the central rule)', () => {
+  const e = (state: 'healthy' | 'unhealthy' | 'unknown', age = 0) => ({ state, reportedAt: T0 - age });
+  const stale = staleAfterMs(10_000, 2_000);
+  it.each([
+    ['no report at all', [], 'healthy'],
+    ['one unhealthy of one', [e('unhealthy')], 'unhealthy'],
+    ['a tie', [e('unhealthy'), e('healthy')], 'healthy'],
+    ['a majority unhealthy', [e('unhealthy'), e('unhealthy'), e('healthy')], 'unhealthy'],
+    ['unknown ignored', [e('unhealthy'), e('unknown'), e('unknown')], 'unhealthy'],
+    ['stale reports ignored', [e('unhealthy', stale + 1), e('healthy')], 'healthy'],
+    ['a report at the staleness bound counts', [e('unhealthy', stale)], 'unhealthy'],
+  ])('%s', (_what, entries, verdict) => {
+    const reports = (entries as ReturnType<typeof e>[]).map((x) => new Map([['web-0', x]]));
+    expect(decideHealth(['web-0'], reports, stale, T0).get('web-0')).toBe(verdict);
+  });
+
+  it('is the same whatever the order of the reports (every data plane gets one verdict)', () => {
+    const reports = [new Map([['a', e('unhealthy')]]), new Map([['a', e('healthy')]]), new Map([['a', e('unhealthy')]])];
+    expect(decideHealth(['a'], reports, stale, T0)).toEqual(decideHealth(['a'], [...reports].reverse(), stale, T0));
+  });
+});
+
+describe('portConflicts', () => {
+  const claim = (key: string, createdAt: number, over: Partial<PortClaim> = {}): PortClaim => ({
+    key,
+    createdAt,
+    ports: [443],
+    addresses: [],
+    nodes: new Set(['n1', 'n2']),
+    ...over,
+  });
+  it('the later claim of a port on a node conflicts; the earlier one does not', () => {
+    const a = claim('ns/a', 1);
+    const b = claim('ns/b', 2, { nodes: new Set(['n2', 'n3']) });
+    expect(portConflicts(b, [a])).toEqual([{ port: 443, node: 'n2', holder: 'ns/a' }]);
+    expect(portConflicts(a, [b])).toEqual([]);
+  });
+  it('equal creation times: the smaller namespace/name is earlier', () => {
+    expect(portConflicts(claim('ns/b', 1), [claim('ns/a', 1)])).toHaveLength(2);
+    expect(portConflicts(claim('ns/a', 1), [claim('ns/b', 1)])).toEqual([]);
+  });
+  it.each([
+    ['other ports', { ports: [8443] }, {}, 0],
+    ['two specific IPv4 addresses', { addresses: ['192.0.2.1'] }, { addresses: ['192.0.2.2'] }, 0],
+    ['the same specific address', { addresses: ['192.0.2.1'] }, { addresses: ['192.0.2.1'] }, 2],
+    ['0.0.0.0 (default) against a specific IPv4 address', {}, { addresses: ['192.0.2.1'] }, 2],
+    ['0.0.0.0 against an IPv6 address', {}, { addresses: ['2001:db8::1'] }, 0],
+    [':: against anything', { addresses: ['::'] }, { addresses: ['192.0.2.1'] }, 2],
+    ['other nodes', { nodes: new Set(['n9']) }, {}, 0],
+  ])('%s', (_what, earlier, later, n) => {
+    expect(portConflicts(claim('ns/b', 2, later as Partial<PortClaim>), [claim('ns/a', 1, earlier as Partial<PortClaim>)])).toHaveLength(n);
+  });
+});
+
+describe('computeDesired', () => {
+  it('assigns IDs, builds a valid snapshot for the selected nodes, the backends Secret and the pod annotations', () => {
+    const d = computeDesired(observed());
+    expect(d.nodes).toEqual(['n1', 'n2']);
+    // web-2 keeps its recorded ID (terminating: draining); web-0 (ready) is allocated before web-1 (not ready)
+    expect([...d.podServerIds]).toEqual([
+      ['web-0', '0000'],
+      ['web-1', '0001'],
+      ['web-2', '0005'],
+    ]);
+    const s = d.snapshot!;
+    expect(s.name).toBe('team/lb');
+    expect(s.listen).toEqual([{ host: '0.0.0.0', port: 443, family: 4 }]);
+    expect(s.configs).toHaveLength(1);
+    expect(s.configs[0]).toMatchObject({ state: 'active', config: { configId: 0, serverIdLength: 2, nonceLength: 6 } });
+    expect(Buffer.from(s.configs[0].config.key!).equals(KEY)).toBe(true);
+    expect(s.servers.map((x) => [x.name, Buffer.from(x.serverId).toString('hex'), `${x.address.host}:${x.address.port}`, x.state, x.verdict])).toEqual([
+      ['web-0', '0000', '198.51.100.10:8443', 'active', 'healthy'],
+      ['web-1', '0001', '198.51.100.11:8443', 'draining', 'healthy'],
+      ['web-2', '0005', '198.51.100.12:8443', 'draining', 'healthy'],
+    ]);
+    expect(s.routing).toBe('quic-lb');
+    // the snapshot travels: the wire conversion accepts it
+    const back = snapshotFromWire(snapshotToWire(7, 'n', [{ ...s, version: 7 }]));
+    expect(back.loadBalancers[0].servers).toHaveLength(3);
+    // the Secret backends mount holds the same config and key
+    const secret = decodeBackendSecret(d.configsSecretData!);
+    expect(secret.configs).toHaveLength(1);
+    expect(Buffer.from(secret.configs[0].config.key!).equals(KEY)).toBe(true);
+    expect(configsSecretName('lb')).toBe('lb-quiclb-configs');
+    expect(d.events.map((e) => e.reason)).toEqual(['ServerIDsAssigned', 'ConfigCreated']);
+    expect(d.events.find((e) => e.reason === 'ConfigCreated')).toMatchObject({ audit: true, message: `config 0 created and active, key ${keyFingerprint(KEY)}` });
+    expect(JSON.stringify(d.events)).not.toContain(KEY.toString('hex'));
+    expect(d.facts.backends).toEqual({ total: 3, healthy: 1, draining: 1, unassigned: 0 });
+    // the quarantine of nothing and a stable rotation without interval: no timer needed
+    expect(d.requeueAfterMs).toBeNull();
+  });
+
+  it('prefers an IPv4 address for a dual-stack pod and ignores slices without the UDP port', () => {
+    const v6: EndpointSliceView = { name: 'web-v6', addressType: 'IPv6', ports: [{ name: 'quic', port: 8443, protocol: 'UDP' }], endpoints: [pod('web-0', '2001:db8::10')] };
+    const tcp: EndpointSliceView = { name: 'web-tcp', addressType: 'IPv4', ports: [{ name: 'quic', port: 8443, protocol: 'TCP' }], endpoints: [pod('web-9', '198.51.100.99')] };
+    const d = computeDesired(observed({ endpointSlices: [v6, SLICE, tcp], records: EMPTY_RECORDS }));
+    expect(d.snapshot!.servers.find((x) => x.name === 'web-0')!.address).toEqual({ host: '198.51.100.10', port: 8443, family: 4 });
+    expect(d.podServerIds.has('web-9')).toBe(false);
+  });
+
+  it('leaves the ID records alone while the Service or its port is missing', () => {
+    for (const o of [observed({ service: null }), observed({ service: { ports: [{ name: 'other', port: 1, protocol: 'UDP' }] } })]) {
+      const d = computeDesired(o);
+      expect(d.allocation).toBeNull(); // nothing to write: web-2's record stays
+      expect(d.events.some((e) => e.reason === 'ServerIDsReleased')).toBe(false);
+      expect(d.snapshot!.servers).toEqual([]);
+    }
+    const status = buildStatus({
+      facts: statusFacts(computeDesired(observed({ service: null })), { snapshotVersion: 5, dataPlanes: [] }),
+      previousConditions: undefined,
+      rotation: INITIAL_STATE,
+      now: T0,
+    });
+    expect(status.conditions.find((c) => c.type === 'Degraded')).toMatchObject({ status: 'True', reason: 'ServiceNotFound' });
+    expect(status.conditions.find((c) => c.type === 'Ready')).toMatchObject({ status: 'False', reason: 'ServiceNotFound' });
+  });
+
+  it('is not served where an earlier load balancer holds the port', () => {
+    const other: PortClaim = { key: 'other/first', createdAt: T0 - 120_000, ports: [443], addresses: [], nodes: new Set(['n1']) };
+    const d = computeDesired(observed({ otherClaims: [other] }));
+    expect(d.nodes).toEqual(['n2']);
+    expect(d.facts.portConflicts).toEqual([{ port: 443, node: 'n1', holder: 'other/first' }]);
+    expect(d.events.some((e) => e.reason === 'PortConflict' && e.type === 'Warning')).toBe(true);
+  });
+
+  it('without a usable user key: no config, no snapshot, Degraded/KeyUnavailable and not Ready', () => {
+    const spec = { ...SPEC, encryption: { keySecretRef: { name: 'qlb-key' } } };
+    const d = computeDesired(observed({ spec, userKey: { problem: 'Secret qlb-key key "key": missing' } }));
+    expect(d.snapshot).toBeNull();
+    expect(d.configsSecretData).toBeNull();
+    expect(d.rotation.actions).toEqual([expect.objectContaining({ kind: 'blocked', reason: 'no-key' })]);
+    const status = buildStatus({ facts: statusFacts(d, { snapshotVersion: null, dataPlanes: [] }), previousConditions: undefined, rotation: d.rotation.state, now: T0 });
+    expect(status.conditions.find((c) => c.type === 'Degraded')).toMatchObject({ status: 'True', reason: 'KeyUnavailable' });
+    expect(status.conditions.find((c) => c.type === 'Ready')).toMatchObject({ status: 'False', reason: 'KeyUnavailable' });
+    // with the key, the first config uses it (not the fresh random one)
+    const ok = computeDesired(observed({ spec, userKey: { key: KEY2 } }));
+    expect(Buffer.from(ok.snapshot!.configs[0].config.key!).equals(KEY2)).toBe(true);
+  });
+
+  it('rotates on the annotation; only data planes on serving nodes must ACK; the status follows every phase', () => {
+    const first = computeDesired(observed());
+    const keys = new Map([[0, KEY]]);
+    let rotation: MachineState = first.rotation.state;
+    const records = first.allocation!.records;
+    const n3 = dataPlane('dp-n3', 'n3'); // not selected: never waited for
+    const started = computeDesired(observed({ rotation, keys, records, freshKey: KEY2, annotations: { 'quiclb.io/rotate': '1' }, dataPlanes: [n3], now: T0 + 1000 }));
+    expect(started.rotation.phase).toBe('Accepting');
+    expect(started.events.map((e) => e.reason)).toEqual(['RotationStarted']);
+    expect(started.snapshot!.configs.map((c) => [c.config.configId, c.state])).toEqual([
+      [0, 'active'],
+      [1, 'accepting'],
+    ]);
+    rotation = started.rotation.state;
+    const keys2 = new Map([...keys, [1, KEY2]]);
+    const acked = rotation.configs.map((c) => ({ configId: c.configId, fingerprint: c.fingerprint }));
+    const dpA = dataPlane('dp-n1', 'n1', { ackedConfigs: acked });
+    const dpB = dataPlane('dp-n2', 'n2', { ackedConfigs: acked.slice(0, 1) });
+    const waiting = computeDesired(observed({ rotation, keys: keys2, records, dataPlanes: [dpA, dpB, n3], annotations: { 'quiclb.io/rotate': '1' }, now: T0 + 2000 }));
+    expect(waiting.rotation.phase).toBe('Accepting');
+    expect(waiting.facts.rotation.waitingFor).toEqual(['dp-n2']);
+    const st = buildStatus({
+      facts: statusFacts(waiting, {
+        snapshotVersion: 9,
+        dataPlanes: [
+          { identity: 'dp-n1', ackedVersion: 9, rejection: null },
+          { identity: 'dp-n2', ackedVersion: 8, rejection: null },
+        ],
+      }),
+      previousConditions: undefined,
+      rotation: waiting.rotation.state,
+      now: T0 + 2000,
+    });
+    expect(st.conditions.find((c) => c.type === 'KeyRotation')).toMatchObject({ status: 'True', reason: 'Accepting' });
+    expect(st.conditions.find((c) => c.type === 'ConfigSynced')).toMatchObject({ status: 'False', reason: 'Pending' });
+    expect(st.dataPlanes).toEqual({ connected: 2, inSync: 1, summary: '1/2' });
+    const promoted = computeDesired(
+      observed({ rotation, keys: keys2, records, dataPlanes: [dpA, { ...dpB, ackedConfigs: acked }, n3], annotations: { 'quiclb.io/rotate': '1' }, now: T0 + 3000 }),
+    );
+    expect(promoted.rotation.phase).toBe('Draining');
+    expect(promoted.events.map((e) => e.reason)).toEqual(['ConfigPromoted']);
+    expect(promoted.requeueAfterMs).toBe(2 * 60_000); // the quiet period
+    const secret = decodeBackendSecret(promoted.configsSecretData!);
+    expect(secret.configs.map((c) => [c.config.configId, c.state])).toEqual([
+      [0, 'draining'],
+      [1, 'active'],
+    ]);
+  });
+
+  it('with every serving data plane in sync and a ready backend: Ready, with kubectl-get summaries', () => {
+    const d = computeDesired(observed());
+    const facts = statusFacts(d, {
+      snapshotVersion: 3,
+      dataPlanes: [
+        { identity: 'dp-n1', ackedVersion: 3, rejection: null },
+        { identity: 'dp-n2', ackedVersion: 4, rejection: { version: 2, error: 'old news' } },
+      ],
+    });
+    const st = buildStatus({ facts, previousConditions: undefined, rotation: d.rotation.state, serverIds: { assigned: 3, quarantined: 0, capacity: 65536n }, now: T0 });
+    expect(st.conditions.map((c) => [c.type, c.status, c.reason])).toEqual([
+      ['Ready', 'True', 'Routing'],
+      ['ConfigSynced', 'True', 'Synced'],
+      ['Degraded', 'False', 'AsExpected'],
+      ['KeyRotation', 'False', 'Stable'],
+    ]);
+    expect(st).toMatchObject({
+      observedGeneration: 1,
+      backends: { total: 3, healthy: 1, draining: 1, unassigned: 0, summary: '1/3' },
+      dataPlanes: { connected: 2, inSync: 2, summary: '2/2' },
+      activeConfigId: 0,
+      snapshotVersion: 3,
+      lastRotationTime: '2026-12-04T12:00:00Z',
+      rotation: { phase: 'Stable', configs: [{ id: 0, state: 'Active', keyFingerprint: keyFingerprint(KEY) }] },
+      serverIds: { assigned: 3, quarantined: 0, capacity: 65536 },
+    });
+    expect(JSON.stringify(st)).not.toContain(KEY.toString('hex'));
+    expect(JSON.stringify(st)).not.toContain(KEY.toString('base64'));
+  });
+
+  it('a data plane that rejected the latest version makes ConfigSynced and Ready False with its error', () => {
+    const d = computeDesired(observed());
+    const facts = statusFacts(d, { snapshotVersion: 5, dataPlanes: [{ identity: 'dp-n1', ackedVersion: 4, rejection: { version: 5, error: 'servers[0].address: bad' } }] });
+    const st = buildStatus({ facts, previousConditions: undefined, rotation: d.rotation.state, now: T0 });
+    expect(st.conditions.find((c) => c.type === 'Degraded')).toMatchObject({ status: 'True', reason: 'DataPlaneRejected' });
+    expect(st.conditions.find((c) => c.type === 'Ready')).toMatchObject({ status: 'False', reason: 'DataPlaneRejected' });
+  });
+
+  it('the central verdict from the serving data planes goes into the snapshot and the healthy count', () => {
+    const unhealthy = new Map([['web-0', { state: 'unhealthy' as const, reportedAt: T0 }]]);
+    const d = computeDesired(observed({ dataPlanes: [dataPlane('dp-n1', 'n1', { health: unhealthy }), dataPlane('dp-n3', 'n3', { health: new Map([['web-0', { state: 'healthy' as const, reportedAt: T0 }]]) })] }));
+    // dp-n3 does not serve this load balancer: its report does not count
+    expect(d.snapshot!.servers.find((s) => s.name === 'web-0')!.verdict).toBe('unhealthy');
+    expect(d.facts.backends.healthy).toBe(0);
+  });
+});
