@@ -120,7 +120,10 @@ export interface RotationSummary {
   promoteAfter:
     | Duration
     | undefined;
-  /** When the last rotation started (unset: never). */
+  /**
+   * When the last rotation started or, before the first one, when this process began rotating (the next rotation
+   * is due `interval` after it). Unset while rotation is neither enabled nor followed.
+   */
   lastRotation: Date | undefined;
 }
 
@@ -1487,8 +1490,8 @@ export const LoadBalancerConfigService = {
   /**
    * Starts a key rotation now (the config needs `loadbalancer.config_rotation.enabled: true`): a new encrypted
    * config under a free config id, accepting at once, active after `promote_after`, the old one draining for
-   * `drain`, then retired. FAILED_PRECONDITION when rotation is disabled or a rotation is still being promoted.
-   * Role: writer.
+   * `drain`, then retired. FAILED_PRECONDITION when rotation is disabled, a rotation is still being promoted (a
+   * config is accepting), or all 7 config ids are live. Role: writer.
    */
   rotateKeys: {
     path: "/quiclb.v1.LoadBalancerConfig/RotateKeys" as const,
@@ -1513,8 +1516,8 @@ export interface LoadBalancerConfigServer extends UntypedServiceImplementation {
   /**
    * Starts a key rotation now (the config needs `loadbalancer.config_rotation.enabled: true`): a new encrypted
    * config under a free config id, accepting at once, active after `promote_after`, the old one draining for
-   * `drain`, then retired. FAILED_PRECONDITION when rotation is disabled or a rotation is still being promoted.
-   * Role: writer.
+   * `drain`, then retired. FAILED_PRECONDITION when rotation is disabled, a rotation is still being promoted (a
+   * config is accepting), or all 7 config ids are live. Role: writer.
    */
   rotateKeys: handleUnaryCall<RotateKeysRequest, RotateKeysResponse>;
 }
@@ -1559,8 +1562,8 @@ export interface LoadBalancerConfigClient extends Client {
   /**
    * Starts a key rotation now (the config needs `loadbalancer.config_rotation.enabled: true`): a new encrypted
    * config under a free config id, accepting at once, active after `promote_after`, the old one draining for
-   * `drain`, then retired. FAILED_PRECONDITION when rotation is disabled or a rotation is still being promoted.
-   * Role: writer.
+   * `drain`, then retired. FAILED_PRECONDITION when rotation is disabled, a rotation is still being promoted (a
+   * config is accepting), or all 7 config ids are live. Role: writer.
    */
   rotateKeys(
     request: RotateKeysRequest,
