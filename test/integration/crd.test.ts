@@ -5,6 +5,9 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
+import { INITIAL_STATE } from '../../operator/rotation/machine.js';
+import { computeDesired, statusFacts } from '../../operator/reconcile/desired.js';
+import { buildStatus } from '../../operator/status/status.js';
 import { adminKubeConfig, createNamespace, deleteNamespace, kubectl, kubectlOk, statusMessage } from './cluster.js';
 
 const CRD_FILE = fileURLToPath(new URL('../../crds/quiclb.io_quicloadbalancers.yaml', import.meta.url));
@@ -228,5 +231,48 @@ describe('QuicLoadBalancer CRD on a real kube-apiserver', () => {
       ),
     );
     expect(badCondition.message).toContain('Unsupported value: "Maybe"');
+  });
+
+  it('accepts the status the operator builds (operator/status/status.ts), and kubectl get and wait read it', async () => {
+    const name = 'built';
+    const created = await create(MINIMAL, name);
+    const now = Date.now();
+    const d = computeDesired({
+      namespace: ns,
+      name,
+      generation: created.metadata.generation!,
+      createdAt: now,
+      annotations: {},
+      spec: created.spec,
+      service: { ports: [{ name: 'quic', port: 443, protocol: 'UDP' }] },
+      endpointSlices: [
+        {
+          name: 'web-1',
+          addressType: 'IPv4',
+          ports: [{ name: 'quic', port: 8443, protocol: 'UDP' }],
+          endpoints: [{ addresses: ['198.51.100.7'], conditions: { ready: true }, targetRef: { kind: 'Pod', name: 'web-0', uid: 'u0' } }],
+        },
+      ],
+      records: { assigned: [], released: [] },
+      rotation: INITIAL_STATE,
+      keys: new Map(),
+      userKey: null,
+      freshKey: Buffer.alloc(16, 7),
+      nodes: [{ name: 'n1' }],
+      otherClaims: [],
+      dataPlanes: [],
+      now,
+    });
+    const facts = statusFacts(d, { snapshotVersion: 1, dataPlanes: [{ identity: 'dp-n1', ackedVersion: 1, rejection: null }] });
+    const status = buildStatus({ facts, previousConditions: undefined, rotation: d.rotation.state, serverIds: { assigned: 1, quarantined: 0, capacity: 65536n }, now });
+    await co.patchNamespacedCustomObjectStatus(
+      { ...QLB, namespace: ns, name, fieldManager: 'quiclb-operator', force: true, body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'QuicLoadBalancer', metadata: { name, namespace: ns }, status } },
+      APPLY_PATCH,
+    );
+    const stored = (await co.getNamespacedCustomObject({ ...QLB, namespace: ns, name })) as Qlb;
+    expect(stored.status).toEqual(JSON.parse(JSON.stringify(status)));
+    const table = await kubectlOk(['get', 'qlb', name, '-n', ns, '-o', 'wide']);
+    expect(table).toMatch(new RegExp(`^${name}\\s+True\\s+1/1\\s+1/1\\s+0\\s+Stable\\s+Routing\\s+`, 'm'));
+    await kubectlOk(['wait', '--for=condition=Ready', `qlb/${name}`, '-n', ns, '--timeout=10s']);
   });
 });
