@@ -9,8 +9,9 @@
  */
 import { defaultShortDcidLength, validateSnapshot, type DataplaneSnapshot, type SnapshotServer } from '../../lib/config/snapshot.js';
 import { allocateServerIds, type AllocationResult, type EndpointObservation, type ServerIdRecords } from '../allocation/server-ids.js';
-import { encodeBackendSecret, keyFingerprint } from '../rotation/keys.js';
-import { backendConfigsState, liveConfigs, stepRotation, type DataPlaneAcks, type MachineState, type RotationResult } from '../rotation/machine.js';
+import { keyFingerprint } from '../rotation/keys.js';
+import { encodeConfigsSecret } from '../rotation/secret-codec.js';
+import { liveConfigs, stepRotation, type DataPlaneAcks, type MachineState, type RotationResult } from '../rotation/machine.js';
 import type { StatusFacts } from '../status/facts.js';
 import { decideHealth, staleAfterMs, type DataPlaneHealth } from './health-verdict.js';
 import { portConflicts, type PortClaim } from './port-claims.js';
@@ -89,7 +90,7 @@ export interface Desired {
   readonly snapshotProblem: string | null;
   /** Nodes whose data planes serve it: selected by spec.nodeSelector, minus port conflicts. */
   readonly nodes: readonly string[];
-  /** Data of the Secret backends mount (operator/rotation/keys.ts), or null when there is no config yet. */
+  /** Data of the configs Secret (backends mount it; the operator restores its rotation from it: secret-codec.ts), or null when there is no config yet. */
   readonly configsSecretData: Readonly<Record<string, string>> | null;
   /** Backend pod name -> server ID (hex), for the quiclb.io/server-id annotation. */
   readonly podServerIds: ReadonlyMap<string, string>;
@@ -262,7 +263,7 @@ export function computeDesired(o: Observed): Desired {
   } else {
     try {
       const configs = liveConfigs(rotation.state, keys);
-      configsSecretData = encodeBackendSecret(backendConfigsState(rotation.state, keys));
+      configsSecretData = encodeConfigsSecret(rotation.state, keys);
       const listenHosts = spec.listen.addresses.length > 0 ? spec.listen.addresses : ['0.0.0.0'];
       snapshot = validateSnapshot({
         version: 0,
