@@ -1,4 +1,5 @@
 import { describe, expect, it } from '@jest/globals';
+import fc from 'fast-check';
 import { snapshotFromWire, snapshotToWire } from '../../proto/convert.js';
 import { EMPTY_RECORDS } from '../../operator/allocation/server-ids.js';
 import { decodeBackendSecret, keyFingerprint } from '../../operator/rotation/keys.js';
@@ -333,5 +334,45 @@ describe('computeDesired', () => {
     // dp-n3 does not serve this load balancer: its report does not count
     expect(d.snapshot!.servers.find((s) => s.name === 'web-0')!.verdict).toBe('unhealthy');
     expect(d.facts.backends.healthy).toBe(0);
+  });
+});
+
+describe('computeDesired: properties', () => {
+  it('for any mix of slices and endpoints, the snapshot is valid and every pod with an address has one unique ID', () => {
+    const endpointArb = fc.record({
+      pod: fc.integer({ min: 0, max: 60 }),
+      v6: fc.boolean(),
+      ready: fc.option(fc.boolean(), { nil: undefined }),
+      terminating: fc.option(fc.boolean(), { nil: undefined }),
+      withRef: fc.boolean(),
+    });
+    fc.assert(
+      fc.property(fc.array(endpointArb, { maxLength: 80 }), fc.integer({ min: 1, max: 2 }), (eps, serverIdLength) => {
+        const slice = (v6: boolean): EndpointSliceView => ({
+          name: v6 ? 's6' : 's4',
+          addressType: v6 ? 'IPv6' : 'IPv4',
+          ports: [{ name: 'quic', port: 8443, protocol: 'UDP' }],
+          endpoints: eps
+            .filter((e) => e.v6 === v6)
+            .map((e) => ({
+              addresses: [v6 ? `2001:db8::${e.pod + 1}` : `198.51.100.${e.pod + 1}`],
+              conditions: { ready: e.ready, terminating: e.terminating },
+              ...(e.withRef ? { targetRef: { kind: 'Pod', name: `p${e.pod}`, uid: `u${e.pod}` } } : {}),
+            })),
+        });
+        const d = computeDesired(observed({ spec: { ...SPEC, connectionIds: { serverIdLength } }, endpointSlices: [slice(false), slice(true)], records: EMPTY_RECORDS }));
+        const s = d.snapshot!;
+        const ids = s.servers.map((x) => Buffer.from(x.serverId).toString('hex'));
+        expect(new Set(ids).size).toBe(ids.length);
+        expect(new Set(s.servers.map((x) => x.name)).size).toBe(s.servers.length);
+        expect(s.servers.every((x) => x.serverId.length === serverIdLength)).toBe(true);
+        // in the fallback pool only ready, non-terminating endpoints
+        for (const x of s.servers) {
+          if (x.state === 'active') expect(eps.some((e) => (e.withRef ? `p${e.pod}` === x.name : true) && e.ready !== false && e.terminating !== true)).toBe(true);
+        }
+        expect(d.facts.backends.total).toBe(s.servers.length);
+      }),
+      { numRuns: 150 },
+    );
   });
 });
