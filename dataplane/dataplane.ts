@@ -165,7 +165,7 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     }
     this.logger.info(
       {
-        lb: snapshot.name,
+        ...this.lbField(snapshot.name),
         version: snapshot.version,
         listen: this.addresses().map(formatSocketAddress),
         servers: snapshot.servers.length,
@@ -200,7 +200,7 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     if (prev.flows.idleTimeoutMs !== next.flows.idleTimeoutMs) this.startTicker(next);
     this.health?.update(this.healthTargets(next), next.health);
     this.logger.info(
-      { lb: next.name, version: next.version, servers: next.servers.length, configs: this.liveConfigs(), listen: this.addresses().map(formatSocketAddress) },
+      { ...this.lbField(next.name), version: next.version, servers: next.servers.length, configs: this.liveConfigs(), listen: this.addresses().map(formatSocketAddress) },
       'config applied',
     );
   }
@@ -243,10 +243,15 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     this.routerInstance?.clear();
     this.detachMetrics?.();
     this.detachMetrics = null;
-    this.logger.info({ lb: this.lbName }, 'data plane stopped');
+    this.logger.info(this.lbField(this.lbName), 'data plane stopped');
   }
 
   // ---- internals
+
+  /** `{lb}` for a log line, unless the logger already carries `lb` in its bindings (one key per line). */
+  private lbField(name: string): { lb?: string } {
+    return this.logger.bindings().lb === undefined ? { lb: name } : {};
+  }
 
   /** Caps upstream sockets (and with them the flows) at what the process can hold. */
   private applySocketBudget(s: DataplaneSnapshot): void {
@@ -267,7 +272,7 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     if (wanted <= this.upstreamSocketLimit) return;
     this.logger.warn(
       {
-        lb: s.name,
+        ...this.lbField(s.name),
         flows_max: s.flows.maxFlows,
         upstream_socket_limit: this.upstreamSocketLimit,
         limited_by: this.socketBudget?.limitedBy ?? 'maxUpstreamSockets option',

@@ -350,7 +350,7 @@ export class HealthChecker extends EventEmitter<{ change: [HealthChange] }> {
     const previous = t.state;
     t.state = state;
     if (state !== 'unknown' && !(previous === 'unknown' && state === 'healthy')) t.transitions++;
-    const log = { lb: this.lbName, server: t.name, address: formatSocketAddress(t.address), state, previous, reason };
+    const log = { ...(this.logger.bindings().lb === undefined ? { lb: this.lbName } : {}), server: t.name, address: formatSocketAddress(t.address), state, previous, reason };
     if (state === 'unhealthy') this.logger.warn(log, 'server unhealthy');
     else this.logger.info(log, state === 'healthy' ? 'server healthy' : 'server health unknown');
     this.emit('change', { name: t.name, state, previous, reason });

@@ -363,18 +363,31 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
     rotator: () => rotator,
   };
 
-  if (options.watch !== false) {
-    watcher = new ConfigWatcher((why) => void reload(why), logger);
-    watcher.watchFiles(cfg0.watchedFiles);
-  }
-  if (options.handleSignals !== false) {
-    watcher ??= new ConfigWatcher((why) => void reload(why), logger);
-    watcher.handleSighup();
-  }
-  if (cfg0.rotation.enabled) {
-    syncRotator(loaded);
-    // The state file may now hold what the YAML gave: reload to pick it up (no-op when identical).
-    await reload('rotation state');
+  try {
+    if (options.watch !== false) {
+      watcher = new ConfigWatcher((why) => void reload(why), logger);
+      watcher.watchFiles(cfg0.watchedFiles);
+    }
+    if (options.handleSignals !== false) {
+      watcher ??= new ConfigWatcher((why) => void reload(why), logger);
+      watcher.handleSighup();
+    }
+    if (cfg0.rotation.enabled) {
+      try {
+        syncRotator(loaded);
+      } catch (e) {
+        throw new Error(`cannot start config rotation: cannot write the state file ${cfg0.stateFile}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
+      }
+      // The state file may now hold what the YAML gave: reload to pick it up (no-op when identical).
+      await reload('rotation state');
+    }
+  } catch (e) {
+    // Refuse to start rather than run half set up (no rotation, no graceful shutdown): release everything.
+    (rotator as Rotator | null)?.stop();
+    watcher?.close();
+    await monitoring?.close();
+    await engine.stop();
+    throw e;
   }
   let admin: AdminServer | null = null;
   let stopped = false;

@@ -1,5 +1,6 @@
 /** Durations in the standalone YAML: "500ms", "10s", "5m", "24h", "1h30m", or a plain number of seconds. */
 import { ConfigError } from '../quiclb/config.js';
+import { describe } from './fields.js';
 
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 const DURATION_RE = /^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+$/;
@@ -12,11 +13,11 @@ export function parseDuration(field: string, value: unknown): number {
     return Math.round(value * 1000);
   }
   if (typeof value !== 'string') {
-    throw new ConfigError(field, `must be a duration such as "10s", "500ms", "5m" or "24h", got ${JSON.stringify(value)}`);
+    throw new ConfigError(field, `must be a duration such as "10s", "500ms", "5m" or "24h", got ${describe(value)}`);
   }
   const s = value.trim();
   if (!DURATION_RE.test(s)) {
-    throw new ConfigError(field, `must be a duration such as "10s", "500ms", "5m" or "24h", got ${JSON.stringify(value)}`);
+    throw new ConfigError(field, `must be a duration such as "10s", "500ms", "5m" or "24h", got ${describe(value)}`);
   }
   let ms = 0;
   for (const m of s.matchAll(PART_RE)) ms += Number(m[1]) * UNIT_MS[m[2]];

@@ -1,5 +1,6 @@
 /** Small typed readers for YAML/JSON config objects that name the full field path in every error. */
 import { ConfigError } from '../quiclb/config.js';
+import { quote } from './safe-read.js';
 
 export type Fields = Record<string, unknown>;
 
@@ -12,11 +13,14 @@ export function join(path: string, key: string | number): string {
   return path ? `${path}.${key}` : key;
 }
 
+/** A value for an error message, bounded whatever its size (strings are cut, lists and mappings not expanded). */
 export function describe(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a list';
   if (typeof v === 'object') return 'a mapping';
-  return JSON.stringify(v);
+  if (typeof v === 'string') return quote(v);
+  if (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'bigint') return String(v); // NaN, Infinity: not JSON's "null"
+  return typeof v;
 }
 
 export function requireObject(path: string, v: unknown): Fields {

@@ -1,6 +1,6 @@
 /** QUIC-LB keys in config files. Errors describe the shape of a bad key, never its content. */
-import { readFileSync } from 'node:fs';
 import { ConfigError, KEY_LEN } from '../quiclb/config.js';
+import { MAX_KEY_FILE_BYTES, readErrorText, readRegularFile } from './safe-read.js';
 
 const BASE64_16 = /^[A-Za-z0-9+/]{22}(?:==)?$/;
 const HEX_16 = /^(?:0x)?[0-9a-fA-F]{32}$/;
@@ -37,12 +37,19 @@ export class KeyFileError extends ConfigError {
   }
 }
 
+/** Whether a file name given for a key file is a key itself (pasted into the wrong field): never echo it. */
+export function looksLikeKey(value: string): boolean {
+  const s = value.trim();
+  return BASE64_16.test(s) || HEX_16.test(s) || /^[A-Za-z0-9+/=]{20,}$/.test(s);
+}
+
+/** Reads a key file (regular file, at most 4 KiB, opened non-blocking: see safe-read.ts). */
 export function readKeyFile(field: string, path: string): Buffer {
   let data: Buffer;
   try {
-    data = readFileSync(path);
+    data = readRegularFile(path, MAX_KEY_FILE_BYTES);
   } catch (e) {
-    throw new KeyFileError(field, `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, path);
+    throw new KeyFileError(field, `cannot read ${path}: ${readErrorText(e)}`, path);
   }
   try {
     return parseKeyFileContents(field, data);

@@ -7,6 +7,7 @@ import { parseHex, toHex } from '../hex.js';
 import { ConfigError, cidLength, makeConfig, MAX_CONFIG_ID, type QuicLbConfig } from '../quiclb/config.js';
 import { configFromJson } from '../quiclb/json.js';
 import { formatSocketAddress, parseSocketAddress, type SocketAddress } from './address.js';
+import { describe } from './fields.js';
 
 export type { SocketAddress } from './address.js';
 
@@ -134,7 +135,7 @@ export function defaultShortDcidLength(configs: readonly LiveConfig[]): number {
 
 function intIn(field: string, v: unknown, min: number, max: number): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-    throw new ConfigError(field, `must be an integer ${min}..${max}, got ${JSON.stringify(v)}`);
+    throw new ConfigError(field, `must be an integer ${min}..${max}, got ${describe(v)}`);
   }
   return v;
 }
@@ -169,7 +170,7 @@ export function validateSnapshot(s: DataplaneSnapshot): DataplaneSnapshot {
     }
     if (ids.has(c.configId)) throw new ConfigError(`configs[${i}].configId`, `config id ${c.configId} is used twice`);
     ids.add(c.configId);
-    if (!CONFIG_STATES.includes(l.state)) throw new ConfigError(`configs[${i}].state`, `must be one of ${CONFIG_STATES.join(', ')}, got ${JSON.stringify(l.state)}`);
+    if (!CONFIG_STATES.includes(l.state)) throw new ConfigError(`configs[${i}].state`, `must be one of ${CONFIG_STATES.join(', ')}, got ${describe(l.state)}`);
     if (l.state === 'active') active++;
   });
   if (active !== 1) throw new ConfigError('configs', `exactly one config must be active, got ${active}`);
@@ -179,14 +180,14 @@ export function validateSnapshot(s: DataplaneSnapshot): DataplaneSnapshot {
     const f = `servers[${i}]`;
     if (typeof srv.name !== 'string' || srv.name.length === 0) throw new ConfigError(`${f}.name`, 'must be a non-empty string');
     const prev = names.get(srv.name);
-    if (prev !== undefined) throw new ConfigError(`${f}.name`, `${JSON.stringify(srv.name)} is also the name of servers[${prev}]`);
+    if (prev !== undefined) throw new ConfigError(`${f}.name`, `${describe(srv.name)} is also the name of servers[${prev}]`);
     names.set(srv.name, i);
     if (!(srv.serverId instanceof Uint8Array) || srv.serverId.length < 1) throw new ConfigError(`${f}.serverId`, 'must be at least one octet');
     parseSocketAddress(`${f}.address`, formatSocketAddress(srv.address));
     if (typeof srv.weight !== 'number' || !Number.isFinite(srv.weight) || srv.weight < 0 || srv.weight > MAX_WEIGHT) {
-      throw new ConfigError(`${f}.weight`, `must be a number 0..${MAX_WEIGHT}, got ${JSON.stringify(srv.weight)}`);
+      throw new ConfigError(`${f}.weight`, `must be a number 0..${MAX_WEIGHT}, got ${describe(srv.weight)}`);
     }
-    if (!SERVER_STATES.includes(srv.state)) throw new ConfigError(`${f}.state`, `must be one of ${SERVER_STATES.join(', ')}, got ${JSON.stringify(srv.state)}`);
+    if (!SERVER_STATES.includes(srv.state)) throw new ConfigError(`${f}.state`, `must be one of ${SERVER_STATES.join(', ')}, got ${describe(srv.state)}`);
     for (const l of s.configs) {
       const sid = serverIdFor(srv, l.config);
       if (sid === null) continue;
@@ -214,7 +215,7 @@ export function validateSnapshot(s: DataplaneSnapshot): DataplaneSnapshot {
   intIn('health.successesThreshold', h.successesThreshold, 1, 1000);
   intIn('shortDcidLength', s.shortDcidLength, 1, 20);
   if (s.routing !== undefined && !ROUTING_MODES.includes(s.routing)) {
-    throw new ConfigError('routing', `must be one of ${ROUTING_MODES.join(', ')}, got ${JSON.stringify(s.routing)}`);
+    throw new ConfigError('routing', `must be one of ${ROUTING_MODES.join(', ')}, got ${describe(s.routing)}`);
   }
   return s;
 }

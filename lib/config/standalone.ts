@@ -3,7 +3,6 @@
  * ID derivation, the rotation state-file overlay, and conversion into the data plane's runtime snapshot.
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { isIP } from 'node:net';
 import { basename, dirname, resolve } from 'node:path';
@@ -14,13 +13,15 @@ import { formatSocketAddress, parseSocketAddress, type SocketAddress } from './a
 import { parseDuration } from './duration.js';
 import { parseAdminSection, type AdminSettings } from './admin-clients.js';
 import { checkKeys, describe, join, optBool, optEnum, optInt, optString, reqInt, requireObject, rethrowUnder, type Fields } from './fields.js';
-import { checkLiveConfigKeys, parseBase64Key, readKeyFile } from './keys.js';
+import { checkLiveConfigKeys, looksLikeKey, parseBase64Key, readKeyFile } from './keys.js';
+import { decodeUtf8, MAX_CONFIG_BYTES, quote, readErrorText, readRegularFile } from './safe-read.js';
 import {
   CONFIG_STATES,
   DEFAULT_FLOWS,
   DEFAULT_HEALTH,
   DEFAULT_ROUTING,
   defaultShortDcidLength,
+  effectiveFlowSettings,
   MAX_WEIGHT,
   ROUTING_MODES,
   SERVER_STATES,
@@ -87,6 +88,13 @@ export interface ParseOptions {
   path?: string;
 }
 
+/** Longest `name` (it labels every metric series). */
+export const MAX_NAME_LENGTH = 63;
+/** Where the monitoring server listens unless `monitoring.address` says otherwise: this host only. */
+export const DEFAULT_MONITORING_ADDRESS = '127.0.0.1';
+/** Aliases (`*ref`) allowed in one YAML document. */
+export const MAX_YAML_ALIASES = 100;
+
 const TOP_KEYS = ['name', 'listen', 'workers', 'routing', 'loadbalancer', 'servers', 'flows', 'monitoring', 'logging', 'admin'];
 const LB_SINGLE_KEYS = ['nonce_length', 'encryption_key', 'encryption_key_file', 'config_id', 'length_self_encoded', 'extra_length'];
 const LB_KEYS = ['server_id_length', ...LB_SINGLE_KEYS, 'configs', 'config_rotation', 'state_file', 'short_header_dcid_length'];
@@ -105,6 +113,9 @@ function parseKey(path: string, o: Fields, baseDir: string, keyFiles: string[]):
   if (o.encryption_key !== undefined && o.encryption_key !== null) return parseBase64Key(join(path, 'encryption_key'), o.encryption_key);
   const file = optString(join(path, 'encryption_key_file'), o.encryption_key_file);
   if (file === undefined) return null;
+  if (looksLikeKey(file)) {
+    throw new ConfigError(join(path, 'encryption_key_file'), 'looks like a key, not a file name (not shown): put the key in encryption_key, or in a file whose path goes here');
+  }
   const abs = resolve(baseDir, file);
   keyFiles.push(abs);
   return readKeyFile(join(path, 'encryption_key_file'), abs);
@@ -141,7 +152,9 @@ export function parseStandaloneConfig(text: string, options: ParseOptions = {}):
   if (text.trim() === '') throw new ConfigError('(top level)', 'the file is empty');
   let doc: unknown;
   try {
-    doc = load(text);
+    // Aliases are bounded: a few nested anchors ("billion laughs") would otherwise make any traversal of the
+    // document (an error message, a fingerprint) exponential.
+    doc = load(text, { maxAliases: MAX_YAML_ALIASES });
   } catch (e) {
     if (e instanceof YAMLException) {
       const m = e.mark;
@@ -155,13 +168,24 @@ export function parseStandaloneConfig(text: string, options: ParseOptions = {}):
   const keyFiles: string[] = [];
 
   const name = optString('name', top.name) ?? 'standalone';
+  // `lb` labels every metric series and log line: a long name multiplies the size of every scrape.
+  // eslint-disable-next-line no-control-regex
+  if (name.length > MAX_NAME_LENGTH || /[\x00-\x1f\x7f]/.test(name)) {
+    throw new ConfigError('name', `must be 1..${MAX_NAME_LENGTH} characters without control characters, got ${quote(name)}`);
+  }
 
   let listen: SocketAddress[];
   if (top.listen === undefined) listen = [parseSocketAddress('listen', '0.0.0.0:443')];
   else {
     const raw = typeof top.listen === 'string' ? [top.listen] : top.listen;
     if (!Array.isArray(raw) || raw.length === 0) throw new ConfigError('listen', `must be a list of "host:port", got ${describe(top.listen)}`);
-    listen = raw.map((a, i) => parseSocketAddress(`listen[${i}]`, a, { allowPortZero: true }));
+    listen = raw.map((a, i) => {
+      const addr = parseSocketAddress(`listen[${i}]`, a, { allowPortZero: true });
+      // IPv6 listening sockets are IPv6-only, and an IPv4-mapped address never binds there.
+      const mapped = addr.family === 6 ? /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(addr.host) : null;
+      if (mapped) throw new ConfigError(`listen[${i}]`, `an IPv4-mapped IPv6 address cannot be bound (IPv6 sockets are IPv6-only): listen on "${mapped[1]}:${addr.port}"`);
+      return addr;
+    });
     const seen = new Map<string, number>();
     listen.forEach((a, i) => {
       const k = `${a.host}|${a.port}`;
@@ -250,7 +274,7 @@ export function parseStandaloneConfig(text: string, options: ParseOptions = {}):
     // a number is refused rather than converted: YAML reads `id: 01` as 1, and backends look their id up as text
     if (typeof o.id === 'number') throw new ConfigError(`${p}.id`, `must be a string: quote it, e.g. id: "${String(o.id)}" (YAML reads unquoted digits as a number, here ${String(o.id)}, so id: 01 would become 1)`);
     const id = optString(`${p}.id`, o.id)!;
-    if (names.has(id)) throw new ConfigError(`${p}.id`, `${JSON.stringify(id)} is also the id of servers[${names.get(id)}]`);
+    if (names.has(id)) throw new ConfigError(`${p}.id`, `${quote(id)} is also the id of servers[${names.get(id)}]`);
     names.set(id, i);
     if (o.address === undefined) throw new ConfigError(`${p}.address`, 'is required ("host:port")');
     const address = parseSocketAddress(`${p}.address`, o.address);
@@ -284,7 +308,7 @@ export function parseStandaloneConfig(text: string, options: ParseOptions = {}):
       const o2 = servers[other];
       throw new ConfigError(
         `${p}.server_id`,
-        `server ID ${hex} (${serverIdSource === 'derived' ? `derived from id ${JSON.stringify(id)}` : 'given'}) is also the server ID of servers[${other}] (${JSON.stringify(o2.name)}, ${o2.serverIdSource}); give one of them an explicit server_id`,
+        `server ID ${hex} (${serverIdSource === 'derived' ? `derived from id ${quote(id)}` : 'given'}) is also the server ID of servers[${other}] (${quote(o2.name)}, ${o2.serverIdSource}); give one of them an explicit server_id`,
       );
     }
     sids.set(hex, i);
@@ -303,20 +327,32 @@ export function parseStandaloneConfig(text: string, options: ParseOptions = {}):
   let flows: FlowSettings = DEFAULT_FLOWS;
   if (top.flows !== undefined) {
     const f = requireObject('flows', top.flows);
-    checkKeys('flows', f, ['max', 'idle_timeout']);
+    checkKeys('flows', f, ['max', 'idle_timeout', 'unconfirmed']);
     const idle = f.idle_timeout === undefined ? DEFAULT_FLOWS.idleTimeoutMs : parseDuration('flows.idle_timeout', f.idle_timeout);
     if (idle < 10 || idle > 86_400_000) throw new ConfigError('flows.idle_timeout', 'must be between 10ms and 24h');
     flows = { maxFlows: optInt('flows.max', f.max, 1, 100_000_000, DEFAULT_FLOWS.maxFlows), idleTimeoutMs: idle };
+    if (f.unconfirmed !== undefined) {
+      const u = requireObject('flows.unconfirmed', f.unconfirmed);
+      checkKeys('flows.unconfirmed', u, ['max', 'timeout', 'per_source']);
+      const timeout = u.timeout === undefined ? undefined : parseDuration('flows.unconfirmed.timeout', u.timeout);
+      if (timeout !== undefined && (timeout < 10 || timeout > idle)) throw new ConfigError('flows.unconfirmed.timeout', `must be between 10ms and flows.idle_timeout (${idle}ms)`);
+      flows = {
+        ...flows,
+        ...(u.max !== undefined ? { maxUnconfirmed: optInt('flows.unconfirmed.max', u.max, 1, 100_000_000) } : {}),
+        ...(timeout !== undefined ? { unconfirmedTimeoutMs: timeout } : {}),
+        ...(u.per_source !== undefined ? { maxUnconfirmedPerSource: optInt('flows.unconfirmed.per_source', u.per_source, 1, 100_000_000) } : {}),
+      };
+    }
   }
 
   // ---- monitoring
-  let monitoring: { port: number | null; address: string } = { port: 9090, address: '0.0.0.0' };
+  let monitoring: { port: number | null; address: string } = { port: 9090, address: DEFAULT_MONITORING_ADDRESS };
   let health: HealthCheckSettings = DEFAULT_HEALTH;
   if (top.monitoring !== undefined) {
     const m = requireObject('monitoring', top.monitoring);
     checkKeys('monitoring', m, ['prometheus_port', 'address', 'health_check']);
     const port = m.prometheus_port === null ? null : optInt('monitoring.prometheus_port', m.prometheus_port, 0, 65535, 9090);
-    let address = '0.0.0.0';
+    let address = DEFAULT_MONITORING_ADDRESS;
     if (m.address !== undefined) {
       if (typeof m.address !== 'string' || isIP(m.address) === 0) throw new ConfigError('monitoring.address', `must be an IP address, got ${describe(m.address)}`);
       address = m.address;
@@ -383,9 +419,9 @@ export interface LoadedStandalone {
 export function loadStandaloneConfig(path: string): LoadedStandalone {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = decodeUtf8(readRegularFile(path, MAX_CONFIG_BYTES));
   } catch (e) {
-    throw new ConfigError(basename(path), `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new ConfigError(basename(path), `cannot read ${path}: ${readErrorText(e)}`);
   }
   return loadStandaloneText(text, path);
 }
@@ -453,7 +489,14 @@ export function describeConfig(loaded: LoadedStandalone): Record<string, unknown
       weight: s.weight,
       state: s.state,
     })),
-    flows: { max: config.flows.maxFlows, idle_timeout_ms: config.flows.idleTimeoutMs },
+    flows: (() => {
+      const f = effectiveFlowSettings(config.flows);
+      return {
+        max: f.maxFlows,
+        idle_timeout_ms: f.idleTimeoutMs,
+        unconfirmed: { max: f.maxUnconfirmed, timeout_ms: f.unconfirmedTimeoutMs, per_source: f.maxUnconfirmedPerSource },
+      };
+    })(),
     monitoring: config.monitoring,
     health_check: {
       enabled: config.health.enabled,

@@ -7,10 +7,11 @@
  *               "extra_length": 0, "state": "active", "since": "2026-…Z"}]}
  */
 import { randomBytes } from 'node:crypto';
-import { chmodSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, renameSync, writeFileSync } from 'node:fs';
 import { ConfigError, makeConfig, type QuicLbConfig } from '../quiclb/config.js';
 import { checkKeys, optBool, optInt, optEnum, reqInt, requireObject, rethrowUnder } from './fields.js';
 import { checkLiveConfigKeys, parseBase64Key } from './keys.js';
+import { decodeUtf8, MAX_STATE_BYTES, readErrorText, readRegularFile } from './safe-read.js';
 import { CONFIG_STATES, type ConfigState } from './snapshot.js';
 
 export const STATE_FORMAT = 'quiclb-rotation-state/1';
@@ -85,10 +86,10 @@ export function parseRotationState(text: string): RotationState {
 export function readRotationState(path: string): RotationState | null {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = decodeUtf8(readRegularFile(path, MAX_STATE_BYTES));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new ConfigError('state_file', `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new ConfigError('state_file', `cannot read ${path}: ${readErrorText(e)}`);
   }
   try {
     return parseRotationState(text);
