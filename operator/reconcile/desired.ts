@@ -301,7 +301,6 @@ export function computeDesired(o: Observed): Desired {
   const requeueAfterMs = wakeups.length > 0 ? Math.max(0, Math.min(...wakeups) - o.now) : null;
 
   const active = rotation.state.configs.find((c) => c.state === 'active') ?? null;
-  const others = rotation.state.configs.filter((c) => c.state !== 'active');
   const accepting = rotation.state.configs.find((c) => c.state === 'accepting');
   const blocked = rotation.actions.find((a) => a.kind === 'blocked');
   const drainEnds = rotation.state.configs.filter((c) => c.state === 'draining').map((c) => c.since + spec.rotation.drainMs);
@@ -324,7 +323,8 @@ export function computeDesired(o: Observed): Desired {
       phase: rotation.phase,
       activeConfigId: active?.configId ?? null,
       activeKeyFingerprint: active?.keyFingerprint ?? null,
-      otherConfigIds: others.map((c) => c.configId),
+      acceptingConfigId: accepting?.configId ?? null,
+      drainingConfigIds: rotation.state.configs.filter((c) => c.state === 'draining').map((c) => c.configId),
       waitingFor: accepting
         ? dataPlanes.filter((d) => !d.ackedConfigs.some((a) => a.configId === accepting.configId && a.fingerprint === accepting.fingerprint)).map((d) => d.identity).sort()
         : [],

@@ -46,8 +46,10 @@ export interface StatusFacts {
     readonly phase: RotationPhase;
     readonly activeConfigId: number | null;
     readonly activeKeyFingerprint: string | null;
-    /** The config being introduced (Accepting) or drained (Draining), when any. */
-    readonly otherConfigIds: readonly number[];
+    /** The config being introduced, when any. */
+    readonly acceptingConfigId: number | null;
+    /** Configs still decodable for older connections. */
+    readonly drainingConfigIds: readonly number[];
     /** Connected data planes that have not ACKed the accepting config. */
     readonly waitingFor: readonly string[];
     /** Latest time a draining config retires (ms), or null. */

@@ -10,6 +10,7 @@ export const KEY_ROTATION = 'KeyRotation';
 export function keyRotationCondition(f: StatusFacts): Verdict {
   const r = f.rotation;
   const blocked = r.blocked !== null ? `; blocked: ${r.blocked}` : '';
+  const draining = r.drainingConfigIds.length > 0 ? `; config ${r.drainingConfigIds.join(', ')} draining` : '';
   const active = r.activeConfigId === null ? 'no active config' : `config ${r.activeConfigId} active` + (r.activeKeyFingerprint ? ` (key ${r.activeKeyFingerprint})` : '');
   switch (r.phase) {
     case 'Accepting':
@@ -17,8 +18,9 @@ export function keyRotationCondition(f: StatusFacts): Verdict {
         status: 'True',
         reason: 'Accepting',
         message:
-          `config ${r.otherConfigIds.join(', ')} pushed to the data planes as accepting; ${active}` +
+          `config ${r.acceptingConfigId} pushed to the data planes as accepting; ${active}` +
           (r.waitingFor.length > 0 ? `; waiting for acknowledgements from ${listNames(r.waitingFor)}` : '; every connected data plane has it') +
+          draining +
           blocked,
       };
     case 'Draining':
@@ -26,7 +28,7 @@ export function keyRotationCondition(f: StatusFacts): Verdict {
         status: 'True',
         reason: 'Draining',
         message:
-          `${active}; config ${r.otherConfigIds.join(', ')} draining until its traffic stops` +
+          `${active}; config ${r.drainingConfigIds.join(', ')} draining until its traffic stops` +
           (r.drainEndsAt !== null ? ` or ${metaTime(r.drainEndsAt)} at the latest` : '') +
           blocked,
       };

@@ -25,7 +25,8 @@ const OK: StatusFacts = {
     phase: 'Stable',
     activeConfigId: 1,
     activeKeyFingerprint: 'sha256:00112233aabbccdd',
-    otherConfigIds: [],
+    acceptingConfigId: null,
+    drainingConfigIds: [],
     waitingFor: [],
     drainEndsAt: null,
     nextRotationAt: Date.parse('2026-12-05T12:00:00Z'),
@@ -200,7 +201,7 @@ describe('KeyRotation', () => {
   });
 
   it('Accepting: True, who has not acknowledged yet', () => {
-    const r = keyRotationCondition(facts({ rotation: { ...OK.rotation, phase: 'Accepting', otherConfigIds: [2], waitingFor: ['node-b'] } }));
+    const r = keyRotationCondition(facts({ rotation: { ...OK.rotation, phase: 'Accepting', acceptingConfigId: 2, waitingFor: ['node-b'] } }));
     expect(r).toEqual({
       status: 'True',
       reason: 'Accepting',
@@ -208,8 +209,13 @@ describe('KeyRotation', () => {
     });
   });
 
+  it('Accepting while an older config still drains: both named', () => {
+    const r = keyRotationCondition(facts({ rotation: { ...OK.rotation, phase: 'Accepting', acceptingConfigId: 3, drainingConfigIds: [0], waitingFor: [] } }));
+    expect(r.message).toBe('config 3 pushed to the data planes as accepting; config 1 active (key sha256:00112233aabbccdd); every connected data plane has it; config 0 draining');
+  });
+
   it('Draining: True, until when at the latest', () => {
-    const r = keyRotationCondition(facts({ rotation: { ...OK.rotation, phase: 'Draining', activeConfigId: 2, otherConfigIds: [1], drainEndsAt: Date.parse('2026-12-04T13:00:00Z') } }));
+    const r = keyRotationCondition(facts({ rotation: { ...OK.rotation, phase: 'Draining', activeConfigId: 2, drainingConfigIds: [1], drainEndsAt: Date.parse('2026-12-04T13:00:00Z') } }));
     expect(r.status).toBe('True');
     expect(r.reason).toBe('Draining');
     expect(r.message).toBe('config 2 active (key sha256:00112233aabbccdd); config 1 draining until its traffic stops or 2026-12-04T13:00:00Z at the latest');
