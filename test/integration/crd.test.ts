@@ -138,6 +138,8 @@ describe('QuicLoadBalancer CRD on a real kube-apiserver', () => {
     ['a probe timeout under 100ms', { healthCheck: { timeout: '50ms' } }, 'healthCheck.timeout must be at least 100ms'],
     ['a host name as bind address', { listen: { ports: [443], addresses: ['lb.example.com'] } }, 'listen.addresses must hold IP addresses'],
     ['a node selector key over 317 characters', { nodeSelector: { ['k'.repeat(318)]: 'v' } }, 'nodeSelector keys must be at most 317 characters'],
+    ['a node selector key that is no label key', { nodeSelector: { 'edge node': 'true' } }, 'nodeSelector keys must be label keys such as topology.kubernetes.io/zone'],
+    ['a node selector value that is no label value', { nodeSelector: { edge: 'yes please' } }, 'spec.nodeSelector.edge in body should match'],
     // OpenAPI schema (no CEL): enums, patterns, bounds, lists
     ['an unknown encryption mode', { encryption: { mode: 'Rot13' } }, 'spec.encryption.mode: Unsupported value: "Rot13"'],
     ['an unknown routing mode', { routing: { mode: 'Random' } }, 'spec.routing.mode: Unsupported value: "Random"'],
