@@ -14,12 +14,11 @@ import { encodeConfigsSecret } from '../rotation/secret-codec.js';
 import { liveConfigs, stepRotation, type DataPlaneAcks, type MachineState, type RotationResult } from '../rotation/machine.js';
 import type { StatusFacts } from '../status/facts.js';
 import { decideHealth, staleAfterMs, type DataPlaneHealth } from './health-verdict.js';
-import { portConflicts, type PortClaim } from './port-claims.js';
-import { readSpec, ROTATE_ANNOTATION, selectsNode, type QuicLoadBalancerSpec } from './spec.js';
+import { claimFor, portConflicts, type NodeView, type PortClaim } from './port-claims.js';
+import { readSpec, ROTATE_ANNOTATION, type QuicLoadBalancerSpec } from './spec.js';
 
-/** discovery.k8s.io/v1 EndpointSlice, reduced. */
+/** discovery.k8s.io/v1 EndpointSlice, reduced (client-node's V1EndpointSlice fits as is). */
 export interface EndpointSliceView {
-  readonly name: string;
   readonly addressType: string;
   readonly ports?: readonly { readonly name?: string; readonly port?: number; readonly protocol?: string }[];
   readonly endpoints?: readonly {
@@ -30,6 +29,7 @@ export interface EndpointSliceView {
   }[];
 }
 
+/** A Service's ports (`{ ports: service.spec.ports }`). */
 export interface ServiceView {
   readonly ports: readonly { readonly name?: string; readonly port: number; readonly protocol?: string }[];
 }
@@ -64,8 +64,8 @@ export interface Observed {
   readonly userKey: { readonly key: Uint8Array } | { readonly problem: string } | null;
   /** A fresh random key, used if a rotation starts now (generated key mode). */
   readonly freshKey: Uint8Array;
-  readonly nodes: readonly { readonly name: string; readonly labels?: Readonly<Record<string, string>> }[];
-  /** Port claims of every other QuicLoadBalancer. */
+  readonly nodes: readonly NodeView[];
+  /** Port claims of every other QuicLoadBalancer (port-claims.ts claimsOf). */
   readonly otherClaims: readonly PortClaim[];
   readonly dataPlanes: readonly DataPlaneObservation[];
   readonly now: number;
@@ -77,6 +77,11 @@ export interface EventNote {
   readonly message: string;
   /** A key lifecycle step: also an audit log line. */
   readonly audit: boolean;
+  /**
+   * transition: reported by the call that made the change (emit it once the write that records the change succeeded);
+   * state: true for as long as the problem lasts (emit it when the Degraded condition changes, not on every reconcile).
+   */
+  readonly kind: 'transition' | 'state';
 }
 
 export interface Desired {
@@ -154,17 +159,17 @@ function rotationNotes(r: RotationResult): EventNote[] {
     const fp = (f: string | null): string => (f ? `, key ${f}` : '');
     switch (a.kind) {
       case 'created':
-        return [{ type: 'Normal', reason: 'ConfigCreated', message: `config ${a.configId} created and active${fp(a.keyFingerprint)}`, audit: true }];
+        return [{ type: 'Normal', reason: 'ConfigCreated', message: `config ${a.configId} created and active${fp(a.keyFingerprint)}`, audit: true, kind: 'transition' }];
       case 'started':
-        return [{ type: 'Normal', reason: 'RotationStarted', message: `rotation (${a.reason}): config ${a.configId} accepting${fp(a.keyFingerprint)}, config ${a.activeConfigId} still active`, audit: true }];
+        return [{ type: 'Normal', reason: 'RotationStarted', message: `rotation (${a.reason}): config ${a.configId} accepting${fp(a.keyFingerprint)}, config ${a.activeConfigId} still active`, audit: true, kind: 'transition' }];
       case 'abandoned':
-        return [{ type: 'Normal', reason: 'RotationAbandoned', message: `config ${a.configId} dropped before use: ${a.why}`, audit: true }];
+        return [{ type: 'Normal', reason: 'RotationAbandoned', message: `config ${a.configId} dropped before use: ${a.why}`, audit: true, kind: 'transition' }];
       case 'promoted':
-        return [{ type: 'Normal', reason: 'ConfigPromoted', message: `config ${a.configId} active for backends, config ${a.demotedConfigId} draining`, audit: true }];
+        return [{ type: 'Normal', reason: 'ConfigPromoted', message: `config ${a.configId} active for backends, config ${a.demotedConfigId} draining`, audit: true, kind: 'transition' }];
       case 'retired':
-        return [{ type: 'Normal', reason: 'ConfigRetired', message: `config ${a.configId} retired (${a.why === 'quiet' ? 'no traffic' : 'drain period ended'})`, audit: true }];
+        return [{ type: 'Normal', reason: 'ConfigRetired', message: `config ${a.configId} retired (${a.why === 'quiet' ? 'no traffic' : 'drain period ended'})`, audit: true, kind: 'transition' }];
       case 'blocked':
-        return [{ type: 'Warning', reason: 'RotationBlocked', message: a.message, audit: true }];
+        return [{ type: 'Warning', reason: 'RotationBlocked', message: a.message, audit: true, kind: 'state' }];
       case 'waiting-for-acks':
         return [];
     }
@@ -182,17 +187,14 @@ export function computeDesired(o: Observed): Desired {
   const events: EventNote[] = [];
 
   // Nodes: selected, minus those where an earlier load balancer holds one of our ports.
-  const selected = o.nodes.filter((n) => selectsNode(spec.nodeSelector, n.labels)).map((n) => n.name);
-  const conflicts = portConflicts(
-    { key, createdAt: o.createdAt, ports: spec.listen.ports, addresses: spec.listen.addresses, nodes: new Set(selected) },
-    o.otherClaims,
-  );
+  const mine = claimFor(key, o.createdAt, spec, o.nodes);
+  const conflicts = portConflicts(mine, o.otherClaims);
   const conflictNodes = new Set(conflicts.map((c) => c.node));
-  const nodes = selected.filter((n) => !conflictNodes.has(n)).sort();
+  const nodes = [...mine.nodes].filter((n) => !conflictNodes.has(n)).sort();
   const serving = new Set(nodes);
   const dataPlanes = o.dataPlanes.filter((d) => serving.has(d.nodeName));
   if (conflicts.length > 0) {
-    events.push({ type: 'Warning', reason: 'PortConflict', message: `not served on ${conflictNodes.size} node(s): port ${conflicts[0].port} on ${conflicts[0].node} belongs to ${conflicts[0].holder}`, audit: false });
+    events.push({ type: 'Warning', reason: 'PortConflict', message: `not served on ${conflictNodes.size} node(s): port ${conflicts[0].port} on ${conflicts[0].node} belongs to ${conflicts[0].holder}`, audit: false, kind: 'state' });
   }
 
   // Server IDs (only when the Service and its port exist).
@@ -202,10 +204,10 @@ export function computeDesired(o: Observed): Desired {
     ? allocateServerIds({ records: o.records, endpoints, length: spec.connectionIds.serverIdLength, quarantineMs: spec.connectionIds.serverIdQuarantineMs, now: o.now })
     : null;
   if (allocation) {
-    if (allocation.allocated.length > 0) events.push({ type: 'Normal', reason: 'ServerIDsAssigned', message: `assigned server ID(s) ${ids(allocation.allocated)}`, audit: false });
-    if (allocation.releasedNow.length > 0) events.push({ type: 'Normal', reason: 'ServerIDsReleased', message: `released server ID(s) ${ids(allocation.releasedNow)} (quarantined)`, audit: false });
-    if (allocation.exhausted) events.push({ type: 'Warning', reason: 'ServerIDsExhausted', message: allocation.exhausted.message, audit: false });
-    for (const r of allocation.repairs) events.push({ type: 'Warning', reason: 'ServerIDRecordRepaired', message: r, audit: false });
+    if (allocation.allocated.length > 0) events.push({ type: 'Normal', reason: 'ServerIDsAssigned', message: `assigned server ID(s) ${ids(allocation.allocated)}`, audit: false, kind: 'transition' });
+    if (allocation.releasedNow.length > 0) events.push({ type: 'Normal', reason: 'ServerIDsReleased', message: `released server ID(s) ${ids(allocation.releasedNow)} (quarantined)`, audit: false, kind: 'transition' });
+    if (allocation.exhausted) events.push({ type: 'Warning', reason: 'ServerIDsExhausted', message: allocation.exhausted.message, audit: false, kind: 'state' });
+    for (const r of allocation.repairs) events.push({ type: 'Warning', reason: 'ServerIDRecordRepaired', message: r, audit: false, kind: 'transition' });
   }
 
   // Keys and rotation.

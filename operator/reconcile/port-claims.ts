@@ -6,6 +6,7 @@
  * so the outcome does not depend on the order in which conflicts are resolved.
  */
 import type { PortConflict } from '../status/facts.js';
+import { readSpec, selectsNode, type QuicLoadBalancerSpec } from './spec.js';
 
 export interface PortClaim {
   /** namespace/name */
@@ -55,4 +56,41 @@ export function portConflicts(self: PortClaim, others: readonly PortClaim[]): Po
       seen.add(k);
       return true;
     });
+}
+
+export interface NodeView {
+  readonly name: string;
+  readonly labels?: Readonly<Record<string, string>>;
+}
+
+/** The claim of a load balancer with a read spec. */
+export function claimFor(key: string, createdAt: number, spec: QuicLoadBalancerSpec, nodes: readonly NodeView[]): PortClaim {
+  return {
+    key,
+    createdAt,
+    ports: spec.listen.ports,
+    addresses: spec.listen.addresses,
+    nodes: new Set(nodes.filter((n) => selectsNode(spec.nodeSelector, n.labels)).map((n) => n.name)),
+  };
+}
+
+/**
+ * The claims of stored QuicLoadBalancers (objects as the API returns them). One whose spec cannot be read claims
+ * nothing (it is Degraded for that reason itself); one being deleted still claims until it is gone.
+ */
+export function claimsOf(
+  objects: readonly { readonly namespace: string; readonly name: string; readonly createdAt: number; readonly spec: unknown }[],
+  nodes: readonly NodeView[],
+): PortClaim[] {
+  const out: PortClaim[] = [];
+  for (const o of objects) {
+    let spec: QuicLoadBalancerSpec;
+    try {
+      spec = readSpec(o.spec);
+    } catch {
+      continue;
+    }
+    out.push(claimFor(`${o.namespace}/${o.name}`, o.createdAt, spec, nodes));
+  }
+  return out;
 }

@@ -249,7 +249,6 @@ describe('QuicLoadBalancer CRD on a real kube-apiserver', () => {
       service: { ports: [{ name: 'quic', port: 443, protocol: 'UDP' }] },
       endpointSlices: [
         {
-          name: 'web-1',
           addressType: 'IPv4',
           ports: [{ name: 'quic', port: 8443, protocol: 'UDP' }],
           endpoints: [{ addresses: ['198.51.100.7'], conditions: { ready: true }, targetRef: { kind: 'Pod', name: 'web-0', uid: 'u0' } }],

@@ -1,12 +1,13 @@
 import { describe, expect, it } from '@jest/globals';
 import fc from 'fast-check';
+import type * as k8s from '@kubernetes/client-node';
 import { snapshotFromWire, snapshotToWire } from '../../proto/convert.js';
 import { EMPTY_RECORDS } from '../../operator/allocation/server-ids.js';
 import { decodeBackendSecret, keyFingerprint } from '../../operator/rotation/keys.js';
 import { INITIAL_STATE, type MachineState } from '../../operator/rotation/machine.js';
 import { computeDesired, configsSecretName, statusFacts, type DataPlaneObservation, type EndpointSliceView, type Observed } from '../../operator/reconcile/desired.js';
 import { decideHealth, staleAfterMs } from '../../operator/reconcile/health-verdict.js';
-import { portConflicts, type PortClaim } from '../../operator/reconcile/port-claims.js';
+import { claimsOf, portConflicts, type PortClaim } from '../../operator/reconcile/port-claims.js';
 import { readSpec, selectsNode } from '../../operator/reconcile/spec.js';
 import { buildStatus } from '../../operator/status/status.js';
 
@@ -25,7 +26,6 @@ function pod(name: string, ip: string, conditions: { ready?: boolean; serving?: 
 }
 
 const SLICE: EndpointSliceView = {
-  name: 'web-abc',
   addressType: 'IPv4',
   ports: [{ name: 'quic', port: 8443, protocol: 'UDP' }],
   endpoints: [pod('web-0', '198.51.100.10'), pod('web-1', '198.51.100.11', { ready: false }), pod('web-2', '198.51.100.12', { ready: false, serving: true, terminating: true })],
@@ -156,7 +156,46 @@ describe('portConflicts', () => {
   });
 });
 
+describe('port claims of stored objects', () => {
+  it('selects nodes by each nodeSelector and skips a spec that cannot be read', () => {
+    const nodes = [{ name: 'n1', labels: { edge: 'true' } }, { name: 'n2' }];
+    const claims = claimsOf(
+      [
+        { namespace: 'a', name: 'x', createdAt: 1, spec: SPEC },
+        { namespace: 'a', name: 'y', createdAt: 2, spec: { ...SPEC, nodeSelector: undefined, listen: { ports: [80, 443], addresses: ['::'] } } },
+        { namespace: 'a', name: 'broken', createdAt: 3, spec: { listen: {} } },
+      ],
+      nodes,
+    );
+    expect(claims.map((c) => [c.key, [...c.nodes], c.ports, c.addresses])).toEqual([
+      ['a/x', ['n1'], [443], []],
+      ['a/y', ['n1', 'n2'], [80, 443], ['::']],
+    ]);
+  });
+});
+
 describe('computeDesired', () => {
+  it('takes client-node objects as they come (V1EndpointSlice, V1Service ports, V1Node)', () => {
+    // compile-time: the reconciler passes informer objects without copying them
+    const slice: k8s.V1EndpointSlice = { addressType: 'IPv4', endpoints: [{ addresses: ['198.51.100.5'], conditions: { ready: true }, targetRef: { kind: 'Pod', name: 'p', uid: 'u' } }], ports: [{ name: 'quic', port: 8443, protocol: 'UDP' }] };
+    const service: k8s.V1Service = { spec: { ports: [{ name: 'quic', port: 443, protocol: 'UDP' }] } };
+    const node: k8s.V1Node = { metadata: { name: 'n1', labels: { edge: 'true' } } };
+    const d = computeDesired(
+      observed({ endpointSlices: [slice], service: { ports: service.spec!.ports! }, nodes: [{ name: node.metadata!.name!, labels: node.metadata!.labels }], records: EMPTY_RECORDS }),
+    );
+    expect([...d.podServerIds]).toEqual([['p', '0000']]);
+  });
+
+  it('marks notes as transitions (emit once) or states (emit on a change of Degraded)', () => {
+    const other: PortClaim = { key: 'other/first', createdAt: 0, ports: [443], addresses: [], nodes: new Set(['n1']) };
+    const d = computeDesired(observed({ otherClaims: [other] }));
+    expect(d.events.map((e) => [e.reason, e.kind])).toEqual([
+      ['PortConflict', 'state'],
+      ['ServerIDsAssigned', 'transition'],
+      ['ConfigCreated', 'transition'],
+    ]);
+  });
+
   it('assigns IDs, builds a valid snapshot for the selected nodes, the backends Secret and the pod annotations', () => {
     const d = computeDesired(observed());
     expect(d.nodes).toEqual(['n1', 'n2']);
@@ -195,8 +234,8 @@ describe('computeDesired', () => {
   });
 
   it('prefers an IPv4 address for a dual-stack pod and ignores slices without the UDP port', () => {
-    const v6: EndpointSliceView = { name: 'web-v6', addressType: 'IPv6', ports: [{ name: 'quic', port: 8443, protocol: 'UDP' }], endpoints: [pod('web-0', '2001:db8::10')] };
-    const tcp: EndpointSliceView = { name: 'web-tcp', addressType: 'IPv4', ports: [{ name: 'quic', port: 8443, protocol: 'TCP' }], endpoints: [pod('web-9', '198.51.100.99')] };
+    const v6: EndpointSliceView = { addressType: 'IPv6', ports: [{ name: 'quic', port: 8443, protocol: 'UDP' }], endpoints: [pod('web-0', '2001:db8::10')] };
+    const tcp: EndpointSliceView = { addressType: 'IPv4', ports: [{ name: 'quic', port: 8443, protocol: 'TCP' }], endpoints: [pod('web-9', '198.51.100.99')] };
     const d = computeDesired(observed({ endpointSlices: [v6, SLICE, tcp], records: EMPTY_RECORDS }));
     expect(d.snapshot!.servers.find((x) => x.name === 'web-0')!.address).toEqual({ host: '198.51.100.10', port: 8443, family: 4 });
     expect(d.podServerIds.has('web-9')).toBe(false);
@@ -349,7 +388,6 @@ describe('computeDesired: properties', () => {
     fc.assert(
       fc.property(fc.array(endpointArb, { maxLength: 80 }), fc.integer({ min: 1, max: 2 }), (eps, serverIdLength) => {
         const slice = (v6: boolean): EndpointSliceView => ({
-          name: v6 ? 's6' : 's4',
           addressType: v6 ? 'IPv6' : 'IPv4',
           ports: [{ name: 'quic', port: 8443, protocol: 'UDP' }],
           endpoints: eps
