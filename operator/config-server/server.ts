@@ -16,6 +16,7 @@ import { formatSocketAddress, parseSocketAddress } from '../../lib/config/addres
 import { DistributionServiceService } from '../../proto/gen/quiclb/v1/distribution.js';
 import { checkClientCertificate } from '../../proto/tls.js';
 import { DataPlaneCache, type BackendHealthView, type CountersView, type DataPlaneCacheOptions, type DataPlaneView, type NackInfo } from './cache.js';
+import { serializeResponse } from './encoding.js';
 import { ConfigServerMetrics } from './metrics.js';
 import { decodeRequest, DEFAULT_REQUEST_LIMITS, type RequestLimits } from './request-limits.js';
 import type { SnapshotSource } from './source.js';
@@ -58,9 +59,12 @@ export interface ConfigServerEvents {
   counters: [{ identity: string; counters: CountersView }];
 }
 
-/** grpc-js service definition whose deserializer never throws: a malformed message reaches the stream as such. */
+/**
+ * grpc-js service definition whose deserializer never throws (a malformed message reaches the stream as such) and
+ * whose serializer passes pre-encoded pushes through (encoding.ts).
+ */
 const SERVICE = {
-  streamConfig: { ...DistributionServiceService.streamConfig, requestDeserialize: decodeRequest },
+  streamConfig: { ...DistributionServiceService.streamConfig, requestDeserialize: decodeRequest, responseSerialize: serializeResponse },
 } as unknown as ServiceDefinition;
 
 export interface BoundAddress {

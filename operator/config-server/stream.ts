@@ -19,16 +19,15 @@
  */
 import { status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import type { DataplaneSnapshot } from '../../lib/config/snapshot.js';
-import { loadBalancerToWire } from '../../proto/convert.js';
-import type { LoadBalancer, StreamConfigRequest, StreamConfigResponse } from '../../proto/gen/quiclb/v1/distribution.js';
+import type { StreamConfigRequest, StreamConfigResponse } from '../../proto/gen/quiclb/v1/distribution.js';
 import { helloInfo, type DataPlaneCache, type PushInfo } from './cache.js';
+import { encodePush, prepareSnapshot, type EncodedParts, type EncodedResponse } from './encoding.js';
 import type { ConfigServerMetrics } from './metrics.js';
 import { checkRequest, isMalformed, RequestError, type MalformedRequest, type RequestLimits } from './request-limits.js';
-import type { DataPlaneKey, SnapshotSource } from './source.js';
+import type { DataPlaneKey, SnapshotSource, SourceSnapshot } from './source.js';
 
 export type IncomingRequest = StreamConfigRequest | MalformedRequest;
-export type ConfigCall = ServerDuplexStream<IncomingRequest, StreamConfigResponse>;
+export type ConfigCall = ServerDuplexStream<IncomingRequest, EncodedResponse | StreamConfigResponse>;
 
 /** Why the server closed a stream (metric label quiclb_config_server_streams_refused_total{reason}). */
 export type RefusalReason = 'unauthenticated' | 'hello_timeout' | 'protocol' | 'invalid_message' | 'replaced' | 'shutdown';
@@ -59,18 +58,6 @@ export interface StreamEvents {
   counters(identity: string): void;
 }
 
-const wireCache = new WeakMap<readonly DataplaneSnapshot[], { loadBalancers: LoadBalancer[]; created: Date }>();
-
-/** The wire form of a source snapshot, converted once and shared by every stream (only the nonce differs). */
-function wireLoadBalancers(loadBalancers: readonly DataplaneSnapshot[]) {
-  let w = wireCache.get(loadBalancers);
-  if (!w) {
-    w = { loadBalancers: loadBalancers.map(loadBalancerToWire), created: new Date() };
-    wireCache.set(loadBalancers, w);
-  }
-  return w;
-}
-
 export class DataPlaneStream {
   private helloTimer: NodeJS.Timeout | null;
   private key: DataPlaneKey | null = null;
@@ -94,8 +81,9 @@ export class DataPlaneStream {
     this.helloTimer.unref();
     call.on('data', (req: IncomingRequest) => this.receive(req));
     call.on('end', () => {
-      // The data plane closed its side: finish ours with OK.
-      if (!this.closed) this.finish('data plane ended the stream');
+      // The data plane closed its side: finish ours with OK (unless the server already closed it with a status).
+      if (this.closed) return;
+      this.finish('data plane ended the stream');
       call.end();
     });
     call.on('cancelled', () => this.finish('cancelled by the data plane or the connection closed'));
@@ -218,12 +206,20 @@ export class DataPlaneStream {
 
   private pushLatest(): void {
     if (this.closed || this.key === null || this.writing || this.answerTimer !== null) return;
-    const snap = this.host.source.snapshotFor(this.key);
-    if (snap === null) return;
-    if (this.lastSent !== null && snap.version <= this.lastSent.version) return;
-    if (snap.version <= this.host.cache.rejectedVersion(this.identity)) return;
+    let snap: SourceSnapshot | null;
+    let encoded: EncodedParts;
+    try {
+      snap = this.host.source.snapshotFor(this.key);
+      if (snap === null) return;
+      if (this.lastSent !== null && snap.version <= this.lastSent.version) return;
+      if (snap.version <= this.host.cache.rejectedVersion(this.identity)) return;
+      encoded = prepareSnapshot(snap.version, snap.loadBalancers);
+    } catch (e) {
+      // A source bug must not take the server down; the stream keeps its last push and retries on the next change.
+      this.host.logger.error({ identity: this.identity, err: (e as Error).message }, 'cannot build the snapshot for a data plane');
+      return;
+    }
     const nonce = this.host.nextNonce();
-    const wire = wireLoadBalancers(snap.loadBalancers);
     const push: PushInfo = { version: snap.version, nonce, at: new Date() };
     this.lastSent = push;
     this.answered = false;
@@ -237,12 +233,9 @@ export class DataPlaneStream {
       this.pushLatest();
     }, this.host.answerTimeoutMs);
     this.answerTimer.unref();
-    this.call.write(
-      { message: { $case: 'snapshot', snapshot: { version: BigInt(snap.version), nonce, loadBalancers: wire.loadBalancers, created: wire.created } } },
-      () => {
-        this.writing = false;
-        this.pushLatest();
-      },
-    );
+    this.call.write(encodePush(encoded, nonce), () => {
+      this.writing = false;
+      this.pushLatest();
+    });
   }
 }
