@@ -13,9 +13,11 @@
  *    minted with it, so dropping it is safe. Otherwise, once every connected data plane has ACKed a snapshot
  *    holding exactly this config (id and fingerprint), it becomes active and the active one draining.
  * 4. With no accepting config, a rotation starts when the encoding differs from the spec (spec-change), the user's
- *    key changed (key-changed), a trigger has a new non-empty value (on-demand) or the interval has passed (interval): a free
- *    config id (the next after the active one, skipping live ids, so a retired id is reused as late as possible)
- *    joins as accepting. Promotion is never in the same call: each phase is pushed and visible on its own.
+ *    key changed (key-changed), a trigger has a new non-empty value (on-demand) or the interval has passed
+ *    (interval): a free config id (the next after the active one, skipping live ids, so a retired id is reused as
+ *    late as possible) joins as accepting. Promotion is never in the same call: each phase is pushed and visible on
+ *    its own. A change of the server-ID length or of encryption on/off is refused (blocked): every server ID would
+ *    change, and plaintext and encrypted configs must not share an allocation (§9.7); the CRD forbids both.
  *
  * Invariants (test/operator/rotation-machine.test.ts checks them on random histories): at most 7 live configs,
  * exactly one active, the active one is never retired, a new config never takes the id of a live one, two live
@@ -112,7 +114,11 @@ export type RotationAction =
   | { readonly kind: 'promoted'; readonly configId: number; readonly demotedConfigId: number }
   | { readonly kind: 'retired'; readonly configId: number; readonly why: 'quiet' | 'drain-period-ended' }
   | { readonly kind: 'waiting-for-acks'; readonly configId: number; readonly missing: readonly string[] }
-  | { readonly kind: 'blocked'; readonly reason: 'no-key' | 'no-free-config-id' | 'same-key' | 'invalid-state'; readonly message: string };
+  | {
+      readonly kind: 'blocked';
+      readonly reason: 'no-key' | 'no-free-config-id' | 'same-key' | 'invalid-state' | 'immutable-change';
+      readonly message: string;
+    };
 
 export interface RotationResult {
   readonly state: MachineState;
@@ -310,8 +316,14 @@ export function stepRotation(input: RotationInput): RotationResult {
     const reason = rotationReason(input, active, current);
     if (reason !== null) {
       const id = pickConfigId(configs, active.configId);
-      const problem =
-        id === null
+      const immutable = active.encoding.serverIdLength !== input.desired.serverIdLength || active.encoding.encrypted !== input.desired.encrypted;
+      const problem = immutable
+        ? ({
+            kind: 'blocked',
+            reason: 'immutable-change',
+            message: 'the server-ID length and encryption on/off cannot change on a live load balancer (every server ID would change; draft-21 §9.7): create a new QuicLoadBalancer',
+          } as const)
+        : id === null
           ? ({ kind: 'blocked', reason: 'no-free-config-id', message: `all ${MAX_LIVE_CONFIGS} config ids are live; the rotation starts when a draining config retires` } as const)
           : keyProblem(input, configs);
       if (problem) {

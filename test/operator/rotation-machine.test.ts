@@ -167,6 +167,15 @@ describe('stepRotation: table', () => {
     expect(again.state.configs[1].fingerprint).not.toBe(r.state.configs[1].fingerprint);
   });
 
+  it('refuses to change the server-ID length or encryption on/off in place (defence behind the CRD rules)', () => {
+    const s = stable();
+    for (const desired of [{ ...ENC, serverIdLength: 3 }, { ...ENC, encrypted: false }]) {
+      const r = stepRotation(input(s, { desired, newKey: desired.encrypted ? freshKey() : { key: null, keyFingerprint: null } }));
+      expect(r.actions).toEqual([expect.objectContaining({ kind: 'blocked', reason: 'immutable-change' })]);
+      expect(r.state.configs).toEqual(s.configs);
+    }
+  });
+
   it('with a user key: a changed key rotates; on-demand with the same key is blocked (no shared keys)', () => {
     const k1 = freshKey();
     const s = stepRotation(input(INITIAL_STATE, { newKey: k1, userKeyFingerprint: k1.keyFingerprint })).state;
