@@ -3,7 +3,9 @@
  * it connected, what was sent to it, what it applied or rejected, and its last health and counters reports. The
  * streams (server.ts) write it; status aggregation and key rotation read it through plain, frozen views
  * (dataPlanes()). Everything a peer makes it hold is bounded: health entries only for the servers of the snapshot
- * last sent to that data plane, one counters report, and disconnected data planes are forgotten after a while.
+ * last sent to that data plane (before the first push of a stream, e.g. a data plane forwarding with its saved
+ * snapshot while the source has nothing for it yet, any server up to `maxHealthEntries`, pruned at the first push),
+ * one counters report, and disconnected data planes are forgotten after a while.
  */
 import type { DataplaneSnapshot } from '../../lib/config/snapshot.js';
 import {
@@ -114,8 +116,8 @@ interface Entry {
   /** The process whose stream NACKed lastNack (a restarted process is offered the latest version again). */
   nackProcess: string;
   health: Map<string, BackendHealthView>;
-  /** `${loadBalancer}\0${server}` of the snapshot last sent. */
-  knownServers: ReadonlySet<string>;
+  /** `${loadBalancer}\0${server}` of the snapshot last sent; null before the first push of the stream. */
+  knownServers: ReadonlySet<string> | null;
   lastHealthReportAt: Date | null;
   counters: CountersView | null;
   lastReportAt: Date | null;
@@ -123,7 +125,6 @@ interface Entry {
 
 const serverKey = (lb: string, server: string) => `${lb}\0${server}`;
 
-const NO_SERVERS: ReadonlySet<string> = new Set();
 const serverIndex = new WeakMap<readonly DataplaneSnapshot[], ReadonlySet<string>>();
 
 /** The (load balancer, server) keys of a snapshot, computed once per snapshot (shared by every stream). */
@@ -207,16 +208,20 @@ export interface DataPlaneCacheOptions {
   readonly forgetAfterMs?: number;
   /** At most this many data planes are remembered; the longest-disconnected go first (default 10000). */
   readonly maxTracked?: number;
+  /** Health entries kept per data plane before its first push (default 20000). */
+  readonly maxHealthEntries?: number;
 }
 
 export class DataPlaneCache {
   private readonly entries = new Map<string, Entry>();
   private readonly forgetAfterMs: number;
   private readonly maxTracked: number;
+  private readonly maxHealthEntries: number;
 
   constructor(options: DataPlaneCacheOptions = {}) {
     this.forgetAfterMs = options.forgetAfterMs ?? 3_600_000;
     this.maxTracked = options.maxTracked ?? 10_000;
+    this.maxHealthEntries = options.maxHealthEntries ?? 20_000;
   }
 
   /** A stream said Hello. */
@@ -237,7 +242,7 @@ export class DataPlaneCache {
       lastNack: null,
       nackProcess: '',
       health: new Map(),
-      knownServers: NO_SERVERS,
+      knownServers: null,
       lastHealthReportAt: null,
       counters: null,
       lastReportAt: null,
@@ -253,6 +258,7 @@ export class DataPlaneCache {
     e.appliedVersion = hello.currentVersion > 0 ? hello.currentVersion : null;
     e.appliedAt = hello.currentVersion > 0 ? now : null;
     e.health = new Map();
+    e.knownServers = null;
     e.lastHealthReportAt = null;
     e.counters = null;
     e.lastReportAt = now;
@@ -274,8 +280,9 @@ export class DataPlaneCache {
     const e = this.entries.get(identity);
     if (!e) return;
     e.lastSent = Object.freeze({ ...push });
-    e.knownServers = serversOf(loadBalancers);
-    for (const k of e.health.keys()) if (!e.knownServers.has(k)) e.health.delete(k);
+    const known = serversOf(loadBalancers);
+    e.knownServers = known;
+    for (const k of e.health.keys()) if (!known.has(k)) e.health.delete(k);
   }
 
   acked(identity: string, version: number, now: Date): void {
@@ -292,7 +299,7 @@ export class DataPlaneCache {
     e.nackProcess = processOf(e.hello);
   }
 
-  /** Merges a health report; returns how many entries named no server of the snapshot last sent (ignored). */
+  /** Merges a health report; returns the entries kept and how many named no server of the snapshot last sent. */
   health(identity: string, backends: readonly BackendHealth[], now: Date): { applied: BackendHealthView[]; ignored: number } {
     const e = this.entries.get(identity);
     const applied: BackendHealthView[] = [];
@@ -300,7 +307,8 @@ export class DataPlaneCache {
     let ignored = 0;
     for (const b of backends) {
       const k = serverKey(b.loadBalancer, b.server);
-      if (!e.knownServers.has(k)) {
+      const known = e.knownServers === null ? e.health.has(k) || e.health.size < this.maxHealthEntries : e.knownServers.has(k);
+      if (!known) {
         ignored++;
         continue;
       }

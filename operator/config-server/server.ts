@@ -92,8 +92,8 @@ export class ConfigServer extends EventEmitter<ConfigServerEvents> {
   constructor(private readonly options: ConfigServerOptions) {
     super();
     this.logger = options.logger ?? pino({ level: 'silent' });
-    this.cache = new DataPlaneCache(options.cache);
     const limits: RequestLimits = { ...DEFAULT_REQUEST_LIMITS, ...options.limits };
+    this.cache = new DataPlaneCache({ maxHealthEntries: limits.maxHealthEntries, ...options.cache });
     this.metrics = new ConfigServerMetrics(options.registry ?? new Registry(), {
       connectedCount: () => this.byIdentity.size,
       version: () => options.source.version(),
@@ -120,10 +120,7 @@ export class ConfigServer extends EventEmitter<ConfigServerEvents> {
         const nack = this.cache.dataPlane(identity)?.lastNack;
         if (nack) this.emitSafely('nack', { identity, nack });
       },
-      health: (identity) => {
-        const view = this.cache.dataPlane(identity);
-        if (view) this.emitSafely('health', { identity, backends: view.health });
-      },
+      health: (identity, backends) => this.emitSafely('health', { identity, backends }),
       counters: (identity) => {
         const counters = this.cache.dataPlane(identity)?.counters;
         if (counters) this.emitSafely('counters', { identity, counters });

@@ -20,7 +20,7 @@
 import { status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { StreamConfigRequest, StreamConfigResponse } from '../../proto/gen/quiclb/v1/distribution.js';
-import { helloInfo, type DataPlaneCache, type PushInfo } from './cache.js';
+import { helloInfo, type BackendHealthView, type DataPlaneCache, type PushInfo } from './cache.js';
 import { encodePush, prepareSnapshot, type EncodedParts, type EncodedResponse } from './encoding.js';
 import type { ConfigServerMetrics } from './metrics.js';
 import { checkRequest, isMalformed, RequestError, type MalformedRequest, type RequestLimits } from './request-limits.js';
@@ -54,7 +54,7 @@ export interface StreamEvents {
   connected(identity: string): void;
   acked(identity: string, version: number, nonce: string): void;
   nacked(identity: string, version: number): void;
-  health(identity: string): void;
+  health(identity: string, changed: readonly BackendHealthView[]): void;
   counters(identity: string): void;
 }
 
@@ -171,9 +171,9 @@ export class DataPlaneStream {
           this.host.events.nacked(this.identity, version);
         });
       case 'health': {
-        const { ignored } = this.host.cache.health(this.identity, m.health.backends, now);
+        const { applied, ignored } = this.host.cache.health(this.identity, m.health.backends, now);
         if (ignored > 0) this.host.logger.debug({ identity: this.identity, ignored }, 'health entries for servers not in the last snapshot ignored');
-        this.host.events.health(this.identity);
+        this.host.events.health(this.identity, applied);
         return;
       }
       case 'counters':

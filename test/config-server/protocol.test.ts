@@ -251,6 +251,21 @@ describe('config server stream', () => {
     expect(server.dataPlane('dp-f')!.health.map((h) => h.server)).toEqual(['web-server-0']);
   });
 
+  it('keeps health reported before the first push (nothing to serve yet) and prunes it to the servers pushed', async () => {
+    const { source, connect, server } = await setup();
+    const dp = connect('dp-c');
+    dp.autoAck = true;
+    dp.hello();
+    const entry = (srv: string) => ({ loadBalancer: 'web', server: srv, state: HealthVerdict.HEALTH_VERDICT_HEALTHY, lastResult: ProbeResult.PROBE_RESULT_SUCCESS, lastProbeTime: undefined, consecutiveFailures: 0, lastRtt: undefined, lastError: '' });
+    // A data plane forwarding with its saved snapshot reports every server before the source has anything for it.
+    dp.send({ message: { $case: 'health', health: { backends: [entry('web-server-0'), entry('gone')] } } });
+    await sleep(200);
+    expect(server.dataPlane('dp-c')!.health.map((h) => h.server).sort()).toEqual(['gone', 'web-server-0']);
+    const v1 = source.publish({ all: [makeLoadBalancer('web', { servers: 2 })] });
+    await dp.waitForVersion(v1);
+    expect(server.dataPlane('dp-c')!.health.map((h) => h.server)).toEqual(['web-server-0']);
+  });
+
   it('closes a stream that sends no Hello in time, or something else first', async () => {
     const { source, connect } = await setup({ helloTimeoutMs: 300 });
     source.publish({ all: [makeLoadBalancer('web')] });
