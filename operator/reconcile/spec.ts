@@ -77,7 +77,8 @@ export function readSpec(raw: unknown): QuicLoadBalancerSpec {
   const listen = obj('spec.listen', s.listen, true);
   if (!Array.isArray(listen.ports) || listen.ports.length === 0) throw new ConfigError('spec.listen.ports', 'must list at least one port');
   const ports = listen.ports.map((p, i) => int(`spec.listen.ports[${i}]`, p, 1, 65535));
-  const addresses = listen.addresses === undefined ? [] : Array.isArray(listen.addresses) ? listen.addresses.map((a, i) => str(`spec.listen.addresses[${i}]`, a)) : [];
+  if (listen.addresses !== undefined && !Array.isArray(listen.addresses)) throw new ConfigError('spec.listen.addresses', 'must be a list of IP addresses');
+  const addresses = ((listen.addresses ?? []) as unknown[]).map((a, i) => str(`spec.listen.addresses[${i}]`, a));
   const cid = obj('spec.connectionIds', s.connectionIds);
   const serverIdLength = int('spec.connectionIds.serverIdLength', cid.serverIdLength, 1, 15, 2);
   const nonceLength = int('spec.connectionIds.nonceLength', cid.nonceLength, 4, 18, 6);

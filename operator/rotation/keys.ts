@@ -63,6 +63,6 @@ export function encodeBackendSecret(state: RotationState): Record<string, string
  */
 export function decodeBackendSecret(data: Readonly<Record<string, string>> | undefined): RotationState {
   const b64 = data?.[BACKEND_CONFIGS_KEY];
-  if (b64 === undefined) throw new Error(`the Secret has no ${BACKEND_CONFIGS_KEY}`);
+  if (b64 === undefined) throw new ConfigError(BACKEND_CONFIGS_KEY, 'missing from the Secret');
   return parseRotationState(Buffer.from(b64, 'base64').toString('utf8'));
 }

@@ -81,7 +81,7 @@ describe('keys', () => {
   });
 
   it('refuses a backends Secret without the data key or with broken content', () => {
-    expect(() => decodeBackendSecret({})).toThrow(`the Secret has no ${BACKEND_CONFIGS_KEY}`);
+    expect(() => decodeBackendSecret({})).toThrow(`${BACKEND_CONFIGS_KEY}: missing from the Secret`);
     expect(() => decodeBackendSecret({ [BACKEND_CONFIGS_KEY]: Buffer.from('{"format":"other"}').toString('base64') })).toThrow('state_file.format');
   });
 });
