@@ -35,7 +35,7 @@ export class ConfigServerMetrics {
     });
     new Gauge({
       name: 'quiclb_config_server_seconds_since_last_report',
-      help: 'Per data plane: seconds since its last health or counters report (since its Hello before the first).',
+      help: 'Per data plane (connected, or disconnected within the last hour): seconds since its last health or counters report (since its Hello before the first).',
       labelNames: ['data_plane'],
       registers,
       collect() {
