@@ -78,13 +78,22 @@ describe('server-ID records in the API server, written with preconditions', () =
   it('writers racing with different (stale) views never give one ID to two pods', async () => {
     const t = Date.now();
     const views = [endpoints(0, 120), endpoints(60, 200), endpoints(30, 170), endpoints(0, 200)];
+    const firstId = new Map<string, string>();
     for (let round = 0; round < 3; round++) {
       await Promise.all(views.map((v, i) => allocate('stale', v, t + round * 1000 + i)));
       const rec = await stored('stale');
       const ids = [...rec.assigned.map((r) => r.id), ...rec.released.map((r) => r.id)];
       expect(new Set(ids).size).toBe(ids.length); // assigned and quarantined IDs are all distinct
       expect(new Set(rec.assigned.map((r) => r.podUid)).size).toBe(rec.assigned.length);
+      // a pod a stale writer released comes back to its own ID (its quarantine is kept for it)
+      for (const r of [...rec.assigned, ...rec.released]) {
+        if (!firstId.has(r.podUid)) firstId.set(r.podUid, r.id);
+        expect({ pod: r.podName, id: r.id }).toEqual({ pod: r.podName, id: firstId.get(r.podUid) });
+      }
     }
+    // a writer with the full view gives every pod its ID
+    await allocate('stale', endpoints(0, 200), t + 10_000);
+    expect((await stored('stale')).assigned).toHaveLength(200);
     expect(conflicts).toBeGreaterThan(0); // the preconditions did their work
   });
 
