@@ -23,6 +23,7 @@ import { HealthChecker } from './health.js';
 import { createLogger, type Logger } from './logging.js';
 import { MonitoringServer, type Readiness } from './monitoring.js';
 import { raiseNofileLimit } from './resources.js';
+import { ListenLocks } from './listen-lock.js';
 import { ConfigWatcher } from './reload.js';
 import { Rotator } from './rotation.js';
 import { startAdminServer, type AdminServer } from './admin/server.js';
@@ -39,6 +40,8 @@ export interface StandaloneOptions {
   handleSignals?: boolean;
   /** Reload when the config, key or state files change (default true). */
   watch?: boolean;
+  /** Directory of the listen-address lock files (default: dataplane/listen-lock.ts). */
+  listenLockDir?: string;
   /** Serve the admin API (LoadBalancerConfig) over mTLS (`--admin ADDR --tls-dir DIR`). */
   admin?: { address: SocketAddress; tlsDir: string };
 }
@@ -220,7 +223,21 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
   const engine: Engine =
     workers > 1 ? new WorkerEngine(workers, logger, registry, () => String(logger.level), snapshot) : new InProcessEngine(logger, registry);
   workersGauge.set({ state: 'configured' }, workers);
-  await engine.start(snapshot);
+  // Exclusive ownership of the listen addresses across instances (worker processes bind with SO_REUSEPORT, which
+  // would let a second instance join silently); released whenever the engine stops.
+  const locks = new ListenLocks(options.listenLockDir);
+  locks.acquire(snapshot.listen);
+  const stopEngine = engine.stop.bind(engine);
+  engine.stop = async () => {
+    await stopEngine();
+    locks.releaseAll();
+  };
+  try {
+    await engine.start(snapshot);
+  } catch (e) {
+    locks.releaseAll();
+    throw e;
+  }
 
   let monitoring: MonitoringServer | null = null;
   let loadedAt = new Date();
@@ -298,8 +315,11 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
       return;
     }
     try {
+      locks.acquire(nextSnapshot.listen);
       await engine.apply(nextSnapshot);
+      locks.retain(nextSnapshot.listen);
     } catch (e) {
+      locks.retain(snapshot.listen);
       reloads.inc({ result: 'failure' });
       lastOk.set(0);
       logger.error({ why, error: (e as Error).message }, 'config could not be applied; keeping the last good config');

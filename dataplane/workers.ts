@@ -22,13 +22,15 @@ type ToWorker =
   | { t: 'apply'; id: number; snapshot: SnapshotJson; logLevel: string }
   | { t: 'health'; name: string; state: HealthState }
   | { t: 'metrics'; id: number }
+  | { t: 'ping'; id: number }
   | { t: 'stop' };
 
 type FromWorker =
   | { t: 'ready'; addresses: SocketAddress[] }
   | { t: 'start-error'; message: string }
   | { t: 'applied'; id: number; error: string | null }
-  | { t: 'metrics'; id: number; metrics: MetricsJson };
+  | { t: 'metrics'; id: number; metrics: MetricsJson }
+  | { t: 'pong'; id: number };
 
 /**
  * V8 young-generation cap (MiB per semi-space) of the worker processes. V8 grows the semi-space while many objects
@@ -95,6 +97,11 @@ export async function runWorker(): Promise<void> {
   };
   process.on('message', (m: unknown) => {
     if (!isMessage(m)) return;
+    // Liveness: answered at once, not behind a reload in progress.
+    if (m.t === 'ping') {
+      send({ t: 'pong', id: (m as unknown as { id: number }).id });
+      return;
+    }
     chain = chain.then(() => handle(m as ToWorker)).catch((e: Error) => logger.error({ err: e.message }, 'worker message failed'));
   });
   // The primary stops us with a message; a signal (e.g. Ctrl-C to the process group) is left to it.
@@ -119,6 +126,12 @@ export interface WorkerPoolOptions {
   logLevel: () => string;
   /** Current health of every server, sent to (re)started workers. */
   health: () => Map<string, HealthState>;
+  /** How often the primary pings each ready worker over IPC (default 1000 ms). */
+  heartbeatIntervalMs?: number;
+  /** A worker that has not answered a ping for this long is hung: not ready, killed and replaced (default 3000 ms). */
+  heartbeatTimeoutMs?: number;
+  /** A worker that lived this long before it exited restarts after the first, shortest delay again (default 60 s). */
+  restartBackoffResetMs?: number;
 }
 
 interface Slot {
@@ -132,6 +145,9 @@ interface Slot {
   carried: MetricsJson | null;
   /** The snapshot this slot's worker was last given ('start' or 'apply'). */
   given: DataplaneSnapshot | null;
+  /** When the running worker became ready, and last answered a ping (ms). */
+  readyAt: number;
+  lastPong: number;
 }
 
 export class WorkerPool {
@@ -144,6 +160,9 @@ export class WorkerPool {
   private placeholders: Socket[] = [];
   /** Resolved ports of port-0 listen entries, by `${host}#${n}`. */
   private readonly resolved = new Map<string, number>();
+  private heartbeat: NodeJS.Timeout | null = null;
+  /** Workers killed because they stopped answering pings. */
+  hungWorkers = 0;
 
   constructor(private readonly options: WorkerPoolOptions) {}
 
@@ -166,7 +185,7 @@ export class WorkerPool {
     cluster.setupPrimary({ exec: workerEntry(), execArgv: dataplaneExecArgv(), serialization: 'json', silent: false });
     const started: Promise<void>[] = [];
     for (let i = 0; i < this.options.count; i++) {
-      const slot: Slot = { index: i, worker: null, ready: false, restarts: 0, lastMetrics: null, carried: null, given: null };
+      const slot: Slot = { index: i, worker: null, ready: false, restarts: 0, lastMetrics: null, carried: null, given: null, readyAt: 0, lastPong: 0 };
       this.slots.push(slot);
       started.push(this.fork(slot));
     }
@@ -176,6 +195,39 @@ export class WorkerPool {
       await this.releasePlaceholders();
     }
     this.addressesBound = s.listen.map((a) => ({ ...a }));
+    this.startHeartbeat();
+  }
+
+  /** PIDs of the running workers, by slot. */
+  workerPids(): (number | null)[] {
+    return this.slots.map((s) => s.worker?.process.pid ?? null);
+  }
+
+  /**
+   * Pings every ready worker; one that has not answered for heartbeatTimeoutMs (stopped, looping, swapped out)
+   * no longer counts as ready (/readyz) and is killed, so its exit restarts it and the kernel stops hashing
+   * flows to its sockets.
+   */
+  private startHeartbeat(): void {
+    const every = this.options.heartbeatIntervalMs ?? 1000;
+    const timeout = this.options.heartbeatTimeoutMs ?? 3000;
+    let id = 0;
+    this.heartbeat = setInterval(() => {
+      const now = Date.now();
+      for (const slot of this.slots) {
+        const w = slot.worker;
+        if (!slot.ready || w === null || !w.isConnected()) continue;
+        if (now - slot.lastPong > timeout) {
+          slot.ready = false;
+          this.hungWorkers++;
+          this.options.logger.error({ worker: slot.index, pid: w.process.pid, silent_ms: now - slot.lastPong }, 'worker stopped answering; killing it');
+          w.process.kill('SIGKILL');
+          continue;
+        }
+        w.send({ t: 'ping', id: ++id } satisfies ToWorker);
+      }
+    }, every);
+    this.heartbeat.unref();
   }
 
   private async resolvePorts(snapshot: DataplaneSnapshot): Promise<DataplaneSnapshot> {
@@ -231,8 +283,13 @@ export class WorkerPool {
       worker.on('message', (m: unknown) => {
         if (!isMessage(m)) return;
         const msg = m as FromWorker;
+        if (msg.t === 'pong') {
+          if (slot.worker === worker) slot.lastPong = Date.now();
+          return;
+        }
         if (msg.t === 'ready') {
           slot.ready = true;
+          slot.readyAt = slot.lastPong = Date.now();
           // Started with a snapshot that a reload replaced while it was starting (it was not asked): catch up.
           if (slot.given !== this.snapshot) this.resync(slot);
           // Likewise health changes broadcast between its 'start' message and now (broadcastHealth skipped it).
@@ -275,6 +332,9 @@ export class WorkerPool {
           return;
         }
         if (this.stopping) return;
+        // A worker that ran a while was not crash-looping: its replacement gets the first, shortest delay.
+        if (slot.readyAt > 0 && Date.now() - slot.readyAt >= (this.options.restartBackoffResetMs ?? 60_000)) slot.restarts = 0;
+        slot.readyAt = 0;
         slot.restarts++;
         const delay = Math.min(10_000, 250 * 2 ** Math.min(slot.restarts, 6));
         this.options.logger.error({ worker: slot.index, code, signal, restart_in_ms: delay }, 'worker exited; restarting');
@@ -356,6 +416,8 @@ export class WorkerPool {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = null;
     const exits = this.slots
       .filter((s) => s.worker !== null && !s.worker.isDead())
       .map(
