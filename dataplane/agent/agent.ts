@@ -152,6 +152,8 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
     if (inForce !== null && contentOf(wire).equals(inForce.content)) {
       counters.snapshots.inc({ result: 'unchanged' });
       logger.debug({ version: Number(version), nonce }, 'snapshot already in force');
+      // A snapshot restored from --state-dir is now confirmed by the operator (/readyz says so).
+      inForce = { ...inForce, source: 'operator' };
       s.send({ $case: 'ack', ack: { version, nonce } }, streamId);
       return;
     }
