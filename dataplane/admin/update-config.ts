@@ -10,11 +10,11 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { status } from '@grpc/grpc-js';
+import { writeFileAtomic } from '../../lib/atomic-write.js';
 import { describeConfig, type LoadedStandalone } from '../../lib/config/standalone.js';
 import { ConfigError } from '../../lib/quiclb/config.js';
 import type { UpdateConfigRequest } from '../../proto/gen/quiclb/v1/admin.js';
 import { ApplyError, type StandaloneControl } from '../standalone.js';
-import { writeFileAtomic } from './atomic-write.js';
 import { AdminCallError } from './errors.js';
 
 export const MAX_CONFIG_YAML_BYTES = 1024 * 1024;

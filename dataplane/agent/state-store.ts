@@ -1,13 +1,14 @@
 /**
  * `--state-dir DIR`: the last good snapshot as the operator sent it (protobuf, keys inside), so a restart while
- * the operator is unreachable forwards at once. The file is only ever written whole (temporary file with mode
+ * the operator is unreachable forwards at once. The file is only ever written whole (lib/atomic-write.ts: mode
  * 0600, fsync, rename, fsync of the directory) and checked whole on reading (magic, SHA-256 of the body,
  * protobuf decoding; the caller validates the content like any snapshot). The keys it holds are never written
  * anywhere else.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../../lib/atomic-write.js';
 import { Snapshot } from '../../proto/gen/quiclb/v1/distribution.js';
 
 export const STATE_FILE = 'snapshot.pb';
@@ -28,33 +29,7 @@ export class SnapshotStore {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const body = Buffer.from(Snapshot.encode(s).finish());
     const hash = createHash('sha256').update(body).digest();
-    const tmp = join(this.dir, `.${STATE_FILE}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-    let fd = -1;
-    try {
-      fd = openSync(tmp, 'wx', 0o600);
-      for (const part of [MAGIC, hash, body]) {
-        let off = 0;
-        while (off < part.length) off += writeSync(fd, part, off, part.length - off);
-      }
-      fsyncSync(fd);
-      closeSync(fd);
-      fd = -1;
-      renameSync(tmp, this.path);
-    } catch (e) {
-      if (fd >= 0) closeSync(fd);
-      rmSync(tmp, { force: true });
-      throw e;
-    }
-    try {
-      const d = openSync(this.dir, 'r');
-      try {
-        fsyncSync(d);
-      } finally {
-        closeSync(d);
-      }
-    } catch {
-      // directories cannot be fsynced on every file system; the rename is still atomic
-    }
+    writeFileAtomic(this.path, Buffer.concat([MAGIC, hash, body]), { mode: 0o600 });
   }
 
   /** The stored snapshot, null when there is none; throws StateFileError when the file is unreadable or corrupt. */
