@@ -1,6 +1,7 @@
 /** `quiclb config-server`: serves standalone YAML load balancers to data planes over the config channel (mTLS gRPC). */
 import { parseFlags, intFlag } from './args.js';
 import { UsageError } from './usage-error.js';
+import { waitForStop } from './wait-for-stop.js';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
@@ -24,20 +25,6 @@ Options:
   --load-balancer FILE   a standalone YAML; repeat for several load balancers (names and listen addresses unique)
   --metrics-port N       serve /metrics and /healthz on the --listen host, port N (0: any free port)
   --log-level LEVEL      ${LOG_LEVELS.join(', ')} (default info)`;
-
-function waitForStop(): Promise<string> {
-  return new Promise((resolve) => {
-    const done = (sig: string) => {
-      process.off('SIGINT', onInt);
-      process.off('SIGTERM', onTerm);
-      resolve(sig);
-    };
-    const onInt = () => done('SIGINT');
-    const onTerm = () => done('SIGTERM');
-    process.on('SIGINT', onInt);
-    process.on('SIGTERM', onTerm);
-  });
-}
 
 export async function configServerCommand(argv: string[]): Promise<number> {
   const { values } = parseFlags(

@@ -3,6 +3,7 @@ import { LOG_LEVELS } from '../lib/config/standalone.js';
 import { TlsDirError } from '../proto/tls.js';
 import { intFlag, parseFlags } from './args.js';
 import { UsageError } from './usage-error.js';
+import { waitForStop } from './wait-for-stop.js';
 
 export const DATAPLANE_HELP = `Usage:
   quiclb dataplane --operator HOST:PORT --tls-dir DIR [options]
@@ -28,20 +29,6 @@ Options:
   --report-interval SECS   counters on the stream every SECS seconds (default 5)
   --log-level LEVEL        ${LOG_LEVELS.join(', ')} (default info)
   -h, --help               this help`;
-
-function waitForStop(): Promise<string> {
-  return new Promise((resolve) => {
-    const done = (sig: string) => {
-      process.off('SIGINT', onInt);
-      process.off('SIGTERM', onTerm);
-      resolve(sig);
-    };
-    const onInt = () => done('SIGINT');
-    const onTerm = () => done('SIGTERM');
-    process.on('SIGINT', onInt);
-    process.on('SIGTERM', onTerm);
-  });
-}
 
 export async function dataplaneCommand(argv: string[]): Promise<number> {
   const { values } = parseFlags(

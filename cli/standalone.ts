@@ -6,6 +6,7 @@ import { parseSocketAddress } from '../lib/config/address.js';
 import { TlsDirError } from '../proto/tls.js';
 import { parseFlags, intFlag } from './args.js';
 import { UsageError } from './usage-error.js';
+import { waitForStop } from './wait-for-stop.js';
 
 export const STANDALONE_HELP = `Usage:
   quiclb standalone --config FILE [--log-level LEVEL]   run the load balancer from a YAML file
@@ -30,20 +31,6 @@ Options:
   --listen ADDR        example: where the load balancer listens (e.g. 127.0.0.1:5000)
   --metrics-port N     example: monitoring port (0 = any free port)
   --no-demo            example: skip the demo client`;
-
-function waitForStop(): Promise<string> {
-  return new Promise((resolve) => {
-    const done = (sig: string) => {
-      process.off('SIGINT', onInt);
-      process.off('SIGTERM', onTerm);
-      resolve(sig);
-    };
-    const onInt = () => done('SIGINT');
-    const onTerm = () => done('SIGTERM');
-    process.on('SIGINT', onInt);
-    process.on('SIGTERM', onTerm);
-  });
-}
 
 export async function standaloneCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseFlags(
