@@ -153,6 +153,8 @@ export interface TableCounters {
   expiredUnconfirmed: number;
   /** New flows refused because their client address had its share of unconfirmed flows (FlowTable only). */
   refusedPerSource: number;
+  /** New flows refused by the new-flow rate limit (FlowTable only). */
+  refusedRate: number;
 }
 
 /** Bounds of the two budgets. */
@@ -166,6 +168,8 @@ export interface TableLimits {
   unconfirmedTimeoutMs?: number;
   /** Unconfirmed flows per client address (FlowTable only; default: no limit). */
   maxUnconfirmedPerSource?: number;
+  /** New flows per second (FlowTable only; token bucket with a burst of one second's worth; 0 or absent: no limit). */
+  newFlowRate?: number;
 }
 
 /** Intrusive LRU list links shared by both tables. */
@@ -212,7 +216,7 @@ class LruList<T extends Linked<T>> {
 abstract class LruTable<T extends Linked<T>> {
   protected readonly confirmedList = new LruList<T>();
   protected readonly unconfirmedList = new LruList<T>();
-  readonly counters: TableCounters = { created: 0, expired: 0, evicted: 0, confirmed: 0, evictedUnconfirmed: 0, expiredUnconfirmed: 0, refusedPerSource: 0 };
+  readonly counters: TableCounters = { created: 0, expired: 0, evicted: 0, confirmed: 0, evictedUnconfirmed: 0, expiredUnconfirmed: 0, refusedPerSource: 0, refusedRate: 0 };
   max: number;
   idleTimeoutMs: number;
   maxUnconfirmed: number;
@@ -326,6 +330,11 @@ abstract class LruTable<T extends Linked<T>> {
 export class FlowTable<S extends TableServer = TableServer> extends LruTable<Flow<S>> {
   private readonly sources = new Map<string, SourceEntry<S>>();
   maxUnconfirmedPerSource: number;
+  newFlowRate: number;
+  private tokens: number;
+  private tokensAt: number;
+  /** Why the last create() returned null. */
+  refusal: 'source' | 'rate' | null = null;
 
   /** `limits` or (max, idle timeout): the latter keeps one budget's bounds for both classes. */
   constructor(
@@ -336,11 +345,41 @@ export class FlowTable<S extends TableServer = TableServer> extends LruTable<Flo
     const l = typeof limits === 'number' ? { max: limits, idleTimeoutMs: idleTimeoutMs! } : limits;
     super(l);
     this.maxUnconfirmedPerSource = l.maxUnconfirmedPerSource ?? Infinity;
+    this.newFlowRate = l.newFlowRate || Infinity;
+    this.tokens = this.newFlowRate;
+    this.tokensAt = this.clock();
+  }
+
+  /** Clock of the rate limit (ms): real time, finer than the router's coarse clock. */
+  private clock: () => number = () => performance.now();
+
+  /** Replaces the rate limit's clock (tests) and refills the bucket. */
+  useClock(clock: () => number): void {
+    this.clock = clock;
+    this.tokens = this.newFlowRate;
+    this.tokensAt = clock();
   }
 
   override setLimits(limits: TableLimits): void {
     this.maxUnconfirmedPerSource = limits.maxUnconfirmedPerSource ?? Infinity;
+    this.newFlowRate = limits.newFlowRate || Infinity;
+    if (this.tokens > this.newFlowRate) this.tokens = this.newFlowRate;
     super.setLimits(limits);
+  }
+
+  /** Takes a token of the new-flow rate limit; false when there is none. */
+  private takeToken(): boolean {
+    const rate = this.newFlowRate;
+    if (rate === Infinity) return true;
+    const t = this.clock();
+    const tokens = Math.min(rate, this.tokens + ((t - this.tokensAt) * rate) / 1000);
+    this.tokensAt = t;
+    if (tokens < 1) {
+      this.tokens = tokens;
+      return false;
+    }
+    this.tokens = tokens - 1;
+    return true;
   }
 
   get(address: string, port: number, listener: number): Flow<S> | null {
@@ -351,12 +390,19 @@ export class FlowTable<S extends TableServer = TableServer> extends LruTable<Flo
 
   /**
    * Creates an unconfirmed flow (evicting the least recently used unconfirmed flow when that budget is full).
-   * Returns null, counted in refusedPerSource, when the client address already has its share of unconfirmed flows.
+   * Returns null (reason in `refusal`, counted) when the client address already has its share of unconfirmed flows,
+   * or beyond the new-flow rate.
    */
   create(address: string, port: number, listener: number, now: number): Flow<S> | null {
     let source = this.sources.get(address);
     if (source !== undefined && source.unconfirmed >= this.maxUnconfirmedPerSource) {
       this.counters.refusedPerSource++;
+      this.refusal = 'source';
+      return null;
+    }
+    if (!this.takeToken()) {
+      this.counters.refusedRate++;
+      this.refusal = 'rate';
       return null;
     }
     this.makeRoom();

@@ -50,6 +50,7 @@ export const DROP_REASONS = [
   'internal_error',
   'source_flow_limit',
   'upstream_socket_limit',
+  'new_flow_rate',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 export const DROP_EMPTY = 0;
@@ -64,6 +65,8 @@ export const DROP_INTERNAL = 7;
 export const DROP_SOURCE_FLOW_LIMIT = 8;
 /** A new upstream socket beyond the process's socket budget, with no unconfirmed flow left to evict. */
 export const DROP_UPSTREAM_SOCKET_LIMIT = 9;
+/** A new flow beyond flows.newFlowRate. */
+export const DROP_NEW_FLOW_RATE = 10;
 
 /** Client-chosen DCIDs one confirmed flow may put into the protected DCID budget (its connection's CIDs). */
 const PROTECTED_DCIDS_PER_FLOW = 8;
@@ -208,6 +211,8 @@ export interface RouterStats {
   dcidsEvictedUnconfirmed: number;
   /** New flows refused by the per-client-address limit of unconfirmed flows. */
   flowsRefusedPerSource: number;
+  /** New flows refused by the new-flow rate limit. */
+  flowsRefusedRate: number;
   learned: number;
   learnedLengthHits: number;
   /** Distinct lengths of the server CIDs learned so far (the lengths short headers are retried at), ascending. */
@@ -344,7 +349,14 @@ export class Router {
       maxUnconfirmed = Math.max(1, Math.min(maxUnconfirmed, Math.floor(this.flowCap / 4)));
       max = Math.max(1, Math.min(max, this.flowCap - maxUnconfirmed));
     }
-    return { max, idleTimeoutMs: f.idleTimeoutMs, maxUnconfirmed, unconfirmedTimeoutMs: f.unconfirmedTimeoutMs, maxUnconfirmedPerSource: f.maxUnconfirmedPerSource };
+    return {
+      max,
+      idleTimeoutMs: f.idleTimeoutMs,
+      maxUnconfirmed,
+      unconfirmedTimeoutMs: f.unconfirmedTimeoutMs,
+      maxUnconfirmedPerSource: f.maxUnconfirmedPerSource,
+      newFlowRate: f.newFlowRate,
+    };
   }
 
   private dcidLimits(): TableLimits {
@@ -573,7 +585,7 @@ export class Router {
           if (server === null) return this.drop(DROP_NO_SERVER, len);
           outcome = OUTCOME_FALLBACK;
           if (flow === null) flow = this.flows.create(address, port, listener, now);
-          if (flow === null) return this.drop(DROP_SOURCE_FLOW_LIMIT, len);
+          if (flow === null) return this.refuseFlow(len);
           if (!newConnectionMoved) flow.tupleServer = server;
           if (isLong) flow.scidRecord(buf, h.scidOffset, h.scidLength, server);
           if (dLen > 0) dcidEntry = this.dcids.set(dcidKey!, server, now, this.protectsDcid(flow));
@@ -581,7 +593,7 @@ export class Router {
       }
       if (table === TABLE_DCID) hit = dcidEntry;
       if (flow === null) flow = this.flows.create(address, port, listener, now);
-      if (flow === null) return this.drop(DROP_SOURCE_FLOW_LIMIT, len);
+      if (flow === null) return this.refuseFlow(len);
       // Remember the decision for the next packet with this DCID (a decoded CID, or a DCID-table entry).
       if (dLen <= MAX_CID) {
         let cl = dLen;
@@ -633,7 +645,7 @@ export class Router {
       outcome = OUTCOME_FALLBACK;
       if (flow === null) flow = this.flows.create(address, port, listener, now);
       else if (flow.lastSeen !== now) this.flows.touch(flow, now);
-      if (flow === null) return this.drop(DROP_SOURCE_FLOW_LIMIT, len);
+      if (flow === null) return this.refuseFlow(len);
       flow.tupleServer = server;
     }
     // No connection IDs to check in this mode: the client spoke again after the backend answered (conntrack's rule).
@@ -650,6 +662,11 @@ export class Router {
   private confirmIfProven(flow: Flow<RouterServer>, buf: Buffer, isLong: boolean, dOff: number, dLen: number, len: number, outcome: number, hit: DcidEntry<RouterServer> | null): void {
     const echoes = isLong ? dLen === flow.serverCidLength && flow.echoesServerCid(buf, dOff, dLen) : flow.echoesServerCid(buf, dOff, len - 1);
     if (echoes || outcome === OUTCOME_CID || (hit !== null && hit.confirmed)) this.confirmFlow(flow);
+  }
+
+  /** Drops a datagram whose new flow the flow table refused (per-source limit or new-flow rate). */
+  private refuseFlow(len: number): null {
+    return this.drop(this.flows.refusal === 'rate' ? DROP_NEW_FLOW_RATE : DROP_SOURCE_FLOW_LIMIT, len);
   }
 
   private confirmFlow(flow: Flow<RouterServer>): void {
@@ -773,6 +790,7 @@ export class Router {
       flowsEvictedUnconfirmed: this.flows.counters.evictedUnconfirmed,
       dcidsEvictedUnconfirmed: this.dcids.counters.evictedUnconfirmed,
       flowsRefusedPerSource: this.flows.counters.refusedPerSource,
+      flowsRefusedRate: this.flows.counters.refusedRate,
       learned: c.learned,
       learnedLengthHits: c.learnedLengthHits,
       learnedLengths: Array.from({ length: MAX_CID }, (_, i) => i + 1).filter((l) => (this.learnedLengths & (1 << l)) !== 0),

@@ -67,7 +67,12 @@ export interface FlowSettings {
   readonly unconfirmedTimeoutMs?: number;
   /** Unconfirmed flows per client address (default 256). */
   readonly maxUnconfirmedPerSource?: number;
+  /** New flows per second per process (token bucket, burst of one second's worth; default 5000; 0 = no limit). */
+  readonly newFlowRate?: number;
 }
+
+/** Default FlowSettings.newFlowRate: new flows per second per process. */
+export const DEFAULT_NEW_FLOW_RATE = 5000;
 
 /** FlowSettings with the defaults of the optional bounds filled in. */
 export function effectiveFlowSettings(f: FlowSettings): Required<FlowSettings> {
@@ -77,6 +82,7 @@ export function effectiveFlowSettings(f: FlowSettings): Required<FlowSettings> {
     maxUnconfirmed: f.maxUnconfirmed ?? Math.ceil(f.maxFlows / 4),
     unconfirmedTimeoutMs: f.unconfirmedTimeoutMs ?? Math.min(f.idleTimeoutMs, 5000),
     maxUnconfirmedPerSource: f.maxUnconfirmedPerSource ?? 256,
+    newFlowRate: f.newFlowRate ?? DEFAULT_NEW_FLOW_RATE,
   };
 }
 
@@ -207,6 +213,7 @@ export function validateSnapshot(s: DataplaneSnapshot): DataplaneSnapshot {
   if (s.flows.maxUnconfirmed !== undefined) intIn('flows.maxUnconfirmed', s.flows.maxUnconfirmed, 1, 100_000_000);
   if (s.flows.unconfirmedTimeoutMs !== undefined) intIn('flows.unconfirmedTimeoutMs', s.flows.unconfirmedTimeoutMs, 10, s.flows.idleTimeoutMs);
   if (s.flows.maxUnconfirmedPerSource !== undefined) intIn('flows.maxUnconfirmedPerSource', s.flows.maxUnconfirmedPerSource, 1, 100_000_000);
+  if (s.flows.newFlowRate !== undefined) intIn('flows.newFlowRate', s.flows.newFlowRate, 0, 100_000_000);
   const h = s.health;
   if (typeof h.enabled !== 'boolean') throw new ConfigError('health.enabled', 'must be true or false');
   intIn('health.intervalMs', h.intervalMs, 10, 86_400_000);

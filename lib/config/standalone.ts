@@ -333,7 +333,7 @@ export function parseStandaloneConfig(text: string, options: ParseOptions = {}):
     flows = { maxFlows: optInt('flows.max', f.max, 1, 100_000_000, DEFAULT_FLOWS.maxFlows), idleTimeoutMs: idle };
     if (f.unconfirmed !== undefined) {
       const u = requireObject('flows.unconfirmed', f.unconfirmed);
-      checkKeys('flows.unconfirmed', u, ['max', 'timeout', 'per_source']);
+      checkKeys('flows.unconfirmed', u, ['max', 'timeout', 'per_source', 'rate']);
       const timeout = u.timeout === undefined ? undefined : parseDuration('flows.unconfirmed.timeout', u.timeout);
       if (timeout !== undefined && (timeout < 10 || timeout > idle)) throw new ConfigError('flows.unconfirmed.timeout', `must be between 10ms and flows.idle_timeout (${idle}ms)`);
       flows = {
@@ -341,6 +341,7 @@ export function parseStandaloneConfig(text: string, options: ParseOptions = {}):
         ...(u.max !== undefined ? { maxUnconfirmed: optInt('flows.unconfirmed.max', u.max, 1, 100_000_000) } : {}),
         ...(timeout !== undefined ? { unconfirmedTimeoutMs: timeout } : {}),
         ...(u.per_source !== undefined ? { maxUnconfirmedPerSource: optInt('flows.unconfirmed.per_source', u.per_source, 1, 100_000_000) } : {}),
+        ...(u.rate !== undefined ? { newFlowRate: optInt('flows.unconfirmed.rate', u.rate, 0, 100_000_000) } : {}),
       };
     }
   }
@@ -494,7 +495,7 @@ export function describeConfig(loaded: LoadedStandalone): Record<string, unknown
       return {
         max: f.maxFlows,
         idle_timeout_ms: f.idleTimeoutMs,
-        unconfirmed: { max: f.maxUnconfirmed, timeout_ms: f.unconfirmedTimeoutMs, per_source: f.maxUnconfirmedPerSource },
+        unconfirmed: { max: f.maxUnconfirmed, timeout_ms: f.unconfirmedTimeoutMs, per_source: f.maxUnconfirmedPerSource, rate: f.newFlowRate },
       };
     })(),
     monitoring: config.monitoring,

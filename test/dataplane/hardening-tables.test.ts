@@ -26,7 +26,7 @@ function handshake(r: Router, address: string, port: number, cid = serverCid()):
 
 describe('flow budgets under floods', () => {
   it('never evicts confirmed flows for new ones: 10,000 spoofed 4-tuples against 100 flows, 50 of them established', () => {
-    const r = new Router(snapshot(SERVERS, { flows: { maxFlows: 100, idleTimeoutMs: 30_000 } }), undefined, 0);
+    const r = new Router(snapshot(SERVERS, { flows: { maxFlows: 100, idleTimeoutMs: 30_000, newFlowRate: 0 } }), undefined, 0);
     const est = Array.from({ length: 50 }, (_, i) => ({ port: 20000 + i, ...handshake(r, '192.0.2.1', 20000 + i) }));
     for (const e of est) expect(e.flow.confirmed).toBe(true);
     for (let i = 0; i < 10_000; i++) r.route(longPacket(rand(8), rand(8)), randomAddress(), 1024 + (i % 60000), 0);
@@ -62,6 +62,21 @@ describe('flow budgets under floods', () => {
     const c = handshake(r, '203.0.113.11', 1);
     expect(c.flow.confirmed).toBe(true);
     expect(r.flows.unconfirmedOf('203.0.113.11')).toBe(0);
+  });
+
+  it('limits the rate of new flows (token bucket, one second of burst), counted as new_flow_rate drops', () => {
+    const r = new Router(snapshot(SERVERS, { flows: { maxFlows: 10_000, idleTimeoutMs: 30_000, newFlowRate: 100 } }), undefined, 0);
+    let t = 0;
+    r.flows.useClock(() => t); // a full bucket at t = 0
+    for (let i = 0; i < 150; i++) r.route(longPacket(rand(8), rand(8)), randomAddress(), 1000 + i, 0);
+    expect(r.stats().flows).toBe(100);
+    expect(r.stats().dropped.new_flow_rate).toBe(50);
+    t = 500; // half a second: 50 more
+    for (let i = 0; i < 80; i++) r.route(longPacket(rand(8), rand(8)), randomAddress(), 2000 + i, 0);
+    expect(r.stats().flows).toBe(150);
+    expect(r.stats().flowsRefusedRate).toBe(80);
+    // Packets of existing flows are never rate limited.
+    expect(r.route(longPacket(rand(8), rand(8)), r.flows[Symbol.iterator]().next().value!.address, r.flows[Symbol.iterator]().next().value!.port, 0)).not.toBeNull();
   });
 
   it('expires unconfirmed flows after the short timeout and confirmed ones after the idle timeout', () => {
