@@ -17,7 +17,7 @@
  * A rejected version is never pushed again to the same data-plane process; the next push is the next newer version.
  * Acks and Nacks whose nonce is not the latest push's answer a push that a newer one replaced, and are ignored.
  */
-import { status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
+import { Metadata, status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { StreamConfigRequest, StreamConfigResponse } from '../../proto/gen/quiclb/v1/distribution.js';
 import { helloInfo, type BackendHealthView, type DataPlaneCache, type PushInfo } from './cache.js';
@@ -147,6 +147,9 @@ export class DataPlaneStream {
         'data plane connected',
       );
       this.host.events.connected(this.identity);
+      // Response headers now: the data plane counts as connected (and reports) even before the source has a
+      // snapshot for it; grpc-js would otherwise send them only with the first push.
+      this.call.sendMetadata(new Metadata());
       this.pushLatest();
       return;
     }
