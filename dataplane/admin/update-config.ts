@@ -51,6 +51,15 @@ export function updateConfig(control: StandaloneControl, req: UpdateConfigReques
       if (e instanceof ConfigError) throw new AdminCallError(status.INVALID_ARGUMENT, e.message);
       throw e;
     }
+    // The rotation state file is written by this process: a path from the network would let a writer overwrite any
+    // file the process may write. It changes only by an edit of the config file.
+    const stateFile = control.loaded().config.stateFile;
+    if (candidate.loaded.config.stateFile !== stateFile) {
+      throw new AdminCallError(
+        status.INVALID_ARGUMENT,
+        `loadbalancer.state_file: cannot be changed through the admin API (this process writes that file); it must stay ${stateFile === null ? 'unset' : JSON.stringify(stateFile)}: edit the config file to move it`,
+      );
+    }
     if (req.dryRun) return { version: before, changed: false };
     const meaningBefore = meaning(control.loaded());
     const path = control.configPath;

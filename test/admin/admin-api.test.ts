@@ -3,7 +3,7 @@
  * certificates), real UDP backends and datagrams. Tests run in order and share one load balancer.
  */
 import { describe, expect, it, beforeAll, afterAll } from '@jest/globals';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
@@ -149,6 +149,8 @@ describe('admin API (standalone, mTLS)', () => {
       [yaml([srv('a', '0001', 2), srv('a', '0003', 1)]), /^servers\[1\]\.id: "a" is also the id of servers\[0\]/],
       [yaml([srv('a', '0001', 2)]).replace(`encryption_key: "${KEY_B64}"`, 'encryption_key_file: no-such.key'), /^loadbalancer\.encryption_key_file: cannot read .*no-such\.key: ENOENT/],
       [yaml([srv('a', '0001', 2)]).replace('role: writer', 'role: admin'), /^admin\.clients\[0\]\.role: must be one of reader, writer/],
+      // a path this process writes (the rotation state) never comes from the network
+      [yaml([srv('a', '0001', 2)]).replace('  nonce_length: 6\n', '  nonce_length: 6\n  state_file: elsewhere.json\n'), /^loadbalancer\.state_file: cannot be changed through the admin API/],
     ];
     for (const [text, message] of cases) {
       const e = await refused(alice.update({ configYaml: text }));
@@ -160,6 +162,7 @@ describe('admin API (standalone, mTLS)', () => {
     expect(big.code).toBe(status.INVALID_ARGUMENT);
     expect(big.details).toMatch(/config_yaml: at most 1048576 bytes/);
     expect(readFileSync(path, 'utf8')).toBe(before);
+    expect(existsSync(join(dir, 'elsewhere.json'))).toBe(false);
     expect(h.control.version()).toBe(v);
     expect(await routeOf(h, '0001')).toBe('a');
   });
