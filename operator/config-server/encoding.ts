@@ -25,7 +25,11 @@ export interface EncodedParts {
 
 const cache = new WeakMap<readonly DataplaneSnapshot[], EncodedParts>();
 
-function parts(version: number, loadBalancers: readonly DataplaneSnapshot[]): EncodedParts {
+/**
+ * Converts and encodes the snapshot parts once per (load-balancer list, version); throws what the conversion
+ * throws. Call it before nonce-specific work so a bad source fails before anything is booked.
+ */
+export function prepareSnapshot(version: number, loadBalancers: readonly DataplaneSnapshot[]): EncodedParts {
   const hit = cache.get(loadBalancers);
   if (hit && hit.version === version) return hit;
   const head = Snapshot.encode({ version: BigInt(version), nonce: '', loadBalancers: [], created: undefined }).finish();
@@ -33,14 +37,6 @@ function parts(version: number, loadBalancers: readonly DataplaneSnapshot[]): En
   const p = { version, head, tail };
   cache.set(loadBalancers, p);
   return p;
-}
-
-/**
- * Converts and encodes the snapshot parts once per (load-balancer list, version); throws what the conversion
- * throws. Call it before nonce-specific work so a bad source fails before anything is booked.
- */
-export function prepareSnapshot(version: number, loadBalancers: readonly DataplaneSnapshot[]): EncodedParts {
-  return parts(version, loadBalancers);
 }
 
 /** StreamConfigResponse{snapshot: {version, nonce, load_balancers, created}} as bytes. */
