@@ -16,6 +16,7 @@ Commands:
   admin get|update|rotate     call a standalone load balancer's admin API (quiclb admin --help)
   dataplane                   run this node's data plane as the operator configures it (quiclb dataplane --help)
   config-server               serve YAML load balancers to data planes over the config channel (quiclb config-server --help)
+  operator                    the Kubernetes controller: QuicLoadBalancers -> server IDs, keys, status, data planes (quiclb operator --help)
 
 Run 'quiclb <command> --help' for a command's options. Invalid input exits with status 2.`;
 
@@ -28,6 +29,7 @@ const commands: Record<string, Command> = {
   admin: (argv) => import('./admin.js').then((m) => m.adminCommand(argv)),
   dataplane: (argv) => import('./dataplane.js').then((m) => m.dataplaneCommand(argv)),
   'config-server': (argv) => import('./config-server.js').then((m) => m.configServerCommand(argv)),
+  operator: (argv) => import('./operator.js').then((m) => m.operatorCommand(argv)),
 };
 
 export async function main(argv: string[]): Promise<number> {

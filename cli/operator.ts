@@ -1,0 +1,91 @@
+/** `quiclb operator`: the Kubernetes controller and config server (operator/main.ts). */
+import { intFlag, parseFlags } from './args.js';
+import { UsageError } from './usage-error.js';
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+export const OPERATOR_HELP = `Usage:
+  quiclb operator --config-listen ADDR --tls-dir DIR [--kubeconfig FILE] [--namespace NS]
+                  [--metrics-port N] [--log-level LEVEL]
+
+Watches QuicLoadBalancers (quiclb.io/v1alpha1), their Services and EndpointSlices, Pods and Nodes; assigns server
+IDs, keeps the keys and configs Secret, annotates backend pods with quiclb.io/server-id, writes status and Events,
+and serves every data plane ('quiclb dataplane') the load balancers of its node over mutual TLS
+(docs/config-channel.md). A data plane gets the load balancers whose spec.nodeSelector selects the node its Hello
+names (a node unknown to the API server gets nothing). Logs one JSON line "operator running" with the bound
+addresses when ready; stops on SIGTERM/SIGINT.
+
+Options:
+  --config-listen ADDR   where the config server listens, IP:PORT or [IPv6]:PORT (port 0: any free port)
+  --tls-dir DIR          ca.crt (CA of the data planes' client certificates), tls.crt and tls.key (this server)
+  --kubeconfig FILE      kubeconfig to use (default: in-cluster configuration, else $KUBECONFIG)
+  --namespace NS         watch only this namespace (default: every namespace)
+  --metrics-port N       serve /metrics and /healthz on the --config-listen host, port N (0: any free port)
+  --log-level LEVEL      ${LOG_LEVELS.join(', ')} (default info)`;
+
+function waitForStop(): Promise<string> {
+  return new Promise((resolve) => {
+    const done = (sig: string) => {
+      process.off('SIGINT', onInt);
+      process.off('SIGTERM', onTerm);
+      resolve(sig);
+    };
+    const onInt = () => done('SIGINT');
+    const onTerm = () => done('SIGTERM');
+    process.on('SIGINT', onInt);
+    process.on('SIGTERM', onTerm);
+  });
+}
+
+export async function operatorCommand(argv: string[]): Promise<number> {
+  const { values } = parseFlags(
+    argv,
+    {
+      'config-listen': { type: 'string' },
+      'tls-dir': { type: 'string' },
+      kubeconfig: { type: 'string' },
+      namespace: { type: 'string' },
+      'metrics-port': { type: 'string' },
+      'log-level': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    false,
+  );
+  if (values.help) {
+    process.stdout.write(OPERATOR_HELP + '\n');
+    return 0;
+  }
+  if (!values['config-listen']) throw new UsageError('--config-listen ADDR is required (e.g. 0.0.0.0:9443); see quiclb operator --help');
+  if (!values['tls-dir']) throw new UsageError('--tls-dir DIR is required (ca.crt, tls.crt, tls.key)');
+  const metricsPort = intFlag('metrics-port', values['metrics-port']);
+  if (metricsPort !== undefined && metricsPort > 65535) throw new UsageError('--metrics-port: must be 0..65535');
+  const level = values['log-level'] ?? 'info';
+  if (!LOG_LEVELS.includes(level)) throw new UsageError(`--log-level: must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(level)}`);
+  const k8s = await import('@kubernetes/client-node');
+  const { runOperator, operatorLogger } = await import('../operator/main.js');
+  const { TlsDirError } = await import('../proto/tls.js');
+  const kc = new k8s.KubeConfig();
+  try {
+    if (values.kubeconfig) kc.loadFromFile(values.kubeconfig);
+    else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
+    else kc.loadFromDefault();
+  } catch (e) {
+    throw new UsageError(`--kubeconfig: ${(e as Error).message}`);
+  }
+  // loadFromDefault() falls back to http://localhost:8080 in silence; say so instead.
+  const server = kc.getCurrentCluster()?.server;
+  if (!server || server === 'http://localhost:8080') throw new UsageError('no Kubernetes API server configured: pass --kubeconfig FILE or run in a cluster');
+  const logger = operatorLogger(level);
+  let running;
+  try {
+    running = await runOperator({ kubeconfig: kc, configListen: values['config-listen'], tlsDir: values['tls-dir'], namespace: values.namespace ?? null, metricsPort, logger });
+  } catch (e) {
+    if (e instanceof TlsDirError) throw new UsageError(e.message);
+    logger.fatal({ err: (e as Error).message }, 'operator failed to start');
+    return 1;
+  }
+  const signal = await waitForStop();
+  logger.info({ signal }, 'stopping');
+  await running.stop();
+  return 0;
+}

@@ -1,0 +1,53 @@
+/**
+ * Writes to QuicLoadBalancer objects and backend pods: status by server-side apply (field manager
+ * quiclb-operator, TOOLCHAIN.md §2.4), the finalizer as a JSON patch guarded by a resourceVersion test, and the
+ * server-ID annotation on pods by merge patch.
+ */
+import * as k8s from '@kubernetes/client-node';
+import { GROUP, KIND, PLURAL, SERVER_ID_ANNOTATION, VERSION } from '../reconcile/spec.js';
+import type { QuicLoadBalancerStatus } from '../status/status.js';
+
+export const FIELD_MANAGER = 'quiclb-operator';
+export const FINALIZER = 'quiclb.io/cleanup';
+const QLB = { group: GROUP, version: VERSION, plural: PLURAL };
+
+export class ObjectWriter {
+  private readonly co: k8s.CustomObjectsApi;
+  private readonly core: k8s.CoreV1Api;
+
+  constructor(kc: k8s.KubeConfig) {
+    this.co = kc.makeApiClient(k8s.CustomObjectsApi);
+    this.core = kc.makeApiClient(k8s.CoreV1Api);
+  }
+
+  async applyStatus(namespace: string, name: string, status: QuicLoadBalancerStatus): Promise<void> {
+    await this.co.patchNamespacedCustomObjectStatus(
+      { ...QLB, namespace, name, fieldManager: FIELD_MANAGER, force: true, body: { apiVersion: `${GROUP}/${VERSION}`, kind: KIND, metadata: { name, namespace }, status } },
+      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.ServerSideApply),
+    );
+  }
+
+  /**
+   * Sets the finalizer list to `finalizers`, only if the object is still at `resourceVersion` (a 422/409 otherwise:
+   * re-read and retry). JSON patch is the client's default content type.
+   */
+  async setFinalizers(namespace: string, name: string, resourceVersion: string, hadList: boolean, finalizers: readonly string[]): Promise<void> {
+    await this.co.patchNamespacedCustomObject({
+      ...QLB,
+      namespace,
+      name,
+      body: [
+        { op: 'test', path: '/metadata/resourceVersion', value: resourceVersion },
+        { op: hadList ? 'replace' : 'add', path: '/metadata/finalizers', value: finalizers },
+      ],
+    });
+  }
+
+  /** Sets (or with null removes) the server-ID annotation of a pod. */
+  async annotatePod(namespace: string, pod: string, serverId: string | null): Promise<void> {
+    await this.core.patchNamespacedPod(
+      { namespace, name: pod, body: { metadata: { annotations: { [SERVER_ID_ANNOTATION]: serverId } } } },
+      k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
+    );
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * Builds desired.ts's `Observed` for one QuicLoadBalancer from what the operator can see: the informer caches
+ * (the object, its Service and EndpointSlices, Nodes, the other load balancers' claims), the durable records it
+ * read (server IDs, configs Secret, user key) and the config server's views of the connected data planes. The
+ * records are read by the caller (they need their resourceVersion for the write); everything here is synchronous.
+ */
+import type * as k8s from '@kubernetes/client-node';
+import type { DataPlaneView } from '../config-server/cache.js';
+import type { ServerIdRecords } from '../allocation/server-ids.js';
+import type { QuicLoadBalancerObject } from '../kube/informers.js';
+import type { MachineState } from '../rotation/machine.js';
+import type { DataPlaneObservation, EndpointSliceView, Observed, ServiceView } from './desired.js';
+import type { HealthReportEntry } from './health-verdict.js';
+import { claimsOf, type NodeView } from './port-claims.js';
+import type { ConfigAck } from './publisher.js';
+
+export interface ObserveInput {
+  readonly qlb: QuicLoadBalancerObject;
+  /** Services, EndpointSlices and QuicLoadBalancers of the object's namespace; QuicLoadBalancers of every namespace for the port claims. */
+  readonly services: readonly k8s.V1Service[];
+  readonly slices: readonly k8s.V1EndpointSlice[];
+  readonly allQlbs: readonly QuicLoadBalancerObject[];
+  readonly nodes: readonly k8s.V1Node[];
+  readonly records: ServerIdRecords;
+  readonly rotation: MachineState;
+  readonly keys: ReadonlyMap<number, Uint8Array>;
+  readonly userKey: Observed['userKey'];
+  readonly freshKey: Uint8Array;
+  readonly dataPlanes: readonly DataPlaneView[];
+  /** What the data plane's applied version held for this load balancer (publisher.configsAt). */
+  readonly configsAt: (version: number) => readonly ConfigAck[] | null;
+  readonly now: number;
+}
+
+export function created(o: k8s.KubernetesObject): number {
+  const t = o.metadata?.creationTimestamp as unknown;
+  const ms = t instanceof Date ? t.getTime() : typeof t === 'string' ? Date.parse(t) : NaN;
+  return Number.isFinite(ms) ? ms : 0;
+}
+
+export function nodeViews(nodes: readonly k8s.V1Node[]): NodeView[] {
+  return nodes.filter((n) => n.metadata?.name).map((n) => ({ name: n.metadata!.name!, labels: n.metadata?.labels ?? {} }));
+}
+
+/** One connected data plane restricted to the load balancer `key` (namespace/name, the snapshot name). */
+export function dataPlaneObservation(view: DataPlaneView, key: string, configsAt: (version: number) => readonly ConfigAck[] | null): DataPlaneObservation {
+  const health = new Map<string, HealthReportEntry>();
+  for (const h of view.health) if (h.loadBalancer === key) health.set(h.server, { state: h.state, reportedAt: h.reportedAt.getTime() });
+  const traffic = new Map<number, number>();
+  for (const lb of view.counters?.loadBalancers ?? []) {
+    if (lb.loadBalancer !== key) continue;
+    for (const t of lb.traffic) if (t.configId !== null) traffic.set(t.configId, (traffic.get(t.configId) ?? 0) + t.packets);
+  }
+  return {
+    identity: view.identity,
+    nodeName: view.hello?.nodeName ?? '',
+    ackedConfigs: view.appliedVersion === null ? [] : (configsAt(view.appliedVersion) ?? []),
+    health,
+    traffic,
+  };
+}
+
+export function observe(i: ObserveInput): Observed {
+  const meta = i.qlb.metadata ?? {};
+  const namespace = meta.namespace ?? '';
+  const name = meta.name ?? '';
+  const key = `${namespace}/${name}`;
+  const spec = (i.qlb.spec ?? {}) as { backend?: { serviceName?: unknown } };
+  const serviceName = typeof spec.backend?.serviceName === 'string' ? spec.backend.serviceName : null;
+  const svc = serviceName === null ? undefined : i.services.find((s) => s.metadata?.namespace === namespace && s.metadata?.name === serviceName);
+  const service: ServiceView | null = svc ? { ports: (svc.spec?.ports ?? []).map((p) => ({ name: p.name, port: p.port, protocol: p.protocol })) } : null;
+  const endpointSlices: EndpointSliceView[] =
+    serviceName === null ? [] : i.slices.filter((s) => s.metadata?.namespace === namespace && s.metadata?.labels?.['kubernetes.io/service-name'] === serviceName);
+  const nodes = nodeViews(i.nodes);
+  const others = i.allQlbs
+    .filter((o) => !(o.metadata?.namespace === namespace && o.metadata?.name === name))
+    .map((o) => ({ namespace: o.metadata?.namespace ?? '', name: o.metadata?.name ?? '', createdAt: created(o), spec: o.spec }));
+  return {
+    namespace,
+    name,
+    generation: meta.generation ?? 0,
+    createdAt: created(i.qlb),
+    annotations: meta.annotations ?? {},
+    spec: i.qlb.spec,
+    service,
+    endpointSlices,
+    records: i.records,
+    rotation: i.rotation,
+    keys: i.keys,
+    userKey: i.userKey,
+    freshKey: i.freshKey,
+    nodes,
+    otherClaims: claimsOf(others, nodes),
+    dataPlanes: i.dataPlanes.filter((d) => d.connected).map((d) => dataPlaneObservation(d, key, i.configsAt)),
+    now: i.now,
+  };
+}

@@ -1,0 +1,155 @@
+/**
+ * Publishes the reconciled load balancers to the config server, per node.
+ *
+ * Node rule: a data plane gets the load balancers whose `nodes` (spec.nodeSelector matched against the Node
+ * objects, minus nodes lost to a port conflict; desired.ts) include the node name of its Hello. Every Node the
+ * operator knows gets an entry (possibly an empty list: serve nothing); a data plane naming a node the API server
+ * does not know gets nothing at all (it keeps forwarding with its last good snapshot), so a typo in NODE_NAME never
+ * tears down listeners.
+ *
+ * Nothing is published until every load balancer that existed at start has been reconciled once (or the hold
+ * ends, `releaseHold()`): a restarted operator must not push a partial set that would close the others' listeners.
+ *
+ * A load balancer's content is compared without its version: an unchanged one publishes nothing new. Per version,
+ * it remembers each load balancer's config ids and fingerprints (what an ACK of that version means for rotation)
+ * and the correlation id of the reconcile that caused it, for the last HISTORY versions.
+ */
+import type { Logger } from 'pino';
+import { snapshotToJson, type DataplaneSnapshot } from '../../lib/config/snapshot.js';
+import type { InMemorySnapshotSource } from '../config-server/source.js';
+import { configFingerprint } from '../rotation/keys.js';
+
+const HISTORY = 256;
+
+interface Entry {
+  readonly snapshot: DataplaneSnapshot;
+  readonly canonical: string;
+  readonly nodes: readonly string[];
+  /** The global version at which this content was first published (0 while held). */
+  version: number;
+}
+
+export interface ConfigAck {
+  readonly configId: number;
+  readonly fingerprint: string;
+}
+
+export class SnapshotPublisher {
+  private readonly entries = new Map<string, Entry>();
+  private nodes: readonly string[] = [];
+  private readonly waitingFor: Set<string>;
+  private held: boolean;
+  private readonly history = new Map<number, { configs: Map<string, ConfigAck[]>; correlationIds: string[] }>();
+  private pendingCorrelation: string[] = [];
+
+  constructor(
+    private readonly source: InMemorySnapshotSource,
+    private readonly logger: Logger,
+    /** Load balancer keys that exist at start: publishing waits until each was set or removed. */
+    initialKeys: readonly string[],
+  ) {
+    this.waitingFor = new Set(initialKeys);
+    this.held = this.waitingFor.size > 0;
+  }
+
+  get isHeld(): boolean {
+    return this.held;
+  }
+
+  /** The node names the API server knows. */
+  setNodes(names: readonly string[]): void {
+    const sorted = [...names].sort();
+    if (sorted.join('\0') === this.nodes.join('\0')) return;
+    this.nodes = sorted;
+    this.publish('nodes changed');
+  }
+
+  /** Sets one load balancer; returns the version its current content was published at (0 while held). */
+  set(key: string, snapshot: DataplaneSnapshot, nodes: readonly string[], correlationId: string): number {
+    const canonical = JSON.stringify(snapshotToJson({ ...snapshot, version: 0 }));
+    const prev = this.entries.get(key);
+    this.waitingFor.delete(key);
+    if (prev && prev.canonical === canonical && prev.nodes.join('\0') === [...nodes].sort().join('\0')) {
+      this.maybeRelease();
+      return prev.version;
+    }
+    const entry: Entry = { snapshot, canonical, nodes: [...nodes].sort(), version: 0 };
+    this.entries.set(key, entry);
+    this.pendingCorrelation.push(correlationId);
+    if (!this.maybeRelease()) this.publish(key);
+    return entry.version;
+  }
+
+  /** Drops one load balancer (deleted, or no longer buildable); returns the version published (0 while held or unchanged). */
+  remove(key: string, correlationId: string): number {
+    this.waitingFor.delete(key);
+    if (!this.entries.delete(key)) {
+      this.maybeRelease();
+      return 0;
+    }
+    this.pendingCorrelation.push(correlationId);
+    if (this.maybeRelease()) return this.source.version();
+    return this.publish(key);
+  }
+
+  /** Ends the start-up hold (e.g. after a timeout) and publishes what there is. */
+  releaseHold(): void {
+    if (!this.held) return;
+    this.held = false;
+    this.waitingFor.clear();
+    this.publish('start-up hold ended');
+  }
+
+  /** Config ids and fingerprints of `key` in `version`, or null when that version is not remembered. */
+  configsAt(version: number, key: string): readonly ConfigAck[] | null {
+    const h = this.history.get(version);
+    if (!h) return null;
+    return h.configs.get(key) ?? [];
+  }
+
+  correlationIdsOf(version: number): readonly string[] {
+    return this.history.get(version)?.correlationIds ?? [];
+  }
+
+  /** The version at which `key`'s current content was published, or null when it is not published. */
+  versionOf(key: string): number | null {
+    const e = this.entries.get(key);
+    return e && e.version > 0 ? e.version : null;
+  }
+
+  private maybeRelease(): boolean {
+    if (this.held && this.waitingFor.size === 0) {
+      this.held = false;
+      this.publish('start-up set complete');
+      return true;
+    }
+    return false;
+  }
+
+  private publish(why: string): number {
+    if (this.held) return 0;
+    const correlationIds = this.pendingCorrelation;
+    this.pendingCorrelation = [];
+    const version = this.source.publish((v) => {
+      const byNode = new Map<string, DataplaneSnapshot[]>(this.nodes.map((n) => [n, []]));
+      for (const e of this.entries.values()) {
+        const s = { ...e.snapshot, version: v };
+        for (const n of e.nodes) byNode.get(n)?.push(s);
+      }
+      for (const list of byNode.values()) list.sort((a, b) => (a.name < b.name ? -1 : 1));
+      return { byNode };
+    });
+    const configs = new Map<string, ConfigAck[]>();
+    for (const [key, e] of this.entries) {
+      if (e.version === 0) e.version = version;
+      configs.set(key, e.snapshot.configs.map((c) => ({ configId: c.config.configId, fingerprint: configFingerprint(c.config) })));
+    }
+    this.history.set(version, { configs, correlationIds });
+    for (const v of this.history.keys()) {
+      if (this.history.size <= HISTORY) break;
+      this.history.delete(v);
+    }
+    this.logger.info({ version, why, correlationIds, loadBalancers: this.entries.size, nodes: this.nodes.length }, 'snapshot published');
+    return version;
+  }
+}

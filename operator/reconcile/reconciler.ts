@@ -1,0 +1,271 @@
+/**
+ * One reconcile of one QuicLoadBalancer key (namespace/name), run from the work queue:
+ *
+ *   gone           -> drop it from the snapshots
+ *   being deleted  -> teardown (snapshots, records, configs Secret, pod annotations), then remove the finalizer
+ *   otherwise      -> add the finalizer; read the durable records; observe; computeDesired(); write only what
+ *                     differs, in the order that keeps every step safe to repeat: server-ID records, configs Secret
+ *                     (keys durable before any data plane or backend uses them), pod annotations, snapshot, status,
+ *                     then the Events and audit lines of what was recorded.
+ *
+ * A 409 on a records or Secret write (another writer, a stale cache) requeues at once: the next run re-reads. Every
+ * run has a correlation id that the publisher and the ACK log lines repeat.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import { ConfigError } from '../../lib/quiclb/config.js';
+import type { DataPlaneView } from '../config-server/cache.js';
+import { idSpaceSize } from '../allocation/server-ids.js';
+import type { Owner, ServerIdStore } from '../allocation/store.js';
+import type { EventRecorder } from '../kube/events.js';
+import { isConflict, isNotFound, type Informers, type QuicLoadBalancerObject } from '../kube/informers.js';
+import type { SecretStore } from '../kube/secrets.js';
+import type { ObjectWriter } from '../kube/writers.js';
+import type { OperatorMetrics } from '../metrics.js';
+import type { Verdict } from '../queue/work-queue.js';
+import { generateKey } from '../rotation/keys.js';
+import type { Condition } from '../status/conditions.js';
+import { DEGRADED } from '../status/degraded.js';
+import { buildStatus } from '../status/status.js';
+import { computeDesired, statusFacts, type Desired } from './desired.js';
+import { addFinalizer, hasFinalizer, isDeleting, isStale, removeFinalizer } from './finalizer.js';
+import { observe } from './observe.js';
+import type { SnapshotPublisher } from './publisher.js';
+import { GROUP, KIND, readSpec, SERVER_ID_ANNOTATION, VERSION } from './spec.js';
+
+export interface ReconcilerDeps {
+  readonly informers: Informers;
+  readonly ids: ServerIdStore;
+  readonly secrets: SecretStore;
+  readonly writer: ObjectWriter;
+  readonly events: EventRecorder;
+  readonly publisher: SnapshotPublisher;
+  readonly dataPlanes: () => readonly DataPlaneView[];
+  readonly metrics: OperatorMetrics;
+  readonly logger: Logger;
+  readonly now?: () => number;
+  readonly freshKey?: () => Uint8Array;
+  /** Reconcile every load balancer at least this often (health verdicts, rotation clocks). Default 30 s. */
+  readonly resyncMs?: number;
+}
+
+class Stage extends Error {
+  constructor(
+    readonly stage: string,
+    override readonly cause: unknown,
+  ) {
+    super(`${stage}: ${cause instanceof Error ? cause.message : String(cause)}`);
+  }
+}
+
+async function step<T>(stage: string, f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    throw new Stage(stage, e);
+  }
+}
+
+export class Reconciler {
+  private readonly now: () => number;
+  private readonly freshKey: () => Uint8Array;
+  private readonly resyncMs: number;
+  /** The last spec problem reported per key and generation (one Event per generation, not per run). */
+  private readonly specProblems = new Map<string, string>();
+
+  constructor(private readonly d: ReconcilerDeps) {
+    this.now = d.now ?? Date.now;
+    this.freshKey = d.freshKey ?? generateKey;
+    this.resyncMs = d.resyncMs ?? 30_000;
+  }
+
+  async reconcile(key: string): Promise<Verdict> {
+    const correlationId = randomBytes(6).toString('hex');
+    const log = this.d.logger.child({ qlb: key, correlationId });
+    const started = performance.now();
+    try {
+      const v = await this.run(key, correlationId, log);
+      this.d.metrics.reconciles.inc({ result: v.kind === 'done' ? 'success' : 'requeue' });
+      return v;
+    } catch (e) {
+      const stage = e instanceof Stage ? e.stage : 'internal';
+      const cause = e instanceof Stage ? e.cause : e;
+      if (isConflict(cause) || isStale(cause)) {
+        this.d.metrics.reconciles.inc({ result: 'conflict' });
+        log.info({ stage }, 'write lost to a newer version: re-reading');
+        return { kind: 'requeue-after', ms: 50 };
+      }
+      this.d.metrics.reconciles.inc({ result: 'error' });
+      this.d.metrics.errors.inc({ stage });
+      log.warn({ stage, err: cause instanceof Error ? cause.message : String(cause) }, 'reconcile failed');
+      return { kind: 'retry', error: cause };
+    } finally {
+      this.d.metrics.reconcileSeconds.set((performance.now() - started) / 1000);
+    }
+  }
+
+  private async run(key: string, correlationId: string, log: Logger): Promise<Verdict> {
+    const slash = key.indexOf('/');
+    const namespace = key.slice(0, slash);
+    const name = key.slice(slash + 1);
+    const qlb = this.d.informers.qlbs.get(name, namespace);
+    if (!qlb) {
+      this.d.publisher.remove(key, correlationId);
+      this.specProblems.delete(key);
+      return { kind: 'done' };
+    }
+    if (isDeleting(qlb)) return this.teardown(qlb, key, correlationId, log);
+    if (!hasFinalizer(qlb)) {
+      await step('finalizer', () => addFinalizer(this.d.writer, qlb));
+      // The update event brings the object back with the finalizer.
+      return { kind: 'done' };
+    }
+    const uid = qlb.metadata!.uid!;
+    const owner: Owner = { apiVersion: `${GROUP}/${VERSION}`, kind: KIND, name, uid };
+    const regarding = { namespace, name, uid };
+
+    let spec;
+    try {
+      spec = readSpec(qlb.spec);
+      this.specProblems.delete(key);
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      const note = `invalid spec, last good configuration kept: ${e.message}`;
+      const marker = `${qlb.metadata?.generation ?? 0}:${note}`;
+      if (this.specProblems.get(key) !== marker) {
+        this.specProblems.set(key, marker);
+        await this.d.events.record(regarding, 'Warning', 'InvalidSpec', note);
+        log.warn({ err: e.message }, 'invalid spec');
+      }
+      this.d.metrics.errors.inc({ stage: 'spec' });
+      return { kind: 'requeue-after', ms: this.resyncMs };
+    }
+
+    const stored = await step('read', () => this.d.ids.read(namespace, name));
+    const configs = await step('read', () => this.d.secrets.readConfigs(namespace, name));
+    const userKey = spec.encryption.keySecretRef ? await step('read', () => this.d.secrets.readUserKey(namespace, spec.encryption.keySecretRef!)) : null;
+    const now = this.now();
+    const desired = computeDesired(
+      observe({
+        qlb,
+        services: this.d.informers.services.list(namespace),
+        slices: this.d.informers.slices.list(namespace),
+        allQlbs: this.d.informers.qlbs.list(),
+        nodes: this.d.informers.nodes.list(),
+        records: stored.records,
+        rotation: configs.state,
+        keys: configs.keys,
+        userKey,
+        freshKey: this.freshKey(),
+        dataPlanes: this.d.dataPlanes(),
+        configsAt: (v) => this.d.publisher.configsAt(v, key),
+        now,
+      }),
+    );
+
+    // 1. Server-ID records.
+    if (desired.allocation?.changed) {
+      await step('records', () => this.d.ids.write(namespace, owner, spec.connectionIds.serverIdLength, desired.allocation!.records, stored.resourceVersion));
+      this.d.metrics.allocations.inc({ kind: 'assigned' }, desired.allocation.allocated.length);
+      this.d.metrics.allocations.inc({ kind: 'released' }, desired.allocation.releasedNow.length);
+      log.info({ assigned: desired.allocation.allocated.length, released: desired.allocation.releasedNow.length, records: desired.allocation.records.assigned.length }, 'server-ID records written');
+    }
+    // 2. Configs Secret (keys stored before anyone uses them).
+    if (desired.configsSecretData && !sameData(desired.configsSecretData, configs.data)) {
+      await step('secret', () => this.d.secrets.writeConfigs(namespace, owner, { ...desired.configsSecretData! }, configs.resourceVersion));
+      for (const a of desired.rotation.actions) if (a.kind !== 'waiting-for-acks' && a.kind !== 'blocked') this.d.metrics.rotations.inc({ phase: a.kind });
+    }
+    // 3. Pod annotations.
+    await step('pods', () => this.annotatePods(namespace, desired));
+    // 4. Snapshot.
+    if (desired.snapshot) this.d.publisher.set(key, desired.snapshot, desired.nodes, correlationId);
+    const snapshotVersion = this.d.publisher.versionOf(key);
+    // 5. Status.
+    const serving = new Set(desired.nodes);
+    const views = this.d.dataPlanes().filter((v) => v.connected && serving.has(v.hello?.nodeName ?? ''));
+    const facts = statusFacts(desired, {
+      snapshotVersion,
+      dataPlanes: views.map((v) => ({
+        identity: v.identity,
+        ackedVersion: v.appliedVersion,
+        rejection: v.lastNack ? { version: v.lastNack.version, error: `${v.lastNack.field ? `${v.lastNack.field}: ` : ''}${v.lastNack.message}` } : null,
+      })),
+    });
+    const previous = (qlb.status?.conditions ?? []) as Condition[];
+    const status = buildStatus({
+      facts,
+      previousConditions: previous,
+      rotation: desired.rotation.state,
+      ...(desired.allocation
+        ? { serverIds: { assigned: desired.allocation.records.assigned.length, quarantined: desired.allocation.records.released.length, capacity: idSpaceSize(spec.connectionIds.serverIdLength) } }
+        : {}),
+      now,
+    });
+    if (canonical(status) !== canonical(stripUnknown(qlb.status, status))) {
+      await step('status', () => this.d.writer.applyStatus(namespace, name, status));
+    }
+    // 6. Events and audit lines for what was recorded.
+    const before = previous.find((c) => c.type === DEGRADED);
+    const after = status.conditions.find((c) => c.type === DEGRADED);
+    const degradedChanged = after !== undefined && after.status === 'True' && (before?.status !== 'True' || before.reason !== after.reason || before.message !== after.message);
+    for (const n of desired.events) {
+      if (n.kind === 'state' && !degradedChanged) continue;
+      if (n.audit) log.info({ audit: true, reason: n.reason, message: n.message, trigger: desired.rotation.state.lastTriggers }, 'key lifecycle');
+      await this.d.events.record(regarding, n.type, n.reason, n.message);
+    }
+    log.debug({ snapshotVersion, servers: desired.snapshot?.servers.length ?? 0, nodes: desired.nodes.length, requeueAfterMs: desired.requeueAfterMs }, 'reconciled');
+    return { kind: 'requeue-after', ms: Math.min(this.resyncMs, desired.requeueAfterMs ?? Infinity) };
+  }
+
+  private async annotatePods(namespace: string, desired: Desired): Promise<void> {
+    for (const [pod, serverId] of desired.podServerIds) {
+      const cached = this.d.informers.pods.get(pod, namespace);
+      if (cached?.metadata?.annotations?.[SERVER_ID_ANNOTATION] === serverId) continue;
+      try {
+        await this.d.writer.annotatePod(namespace, pod, serverId);
+      } catch (e) {
+        if (!isNotFound(e)) throw e; // a pod already gone: its ID is released on a later run
+      }
+    }
+  }
+
+  private async teardown(qlb: QuicLoadBalancerObject, key: string, correlationId: string, log: Logger): Promise<Verdict> {
+    const namespace = qlb.metadata!.namespace!;
+    const name = qlb.metadata!.name!;
+    const version = this.d.publisher.remove(key, correlationId);
+    this.specProblems.delete(key);
+    if (!hasFinalizer(qlb)) return { kind: 'done' };
+    const stored = await step('read', () => this.d.ids.read(namespace, name)).catch(() => null);
+    for (const a of stored?.records.assigned ?? []) {
+      const pod = this.d.informers.pods.get(a.podName, namespace);
+      if (pod?.metadata?.uid !== a.podUid || pod.metadata?.annotations?.[SERVER_ID_ANNOTATION] !== a.id) continue;
+      await step('pods', () => this.d.writer.annotatePod(namespace, a.podName, null).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(e))));
+    }
+    await step('records', () => this.d.ids.remove(namespace, name));
+    await step('secret', () => this.d.secrets.removeConfigs(namespace, name));
+    await step('finalizer', () => removeFinalizer(this.d.writer, qlb));
+    log.info({ version }, 'torn down, finalizer removed');
+    return { kind: 'done' };
+  }
+}
+
+function sameData(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>> | null): boolean {
+  if (b === null) return false;
+  const ka = Object.keys(a);
+  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
+}
+
+/** The stored status restricted to the fields the operator writes (so fields it does not own never force a write). */
+function stripUnknown(stored: unknown, written: object): unknown {
+  if (stored === null || typeof stored !== 'object') return stored;
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(written)) if (k in (stored as Record<string, unknown>)) out[k] = (stored as Record<string, unknown>)[k];
+  return out;
+}
+
+/** JSON with object keys sorted (the API server may return fields in another order than written). */
+function canonical(v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) =>
+    x !== null && typeof x === 'object' && !Array.isArray(x) ? Object.fromEntries(Object.entries(x as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : x,
+  );
+}

@@ -1,0 +1,98 @@
+/**
+ * The data-plane side of test/integration/operator.test.ts, run inside a private network namespace
+ * (`unshare -rn`, so nothing touches the host's network): the API server refuses loopback addresses in
+ * EndpointSlices, so the test's "pod IPs" are addresses the namespace puts on its own `lo` (given in POD_IPS), and
+ * the data plane, the backend sockets and the client all live there. The data plane reaches the operator's config
+ * server on the host through a TCP relay to a Unix socket (Unix sockets cross network namespaces); TLS stays end
+ * to end.
+ *
+ * Protocol: JSON lines. Out: {"ready":true}, {"dp": "<data-plane log line>"}, {"id": n, "ms": t} (-1: not
+ * delivered). In: {"id": n, "op": "send", "dcid": hex, "port": listenPort, "backend": ip, "timeoutMs": t} sends
+ * short-header datagrams with that DCID to 127.0.0.1:port until the backend on `ip` receives one.
+ * Ends (killing the data plane) on stdin end or SIGTERM.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createSocket, type Socket } from 'node:dgram';
+import { once } from 'node:events';
+import { connect, createServer } from 'node:net';
+import { createInterface } from 'node:readline';
+import { shortPacket, vnFor } from '../dataplane/helpers.js';
+
+const env = (k: string): string => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set`);
+  return v;
+};
+const socketPath = env('RELAY_SOCKET');
+const relayPort = Number(env('RELAY_PORT'));
+const podIps = env('POD_IPS').split(',');
+const backendPort = Number(env('BACKEND_PORT'));
+const dataplaneArgs = JSON.parse(env('DATAPLANE_ARGS')) as string[];
+
+const out = (o: unknown) => process.stdout.write(JSON.stringify(o) + '\n');
+
+const relay = createServer((c) => {
+  const up = connect(socketPath);
+  c.pipe(up).pipe(c);
+  const end = () => {
+    c.destroy();
+    up.destroy();
+  };
+  c.on('error', end);
+  up.on('error', end);
+});
+relay.listen(relayPort, '127.0.0.1');
+await once(relay, 'listening');
+
+const received = new Map<string, Set<string>>();
+const backends: Socket[] = [];
+for (const ip of podIps) {
+  const s = createSocket('udp4');
+  s.bind(backendPort, ip);
+  await once(s, 'listening');
+  const tags = new Set<string>();
+  received.set(ip, tags);
+  s.on('message', (m, r) => {
+    const vn = vnFor(m);
+    if (vn) s.send(vn, r.port, r.address);
+    else if (tags.size < 100_000) tags.add(m.subarray(m.length - 8).toString('hex'));
+  });
+  backends.push(s);
+}
+const client = createSocket('udp4');
+client.bind(0, '127.0.0.1');
+await once(client, 'listening');
+
+const dp = spawn(process.execPath, ['--import', 'tsx', 'cli/main.ts', 'dataplane', ...dataplaneArgs, '--operator', `localhost:${relayPort}`], {
+  env: { ...process.env, NODE_OPTIONS: '' },
+  stdio: ['ignore', 'pipe', 'pipe'],
+});
+for (const stream of [dp.stdout!, dp.stderr!]) createInterface({ input: stream }).on('line', (line) => out({ dp: line }));
+dp.on('exit', (code) => out({ dpExit: code }));
+
+function shutdown(): void {
+  dp.kill('SIGTERM');
+  setTimeout(() => process.exit(0), 2000).unref();
+  dp.on('exit', () => process.exit(0));
+}
+process.on('SIGTERM', shutdown);
+createInterface({ input: process.stdin })
+  .on('line', (line) => {
+    const cmd = JSON.parse(line) as { id: number; op: string; dcid: string; port: number; backend: string; timeoutMs: number };
+    if (cmd.op !== 'send') return;
+    void (async () => {
+      const tags = received.get(cmd.backend);
+      const t0 = Date.now();
+      while (tags && Date.now() - t0 < cmd.timeoutMs) {
+        const tag = randomBytes(8);
+        client.send(shortPacket(Buffer.from(cmd.dcid, 'hex'), { tag }), cmd.port, '127.0.0.1');
+        for (let i = 0; i < 20 && !tags.has(tag.toString('hex')); i++) await new Promise((r) => setTimeout(r, 5));
+        if (tags.has(tag.toString('hex'))) return out({ id: cmd.id, ms: Date.now() - t0 });
+      }
+      out({ id: cmd.id, ms: -1 });
+    })();
+  })
+  .on('close', shutdown);
+
+out({ ready: true });
