@@ -106,6 +106,7 @@ export class LeaderElector {
   private abort = new AbortController();
   private loopDone: Promise<void> = Promise.resolve();
   private stoppedCallback: Promise<void> = Promise.resolve();
+  private stopping: Promise<void> = Promise.resolve();
   private failing = false;
   private acquiredCount = 0;
   private lostCount = 0;
@@ -149,6 +150,7 @@ export class LeaderElector {
     return { acquired: this.acquiredCount, lost: this.lostCount };
   }
 
+  /** Starts campaigning. After stop(), start again only once stop() has resolved. */
   start(): void {
     if (this.running) return;
     this.running = true;
@@ -160,9 +162,14 @@ export class LeaderElector {
    * Stops the loop. A leader stops leading (onStoppedLeading, awaited) and then, unless release is false, releases
    * the Lease so a standby can take over at once.
    */
-  async stop(options: { release?: boolean } = {}): Promise<void> {
-    if (!this.running) return;
+  stop(options: { release?: boolean } = {}): Promise<void> {
+    if (!this.running) return this.stopping;
     this.running = false;
+    this.stopping = this.shutDown(options.release !== false);
+    return this.stopping;
+  }
+
+  private async shutDown(release: boolean): Promise<void> {
     this.abort.abort();
     this.wake?.();
     const wasLeader = this.leading;
@@ -170,7 +177,7 @@ export class LeaderElector {
     await this.stoppedCallback;
     await this.loopDone;
     // Also when a write that named us holder landed as we stopped, without our ever leading on it.
-    if (options.release !== false && (wasLeader || this.observedHolderValue === this.identity)) await this.release();
+    if (release && (wasLeader || this.observedHolderValue === this.identity)) await this.release();
   }
 
   private async loop(): Promise<void> {
@@ -274,7 +281,7 @@ export class LeaderElector {
     this.ours = written;
     if (this.failing) this.logger?.info('Lease API reachable again');
     this.failing = false;
-    if (!this.running) return; // stop() ran while this request was in flight: a standby takes over on expiry
+    if (!this.running) return; // stop() ran while this request was in flight: never lead on it (stop() releases it)
     const remaining = sentAt + this.renewDeadlineMs - performance.now();
     if (remaining <= 0) return; // too old to lead on; the next attempt renews afresh
     clearTimeout(this.stepDownTimer);

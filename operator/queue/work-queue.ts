@@ -147,7 +147,8 @@ export class WorkQueue<K extends string> {
 
   /**
    * Drops the key's pending runs (now and later) and its failure count, e.g. when its object is gone for good.
-   * A run in flight finishes but is not repeated for adds made before forget().
+   * A run in flight finishes and its verdict still applies (a 'retry' schedules one more run, which finds the
+   * object gone), but adds made before forget() do not repeat it.
    */
   forget(key: K): void {
     this.cancelDelayed(key);

@@ -16,7 +16,7 @@ import { adminKubeConfig, createNamespace, deleteNamespace, serviceAccountKubeCo
 const LEASE_SECONDS = 5;
 const RENEW_DEADLINE_SECONDS = 3;
 const RETRY_SECONDS = 0.5;
-const LEASES = ['race', 'release', 'crash', 'rbac', 'unreachable'];
+const LEASES = ['race', 'release', 'crash', 'taken', 'rbac', 'unreachable'];
 
 interface Interval {
   who: string;
@@ -251,6 +251,28 @@ describe('LeaderElector on a real Lease', () => {
     const after = await readLease('crash');
     expect(after.spec?.holderIdentity).toBe('replica-b');
     expect(after.spec?.leaseTransitions).toBe(1);
+  });
+
+  it('a leader whose Lease another holder wrote (its renewal gets 409) stops leading at its next renewal', async () => {
+    const a = candidate(kcs.get('elector-a')!, ns, 'taken', 'replica-a');
+    a.start();
+    await waitFor('a leads', async () => (a.isLeader ? true : undefined), 10000, 20);
+    const lease = await readLease('taken');
+    const now = new k8s.V1MicroTime();
+    await coord.replaceNamespacedLease({
+      name: 'taken',
+      namespace: ns,
+      body: { ...lease, spec: { ...lease.spec, holderIdentity: 'intruder', renewTime: now, acquireTime: now } },
+    });
+    const written = performance.now();
+    await waitFor('a steps down', async () => (a.isLeader ? undefined : true), 5000, 10);
+    const lostAfter = intervals.get('taken')![0].end! - written;
+    figures.push(`Lease taken by another holder: leader stopped ${lostAfter.toFixed(0)} ms after the foreign write`);
+    expect(lostAfter).toBeLessThan(RETRY_SECONDS * 1000 + 500); // at its next renewal, long before its renew deadline
+    expect(a.observedHolder).toBe('intruder');
+    await sleep(1000);
+    expect(a.isLeader).toBe(false); // the intruder's Lease has not expired: a waits as a candidate
+    expect((await readLease('taken')).spec?.holderIdentity).toBe('intruder');
   });
 
   it('a leader whose renewals are refused (RBAC revoked) stops leading before the Lease expires; the standby starts after expiry', async () => {
