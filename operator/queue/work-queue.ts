@@ -189,7 +189,7 @@ export class WorkQueue<K extends string> {
       // (synchronously) then marks it dirty instead of starting a second run.
       const run = Promise.resolve().then(() => this.runOnce(key)).finally(() => {
         this.inFlight.delete(key);
-        if (this.dirty.delete(key) && this.running) this.add(key);
+        if (this.dirty.delete(key)) this.add(key); // runs now, or from the next start() if stopped meanwhile
         else this.pump();
       });
       this.inFlight.set(key, run);
