@@ -1,7 +1,7 @@
 /**
  * bench:flood - established QUIC-LB connections under a spoofed-source flood (issue 10).
  *
- *   npm run bench:flood -- [--established 50] [--rate 10000] [--seconds 10] [--nofile 1024:1048576]
+ *   npm run bench:flood -- [--established 50] [--rate 10000] [--seconds 10] [--nofile 1024:1048576] [--new-flow-rate R]
  *
  * Runs inside a network namespace of its own (re-executes itself under `unshare -n`, loopback only; needs root or
  * user namespaces). `quiclb standalone` (one process, default flow settings) forwards to two echo backends that
@@ -30,6 +30,7 @@ const { values: opt } = parseArgs({
     rate: { type: 'string', default: '10000' },
     seconds: { type: 'string', default: '10' },
     nofile: { type: 'string' },
+    'new-flow-rate': { type: 'string' },
     backend: { type: 'string' },
     key: { type: 'string' },
   },
@@ -180,6 +181,7 @@ servers:
   - { id: s1, address: "127.0.0.1:${backendPorts[0]}", server_id: "0001" }
   - { id: s2, address: "127.0.0.1:${backendPorts[1]}", server_id: "0002" }
 monitoring: { prometheus_port: 0, address: 127.0.0.1, health_check: { enabled: false } }
+${opt['new-flow-rate'] !== undefined ? `flows: { unconfirmed: { rate: ${Number(opt['new-flow-rate'])} } }` : ''}
 logging: { level: info }
 `,
 );
@@ -255,6 +257,7 @@ const floodStats = JSON.parse(floodOut.trim() || '{}') as { sent?: number; secon
 
 const rows: [string, string][] = [
   ['established connections', `${N} (a short header every 20 ms each)`],
+  ['flows.unconfirmed.rate', opt['new-flow-rate'] ?? 'default (1000/s)'],
   ['spoofed flood', `${floodStats.sent ?? '?'} Initials from random 127/8 sources in ${floodStats.seconds ?? '?'} s (target ${M}/s)`],
   ['established datagrams sent / answered', `${sent} / ${received}`],
   ['established-flow loss', `${(((sent - received) / Math.max(1, sent)) * 100).toFixed(3)} %`],

@@ -67,12 +67,12 @@ export interface FlowSettings {
   readonly unconfirmedTimeoutMs?: number;
   /** Unconfirmed flows per client address (default 256). */
   readonly maxUnconfirmedPerSource?: number;
-  /** New flows per second per process (token bucket, burst of one second's worth; default 5000; 0 = no limit). */
+  /** New flows per second per process (token bucket, burst of one second's worth; default 1000; 0 = no limit). */
   readonly newFlowRate?: number;
 }
 
 /** Default FlowSettings.newFlowRate: new flows per second per process. */
-export const DEFAULT_NEW_FLOW_RATE = 5000;
+export const DEFAULT_NEW_FLOW_RATE = 1000;
 
 /** FlowSettings with the defaults of the optional bounds filled in. */
 export function effectiveFlowSettings(f: FlowSettings): Required<FlowSettings> {

@@ -71,7 +71,7 @@ describe('fuzz', () => {
   it('routes 1,000,000 random and mutated datagrams through the Router: no throw, every one counted', () => {
     const N = 1_000_000;
     const next = rng(0x5eed1234);
-    const router = new Router(snapshot(SERVERS, { configs: CONFIGS, flows: { maxFlows: 5000, idleTimeoutMs: 2000 } }), undefined, 0);
+    const router = new Router(snapshot(SERVERS, { configs: CONFIGS, flows: { maxFlows: 5000, idleTimeoutMs: 2000, newFlowRate: 0 } }), undefined, 0);
     const seeds = corpus();
     const learner = router.getServer('c')!;
     // Random bytes to cut datagrams from, and one scratch buffer that mutated copies are made in.

@@ -34,6 +34,8 @@ writeFileSync(
     name: 'flood',
     servers: [`  - { id: a, address: "127.0.0.1:${backends[0].port}", server_id: "0001" }`, `  - { id: b, address: "127.0.0.1:${backends[1].port}", server_id: "0002" }`],
     healthCheck: '{ enabled: false }',
+    // no new-flow rate limit: this scenario exercises the descriptor and port caps
+    extra: 'flows: { unconfirmed: { rate: 0 } }\n',
   }),
 );
 const logLines: string[] = [];
