@@ -187,11 +187,14 @@ export class WorkQueue<K extends string> {
       this.ready.delete(key);
       // The run starts on a microtask, after the key is marked in flight: a process() that adds its own key
       // (synchronously) then marks it dirty instead of starting a second run.
-      const run = Promise.resolve().then(() => this.runOnce(key)).finally(() => {
-        this.inFlight.delete(key);
-        if (this.dirty.delete(key)) this.add(key); // runs now, or from the next start() if stopped meanwhile
-        else this.pump();
-      });
+      const run = Promise.resolve()
+        .then(() => this.runOnce(key))
+        .catch((err: unknown) => this.logger?.error({ key, err }, 'work queue bookkeeping failed'))
+        .finally(() => {
+          this.inFlight.delete(key);
+          if (this.dirty.delete(key)) this.add(key); // runs now, or from the next start() if stopped meanwhile
+          else this.pump();
+        });
       this.inFlight.set(key, run);
     }
   }
@@ -217,7 +220,7 @@ export class WorkQueue<K extends string> {
       this.addAfter(key, verdict.ms);
       return;
     }
-    const error = verdict?.kind === 'retry' ? verdict.error : new Error(`invalid verdict ${JSON.stringify(verdict)}`);
+    const error = verdict?.kind === 'retry' ? verdict.error : new Error(`invalid verdict (kind ${String((verdict as { kind?: unknown } | null)?.kind)})`);
     const failures = (this.failures.get(key) ?? 0) + 1;
     this.failures.set(key, failures);
     const delayMs = backoffDelay(failures, this.baseDelayMs, this.maxDelayMs, this.random());
