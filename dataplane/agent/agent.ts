@@ -16,6 +16,7 @@ import { Snapshot, type Hello } from '../../proto/gen/quiclb/v1/distribution.js'
 import { clientCredentials } from '../../proto/tls.js';
 import { createLogger, type Logger } from '../logging.js';
 import { MonitoringServer, type Readiness } from '../monitoring.js';
+import type { HealthState } from '../router.js';
 import { agentMetrics } from './agent-metrics.js';
 import type { BackoffOptions } from './backoff.js';
 import { InProcessEngine, WorkerEngine, type LbEngine } from './engines.js';
@@ -99,8 +100,8 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
   let stream: OperatorStream | null = null;
   const counters = agentMetrics(registry, () => stream, () => inForce?.version ?? null);
 
-  const makeEngine = (): LbEngine =>
-    workers > 1 ? new WorkerEngine(workers, logger, () => String(logger.level)) : new InProcessEngine(logger, registry);
+  const makeEngine = (_name: string, health: ReadonlyMap<string, HealthState>): LbEngine =>
+    workers > 1 ? new WorkerEngine(workers, logger, () => String(logger.level), health) : new InProcessEngine(logger, registry);
   const lbs = new LoadBalancerSet({ makeEngine, logger, registry, followVerdicts: () => stream?.connected === true });
   const store = options.stateDir ? new SnapshotStore(options.stateDir) : null;
 

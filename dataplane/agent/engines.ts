@@ -53,9 +53,9 @@ export class InProcessEngine implements LbEngine {
 
 export class WorkerEngine implements LbEngine {
   private readonly pool: WorkerPool;
-  private readonly health = new Map<string, HealthState>();
-  constructor(count: number, logger: Logger, logLevel: () => string) {
-    this.pool = new WorkerPool({ count, logger, logLevel, health: () => new Map(this.health) });
+  /** `health`: what was last set per server of the snapshot in force (kept by the caller), for (re)started workers. */
+  constructor(count: number, logger: Logger, logLevel: () => string, health: ReadonlyMap<string, HealthState>) {
+    this.pool = new WorkerPool({ count, logger, logLevel, health: () => new Map(health) });
   }
   async start(s: DataplaneSnapshot) {
     try {
@@ -75,7 +75,6 @@ export class WorkerEngine implements LbEngine {
     return this.pool.addresses();
   }
   setHealth(server: string, state: HealthState) {
-    this.health.set(server, state);
     this.pool.broadcastHealth(server, state);
   }
   readiness() {

@@ -21,7 +21,7 @@ export interface LoadBalancer {
   snapshot: DataplaneSnapshot;
   engine: LbEngine;
   readonly checker: HealthChecker;
-  /** Health last given to the engine, per server. */
+  /** Health last given to the engine, per server of the snapshot in force (servers that left are dropped). */
   readonly pushed: Map<string, HealthState>;
 }
 
@@ -32,7 +32,8 @@ export interface ApplyFailure {
 }
 
 export interface LoadBalancerSetOptions {
-  readonly makeEngine: (name: string) => LbEngine;
+  /** `health` is the load balancer's `pushed` map: the engine may read it, never write it. */
+  readonly makeEngine: (name: string, health: ReadonlyMap<string, HealthState>) => LbEngine;
   readonly logger: Logger;
   readonly registry: Registry;
   /** True while the operator's verdicts rule (it is connected). */
@@ -96,7 +97,7 @@ export class LoadBalancerSet {
       for (const lb of stopFirst) {
         await lb.engine.stop();
         undo.push(async () => {
-          const engine = this.options.makeEngine(lb.name);
+          const engine = this.options.makeEngine(lb.name, lb.pushed);
           await engine.start(lb.snapshot);
           lb.engine = engine;
           lb.pushed.clear();
@@ -123,7 +124,8 @@ export class LoadBalancerSet {
             this.syncHealth(lb);
           });
         } else {
-          const engine = this.options.makeEngine(s.name);
+          const pushed = new Map<string, HealthState>();
+          const engine = this.options.makeEngine(s.name, pushed);
           try {
             await engine.start(s);
           } catch (e) {
@@ -131,7 +133,7 @@ export class LoadBalancerSet {
             throw e;
           }
           const checker = new HealthChecker(s.health, logger, s.name, this.options.registry);
-          const created: LoadBalancer = { name: s.name, snapshot: s, engine, checker, pushed: new Map() };
+          const created: LoadBalancer = { name: s.name, snapshot: s, engine, checker, pushed };
           this.syncHealth(created);
           started.push(created);
           undo.push(async () => {

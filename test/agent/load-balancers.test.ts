@@ -1,0 +1,42 @@
+/**
+ * LoadBalancerSet (the agent's all-or-nothing apply): the health map an engine reads for (re)started worker
+ * processes holds only the servers of the snapshot in force. In Kubernetes servers are pods, so a map that kept
+ * every server ever seen would grow with every rollout and ride along to every restarted worker.
+ */
+import { afterAll, describe, expect, it } from '@jest/globals';
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { InProcessEngine } from '../../dataplane/agent/engines.js';
+import { LoadBalancerSet } from '../../dataplane/agent/load-balancers.js';
+import type { HealthState } from '../../dataplane/router.js';
+import { config, server, snapshot } from '../dataplane/helpers.js';
+import { freeUdpPort } from './fake-operator.js';
+
+const logger = pino({ level: 'silent' });
+const registry = new Registry();
+const given = new Map<string, ReadonlyMap<string, HealthState>>();
+const lbs = new LoadBalancerSet({
+  makeEngine: (name, health) => {
+    given.set(name, health);
+    return new InProcessEngine(logger, registry);
+  },
+  logger,
+  registry,
+  followVerdicts: () => true,
+});
+afterAll(() => lbs.stopAll());
+
+describe('LoadBalancerSet', () => {
+  it("gives each engine the health of its snapshot's servers only, servers that left dropped", async () => {
+    const port = await freeUdpPort();
+    const lb = (...names: string[]) =>
+      snapshot(
+        names.map((n, i) => server(n, (i + 1).toString(16).padStart(4, '0'), '127.0.0.1', 9, { verdict: 'unhealthy' })),
+        { name: 'alpha', listen: [{ host: '127.0.0.1', port, family: 4 }], configs: [{ config: config(), state: 'active' }] },
+      );
+    expect(await lbs.apply([lb('pod-1', 'pod-2')])).toBeNull();
+    expect(Object.fromEntries(given.get('alpha')!)).toEqual({ 'pod-1': 'unhealthy', 'pod-2': 'unhealthy' });
+    expect(await lbs.apply([lb('pod-2', 'pod-3')])).toBeNull();
+    expect([...given.get('alpha')!.keys()].sort()).toEqual(['pod-2', 'pod-3']);
+  });
+});
