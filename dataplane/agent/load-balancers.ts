@@ -157,9 +157,14 @@ export class LoadBalancerSet {
     for (const { s, lb } of steps) if (lb) lb.checker.update(s.servers, s.health);
     for (const lb of [...stopFirst, ...stopLast]) {
       this.lbs.delete(lb.name);
-      await lb.checker.stop();
-      if (stopLast.includes(lb)) await lb.engine.stop();
-      logger.info({ lb: lb.name }, 'load balancer removed');
+      try {
+        await lb.checker.stop();
+        if (stopLast.includes(lb)) await lb.engine.stop();
+        logger.info({ lb: lb.name }, 'load balancer removed');
+      } catch (e) {
+        // The snapshot is in force whatever this one's stop did: failing here would leave it applied but unanswered.
+        logger.error({ lb: lb.name, error: (e as Error).message }, 'load balancer removed, but it did not stop cleanly');
+      }
     }
     this.syncAllHealth();
     return null;
@@ -195,10 +200,15 @@ export class LoadBalancerSet {
     return this.list().flatMap((lb) => lb.checker.targetStates().map((target) => ({ lb: lb.name, target })));
   }
 
+  /** Stops every load balancer (one that fails to stop is logged; the others still stop). */
   async stopAll(): Promise<void> {
     for (const lb of this.list()) {
-      await lb.checker.stop();
-      await lb.engine.stop();
+      try {
+        await lb.checker.stop();
+        await lb.engine.stop();
+      } catch (e) {
+        this.options.logger.error({ lb: lb.name, error: (e as Error).message }, 'load balancer did not stop cleanly');
+      }
     }
     this.lbs.clear();
   }

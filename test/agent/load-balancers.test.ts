@@ -15,10 +15,17 @@ import { freeUdpPort } from './fake-operator.js';
 const logger = pino({ level: 'silent' });
 const registry = new Registry();
 const given = new Map<string, ReadonlyMap<string, HealthState>>();
+/** An engine whose stop() fails after stopping (a worker pool that cannot reap a process, say). */
+class FailingStop extends InProcessEngine {
+  override async stop() {
+    await super.stop();
+    throw new Error('stop failed');
+  }
+}
 const lbs = new LoadBalancerSet({
   makeEngine: (name, health) => {
     given.set(name, health);
-    return new InProcessEngine(logger, registry);
+    return name === 'beta' ? new FailingStop(logger, registry) : new InProcessEngine(logger, registry);
   },
   logger,
   registry,
@@ -38,5 +45,15 @@ describe('LoadBalancerSet', () => {
     expect(Object.fromEntries(given.get('alpha')!)).toEqual({ 'pod-1': 'unhealthy', 'pod-2': 'unhealthy' });
     expect(await lbs.apply([lb('pod-2', 'pod-3')])).toBeNull();
     expect([...given.get('alpha')!.keys()].sort()).toEqual(['pod-2', 'pod-3']);
+  });
+
+  it('a removed load balancer whose stop fails is still removed, and the snapshot is in force', async () => {
+    const port = await freeUdpPort();
+    const beta = snapshot([server('b', '0002', '127.0.0.1', 9)], { name: 'beta', listen: [{ host: '127.0.0.1', port, family: 4 }], configs: [{ config: config(), state: 'active' }] });
+    const alpha = lbs.get('alpha')!.snapshot;
+    expect(await lbs.apply([alpha, beta])).toBeNull();
+    expect(lbs.list().map((l) => l.name)).toEqual(['alpha', 'beta']);
+    expect(await lbs.apply([alpha])).toBeNull();
+    expect(lbs.list().map((l) => l.name)).toEqual(['alpha']);
   });
 });
