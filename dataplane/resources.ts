@@ -1,9 +1,10 @@
 /**
  * What the process can hold: descriptors (RLIMIT_NOFILE) and local UDP ports (the ephemeral range), which bound
  * the upstream sockets of the data plane (one per client flow and server, each holding one descriptor and one
- * port). Node has no setrlimit(): the soft limit is raised to the hard one with util-linux `prlimit --pid`
- * on this process (same user, so no privilege is needed to raise a soft limit up to the hard one), and read
- * back from /proc/self/limits. Linux only; elsewhere the limits are unknown and nothing is capped.
+ * port). Node raises the soft RLIMIT_NOFILE to the hard limit when it starts, but has no setrlimit() to do it
+ * later (when something lowered it, or Node could not): raiseNofileLimit() uses util-linux `prlimit --pid` on
+ * this process (same user, so no privilege is needed to raise a soft limit up to the hard one) and reads the
+ * result back from /proc/self/limits. Linux only; elsewhere the limits are unknown and nothing is capped.
  */
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
