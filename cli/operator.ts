@@ -6,20 +6,25 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 
 export const OPERATOR_HELP = `Usage:
   quiclb operator --config-listen ADDR --tls-dir DIR [--kubeconfig FILE] [--namespace NS]
-                  [--metrics-port N] [--log-level LEVEL]
+                  [--leader-elect [--lease-namespace NS] [--lease-name NAME]] [--metrics-port N] [--log-level LEVEL]
 
 Watches QuicLoadBalancers (quiclb.io/v1alpha1), their Services and EndpointSlices, Pods and Nodes; assigns server
 IDs, keeps the keys and configs Secret, annotates backend pods with quiclb.io/server-id, writes status and Events,
 and serves every data plane ('quiclb dataplane') the load balancers of its node over mutual TLS
 (docs/config-channel.md). A data plane gets the load balancers whose spec.nodeSelector selects the node its Hello
 names (a node unknown to the API server gets nothing). Logs one JSON line "operator running" with the bound
-addresses when ready; stops on SIGTERM/SIGINT.
+addresses when ready; stops on SIGTERM/SIGINT (releasing its Lease). With --leader-elect only the holder of the
+Lease acts and listens on --config-listen (it logs "leading: acting and serving snapshots"); a replica that loses
+the Lease exits with status 1 (to start again as a candidate).
 
 Options:
   --config-listen ADDR   where the config server listens, IP:PORT or [IPv6]:PORT (port 0: any free port)
   --tls-dir DIR          ca.crt (CA of the data planes' client certificates), tls.crt and tls.key (this server)
   --kubeconfig FILE      kubeconfig to use (default: in-cluster configuration, else $KUBECONFIG)
   --namespace NS         watch only this namespace (default: every namespace)
+  --leader-elect         act only while holding the Lease (run two or more replicas)
+  --lease-namespace NS   namespace of the Lease (default: $POD_NAMESPACE, else quiclb-system)
+  --lease-name NAME      name of the Lease (default quiclb-operator)
   --metrics-port N       serve /metrics and /healthz on the --config-listen host, port N (0: any free port)
   --log-level LEVEL      ${LOG_LEVELS.join(', ')} (default info)`;
 
@@ -45,6 +50,9 @@ export async function operatorCommand(argv: string[]): Promise<number> {
       'tls-dir': { type: 'string' },
       kubeconfig: { type: 'string' },
       namespace: { type: 'string' },
+      'leader-elect': { type: 'boolean' },
+      'lease-namespace': { type: 'string' },
+      'lease-name': { type: 'string' },
       'metrics-port': { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -57,6 +65,9 @@ export async function operatorCommand(argv: string[]): Promise<number> {
   }
   if (!values['config-listen']) throw new UsageError('--config-listen ADDR is required (e.g. 0.0.0.0:9443); see quiclb operator --help');
   if (!values['tls-dir']) throw new UsageError('--tls-dir DIR is required (ca.crt, tls.crt, tls.key)');
+  if (!values['leader-elect'] && (values['lease-namespace'] !== undefined || values['lease-name'] !== undefined)) {
+    throw new UsageError('--lease-namespace and --lease-name need --leader-elect');
+  }
   const metricsPort = intFlag('metrics-port', values['metrics-port']);
   if (metricsPort !== undefined && metricsPort > 65535) throw new UsageError('--metrics-port: must be 0..65535');
   const level = values['log-level'] ?? 'info';
@@ -78,14 +89,24 @@ export async function operatorCommand(argv: string[]): Promise<number> {
   const logger = operatorLogger(level);
   let running;
   try {
-    running = await runOperator({ kubeconfig: kc, configListen: values['config-listen'], tlsDir: values['tls-dir'], namespace: values.namespace ?? null, metricsPort, logger });
+    running = await runOperator({
+      kubeconfig: kc,
+      configListen: values['config-listen'],
+      tlsDir: values['tls-dir'],
+      namespace: values.namespace ?? null,
+      metricsPort,
+      logger,
+      ...(values['leader-elect']
+        ? { leaderElection: { namespace: values['lease-namespace'] ?? process.env.POD_NAMESPACE ?? 'quiclb-system', name: values['lease-name'] ?? 'quiclb-operator' } }
+        : {}),
+    });
   } catch (e) {
     if (e instanceof TlsDirError) throw new UsageError(e.message);
     logger.fatal({ err: (e as Error).message }, 'operator failed to start');
     return 1;
   }
-  const signal = await waitForStop();
-  logger.info({ signal }, 'stopping');
+  const why = await Promise.race([waitForStop(), running.lost.then(() => 'lost')]);
+  logger.info({ why }, 'stopping');
   await running.stop();
-  return 0;
+  return why === 'lost' ? 1 : 0;
 }

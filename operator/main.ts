@@ -3,18 +3,24 @@
  * a de-duplicating work queue; the reconciler writes records, Secrets, annotations and status, and publishes
  * per-node snapshots into an in-memory source that the config server (mTLS gRPC) streams to the data planes. The
  * data planes' ACKs, NACKs, health reports and connections requeue the load balancers so status follows them.
+ *
+ * With leader election only the Lease holder acts (reconciles, serves snapshots on --config-listen); standbys keep
+ * their informers warm and serve /metrics. A leader that loses the Lease stops acting and the run ends (`lost`).
  */
+import { randomBytes } from 'node:crypto';
 import type { Server as HttpServer } from 'node:http';
+import { hostname } from 'node:os';
 import * as k8s from '@kubernetes/client-node';
 import { pino, type Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { formatSocketAddress } from '../lib/config/address.js';
+import { formatSocketAddress, parseSocketAddress } from '../lib/config/address.js';
 import { serverCredentials } from '../proto/tls.js';
 import { ServerIdStore } from './allocation/store.js';
 import { ConfigServer, InMemorySnapshotSource, type BoundAddress } from './config-server/index.js';
 import { serveMetrics } from './config-server/metrics-http.js';
 import { EventRecorder } from './kube/events.js';
 import { keepRunning, makeInformers, objectKey, type Informers } from './kube/informers.js';
+import { LeaderElector, registerLeaderMetrics } from './kube/lease.js';
 import { SecretStore } from './kube/secrets.js';
 import { ObjectWriter } from './kube/writers.js';
 import { OperatorMetrics } from './metrics.js';
@@ -22,14 +28,31 @@ import { WorkQueue } from './queue/work-queue.js';
 import { SnapshotPublisher } from './reconcile/publisher.js';
 import { Reconciler } from './reconcile/reconciler.js';
 
+export interface LeaderElectionOptions {
+  /** Namespace of the Lease (the operator's own). */
+  readonly namespace: string;
+  /** Lease name. Default quiclb-operator (deploy/rbac.yaml grants exactly that one). */
+  readonly name?: string;
+  /** Unique per process: default POD_NAME (or the host name) plus a random suffix. */
+  readonly identity?: string;
+  readonly leaseSeconds?: number;
+  readonly renewDeadlineSeconds?: number;
+  readonly retrySeconds?: number;
+}
+
 export interface OperatorOptions {
   readonly kubeconfig: k8s.KubeConfig;
-  /** Where the config server listens (IP:PORT). */
+  /** Where the config server listens (IP:PORT) while this replica acts. */
   readonly configListen: string;
   readonly tlsDir: string;
   /** Watch one namespace only (null: every namespace). */
   readonly namespace: string | null;
-  /** Port of /metrics on the --config-listen host (undefined: none). */
+  /**
+   * Act only while holding this Lease (informers stay warm meanwhile). Losing it ends the run (`lost` resolves):
+   * as with client-go, a replica that lost its lease exits and starts again as a candidate.
+   */
+  readonly leaderElection?: LeaderElectionOptions;
+  /** Port of /metrics and /healthz on the --config-listen host (undefined: none); served by followers too. */
   readonly metricsPort?: number;
   readonly logger?: Logger;
   readonly logLevel?: string;
@@ -41,10 +64,12 @@ export interface OperatorOptions {
 }
 
 export interface RunningOperator {
-  readonly configAddress: BoundAddress;
+  /** The config server's address while this replica acts, else null. */
+  configAddress(): BoundAddress | null;
   readonly metricsAddress: string | null;
   readonly logger: Logger;
-  readonly configServer: ConfigServer;
+  /** Resolves when this replica lost its leadership (never without leader election). */
+  readonly lost: Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -63,24 +88,34 @@ function keysInNamespace(inf: Informers, namespace: string | undefined, serviceN
     .map(objectKey);
 }
 
+/** What exists only while this replica acts: the snapshots, the config server, the queue. */
+interface Term {
+  readonly publisher: SnapshotPublisher;
+  readonly configServer: ConfigServer;
+  readonly queue: WorkQueue<string>;
+  readonly address: BoundAddress;
+  readonly hold: ReturnType<typeof setTimeout>;
+}
+
 export async function runOperator(o: OperatorOptions): Promise<RunningOperator> {
   const logger = o.logger ?? operatorLogger(o.logLevel);
   const kc = o.kubeconfig;
   if (!kc.getCurrentCluster()) throw new Error('the kubeconfig names no cluster');
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
-
   const informers = makeInformers(kc, o.namespace);
-  const source = new InMemorySnapshotSource();
-  const configServer = new ConfigServer({ source, credentials: serverCredentials(o.tlsDir), logger: logger.child({ component: 'config-server' }), registry });
   const core = kc.makeApiClient(k8s.CoreV1Api);
-  let queue: WorkQueue<string> | null = null;
+  let term: Term | null = null;
   const metrics = new OperatorMetrics(registry, {
-    connectedDataPlanes: () => configServer.dataPlanes().filter((d) => d.connected).length,
-    queueLength: () => queue?.length ?? 0,
+    connectedDataPlanes: () => term?.configServer.dataPlanes().filter((d) => d.connected).length ?? 0,
+    queueLength: () => term?.queue.length ?? 0,
   });
+  const nodeNames = () => informers.nodes.list().map((n) => n.metadata?.name ?? '').filter((n) => n !== '');
+  const all = () => {
+    if (term) for (const k of informers.qlbs.list().map(objectKey)) term.queue.add(k);
+  };
+  const add = (k: string) => term?.queue.add(k);
 
-  // Informers first: the set of load balancers at start decides the publisher's start-up hold.
   const restarts = (what: string) => (e: unknown) => logger.warn({ informer: what, err: e instanceof Error ? e.message : String(e) }, 'watch failed: restarting');
   const keepers = [
     keepRunning(informers.qlbs, restarts('quicloadbalancers')),
@@ -89,93 +124,155 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
     keepRunning(informers.pods, restarts('pods')),
     keepRunning(informers.nodes, restarts('nodes')),
   ];
-  await Promise.all([informers.qlbs.start(), informers.services.start(), informers.slices.start(), informers.pods.start(), informers.nodes.start()]);
-  const initial = informers.qlbs.list().map(objectKey);
-  const publisher = new SnapshotPublisher(source, logger.child({ component: 'publisher' }), initial);
-  publisher.setNodes(informers.nodes.list().map((n) => n.metadata?.name ?? '').filter((n) => n !== ''));
-  const hold = setTimeout(() => {
-    if (publisher.isHeld) logger.warn({ waited: o.startupHoldMs ?? 30_000 }, 'not every load balancer reconciled in time: publishing what there is');
-    publisher.releaseHold();
-  }, o.startupHoldMs ?? 30_000);
-  hold.unref();
-
-  const reconciler = new Reconciler({
-    informers,
-    ids: new ServerIdStore(core),
-    secrets: new SecretStore(core),
-    writer: new ObjectWriter(kc),
-    events: new EventRecorder(kc, o.instance ?? process.env.POD_NAME ?? 'local', logger),
-    publisher,
-    dataPlanes: () => configServer.dataPlanes(),
-    metrics,
-    logger: logger.child({ component: 'reconciler' }),
-    ...(o.resyncMs !== undefined ? { resyncMs: o.resyncMs } : {}),
-  });
-  const q = new WorkQueue<string>({ process: (key) => reconciler.reconcile(key), logger });
-  queue = q;
-  const all = () => {
-    for (const k of informers.qlbs.list().map(objectKey)) q.add(k);
-  };
-
   for (const ev of [k8s.ADD, k8s.UPDATE, k8s.DELETE] as const) {
-    informers.qlbs.on(ev, (obj) => q.add(objectKey(obj)));
-    informers.services.on(ev, (s) => keysInNamespace(informers, s.metadata?.namespace, s.metadata?.name).forEach((k) => q.add(k)));
-    informers.slices.on(ev, (s) => keysInNamespace(informers, s.metadata?.namespace, s.metadata?.labels?.['kubernetes.io/service-name'] ?? '\0').forEach((k) => q.add(k)));
+    informers.qlbs.on(ev, (obj) => add(objectKey(obj)));
+    informers.services.on(ev, (s) => keysInNamespace(informers, s.metadata?.namespace, s.metadata?.name).forEach(add));
+    informers.slices.on(ev, (s) => keysInNamespace(informers, s.metadata?.namespace, s.metadata?.labels?.['kubernetes.io/service-name'] ?? '\0').forEach(add));
     informers.nodes.on(ev, () => {
-      publisher.setNodes(informers.nodes.list().map((n) => n.metadata?.name ?? '').filter((n) => n !== ''));
+      term?.publisher.setNodes(nodeNames());
       all();
     });
   }
   // A new pod may need its annotation (its slice entry usually changes too, but not always first).
-  informers.pods.on(k8s.ADD, (p) => keysInNamespace(informers, p.metadata?.namespace, undefined).forEach((k) => q.add(k)));
+  informers.pods.on(k8s.ADD, (p) => keysInNamespace(informers, p.metadata?.namespace, undefined).forEach(add));
 
-  configServer.on('ack', ({ identity, version }) => {
-    metrics.acks.inc();
-    logger.info({ identity, version, correlationIds: publisher.correlationIdsOf(version) }, 'data plane ACKed');
-    all();
-  });
-  configServer.on('nack', ({ identity, nack }) => {
-    metrics.nacks.inc();
-    logger.warn({ identity, version: nack.version, field: nack.field, err: nack.message, correlationIds: publisher.correlationIdsOf(nack.version) }, 'data plane rejected a snapshot');
-    all();
-  });
-  configServer.on('connected', all);
-  configServer.on('disconnected', all);
-  configServer.on('health', all);
-
-  let metricsServer: HttpServer | null = null;
-  try {
-    const configAddress = await configServer.listen(o.configListen);
-    let metricsAddress: string | null = null;
-    if (o.metricsPort !== undefined) {
-      const m = await serveMetrics(registry, configAddress.host, o.metricsPort);
-      metricsServer = m.server;
-      metricsAddress = formatSocketAddress({ host: configAddress.host, port: m.address.port });
+  /** Starts acting: snapshots held until every existing load balancer is reconciled, config server, queue. */
+  async function act(): Promise<Term> {
+    const source = new InMemorySnapshotSource();
+    const initial = informers.qlbs.list().map(objectKey);
+    const publisher = new SnapshotPublisher(source, logger.child({ component: 'publisher' }), initial);
+    publisher.setNodes(nodeNames());
+    const configServer = new ConfigServer({ source, credentials: serverCredentials(o.tlsDir), logger: logger.child({ component: 'config-server' }), registry });
+    const reconciler = new Reconciler({
+      informers,
+      ids: new ServerIdStore(core),
+      secrets: new SecretStore(core),
+      writer: new ObjectWriter(kc),
+      events: new EventRecorder(kc, o.instance ?? process.env.POD_NAME ?? 'local', logger),
+      publisher,
+      dataPlanes: () => configServer.dataPlanes(),
+      metrics,
+      logger: logger.child({ component: 'reconciler' }),
+      ...(o.resyncMs !== undefined ? { resyncMs: o.resyncMs } : {}),
+    });
+    const queue = new WorkQueue<string>({ process: (key) => reconciler.reconcile(key), logger });
+    configServer.on('ack', ({ identity, version }) => {
+      metrics.acks.inc();
+      logger.info({ identity, version, correlationIds: publisher.correlationIdsOf(version) }, 'data plane ACKed');
+      all();
+    });
+    configServer.on('nack', ({ identity, nack }) => {
+      metrics.nacks.inc();
+      logger.warn({ identity, version: nack.version, field: nack.field, err: nack.message, correlationIds: publisher.correlationIdsOf(nack.version) }, 'data plane rejected a snapshot');
+      all();
+    });
+    configServer.on('connected', all);
+    configServer.on('disconnected', all);
+    // Health reports come every few seconds per data plane: coalesce them to one reconcile per second per load balancer.
+    configServer.on('health', ({ backends }) => {
+      for (const k of new Set(backends.map((b) => b.loadBalancer))) queue.addAfter(k, 1000);
+    });
+    let address: BoundAddress;
+    try {
+      address = await configServer.listen(o.configListen);
+    } catch (e) {
+      await configServer.close(0);
+      throw e;
     }
-    for (const k of initial) q.add(k);
-    q.start();
-    logger.info({ configAddress: configAddress.address, metricsAddress, namespace: o.namespace ?? '(all)', loadBalancers: initial.length }, 'operator running');
-    return {
-      configAddress,
-      metricsAddress,
-      logger,
-      configServer,
-      async stop() {
-        clearTimeout(hold);
-        await q.stop();
-        await Promise.all(keepers.map((k) => k.stop()));
-        await configServer.close();
-        if (metricsServer) {
-          metricsServer.closeAllConnections();
-          await new Promise<void>((r) => metricsServer!.close(() => r()));
-        }
-      },
-    };
+    const hold = setTimeout(() => {
+      if (publisher.isHeld) logger.warn({ waitedMs: o.startupHoldMs ?? 30_000 }, 'not every load balancer reconciled in time: publishing what there is');
+      publisher.releaseHold();
+    }, o.startupHoldMs ?? 30_000);
+    hold.unref();
+    for (const k of initial) queue.add(k);
+    queue.start();
+    return { publisher, configServer, queue, address, hold };
+  }
+
+  async function standDown(t: Term): Promise<void> {
+    clearTimeout(t.hold);
+    await t.queue.stop();
+    await t.configServer.close();
+  }
+
+  await Promise.all([informers.qlbs.start(), informers.services.start(), informers.slices.start(), informers.pods.start(), informers.nodes.start()]);
+  let metricsServer: HttpServer | null = null;
+  let metricsAddress: string | null = null;
+  let elector: LeaderElector | null = null;
+  let stopping = false;
+  let signalLost: () => void = () => undefined;
+  const lost = new Promise<void>((r) => (signalLost = r));
+  try {
+    if (o.metricsPort !== undefined) {
+      const host = parseSocketAddress('--config-listen', o.configListen, { allowPortZero: true }).host;
+      const m = await serveMetrics(registry, host, o.metricsPort);
+      metricsServer = m.server;
+      metricsAddress = formatSocketAddress({ host, port: m.address.port });
+    }
+    const le = o.leaderElection;
+    if (le) {
+      const identity = le.identity ?? `${process.env.POD_NAME ?? hostname()}-${randomBytes(3).toString('hex')}`;
+      let starting: Promise<void> = Promise.resolve();
+      elector = new LeaderElector({
+        kc,
+        namespace: le.namespace,
+        name: le.name ?? 'quiclb-operator',
+        identity,
+        ...(le.leaseSeconds !== undefined ? { leaseSeconds: le.leaseSeconds } : {}),
+        ...(le.renewDeadlineSeconds !== undefined ? { renewDeadlineSeconds: le.renewDeadlineSeconds } : {}),
+        ...(le.retrySeconds !== undefined ? { retrySeconds: le.retrySeconds } : {}),
+        logger,
+        onStartedLeading: () => {
+          starting = act().then(
+            (t) => {
+              term = t;
+              logger.info({ identity, configAddress: t.address.address }, 'leading: acting and serving snapshots');
+            },
+            (e: unknown) => {
+              logger.error({ err: (e as Error).message }, 'could not start acting');
+              signalLost();
+            },
+          );
+        },
+        onStoppedLeading: async () => {
+          await starting;
+          const t = term;
+          term = null;
+          if (t) await standDown(t);
+          if (!stopping) {
+            logger.warn({ identity }, 'leadership lost: stopped acting');
+            signalLost();
+          }
+        },
+      });
+      registerLeaderMetrics(registry, elector);
+      elector.start();
+      logger.info({ identity, lease: `${le.namespace}/${le.name ?? 'quiclb-operator'}`, metricsAddress, namespace: o.namespace ?? '(all)' }, 'operator running: candidate for leadership');
+    } else {
+      term = await act();
+      logger.info({ configAddress: term.address.address, metricsAddress, namespace: o.namespace ?? '(all)' }, 'operator running');
+    }
   } catch (e) {
-    clearTimeout(hold);
     await Promise.all(keepers.map((k) => k.stop()));
-    await configServer.close(0);
     metricsServer?.close();
     throw e;
   }
+  return {
+    configAddress: () => term?.address ?? null,
+    metricsAddress,
+    logger,
+    lost,
+    async stop() {
+      stopping = true;
+      if (elector) await elector.stop();
+      const t = term;
+      term = null;
+      if (t) await standDown(t);
+      await Promise.all(keepers.map((k) => k.stop()));
+      if (metricsServer) {
+        metricsServer.closeAllConnections();
+        await new Promise<void>((r) => metricsServer!.close(() => r()));
+      }
+    },
+  };
 }

@@ -2,6 +2,7 @@
  * Kubernetes Events (events.k8s.io/v1) about a QuicLoadBalancer: what `kubectl describe qlb` and `kubectl events`
  * show. A failed Event write is logged, never fatal (events are best effort).
  */
+import { randomBytes } from 'node:crypto';
 import * as k8s from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { GROUP, KIND, VERSION } from '../reconcile/spec.js';
@@ -28,7 +29,8 @@ export class EventRecorder {
       await this.api.createNamespacedEvent({
         namespace: on.namespace,
         body: {
-          metadata: { generateName: `${on.name}.`, namespace: on.namespace },
+          // Named as client-go names them (object name, '.', a unique hex suffix): generateName ending in '.' is invalid.
+          metadata: { name: `${on.name}.${Date.now().toString(16)}${randomBytes(4).toString('hex')}`, namespace: on.namespace },
           eventTime: new k8s.V1MicroTime(),
           action: 'Reconcile',
           reason,
@@ -41,7 +43,7 @@ export class EventRecorder {
         },
       });
     } catch (e) {
-      this.logger.warn({ qlb: `${on.namespace}/${on.name}`, reason, err: (e as Error).message }, 'event not recorded');
+      this.logger.warn({ qlb: `${on.namespace}/${on.name}`, reason, err: e instanceof k8s.ApiException ? `HTTP ${e.code}` : (e as Error).message }, 'event not recorded');
     }
   }
 }
