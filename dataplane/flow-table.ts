@@ -49,6 +49,8 @@ export class Flow<S extends TableServer = TableServer> {
   /** SCID of the last long-header reply on this flow (what the client uses as DCID once it has heard it). */
   readonly serverCid = new Uint8Array(MAX_CID);
   serverCidLength = 0;
+  /** The last long-header reply had a zero-length SCID (a server that uses zero-length CIDs). */
+  zeroLengthServerCid = false;
   /** A server CID learned (unconfirmed) from this flow's replies: confirmed together with the flow. */
   pendingLearned: DcidEntry<S> | null = null;
   /** DCIDs this confirmed flow's client put into the protected DCID budget (bounded, see Router). */
@@ -124,6 +126,7 @@ export class Flow<S extends TableServer = TableServer> {
     const n = length > MAX_CID ? MAX_CID : length;
     for (let i = 0; i < n; i++) this.serverCid[i] = buf[offset + i];
     this.serverCidLength = n;
+    this.zeroLengthServerCid = n === 0;
   }
 
   /** Whether buf[offset, offset+length) starts with the recorded server CID (length >= its length). */

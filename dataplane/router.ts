@@ -661,7 +661,9 @@ export class Router {
    */
   private confirmIfProven(flow: Flow<RouterServer>, buf: Buffer, isLong: boolean, dOff: number, dLen: number, len: number, outcome: number, hit: DcidEntry<RouterServer> | null): void {
     const echoes = isLong ? dLen === flow.serverCidLength && flow.echoesServerCid(buf, dOff, dLen) : flow.echoesServerCid(buf, dOff, len - 1);
-    if (echoes || outcome === OUTCOME_CID || (hit !== null && hit.confirmed)) this.confirmFlow(flow);
+    // A server with zero-length CIDs gives nothing to echo: its flows are confirmed as conntrack does (the client
+    // spoke again after an answer).
+    if (echoes || flow.zeroLengthServerCid || outcome === OUTCOME_CID || (hit !== null && hit.confirmed)) this.confirmFlow(flow);
   }
 
   /** Drops a datagram whose new flow the flow table refused (per-source limit or new-flow rate). */
@@ -712,8 +714,9 @@ export class Router {
     if (buf.length < 7 || (buf[0] & 0x80) === 0) return;
     const h = this.header;
     const err = parseQuicHeader(buf, h, 0);
-    if ((err !== null && err !== 'no-fixed-bit') || h.scidLength === 0 || h.version === 0) return;
+    if ((err !== null && err !== 'no-fixed-bit') || h.version === 0) return;
     if (flow !== null) flow.noteServerCid(buf, h.scidOffset, h.scidLength);
+    if (h.scidLength === 0) return;
     const d = this.decoded;
     if (this.decoder.decodeInto(buf, h.scidOffset, h.scidLength, d) && this.sidMaps[d.configId]!.get(d.serverId) !== null) return;
     const confirmed = flow === null || flow.confirmed;

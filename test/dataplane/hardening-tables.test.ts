@@ -51,6 +51,15 @@ describe('flow budgets under floods', () => {
     expect(r.stats().flowsConfirmed).toBe(0);
   });
 
+  it('confirms the flows of a server with zero-length CIDs as conntrack does (nothing to echo)', () => {
+    const r = new Router(snapshot(SERVERS), undefined, 0);
+    const s = r.route(longPacket(rand(8), rand(8)), '198.51.100.8', 4444, 0)!;
+    const flow = r.flow!;
+    r.learnReply(longPacket(rand(8), Buffer.alloc(0), { type: 0 }), s, flow);
+    r.route(longPacket(rand(8), rand(8), { type: 2 }), '198.51.100.8', 4444, 0);
+    expect(flow.confirmed).toBe(true);
+  });
+
   it('limits unconfirmed flows per client address (counted as source_flow_limit drops); other sources are unaffected', () => {
     const r = new Router(snapshot(SERVERS, { flows: { maxFlows: 10_000, idleTimeoutMs: 30_000, maxUnconfirmedPerSource: 100 } }), undefined, 0);
     for (let p = 1; p <= 150; p++) r.route(longPacket(rand(8), rand(8)), '203.0.113.9', p, 0);
