@@ -25,6 +25,8 @@ Options:
   --leader-elect         act only while holding the Lease (run two or more replicas)
   --lease-namespace NS   namespace of the Lease (default: $POD_NAMESPACE, else quiclb-system)
   --lease-name NAME      name of the Lease (default quiclb-operator)
+  --lease-duration SECS  Lease duration (default 15); --renew-deadline SECS (default 10, below the duration) and
+                         --retry-period SECS (default 2) as in client-go
   --metrics-port N       serve /metrics and /healthz on the --config-listen host, port N (0: any free port)
   --log-level LEVEL      ${LOG_LEVELS.join(', ')} (default info)`;
 
@@ -53,6 +55,9 @@ export async function operatorCommand(argv: string[]): Promise<number> {
       'leader-elect': { type: 'boolean' },
       'lease-namespace': { type: 'string' },
       'lease-name': { type: 'string' },
+      'lease-duration': { type: 'string' },
+      'renew-deadline': { type: 'string' },
+      'retry-period': { type: 'string' },
       'metrics-port': { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
@@ -65,9 +70,15 @@ export async function operatorCommand(argv: string[]): Promise<number> {
   }
   if (!values['config-listen']) throw new UsageError('--config-listen ADDR is required (e.g. 0.0.0.0:9443); see quiclb operator --help');
   if (!values['tls-dir']) throw new UsageError('--tls-dir DIR is required (ca.crt, tls.crt, tls.key)');
-  if (!values['leader-elect'] && (values['lease-namespace'] !== undefined || values['lease-name'] !== undefined)) {
-    throw new UsageError('--lease-namespace and --lease-name need --leader-elect');
-  }
+  const leaseFlags = ['lease-namespace', 'lease-name', 'lease-duration', 'renew-deadline', 'retry-period'] as const;
+  if (!values['leader-elect'] && leaseFlags.some((f) => values[f] !== undefined)) throw new UsageError(`--${leaseFlags.join(', --')} need --leader-elect`);
+  const leaseSeconds = intFlag('lease-duration', values['lease-duration']);
+  const renewDeadlineSeconds = intFlag('renew-deadline', values['renew-deadline']);
+  const retrySeconds = intFlag('retry-period', values['retry-period']);
+  const lease = leaseSeconds ?? 15;
+  const renew = renewDeadlineSeconds ?? Math.min(10, lease - 1);
+  if (lease < 2 || renew < 1 || renew >= lease) throw new UsageError('--renew-deadline must be at least 1 and below --lease-duration (at least 2)');
+  if (retrySeconds !== undefined && (retrySeconds < 1 || retrySeconds >= renew)) throw new UsageError('--retry-period must be at least 1 and below --renew-deadline');
   const metricsPort = intFlag('metrics-port', values['metrics-port']);
   if (metricsPort !== undefined && metricsPort > 65535) throw new UsageError('--metrics-port: must be 0..65535');
   const level = values['log-level'] ?? 'info';
@@ -97,7 +108,15 @@ export async function operatorCommand(argv: string[]): Promise<number> {
       metricsPort,
       logger,
       ...(values['leader-elect']
-        ? { leaderElection: { namespace: values['lease-namespace'] ?? process.env.POD_NAMESPACE ?? 'quiclb-system', name: values['lease-name'] ?? 'quiclb-operator' } }
+        ? {
+            leaderElection: {
+              namespace: values['lease-namespace'] ?? process.env.POD_NAMESPACE ?? 'quiclb-system',
+              name: values['lease-name'] ?? 'quiclb-operator',
+              leaseSeconds: lease,
+              renewDeadlineSeconds: renew,
+              ...(retrySeconds !== undefined ? { retrySeconds } : {}),
+            },
+          }
         : {}),
     });
   } catch (e) {
