@@ -1,0 +1,91 @@
+// SnapshotPublisher (operator/reconcile/publisher.ts): the per-node rule, the start-up hold, publishing only real
+// changes, and the per-version memory (config fingerprints for rotation ACKs, correlation ids for the logs).
+import { describe, expect, it } from '@jest/globals';
+import { pino } from 'pino';
+import { InMemorySnapshotSource } from '../../operator/config-server/source.js';
+import { SnapshotPublisher } from '../../operator/reconcile/publisher.js';
+import { configFingerprint } from '../../operator/rotation/keys.js';
+import { config, server, snapshot } from '../dataplane/helpers.js';
+
+const silent = pino({ level: 'silent' });
+const lb = (name: string, port = 443) => snapshot([server('web-0', '0001', '198.51.100.7', port)], { name });
+const names = (s: InMemorySnapshotSource, node: string) => s.snapshotFor({ identity: `dp-${node}`, nodeName: node })?.loadBalancers.map((l) => l.name) ?? null;
+
+function setup(initial: string[] = []) {
+  let t = 1_000;
+  const source = new InMemorySnapshotSource(() => ++t);
+  const p = new SnapshotPublisher(source, silent, initial);
+  p.setNodes(['n1', 'n2']);
+  return { source, p };
+}
+
+describe('SnapshotPublisher', () => {
+  it('gives each known node the load balancers that select it, an unknown node nothing', () => {
+    const { source, p } = setup();
+    p.set('ns/a', lb('ns/a'), ['n1'], 'c1');
+    p.set('ns/b', lb('ns/b'), ['n1', 'n2'], 'c2');
+    expect(names(source, 'n1')).toEqual(['ns/a', 'ns/b']);
+    expect(names(source, 'n2')).toEqual(['ns/b']);
+    expect(names(source, 'typo')).toBeNull();
+    p.remove('ns/b', 'c3');
+    expect(names(source, 'n2')).toEqual([]);
+    p.setNodes(['n1', 'n2', 'n3']);
+    expect(names(source, 'n3')).toEqual([]);
+  });
+
+  it('stamps every load balancer with the global version', () => {
+    const { source, p } = setup();
+    const v = p.set('ns/a', lb('ns/a'), ['n1'], 'c1');
+    expect(source.snapshotFor({ identity: 'x', nodeName: 'n1' })!.loadBalancers[0].version).toBe(v);
+    expect(source.version()).toBe(v);
+  });
+
+  it('publishes nothing until every load balancer present at start was set or removed', () => {
+    const { source, p } = setup(['ns/a', 'ns/b']);
+    expect(p.set('ns/a', lb('ns/a'), ['n1'], 'c1')).toBe(0);
+    expect(source.version()).toBe(0);
+    expect(p.versionOf('ns/a')).toBeNull();
+    p.remove('ns/b', 'c2');
+    expect(source.version()).toBeGreaterThan(0);
+    expect(names(source, 'n1')).toEqual(['ns/a']);
+    expect(p.versionOf('ns/a')).toBe(source.version());
+    expect(p.correlationIdsOf(source.version())).toEqual(['c1']); // removing an unknown key changed nothing
+  });
+
+  it('ends the hold on request', () => {
+    const { source, p } = setup(['ns/a', 'ns/b']);
+    p.set('ns/a', lb('ns/a'), ['n1'], 'c1');
+    p.releaseHold();
+    expect(names(source, 'n1')).toEqual(['ns/a']);
+  });
+
+  it('publishes a new version only when the content or the nodes change', () => {
+    const { source, p } = setup();
+    const v1 = p.set('ns/a', lb('ns/a'), ['n1'], 'c1');
+    expect(p.set('ns/a', lb('ns/a'), ['n1'], 'c2')).toBe(v1);
+    expect(source.version()).toBe(v1);
+    const v2 = p.set('ns/a', lb('ns/a', 444), ['n1'], 'c3');
+    expect(v2).toBeGreaterThan(v1);
+    const v3 = p.set('ns/a', lb('ns/a', 444), ['n1', 'n2'], 'c4');
+    expect(v3).toBeGreaterThan(v2);
+    // Another load balancer's change moves the global version, not this one's.
+    p.set('ns/b', lb('ns/b'), ['n1'], 'c5');
+    expect(p.versionOf('ns/a')).toBe(v3);
+    expect(p.correlationIdsOf(v3)).toEqual(['c4']);
+  });
+
+  it('remembers each version\'s configs per load balancer (what an ACK of that version covers)', () => {
+    const { p } = setup();
+    const c0 = config(0);
+    const c1 = config(1, Buffer.alloc(16, 7));
+    const v1 = p.set('ns/a', snapshot([], { name: 'ns/a', configs: [{ config: c0, state: 'active' }] }), ['n1'], 'c1');
+    const v2 = p.set('ns/a', snapshot([], { name: 'ns/a', configs: [{ config: c0, state: 'active' }, { config: c1, state: 'accepting' }] }), ['n1'], 'c2');
+    expect(p.configsAt(v1, 'ns/a')).toEqual([{ configId: 0, fingerprint: configFingerprint(c0) }]);
+    expect(p.configsAt(v2, 'ns/a')).toEqual([
+      { configId: 0, fingerprint: configFingerprint(c0) },
+      { configId: 1, fingerprint: configFingerprint(c1) },
+    ]);
+    expect(p.configsAt(v2, 'ns/other')).toEqual([]);
+    expect(p.configsAt(12345, 'ns/a')).toBeNull();
+  });
+});
