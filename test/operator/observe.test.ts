@@ -1,0 +1,102 @@
+// observe.ts: the config server's view of a data plane, restricted to one load balancer, as desired.ts reads it.
+import { describe, expect, it } from '@jest/globals';
+import type { DataPlaneView } from '../../operator/config-server/cache.js';
+import { created, dataPlaneObservation, observe } from '../../operator/reconcile/observe.js';
+import { INITIAL_STATE } from '../../operator/rotation/machine.js';
+import { EMPTY_RECORDS } from '../../operator/allocation/server-ids.js';
+
+const at = new Date('2026-12-04T12:00:00Z');
+const view: DataPlaneView = {
+  identity: 'dp-a',
+  connected: true,
+  peer: '127.0.0.1:1',
+  hello: { nodeName: 'n1', podName: 'dp-a', softwareVersion: '0', capabilities: [], currentVersion: 0, processStartTime: null },
+  connectedSince: at,
+  disconnectedAt: null,
+  disconnectReason: '',
+  lastSent: null,
+  appliedVersion: 7,
+  appliedAt: at,
+  lastNack: null,
+  health: [
+    { loadBalancer: 'ns/a', server: 'web-0', state: 'unhealthy', lastResult: 'failure', lastProbeTime: at, consecutiveFailures: 3, lastRttMs: null, lastError: 'timeout', reportedAt: at },
+    { loadBalancer: 'ns/b', server: 'web-0', state: 'healthy', lastResult: 'success', lastProbeTime: at, consecutiveFailures: 0, lastRttMs: 1, lastError: '', reportedAt: at },
+  ],
+  lastHealthReportAt: at,
+  counters: {
+    time: at,
+    processStartTime: null,
+    receivedAt: at,
+    loadBalancers: [
+      {
+        loadBalancer: 'ns/a',
+        receivedPackets: 10,
+        receivedBytes: 1000,
+        traffic: [
+          { outcome: 'cid', configId: 0, packets: 5, bytes: 500 },
+          { outcome: 'table', configId: 0, packets: 2, bytes: 200 },
+          { outcome: 'cid', configId: 1, packets: 1, bytes: 100 },
+          { outcome: 'fallback', configId: null, packets: 2, bytes: 200 },
+        ],
+        drops: [],
+        liveFlows: 1,
+      },
+      { loadBalancer: 'ns/b', receivedPackets: 9, receivedBytes: 9, traffic: [{ outcome: 'cid', configId: 0, packets: 9, bytes: 9 }], drops: [], liveFlows: 0 },
+    ],
+  },
+  lastReportAt: at,
+};
+
+describe('observe', () => {
+  it('restricts a data plane to one load balancer: health, per-config traffic, the configs of its applied version', () => {
+    const o = dataPlaneObservation(view, 'ns/a', (v) => (v === 7 ? [{ configId: 0, fingerprint: 'sha256:x' }] : null));
+    expect(o.identity).toBe('dp-a');
+    expect(o.nodeName).toBe('n1');
+    expect(o.ackedConfigs).toEqual([{ configId: 0, fingerprint: 'sha256:x' }]);
+    expect([...o.health]).toEqual([['web-0', { state: 'unhealthy', reportedAt: at.getTime() }]]);
+    expect([...o.traffic].sort()).toEqual([[0, 7], [1, 1]]);
+  });
+
+  it('knows no ACKed configs for a version it no longer remembers', () => {
+    expect(dataPlaneObservation(view, 'ns/a', () => null).ackedConfigs).toEqual([]);
+    expect(dataPlaneObservation({ ...view, appliedVersion: null }, 'ns/a', () => [{ configId: 0, fingerprint: 'f' }]).ackedConfigs).toEqual([]);
+  });
+
+  it('picks the Service and its slices by name in the namespace, other load balancers as port claims, connected data planes only', () => {
+    const qlb = { metadata: { namespace: 'ns', name: 'a', generation: 3, creationTimestamp: '2026-12-04T11:00:00Z' as unknown as Date }, spec: { backend: { serviceName: 'web', port: 443 }, listen: { ports: [443] } } };
+    const other = { metadata: { namespace: 'ns2', name: 'b', creationTimestamp: '2026-12-04T10:00:00Z' as unknown as Date }, spec: { backend: { serviceName: 'x', port: 1 }, listen: { ports: [443] } } };
+    const o = observe({
+      qlb,
+      services: [
+        { metadata: { namespace: 'ns', name: 'web' }, spec: { ports: [{ name: 'quic', port: 443, protocol: 'UDP' }] } },
+        { metadata: { namespace: 'ns', name: 'other' }, spec: { ports: [] } },
+      ],
+      slices: [
+        { metadata: { namespace: 'ns', name: 's1', labels: { 'kubernetes.io/service-name': 'web' } }, addressType: 'IPv4', endpoints: [] },
+        { metadata: { namespace: 'ns', name: 's2', labels: { 'kubernetes.io/service-name': 'other' } }, addressType: 'IPv4', endpoints: [] },
+      ],
+      allQlbs: [qlb, other],
+      nodes: [{ metadata: { name: 'n1', labels: { zone: 'a' } } }],
+      records: EMPTY_RECORDS,
+      rotation: INITIAL_STATE,
+      keys: new Map(),
+      userKey: null,
+      freshKey: Buffer.alloc(16),
+      dataPlanes: [view, { ...view, identity: 'dp-gone', connected: false }],
+      configsAt: () => null,
+      now: 0,
+    });
+    expect(o.service).toEqual({ ports: [{ name: 'quic', port: 443, protocol: 'UDP' }] });
+    expect(o.endpointSlices).toHaveLength(1);
+    expect(o.generation).toBe(3);
+    expect(o.createdAt).toBe(Date.parse('2026-12-04T11:00:00Z'));
+    expect(o.otherClaims.map((c) => c.key)).toEqual(['ns2/b']);
+    expect(o.dataPlanes.map((d) => d.identity)).toEqual(['dp-a']);
+    expect(o.nodes).toEqual([{ name: 'n1', labels: { zone: 'a' } }]);
+  });
+
+  it('reads creation times given as strings or Dates', () => {
+    expect(created({ metadata: { creationTimestamp: new Date(5) } })).toBe(5);
+    expect(created({ metadata: {} })).toBe(0);
+  });
+});
