@@ -26,7 +26,7 @@ for (const line of readFileSync(join(dir, 'cluster.env'), 'utf8').split('\n')) {
   if (i > 0) process.env[line.slice(0, i)] ??= line.slice(i + 1);
 }
 
-const ip = (i: number) => `198.18.${1 + (i >> 8)}.${(i & 255) + 1}`;
+const ip = (i: number) => `198.18.${1 + (i >> 7)}.${(i & 127) + 1}`;
 const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))];
 
 const w = new OperatorWorld();

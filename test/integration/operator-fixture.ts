@@ -174,7 +174,8 @@ export class OperatorWorld {
     this.relay?.close();
     // Tier 1 has no namespace controller: delete what is left by hand (finalizers first, the operator is gone).
     if (this.ns) {
-      await kubectl(['patch', 'qlb', this.qlbName, '-n', this.ns, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']);
+      const left = (await kubectl(['get', 'qlb', '-n', this.ns, '-o', 'name'])).stdout.split('\n').filter((l) => l !== '');
+      for (const q of left) await kubectl(['patch', q, '-n', this.ns, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']);
       await kubectl(['delete', 'qlb', '--all', '-n', this.ns, '--wait=false']);
       await deleteNamespace(this.ns);
     }
@@ -211,14 +212,14 @@ export class OperatorWorld {
     return this.peer;
   }
 
-  async createQlb(spec: Record<string, unknown> = {}): Promise<void> {
+  async createQlb(spec: Record<string, unknown> = {}, name = this.qlbName): Promise<void> {
     await this.co.createNamespacedCustomObject({
       ...QLB,
       namespace: this.ns,
       body: {
         apiVersion: `${GROUP}/${VERSION}`,
         kind: 'QuicLoadBalancer',
-        metadata: { name: this.qlbName, namespace: this.ns },
+        metadata: { name, namespace: this.ns },
         spec: {
           backend: { serviceName: 'web', port: 443 },
           listen: { ports: [LISTEN_PORT], addresses: ['127.0.0.1'] },
@@ -231,12 +232,12 @@ export class OperatorWorld {
     });
   }
 
-  async getQlb(): Promise<QlbObject> {
-    return (await this.co.getNamespacedCustomObject({ ...QLB, namespace: this.ns, name: this.qlbName })) as QlbObject;
+  async getQlb(name = this.qlbName): Promise<QlbObject> {
+    return (await this.co.getNamespacedCustomObject({ ...QLB, namespace: this.ns, name })) as QlbObject;
   }
 
-  async condition(type: string) {
-    return (await this.getQlb()).status?.conditions?.find((x) => x.type === type);
+  async condition(type: string, name = this.qlbName) {
+    return (await this.getQlb(name)).status?.conditions?.find((x) => x.type === type);
   }
 
   /** The slice with the named pods (ready) and `extra` pod-less endpoints (addresses only). */
@@ -270,8 +271,8 @@ export class OperatorWorld {
   }
 
   /** The stored server-ID records: pod UID (or address stand-in) -> ID. */
-  async storedIds(): Promise<{ assigned: Map<string, string>; released: { pod: string; id: string }[] }> {
-    const cm = await this.core.readNamespacedConfigMap({ name: `${this.qlbName}-quiclb-server-ids`, namespace: this.ns });
+  async storedIds(name = this.qlbName): Promise<{ assigned: Map<string, string>; released: { pod: string; id: string }[] }> {
+    const cm = await this.core.readNamespacedConfigMap({ name: `${name}-quiclb-server-ids`, namespace: this.ns });
     const r = JSON.parse(cm.data!['server-ids.json']) as { assigned: { pod_uid: string; id: string }[]; released: { pod: string; id: string }[] };
     return { assigned: new Map(r.assigned.map((a) => [a.pod_uid, a.id])), released: r.released };
   }

@@ -13,6 +13,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import * as k8s from '@kubernetes/client-node';
+import type { QuicLbConfig } from '../../lib/quiclb/config.js';
 import { adminKubeConfig, kubectl } from './cluster.js';
 import { json, OperatorWorld, POD_IPS, QLB, waitFor, type Proc } from './operator-fixture.js';
 
@@ -98,6 +99,42 @@ describe('quiclb operator on a real API server', () => {
     expect((await w.podIds())['web-1']).toBe(before['web-1']);
   });
 
+  it('rotates the key on demand: new config accepting, ACKed, promoted; the old one drains (still routed) and retires', async () => {
+    const ids = await w.podIds();
+    const old = await w.activeConfig();
+    await kubectl(['patch', 'qlb', w.qlbName, '-n', w.ns, '--type=merge', '-p', JSON.stringify({ spec: { rotation: { drainPeriod: '30s', quietPeriod: '3s' } } })]);
+    const phases = new Set<string>();
+    const watch = setInterval(() => {
+      void w.getQlb().then((q) => phases.add(String((q.status as { rotation?: { phase?: string } } | undefined)?.rotation?.phase)), () => undefined);
+    }, 50);
+    let fresh: QuicLbConfig;
+    try {
+      await kubectl(['annotate', 'qlb', w.qlbName, '-n', w.ns, 'quiclb.io/rotate=first']);
+      fresh = await waitFor('a new active config', async () => {
+        const c = await w.activeConfig();
+        return c.configId !== old.configId ? c : undefined;
+      }, 20_000, 50);
+      // While the old config drains, connections under either config reach their pod.
+      expect(await w.reaches(ids['web-1']!, POD_IPS[1], 5000, fresh)).toBeGreaterThanOrEqual(0);
+      expect(await w.reaches(ids['web-2']!, POD_IPS[2], 5000, old)).toBeGreaterThanOrEqual(0);
+      expect(Buffer.from(fresh.key!).equals(Buffer.from(old.key!))).toBe(false);
+      await waitFor('old config retired (no traffic for the quiet period)', async () => {
+        const q = await w.getQlb();
+        const r = (q.status as { rotation?: { phase: string; configs: { id: number }[] } }).rotation;
+        return r?.phase === 'Stable' && r.configs.length === 1 && r.configs[0].id === fresh!.configId ? true : undefined;
+      }, 30_000, 100);
+    } finally {
+      clearInterval(watch);
+    }
+    expect(phases.has('Draining')).toBe(true);
+    const events = (await adminEvents().listNamespacedEvent({ namespace: w.ns })).items.filter((e) => e.regarding?.name === w.qlbName).map((e) => e.reason);
+    expect(events).toEqual(expect.arrayContaining(['RotationStarted', 'ConfigPromoted', 'ConfigRetired']));
+    const audit = json(operator, 'key lifecycle').map((l) => l.reason);
+    expect(audit).toEqual(expect.arrayContaining(['ConfigCreated', 'RotationStarted', 'ConfigPromoted', 'ConfigRetired']));
+    expect(await w.reaches(ids['web-1']!, POD_IPS[1], 5000, fresh)).toBeGreaterThanOrEqual(0);
+    expect((await w.condition('Ready'))?.status).toBe('True');
+  });
+
   it('logs a correlation id from reconcile to published version to the data plane ACK, and exports metrics', async () => {
     const published = json(operator, 'snapshot published').filter((l) => Array.isArray(l.correlationIds) && (l.correlationIds as string[]).length > 0);
     expect(published.length).toBeGreaterThan(0);
@@ -114,6 +151,9 @@ describe('quiclb operator on a real API server', () => {
     expect(value(/^quiclb_operator_snapshot_versions_acked_total (\d+)/m)).toBeGreaterThan(0);
     expect(value(/^quiclb_operator_server_id_allocations_total\{kind="assigned"\} (\d+)/m)).toBe(3);
     expect(value(/^quiclb_operator_rotations_total\{phase="created"\} (\d+)/m)).toBe(1);
+    expect(value(/^quiclb_operator_rotations_total\{phase="started"\} (\d+)/m)).toBe(1);
+    expect(value(/^quiclb_operator_rotations_total\{phase="promoted"\} (\d+)/m)).toBe(1);
+    expect(value(/^quiclb_operator_rotations_total\{phase="retired"\} (\d+)/m)).toBe(1);
   });
 
   it('deleting the QuicLoadBalancer closes its listener, removes its records and Secret, then the finalizer', async () => {
@@ -126,5 +166,22 @@ describe('quiclb operator on a real API server', () => {
     await expect(w.core.readNamespacedConfigMap({ name: `${w.qlbName}-quiclb-server-ids`, namespace: w.ns })).rejects.toMatchObject({ code: 404 });
     await expect(w.core.readNamespacedSecret({ name: `${w.qlbName}-quiclb-configs`, namespace: w.ns })).rejects.toMatchObject({ code: 404 });
     expect((await w.podIds())['web-1']).toBeUndefined();
+  });
+  it('running out of server IDs is Degraded/ServerIDsExhausted, and recovers when quarantined IDs free up', async () => {
+    const extra = Array.from({ length: 256 }, (_, i) => `198.18.${1 + (i >> 7)}.${(i & 127) + 1}`);
+    await w.setSlice(['web-1'], extra);
+    await w.createQlb({ connectionIds: { serverIdLength: 1, nonceLength: 6, serverIdQuarantine: '2s' }, listen: { ports: [8444], addresses: ['127.0.0.1'] } }, 'tiny');
+    const degraded = await waitFor('Degraded/ServerIDsExhausted', async () => {
+      const c = await w.condition('Degraded', 'tiny');
+      return c?.status === 'True' && c.reason === 'ServerIDsExhausted' ? c : undefined;
+    }, 30_000);
+    expect((degraded as { message?: string }).message).toMatch(/256/);
+    expect((await w.storedIds('tiny')).assigned.size).toBe(256);
+    // 250 endpoints remain: the IDs of those that left are quarantined for 2 s, then the last one waiting gets one.
+    await w.setSlice(['web-1'], extra.slice(0, 249));
+    await waitFor('Degraded cleared', async () => ((await w.condition('Degraded', 'tiny'))?.status === 'False' ? true : undefined), 30_000, 200);
+    const after = await w.storedIds('tiny');
+    expect(after.assigned.size).toBe(250);
+    expect(new Set(after.assigned.values()).size).toBe(250);
   });
 });
