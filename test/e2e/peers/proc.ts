@@ -181,6 +181,11 @@ export class ProcGroup {
     this.dir = mkdtempSync(join(tmpdir(), `quiclb-e2e-${prefix}-`));
   }
 
+  /** Every process this group started, in start order (stopped ones included). */
+  get processes(): readonly Proc[] {
+    return this.procs;
+  }
+
   spawn(name: string, command: string, args: string[], options: SpawnOptions = {}): Proc {
     const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options });
     const p = new Proc(name, child, join(this.dir, `${String(++this.seq).padStart(2, '0')}-${name}.log`));
