@@ -101,6 +101,8 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
   const logger = o.logger ?? operatorLogger(o.logLevel);
   const kc = o.kubeconfig;
   if (!kc.getCurrentCluster()) throw new Error('the kubeconfig names no cluster');
+  // Before anything connects: a bad TLS directory is a usage error, not a failure at the first leadership.
+  const credentials = serverCredentials(o.tlsDir);
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const informers = makeInformers(kc, o.namespace);
@@ -142,7 +144,7 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
     const initial = informers.qlbs.list().map(objectKey);
     const publisher = new SnapshotPublisher(source, logger.child({ component: 'publisher' }), initial);
     publisher.setNodes(nodeNames());
-    const configServer = new ConfigServer({ source, credentials: serverCredentials(o.tlsDir), logger: logger.child({ component: 'config-server' }), registry });
+    const configServer = new ConfigServer({ source, credentials, logger: logger.child({ component: 'config-server' }), registry });
     const reconciler = new Reconciler({
       informers,
       ids: new ServerIdStore(core),

@@ -92,6 +92,11 @@ export class SnapshotPublisher {
     return this.publish(key);
   }
 
+  /** `key` was reconciled but has nothing to publish (invalid spec, no key yet): stop waiting for it. */
+  settle(key: string): void {
+    if (this.waitingFor.delete(key)) this.maybeRelease();
+  }
+
   /** Ends the start-up hold (e.g. after a timeout) and publishes what there is. */
   releaseHold(): void {
     if (!this.held) return;

@@ -138,6 +138,7 @@ export class Reconciler {
         log.warn({ err: e.message }, 'invalid spec');
       }
       this.d.metrics.errors.inc({ stage: 'spec' });
+      this.d.publisher.settle(key);
       return { kind: 'requeue-after', ms: this.resyncMs };
     }
 
@@ -179,6 +180,7 @@ export class Reconciler {
     await step('pods', () => this.annotatePods(namespace, desired));
     // 4. Snapshot.
     if (desired.snapshot) this.d.publisher.set(key, desired.snapshot, desired.nodes, correlationId);
+    else this.d.publisher.settle(key); // what was published stays (a missing key never closes a listener)
     const snapshotVersion = this.d.publisher.versionOf(key);
     // 5. Status.
     const serving = new Set(desired.nodes);

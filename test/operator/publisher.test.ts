@@ -52,6 +52,14 @@ describe('SnapshotPublisher', () => {
     expect(p.correlationIdsOf(source.version())).toEqual(['c1']); // removing an unknown key changed nothing
   });
 
+  it('stops waiting for a load balancer that has nothing to publish', () => {
+    const { source, p } = setup(['ns/a', 'ns/bad']);
+    p.set('ns/a', lb('ns/a'), ['n1'], 'c1');
+    expect(source.version()).toBe(0);
+    p.settle('ns/bad');
+    expect(names(source, 'n1')).toEqual(['ns/a']);
+  });
+
   it('ends the hold on request', () => {
     const { source, p } = setup(['ns/a', 'ns/b']);
     p.set('ns/a', lb('ns/a'), ['n1'], 'c1');
