@@ -240,8 +240,8 @@ export class OperatorWorld {
     return (await this.getQlb(name)).status?.conditions?.find((x) => x.type === type);
   }
 
-  /** The slice with the named pods (ready) and `extra` pod-less endpoints (addresses only). */
-  slice(names: string[], extra: string[] = []): k8s.V1EndpointSlice {
+  /** The slice with the named pods (ready, or terminating when named in `terminating`) and `extra` pod-less endpoints (addresses only). */
+  slice(names: string[], extra: string[] = [], terminating: string[] = []): k8s.V1EndpointSlice {
     return {
       metadata: { name: 'web-slice', namespace: this.ns, labels: { 'kubernetes.io/service-name': 'web' } },
       addressType: 'IPv4',
@@ -249,7 +249,7 @@ export class OperatorWorld {
       endpoints: [
         ...names.map((n) => ({
           addresses: [this.pods.get(n)!.ip],
-          conditions: { ready: true, serving: true, terminating: false },
+          conditions: terminating.includes(n) ? { ready: false, serving: true, terminating: true } : { ready: true, serving: true, terminating: false },
           targetRef: { kind: 'Pod', name: n, namespace: this.ns, uid: this.pods.get(n)!.uid },
           nodeName: NODE,
         })),
@@ -258,9 +258,9 @@ export class OperatorWorld {
     };
   }
 
-  async setSlice(names: string[], extra: string[] = []): Promise<void> {
+  async setSlice(names: string[], extra: string[] = [], terminating: string[] = []): Promise<void> {
     const cur = await this.disc.readNamespacedEndpointSlice({ name: 'web-slice', namespace: this.ns });
-    const body = this.slice(names, extra);
+    const body = this.slice(names, extra, terminating);
     await this.disc.replaceNamespacedEndpointSlice({ name: 'web-slice', namespace: this.ns, body: { ...body, metadata: { ...body.metadata, resourceVersion: cur.metadata!.resourceVersion } } });
   }
 
