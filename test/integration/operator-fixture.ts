@@ -9,10 +9,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, createServer, type Server } from 'node:net';
+import { connect, createServer, type Server, type Socket } from 'node:net';
 import * as k8s from '@kubernetes/client-node';
 import { CidEncoder } from '../../lib/index.js';
 import type { QuicLbConfig } from '../../lib/quiclb/config.js';
@@ -120,6 +120,54 @@ export class NetnsPeer {
   }
 }
 
+/** A TCP relay on 127.0.0.1 that can cut every connection and refuse new ones (an unreachable API server). */
+export class TcpRelay {
+  private readonly conns = new Set<Socket>();
+  private down = false;
+  private constructor(private readonly server: Server) {}
+
+  static async start(targetPort: number): Promise<TcpRelay> {
+    const server = createServer();
+    const relay = new TcpRelay(server);
+    server.on('connection', (c) => {
+      if (relay.down) return void c.destroy();
+      const up = connect(targetPort, '127.0.0.1');
+      relay.conns.add(c);
+      relay.conns.add(up);
+      c.pipe(up).pipe(c);
+      const end = () => {
+        c.destroy();
+        up.destroy();
+        relay.conns.delete(c);
+        relay.conns.delete(up);
+      };
+      c.on('error', end).on('close', end);
+      up.on('error', end).on('close', end);
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    return relay;
+  }
+
+  get port(): number {
+    return (this.server.address() as { port: number }).port;
+  }
+
+  cut(): void {
+    this.down = true;
+    for (const c of [...this.conns]) c.destroy();
+  }
+
+  restore(): void {
+    this.down = false;
+  }
+
+  close(): void {
+    this.cut();
+    this.server.close();
+  }
+}
+
 export type QlbObject = { metadata: k8s.V1ObjectMeta; status?: Record<string, unknown> & { conditions?: { type: string; status: string; reason: string }[] } };
 
 export class OperatorWorld {
@@ -184,9 +232,16 @@ export class OperatorWorld {
     rmSync(this.dir, { recursive: true, force: true });
   }
 
+  /** The operator's kubeconfig, but dialling the API server at 127.0.0.1:`port` (a TcpRelay; TLS still names the real server). */
+  relayedKubeconfig(port: number): string {
+    const out = join(this.dir, `operator-${port}.kubeconfig`);
+    writeFileSync(out, readFileSync(this.kubeconfig, 'utf8').replace(/server: https:\/\/127\.0\.0\.1:\d+/, `server: https://127.0.0.1:${port}`), { mode: 0o600 });
+    return out;
+  }
+
   /** Starts `quiclb operator` under the ServiceAccount's token. */
-  startOperator(extra: string[], configListen = '127.0.0.1:0'): Proc {
-    const p = start(['operator', '--kubeconfig', this.kubeconfig, '--config-listen', configListen, '--tls-dir', this.serverTls.dir, '--metrics-port', '0', '--log-level', 'debug', ...extra]);
+  startOperator(extra: string[], configListen = '127.0.0.1:0', kubeconfig = this.kubeconfig): Proc {
+    const p = start(['operator', '--kubeconfig', kubeconfig, '--config-listen', configListen, '--tls-dir', this.serverTls.dir, '--metrics-port', '0', '--log-level', 'debug', ...extra]);
     this.operators.push(p);
     return p;
   }

@@ -1,0 +1,63 @@
+/**
+ * The API server unreachable for a while (every operator connection to it cut and refused through a relay): the
+ * data plane keeps forwarding established connections, the operator keeps running, its watches restart, and a
+ * change made during the outage is applied once the API server is back.
+ */
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { cluster, kubectl } from './cluster.js';
+import { json, OperatorWorld, POD_IPS, TcpRelay, waitFor, type Proc } from './operator-fixture.js';
+
+const OUTAGE_MS = 8000;
+
+describe('quiclb operator while the API server is unreachable', () => {
+  const w = new OperatorWorld();
+  let relay: TcpRelay;
+  let operator: Proc;
+
+  beforeAll(async () => {
+    await w.setUp(['web-0', 'web-1']);
+    relay = await TcpRelay.start(Number(new URL(cluster().server).port));
+    operator = w.startOperator([], '127.0.0.1:0', w.relayedKubeconfig(relay.port));
+    const running = await waitFor('operator running', async () => json(operator, 'operator running')[0], 30_000).catch((e: Error) => {
+      throw new Error(`${e.message}\n${operator.lines.join('\n')}`);
+    });
+    await w.startDataPlane(Number(String(running.configAddress).split(':').pop()));
+    await w.createQlb();
+    const r = await kubectl(['wait', '--for=condition=Ready', `qlb/${w.qlbName}`, '-n', w.ns, '--timeout=60s']);
+    if (r.code !== 0) throw new Error(`kubectl wait failed: ${r.stderr}`);
+  }, 120_000);
+
+  afterAll(async () => {
+    await w.tearDown();
+    relay?.close();
+  });
+
+  it('forwards throughout, survives, and catches up after the outage', async () => {
+    const ids = await w.podIds();
+    const config = await w.activeConfig();
+    relay.cut();
+    const t0 = Date.now();
+    // A change the operator cannot see yet.
+    await w.setSlice(['web-0', 'web-1', 'web-2']);
+    let sent = 0;
+    let lost = 0;
+    while (Date.now() - t0 < OUTAGE_MS) {
+      sent++;
+      if ((await w.reaches(ids['web-1']!, POD_IPS[1], 1000, config)) < 0) lost++;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    expect({ sent: sent > 10, lost }).toEqual({ sent: true, lost: 0 });
+    expect(operator.child.exitCode).toBeNull();
+    expect((await w.podIds())['web-2']).toBeUndefined();
+
+    relay.restore();
+    const t1 = Date.now();
+    const id2 = await waitFor('web-2 annotated after the outage', async () => (await w.podIds())['web-2'], 30_000, 100);
+    expect(await w.reaches(id2, POD_IPS[2], 10_000)).toBeGreaterThanOrEqual(0);
+    process.stderr.write(`[operator-outage] ${sent} probes during ${OUTAGE_MS} ms without the API server, ${lost} lost; change applied ${Date.now() - t1} ms after it came back\n`);
+    expect(operator.lines.some((l) => l.includes('watch failed: restarting'))).toBe(true);
+    const after = await w.podIds();
+    expect([after['web-0'], after['web-1']]).toEqual([ids['web-0'], ids['web-1']]);
+    await waitFor('Ready', async () => ((await w.condition('Ready'))?.status === 'True' ? true : undefined), 20_000);
+  });
+});
