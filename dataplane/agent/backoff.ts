@@ -1,7 +1,9 @@
 /**
  * Reconnect delays of the operator stream: exponential with full jitter (a random delay between 0 and the
  * current ceiling, the ceiling doubling per failed attempt up to a cap), so a fleet of data planes that lost the
- * operator at once does not reconnect in lockstep. A stream that stayed up long enough resets the ceiling.
+ * operator at once does not reconnect in lockstep. The ceiling resets when the operator proves healthy: it sent a
+ * snapshot on the stream (as Envoy's xDS client resets on a received message), or the stream stayed up long enough.
+ * A server that accepts connections and then fails before answering keeps growing the ceiling.
  */
 export interface BackoffOptions {
   /** Ceiling of the first delay (default 500 ms). */
@@ -40,6 +42,11 @@ export class Backoff {
     const delay = Math.floor(this.random() * this.ceilingMs);
     this.failures++;
     return delay;
+  }
+
+  /** The operator answered (sent a snapshot): the next failure starts from the first ceiling again. */
+  reset(): void {
+    this.failures = 0;
   }
 
   /** A stream ended after `livedMs`: a long-lived one resets the ceiling. */

@@ -170,7 +170,10 @@ export class OperatorStream extends EventEmitter<OperatorStreamEvents> {
     });
     stream.on('data', (r: StreamConfigResponse) => {
       answered();
-      if (r.message?.$case === 'snapshot') this.emit('snapshot', r.message.snapshot, id);
+      if (r.message?.$case === 'snapshot') {
+        this.backoff.reset();
+        this.emit('snapshot', r.message.snapshot, id);
+      }
     });
     stream.write({ message: { $case: 'hello', hello: o.hello() } });
   }

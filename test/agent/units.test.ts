@@ -37,6 +37,15 @@ describe('Backoff', () => {
     b.streamEnded(30_000);
     expect(b.ceilingMs).toBe(500);
   });
+
+  it('a snapshot from the operator resets the ceiling (a server that restarts twice is reached again at once)', () => {
+    const b = new Backoff({ random: () => 0.999999 });
+    for (let i = 0; i < 6; i++) b.next();
+    expect(b.ceilingMs).toBe(30_000);
+    b.reset();
+    expect(b.ceilingMs).toBe(500);
+    expect(b.next()).toBeLessThan(500);
+  });
 });
 
 describe('hostOf (the default TLS name of --operator)', () => {
