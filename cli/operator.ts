@@ -27,7 +27,8 @@ Options:
   --lease-name NAME      name of the Lease (default quiclb-operator)
   --lease-duration SECS  Lease duration (default 15); --renew-deadline SECS (default 10, below the duration) and
                          --retry-period SECS (default 2) as in client-go
-  --metrics-port N       serve /metrics and /healthz on the --config-listen host, port N (0: any free port)
+  --metrics-port N       serve /metrics, /healthz and /readyz (200 only while acting: the leader) on the
+                         --config-listen host, port N (0: any free port)
   --log-level LEVEL      ${LOG_LEVELS.join(', ')} (default info)`;
 
 function waitForStop(): Promise<string> {

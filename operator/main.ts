@@ -17,13 +17,12 @@ import { formatSocketAddress, parseSocketAddress } from '../lib/config/address.j
 import { serverCredentials } from '../proto/tls.js';
 import { ServerIdStore } from './allocation/store.js';
 import { ConfigServer, InMemorySnapshotSource, type BoundAddress } from './config-server/index.js';
-import { serveMetrics } from './config-server/metrics-http.js';
 import { EventRecorder } from './kube/events.js';
 import { keepRunning, makeInformers, objectKey, type Informers } from './kube/informers.js';
 import { LeaderElector, registerLeaderMetrics } from './kube/lease.js';
 import { SecretStore } from './kube/secrets.js';
 import { ObjectWriter } from './kube/writers.js';
-import { OperatorMetrics } from './metrics.js';
+import { OperatorMetrics, serveMonitoring } from './metrics.js';
 import { WorkQueue } from './queue/work-queue.js';
 import { SnapshotPublisher } from './reconcile/publisher.js';
 import { Reconciler } from './reconcile/reconciler.js';
@@ -52,7 +51,7 @@ export interface OperatorOptions {
    * as with client-go, a replica that lost its lease exits and starts again as a candidate.
    */
   readonly leaderElection?: LeaderElectionOptions;
-  /** Port of /metrics and /healthz on the --config-listen host (undefined: none); served by followers too. */
+  /** Port of /metrics, /healthz and /readyz (200 only while acting) on the --config-listen host (undefined: none); served by standbys too. */
   readonly metricsPort?: number;
   readonly logger?: Logger;
   readonly logLevel?: string;
@@ -207,7 +206,7 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
   try {
     if (o.metricsPort !== undefined) {
       const host = parseSocketAddress('--config-listen', o.configListen, { allowPortZero: true }).host;
-      const m = await serveMetrics(registry, host, o.metricsPort);
+      const m = await serveMonitoring(registry, host, o.metricsPort, () => term !== null);
       metricsServer = m.server;
       metricsAddress = formatSocketAddress({ host, port: m.address.port });
     }

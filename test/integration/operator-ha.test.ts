@@ -48,6 +48,8 @@ describe('quiclb operator with leader election on a real API server', () => {
 
   it('only the leader acts; the standby takes over a killed leader mid-allocation and keeps every ID', async () => {
     expect(json(b, 'leading: acting and serving snapshots')).toHaveLength(0);
+    const readyz = async (p: Proc) => (await fetch(`http://${String(json(p, 'operator running: candidate for leadership')[0].metricsAddress)}/readyz`)).status;
+    expect([await readyz(a), await readyz(b)]).toEqual([200, 503]);
     expect(b.lines.some((l) => l.includes('server-ID records written'))).toBe(false);
     const before = await w.podIds();
     const config = await w.activeConfig();
@@ -79,5 +81,6 @@ describe('quiclb operator with leader election on a real API server', () => {
     expect(await w.activeConfig()).toEqual(config);
     expect(await w.reaches(before['web-1']!, POD_IPS[1], 5000, config)).toBeGreaterThanOrEqual(0);
     expect((await w.condition('Ready'))?.status).toBe('True');
+    expect(await readyz(b)).toBe(200);
   });
 });
