@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import * as k8s from '@kubernetes/client-node';
-import { CidEncoder } from '../../lib/index.js';
+import { CidEncoder } from '../../lib/quiclb/encoder.js';
 import type { QuicLbConfig } from '../../lib/quiclb/config.js';
 import { decodeBackendSecret } from '../../operator/rotation/keys.js';
 import { GROUP, PLURAL, SERVER_ID_ANNOTATION, VERSION } from '../../operator/reconcile/spec.js';
@@ -206,9 +206,10 @@ export class OperatorWorld {
       });
       this.pods.set(name, { uid: pod.metadata!.uid!, ip: POD_IPS[i] });
     }
+    // No selector: the test owns the Service's EndpointSlices (on tier 2 the EndpointSlice controller would add its own).
     await this.core.createNamespacedService({
       namespace: this.ns,
-      body: { metadata: { name: 'web' }, spec: { clusterIP: 'None', ports: [{ name: 'quic', port: 443, protocol: 'UDP', targetPort: BACKEND_PORT }], selector: { app: 'web' } } },
+      body: { metadata: { name: 'web' }, spec: { clusterIP: 'None', ports: [{ name: 'quic', port: 443, protocol: 'UDP', targetPort: BACKEND_PORT }] } },
     });
     await this.disc.createNamespacedEndpointSlice({ namespace: this.ns, body: this.slice(inSlice) });
     this.ca = new TestCa();
