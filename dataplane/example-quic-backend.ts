@@ -1,7 +1,7 @@
 /**
  * Example QUIC backend (example code, not part of the data plane): an @matrixai/quic 2.0.9 (quiche) server
  * speaking a minimal HTTP/3 and minting ENCRYPTED QUIC-LB connection IDs with the project's server-side
- * generator (ServerCidGenerator, lib/quiclb/server-generator.ts), reading the same standalone YAML as the
+ * generator (ServerCidGenerator, lib/backend/generator.ts), reading the same standalone YAML as the
  * load balancer. Used by `quiclb standalone --example` (in-process) and by the end-to-end tests
  * (test/e2e/peers/matrixai-backend.ts runs it as a child process).
  *
@@ -42,7 +42,7 @@ import Logger, { LogLevel } from '@matrixai/logger'; // a dependency of @matrixa
 import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign as signData, timingSafeEqual, X509Certificate } from 'node:crypto';
 import type { Socket } from 'node:dgram';
 import { CidDecoder } from '../lib/quiclb/decoder.js';
-import { ServerCidGenerator } from '../lib/quiclb/server-generator.js';
+import { ServerCidGenerator } from '../lib/backend/generator.js';
 import { toHex } from '../lib/hex.js';
 import { varintLength, writeVarint } from '../lib/quic/varint.js';
 

@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { formatSocketAddress, parseSocketAddress, type SocketAddress } from '../lib/config/address.js';
 import { isReservedVersion, parseQuicHeader, QuicHeader } from '../lib/quic/header.js';
-import { ServerCidGenerator } from '../lib/quiclb/server-generator.js';
+import { ServerCidGenerator } from '../lib/backend/generator.js';
 import { toHex } from '../lib/hex.js';
 import type { LogLevel } from '../lib/config/standalone.js';
 import type { DataplaneStats } from './dataplane.js';

@@ -1,4 +1,4 @@
-/** Public library of quiclb: the QUIC-LB connection-ID codec and QUIC header parsing, for data planes and backends. */
+/** Public library of quiclb: the QUIC-LB connection-ID codec, QUIC header parsing and config, for data planes, and the backend SDK (ServerCidGenerator). */
 export * from './quiclb/config.js';
 export * from './quiclb/cipher.js';
 export * from './quiclb/encoder.js';
@@ -7,4 +7,4 @@ export * from './hex.js';
 export * from './quiclb/json.js';
 export * from './quic/header.js';
 export * from './config/index.js';
-export * from './quiclb/server-generator.js';
+export * from './backend/index.js';
