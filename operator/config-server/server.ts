@@ -45,6 +45,8 @@ export interface ConfigServerOptions {
   readonly answerTimeoutMs?: number;
   readonly keepalive?: KeepaliveOptions;
   readonly cache?: DataPlaneCacheOptions;
+  /** Correlation ids of the reconciles that made a version (the operator's publisher); push spans link to them. */
+  readonly correlationIdsOf?: (version: number) => readonly string[];
 }
 
 export interface ConfigServerEvents {
@@ -135,6 +137,7 @@ export class ConfigServer extends EventEmitter<ConfigServerEvents> {
       helloTimeoutMs: options.helloTimeoutMs ?? 10_000,
       answerTimeoutMs: options.answerTimeoutMs ?? 30_000,
       nextNonce: () => `${this.bootId}-${(++this.pushes).toString(36)}`,
+      correlationIdsOf: options.correlationIdsOf ?? (() => []),
       adopt: (s) => this.adopt(s),
       release: (s, reason) => this.release(s, reason),
       events,

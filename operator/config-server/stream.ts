@@ -25,6 +25,7 @@ import { encodePush, prepareSnapshot, type EncodedParts, type EncodedResponse } 
 import type { ConfigServerMetrics } from './metrics.js';
 import { checkRequest, isMalformed, RequestError, type MalformedRequest, type RequestLimits } from './request-limits.js';
 import type { DataPlaneKey, SnapshotSource, SourceSnapshot } from './source.js';
+import { startPushSpan, type PushOutcome, type PushSpan } from '../tracing.js';
 
 export type IncomingRequest = StreamConfigRequest | MalformedRequest;
 export type ConfigCall = ServerDuplexStream<IncomingRequest, EncodedResponse | StreamConfigResponse>;
@@ -43,6 +44,8 @@ export interface StreamHost {
   /** After this long without an answer to a push, a newer version is pushed anyway. */
   readonly answerTimeoutMs: number;
   nextNonce(): string;
+  /** Correlation ids of the reconciles that made `version` (tracing: push spans link to them). */
+  correlationIdsOf(version: number): readonly string[];
   /** The stream said Hello: it becomes the identity's stream (an older one is closed). */
   adopt(stream: DataPlaneStream): void;
   /** The stream ended (whatever the reason). */
@@ -67,6 +70,8 @@ export class DataPlaneStream {
   private writing = false;
   /** Set while the latest push waits for its answer and the answer timeout has not passed. */
   private answerTimer: NodeJS.Timeout | null = null;
+  /** The trace span of the latest push until it is answered, times out or the stream ends (null: tracing off). */
+  private pushSpan: PushSpan | null = null;
   private scheduled = false;
   private closed = false;
   readonly peer: string;
@@ -121,6 +126,7 @@ export class DataPlaneStream {
     if (this.helloTimer) clearTimeout(this.helloTimer);
     this.helloTimer = null;
     this.stopAnswerTimer();
+    this.endPushSpan({ kind: 'closed', reason });
     this.host.release(this, reason);
   }
 
@@ -158,6 +164,7 @@ export class DataPlaneStream {
     switch (m.$case) {
       case 'ack':
         return this.onAnswer(m.ack.version, m.ack.nonce, () => {
+          this.endPushSpan({ kind: 'ack' });
           const version = Number(m.ack.version);
           this.host.cache.acked(this.identity, version, now);
           this.host.metrics.acked.inc();
@@ -167,6 +174,7 @@ export class DataPlaneStream {
       case 'nack':
         return this.onAnswer(m.nack.version, m.nack.nonce, () => {
           const n = m.nack;
+          this.endPushSpan({ kind: 'nack', field: n.field, message: n.message });
           const version = Number(n.version);
           this.host.cache.nacked(this.identity, { version, nonce: n.nonce, field: n.field, message: n.message, at: now });
           this.host.metrics.nacked.inc();
@@ -202,6 +210,11 @@ export class DataPlaneStream {
     this.wake(); // a newer version may have been published meanwhile
   }
 
+  private endPushSpan(outcome: PushOutcome): void {
+    this.pushSpan?.end(outcome);
+    this.pushSpan = null;
+  }
+
   private stopAnswerTimer(): void {
     if (this.answerTimer) clearTimeout(this.answerTimer);
     this.answerTimer = null;
@@ -229,14 +242,25 @@ export class DataPlaneStream {
     this.host.cache.sent(this.identity, push, snap.loadBalancers);
     this.host.metrics.sent.inc();
     this.host.logger.debug({ identity: this.identity, version: snap.version, nonce }, 'pushing snapshot');
+    const response = encodePush(encoded, nonce);
+    this.pushSpan = startPushSpan({
+      identity: this.identity,
+      node: this.key.nodeName,
+      version: snap.version,
+      nonce,
+      bytes: response.bytes.length,
+      loadBalancers: snap.loadBalancers.length,
+      correlationIds: () => this.host.correlationIdsOf(push.version),
+    });
     this.writing = true;
     this.answerTimer = setTimeout(() => {
       this.answerTimer = null;
+      this.endPushSpan({ kind: 'timeout', timeoutMs: this.host.answerTimeoutMs });
       this.host.logger.warn({ identity: this.identity, version: push.version, nonce, timeoutMs: this.host.answerTimeoutMs }, 'no answer to a snapshot push');
       this.pushLatest();
     }, this.host.answerTimeoutMs);
     this.answerTimer.unref();
-    this.call.write(encodePush(encoded, nonce), () => {
+    this.call.write(response, () => {
       this.writing = false;
       this.pushLatest();
     });
