@@ -3,8 +3,6 @@
  * A configuration is shared by the load balancer (decode) and the servers (encode).
  */
 
-import { MAX_CID_LENGTH_V1 } from '../quic/header.js';
-
 export const MAX_CONFIG_ID = 6;
 /** Codepoint 0b111: "this connection ID carries no routing information" (§3.2). */
 export const UNROUTABLE_CONFIG_ID = 7;
@@ -13,8 +11,11 @@ export const MIN_NONCE_LEN = 4;
 /** server_id_len + nonce_len: the QUIC v1 20-octet connection-ID limit minus the first octet. */
 export const MAX_PLAINTEXT_LEN = 19;
 export const KEY_LEN = 16;
-/** Longest connection ID QUIC v1/v2 allow (the header parser's limit too). */
-export const MAX_CID_LEN = MAX_CID_LENGTH_V1;
+/**
+ * Longest connection ID QUIC v1/v2 allow (RFC 9000 §17.2): the header parser's MAX_CID_LENGTH_V1 too, not imported
+ * so that the codec imports nothing else of the project (test/backend/layering.test.ts checks they agree).
+ */
+export const MAX_CID_LEN = 20;
 
 export type CipherMode = 'plaintext' | 'single-pass' | 'four-pass';
 

@@ -2,7 +2,7 @@
  * The JSON shape of QUIC-LB configs used by the test vectors and `quiclb cid ... --jsonl`:
  * {"config_id", "server_id_len", "nonce_len", "key": hex|null, "len_self_encoded"?, "extra_len"?}.
  */
-import { parseHex } from '../hex.js';
+import { parseHex } from './hex.js';
 import { ConfigError, makeConfig, type QuicLbConfig } from './config.js';
 
 export type JsonObject = Record<string, unknown>;
