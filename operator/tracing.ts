@@ -34,6 +34,8 @@ export interface TracingOptions {
   readonly env?: Readonly<Record<string, string | undefined>>;
   /** Longest delay before a finished span is exported (default 5000 ms). */
   readonly exportDelayMs?: number;
+  /** shutdown() gives up on exporting the last spans after this long (default 5000 ms): a dead collector never holds up an exit. */
+  readonly shutdownTimeoutMs?: number;
 }
 
 export interface Tracing {
@@ -92,7 +94,16 @@ export async function setupTracing(o: TracingOptions): Promise<Tracing> {
   const serviceName = o.serviceName ?? (env.OTEL_SERVICE_NAME?.trim() || TRACER_NAME);
   const provider = new TracerProvider({
     resource: resourceFromAttributes({ 'service.name': serviceName, ...(env.POD_NAME ? { 'service.instance.id': env.POD_NAME } : {}) }),
-    spanProcessors: [new BatchSpanProcessor({ exporter: new OTLPTraceExporter({ url }), scheduledDelayMillis: o.exportDelayMs ?? 5000, maxQueueSize: 4096 })],
+    // Bounded: at most 4096 finished spans wait for export (more are dropped), two export requests in flight.
+    spanProcessors: [
+      new BatchSpanProcessor({
+        exporter: new OTLPTraceExporter({ url, timeoutMillis: 10_000, concurrencyLimit: 2 }),
+        scheduledDelayMillis: o.exportDelayMs ?? 5000,
+        maxQueueSize: 4096,
+        maxExportBatchSize: 512,
+        exportTimeoutMillis: 10_000,
+      }),
+    ],
   });
   // Export failures are reported through the OTel diagnostics logger: send them to pino (warnings and errors only).
   diag.setLogger(diagToPino(o.logger), DiagLogLevel.WARN);
@@ -110,10 +121,15 @@ export async function setupTracing(o: TracingOptions): Promise<Tracing> {
       done ??= (async () => {
         enabled = false;
         reconcileContexts.clear();
+        const limitMs = o.shutdownTimeoutMs ?? 5000;
+        let timer: NodeJS.Timeout | undefined;
+        const timedOut = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), limitMs)));
         try {
-          await provider.shutdown();
+          if ((await Promise.race([provider.shutdown(), timedOut])) === 'timeout') o.logger.warn({ url, timeoutMs: limitMs }, 'tracing: gave up exporting the last spans');
         } catch (e) {
           o.logger.warn({ err: (e as Error).message }, 'tracing: could not export the last spans');
+        } finally {
+          clearTimeout(timer);
         }
         trace.disable();
         diag.disable();

@@ -216,3 +216,61 @@ describe('tracing with an OTLP/HTTP endpoint', () => {
     expect(lines.some((l) => l.includes('tracing: exporting spans over OTLP/HTTP'))).toBe(true);
   });
 });
+
+describe('a collector that fails', () => {
+  const waitFor = async (pred: () => boolean, ms: number) => {
+    const end = Date.now() + ms;
+    while (!pred() && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    return pred();
+  };
+
+  it('an export refused by the collector is logged (through OTel diagnostics, to pino), and tracing carries on', async () => {
+    let requests = 0;
+    const server = createServer((req, res) => {
+      requests++;
+      req.resume();
+      req.on('end', () => res.writeHead(400, { 'content-type': 'application/json' }).end('{"message":"bad"}'));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const { logger, lines } = captureLogger('info');
+    const t = await setupTracing({ endpoint: `http://127.0.0.1:${(server.address() as { port: number }).port}`, env: {}, logger, exportDelayMs: 50 });
+    try {
+      await withReconcileSpan('ns/lb', 'c1', async () => ({ kind: 'done' as const }));
+      expect(await waitFor(() => requests > 0 && lines.some((l) => l.includes('"component":"otel"')), 5000)).toBe(true);
+      const line = JSON.parse(lines.find((l) => l.includes('"component":"otel"'))!) as { level: number };
+      expect(line.level).toBeGreaterThanOrEqual(40); // warn or error
+      await expect(withReconcileSpan('ns/lb', 'c2', async () => ({ kind: 'done' as const }))).resolves.toEqual({ kind: 'done' });
+    } finally {
+      await t.shutdown();
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
+  it('shutdown() gives up after its timeout when the collector never answers', async () => {
+    const held: Array<() => void> = [];
+    // Takes the request and answers only when the test ends (else the exporter's own 10 s timeout would outlive it).
+    const server = createServer((req, res) => {
+      req.resume();
+      held.push(() => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const { logger, lines } = captureLogger('info');
+    const t = await setupTracing({ endpoint: `http://127.0.0.1:${(server.address() as { port: number }).port}`, env: {}, logger, exportDelayMs: 60_000, shutdownTimeoutMs: 800 });
+    try {
+      await withReconcileSpan('ns/lb', 'c1', async () => ({ kind: 'done' as const }));
+      const t0 = Date.now();
+      await t.shutdown();
+      const took = Date.now() - t0;
+      expect(took).toBeGreaterThanOrEqual(700);
+      expect(took).toBeLessThan(3000);
+      expect(lines.some((l) => l.includes('tracing: gave up exporting the last spans'))).toBe(true);
+      expect(held.length).toBeGreaterThan(0);
+    } finally {
+      for (const answer of held) answer();
+      await new Promise((r) => setTimeout(r, 100));
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+});
