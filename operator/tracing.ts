@@ -141,8 +141,18 @@ export async function setupTracing(o: TracingOptions): Promise<Tracing> {
 
 function diagToPino(logger: Logger): DiagLogger {
   const log = logger.child({ component: 'otel' });
-  const line = (level: 'warn' | 'error' | 'info' | 'debug') => (message: string, ...args: unknown[]) =>
-    log[level]({ details: args.map((a) => (a instanceof Error ? a.message : String(a))).join(' ') }, message);
+  const line = (level: 'warn' | 'error' | 'info' | 'debug') => (message: string, ...args: unknown[]) => {
+    const details = args.map((a) => (a instanceof Error ? a.message : String(a))).join(' ');
+    // Export errors arrive as a JSON-encoded error (stack, message, code, data): keep what a reader needs.
+    let e: { message?: unknown; code?: unknown; data?: unknown } | null = null;
+    try {
+      e = message.startsWith('{') ? (JSON.parse(message) as typeof e) : null;
+    } catch {
+      e = null;
+    }
+    if (e && typeof e.message === 'string') log[level]({ code: e.code, data: typeof e.data === 'string' ? e.data.slice(0, 500) : undefined, details }, `tracing: ${e.message}`);
+    else log[level]({ details }, `tracing: ${message}`);
+  };
   return { error: line('error'), warn: line('warn'), info: line('info'), debug: line('debug'), verbose: line('debug') };
 }
 
