@@ -143,17 +143,22 @@ function diagToPino(logger: Logger): DiagLogger {
   const log = logger.child({ component: 'otel' });
   const line = (level: 'warn' | 'error' | 'info' | 'debug') => (message: string, ...args: unknown[]) => {
     const details = args.map((a) => (a instanceof Error ? a.message : String(a))).join(' ');
-    // Export errors arrive as a JSON-encoded error (stack, message, code, data): keep what a reader needs.
-    let e: { message?: unknown; code?: unknown; data?: unknown } | null = null;
-    try {
-      e = message.startsWith('{') ? (JSON.parse(message) as typeof e) : null;
-    } catch {
-      e = null;
-    }
+    const e = encodedError(message);
     if (e && typeof e.message === 'string') log[level]({ code: e.code, data: typeof e.data === 'string' ? e.data.slice(0, 500) : undefined, details }, `tracing: ${e.message}`);
     else log[level]({ details }, `tracing: ${message}`);
   };
   return { error: line('error'), warn: line('warn'), info: line('info'), debug: line('debug'), verbose: line('debug') };
+}
+
+/** Export errors arrive as a JSON-encoded error (stack, message, code, data): what a reader needs of it, or null. */
+function encodedError(message: string): { message?: unknown; code?: unknown; data?: unknown } | null {
+  if (!message.startsWith('{')) return null;
+  try {
+    const parsed: unknown = JSON.parse(message);
+    return typeof parsed === 'object' && parsed !== null ? parsed : null;
+  } catch {
+    return null;
+  }
 }
 
 /** True while spans are exported (setupTracing found an endpoint and shutdown() has not been called). */
