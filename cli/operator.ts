@@ -29,6 +29,8 @@ Options:
                          --retry-period SECS (default 2) as in client-go
   --metrics-port N       serve /metrics, /healthz and /readyz (200 only while acting: the leader) on the
                          --config-listen host, port N (0: any free port)
+  --otlp-endpoint URL    export OpenTelemetry spans (reconcile, snapshot push) over OTLP/HTTP to this collector
+                         (default: OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT if set, else no tracing at all)
   --log-level LEVEL      ${LOG_LEVELS.join(', ')} (default info)`;
 
 function waitForStop(): Promise<string> {
@@ -60,6 +62,7 @@ export async function operatorCommand(argv: string[]): Promise<number> {
       'renew-deadline': { type: 'string' },
       'retry-period': { type: 'string' },
       'metrics-port': { type: 'string' },
+      'otlp-endpoint': { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -84,6 +87,12 @@ export async function operatorCommand(argv: string[]): Promise<number> {
   if (metricsPort !== undefined && metricsPort > 65535) throw new UsageError('--metrics-port: must be 0..65535');
   const level = values['log-level'] ?? 'info';
   if (!LOG_LEVELS.includes(level)) throw new UsageError(`--log-level: must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(level)}`);
+  const { tracesUrl } = await import('../operator/tracing.js');
+  try {
+    tracesUrl(values['otlp-endpoint']);
+  } catch (e) {
+    throw new UsageError(`--otlp-endpoint: ${(e as Error).message}`);
+  }
   const k8s = await import('@kubernetes/client-node');
   const { runOperator, operatorLogger } = await import('../operator/main.js');
   const { TlsDirError } = await import('../proto/tls.js');
@@ -108,6 +117,7 @@ export async function operatorCommand(argv: string[]): Promise<number> {
       namespace: values.namespace ?? null,
       metricsPort,
       logger,
+      otlpEndpoint: values['otlp-endpoint'] ?? null,
       ...(values['leader-elect']
         ? {
             leaderElection: {

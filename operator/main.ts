@@ -25,6 +25,7 @@ import { ObjectWriter } from './kube/writers.js';
 import { OperatorMetrics, serveMonitoring } from './metrics.js';
 import { WorkQueue } from './queue/work-queue.js';
 import { SnapshotPublisher } from './reconcile/publisher.js';
+import { setupTracing } from './tracing.js';
 import { Reconciler } from './reconcile/reconciler.js';
 
 export interface LeaderElectionOptions {
@@ -60,6 +61,8 @@ export interface OperatorOptions {
   /** Longest wait for the load balancers that exist at start before a partial set is published. Default 30 s. */
   readonly startupHoldMs?: number;
   readonly resyncMs?: number;
+  /** OTLP/HTTP collector for reconcile and push spans (operator/tracing.ts); null or absent: the environment decides, else none. */
+  readonly otlpEndpoint?: string | null;
 }
 
 export interface RunningOperator {
@@ -102,6 +105,7 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
   if (!kc.getCurrentCluster()) throw new Error('the kubeconfig names no cluster');
   // Before anything connects: a bad TLS directory is a usage error, not a failure at the first leadership.
   const credentials = serverCredentials(o.tlsDir);
+  const tracing = await setupTracing({ endpoint: o.otlpEndpoint ?? null, logger });
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const informers = makeInformers(kc, o.namespace);
@@ -143,7 +147,13 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
     const initial = informers.qlbs.list().map(objectKey);
     const publisher = new SnapshotPublisher(source, logger.child({ component: 'publisher' }), initial);
     publisher.setNodes(nodeNames());
-    const configServer = new ConfigServer({ source, credentials, logger: logger.child({ component: 'config-server' }), registry });
+    const configServer = new ConfigServer({
+      source,
+      credentials,
+      logger: logger.child({ component: 'config-server' }),
+      registry,
+      correlationIdsOf: (v) => publisher.correlationIdsOf(v),
+    });
     const reconciler = new Reconciler({
       informers,
       ids: new ServerIdStore(core),
@@ -256,6 +266,7 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
   } catch (e) {
     await Promise.all(keepers.map((k) => k.stop()));
     metricsServer?.close();
+    await tracing.shutdown();
     throw e;
   }
   return {
@@ -274,6 +285,7 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
         metricsServer.closeAllConnections();
         await new Promise<void>((r) => metricsServer!.close(() => r()));
       }
+      await tracing.shutdown();
     },
   };
 }

@@ -24,6 +24,7 @@ import type { ObjectWriter } from '../kube/writers.js';
 import type { OperatorMetrics } from '../metrics.js';
 import type { Verdict } from '../queue/work-queue.js';
 import { generateKey } from '../rotation/keys.js';
+import { withReconcileSpan } from '../tracing.js';
 import type { Condition } from '../status/conditions.js';
 import { DEGRADED } from '../status/degraded.js';
 import { buildStatus } from '../status/status.js';
@@ -79,8 +80,12 @@ export class Reconciler {
     this.resyncMs = d.resyncMs ?? 30_000;
   }
 
-  async reconcile(key: string): Promise<Verdict> {
+  reconcile(key: string): Promise<Verdict> {
     const correlationId = randomBytes(6).toString('hex');
+    return withReconcileSpan(key, correlationId, () => this.traced(key, correlationId));
+  }
+
+  private async traced(key: string, correlationId: string): Promise<Verdict> {
     const log = this.d.logger.child({ qlb: key, correlationId });
     const started = performance.now();
     try {

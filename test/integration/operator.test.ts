@@ -137,10 +137,14 @@ describe('quiclb operator on a real API server', () => {
       clearInterval(watch);
     }
     expect(phases.has('Draining')).toBe(true);
-    const events = (await adminEvents().listNamespacedEvent({ namespace: w.ns })).items.filter((e) => e.regarding?.name === w.qlbName).map((e) => e.reason);
-    expect(events).toEqual(expect.arrayContaining(['RotationStarted', 'ConfigPromoted', 'ConfigRetired']));
+    // Events and audit lines follow the status write of the same reconcile.
+    const wanted = ['RotationStarted', 'ConfigPromoted', 'ConfigRetired'];
+    await waitFor('rotation Events', async () => {
+      const reasons = (await adminEvents().listNamespacedEvent({ namespace: w.ns })).items.filter((e) => e.regarding?.name === w.qlbName).map((e) => e.reason);
+      return wanted.every((r) => reasons.includes(r)) ? true : undefined;
+    }, 10_000);
     const audit = json(operator, 'key lifecycle').map((l) => l.reason);
-    expect(audit).toEqual(expect.arrayContaining(['ConfigCreated', 'RotationStarted', 'ConfigPromoted', 'ConfigRetired']));
+    expect(audit).toEqual(expect.arrayContaining(['ConfigCreated', ...wanted]));
     expect(await w.reaches(ids['web-1']!, POD_IPS[1], 5000, fresh)).toBeGreaterThanOrEqual(0);
     // Ready is False (ConfigNotSynced) for the moment between the retirement's snapshot and its ACK.
     await waitFor('Ready again', async () => ((await w.condition('Ready'))?.status === 'True' ? true : undefined), 10_000);
