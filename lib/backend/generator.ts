@@ -42,6 +42,9 @@ export interface GeneratorInfo {
   reason: string | null;
 }
 
+/** Encoders kept for a return to an earlier (config, server ID): live configs (at most 7) times a few server IDs. */
+const MAX_ENCODERS = 16;
+
 function sameConfig(a: QuicLbConfig, b: QuicLbConfig): boolean {
   return (
     a.configId === b.configId &&
@@ -55,11 +58,15 @@ function sameConfig(a: QuicLbConfig, b: QuicLbConfig): boolean {
 
 export class ServerCidGenerator extends EventEmitter<{ change: [GeneratorInfo]; error: [Error] }> {
   private encoder: CidEncoder | null = null;
+  /**
+   * The encoders of live configs, per server ID: a config's nonce counter survives a pause (a file briefly missing or
+   * invalid, a server ID changed and changed back), so no nonce repeats under a key (§9.6). At most MAX_ENCODERS.
+   */
+  private encoders: CidEncoder[] = [];
   private live: readonly LiveConfig[] = [];
   private sid: Buffer | null = null;
   private reason: string | null = 'not loaded';
   private watcher: FileWatcher | null = null;
-  private exhausted = false;
   /** The last problem reading the files (the last good content stays in force), or null. */
   lastError: Error | null = null;
 
@@ -141,32 +148,36 @@ export class ServerCidGenerator extends EventEmitter<{ change: [GeneratorInfo]; 
     if (reason === null && sid !== null && active !== undefined && sid.length !== active.config.serverIdLength) {
       reason = `the server ID is ${sid.length} octets but config ${active.config.configId} has server_id_length ${active.config.serverIdLength}`;
     }
+    // Forget the encoders of retired configs (not while no configs are known: the file may be back in a moment).
+    if (reading.live.length > 0) this.encoders = this.encoders.filter((e) => reading.live.some((l) => sameConfig(l.config, e.config)));
     if (reason !== null || sid === null || active === undefined) {
       this.encoder = null;
       this.reason = reason ?? 'no server ID';
-    } else if (this.encoder === null || !sameConfig(this.encoder.config, active.config) || Buffer.compare(this.encoder.serverId, sid) !== 0) {
-      // A new config (or key, or server ID) starts a new nonce space; the same one keeps its counter (no nonce reuse).
-      this.encoder = new CidEncoder(active.config, sid, this.options.random);
-      this.exhausted = false;
-      this.reason = null;
+      return;
     }
+    // A new config (or key, or server ID) starts a new nonce counter; one seen before continues its own.
+    let enc = this.encoders.find((e) => sameConfig(e.config, active.config) && Buffer.compare(e.serverId, sid) === 0);
+    if (enc === undefined) {
+      enc = new CidEncoder(active.config, sid, this.options.random);
+      this.encoders = [...this.encoders.slice(-(MAX_ENCODERS - 1)), enc];
+    }
+    this.encoder = enc;
+    this.reason = null;
+  }
+
+  /** The encoder next() mints with, or null (0b111). */
+  private usable(): CidEncoder | null {
+    return this.encoder !== null && !this.encoder.exhausted ? this.encoder : null;
   }
 
   /** A new connection ID: QUIC-LB with the active config, or 0b111 when there is none. */
   next(): Buffer {
-    const enc = this.encoder;
-    if (enc !== null && !this.exhausted) {
-      try {
-        return enc.next();
-      } catch (e) {
-        if (!(e instanceof NonceExhaustedError)) throw e;
-        // Every nonce was used under this key: 0b111 until a new config arrives (§9.6).
-        this.exhausted = true;
-        this.reason = e.message;
-        this.emit('change', this.info());
-      }
-    }
-    return mintUnroutableCid(this.unroutableLength(), this.options.random);
+    const enc = this.usable();
+    if (enc === null) return mintUnroutableCid(this.unroutableLength(), this.options.random);
+    const cid = enc.next();
+    // That was the last nonce under this key: 0b111 from now on until a new config arrives (§9.6).
+    if (enc.exhausted) this.emit('change', this.info());
+    return cid;
   }
 
   private unroutableLength(): number {
@@ -177,11 +188,12 @@ export class ServerCidGenerator extends EventEmitter<{ change: [GeneratorInfo]; 
 
   /** Length of the CIDs next() returns now. */
   get cidLength(): number {
-    return this.encoder !== null && !this.exhausted ? cidLength(this.encoder.config) : this.unroutableLength();
+    const enc = this.usable();
+    return enc !== null ? cidLength(enc.config) : this.unroutableLength();
   }
 
   get activeConfigId(): number | null {
-    return this.encoder !== null && !this.exhausted ? this.encoder.config.configId : null;
+    return this.usable()?.config.configId ?? null;
   }
 
   get serverId(): Buffer | null {
@@ -193,12 +205,19 @@ export class ServerCidGenerator extends EventEmitter<{ change: [GeneratorInfo]; 
     return this.live;
   }
 
+  /** Why next() mints 0b111 CIDs, or null when it mints QUIC-LB ones. */
+  private whyUnroutable(): string | null {
+    if (this.usable() !== null) return null;
+    // An encoder that is set but unusable has used every nonce under its key.
+    return this.encoder !== null ? new NonceExhaustedError(this.encoder.config.configId).message : this.reason;
+  }
+
   info(): GeneratorInfo {
     return {
       activeConfigId: this.activeConfigId,
       serverId: this.sid === null ? null : toHex(this.sid),
       cidLength: this.cidLength,
-      reason: this.activeConfigId === null ? this.reason : null,
+      reason: this.whyUnroutable(),
     };
   }
 

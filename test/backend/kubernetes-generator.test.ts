@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { lstatSync, mkdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ServerCidGenerator, type GeneratorInfo } from '../../lib/index.js';
-import { CidDecoder } from '../../lib/quiclb/decoder.js';
+import { CidDecoder, decryptCid } from '../../lib/quiclb/decoder.js';
 import { cidLength, UNROUTABLE_CONFIG_ID } from '../../lib/quiclb/config.js';
 import { KubeletVolume } from './kubelet-volume.js';
 import { keyFor, liveConfig, secretFiles, tempDir, waitFor, type ConfigSpec } from './fixtures.js';
@@ -247,5 +247,43 @@ describe('ServerCidGenerator.fromKubernetes', () => {
     expect(cid.length).toBe(14);
     expect(cid[0] & 0x1f).toBe(13);
     mintAndCheck(gen, decoderFor([spec]), 0, 'abcdef', 10);
+  });
+
+  it('a config\'s nonce counter continues after a pause (server ID changed and back, configs.json briefly missing): no nonce repeats under a key', () => {
+    const { vol, open } = setup({ watch: false });
+    vol.write({ ...secretFiles([C1]), 'server-id': '0001' });
+    const gen = open();
+    const config = liveConfig(C1);
+    const nonce = (cid: Buffer) => BigInt('0x' + decryptCid(config, cid).nonce.toString('hex'));
+    const wrap = 1n << 48n;
+    let last = nonce(gen.next());
+    const expectNext = (sid: string) => {
+      const cid = gen.next();
+      expect(decryptCid(config, cid).serverId.toString('hex')).toBe(sid);
+      const n = nonce(cid);
+      return n;
+    };
+    // Another server ID: its own counter.
+    vol.write({ ...secretFiles([C1]), 'server-id': '0002' });
+    expect(gen.reload()).toBe(true);
+    expectNext('0002');
+    // Back to the first one: its counter continues where it stopped.
+    vol.write({ ...secretFiles([C1]), 'server-id': '0001' });
+    expect(gen.reload()).toBe(true);
+    let n = expectNext('0001');
+    expect(n).toBe((last + 1n) % wrap);
+    last = n;
+    // configs.json gone for a moment (0b111 meanwhile), then back: the counter continues.
+    vol.write({ 'server-id': '0001' });
+    expect(gen.reload()).toBe(true);
+    expectUnroutable(gen.next());
+    vol.write({ ...secretFiles([C1]), 'server-id': '0001' });
+    expect(gen.reload()).toBe(true);
+    n = expectNext('0001');
+    expect(n).toBe((last + 1n) % wrap);
+    // A new key under the same config id is a new config: a fresh counter (any start is fine: another key).
+    vol.write({ ...secretFiles([{ id: 1, state: 'active', key: Buffer.alloc(16, 0x77) }]), 'server-id': '0001' });
+    expect(gen.reload()).toBe(true);
+    expect(gen.activeConfigId).toBe(1);
   });
 });
