@@ -133,11 +133,21 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
     informers.qlbs.on(ev, (obj) => add(objectKey(obj)));
     informers.services.on(ev, (s) => keysInNamespace(informers, s.metadata?.namespace, s.metadata?.name).forEach(add));
     informers.slices.on(ev, (s) => keysInNamespace(informers, s.metadata?.namespace, s.metadata?.labels?.['kubernetes.io/service-name'] ?? '\0').forEach(add));
-    informers.nodes.on(ev, () => {
-      term?.publisher.setNodes(nodeNames());
-      all();
-    });
   }
+  // Nodes are updated often (status heartbeats): only a new, gone or relabelled node changes what is served where.
+  const nodeLabels = new Map<string, string>();
+  const nodeChanged = (n: k8s.V1Node, gone: boolean) => {
+    const name = n.metadata?.name ?? '';
+    const labels = gone ? undefined : JSON.stringify(Object.entries(n.metadata?.labels ?? {}).sort());
+    if (nodeLabels.get(name) === labels) return;
+    if (labels === undefined) nodeLabels.delete(name);
+    else nodeLabels.set(name, labels);
+    term?.publisher.setNodes(nodeNames());
+    all();
+  };
+  informers.nodes.on(k8s.ADD, (n) => nodeChanged(n, false));
+  informers.nodes.on(k8s.UPDATE, (n) => nodeChanged(n, false));
+  informers.nodes.on(k8s.DELETE, (n) => nodeChanged(n, true));
   // A new pod may need its annotation (its slice entry usually changes too, but not always first).
   informers.pods.on(k8s.ADD, (p) => keysInNamespace(informers, p.metadata?.namespace, undefined).forEach(add));
 
