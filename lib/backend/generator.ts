@@ -100,10 +100,16 @@ export class ServerCidGenerator extends EventEmitter<{ change: [GeneratorInfo]; 
 
   private static start(source: GeneratorSource, options: ServerCidGeneratorOptions): ServerCidGenerator {
     const g = new ServerCidGenerator(source, options);
-    g.load(true);
+    // Watch before the first read, so a change made while it reads is not missed.
     if (options.watch !== false) {
       g.watcher = new FileWatcher(() => g.reload(), undefined, undefined, options.pollMs);
       g.watcher.watchFiles(source.watchedFiles());
+    }
+    try {
+      g.load(true);
+    } catch (e) {
+      g.close();
+      throw e;
     }
     return g;
   }
