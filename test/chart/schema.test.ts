@@ -32,6 +32,12 @@ describe('values the chart refuses', () => {
     expect(r.stdout).toBe('');
   });
 
+  it('refuses a Kubernetes older than Chart.yaml kubeVersion (CEL rules, policy/v1 PDBs)', async () => {
+    const r = await helm(['template', 'quiclb', CHART, '--kube-version', '1.29.9']);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/chart requires kubeVersion: >=1\.30\.0-0 which is incompatible with Kubernetes v1\.29\.9/);
+  });
+
   it('accepts every value values.yaml documents (helm lint --strict with the defaults is in chart.test.ts) and a percentage maxUnavailable', async () => {
     const r = await helm(['template', 'quiclb', CHART, '--set', 'dataplane.updateStrategy.maxUnavailable=10%', '--set', 'operator.listenAddress=::']);
     expect(r.stderr).toBe('');
