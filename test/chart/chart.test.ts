@@ -19,6 +19,7 @@ const COMBINATIONS: Array<[string, Record<string, string | number | boolean>]> =
   ['dataplane.bindPrivilegedPorts', { 'dataplane.bindPrivilegedPorts': true }],
   ['dataplane.stateDir.type=emptyDir', { 'dataplane.stateDir.type': 'emptyDir' }],
   ['dataplane.enabled=false', { 'dataplane.enabled': false }],
+  ['operator.otlpEndpoint', { 'operator.otlpEndpoint': 'http://otel-collector.observability:4318' }],
   ['operator.replicas=1 without PDB', { 'operator.replicas': 1, 'operator.podDisruptionBudget.enabled': false }],
   [
     'custom image and resources',
@@ -164,6 +165,8 @@ describe.each(COMBINATIONS)('helm template with %s', (_name, set) => {
     for (const p of ['livenessProbe', 'readinessProbe', 'startupProbe']) expect(c[p].httpGet.port).toBe('metrics');
     expect(c.ports).toContainEqual({ name: 'metrics', containerPort: 9090, protocol: 'TCP' });
     expect(c.args).toContain('--metrics-port=9090');
+    if (set['operator.otlpEndpoint']) expect(c.args).toContain(`--otlp-endpoint=${String(set['operator.otlpEndpoint'])}`);
+    else expect(c.args.filter((a: string) => a.startsWith('--otlp-endpoint'))).toEqual([]);
   });
 
   it('mounts the certificates the chart or cert-manager provide as TLS directories', async () => {

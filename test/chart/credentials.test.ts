@@ -22,8 +22,8 @@ function tlsDir(name: string, folder = name): string {
   return dir;
 }
 
-function args(kind: string, name: string): string[] {
-  return (find(docs, kind, name).spec.template.spec.containers[0].args as string[]).slice();
+function args(kind: string, name: string, from = docs): string[] {
+  return (find(from, kind, name).spec.template.spec.containers[0].args as string[]).slice();
 }
 
 /** Replaces `--flag=...` in a container's argument list; fails when the chart does not pass that flag. */
@@ -96,7 +96,8 @@ describe('the chart credentials and arguments with the real programs', () => {
   it(
     'the operator accepts every argument of the Deployment (it stops only for want of an API server)',
     group.guard(async () => {
-      const opArgs = args('Deployment', 'quiclb-operator');
+      const withTracing = await render({ 'operator.otlpEndpoint': 'http://127.0.0.1:4318' });
+      const opArgs = args('Deployment', 'quiclb-operator', withTracing);
       replaceFlag(opArgs, 'tls-dir', tlsDir('quiclb-operator-tls', 'operator-tls'));
       replaceFlag(opArgs, 'config-listen', '127.0.0.1:0');
       replaceFlag(opArgs, 'metrics-port', '0');

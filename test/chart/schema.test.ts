@@ -21,6 +21,7 @@ const REJECTED: Array<[string, string[], RegExp]> = [
   ['retryPeriod not below renewDeadline', ['--set', 'operator.leaderElection.retryPeriod=10'], /operator\.leaderElection\.retryPeriod \(10\) must be below renewDeadline \(10\)/],
   ['the csi-driver without cert-manager', ['--set', 'certManager.csiDriver.enabled=true'], /certManager\.csiDriver\.enabled needs certManager\.enabled=true/],
   ['one port for config and metrics', ['--set', 'operator.metricsPort=9443'], /operator\.configPort and operator\.metricsPort must differ/],
+  ['an OTLP endpoint that is not a URL', ['--set', 'operator.otlpEndpoint=otel-collector:4318'], /at '\/operator\/otlpEndpoint'/],
   ['a PDB that blocks every drain', ['--set', 'operator.replicas=1'], /minAvailable \(1\) must be below operator\.replicas \(1\).*podDisruptionBudget\.enabled=false/],
 ];
 
