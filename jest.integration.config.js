@@ -17,4 +17,6 @@ export default {
   // One cluster, 2 cores: run the suites one after another.
   maxWorkers: 1,
   testTimeout: 120000,
+  // As in jest.config.js: a handle left open by a failing test must not keep CI from reporting.
+  forceExit: true,
 };
