@@ -1,6 +1,7 @@
 /** `quiclb operator`: the Kubernetes controller and config server (operator/main.ts). */
 import { intFlag, parseFlags } from './args.js';
 import { UsageError } from './usage-error.js';
+import { waitForStop } from './wait-for-stop.js';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
@@ -32,20 +33,6 @@ Options:
   --otlp-endpoint URL    export OpenTelemetry spans (reconcile, snapshot push) over OTLP/HTTP to this collector
                          (default: OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT if set, else no tracing at all)
   --log-level LEVEL      ${LOG_LEVELS.join(', ')} (default info)`;
-
-function waitForStop(): Promise<string> {
-  return new Promise((resolve) => {
-    const done = (sig: string) => {
-      process.off('SIGINT', onInt);
-      process.off('SIGTERM', onTerm);
-      resolve(sig);
-    };
-    const onInt = () => done('SIGINT');
-    const onTerm = () => done('SIGTERM');
-    process.on('SIGINT', onInt);
-    process.on('SIGTERM', onTerm);
-  });
-}
 
 export async function operatorCommand(argv: string[]): Promise<number> {
   const { values } = parseFlags(
@@ -91,7 +78,8 @@ export async function operatorCommand(argv: string[]): Promise<number> {
   try {
     tracesUrl(values['otlp-endpoint']);
   } catch (e) {
-    throw new UsageError(`--otlp-endpoint: ${(e as Error).message}`);
+    // The message already names its source (--otlp-endpoint or the OTEL_* variable).
+    throw new UsageError((e as Error).message);
   }
   const k8s = await import('@kubernetes/client-node');
   const { runOperator, operatorLogger } = await import('../operator/main.js');

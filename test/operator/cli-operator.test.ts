@@ -22,7 +22,7 @@ describe('quiclb operator flags', () => {
     [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--leader-elect', '--lease-duration', '5', '--renew-deadline', '5'], /below --lease-duration/],
     [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--metrics-port', 'x'], /--metrics-port: expected a non-negative integer/],
     [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--log-level', 'loud'], /--log-level: must be one of/],
-    [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--otlp-endpoint', 'ftp://x'], /--otlp-endpoint: .*http/],
+    [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--otlp-endpoint', 'ftp://x'], /^quiclb operator: --otlp-endpoint: OTLP\/HTTP needs an http:\/\/ or https:\/\/ URL, got ftp:/],
     [['--bogus'], /Unknown option '--bogus'/],
   ])('refuses %j', (args, message) => {
     const r = runCli(['operator', ...args]);
