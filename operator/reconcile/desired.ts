@@ -9,7 +9,7 @@
  */
 import { defaultShortDcidLength, validateSnapshot, type DataplaneSnapshot, type SnapshotServer } from '../../lib/config/snapshot.js';
 import { allocateServerIds, type AllocationResult, type EndpointObservation, type ServerIdRecords } from '../allocation/server-ids.js';
-import { keyFingerprint } from '../rotation/keys.js';
+import { keyFingerprint } from '../../lib/config/key-fingerprint.js';
 import { encodeConfigsSecret } from '../rotation/secret-codec.js';
 import { liveConfigs, stepRotation, type DataPlaneAcks, type MachineState, type RotationResult } from '../rotation/machine.js';
 import type { StatusFacts } from '../status/facts.js';

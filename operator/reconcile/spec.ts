@@ -14,8 +14,8 @@ export const KIND = 'QuicLoadBalancer';
 export const PLURAL = 'quicloadbalancers';
 /** Annotation: set to a new value to rotate now (like spec.rotation.trigger). */
 export const ROTATE_ANNOTATION = 'quiclb.io/rotate';
-/** Annotation on backend pods: the pod's server ID in hex. */
-export const SERVER_ID_ANNOTATION = 'quiclb.io/server-id';
+/** Annotation on backend pods: the pod's server ID in hex (defined once, beside the reader of its file). */
+export { SERVER_ID_ANNOTATION } from '../../lib/backend/server-id-file.js';
 
 export interface QuicLoadBalancerSpec {
   readonly backend: { readonly serviceName: string; readonly port?: number; readonly portName?: string };

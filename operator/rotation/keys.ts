@@ -1,6 +1,7 @@
 /**
- * QUIC-LB keys on the operator side: generation, fingerprints (the only form of a key that may appear in status,
- * events, logs and audit lines) and the Secret that backends mount.
+ * QUIC-LB keys on the operator side: generation, config fingerprints and the Secret that backends mount. A key's own
+ * fingerprint (the only form of a key that may appear in status, events, logs and audit lines) is
+ * lib/config/key-fingerprint.ts, the same the data plane's admin API shows.
  *
  * The backends' Secret holds one data key, `configs.json`, in the rotation-state format that standalone mode already
  * writes and ServerCidGenerator already reads (lib/config/state-file.ts, `quiclb-rotation-state/1`):
@@ -24,11 +25,6 @@ export const BACKEND_CONFIGS_KEY = 'configs.json';
 
 export function generateKey(): Buffer {
   return randomBytes(KEY_LEN);
-}
-
-/** `sha256:` and the first 16 hex digits of SHA-256(key): identifies a key, reveals nothing usable about it. */
-export function keyFingerprint(key: Uint8Array): string {
-  return `sha256:${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
 }
 
 /**

@@ -3,7 +3,8 @@ import fc from 'fast-check';
 import { allocateServerIds, EMPTY_RECORDS } from '../../operator/allocation/server-ids.js';
 import { decodeRecords, encodeRecords, MAX_RECORDS } from '../../operator/allocation/records-codec.js';
 import { makeConfig } from '../../lib/quiclb/config.js';
-import { BACKEND_CONFIGS_KEY, encodeBackendSecret, keyFingerprint } from '../../operator/rotation/keys.js';
+import { BACKEND_CONFIGS_KEY, encodeBackendSecret } from '../../operator/rotation/keys.js';
+import { keyFingerprint } from '../../lib/config/key-fingerprint.js';
 import { backendConfigsState, INITIAL_STATE, stepRotation, type MachineState } from '../../operator/rotation/machine.js';
 import { decodeConfigsSecret, decodeMachineState, encodeConfigsSecret, encodeMachineState, MACHINE_STATE_KEY } from '../../operator/rotation/secret-codec.js';
 

@@ -7,9 +7,9 @@ import {
   decodeBackendSecret,
   encodeBackendSecret,
   generateKey,
-  keyFingerprint,
   parseUserKey,
 } from '../../operator/rotation/keys.js';
+import { keyFingerprint } from '../../lib/config/key-fingerprint.js';
 
 const KEY = Buffer.from('000102030405060708090a0b0c0d0e0f', 'hex');
 const T = Date.parse('2026-12-04T12:00:00Z');
@@ -22,7 +22,7 @@ describe('keys', () => {
     expect(a.equals(b)).toBe(false);
   });
 
-  it('fingerprints a key as sha256: and 16 hex digits, stable, never containing the key', () => {
+  it('fingerprints a key (the one definition the data plane also uses) as sha256: and 16 hex digits, stable, never containing the key', () => {
     const f = keyFingerprint(KEY);
     expect(f).toMatch(/^sha256:[0-9a-f]{16}$/);
     expect(f).toBe(keyFingerprint(Buffer.from(KEY)));

@@ -1,6 +1,7 @@
 import { describe, expect, it } from '@jest/globals';
 import fc from 'fast-check';
-import { generateKey, keyFingerprint } from '../../operator/rotation/keys.js';
+import { generateKey } from '../../operator/rotation/keys.js';
+import { keyFingerprint } from '../../lib/config/key-fingerprint.js';
 import {
   backendConfigsState,
   INITIAL_STATE,
