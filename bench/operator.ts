@@ -74,8 +74,8 @@ try {
   }
   const metricsAddress = String(json(op, 'operator running')[0].metricsAddress);
   const text = await (await fetch(`http://${metricsAddress}/metrics`)).text();
-  const rss = Number(/^process_resident_memory_bytes (\S+)/m.exec(text)?.[1] ?? NaN);
-  const heap = Number(/^nodejs_heap_size_used_bytes (\S+)/m.exec(text)?.[1] ?? NaN);
+  const rss = Number(/^quiclb_process_resident_memory_bytes (\S+)/m.exec(text)?.[1] ?? NaN);
+  const heap = Number(/^quiclb_nodejs_heap_size_used_bytes (\S+)/m.exec(text)?.[1] ?? NaN);
   for (const r of results) console.log(`backends ${r.backends}: endpoint ready -> data plane ACK p50 ${r.p50} ms, p99 ${r.p99} ms, max ${r.max} ms (${r.n} changes)`);
   console.log(`operator at ${sizes[sizes.length - 1]} backends: RSS ${(rss / 2 ** 20).toFixed(1)} MiB, heap used ${(heap / 2 ** 20).toFixed(1)} MiB`);
 } finally {

@@ -107,7 +107,7 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
   const credentials = serverCredentials(o.tlsDir);
   const tracing = await setupTracing({ endpoint: o.otlpEndpoint ?? null, logger });
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  collectDefaultMetrics({ register: registry, prefix: 'quiclb_' });
   const informers = makeInformers(kc, o.namespace);
   const core = kc.makeApiClient(k8s.CoreV1Api);
   let term: Term | null = null;

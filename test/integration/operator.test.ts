@@ -170,6 +170,9 @@ describe('quiclb operator on a real API server', () => {
     expect(value(/^quiclb_operator_rotations_total\{phase="started"\} (\d+)/m)).toBe(1);
     expect(value(/^quiclb_operator_rotations_total\{phase="promoted"\} (\d+)/m)).toBe(1);
     expect(value(/^quiclb_operator_rotations_total\{phase="retired"\} (\d+)/m)).toBe(1);
+    // Every metric name starts with quiclb_ (DESIGN), the process and Node.js defaults included.
+    expect(value(/^quiclb_process_resident_memory_bytes (\d+)/m)).toBeGreaterThan(0);
+    expect(text.split('\n').filter((l) => l !== '' && !/^(# (HELP|TYPE) )?quiclb_/.test(l))).toEqual([]);
   });
 
   it('deleting the QuicLoadBalancer closes its listener, removes its records and Secret, then the finalizer', async () => {
