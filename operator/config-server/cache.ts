@@ -1,5 +1,5 @@
 /**
- * What the config server knows about each data plane, keyed by its certificate identity: who it says it is, when
+ * What the config server knows about each data plane, keyed by its identity (identity.ts: certificate CN and node): who it says it is, when
  * it connected, what was sent to it, what it applied or rejected, and its last health and counters reports. The
  * streams (server.ts) write it; status aggregation and key rotation read it through plain, frozen views
  * (dataPlanes()). Everything a peer makes it hold is bounded: health entries only for the servers of the snapshot
@@ -78,8 +78,10 @@ export interface CountersView {
 }
 
 export interface DataPlaneView {
-  /** Certificate identity (subject CN). */
+  /** Certificate CN and the node its Hello names (`quiclb-dataplane@node-a`; the CN alone without a node). */
   readonly identity: string;
+  /** The client certificate's subject CN (several data planes may share it). */
+  readonly certificateName: string;
   readonly connected: boolean;
   /** Remote address of the current (or last) stream. */
   readonly peer: string;
@@ -103,6 +105,7 @@ export interface DataPlaneView {
 
 interface Entry {
   identity: string;
+  certificateName: string;
   connected: boolean;
   peer: string;
   hello: HelloInfo | null;
@@ -150,7 +153,7 @@ const OUTCOMES: Record<number, OutcomeView> = {
 };
 
 function processOf(hello: HelloInfo | null): string {
-  return `${hello?.processStartTime?.getTime() ?? ''}/${hello?.softwareVersion ?? ''}`;
+  return `${hello?.podName ?? ''}/${hello?.processStartTime?.getTime() ?? ''}/${hello?.softwareVersion ?? ''}`;
 }
 
 export function helloInfo(h: Hello): HelloInfo {
@@ -225,11 +228,12 @@ export class DataPlaneCache {
   }
 
   /** A stream said Hello. */
-  connected(identity: string, hello: HelloInfo, peer: string, now: Date): void {
+  connected(identity: string, certificateName: string, hello: HelloInfo, peer: string, now: Date): void {
     this.prune(now);
     const prev = this.entries.get(identity);
     const e: Entry = prev ?? {
       identity,
+      certificateName,
       connected: false,
       peer,
       hello: null,
@@ -248,6 +252,7 @@ export class DataPlaneCache {
       lastReportAt: null,
     };
     e.connected = true;
+    e.certificateName = certificateName;
     e.peer = peer;
     e.hello = hello;
     e.connectedSince = now;
@@ -361,6 +366,7 @@ export class DataPlaneCache {
   private view(e: Entry): DataPlaneView {
     return Object.freeze({
       identity: e.identity,
+      certificateName: e.certificateName,
       connected: e.connected,
       peer: e.peer,
       hello: e.hello,

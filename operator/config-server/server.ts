@@ -4,8 +4,9 @@
  * in a DataPlaneCache (cache.ts) and exposed as plain views, events and quiclb_ metrics. No Kubernetes here.
  *
  * Every stream is checked before anything is read: the TLS handshake already required a certificate chaining to
- * the CA; checkClientCertificate() also requires the clientAuth key usage and a CN (the data plane's identity).
- * A second stream of the same identity replaces the first (after its Hello).
+ * the CA; checkClientCertificate() also requires the clientAuth key usage and a CN. A data plane's identity is that
+ * CN and the node its Hello names (identity.ts): data planes sharing a certificate on different nodes coexist, and
+ * a second stream of the same identity (a reconnect) replaces the first (after its Hello).
  */
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -84,7 +85,7 @@ export class ConfigServer extends EventEmitter<ConfigServerEvents> {
   private readonly host: StreamHost;
   /** Every open stream (before and after Hello). */
   private readonly open = new Set<DataPlaneStream>();
-  /** The adopted (post-Hello) stream of each identity. */
+  /** The adopted (post-Hello) stream of each identity (certificate CN and node). */
   private readonly byIdentity = new Map<string, DataPlaneStream>();
   private readonly unsubscribe: () => void;
   private readonly bootId = randomBytes(4).toString('hex');

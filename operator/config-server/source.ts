@@ -6,7 +6,7 @@
  */
 import type { DataplaneSnapshot } from '../../lib/config/snapshot.js';
 
-/** Who asks: the certificate identity of the stream, and the node its Hello names. */
+/** Who asks: the data plane's identity (identity.ts: certificate CN and node), and the node its Hello names. */
 export interface DataPlaneKey {
   readonly identity: string;
   readonly nodeName: string;
@@ -38,7 +38,7 @@ export function nextVersion(previous: number, now = Date.now()): number {
   return Math.max(previous + 1, Math.floor(now));
 }
 
-/** Desired state: load balancers per certificate identity, else per node name, else `all`. */
+/** Desired state: load balancers per data-plane identity (identity.ts), else per node name, else `all`. */
 export interface DesiredState {
   readonly all?: readonly DataplaneSnapshot[];
   readonly byNode?: ReadonlyMap<string, readonly DataplaneSnapshot[]>;

@@ -21,6 +21,7 @@ import { Metadata, status as GrpcStatus, type ServerDuplexStream } from '@grpc/g
 import type { Logger } from 'pino';
 import type { StreamConfigRequest, StreamConfigResponse } from '../../proto/gen/quiclb/v1/distribution.js';
 import { helloInfo, type BackendHealthView, type DataPlaneCache, type PushInfo } from './cache.js';
+import { dataPlaneIdentity } from './identity.js';
 import { encodePush, prepareSnapshot, type EncodedParts, type EncodedResponse } from './encoding.js';
 import type { ConfigServerMetrics } from './metrics.js';
 import { checkRequest, isMalformed, RequestError, type MalformedRequest, type RequestLimits } from './request-limits.js';
@@ -46,7 +47,7 @@ export interface StreamHost {
   nextNonce(): string;
   /** Correlation ids of the reconciles that made `version` (tracing: push spans link to them). */
   correlationIdsOf(version: number): readonly string[];
-  /** The stream said Hello: it becomes the identity's stream (an older one is closed). */
+  /** The stream said Hello: it becomes the stream of its identity (an older one of the same identity is closed). */
   adopt(stream: DataPlaneStream): void;
   /** The stream ended (whatever the reason). */
   release(stream: DataPlaneStream, reason: string): void;
@@ -79,7 +80,8 @@ export class DataPlaneStream {
   constructor(
     private readonly host: StreamHost,
     private readonly call: ConfigCall,
-    readonly identity: string,
+    /** The client certificate's CN. */
+    readonly certificateName: string,
   ) {
     this.peer = call.getPeer();
     this.helloTimer = setTimeout(() => this.close(GrpcStatus.DEADLINE_EXCEEDED, `no hello within ${host.helloTimeoutMs} ms`, 'hello_timeout'), host.helloTimeoutMs);
@@ -98,6 +100,11 @@ export class DataPlaneStream {
 
   get helloReceived(): boolean {
     return this.key !== null;
+  }
+
+  /** The data plane's identity (identity.ts): certificate CN and the node of its Hello; the CN alone before it. */
+  get identity(): string {
+    return this.key?.identity ?? this.certificateName;
   }
 
   /** A new version may exist: push the newest on the next turn of the event loop (coalescing bursts). */
@@ -145,11 +152,11 @@ export class DataPlaneStream {
       const hello = helloInfo(m.hello);
       clearTimeout(this.helloTimer!);
       this.helloTimer = null;
-      this.key = { identity: this.identity, nodeName: hello.nodeName };
+      this.key = { identity: dataPlaneIdentity(this.certificateName, hello.nodeName), nodeName: hello.nodeName };
       this.host.adopt(this);
-      this.host.cache.connected(this.identity, hello, this.peer, new Date());
+      this.host.cache.connected(this.identity, this.certificateName, hello, this.peer, new Date());
       this.host.logger.info(
-        { identity: this.identity, peer: this.peer, node: hello.nodeName, pod: hello.podName, softwareVersion: hello.softwareVersion, currentVersion: hello.currentVersion },
+        { identity: this.identity, certificate: this.certificateName, peer: this.peer, node: hello.nodeName, pod: hello.podName, softwareVersion: hello.softwareVersion, currentVersion: hello.currentVersion },
         'data plane connected',
       );
       this.host.events.connected(this.identity);

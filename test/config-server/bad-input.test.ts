@@ -62,7 +62,7 @@ const hello = Buffer.from(
 /** The bystander still receives (and acknowledges) the next version. */
 async function bystanderStillServed() {
   const v = source.publish({ all: [makeLoadBalancer('web', { weight: Math.floor(Math.random() * 1000) })] });
-  await started.server.waitForAck(v, 3000, ['bystander']);
+  await started.server.waitForAck(v, 3000, ['bystander@node-a']);
 }
 
 describe('config server bad input', () => {
@@ -100,7 +100,7 @@ describe('config server bad input', () => {
     const entry = { loadBalancer: 'web', server: 'web-server-0', state: HealthVerdict.HEALTH_VERDICT_HEALTHY, lastResult: ProbeResult.PROBE_RESULT_SUCCESS, lastProbeTime: undefined, consecutiveFailures: 0, lastRtt: undefined, lastError: '' };
     dp.send({ message: { $case: 'health', health: { backends: Array.from({ length: 11 }, () => entry) } } });
     expect(await dp.waitForEnd()).toEqual({ code: status.INVALID_ARGUMENT, details: 'health.backends: at most 10 entries, got 11' });
-    expect(started.server.dataPlane('many')).toMatchObject({ connected: false, health: [] });
+    expect(started.server.dataPlane('many@node-a')).toMatchObject({ connected: false, health: [] });
     await bystanderStillServed();
   });
 

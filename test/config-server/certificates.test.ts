@@ -82,6 +82,6 @@ describe('config server mTLS', () => {
   });
 
   it('no refused identity appears among the data planes', () => {
-    expect(started.server.dataPlanes().map((d) => d.identity)).toEqual(['dp-good']);
+    expect(started.server.dataPlanes().map((d) => d.identity)).toEqual(['dp-good@node-a']);
   });
 });

@@ -10,11 +10,14 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { repoRoot } from '../helpers/run-cli.js';
 import { snapshotToWire } from '../../proto/convert.js';
 import { Snapshot } from '../../proto/gen/quiclb/v1/distribution.js';
+import { dataPlaneIdentity } from '../../operator/config-server/identity.js';
 import { InMemorySnapshotSource } from '../../operator/config-server/source.js';
 import { TestCa, type TlsDir } from '../helpers/tls.js';
 import { makeLoadBalancer, sleep, startServer, TestDataPlane, type LoadBalancerOptions, type StartedServer } from './helpers.js';
 
 const NORMAL = ['dp-0', 'dp-1', 'dp-2', 'dp-3', 'dp-4'];
+/** The identity of the data plane with certificate `cn`: each Hello names its CN as node, the separate process 'separate-process'. */
+const id = (cn: string) => dataPlaneIdentity(cn, cn === 'frozen' ? 'separate-process' : cn);
 
 let ca: TestCa;
 let serverTls: TlsDir;
@@ -55,34 +58,34 @@ async function scenario(versions: number, lb: LoadBalancerOptions, answerTimeout
     open.push(dp);
     return dp;
   });
-  await started.server.waitForAck(v1, 5000, NORMAL);
+  await started.server.waitForAck(v1, 5000, NORMAL.map(id));
   const stalled = TestDataPlane.withTls(started.address, tls.stalled);
   open.push(stalled);
   stalled.pause();
   stalled.hello('stalled');
   // The stalled data plane's Hello is in, and its first push is written (its bytes wait in buffers).
   const deadline = Date.now() + 5000;
-  while (started.server.dataPlane('stalled')?.lastSent?.version !== v1 && Date.now() < deadline) await sleep(20);
-  expect(started.server.dataPlane('stalled')?.lastSent?.version).toBe(v1);
+  while (started.server.dataPlane(id('stalled'))?.lastSent?.version !== v1 && Date.now() < deadline) await sleep(20);
+  expect(started.server.dataPlane(id('stalled'))?.lastSent?.version).toBe(v1);
 
   let slowest = 0;
   let last = v1;
   for (let i = 1; i < versions; i++) {
     last = publish(i);
     const t0 = Date.now();
-    await started.server.waitForAck(last, 2000, NORMAL);
+    await started.server.waitForAck(last, 2000, NORMAL.map(id));
     slowest = Math.max(slowest, Date.now() - t0);
     await sleep(10);
   }
   expect(normal.every((dp) => dp.last!.version === BigInt(last))).toBe(true);
   // Let the stall outlast the answer timeout (when it is short) before the data plane reads again.
   if (answerTimeoutMs < 5000) await sleep(answerTimeoutMs * 3);
-  const pushedDuringStall = started.server.dataPlane('stalled')!.lastSent!.version;
+  const pushedDuringStall = started.server.dataPlane(id('stalled'))!.lastSent!.version;
 
   stalled.autoAck = true;
   stalled.resume();
   await stalled.waitForVersion(last, 10_000);
-  await started.server.waitForAck(last, 5000, ['stalled']);
+  await started.server.waitForAck(last, 5000, [id('stalled')]);
   return { slowest, received: stalled.snapshots.map((s) => Number(s.version)), v1, last, pushedDuringStall };
 }
 
@@ -127,7 +130,7 @@ describe('config server latest-wins', () => {
       buf = lines.pop()!;
       for (const l of lines) received.push(Number((JSON.parse(l) as { version: string }).version));
     });
-    await started.server.waitForAck(v1, 20_000, [...NORMAL, 'frozen']);
+    await started.server.waitForAck(v1, 20_000, [...NORMAL, 'frozen'].map(id));
     process.kill(child.pid!, 'SIGSTOP');
 
     const v2 = publish(1);
@@ -137,17 +140,17 @@ describe('config server latest-wins', () => {
       await sleep(answerTimeoutMs / 2);
       last = publish(i);
       const t0 = Date.now();
-      await started.server.waitForAck(last, 5000, NORMAL);
+      await started.server.waitForAck(last, 5000, NORMAL.map(id));
       slowest = Math.max(slowest, Date.now() - t0);
     }
     await sleep(answerTimeoutMs * 3);
     // Every answer timeout has passed, yet nothing followed v2: its write is still held by HTTP/2 flow control.
-    expect(started.server.dataPlane('frozen')!.lastSent!.version).toBe(v2);
+    expect(started.server.dataPlane(id('frozen'))!.lastSent!.version).toBe(v2);
     expect(slowest).toBeLessThan(3000);
     expect(normal.every((dp) => dp.last!.version === BigInt(last))).toBe(true);
 
     process.kill(child.pid!, 'SIGCONT');
-    await started.server.waitForAck(last, 20_000, ['frozen']);
+    await started.server.waitForAck(last, 20_000, [id('frozen')]);
     expect(received).toEqual([v1, v2, last]);
   }, 90_000);
 });

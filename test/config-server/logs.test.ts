@@ -46,10 +46,10 @@ describe('config server logs', () => {
 
     const parsed = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
     const byMsg = (msg: string) => parsed.filter((l) => l.msg === msg);
-    expect(byMsg('data plane connected')[0]).toMatchObject({ level: 30, identity: 'dp-logs', node: 'node-logs' });
-    expect(byMsg('pushing snapshot')[0]).toMatchObject({ level: 20, identity: 'dp-logs', version: v1, nonce: s1.nonce });
-    expect(byMsg('snapshot rejected by data plane')[0]).toMatchObject({ level: 40, identity: 'dp-logs', version: v1, nonce: s1.nonce, field: 'load_balancers[0].configs[0].key' });
-    expect(byMsg('snapshot acknowledged')[0]).toMatchObject({ level: 30, identity: 'dp-logs', version: v2, nonce: s2.nonce });
+    expect(byMsg('data plane connected')[0]).toMatchObject({ level: 30, identity: 'dp-logs@node-logs', certificate: 'dp-logs', node: 'node-logs' });
+    expect(byMsg('pushing snapshot')[0]).toMatchObject({ level: 20, identity: 'dp-logs@node-logs', version: v1, nonce: s1.nonce });
+    expect(byMsg('snapshot rejected by data plane')[0]).toMatchObject({ level: 40, identity: 'dp-logs@node-logs', version: v1, nonce: s1.nonce, field: 'load_balancers[0].configs[0].key' });
+    expect(byMsg('snapshot acknowledged')[0]).toMatchObject({ level: 30, identity: 'dp-logs@node-logs', version: v2, nonce: s2.nonce });
     expect(byMsg('data plane disconnected').length).toBeGreaterThanOrEqual(1);
     expect(byMsg('closing config stream').map((l) => l.reason)).toContain('hello.node_name: at most 253 characters, got 300');
 

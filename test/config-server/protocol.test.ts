@@ -56,8 +56,8 @@ describe('config server stream', () => {
     expect(content.loadBalancers.map((lb) => lb.name)).toEqual(['web']);
     expect(content.loadBalancers[0].servers.map((x) => x.name)).toEqual(['web-server-0', 'web-server-1', 'web-server-2', 'web-server-3']);
     expect(Buffer.from(content.loadBalancers[0].configs[0].config.key!)).toEqual(TEST_KEYS[0]);
-    const view = server.dataPlane('dp-a')!;
-    expect(view).toMatchObject({ identity: 'dp-a', connected: true, hello: { nodeName: 'node-1', podName: 'pod-a', softwareVersion: '0.1.0' } });
+    const view = server.dataPlane('dp-a@node-1')!;
+    expect(view).toMatchObject({ identity: 'dp-a@node-1', certificateName: 'dp-a', connected: true, hello: { nodeName: 'node-1', podName: 'pod-a', softwareVersion: '0.1.0' } });
     expect(view.lastSent).toMatchObject({ version, nonce: s.nonce });
     expect(view.appliedVersion).toBeNull();
   });
@@ -70,7 +70,7 @@ describe('config server stream', () => {
     const s1 = await dp.waitForVersion(v1);
     dp.ack(s1);
     await server.waitForAck(v1, 2000);
-    expect(server.dataPlane('dp-a')!.appliedVersion).toBe(v1);
+    expect(server.dataPlane('dp-a@node-a')!.appliedVersion).toBe(v1);
     const v2 = source.publish({ all: [makeLoadBalancer('web', { weight: 7 })] });
     const s2 = await dp.waitForVersion(v2);
     expect(s2.nonce).not.toBe(s1.nonce);
@@ -89,7 +89,7 @@ describe('config server stream', () => {
     server.on('nack', (n) => nacks.push(n));
     dp.nack(s1, 'load_balancers[0].listen[0]', 'cannot bind 127.0.0.1:4433: EADDRINUSE');
     await sleep(200);
-    const view = server.dataPlane('dp-b')!;
+    const view = server.dataPlane('dp-b@node-a')!;
     expect(view.lastNack).toMatchObject({ version: v1, nonce: s1.nonce, field: 'load_balancers[0].listen[0]', message: 'cannot bind 127.0.0.1:4433: EADDRINUSE' });
     expect(view.appliedVersion).toBeNull();
     expect(nacks).toHaveLength(1);
@@ -105,7 +105,7 @@ describe('config server stream', () => {
     const v2 = source.publish({ all: [makeLoadBalancer('web', { port: 4434 })] });
     const s2 = await again.waitForVersion(v2);
     again.ack(s2);
-    await server.waitForAck(v2, 2000, ['dp-b']);
+    await server.waitForAck(v2, 2000, ['dp-b@node-a']);
     const metrics = await registry.getSingleMetricAsString('quiclb_config_server_snapshots_nacked_total');
     expect(metrics).toMatch(/quiclb_config_server_snapshots_nacked_total 1$/m);
   });
@@ -161,7 +161,7 @@ describe('config server stream', () => {
     dp.nack(s1, 'x', 'stale');
     dp.send({ message: { $case: 'ack', ack: { version: s2.version, nonce: 'not-a-nonce' } } });
     await sleep(300);
-    let view = server.dataPlane('dp-d')!;
+    let view = server.dataPlane('dp-d@node-a')!;
     expect(view.appliedVersion).toBeNull();
     expect(view.lastNack).toBeNull();
     dp.ack(s2);
@@ -169,28 +169,28 @@ describe('config server stream', () => {
     // A second answer to the same push is ignored too.
     dp.nack(s2, 'y', 'late');
     await sleep(200);
-    view = server.dataPlane('dp-d')!;
+    view = server.dataPlane('dp-d@node-a')!;
     expect(view.appliedVersion).toBe(v2);
     expect(view.lastNack).toBeNull();
   });
 
-  it('a second stream of the same identity replaces the first (which is closed with ABORTED)', async () => {
+  it('a second stream of the same identity (certificate and node) replaces the first (which is closed with ABORTED)', async () => {
     const { source, connect, server } = await setup();
     const v1 = source.publish({ all: [makeLoadBalancer('web')] });
     const first = connect('dp-e');
-    first.hello('node-old');
+    first.hello('node-e');
     await first.waitForVersion(v1);
     const second = connect('dp-e');
-    second.hello('node-new');
+    second.hello('node-e');
     second.ack(await second.waitForVersion(v1));
     const end = await first.waitForEnd();
-    expect(end.code).toBe(status.ABORTED);
-    expect(server.dataPlane('dp-e')).toMatchObject({ connected: true, hello: { nodeName: 'node-new' } });
+    expect(end).toEqual({ code: status.ABORTED, details: 'replaced by a newer stream of the same data plane' });
+    expect(server.dataPlane('dp-e@node-e')).toMatchObject({ connected: true, appliedVersion: v1 });
     // Only the new stream gets new versions.
     const v2 = source.publish({ all: [makeLoadBalancer('web', { weight: 9 })] });
     await second.waitForVersion(v2);
     expect(first.snapshots.map((s) => s.version)).toEqual([BigInt(v1)]);
-    expect(server.dataPlanes().filter((d) => d.identity === 'dp-e')).toHaveLength(1);
+    expect(server.dataPlanes().filter((d) => d.certificateName === 'dp-e').map((d) => d.identity)).toEqual(['dp-e@node-e']);
   });
 
   it('records health and counters reports, emits them, and exposes them in the view', async () => {
@@ -237,18 +237,18 @@ describe('config server stream', () => {
       },
     });
     await sleep(300);
-    const view = server.dataPlane('dp-f')!;
+    const view = server.dataPlane('dp-f@node-a')!;
     expect(view.health).toHaveLength(2);
     expect(view.health.find((h) => h.server === 'web-server-0')).toMatchObject({ state: 'healthy', lastResult: 'success', lastRttMs: 1.5, consecutiveFailures: 0 });
     expect(view.health.find((h) => h.server === 'web-server-1')).toMatchObject({ state: 'unhealthy', lastResult: 'failure', lastError: 'timeout', consecutiveFailures: 4 });
     expect(view.counters!.loadBalancers[0]).toMatchObject({ loadBalancer: 'web', receivedPackets: 10, liveFlows: 3, traffic: [{ outcome: 'cid', configId: 0, packets: 8, bytes: 9600 }] });
-    expect(seen).toEqual(['health:dp-f:2', 'counters:dp-f:8']);
+    expect(seen).toEqual(['health:dp-f@node-a:2', 'counters:dp-f@node-a:8']);
     // The view is read-only.
     expect(Object.isFrozen(view)).toBe(true);
     // A snapshot without web-server-1 drops its health entry.
     const v2 = source.publish({ all: [makeLoadBalancer('web', { servers: 1 })] });
     await dp.waitForVersion(v2);
-    expect(server.dataPlane('dp-f')!.health.map((h) => h.server)).toEqual(['web-server-0']);
+    expect(server.dataPlane('dp-f@node-a')!.health.map((h) => h.server)).toEqual(['web-server-0']);
   });
 
   it('keeps health reported before the first push (nothing to serve yet) and prunes it to the servers pushed', async () => {
@@ -260,10 +260,10 @@ describe('config server stream', () => {
     // A data plane forwarding with its saved snapshot reports every server before the source has anything for it.
     dp.send({ message: { $case: 'health', health: { backends: [entry('web-server-0'), entry('gone')] } } });
     await sleep(200);
-    expect(server.dataPlane('dp-c')!.health.map((h) => h.server).sort()).toEqual(['gone', 'web-server-0']);
+    expect(server.dataPlane('dp-c@node-a')!.health.map((h) => h.server).sort()).toEqual(['gone', 'web-server-0']);
     const v1 = source.publish({ all: [makeLoadBalancer('web', { servers: 2 })] });
     await dp.waitForVersion(v1);
-    expect(server.dataPlane('dp-c')!.health.map((h) => h.server)).toEqual(['web-server-0']);
+    expect(server.dataPlane('dp-c@node-a')!.health.map((h) => h.server)).toEqual(['web-server-0']);
   });
 
   it('closes a stream that sends no Hello in time, or something else first', async () => {
@@ -290,6 +290,6 @@ describe('config server stream', () => {
     expect(text).toMatch(new RegExp(`^quiclb_config_server_snapshot_version ${v1}$`, 'm'));
     expect(text).toMatch(/^quiclb_config_server_snapshots_sent_total 1$/m);
     expect(text).toMatch(/^quiclb_config_server_snapshots_acked_total 1$/m);
-    expect(text).toMatch(/^quiclb_config_server_seconds_since_last_report\{data_plane="dp-a"\} \d/m);
+    expect(text).toMatch(/^quiclb_config_server_seconds_since_last_report\{data_plane="dp-a@node-a"\} \d/m);
   });
 });

@@ -44,20 +44,20 @@ describe('config server at scale', () => {
       dp.hello(`node-${i}`);
       open.push(dp);
     }
-    await started.server.waitForAck(v0, 30_000, ids);
+    await started.server.waitForAck(v0, 30_000, ids.map((cn, i) => `${cn}@node-${i}`));
     expect(started.server.dataPlanes().filter((d) => d.connected)).toHaveLength(STREAMS + 1);
 
     const latencies: number[] = [];
     for (let i = 1; i <= VERSIONS; i++) {
       const t0 = performance.now();
       const v = publish(i);
-      await started.server.waitForAck(v, 10_000, ids);
+      await started.server.waitForAck(v, 10_000, ids.map((cn, i) => `${cn}@node-${i}`));
       latencies.push(Math.round(performance.now() - t0));
       await sleep(50);
     }
     expect(Math.max(...latencies)).toBeLessThan(10_000);
     // The stalled one still has only its first push, and nobody waited for it.
-    expect(started.server.dataPlane('stalled')).toMatchObject({ connected: true, appliedVersion: null, lastSent: { version: v0 } });
+    expect(started.server.dataPlane('stalled@stalled')).toMatchObject({ connected: true, appliedVersion: null, lastSent: { version: v0 } });
     expect(open.filter((dp) => dp.ended !== null)).toHaveLength(0);
   }, 90_000);
 });

@@ -7,7 +7,8 @@ import { EMPTY_RECORDS } from '../../operator/allocation/server-ids.js';
 
 const at = new Date('2026-12-04T12:00:00Z');
 const view: DataPlaneView = {
-  identity: 'dp-a',
+  identity: 'quiclb-dataplane@n1',
+  certificateName: 'quiclb-dataplane',
   connected: true,
   peer: '127.0.0.1:1',
   hello: { nodeName: 'n1', podName: 'dp-a', softwareVersion: '0', capabilities: [], currentVersion: 0, processStartTime: null },
@@ -50,7 +51,7 @@ const view: DataPlaneView = {
 describe('observe', () => {
   it('restricts a data plane to one load balancer: health, per-config traffic, the configs of its applied version', () => {
     const o = dataPlaneObservation(view, 'ns/a', (v) => (v === 7 ? [{ configId: 0, fingerprint: 'sha256:x' }] : null));
-    expect(o.identity).toBe('dp-a');
+    expect(o.identity).toBe('quiclb-dataplane@n1');
     expect(o.nodeName).toBe('n1');
     expect(o.ackedConfigs).toEqual([{ configId: 0, fingerprint: 'sha256:x' }]);
     expect([...o.health]).toEqual([['web-0', { state: 'unhealthy', reportedAt: at.getTime() }]]);
@@ -82,7 +83,12 @@ describe('observe', () => {
       keys: new Map(),
       userKey: null,
       freshKey: Buffer.alloc(16),
-      dataPlanes: [view, { ...view, identity: 'dp-gone', connected: false }],
+      dataPlanes: [
+        view,
+        // Same certificate, another node: a data plane of its own.
+        { ...view, identity: 'quiclb-dataplane@n2', hello: { ...view.hello!, nodeName: 'n2' } },
+        { ...view, identity: 'quiclb-dataplane@gone', connected: false },
+      ],
       configsAt: () => null,
       now: 0,
     });
@@ -91,7 +97,10 @@ describe('observe', () => {
     expect(o.generation).toBe(3);
     expect(o.createdAt).toBe(Date.parse('2026-12-04T11:00:00Z'));
     expect(o.otherClaims.map((c) => c.key)).toEqual(['ns2/b']);
-    expect(o.dataPlanes.map((d) => d.identity)).toEqual(['dp-a']);
+    expect(o.dataPlanes.map((d) => [d.identity, d.nodeName])).toEqual([
+      ['quiclb-dataplane@n1', 'n1'],
+      ['quiclb-dataplane@n2', 'n2'],
+    ]);
     expect(o.nodes).toEqual([{ name: 'n1', labels: { zone: 'a' } }]);
   });
 

@@ -137,7 +137,7 @@ describe('tracing with an OTLP/HTTP endpoint', () => {
     planes.push(ack);
     ack.hello('node-a');
     ack.ack(await ack.waitForVersion(v1));
-    await started.server.waitForAck(v1, 5000, ['dp-ack']);
+    await started.server.waitForAck(v1, 5000, ['dp-ack@node-a']);
 
     const v2 = (await reconcile('corr-two', 50)).version;
     const nacked = new Promise((r) => started.server.once('nack', r));
@@ -185,7 +185,7 @@ describe('tracing with an OTLP/HTTP endpoint', () => {
       expect(found).toHaveLength(1);
       return found[0];
     };
-    const acked = push('dp-ack', v1);
+    const acked = push('dp-ack@node-a', v1);
     expect(acked.a).toMatchObject({ 'quiclb.dataplane.node': 'node-a', 'quiclb.snapshot.load_balancers': 1, 'quiclb.correlation_ids': ['corr-one'], 'quiclb.result': 'ack' });
     expect(acked.a['quiclb.snapshot.nonce']).toBe(ack.snapshots.find((s) => s.version === BigInt(v1))!.nonce);
     expect(acked.a['quiclb.snapshot.bytes']).toBeGreaterThan(50);
@@ -196,16 +196,16 @@ describe('tracing with an OTLP/HTTP endpoint', () => {
     expect(acked.span.links).toEqual([expect.objectContaining({ traceId: one.traceId, spanId: one.spanId })]);
     expect(BigInt(acked.span.endTimeUnixNano) - BigInt(acked.span.startTimeUnixNano)).toBeGreaterThan(0n);
 
-    const rejected = push('dp-ack', v2);
+    const rejected = push('dp-ack@node-a', v2);
     expect(rejected.a).toMatchObject({ 'quiclb.result': 'nack', 'quiclb.nack.field': 'load_balancers[0].servers[1].server_id', 'quiclb.correlation_ids': ['corr-two'] });
     expect(rejected.span.status).toEqual({ code: 2, message: 'rejected: load_balancers[0].servers[1].server_id: duplicate server id' });
     const two = byCorrelation.get('corr-two')!;
     expect(rejected.span.links?.map((l) => l.spanId)).toEqual([two.spanId]);
 
-    const timedOut = push('dp-silent', v2);
+    const timedOut = push('dp-silent@node-b', v2);
     expect(timedOut.a).toMatchObject({ 'quiclb.result': 'timeout', 'quiclb.dataplane.node': 'node-b' });
     expect(timedOut.span.status).toEqual({ code: 2, message: 'no answer within 400 ms' });
-    const left = push('dp-gone', v2);
+    const left = push('dp-gone@node-c', v2);
     expect(left.a['quiclb.result']).toBe('closed');
     expect(left.span.status?.code).toBe(2);
     expect(pushes).toHaveLength(4);
