@@ -14,6 +14,7 @@ import { ConfigError } from '../../lib/quiclb/config.js';
 import { snapshotFromWire } from '../../proto/convert.js';
 import { Snapshot, type Hello } from '../../proto/gen/quiclb/v1/distribution.js';
 import { clientCredentials } from '../../proto/tls.js';
+import { ListenLocks } from '../listen-lock.js';
 import { createLogger, type Logger } from '../logging.js';
 import { MonitoringServer, type Readiness } from '../monitoring.js';
 import type { HealthState } from '../router.js';
@@ -50,6 +51,8 @@ export interface AgentOptions {
   readonly healthReportIntervalMs?: number;
   readonly backoff?: BackoffOptions;
   readonly maxReceiveBytes?: number;
+  /** Directory of the listen-address lock files (default: dataplane/listen-lock.ts); null = no locks. */
+  readonly listenLockDir?: string | null;
 }
 
 export interface AgentHandle {
@@ -102,7 +105,7 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
 
   const makeEngine = (_name: string, health: ReadonlyMap<string, HealthState>): LbEngine =>
     workers > 1 ? new WorkerEngine(workers, logger, () => String(logger.level), health) : new InProcessEngine(logger, registry);
-  const lbs = new LoadBalancerSet({ makeEngine, logger, registry, followVerdicts: () => stream?.connected === true });
+  const lbs = new LoadBalancerSet({ makeEngine, logger, registry, followVerdicts: () => stream?.connected === true, listenLocks: openListenLocks(options.listenLockDir, logger) });
   const store = options.stateDir ? new SnapshotStore(options.stateDir) : null;
 
   /** Validates and puts a wire snapshot in force; null on success, else why not (nothing changed then). */
@@ -332,4 +335,19 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
       logger.flush?.();
     },
   };
+}
+
+/**
+ * The listen-address locks, or none (with a warning) where no lock directory can be made: e.g. a read-only root
+ * filesystem. Locks only see instances in the same PID namespace (a lock names its owner by PID), so in a pod
+ * they guard against a second instance in that pod, not on the node.
+ */
+function openListenLocks(dir: string | null | undefined, logger: Logger): ListenLocks | undefined {
+  if (dir === null) return undefined;
+  try {
+    return new ListenLocks(dir);
+  } catch (e) {
+    logger.warn({ error: (e as Error).message }, 'no listen-address locks (cannot create their directory): another instance could share the listen ports');
+    return undefined;
+  }
 }

@@ -12,6 +12,7 @@ import type { Registry } from 'prom-client';
 import { formatSocketAddress } from '../../lib/config/address.js';
 import type { DataplaneSnapshot, SnapshotServer } from '../../lib/config/snapshot.js';
 import { HealthChecker, type TargetState } from '../health.js';
+import type { ListenLocks } from '../listen-lock.js';
 import type { Logger } from '../logging.js';
 import type { HealthState } from '../router.js';
 import type { LbEngine } from './engines.js';
@@ -38,6 +39,11 @@ export interface LoadBalancerSetOptions {
   readonly registry: Registry;
   /** True while the operator's verdicts rule (it is connected). */
   readonly followVerdicts: () => boolean;
+  /**
+   * Locks of the listen addresses (dataplane/listen-lock.ts): another quiclb instance on this host serving one of
+   * them (worker processes bind with SO_REUSEPORT, so the kernel would let both share it) makes the snapshot fail.
+   */
+  readonly listenLocks?: ListenLocks;
 }
 
 /** A bind failure of the data plane ("cannot listen on ADDR: CODE") -> the listen entry's wire path. */
@@ -68,7 +74,10 @@ export class LoadBalancerSet {
    * failure, with the previous load balancers running as before.
    */
   async apply(next: readonly DataplaneSnapshot[]): Promise<ApplyFailure | null> {
-    const { logger } = this.options;
+    const { logger, listenLocks } = this.options;
+    const inForce = this.list().flatMap((lb) => lb.snapshot.listen);
+    const lockFailure = this.lockListenAddresses(next);
+    if (lockFailure !== null) return lockFailure;
     const wanted = new Set(next.map((s) => s.name));
     const claimed = new Set(next.flatMap((s) => s.listen.filter((a) => a.port !== 0).map(formatSocketAddress)));
     const removed = this.list().filter((lb) => !wanted.has(lb.name));
@@ -108,6 +117,7 @@ export class LoadBalancerSet {
       }
     } catch (e) {
       await rollback();
+      listenLocks?.retain(inForce);
       return { field: '', message: (e as Error).message };
     }
     for (const { s, index, lb } of steps) {
@@ -143,6 +153,7 @@ export class LoadBalancerSet {
         }
       } catch (e) {
         await rollback();
+        listenLocks?.retain(inForce);
         const message = (e as Error).message;
         return { field: failureField(index, s, message), message };
       }
@@ -167,6 +178,24 @@ export class LoadBalancerSet {
       }
     }
     this.syncAllHealth();
+    listenLocks?.retain(next.flatMap((s) => s.listen));
+    return null;
+  }
+
+  /** Takes the locks of every listen address of `next` (those held stay held); on a conflict, the failure. */
+  private lockListenAddresses(next: readonly DataplaneSnapshot[]): ApplyFailure | null {
+    const locks = this.options.listenLocks;
+    if (locks === undefined) return null;
+    for (const [i, s] of next.entries()) {
+      for (const [j, a] of s.listen.entries()) {
+        try {
+          locks.acquire([a]);
+        } catch (e) {
+          locks.retain(this.list().flatMap((lb) => lb.snapshot.listen));
+          return { field: `load_balancers[${i}].listen[${j}]`, message: (e as Error).message };
+        }
+      }
+    }
     return null;
   }
 
@@ -211,5 +240,6 @@ export class LoadBalancerSet {
       }
     }
     this.lbs.clear();
+    this.options.listenLocks?.releaseAll();
   }
 }
