@@ -86,7 +86,8 @@ describe('the chart credentials and arguments with the real programs', () => {
       expect(ready).toMatch(/^200 /);
       expect(ready).toContain('load balancer chart: listening on 127.0.0.1:');
       const ack = await cs.waitFor(/"identity":"([^"]+)"[^\n]*"msg":"snapshot acknowledged"/, 10_000);
-      expect(ack[1]).toBe('quiclb-dataplane'); // the shared certificate's CN is the data plane's identity
+      // The certificate is shared by every data plane of the DaemonSet: the node of the Hello (NODE_NAME) tells them apart.
+      expect(ack[1]).toBe('quiclb-dataplane@node-a');
       const metrics = await (await fetch(`http://127.0.0.1:${dpMetrics}/metrics`)).text();
       expect(metrics).toMatch(/^quiclb_operator_connected 1$/m);
     }),

@@ -182,9 +182,12 @@ function jsonLines(p: Proc): LogLine[] {
   return out;
 }
 
-/** The config server's log lines with message `msg` from data plane `identity` (any when omitted). */
+/**
+ * The config server's log lines with message `msg` from data plane `identity` (any when omitted). Each data plane
+ * here uses `identity` as its certificate CN and its node name, so the config server names it `identity@identity`.
+ */
 function csLines(msg: string, identity?: string): LogLine[] {
-  return jsonLines(cs).filter((l) => l.msg === msg && (identity === undefined || l.identity === identity));
+  return jsonLines(cs).filter((l) => l.msg === msg && (identity === undefined || l.identity === `${identity}@${identity}`));
 }
 
 /**
