@@ -79,6 +79,7 @@ export class NetnsPeer {
   readonly dataplaneLines: string[] = [];
   private seq = 0;
   private readonly waiting = new Map<number, (ms: number) => void>();
+  private readonly streaming = new Map<number, (flows: StreamCounts[]) => void>();
   private constructor(readonly proc: Proc) {}
 
   static async start(env: NodeJS.ProcessEnv): Promise<NetnsPeer> {
@@ -95,10 +96,11 @@ export class NetnsPeer {
       buf = parts.pop()!;
       for (const line of parts) {
         proc.lines.push(line);
-        const m = JSON.parse(line) as { ready?: boolean; dp?: string; id?: number; ms?: number };
+        const m = JSON.parse(line) as { ready?: boolean; dp?: string; id?: number; ms?: number; flows?: StreamCounts[] };
         if (m.ready) ready = true;
         if (m.dp !== undefined) peer.dataplaneLines.push(m.dp);
-        if (m.id !== undefined) peer.waiting.get(m.id)?.(m.ms!);
+        if (m.id !== undefined && m.flows !== undefined) peer.streaming.get(m.id)?.(m.flows);
+        else if (m.id !== undefined) peer.waiting.get(m.id)?.(m.ms!);
       }
     });
     await waitFor('netns peer ready', async () => (ready ? true : undefined), 30_000).catch((e: Error) => {
@@ -118,6 +120,36 @@ export class NetnsPeer {
       this.proc.child.stdin!.write(JSON.stringify({ id, op: 'send', dcid: dcid.toString('hex'), port: LISTEN_PORT, backend: ip, timeoutMs }) + '\n');
     });
   }
+
+  /**
+   * Sends one datagram per flow every intervalMs (each tagged) until stop() or maxMs; stop() resolves with, per flow,
+   * how many reached the flow's backend, another backend (misrouted), or none.
+   */
+  stream(flows: { dcid: Buffer; ip: string }[], intervalMs: number, maxMs: number): { stop: () => Promise<StreamCounts[]> } {
+    const id = ++this.seq;
+    const result = new Promise<StreamCounts[]>((resolve) => {
+      this.streaming.set(id, (counts) => {
+        this.streaming.delete(id);
+        resolve(counts);
+      });
+    });
+    const line = { id, op: 'stream', flows: flows.map((f) => ({ dcid: f.dcid.toString('hex'), backend: f.ip })), port: LISTEN_PORT, intervalMs, maxMs };
+    this.proc.child.stdin!.write(JSON.stringify(line) + '\n');
+    return {
+      stop: () => {
+        this.proc.child.stdin!.write(JSON.stringify({ id, op: 'stop' }) + '\n');
+        return result;
+      },
+    };
+  }
+}
+
+/** What became of a stream's datagrams of one flow. */
+export interface StreamCounts {
+  sent: number;
+  delivered: number;
+  misrouted: number;
+  lost: number;
 }
 
 /** A TCP relay on 127.0.0.1 that can cut every connection and refuse new ones (an unreachable API server). */

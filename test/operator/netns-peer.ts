@@ -9,6 +9,10 @@
  * Protocol: JSON lines. Out: {"ready":true}, {"dp": "<data-plane log line>"}, {"id": n, "ms": t} (-1: not
  * delivered). In: {"id": n, "op": "send", "dcid": hex, "port": listenPort, "backend": ip, "timeoutMs": t} sends
  * short-header datagrams with that DCID to 127.0.0.1:port until the backend on `ip` receives one.
+ * {"id": n, "op": "stream", "flows": [{"dcid": hex, "backend": ip}], "port": p, "intervalMs": t, "maxMs": t} sends
+ * one datagram per flow every intervalMs, each with its own tag, until {"id": n, "op": "stop"} (or maxMs); 300 ms
+ * after the last one it answers {"id": n, "flows": [{"sent", "delivered", "misrouted", "lost"}]}: delivered to the
+ * flow's backend, received by another backend, received by none.
  * Ends (killing the data plane) on stdin end or SIGTERM.
  */
 import { spawn } from 'node:child_process';
@@ -46,6 +50,8 @@ relay.listen(relayPort, '127.0.0.1');
 await once(relay, 'listening');
 
 const received = new Map<string, Set<string>>();
+/** Tags of stream datagrams -> the backends that received them (bounded by the streams' maxMs). */
+const streamTags = new Map<string, string[]>();
 const backends: Socket[] = [];
 for (const ip of podIps) {
   const s = createSocket('udp4');
@@ -55,8 +61,11 @@ for (const ip of podIps) {
   received.set(ip, tags);
   s.on('message', (m, r) => {
     const vn = vnFor(m);
-    if (vn) s.send(vn, r.port, r.address);
-    else if (tags.size < 100_000) tags.add(m.subarray(m.length - 8).toString('hex'));
+    if (vn) return void s.send(vn, r.port, r.address);
+    const tag = m.subarray(m.length - 8).toString('hex');
+    const stream = streamTags.get(tag);
+    if (stream) stream.push(ip);
+    else if (tags.size < 100_000) tags.add(tag);
   });
   backends.push(s);
 }
@@ -77,9 +86,50 @@ function shutdown(): void {
   dp.on('exit', () => process.exit(0));
 }
 process.on('SIGTERM', shutdown);
+interface StreamCommand {
+  id: number;
+  flows: { dcid: string; backend: string }[];
+  port: number;
+  intervalMs: number;
+  maxMs: number;
+}
+const streams = new Map<number, () => void>();
+
+async function stream(cmd: StreamCommand): Promise<void> {
+  const sent = cmd.flows.map(() => [] as string[]);
+  let stopped = false;
+  streams.set(cmd.id, () => (stopped = true));
+  const t0 = Date.now();
+  while (!stopped && Date.now() - t0 < cmd.maxMs) {
+    cmd.flows.forEach((f, i) => {
+      const tag = randomBytes(8);
+      streamTags.set(tag.toString('hex'), []);
+      sent[i].push(tag.toString('hex'));
+      client.send(shortPacket(Buffer.from(f.dcid, 'hex'), { tag }), cmd.port, '127.0.0.1');
+    });
+    await new Promise((r) => setTimeout(r, cmd.intervalMs));
+  }
+  streams.delete(cmd.id);
+  await new Promise((r) => setTimeout(r, 300));
+  const flows = cmd.flows.map((f, i) => {
+    const counts = { sent: sent[i].length, delivered: 0, misrouted: 0, lost: 0 };
+    for (const tag of sent[i]) {
+      const got = streamTags.get(tag)!;
+      streamTags.delete(tag);
+      if (got.length === 0) counts.lost++;
+      else if (got.every((ip) => ip === f.backend)) counts.delivered++;
+      else counts.misrouted++;
+    }
+    return counts;
+  });
+  out({ id: cmd.id, flows });
+}
+
 createInterface({ input: process.stdin })
   .on('line', (line) => {
     const cmd = JSON.parse(line) as { id: number; op: string; dcid: string; port: number; backend: string; timeoutMs: number };
+    if (cmd.op === 'stream') return void stream(cmd as unknown as StreamCommand);
+    if (cmd.op === 'stop') return void streams.get(cmd.id)?.();
     if (cmd.op !== 'send') return;
     void (async () => {
       const tags = received.get(cmd.backend);
