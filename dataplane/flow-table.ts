@@ -46,6 +46,8 @@ export class Flow<S extends TableServer = TableServer> {
   confirmed = false;
   /** The backend answered this flow at least once. */
   answered = false;
+  /** The backend sent a short-header (1-RTT) packet on this flow: it has a connection on this path. */
+  answeredShort = false;
   /** SCID of the last long-header reply on this flow (what the client uses as DCID once it has heard it). */
   readonly serverCid = new Uint8Array(MAX_CID);
   serverCidLength = 0;

@@ -657,13 +657,15 @@ export class Router {
    * Moves an answered, unconfirmed flow into the confirmed budget when this client datagram proves that its sender
    * receives the backend's answers (a blind spoofer cannot): its DCID is the SCID of a long-header reply on this
    * flow (a new connection's client switched to the server's CID), or the DCID names a server on its own or through
-   * a confirmed DCID entry (an established connection on a new path, which its server answered).
+   * a confirmed DCID entry and the server answered this path in 1-RTT (an established connection on a new path: its
+   * server validates the path). A long-header answer does not count for the latter: a spoofer may choose a DCID that
+   * names a server for its Initials, and every Initial gets one.
    */
   private confirmIfProven(flow: Flow<RouterServer>, buf: Buffer, isLong: boolean, dOff: number, dLen: number, len: number, outcome: number, hit: DcidEntry<RouterServer> | null): void {
     const echoes = isLong ? dLen === flow.serverCidLength && flow.echoesServerCid(buf, dOff, dLen) : flow.echoesServerCid(buf, dOff, len - 1);
     // A server with zero-length CIDs gives nothing to echo: its flows are confirmed as conntrack does (the client
     // spoke again after an answer).
-    if (echoes || flow.zeroLengthServerCid || outcome === OUTCOME_CID || (hit !== null && hit.confirmed)) this.confirmFlow(flow);
+    if (echoes || flow.zeroLengthServerCid || (flow.answeredShort && (outcome === OUTCOME_CID || (hit !== null && hit.confirmed)))) this.confirmFlow(flow);
   }
 
   /** Drops a datagram whose new flow the flow table refused (per-source limit or new-flow rate). */
@@ -709,7 +711,10 @@ export class Router {
    * is confirmed. Without a flow the CID is learned as confirmed.
    */
   learnReply(buf: Buffer, server: RouterServer, flow: Flow<RouterServer> | null = null): void {
-    if (flow !== null) flow.answered = true;
+    if (flow !== null) {
+      flow.answered = true;
+      if (buf.length > 0 && (buf[0] & 0x80) === 0) flow.answeredShort = true;
+    }
     if (this.tupleOnly) return; // routing mode '4-tuple' never looks at connection IDs
     if (buf.length < 7 || (buf[0] & 0x80) === 0) return;
     const h = this.header;

@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from '@jest/globals';
 import { Router, type RouterServer } from '../../dataplane/router.js';
+import { CidEncoder } from '../../lib/index.js';
 import type { Flow } from '../../dataplane/flow-table.js';
 import { config, longPacket, randomServerCid, server, shortPacket, snapshot } from './helpers.js';
 
@@ -49,6 +50,30 @@ describe('flow budgets under floods', () => {
     r.route(shortPacket(rand(18)), '198.51.100.7', 4444, 0);
     expect(flow.confirmed).toBe(false);
     expect(r.stats().flowsConfirmed).toBe(0);
+  });
+
+  it('does not confirm a spoofed flow whose Initial carries a routable DCID the spoofer chose (a long-header answer proves nothing)', () => {
+    // A blind spoofer picks a DCID that names a server (one of its own connection's CIDs, or any CID under a
+    // plaintext config), so both of its datagrams route by CID; the server answers the Initial with a long header.
+    const r = new Router(snapshot(SERVERS), undefined, 0);
+    const known = new CidEncoder(config(0), SERVERS[1].serverId).next();
+    const s = r.route(longPacket(known, rand(8)), '198.51.100.9', 4444, 0)!;
+    expect(r.outcome).toBe(0); // cid
+    const flow = r.flow!;
+    r.learnReply(longPacket(rand(8), new CidEncoder(config(0), SERVERS[1].serverId).next(), { type: 0 }), s, flow);
+    r.route(longPacket(known, rand(8), { type: 2 }), '198.51.100.9', 4444, 0);
+    r.route(shortPacket(known), '198.51.100.9', 4444, 0);
+    expect(flow.confirmed).toBe(false);
+  });
+
+  it('confirms a migrated connection routed by CID once its server answered the new path in 1-RTT (PATH_CHALLENGE)', () => {
+    const r = new Router(snapshot(SERVERS), undefined, 0);
+    const cid = new CidEncoder(config(0), SERVERS[2].serverId).next();
+    const s = r.route(shortPacket(cid), '198.51.100.10', 5555, 0)!;
+    const flow = r.flow!;
+    r.learnReply(shortPacket(rand(8)), s, flow);
+    r.route(shortPacket(cid), '198.51.100.10', 5555, 0);
+    expect(flow.confirmed).toBe(true);
   });
 
   it('confirms the flows of a server with zero-length CIDs as conntrack does (nothing to echo)', () => {
