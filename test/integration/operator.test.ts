@@ -73,10 +73,12 @@ describe('quiclb operator on a real API server', () => {
     expect(reasons).toEqual(expect.arrayContaining(['ConfigCreated', 'ServerIDsAssigned']));
     expect(events.find((e) => e.reason === 'ConfigCreated')?.note).toMatch(/key sha256:[0-9a-f]{16}/);
 
-    // No key bytes in any log line of the operator.
+    // No key bytes in any log line of the operator, in the status or in an Event.
     const keyHex = Buffer.from(config.key!).toString('hex');
     const keyB64 = Buffer.from(config.key!).toString('base64');
     expect(operator.lines.filter((l) => l.includes(keyHex) || l.includes(keyB64))).toEqual([]);
+    const published = JSON.stringify([(await w.getQlb()).status, events]);
+    expect([published.toLowerCase().includes(keyHex), published.includes(keyB64)]).toEqual([false, false]);
   });
 
   it('follows scaling: a new pod gets an ID and traffic, IDs of the others stay; a removed pod releases its ID', async () => {
@@ -168,8 +170,13 @@ describe('quiclb operator on a real API server', () => {
       const reasons = (await adminEvents().listNamespacedEvent({ namespace: w.ns })).items.filter((e) => e.regarding?.name === w.qlbName).map((e) => e.reason);
       return wanted.every((r) => reasons.includes(r)) ? true : undefined;
     }, 10_000);
-    const audit = json(operator, 'key lifecycle').map((l) => l.reason);
-    expect(audit).toEqual(expect.arrayContaining(['ConfigCreated', ...wanted]));
+    const auditLines = json(operator, 'key lifecycle');
+    expect(auditLines.map((l) => l.reason)).toEqual(expect.arrayContaining(['ConfigCreated', ...wanted]));
+    // The audit line says what triggered the rotation, the config ids and the new key's fingerprint.
+    const started = auditLines.find((l) => l.reason === 'RotationStarted')!;
+    expect(started).toMatchObject({ audit: true, trigger: { annotation: 'first' } });
+    expect(started.message).toMatch(new RegExp(`^rotation \\(on-demand\\): config ${fresh!.configId} accepting, key sha256:[0-9a-f]{16}, config ${old.configId} still active$`));
+    expect(auditLines.find((l) => l.reason === 'ConfigPromoted')?.message).toBe(`config ${fresh!.configId} active for backends, config ${old.configId} draining`);
     expect(await w.reaches(ids['web-1']!, POD_IPS[1], 5000, fresh)).toBeGreaterThanOrEqual(0);
     // Ready is False (ConfigNotSynced) for the moment between the retirement's snapshot and its ACK.
     await waitFor('Ready again', async () => ((await w.condition('Ready'))?.status === 'True' ? true : undefined), 10_000);
