@@ -313,6 +313,8 @@ describe('NOTES.txt', () => {
     expect(notes).toContain(`kubectl -n ${NS} rollout status deployment/quiclb-operator`);
     expect(notes).toContain('kubectl wait --for=condition=Ready qlb/NAME');
     expect(notes).toContain('share one client certificate');
+    expect(notes).toContain('tells them apart by\n   the node each names (quiclb-dataplane@NODE)');
+    expect(notes).toContain('The node name is not authenticated');
     const csi = await helm(['install', 'quiclb', CHART, '-n', NS, '--dry-run=client', '--set', 'certManager.enabled=true', '--set', 'certManager.csiDriver.enabled=true']);
     expect(csi.stdout).not.toContain('share one client certificate');
   });
