@@ -5,19 +5,32 @@
  *
  * Measures, per change, the time from an endpoint turning ready in the EndpointSlice (the API write) to the data
  * plane's ACK of the first snapshot published after it (from the operator's log lines, same host clock), p50/p99/
- * max over --changes changes, at each --backends size; and the operator's RSS at the largest size.
+ * max over --changes changes, at each --backends size; and the operator's RSS at the largest size. Then, with two
+ * `--leader-elect` replicas (lease --lease-duration s, renew deadline 3/4 of it, retry 1 s), --takeovers times: the
+ * leader stopped (SIGKILL and SIGTERM in turn) -> the standby's "leading" line, and -> the data plane's first ACK
+ * of the new leader; the stopped replica starts again as the next standby.
  *
  * Needs a running cluster: bash test/cluster/up.sh --tier 1 --name bench, then
  *   QUICLB_CLUSTER_DIR=/tmp/quiclb-cluster-bench node --import tsx bench/operator.ts [--backends 10,200] [--changes 30]
+ *     [--takeovers 6] [--lease-duration 4]
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { json, NODE, OperatorWorld, start, stop, waitFor, type Proc } from '../test/integration/operator-fixture.js';
 
-const { values } = parseArgs({ options: { backends: { type: 'string', default: '10,200' }, changes: { type: 'string', default: '30' } } });
+const { values } = parseArgs({
+  options: {
+    backends: { type: 'string', default: '10,200' },
+    changes: { type: 'string', default: '30' },
+    takeovers: { type: 'string', default: '6' },
+    'lease-duration': { type: 'string', default: '4' },
+  },
+});
 const sizes = values.backends.split(',').map(Number);
 const changes = Number(values.changes);
+const takeovers = Number(values.takeovers);
+const leaseSeconds = Number(values['lease-duration']);
 
 const dir = process.env.QUICLB_CLUSTER_DIR;
 if (!dir) throw new Error('set QUICLB_CLUSTER_DIR to a running cluster (bash test/cluster/up.sh --tier 1 --name bench)');
@@ -78,6 +91,39 @@ try {
   const heap = Number(/^quiclb_nodejs_heap_size_used_bytes (\S+)/m.exec(text)?.[1] ?? NaN);
   for (const r of results) console.log(`backends ${r.backends}: endpoint ready -> data plane ACK p50 ${r.p50} ms, p99 ${r.p99} ms, max ${r.max} ms (${r.n} changes)`);
   console.log(`operator at ${sizes[sizes.length - 1]} backends: RSS ${(rss / 2 ** 20).toFixed(1)} MiB, heap used ${(heap / 2 ** 20).toFixed(1)} MiB`);
+
+  if (takeovers > 0) {
+    // Two replicas on the config address the data plane dials (only the leader binds it).
+    await stop(op);
+    const renew = Math.max(1, Math.floor((leaseSeconds * 3) / 4));
+    const lease = ['--leader-elect', '--lease-duration', String(leaseSeconds), '--renew-deadline', String(renew), '--retry-period', '1'];
+    const replica = () => w.startOperator(lease, `127.0.0.1:${port}`);
+    const leading = (p: Proc) => json(p, 'leading: acting and serving snapshots')[0] as { time: number } | undefined;
+    let leader = replica();
+    await waitFor('first leader', async () => leading(leader), 30_000);
+    let standby = replica();
+    await waitFor('standby candidate', async () => json(standby, 'operator running: candidate for leadership')[0], 30_000);
+    const taken: Record<string, { lead: number[]; ack: number[] }> = { SIGKILL: { lead: [], ack: [] }, SIGTERM: { lead: [], ack: [] } };
+    for (let k = 0; k < takeovers; k++) {
+      const signal = k % 2 === 0 ? 'SIGKILL' : 'SIGTERM';
+      const t0 = Date.now();
+      leader.child.kill(signal);
+      await leader.exit;
+      const led = await waitFor('standby leads', async () => leading(standby), 4 * leaseSeconds * 1000, 5);
+      const ack = await waitFor('data plane ACKs the new leader', async () => json(standby, 'data plane ACKed')[0] as { time: number } | undefined, 30_000, 5);
+      taken[signal].lead.push(led.time - t0);
+      taken[signal].ack.push(ack.time - t0);
+      [leader, standby] = [standby, replica()];
+      await waitFor('standby candidate', async () => json(standby, 'operator running: candidate for leadership')[0], 30_000);
+    }
+    for (const [signal, t] of Object.entries(taken)) {
+      if (t.lead.length === 0) continue;
+      console.log(
+        `standby takeover after ${signal} of the leader (lease ${leaseSeconds} s, renew ${renew} s, retry 1 s): leading p50 ${pct(t.lead, 50)} ms, max ${Math.max(...t.lead)} ms; ` +
+          `data plane ACKed the new leader p50 ${pct(t.ack, 50)} ms, max ${Math.max(...t.ack)} ms (${t.lead.length} takeovers)`,
+      );
+    }
+  }
 } finally {
   if (dp) await stop(dp);
   await w.tearDown();
