@@ -69,7 +69,8 @@ describe('quiclb dataplane agent and the config server', () => {
       [true, 1],
       [true, 1],
     ]);
-    expect(started.server.dataPlanes().filter((d) => d.certificateName === 'quiclb-dataplane').map((d) => [d.identity, d.connected])).toEqual([
+    const views = started.server.dataPlanes().filter((d) => d.certificateName === 'quiclb-dataplane');
+    expect(views.map((d) => [d.identity, d.connected]).sort()).toEqual([
       [ids[0], true],
       [ids[1], true],
     ]);
