@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { json, OperatorWorld, POD_IPS, waitFor, type Proc } from './operator-fixture.js';
 import { kubectl } from './cluster.js';
+import { CidEncoder } from '../../lib/quiclb/encoder.js';
 
 const LEASE = ['--leader-elect', '--lease-duration', '4', '--renew-deadline', '3', '--retry-period', '1'];
 const EXTRA = Array.from({ length: 200 }, (_, i) => `198.18.${1 + (i >> 8)}.${(i & 255) + 1}`);
@@ -55,6 +56,13 @@ describe('quiclb operator with leader election on a real API server', () => {
     const config = await w.activeConfig();
     expect(await w.reaches(before['web-1']!, POD_IPS[1], 5000, config)).toBeGreaterThanOrEqual(0);
 
+    // Two established connections send steadily from before the kill until the data plane runs the new leader's
+    // snapshot; every datagram is counted.
+    const traffic = w.peer!.stream(
+      [0, 1].map((i) => ({ dcid: new CidEncoder(config, Buffer.from(before[`web-${i}`]!, 'hex')).next(), ip: POD_IPS[i] })),
+      20,
+      90_000,
+    );
     // 200 new endpoints; kill the leader while it works on them.
     await w.setSlice(['web-0', 'web-1'], EXTRA);
     await waitFor('leader starts allocating', async () => (a.lines.some((l) => l.includes('"assigned":200')) ? true : undefined), 10_000, 5).catch(() => undefined);
@@ -71,6 +79,12 @@ describe('quiclb operator with leader election on a real API server', () => {
     await waitFor('202 IDs stored', async () => ((await w.storedIds()).assigned.size === 202 ? true : undefined), 30_000);
     await waitFor('data plane in sync with the new leader', async () => ((await w.condition('ConfigSynced'))?.status === 'True' && json(b, 'data plane ACKed').length > 0 ? true : undefined), 30_000);
     const readyMs = Date.now() - killedAt;
+    const counts = await traffic.stop();
+    process.stderr.write(`[operator-ha] datagrams of two connections from before the kill to the new leader's snapshot: ${JSON.stringify(counts)}\n`);
+    for (const c of counts) {
+      expect(c.sent).toBeGreaterThan(50);
+      expect({ misrouted: c.misrouted, lost: c.lost }).toEqual({ misrouted: 0, lost: 0 });
+    }
     process.stderr.write(`[operator-ha] killed with ${atKill.assigned.size} IDs stored; SIGKILL -> standby leading: ${takeoverMs} ms; -> all 202 IDs stored and data plane ACKed the new leader: ${readyMs} ms (lease 4 s)\n`);
 
     const after = await w.storedIds();
