@@ -87,6 +87,8 @@ async function main(): Promise<void> {
     const serverTls = ca.issue({ cn: 'quiclb-operator', usage: 'server' });
     const ids = Array.from({ length: streams }, (_, i) => `dp-${i}`);
     const stalledIds = Array.from({ length: stalledCount }, (_, i) => `stalled-${i}`);
+    // What the server calls them: certificate CN @ the node of the Hello (runClients names node-i).
+    const dataPlanes = ids.map((cn, i) => `${cn}@node-${i}`);
     const t0 = Date.now();
     const tls = await issueClients(ca, [...ids, ...stalledIds]);
     const certMs = Date.now() - t0;
@@ -104,7 +106,7 @@ async function main(): Promise<void> {
     child = fork(fileURLToPath(import.meta.url), ['clients'], { execArgv: ['--import', 'tsx'], stdio: 'inherit' });
     const tc = Date.now();
     child.send({ address: `localhost:${bound.port}`, dirs: tls.slice(0, streams).map((t) => t.dir), stalledDirs: tls.slice(streams).map((t) => t.dir) } satisfies ClientsMessage);
-    await server.waitForAck(v0, 60_000, ids);
+    await server.waitForAck(v0, 60_000, dataPlanes);
     const connectMs = Date.now() - tc;
     const after = await settle();
 
@@ -112,7 +114,7 @@ async function main(): Promise<void> {
     for (let i = 1; i <= changes; i++) {
       const start = performance.now();
       const v = publish(i);
-      await server.waitForAck(v, 30_000, ids);
+      await server.waitForAck(v, 30_000, dataPlanes);
       latencies.push(performance.now() - start);
       await new Promise((r) => setTimeout(r, 20));
     }
