@@ -9,7 +9,8 @@
  * active config for a pod's server ID reaches that pod's socket and no other; scaling the slices changes what the
  * data plane routes (timed); an on-demand key rotation while connections minted under the old and the new config
  * send steadily: no datagram misrouted or lost, status goes Accepting -> Draining -> Stable (seen through a watch),
- * the old config retires; the correlation id of a reconcile appears in the publish and ACK log lines;
+ * the old config retires; a second load balancer on the same port and node is Degraded/PortConflict while the first
+ * keeps routing; the correlation id of a reconcile appears in the publish and ACK log lines;
  * quiclb_operator_* metrics; no key bytes in the logs; deleting the QuicLoadBalancer closes its listener, deletes its
  * records and Secret, takes the annotations off the pods and removes the finalizer.
  */
@@ -205,6 +206,30 @@ describe('quiclb operator on a real API server', () => {
     // Every metric name starts with quiclb_ (DESIGN), the process and Node.js defaults included.
     expect(value(/^quiclb_process_resident_memory_bytes (\d+)/m)).toBeGreaterThan(0);
     expect(text.split('\n').filter((l) => l !== '' && !/^(# (HELP|TYPE) )?quiclb_/.test(l))).toEqual([]);
+  });
+
+  it('a second QuicLoadBalancer on the same port and node is Degraded/PortConflict; the first keeps routing', async () => {
+    const ids = await w.podIds();
+    const config = await w.activeConfig();
+    const second = `${w.qlbName}-late`;
+    await w.createQlb({}, second);
+    try {
+      const degraded = await waitFor('the later one Degraded', async () => {
+        const c = await w.condition('Degraded', second);
+        return c?.status === 'True' ? c : undefined;
+      }, 20_000);
+      expect(degraded.reason).toBe('PortConflict');
+      expect((degraded as { message?: string }).message).toContain(`${w.ns}/${w.qlbName}`);
+      expect((await w.condition('Ready', second))?.status).toBe('False');
+      expect((await w.condition('Degraded'))?.status).toBe('False');
+      expect((await w.condition('Ready'))?.status).toBe('True');
+      expect(await w.reaches(ids['web-1']!, POD_IPS[1], 5000, config)).toBeGreaterThanOrEqual(0);
+      // Not asserted yet (a known gap): the later load balancer also writes its own IDs into the pods'
+      // quiclb.io/server-id annotations, so the two fight over the backends' server-ID file.
+    } finally {
+      await w.co.deleteNamespacedCustomObject({ ...QLB, namespace: w.ns, name: second });
+      await waitFor('the later one gone', async () => ((await kubectl(['get', 'qlb', second, '-n', w.ns])).code !== 0 ? true : undefined), 30_000);
+    }
   });
 
   it('deleting the QuicLoadBalancer closes its listener, removes its records and Secret, then the finalizer', async () => {
