@@ -34,7 +34,7 @@ export async function runConfigServer(o: RunConfigServerOptions): Promise<Runnin
   const credentials = serverCredentials(o.tlsDir);
   const source = new FileSnapshotSource({ files: o.files, logger });
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  collectDefaultMetrics({ register: registry, prefix: 'quiclb_' });
   const server = new ConfigServer({ source, credentials, logger, registry });
   let metrics: HttpServer | null = null;
   try {

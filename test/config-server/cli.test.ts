@@ -136,6 +136,8 @@ describe('quiclb config-server', () => {
     const metricsText = await (await fetch(`http://${listening.metricsAddress}/metrics`)).text();
     expect(metricsText).toMatch(new RegExp(`^quiclb_config_server_snapshot_version ${v2.version}$`, 'm'));
     expect(metricsText).toMatch(/^quiclb_config_server_connected_data_planes 1$/m);
+    // every metric name starts with quiclb_ (process and Node.js metrics included)
+    expect(metricsText.split('\n').filter((l) => l !== '' && !/^(# (HELP|TYPE) )?quiclb_/.test(l))).toEqual([]);
 
     // SIGTERM: the stream ends, the process exits 0 promptly.
     const tStop = Date.now();
