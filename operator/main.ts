@@ -145,6 +145,8 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
     term?.publisher.setNodes(nodeNames());
     all();
   };
+  // A load balancer gone frees its ports and its backend Service: the later ones that conflicted with it take over now.
+  informers.qlbs.on(k8s.DELETE, () => all());
   informers.nodes.on(k8s.ADD, (n) => nodeChanged(n, false));
   informers.nodes.on(k8s.UPDATE, (n) => nodeChanged(n, false));
   informers.nodes.on(k8s.DELETE, (n) => nodeChanged(n, true));

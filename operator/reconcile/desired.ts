@@ -14,7 +14,7 @@ import { encodeConfigsSecret } from '../rotation/secret-codec.js';
 import { liveConfigs, stepRotation, type DataPlaneAcks, type MachineState, type RotationResult } from '../rotation/machine.js';
 import type { StatusFacts } from '../status/facts.js';
 import { decideHealth, staleAfterMs, type DataPlaneHealth } from './health-verdict.js';
-import { claimFor, portConflicts, type NodeView, type PortClaim } from './port-claims.js';
+import { backendHolder, claimFor, portConflicts, type NodeView, type PortClaim } from './port-claims.js';
 import { readSpec, ROTATE_ANNOTATION, type QuicLoadBalancerSpec } from './spec.js';
 
 /** discovery.k8s.io/v1 EndpointSlice, reduced (client-node's V1EndpointSlice fits as is). */
@@ -93,7 +93,7 @@ export interface Desired {
   readonly snapshot: DataplaneSnapshot | null;
   /** Why there is no snapshot, when there is none. */
   readonly snapshotProblem: string | null;
-  /** Nodes whose data planes serve it: selected by spec.nodeSelector, minus port conflicts. */
+  /** Nodes whose data planes serve it: selected by spec.nodeSelector, minus port conflicts; none while another holds its backend Service. */
   readonly nodes: readonly string[];
   /** Data of the configs Secret (backends mount it; the operator restores its rotation from it: secret-codec.ts), or null when there is no config yet. */
   readonly configsSecretData: Readonly<Record<string, string>> | null;
@@ -186,21 +186,27 @@ export function computeDesired(o: Observed): Desired {
   const key = `${o.namespace}/${o.name}`;
   const events: EventNote[] = [];
 
-  // Nodes: selected, minus those where an earlier load balancer holds one of our ports.
+  // Nodes: selected, minus those where an earlier load balancer holds one of our ports; none when an earlier one
+  // holds our backend Service (then no IDs, no annotations, no snapshot: the pods and data planes are the holder's).
   const mine = claimFor(key, o.createdAt, spec, o.nodes);
+  const holder = backendHolder(mine, o.otherClaims);
   const conflicts = portConflicts(mine, o.otherClaims);
   const conflictNodes = new Set(conflicts.map((c) => c.node));
-  const nodes = [...mine.nodes].filter((n) => !conflictNodes.has(n)).sort();
+  const nodes = holder !== null ? [] : [...mine.nodes].filter((n) => !conflictNodes.has(n)).sort();
   const serving = new Set(nodes);
   const dataPlanes = o.dataPlanes.filter((d) => serving.has(d.nodeName));
   if (conflicts.length > 0) {
     events.push({ type: 'Warning', reason: 'PortConflict', message: `not served on ${conflictNodes.size} node(s): port ${conflicts[0].port} on ${conflicts[0].node} belongs to ${conflicts[0].holder}`, audit: false, kind: 'state' });
   }
 
-  // Server IDs (only when the Service and its port exist).
+  if (holder !== null) {
+    events.push({ type: 'Warning', reason: 'BackendConflict', message: `Service ${spec.backend.serviceName} belongs to QuicLoadBalancer ${holder}: no server IDs assigned, not served`, audit: false, kind: 'state' });
+  }
+
+  // Server IDs (only when the Service and its port exist and no earlier load balancer holds the Service).
   const port = servicePort(spec, o.service);
-  const { endpoints, addresses } = port ? readEndpoints(o.endpointSlices, port.name) : { endpoints: [], addresses: new Map<string, PodAddress>() };
-  const allocation = port
+  const { endpoints, addresses } = port && holder === null ? readEndpoints(o.endpointSlices, port.name) : { endpoints: [], addresses: new Map<string, PodAddress>() };
+  const allocation = port && holder === null
     ? allocateServerIds({ records: o.records, endpoints, length: spec.connectionIds.serverIdLength, quarantineMs: spec.connectionIds.serverIdQuarantineMs, now: o.now })
     : null;
   if (allocation) {
@@ -291,6 +297,7 @@ export function computeDesired(o: Observed): Desired {
       snapshotProblem = e.message;
     }
   }
+  if (holder !== null && snapshot !== null) snapshot = null; // its own configs Secret is kept (no backend of the holder reads it)
 
   const podServerIds = new Map<string, string>();
   for (const a of assignments) if (!a.podUid.startsWith('address:')) podServerIds.set(a.podName, a.serverId);
@@ -320,6 +327,7 @@ export function computeDesired(o: Observed): Desired {
     },
     serverIdsExhausted: allocation?.exhausted?.message ?? null,
     portConflicts: conflicts,
+    backendHolder: holder,
     keyProblem: keyProblem ?? (snapshotProblem !== null && rotation.state.configs.length > 0 ? `cannot build the configs: ${snapshotProblem}` : null),
     rotation: {
       phase: rotation.phase,

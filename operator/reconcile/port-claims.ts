@@ -1,9 +1,15 @@
 /**
- * Two QuicLoadBalancers that claim the same UDP port on the same node: the earlier one (creation time, then
+ * What a QuicLoadBalancer claims, and which earlier claim wins.
+ *
+ * Ports: two QuicLoadBalancers that claim the same UDP port on the same node: the earlier one (creation time, then
  * namespace/name) keeps it, the later one is not served on that node and is Degraded/PortConflict. Addresses overlap
  * when they are equal, or either side binds every address (no addresses = 0.0.0.0; '0.0.0.0' covers IPv4; '::'
  * is treated as covering both families, as a dual-stack socket does). Every earlier claim counts, served or not,
  * so the outcome does not depend on the order in which conflicts are resolved.
+ *
+ * Backend Service: each load balancer writes its own server IDs into its backends' pod annotation, so the pods of
+ * one Service belong to one load balancer: the earliest that names it (same order). A later one is
+ * Degraded/BackendConflict and leaves the pods, its records and the data planes alone until the holder is gone.
  */
 import type { PortConflict } from '../status/facts.js';
 import { readSpec, selectsNode, type QuicLoadBalancerSpec } from './spec.js';
@@ -16,6 +22,8 @@ export interface PortClaim {
   readonly addresses: readonly string[];
   /** Nodes the load balancer selects. */
   readonly nodes: ReadonlySet<string>;
+  /** namespace/name of the backend Service (spec.backend.serviceName in the load balancer's namespace). */
+  readonly service: string;
 }
 
 function isEarlier(a: PortClaim, b: PortClaim): boolean {
@@ -58,6 +66,16 @@ export function portConflicts(self: PortClaim, others: readonly PortClaim[]): Po
     });
 }
 
+/** The earliest load balancer, earlier than `self`, whose backend is the same Service (namespace/name), or null. */
+export function backendHolder(self: PortClaim, others: readonly PortClaim[]): string | null {
+  let holder: PortClaim | null = null;
+  for (const o of others) {
+    if (o.key === self.key || o.service !== self.service || !isEarlier(o, self)) continue;
+    if (holder === null || isEarlier(o, holder)) holder = o;
+  }
+  return holder?.key ?? null;
+}
+
 export interface NodeView {
   readonly name: string;
   readonly labels?: Readonly<Record<string, string>>;
@@ -71,6 +89,7 @@ export function claimFor(key: string, createdAt: number, spec: QuicLoadBalancerS
     ports: spec.listen.ports,
     addresses: spec.listen.addresses,
     nodes: new Set(nodes.filter((n) => selectsNode(spec.nodeSelector, n.labels)).map((n) => n.name)),
+    service: `${key.slice(0, key.indexOf('/'))}/${spec.backend.serviceName}`,
   };
 }
 

@@ -30,7 +30,8 @@ import { DEGRADED } from '../status/degraded.js';
 import { buildStatus } from '../status/status.js';
 import { computeDesired, statusFacts, type Desired } from './desired.js';
 import { addFinalizer, hasFinalizer, isDeleting, isStale, removeFinalizer } from './finalizer.js';
-import { observe } from './observe.js';
+import { created, observe } from './observe.js';
+import { backendHolder, claimFor, claimsOf } from './port-claims.js';
 import type { SnapshotPublisher } from './publisher.js';
 import { GROUP, KIND, readSpec, SERVER_ID_ANNOTATION, VERSION } from './spec.js';
 
@@ -185,6 +186,7 @@ export class Reconciler {
     await step('pods', () => this.annotatePods(namespace, desired));
     // 4. Snapshot.
     if (desired.snapshot) this.d.publisher.set(key, desired.snapshot, desired.nodes, correlationId);
+    else if (desired.facts.backendHolder !== null) this.d.publisher.remove(key, correlationId); // the Service's pods are another's
     else this.d.publisher.settle(key); // what was published stays (a missing key never closes a listener)
     const snapshotVersion = this.d.publisher.versionOf(key);
     // 5. Status.
@@ -243,7 +245,9 @@ export class Reconciler {
     this.specProblems.delete(key);
     if (!hasFinalizer(qlb)) return { kind: 'done' };
     const stored = await step('read', () => this.d.ids.read(namespace, name)).catch(() => null);
-    for (const a of stored?.records.assigned ?? []) {
+    // While an earlier load balancer holds the backend Service, the pods' annotations are its IDs, not ours.
+    const podsAreAnother = this.backendHeldByAnother(qlb, key);
+    for (const a of podsAreAnother ? [] : (stored?.records.assigned ?? [])) {
       const pod = this.d.informers.pods.get(a.podName, namespace);
       if (pod?.metadata?.uid !== a.podUid || pod.metadata?.annotations?.[SERVER_ID_ANNOTATION] !== a.id) continue;
       await step('pods', () => this.d.writer.annotatePod(namespace, a.podName, null).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(e))));
@@ -253,6 +257,20 @@ export class Reconciler {
     await step('finalizer', () => removeFinalizer(this.d.writer, qlb));
     log.info({ version }, 'torn down, finalizer removed');
     return { kind: 'done' };
+  }
+
+  private backendHeldByAnother(qlb: QuicLoadBalancerObject, key: string): boolean {
+    let spec;
+    try {
+      spec = readSpec(qlb.spec);
+    } catch {
+      return false;
+    }
+    const others = this.d.informers.qlbs
+      .list()
+      .map((o) => ({ namespace: o.metadata?.namespace ?? '', name: o.metadata?.name ?? '', createdAt: created(o), spec: o.spec }))
+      .filter((o) => `${o.namespace}/${o.name}` !== key);
+    return backendHolder(claimFor(key, created(qlb), spec, []), claimsOf(others, [])) !== null;
   }
 }
 

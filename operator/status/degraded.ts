@@ -14,6 +14,7 @@ export type DegradedReason =
   | 'KeyUnavailable'
   | 'ServerIDsExhausted'
   | 'PortConflict'
+  | 'BackendConflict'
   | 'DataPlaneRejected'
   | 'RotationBlocked';
 
@@ -42,6 +43,15 @@ const CHECKS: readonly Check[] = [
         ': this load balancer is not served there; choose another spec.listen.ports value or narrow spec.nodeSelector',
     };
   },
+  (f) =>
+    f.backendHolder === null
+      ? null
+      : {
+          reason: 'BackendConflict',
+          message:
+            `the pods of Service ${f.serviceName} are already given server IDs by QuicLoadBalancer ${f.backendHolder}: ` +
+            'this load balancer assigns none and is not served until it is gone; use one QuicLoadBalancer per backend Service, or a separate Service',
+        },
   (f) => {
     const r = f.dataPlanes.rejections;
     if (r.length === 0) return null;

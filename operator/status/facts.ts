@@ -30,6 +30,8 @@ export interface StatusFacts {
   /** Exhaustion message from the allocator, or null. */
   readonly serverIdsExhausted: string | null;
   readonly portConflicts: readonly PortConflict[];
+  /** namespace/name of the earlier QuicLoadBalancer that holds the same backend Service, or null. */
+  readonly backendHolder: string | null;
   readonly dataPlanes: {
     readonly connected: number;
     /** Connected data planes whose last ACK is of `snapshotVersion`. */

@@ -13,6 +13,7 @@ export function readyCondition(f: StatusFacts): Verdict {
   const b = f.backends;
   if (!f.serviceFound) return { status: 'False', reason: 'ServiceNotFound', message: `Service ${f.serviceName} not found in this namespace` };
   if (!f.servicePortFound) return { status: 'False', reason: 'ServicePortNotFound', message: `Service ${f.serviceName} has no port ${f.servicePort}` };
+  if (f.backendHolder !== null) return { status: 'False', reason: 'BackendConflict', message: `Service ${f.serviceName} belongs to QuicLoadBalancer ${f.backendHolder}` };
   if (f.rotation.activeConfigId === null && f.keyProblem !== null) return { status: 'False', reason: 'KeyUnavailable', message: f.keyProblem };
   if (b.total === 0) {
     return b.unassigned > 0

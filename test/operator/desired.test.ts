@@ -8,7 +8,7 @@ import { keyFingerprint } from '../../lib/config/key-fingerprint.js';
 import { INITIAL_STATE, type MachineState } from '../../operator/rotation/machine.js';
 import { computeDesired, configsSecretName, statusFacts, type DataPlaneObservation, type EndpointSliceView, type Observed } from '../../operator/reconcile/desired.js';
 import { decideHealth, staleAfterMs } from '../../operator/reconcile/health-verdict.js';
-import { claimsOf, portConflicts, type PortClaim } from '../../operator/reconcile/port-claims.js';
+import { backendHolder, claimsOf, portConflicts, type PortClaim } from '../../operator/reconcile/port-claims.js';
 import { readSpec, selectsNode } from '../../operator/reconcile/spec.js';
 import { buildStatus } from '../../operator/status/status.js';
 
@@ -132,6 +132,7 @@ describe('portConflicts', () => {
     ports: [443],
     addresses: [],
     nodes: new Set(['n1', 'n2']),
+    service: 'ns/web',
     ...over,
   });
   it('the later claim of a port on a node conflicts; the earlier one does not', () => {
@@ -157,6 +158,23 @@ describe('portConflicts', () => {
   });
 });
 
+describe('backendHolder', () => {
+  const claim = (key: string, createdAt: number, service = 'ns/web'): PortClaim => ({ key, createdAt, ports: [443], addresses: [], nodes: new Set(['n1']), service });
+  it.each([
+    ['no other claim', claim('ns/b', 2), [], null],
+    ['an earlier one on the same Service holds it', claim('ns/b', 2), [claim('ns/a', 1)], 'ns/a'],
+    ['a later one does not', claim('ns/a', 1), [claim('ns/b', 2)], null],
+    ['equal creation times: the smaller namespace/name', claim('ns/b', 1), [claim('ns/a', 1)], 'ns/a'],
+    ['equal creation times, the smaller one itself', claim('ns/a', 1), [claim('ns/b', 1)], null],
+    ['another Service of the namespace', claim('ns/b', 2), [claim('ns/a', 1, 'ns/api')], null],
+    ['the same Service name in another namespace', claim('ns/b', 2), [claim('other/a', 1, 'other/web')], null],
+    ['the earliest of several is named', claim('ns/c', 3), [claim('ns/b', 2), claim('ns/a', 1)], 'ns/a'],
+    ['its own claim is ignored', claim('ns/b', 2), [claim('ns/b', 1)], null],
+  ] as const)('%s', (_what, self, others, holder) => {
+    expect(backendHolder(self, others)).toBe(holder);
+  });
+});
+
 describe('port claims of stored objects', () => {
   it('selects nodes by each nodeSelector and skips a spec that cannot be read', () => {
     const nodes = [{ name: 'n1', labels: { edge: 'true' } }, { name: 'n2' }];
@@ -168,9 +186,9 @@ describe('port claims of stored objects', () => {
       ],
       nodes,
     );
-    expect(claims.map((c) => [c.key, [...c.nodes], c.ports, c.addresses])).toEqual([
-      ['a/x', ['n1'], [443], []],
-      ['a/y', ['n1', 'n2'], [80, 443], ['::']],
+    expect(claims.map((c) => [c.key, [...c.nodes], c.ports, c.addresses, c.service])).toEqual([
+      ['a/x', ['n1'], [443], [], 'a/web'],
+      ['a/y', ['n1', 'n2'], [80, 443], ['::'], 'a/web'],
     ]);
   });
 });
@@ -188,7 +206,7 @@ describe('computeDesired', () => {
   });
 
   it('marks notes as transitions (emit once) or states (emit on a change of Degraded)', () => {
-    const other: PortClaim = { key: 'other/first', createdAt: 0, ports: [443], addresses: [], nodes: new Set(['n1']) };
+    const other: PortClaim = { key: 'other/first', createdAt: 0, ports: [443], addresses: [], nodes: new Set(['n1']), service: 'other/web' };
     const d = computeDesired(observed({ otherClaims: [other] }));
     expect(d.events.map((e) => [e.reason, e.kind])).toEqual([
       ['PortConflict', 'state'],
@@ -260,11 +278,41 @@ describe('computeDesired', () => {
   });
 
   it('is not served where an earlier load balancer holds the port', () => {
-    const other: PortClaim = { key: 'other/first', createdAt: T0 - 120_000, ports: [443], addresses: [], nodes: new Set(['n1']) };
+    const other: PortClaim = { key: 'other/first', createdAt: T0 - 120_000, ports: [443], addresses: [], nodes: new Set(['n1']), service: 'other/web' };
     const d = computeDesired(observed({ otherClaims: [other] }));
     expect(d.nodes).toEqual(['n2']);
     expect(d.facts.portConflicts).toEqual([{ port: 443, node: 'n1', holder: 'other/first' }]);
+    expect(d.facts.backendHolder).toBeNull();
     expect(d.events.some((e) => e.reason === 'PortConflict' && e.type === 'Warning')).toBe(true);
+  });
+
+  it('leaves a backend Service held by an earlier load balancer alone: no IDs, no annotations, no snapshot, no nodes', () => {
+    const holder: PortClaim = { key: 'team/first', createdAt: T0 - 120_000, ports: [8443], addresses: [], nodes: new Set(['n1', 'n2']), service: 'team/web' };
+    const d = computeDesired(observed({ otherClaims: [holder] }));
+    expect(d.facts.backendHolder).toBe('team/first');
+    expect(d.allocation).toBeNull(); // the records stay as they are
+    expect([...d.podServerIds]).toEqual([]);
+    expect(d.snapshot).toBeNull();
+    expect(d.nodes).toEqual([]);
+    expect(d.facts.portConflicts).toEqual([]);
+    expect(d.facts.keyProblem).toBeNull();
+    expect(d.events.filter((e) => e.kind === 'state').map((e) => [e.type, e.reason])).toEqual([['Warning', 'BackendConflict']]);
+    expect(d.events.find((e) => e.reason === 'BackendConflict')?.message).toContain('team/first');
+    const status = buildStatus({ facts: statusFacts(d, { snapshotVersion: null, dataPlanes: [] }), previousConditions: [], rotation: d.rotation.state, now: T0 });
+    expect(status.conditions.find((c) => c.type === 'Degraded')).toMatchObject({ status: 'True', reason: 'BackendConflict' });
+    expect(status.conditions.find((c) => c.type === 'Ready')).toMatchObject({ status: 'False', reason: 'BackendConflict' });
+  });
+
+  it.each([
+    ['a later load balancer on the same Service', { key: 'team/later', createdAt: T0, service: 'team/web' }],
+    ['an earlier one on another Service', { key: 'team/first', createdAt: T0 - 120_000, service: 'team/api' }],
+    ['an earlier one on a Service of the same name in another namespace', { key: 'other/first', createdAt: T0 - 120_000, service: 'other/web' }],
+  ])('keeps its backends beside %s', (_what, over) => {
+    const other: PortClaim = { ports: [8443], addresses: [], nodes: new Set(['n1']), ...over };
+    const d = computeDesired(observed({ otherClaims: [other] }));
+    expect(d.facts.backendHolder).toBeNull();
+    expect(d.podServerIds.size).toBeGreaterThan(0);
+    expect(d.snapshot).not.toBeNull();
   });
 
   it('without a usable user key: no config, no snapshot, Degraded/KeyUnavailable and not Ready', () => {

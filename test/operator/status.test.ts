@@ -18,6 +18,7 @@ const OK: StatusFacts = {
   backends: { total: 4, healthy: 3, draining: 1, unassigned: 0 },
   serverIdsExhausted: null,
   portConflicts: [],
+  backendHolder: null,
   dataPlanes: { connected: 2, inSync: 2, pending: [], rejections: [] },
   snapshotVersion: 12,
   keyProblem: null,
@@ -105,6 +106,12 @@ describe('Degraded', () => {
     ['nothing wrong', {}, 'AsExpected', /^no problem found$/],
     ['Service missing', { serviceFound: false }, 'ServiceNotFound', /^Service web not found in this namespace: create it, or fix spec\.backend\.serviceName$/],
     ['Service port missing', { servicePortFound: false }, 'ServicePortNotFound', /^Service web has no port 443: fix spec\.backend\.port or spec\.backend\.portName$/],
+    [
+      'another load balancer holds the backend Service',
+      { backendHolder: 'team/first' },
+      'BackendConflict',
+      /^the pods of Service web are already given server IDs by QuicLoadBalancer team\/first: this load balancer assigns none and is not served until it is gone; use one QuicLoadBalancer per backend Service, or a separate Service$/,
+    ],
     ['user key unusable', { keyProblem: 'Secret qlb-key key "key": missing' }, 'KeyUnavailable', /^Secret qlb-key key "key": missing$/],
     ['server IDs exhausted', { serverIdsExhausted: '2 endpoint(s) have no server ID: ...' }, 'ServerIDsExhausted', /^2 endpoint\(s\) have no server ID/],
     [
@@ -132,6 +139,11 @@ describe('Degraded', () => {
     const d = degradedCondition(facts({ serverIdsExhausted: 'full', portConflicts: [{ port: 443, node: 'n1', holder: 'x/y' }], rotation: { ...OK.rotation, blocked: 'b' } }));
     expect(d.reason).toBe('ServerIDsExhausted');
     expect(d.message).toBe('full (also: PortConflict, RotationBlocked)');
+  });
+
+  it('a load balancer on both the port and the Service of an earlier one: PortConflict, also BackendConflict', () => {
+    const d = degradedCondition(facts({ portConflicts: [{ port: 443, node: 'n1', holder: 'x/y' }], backendHolder: 'x/y' }));
+    expect([d.reason, d.message.endsWith('(also: BackendConflict)')]).toEqual(['PortConflict', true]);
   });
 
   it('does not report a missing port of a missing Service twice', () => {
@@ -169,6 +181,7 @@ describe('Ready', () => {
     ['working', {}, 'True', 'Routing'],
     ['Service missing', { serviceFound: false }, 'False', 'ServiceNotFound'],
     ['Service port missing', { servicePortFound: false }, 'False', 'ServicePortNotFound'],
+    ['another holds the backend Service', { backendHolder: 'team/first', backends: { total: 0, healthy: 0, draining: 0, unassigned: 0 } }, 'False', 'BackendConflict'],
     ['no key and no config yet', { keyProblem: 'no key', rotation: { ...OK.rotation, activeConfigId: null } }, 'False', 'KeyUnavailable'],
     ['no endpoints', { backends: { total: 0, healthy: 0, draining: 0, unassigned: 0 } }, 'False', 'NoBackends'],
     ['endpoints but no IDs', { backends: { total: 0, healthy: 0, draining: 0, unassigned: 3 } }, 'False', 'ServerIDsExhausted'],
