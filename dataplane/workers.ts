@@ -212,12 +212,18 @@ export class WorkerPool {
     const every = this.options.heartbeatIntervalMs ?? 1000;
     const timeout = this.options.heartbeatTimeoutMs ?? 3000;
     let id = 0;
+    let lastTick = Date.now();
     this.heartbeat = setInterval(() => {
       const now = Date.now();
+      // A late tick means this process was stalled itself: the pongs wait unread in the IPC pipes, so silence
+      // proves nothing this time (judging it would kill every worker at once).
+      const stalled = now - lastTick > every + timeout / 2;
+      lastTick = now;
       for (const slot of this.slots) {
         const w = slot.worker;
         if (!slot.ready || w === null || !w.isConnected()) continue;
-        if (now - slot.lastPong > timeout) {
+        if (stalled) slot.lastPong = now;
+        else if (now - slot.lastPong > timeout) {
           slot.ready = false;
           this.hungWorkers++;
           this.options.logger.error({ worker: slot.index, pid: w.process.pid, silent_ms: now - slot.lastPong }, 'worker stopped answering; killing it');

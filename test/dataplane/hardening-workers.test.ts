@@ -37,6 +37,23 @@ describe('worker liveness (issue 10 item 5) and restart backoff (item 6)', () =>
     expect(out.hungWorkers).toBe(1);
     expect(out.backoff.delays).toEqual([500, 500]);
   }, 70_000);
+
+  it("does not take the primary's own stall for hung workers (their pongs wait behind the late tick)", () => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'test/dataplane/hardening-workers-stall.script.ts'], {
+      cwd: repoRoot,
+      encoding: 'utf8',
+      timeout: 40_000,
+      env: { ...process.env, NODE_OPTIONS: '' },
+    });
+    const line = r.stdout.trim().split('\n').at(-1) ?? '';
+    let out: { hungWorkers: number; samePids: boolean; ready: number };
+    try {
+      out = JSON.parse(line);
+    } catch {
+      throw new Error(`script failed (status ${r.status}, signal ${r.signal}):\n${r.stdout.slice(-2000)}\n${r.stderr.slice(-2000)}`);
+    }
+    expect(out).toEqual({ hungWorkers: 0, samePids: true, ready: 2 });
+  }, 50_000);
 });
 
 /** `quiclb standalone` from source in a child process, its stdout lines and exit. */
