@@ -270,6 +270,11 @@ abstract class LruTable<T extends Linked<T>> {
     return true;
   }
 
+  /** Makes room for one more confirmed entry: evicts least recently used confirmed entries (counted). */
+  protected makeConfirmedRoom(): void {
+    while (this.confirmedList.size >= this.max && this.confirmedList.oldest !== null) this.evictOldest(this.confirmedList);
+  }
+
   private evictOldest(list: LruList<T>): void {
     const e = list.oldest!;
     this.counters.evicted++;
@@ -284,7 +289,7 @@ abstract class LruTable<T extends Linked<T>> {
     this.onConfirm(e);
     e.confirmed = true;
     e.lastSeen = now;
-    while (this.confirmedList.size >= this.max && this.confirmedList.oldest !== null) this.evictOldest(this.confirmedList);
+    this.makeConfirmedRoom();
     this.confirmedList.push(e);
     this.counters.confirmed++;
   }
@@ -499,16 +504,11 @@ export class DcidTable<S extends TableServer = TableServer> extends LruTable<Dci
     this.map.set(key, n);
     if (confirmed) {
       n.confirmed = true;
-      while (this.confirmedList.size >= this.max && this.confirmedList.oldest !== null) this.evictOneConfirmed();
+      this.makeConfirmedRoom();
       this.confirmedList.push(n);
     } else this.unconfirmedList.push(n);
     this.counters.created++;
     return n;
-  }
-
-  private evictOneConfirmed(): void {
-    this.counters.evicted++;
-    this.remove(this.confirmedList.oldest!);
   }
 
   override remove(e: DcidEntry<S>): void {
