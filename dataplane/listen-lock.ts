@@ -11,6 +11,7 @@ import { linkSync, mkdirSync, readdirSync, readFileSync, unlinkSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatSocketAddress, type SocketAddress } from '../lib/config/address.js';
+import { readRegularFile } from '../lib/config/safe-read.js';
 
 export class ListenAddressInUse extends Error {}
 
@@ -30,6 +31,11 @@ function startTime(pid: number): string | null {
   } catch {
     return null;
   }
+}
+
+/** A lock file's owner; throws for anything but a small regular file (the directory may be shared: no FIFO may block us). */
+function readOwner(path: string): Owner {
+  return JSON.parse(readRegularFile(path, 4096).toString('utf8')) as Owner;
 }
 
 function defaultDir(): string {
@@ -129,9 +135,9 @@ export class ListenLocks {
   private liveOwner(path: string): Owner | null {
     let o: Owner;
     try {
-      o = JSON.parse(readFileSync(path, 'utf8')) as Owner;
+      o = readOwner(path);
     } catch {
-      return null; // vanished or unreadable: not a live lock
+      return null; // vanished, unreadable or not a regular file: not a live lock
     }
     if (typeof o.pid !== 'number') return null;
     if (o.pid === process.pid) return heldHere.has(path) ? o : null;
@@ -145,7 +151,7 @@ export class ListenLocks {
     this.held.delete(key);
     heldHere.delete(path);
     try {
-      const o = JSON.parse(readFileSync(path, 'utf8')) as Owner;
+      const o = readOwner(path);
       if (o.pid === this.me.pid) unlinkSync(path);
     } catch {
       // already gone
