@@ -46,6 +46,39 @@ describe('Backoff', () => {
     expect(b.ceilingMs).toBe(500);
     expect(b.next()).toBeLessThan(500);
   });
+  it('after contact with a healthy operator the ceiling stops at 4 s for 60 s (a leader change), then grows to 30 s', () => {
+    let now = 1_000_000;
+    const b = new Backoff({ random: () => 0.999999, now: () => now });
+    b.reset(); // a snapshot arrived
+    now += 3_600_000; // the stream stays up an hour, then the leader dies
+    b.streamEnded(1000); // short-lived or not: the operator behind it had sent a snapshot
+    const delays = Array.from({ length: 8 }, () => b.next());
+    expect(delays).toEqual([499, 999, 1999, 3999, 3999, 3999, 3999, 3999]);
+    now += 59_999;
+    expect(b.ceilingMs).toBe(4_000);
+    now += 1;
+    expect(b.ceilingMs).toBe(30_000); // gone longer than any takeover: the full cap again
+  });
+
+  it('a stream that answered but never sent a snapshot does not count as healthy contact', () => {
+    let now = 0;
+    const b = new Backoff({ random: () => 0.999999, now: () => now });
+    for (let i = 0; i < 6; i++) b.next();
+    b.streamEnded(500); // connected (metadata) and dropped before any snapshot
+    expect(b.ceilingMs).toBe(30_000);
+    now += 40_000;
+    b.streamEnded(40_000); // lived long: reset, and the operator was healthy until now
+    expect(b.ceilingMs).toBe(500);
+    for (let i = 0; i < 6; i++) b.next();
+    expect(b.ceilingMs).toBe(4_000);
+  });
+
+  it('the lower cap never exceeds maxMs', () => {
+    const b = new Backoff({ initialMs: 50, maxMs: 300, random: () => 0.999999 });
+    b.reset();
+    b.streamEnded(10);
+    expect(Array.from({ length: 5 }, () => b.next())).toEqual([49, 99, 199, 299, 299]);
+  });
 });
 
 describe('hostOf (the default TLS name of --operator)', () => {
