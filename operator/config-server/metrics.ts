@@ -48,7 +48,7 @@ export class ConfigServerMetrics {
     this.nacked = new Counter({ name: 'quiclb_config_server_snapshots_nacked_total', help: 'Snapshot pushes rejected by data planes.', registers });
     this.streamsRefused = new Counter({
       name: 'quiclb_config_server_streams_refused_total',
-      help: 'Streams closed by the server, by reason: unauthenticated, hello_timeout, protocol, invalid_message, replaced, shutdown.',
+      help: 'Streams closed by the server, by reason: unauthenticated, node_unauthenticated, node_unverifiable, hello_timeout, protocol, invalid_message, replaced, shutdown.',
       labelNames: ['reason'],
       registers,
     });

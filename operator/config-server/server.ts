@@ -19,6 +19,7 @@ import { checkClientCertificate } from '../../proto/tls.js';
 import { DataPlaneCache, type BackendHealthView, type CountersView, type DataPlaneCacheOptions, type DataPlaneView, type NackInfo } from './cache.js';
 import { serializeResponse } from './encoding.js';
 import { ConfigServerMetrics } from './metrics.js';
+import { NODE_TOKEN_METADATA, NodeAuthenticator, type AuthenticateNode, type NodeAuthOptions } from './node-auth.js';
 import { decodeRequest, DEFAULT_REQUEST_LIMITS, type RequestLimits } from './request-limits.js';
 import type { SnapshotSource } from './source.js';
 import { DataPlaneStream, type ConfigCall, type StreamEvents, type StreamHost } from './stream.js';
@@ -48,6 +49,12 @@ export interface ConfigServerOptions {
   readonly cache?: DataPlaneCacheOptions;
   /** Correlation ids of the reconciles that made a version (the operator's publisher); push spans link to them. */
   readonly correlationIdsOf?: (version: number) => readonly string[];
+  /**
+   * Set: every stream must carry a node token (metadata x-quiclb-node-token) that confirms the node its Hello
+   * names, or it is closed before anything is sent (node-auth.ts; docs/config-channel.md, Trust).
+   */
+  readonly authenticateNode?: AuthenticateNode;
+  readonly nodeAuth?: NodeAuthOptions;
 }
 
 export interface ConfigServerEvents {
@@ -137,6 +144,7 @@ export class ConfigServer extends EventEmitter<ConfigServerEvents> {
       limits,
       helloTimeoutMs: options.helloTimeoutMs ?? 10_000,
       answerTimeoutMs: options.answerTimeoutMs ?? 30_000,
+      nodeAuth: options.authenticateNode ? new NodeAuthenticator(options.authenticateNode, options.nodeAuth) : null,
       nextNonce: () => `${this.bootId}-${(++this.pushes).toString(36)}`,
       correlationIdsOf: options.correlationIdsOf ?? (() => []),
       adopt: (s) => this.adopt(s),
@@ -229,7 +237,20 @@ export class ConfigServer extends EventEmitter<ConfigServerEvents> {
       call.emit('error', Object.assign(new Error(who.error), { code, details: who.error }));
       return;
     }
-    this.open.add(new DataPlaneStream(this.host, call, who.name));
+    let token: string | undefined;
+    if (this.host.nodeAuth !== null) {
+      const values = call.metadata.get(NODE_TOKEN_METADATA);
+      const refusal =
+        values.length > 1 ? `more than one ${NODE_TOKEN_METADATA}` : typeof values[0] === 'object' ? `${NODE_TOKEN_METADATA} must be text` : null;
+      token = typeof values[0] === 'string' ? values[0] : undefined;
+      if (refusal !== null) {
+        this.metrics.streamsRefused.inc({ reason: 'node_unauthenticated' });
+        this.logger.warn({ peer: call.getPeer(), certificate: who.name, err: refusal }, 'config stream refused');
+        call.emit('error', Object.assign(new Error(refusal), { code: GrpcStatus.UNAUTHENTICATED, details: refusal }));
+        return;
+      }
+    }
+    this.open.add(new DataPlaneStream(this.host, call, who.name, token));
   }
 
   private adopt(s: DataPlaneStream): void {

@@ -24,6 +24,7 @@ import { helloInfo, type BackendHealthView, type DataPlaneCache, type PushInfo }
 import { dataPlaneIdentity } from './identity.js';
 import { encodePush, prepareSnapshot, type EncodedParts, type EncodedResponse } from './encoding.js';
 import type { ConfigServerMetrics } from './metrics.js';
+import type { NodeAuthenticator } from './node-auth.js';
 import { checkRequest, isMalformed, RequestError, type MalformedRequest, type RequestLimits } from './request-limits.js';
 import type { DataPlaneKey, SnapshotSource, SourceSnapshot } from './source.js';
 import { startPushSpan, type PushOutcome, type PushSpan } from '../tracing.js';
@@ -32,7 +33,7 @@ export type IncomingRequest = StreamConfigRequest | MalformedRequest;
 export type ConfigCall = ServerDuplexStream<IncomingRequest, EncodedResponse | StreamConfigResponse>;
 
 /** Why the server closed a stream (metric label quiclb_config_server_streams_refused_total{reason}). */
-export type RefusalReason = 'unauthenticated' | 'hello_timeout' | 'protocol' | 'invalid_message' | 'replaced' | 'shutdown';
+export type RefusalReason = 'unauthenticated' | 'node_unauthenticated' | 'node_unverifiable' | 'hello_timeout' | 'protocol' | 'invalid_message' | 'replaced' | 'shutdown';
 
 /** What a stream needs from its server. */
 export interface StreamHost {
@@ -44,6 +45,8 @@ export interface StreamHost {
   readonly helloTimeoutMs: number;
   /** After this long without an answer to a push, a newer version is pushed anyway. */
   readonly answerTimeoutMs: number;
+  /** Set: the node of every Hello must be confirmed by the stream's node token before the stream is adopted. */
+  readonly nodeAuth: NodeAuthenticator | null;
   nextNonce(): string;
   /** Correlation ids of the reconciles that made `version` (tracing: push spans link to them). */
   correlationIdsOf(version: number): readonly string[];
@@ -75,6 +78,8 @@ export class DataPlaneStream {
   private pushSpan: PushSpan | null = null;
   private scheduled = false;
   private closed = false;
+  /** The Hello's node is being confirmed (node authentication). */
+  private verifying = false;
   readonly peer: string;
 
   constructor(
@@ -82,6 +87,8 @@ export class DataPlaneStream {
     private readonly call: ConfigCall,
     /** The client certificate's CN. */
     readonly certificateName: string,
+    /** The x-quiclb-node-token metadata value, if any (never logged). */
+    private readonly nodeToken?: string,
   ) {
     this.peer = call.getPeer();
     this.helloTimer = setTimeout(() => this.close(GrpcStatus.DEADLINE_EXCEEDED, `no hello within ${host.helloTimeoutMs} ms`, 'hello_timeout'), host.helloTimeoutMs);
@@ -148,22 +155,22 @@ export class DataPlaneStream {
     }
     const m = req.message!;
     if (m.$case === 'hello') {
-      if (this.key !== null) return this.close(GrpcStatus.FAILED_PRECONDITION, 'hello was already sent on this stream', 'protocol');
+      if (this.key !== null || this.verifying) return this.close(GrpcStatus.FAILED_PRECONDITION, 'hello was already sent on this stream', 'protocol');
       const hello = helloInfo(m.hello);
       clearTimeout(this.helloTimer!);
       this.helloTimer = null;
-      this.key = { identity: dataPlaneIdentity(this.certificateName, hello.nodeName), nodeName: hello.nodeName };
-      this.host.adopt(this);
-      this.host.cache.connected(this.identity, this.certificateName, hello, this.peer, new Date());
-      this.host.logger.info(
-        { identity: this.identity, certificate: this.certificateName, peer: this.peer, node: hello.nodeName, pod: hello.podName, softwareVersion: hello.softwareVersion, currentVersion: hello.currentVersion },
-        'data plane connected',
-      );
-      this.host.events.connected(this.identity);
-      // Response headers now: the data plane counts as connected (and reports) even before the source has a
-      // snapshot for it; grpc-js would otherwise send them only with the first push.
-      this.call.sendMetadata(new Metadata());
-      this.pushLatest();
+      if (this.host.nodeAuth === null) return this.adoptHello(hello);
+      // Nothing else is read until the node is confirmed (the Hello timeout no longer applies: the verification has its own).
+      this.verifying = true;
+      this.call.pause();
+      void this.host.nodeAuth.check(this.nodeToken, hello.nodeName).then((r) => {
+        this.verifying = false;
+        if (this.closed) return;
+        if (r.kind === 'refused') return this.close(this.nodeToken ? GrpcStatus.PERMISSION_DENIED : GrpcStatus.UNAUTHENTICATED, `node ${JSON.stringify(hello.nodeName)} not confirmed: ${r.reason}`, 'node_unauthenticated');
+        if (r.kind === 'unverifiable') return this.close(GrpcStatus.UNAVAILABLE, r.reason, 'node_unverifiable');
+        this.adoptHello(hello);
+        this.call.resume();
+      });
       return;
     }
     if (this.key === null) return this.close(GrpcStatus.FAILED_PRECONDITION, `the first message must be hello, got ${m.$case}`, 'protocol');
@@ -199,6 +206,21 @@ export class DataPlaneStream {
         this.host.events.counters(this.identity);
         return;
     }
+  }
+
+  private adoptHello(hello: ReturnType<typeof helloInfo>): void {
+    this.key = { identity: dataPlaneIdentity(this.certificateName, hello.nodeName), nodeName: hello.nodeName };
+    this.host.adopt(this);
+    this.host.cache.connected(this.identity, this.certificateName, hello, this.peer, new Date());
+    this.host.logger.info(
+      { identity: this.identity, certificate: this.certificateName, peer: this.peer, node: hello.nodeName, pod: hello.podName, softwareVersion: hello.softwareVersion, currentVersion: hello.currentVersion, nodeAuthenticated: this.host.nodeAuth !== null },
+      'data plane connected',
+    );
+    this.host.events.connected(this.identity);
+    // Response headers now: the data plane counts as connected (and reports) even before the source has a
+    // snapshot for it; grpc-js would otherwise send them only with the first push.
+    this.call.sendMetadata(new Metadata());
+    this.pushLatest();
   }
 
   private onAnswer(version: bigint, nonce: string, book: () => void): void {

@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
-import { credentials, type ChannelCredentials, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+import { credentials, Metadata, type ChannelCredentials, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import { pino, type Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { DEFAULT_FLOWS, DEFAULT_HEALTH, type DataplaneSnapshot, type SnapshotServer } from '../../lib/config/snapshot.js';
@@ -146,9 +146,9 @@ export class TestDataPlane {
   /** Answer every snapshot with an Ack automatically. */
   autoAck = false;
 
-  constructor(address: string, creds: ChannelCredentials, options: Record<string, unknown> = {}) {
+  constructor(address: string, creds: ChannelCredentials, options: Record<string, unknown> = {}, metadata?: Metadata) {
     this.client = new DistributionServiceClient(address, creds, options);
-    this.stream = this.client.streamConfig();
+    this.stream = metadata ? this.client.streamConfig(metadata) : this.client.streamConfig();
     this.stream.on('data', (m: StreamConfigResponse) => {
       if (m.message?.$case === 'snapshot') {
         this.snapshots.push(m.message.snapshot);
@@ -168,6 +168,13 @@ export class TestDataPlane {
 
   static withTls(address: string, tls: TlsDir): TestDataPlane {
     return new TestDataPlane(address, clientCredentials(tls.dir));
+  }
+
+  /** A client that sends `token` as its node token (x-quiclb-node-token). */
+  static withNodeToken(address: string, tls: TlsDir, token: string): TestDataPlane {
+    const md = new Metadata();
+    md.set('x-quiclb-node-token', token);
+    return new TestDataPlane(address, clientCredentials(tls.dir), {}, md);
   }
 
   /** A client that presents no certificate (trusts the server's CA). */
