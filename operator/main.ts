@@ -1,5 +1,5 @@
 /**
- * `quiclb operator`: the composition root. Informers (QuicLoadBalancers, Services, EndpointSlices, Pods, Nodes) feed
+ * `quiclb operator`: the composition root. Informers (QuicLoadBalancers, Services, EndpointSlices, Pods, Nodes, user key Secrets) feed
  * a de-duplicating work queue; the reconciler writes records, Secrets, annotations and status, and publishes
  * per-node snapshots into an in-memory source that the config server (mTLS gRPC) streams to the data planes. The
  * data planes' ACKs, NACKs, health reports and connections requeue the load balancers so status follows them.
@@ -19,6 +19,7 @@ import { ServerIdStore } from './allocation/store.js';
 import { ConfigServer, InMemorySnapshotSource, type BoundAddress } from './config-server/index.js';
 import { EventRecorder } from './kube/events.js';
 import { keepRunning, makeInformers, objectKey, type Informers } from './kube/informers.js';
+import { loadBalancersUsingSecret } from './kube/key-secrets.js';
 import { LeaderElector, registerLeaderMetrics } from './kube/lease.js';
 import { SecretStore } from './kube/secrets.js';
 import { ObjectWriter } from './kube/writers.js';
@@ -128,11 +129,14 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
     keepRunning(informers.slices, restarts('endpointslices')),
     keepRunning(informers.pods, restarts('pods')),
     keepRunning(informers.nodes, restarts('nodes')),
+    keepRunning(informers.keySecrets, restarts('key secrets')),
   ];
   for (const ev of [k8s.ADD, k8s.UPDATE, k8s.DELETE] as const) {
     informers.qlbs.on(ev, (obj) => add(objectKey(obj)));
     informers.services.on(ev, (s) => keysInNamespace(informers, s.metadata?.namespace, s.metadata?.name).forEach(add));
     informers.slices.on(ev, (s) => keysInNamespace(informers, s.metadata?.namespace, s.metadata?.labels?.['kubernetes.io/service-name'] ?? '\0').forEach(add));
+    // A user key changed (or its Secret appeared, or went): the load balancers using it rotate now, not at the resync.
+    informers.keySecrets.on(ev, (s) => loadBalancersUsingSecret(informers.qlbs.list(s.metadata?.namespace), s.metadata?.namespace, s.metadata?.name).forEach(add));
   }
   // Nodes are updated often (status heartbeats): only a new, gone or relabelled node changes what is served where.
   const nodeLabels = new Map<string, string>();
@@ -218,7 +222,7 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
     await t.configServer.close();
   }
 
-  await Promise.all([informers.qlbs.start(), informers.services.start(), informers.slices.start(), informers.pods.start(), informers.nodes.start()]);
+  await Promise.all([informers.qlbs.start(), informers.services.start(), informers.slices.start(), informers.pods.start(), informers.nodes.start(), informers.keySecrets.start()]);
   let metricsServer: HttpServer | null = null;
   let metricsAddress: string | null = null;
   let elector: LeaderElector | null = null;

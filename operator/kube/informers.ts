@@ -1,11 +1,12 @@
 /**
  * The operator's watches (TOOLCHAIN.md §2.3): list+watch informers on QuicLoadBalancers, Services, EndpointSlices
- * and Pods (in one namespace, or all), and Nodes. client-node's informers stop on a watch error; keepRunning()
+ * and Pods (in one namespace, or all), Nodes, and the user key Secrets labelled quiclb.io/key=true (key-secrets.ts). client-node's informers stop on a watch error; keepRunning()
  * restarts them after a delay unless they were stopped on purpose. Objects reach the reconciler only through the
  * caches (get/list); the callbacks only enqueue keys.
  */
 import * as k8s from '@kubernetes/client-node';
 import { GROUP, PLURAL, VERSION } from '../reconcile/spec.js';
+import { KEY_SECRET_SELECTOR } from './key-secrets.js';
 
 /** A QuicLoadBalancer as the API returns it (raw JSON: times are strings). */
 export interface QuicLoadBalancerObject extends k8s.KubernetesObject {
@@ -20,6 +21,8 @@ export interface Informers {
   readonly slices: k8s.Informer<k8s.V1EndpointSlice> & k8s.ObjectCache<k8s.V1EndpointSlice>;
   readonly pods: k8s.Informer<k8s.V1Pod> & k8s.ObjectCache<k8s.V1Pod>;
   readonly nodes: k8s.Informer<k8s.V1Node> & k8s.ObjectCache<k8s.V1Node>;
+  /** Only the labelled user key Secrets; used to requeue, never read for keys (the reconciler reads by name). */
+  readonly keySecrets: k8s.Informer<k8s.V1Secret> & k8s.ObjectCache<k8s.V1Secret>;
 }
 
 /** `namespace` null: every namespace (needs the ClusterRole); otherwise only that one. */
@@ -51,7 +54,16 @@ export function makeInformers(kc: k8s.KubeConfig, namespace: string | null): Inf
     namespace === null ? core.listPodForAllNamespaces() : core.listNamespacedPod({ namespace }),
   );
   const nodes = k8s.makeInformer<k8s.V1Node>(kc, '/api/v1/nodes', () => core.listNode());
-  return { qlbs, services, slices, pods, nodes };
+  const keySecrets = k8s.makeInformer<k8s.V1Secret>(
+    kc,
+    `/api/v1${nsPath}/secrets`,
+    () =>
+      namespace === null
+        ? core.listSecretForAllNamespaces({ labelSelector: KEY_SECRET_SELECTOR })
+        : core.listNamespacedSecret({ namespace, labelSelector: KEY_SECRET_SELECTOR }),
+    KEY_SECRET_SELECTOR,
+  );
+  return { qlbs, services, slices, pods, nodes, keySecrets };
 }
 
 /** Restarts `inf` after a watch error, but never after our own stop(). */

@@ -62,7 +62,9 @@ describe('helm install of charts/quiclb', () => {
       expect(`${verb} ${resource}: ${await can(`${full}-dataplane`, verb, resource)}`).toBe(`${verb} ${resource}: no`);
     }
     expect(await can(`${full}-operator`, 'patch', 'pods', 'default')).toBe('yes');
-    expect(await can(`${full}-operator`, 'list', 'secrets', 'default')).toBe('no');
+    // The user key Secret informer: RBAC cannot narrow list/watch by label; the operator selects quiclb.io/key=true.
+    expect(await can(`${full}-operator`, 'watch', 'secrets', 'default')).toBe('yes');
+    expect(await can(`${full}-operator`, 'patch', 'secrets', 'default')).toBe('no');
     expect(await can(`${full}-operator`, 'update', `leases.coordination.k8s.io/${full}-operator`)).toBe('yes');
     expect(await can(`${full}-operator`, 'update', 'leases.coordination.k8s.io/another-lease')).toBe('no');
   });
