@@ -22,6 +22,9 @@ Options:
                            before the operator answers; without it the node is not ready until the first snapshot
   --node-name NAME         node name in the Hello (default: $NODE_NAME, else the host name)
   --pod-name NAME          pod name in the Hello (default: $POD_NAME)
+  --node-token-file FILE   send the token in FILE (a projected ServiceAccount token, audience quiclb-operator) on
+                           every stream, re-read each time, so an operator run with --data-plane-auth token can
+                           confirm this node (docs/config-channel.md, Trust)
   --metrics-port N         monitoring port: /metrics /healthz /readyz (default 9090)
   --metrics-address ADDR   monitoring address (default 0.0.0.0)
   --no-metrics             no monitoring server
@@ -40,6 +43,7 @@ export async function dataplaneCommand(argv: string[]): Promise<number> {
       'state-dir': { type: 'string' },
       'node-name': { type: 'string' },
       'pod-name': { type: 'string' },
+      'node-token-file': { type: 'string' },
       'metrics-port': { type: 'string' },
       'metrics-address': { type: 'string' },
       'no-metrics': { type: 'boolean' },
@@ -72,6 +76,16 @@ export async function dataplaneCommand(argv: string[]): Promise<number> {
   if (interval !== undefined && !(/^\d+(\.\d+)?$/.test(interval) && Number(interval) >= 0.1 && Number(interval) <= 3600)) {
     throw new UsageError(`--report-interval: seconds 0.1..3600, got ${JSON.stringify(interval)}`);
   }
+  if (values['node-token-file'] !== undefined) {
+    if (values['node-token-file'] === '') throw new UsageError('--node-token-file: a file name is required');
+    // Checked at start so a wrong path fails fast; later a missing token is logged per attempt (the kubelet may be late).
+    const { readNodeToken } = await import('../dataplane/agent/node-token.js');
+    try {
+      readNodeToken(values['node-token-file']);
+    } catch (e) {
+      throw new UsageError(`--node-token-file: ${(e as Error).message}`);
+    }
+  }
   const { runAgent } = await import('../dataplane/agent/agent.js');
   let handle;
   try {
@@ -82,6 +96,7 @@ export async function dataplaneCommand(argv: string[]): Promise<number> {
       stateDir: values['state-dir'],
       nodeName: values['node-name'],
       podName: values['pod-name'],
+      nodeTokenFile: values['node-token-file'],
       metricsPort: values['no-metrics'] ? null : metricsPort,
       metricsAddress: values['metrics-address'],
       workers,

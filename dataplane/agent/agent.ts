@@ -22,6 +22,7 @@ import { agentMetrics } from './agent-metrics.js';
 import type { BackoffOptions } from './backoff.js';
 import { InProcessEngine, WorkerEngine, type LbEngine } from './engines.js';
 import { LoadBalancerSet, type ApplyFailure } from './load-balancers.js';
+import { readNodeToken } from './node-token.js';
 import { OperatorStream } from './operator-stream.js';
 import { backendHealth, countersFromMetrics, HealthReporter } from './reports.js';
 import { SnapshotStore, StateFileError } from './state-store.js';
@@ -53,6 +54,8 @@ export interface AgentOptions {
   readonly maxReceiveBytes?: number;
   /** Directory of the listen-address lock files (default: dataplane/listen-lock.ts); null = no locks. */
   readonly listenLockDir?: string | null;
+  /** File holding the node token sent on every stream (re-read each attempt: the kubelet rotates it). */
+  readonly nodeTokenFile?: string;
 }
 
 export interface AgentHandle {
@@ -211,6 +214,7 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
     logger,
     backoff: options.backoff,
     maxReceiveBytes: options.maxReceiveBytes,
+    nodeToken: options.nodeTokenFile === undefined ? undefined : () => readNodeToken(options.nodeTokenFile!),
   });
   const operator = stream;
   const healthReporter = new HealthReporter();

@@ -8,7 +8,7 @@
  * from the next Hello).
  */
 import { EventEmitter } from 'node:events';
-import { status as GrpcStatus, type ChannelCredentials, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, status as GrpcStatus, type ChannelCredentials, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import {
   DistributionServiceClient,
   type Hello,
@@ -16,6 +16,7 @@ import {
   type StreamConfigRequest,
   type StreamConfigResponse,
 } from '../../proto/gen/quiclb/v1/distribution.js';
+import { NODE_TOKEN_METADATA } from '../../proto/node-token.js';
 import type { Logger } from '../logging.js';
 import { Backoff, type BackoffOptions } from './backoff.js';
 
@@ -38,6 +39,11 @@ export interface OperatorStreamOptions {
   readonly logger: Logger;
   readonly backoff?: BackoffOptions;
   readonly maxReceiveBytes?: number;
+  /**
+   * Called on every attempt: the node token to send as x-quiclb-node-token (null: none). It may throw (a file that
+   * cannot be read): the attempt goes ahead without a token and the error is logged.
+   */
+  readonly nodeToken?: () => string | null;
 }
 
 export interface OperatorStreamEvents {
@@ -126,7 +132,7 @@ export class OperatorStream extends EventEmitter<OperatorStreamEvents> {
       // One attempt per stream: retries are this class's job (with its backoff).
       'grpc.enable_retries': 0,
     });
-    const stream = client.streamConfig();
+    const stream = client.streamConfig(this.metadata());
     const id = ++this.streamId;
     this.client = client;
     this.stream = stream;
@@ -176,6 +182,18 @@ export class OperatorStream extends EventEmitter<OperatorStreamEvents> {
       }
     });
     stream.write({ message: { $case: 'hello', hello: o.hello() } });
+  }
+
+  private metadata(): Metadata {
+    const md = new Metadata();
+    if (!this.options.nodeToken) return md;
+    try {
+      const token = this.options.nodeToken();
+      if (token !== null) md.set(NODE_TOKEN_METADATA, token);
+    } catch (e) {
+      this.options.logger.error({ operator: this.options.address, err: (e as Error).message }, 'no node token for this attempt');
+    }
+    return md;
   }
 
   private scheduleRetry(): void {

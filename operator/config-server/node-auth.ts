@@ -7,10 +7,9 @@
  * Tokens are kept only as SHA-256 digests and never logged.
  */
 import { createHash } from 'node:crypto';
+import { MAX_NODE_TOKEN_BYTES, NODE_TOKEN_METADATA } from '../../proto/node-token.js';
 
-export const NODE_TOKEN_METADATA = 'x-quiclb-node-token';
-/** A projected ServiceAccount token is 1-2 KiB; anything much larger is refused unread. */
-export const MAX_NODE_TOKEN_BYTES = 8192;
+export { MAX_NODE_TOKEN_BYTES, NODE_TOKEN_METADATA };
 
 export type NodeAuthResult = { ok: true; expiresAt?: number } | { ok: false; reason: string };
 
