@@ -121,6 +121,18 @@ export class NetnsPeer {
     });
   }
 
+  /** SIGKILLs the data plane and starts it again with the same arguments: resolves with the ms between the two. */
+  restartDataPlane(): Promise<number> {
+    const id = ++this.seq;
+    return new Promise((resolve) => {
+      this.waiting.set(id, (ms) => {
+        this.waiting.delete(id);
+        resolve(ms);
+      });
+      this.proc.child.stdin!.write(JSON.stringify({ id, op: 'restart-dataplane' }) + '\n');
+    });
+  }
+
   /**
    * Sends one datagram per flow every intervalMs (each tagged) until stop() or maxMs; stop() resolves with, per flow,
    * how many reached the flow's backend, another backend (misrouted), or none.
@@ -280,7 +292,7 @@ export class OperatorWorld {
   }
 
   /** Starts the data plane in its network namespace, dialling the config server at 127.0.0.1:`configPort` through the relay. */
-  async startDataPlane(configPort: number): Promise<NetnsPeer> {
+  async startDataPlane(configPort: number, extraArgs: string[] = []): Promise<NetnsPeer> {
     const socketPath = join(this.dir, 'relay.sock');
     this.relay = createServer((conn) => {
       const up = connect(configPort, '127.0.0.1');
@@ -295,7 +307,7 @@ export class OperatorWorld {
       RELAY_PORT: '9443',
       POD_IPS: POD_IPS.join(','),
       BACKEND_PORT: String(BACKEND_PORT),
-      DATAPLANE_ARGS: JSON.stringify(['--tls-dir', this.clientTls.dir, '--node-name', NODE, '--no-metrics', '--report-interval', '1']),
+      DATAPLANE_ARGS: JSON.stringify(['--tls-dir', this.clientTls.dir, '--node-name', NODE, '--no-metrics', '--report-interval', '1', ...extraArgs]),
     });
     return this.peer;
   }

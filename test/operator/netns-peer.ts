@@ -15,7 +15,7 @@
  * flow's backend, received by another backend, received by none.
  * Ends (killing the data plane) on stdin end or SIGTERM.
  */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
@@ -73,12 +73,27 @@ const client = createSocket('udp4');
 client.bind(0, '127.0.0.1');
 await once(client, 'listening');
 
-const dp = spawn(process.execPath, ['--import', 'tsx', 'cli/main.ts', 'dataplane', ...dataplaneArgs, '--operator', `localhost:${relayPort}`], {
-  env: { ...process.env, NODE_OPTIONS: '' },
-  stdio: ['ignore', 'pipe', 'pipe'],
-});
-for (const stream of [dp.stdout!, dp.stderr!]) createInterface({ input: stream }).on('line', (line) => out({ dp: line }));
-dp.on('exit', (code) => out({ dpExit: code }));
+function startDataPlane(): ChildProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'cli/main.ts', 'dataplane', ...dataplaneArgs, '--operator', `localhost:${relayPort}`], {
+    env: { ...process.env, NODE_OPTIONS: '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  for (const stream of [child.stdout!, child.stderr!]) createInterface({ input: stream }).on('line', (line) => out({ dp: line }));
+  child.on('exit', (code) => out({ dpExit: code }));
+  return child;
+}
+let dp = startDataPlane();
+
+/** SIGKILLs the data plane and starts it again with the same arguments: resolves with the ms it was gone. */
+async function restartDataPlane(): Promise<number> {
+  const t0 = Date.now();
+  const old = dp;
+  const exited = once(old, 'exit');
+  old.kill('SIGKILL');
+  await exited;
+  dp = startDataPlane();
+  return Date.now() - t0;
+}
 
 function shutdown(): void {
   dp.kill('SIGTERM');
@@ -130,6 +145,7 @@ createInterface({ input: process.stdin })
     const cmd = JSON.parse(line) as { id: number; op: string; dcid: string; port: number; backend: string; timeoutMs: number };
     if (cmd.op === 'stream') return void stream(cmd as unknown as StreamCommand);
     if (cmd.op === 'stop') return void streams.get(cmd.id)?.();
+    if (cmd.op === 'restart-dataplane') return void restartDataPlane().then((ms) => out({ id: cmd.id, ms }));
     if (cmd.op !== 'send') return;
     void (async () => {
       const tags = received.get(cmd.backend);
