@@ -30,6 +30,11 @@ Options:
                          --retry-period SECS (default 2) as in client-go
   --metrics-port N       serve /metrics, /healthz and /readyz (200 only while acting: the leader) on the
                          --config-listen host, port N (0: any free port)
+  --data-plane-auth MODE token: confirm each data plane's node with a TokenReview of the pod-bound ServiceAccount
+                         token it sends (quiclb dataplane --node-token-file) and refuse a Hello naming another
+                         node; none (default): trust the node the Hello names (docs/config-channel.md, Trust)
+  --data-plane-service-account NS/NAME
+                         the data planes' ServiceAccount, whose tokens alone are accepted (required with token)
   --otlp-endpoint URL    export OpenTelemetry spans (reconcile, snapshot push) over OTLP/HTTP to this collector
                          (default: OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT if set, else no tracing at all)
   --log-level LEVEL      ${LOG_LEVELS.join(', ')} (default info)`;
@@ -50,6 +55,8 @@ export async function operatorCommand(argv: string[]): Promise<number> {
       'retry-period': { type: 'string' },
       'metrics-port': { type: 'string' },
       'otlp-endpoint': { type: 'string' },
+      'data-plane-auth': { type: 'string' },
+      'data-plane-service-account': { type: 'string' },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -74,6 +81,18 @@ export async function operatorCommand(argv: string[]): Promise<number> {
   if (metricsPort !== undefined && metricsPort > 65535) throw new UsageError('--metrics-port: must be 0..65535');
   const level = values['log-level'] ?? 'info';
   if (!LOG_LEVELS.includes(level)) throw new UsageError(`--log-level: must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(level)}`);
+  const auth = values['data-plane-auth'] ?? 'none';
+  if (auth !== 'none' && auth !== 'token') throw new UsageError(`--data-plane-auth: must be token or none, got ${JSON.stringify(auth)}`);
+  const saFlag = values['data-plane-service-account'];
+  if (auth === 'token' && saFlag === undefined) throw new UsageError('--data-plane-auth token needs --data-plane-service-account NS/NAME');
+  if (auth === 'none' && saFlag !== undefined) throw new UsageError('--data-plane-service-account needs --data-plane-auth token');
+  const { parseServiceAccount } = await import('../operator/kube/token-review.js');
+  let dataPlaneServiceAccount;
+  try {
+    dataPlaneServiceAccount = saFlag === undefined ? undefined : parseServiceAccount(saFlag);
+  } catch (e) {
+    throw new UsageError(`--data-plane-service-account: ${(e as Error).message}`);
+  }
   const { tracesUrl } = await import('../operator/tracing.js');
   try {
     tracesUrl(values['otlp-endpoint']);
@@ -106,6 +125,7 @@ export async function operatorCommand(argv: string[]): Promise<number> {
       metricsPort,
       logger,
       otlpEndpoint: values['otlp-endpoint'] ?? null,
+      ...(dataPlaneServiceAccount ? { dataPlaneServiceAccount } : {}),
       ...(values['leader-elect']
         ? {
             leaderElection: {

@@ -17,6 +17,7 @@ import { formatSocketAddress, parseSocketAddress } from '../lib/config/address.j
 import { serverCredentials } from '../proto/tls.js';
 import { ServerIdStore } from './allocation/store.js';
 import { ConfigServer, InMemorySnapshotSource, type BoundAddress } from './config-server/index.js';
+import { tokenReviewAuthenticator, type ServiceAccountRef } from './kube/token-review.js';
 import { EventRecorder } from './kube/events.js';
 import { keepRunning, makeInformers, objectKey, type Informers } from './kube/informers.js';
 import { loadBalancersUsingSecret } from './kube/key-secrets.js';
@@ -64,6 +65,11 @@ export interface OperatorOptions {
   readonly resyncMs?: number;
   /** OTLP/HTTP collector for reconcile and push spans (operator/tracing.ts); null or absent: the environment decides, else none. */
   readonly otlpEndpoint?: string | null;
+  /**
+   * Set (--data-plane-auth token): a data plane's Hello node must be confirmed by a TokenReview of the pod-bound
+   * token it sends, issued to this ServiceAccount (kube/token-review.ts). Absent: the Hello's node is trusted.
+   */
+  readonly dataPlaneServiceAccount?: ServiceAccountRef;
 }
 
 export interface RunningOperator {
@@ -169,6 +175,7 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
       logger: logger.child({ component: 'config-server' }),
       registry,
       correlationIdsOf: (v) => publisher.correlationIdsOf(v),
+      ...(o.dataPlaneServiceAccount ? { authenticateNode: tokenReviewAuthenticator(kc.makeApiClient(k8s.AuthenticationV1Api), o.dataPlaneServiceAccount) } : {}),
     });
     const reconciler = new Reconciler({
       informers,

@@ -23,6 +23,10 @@ describe('quiclb operator flags', () => {
     [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--metrics-port', 'x'], /--metrics-port: expected a non-negative integer/],
     [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--log-level', 'loud'], /--log-level: must be one of/],
     [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--otlp-endpoint', 'ftp://x'], /^quiclb operator: --otlp-endpoint: OTLP\/HTTP needs an http:\/\/ or https:\/\/ URL, got ftp:/],
+    [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--data-plane-auth', 'cert'], /--data-plane-auth: must be token or none/],
+    [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--data-plane-auth', 'token'], /needs --data-plane-service-account NS\/NAME/],
+    [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--data-plane-service-account', 'a/b'], /needs --data-plane-auth token/],
+    [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--data-plane-auth', 'token', '--data-plane-service-account', 'dp'], /--data-plane-service-account: expected NAMESPACE\/NAME/],
     [['--bogus'], /Unknown option '--bogus'/],
   ])('refuses %j', (args, message) => {
     const r = runCli(['operator', ...args]);
