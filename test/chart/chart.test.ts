@@ -20,6 +20,7 @@ const COMBINATIONS: Array<[string, Record<string, string | number | boolean>]> =
   ['dataplane.stateDir.type=emptyDir', { 'dataplane.stateDir.type': 'emptyDir' }],
   ['dataplane.enabled=false', { 'dataplane.enabled': false }],
   ['operator.otlpEndpoint', { 'operator.otlpEndpoint': 'http://otel-collector.observability:4318' }],
+  ['operator.dataPlaneAuth=none', { 'operator.dataPlaneAuth': 'none' }],
   ['operator.replicas=1 without PDB', { 'operator.replicas': 1, 'operator.podDisruptionBudget.enabled': false }],
   [
     'custom image and resources',
@@ -110,6 +111,31 @@ describe.each(COMBINATIONS)('helm template with %s', (_name, set) => {
       for (const s of b.subjects as Any[]) expect(`${s.kind}/${s.namespace}/${s.name}`).not.toBe(`ServiceAccount/${NS}/${spec.serviceAccountName}`);
     }
     for (const c of spec.containers) expect(c.volumeMounts.map((m: Any) => m.mountPath)).not.toContain('/var/run/secrets/kubernetes.io/serviceaccount');
+  });
+
+  it('authenticates each data plane\'s node with a projected pod-bound token for the operator\'s audience (dataPlaneAuth token, the default)', async () => {
+    const all = await load();
+    const op = podSpec(find(all, 'Deployment', 'quiclb-operator')).containers[0];
+    const token = set['operator.dataPlaneAuth'] !== 'none';
+    const opFlags = op.args.filter((a: string) => a.startsWith('--data-plane-'));
+    expect(opFlags).toEqual(token ? ['--data-plane-auth=token', `--data-plane-service-account=${NS}/quiclb-dataplane`] : []);
+    const role = find(all, 'ClusterRole', 'quiclb-operator');
+    expect(role.rules).toContainEqual({ apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] });
+    if (set['dataplane.enabled'] === false) return;
+    const spec = podSpec(find(all, 'DaemonSet', 'quiclb-dataplane'));
+    expect(spec.serviceAccountName).toBe('quiclb-dataplane');
+    const c = spec.containers[0];
+    const vol = spec.volumes.find((v: Any) => v.name === 'node-token');
+    if (!token) {
+      expect(vol).toBeUndefined();
+      expect(c.args.filter((a: string) => a.startsWith('--node-token-file'))).toEqual([]);
+      return;
+    }
+    expect(spec.automountServiceAccountToken).toBe(false);
+    expect(vol.projected.sources).toEqual([{ serviceAccountToken: { audience: 'quiclb-operator', expirationSeconds: 3600, path: 'token' } }]);
+    const mount = c.volumeMounts.find((m: Any) => m.name === 'node-token');
+    expect(mount.readOnly).toBe(true);
+    expect(c.args).toContain(`--node-token-file=${mount.mountPath}/token`);
   });
 
   it('runs the data plane on the host network with cluster DNS, a state dir, tolerations and a one-node-at-a-time update', async () => {
@@ -315,7 +341,9 @@ describe('NOTES.txt', () => {
     expect(notes).toContain('kubectl wait --for=condition=Ready qlb/NAME');
     expect(notes).toContain('share one client certificate');
     expect(notes).toContain('tells them apart by\n   the node each names (quiclb-dataplane@NODE)');
-    expect(notes).toContain('The node name is not authenticated');
+    expect(notes).toContain('Each node name is confirmed by the data plane\'s pod-bound');
+    const none = await helm(['install', 'quiclb', CHART, '-n', NS, '--dry-run=client', '--set', 'operator.dataPlaneAuth=none']);
+    expect(none.stdout).toContain('The node name is not authenticated (operator.dataPlaneAuth=none)');
     const csi = await helm(['install', 'quiclb', CHART, '-n', NS, '--dry-run=client', '--set', 'certManager.enabled=true', '--set', 'certManager.csiDriver.enabled=true']);
     expect(csi.stdout).not.toContain('share one client certificate');
   });

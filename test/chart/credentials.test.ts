@@ -68,6 +68,9 @@ describe('the chart credentials and arguments with the real programs', () => {
       replaceFlag(dpArgs, 'state-dir', join(group.dir, 'state'));
       replaceFlag(dpArgs, 'metrics-port', String(dpMetrics));
       dpArgs.push('--metrics-address=127.0.0.1');
+      // The projected ServiceAccount token the kubelet would mount (this config server does not check it).
+      writeFileSync(join(group.dir, 'node-token'), 'eyJhbGciOiJSUzI1NiJ9.e30.c2ln\n');
+      replaceFlag(dpArgs, 'node-token-file', join(group.dir, 'node-token'));
       const dp = group.spawnTs('dataplane', 'cli/main.ts', dpArgs, { env: { NODE_NAME: 'node-a', POD_NAME: 'quiclb-dataplane-x1' } });
 
       const deadline = Date.now() + 30_000;
