@@ -4,10 +4,12 @@
  * silently. Before binding, each instance takes a lock file per listen address in the runtime directory
  * ($XDG_RUNTIME_DIR/quiclb, else /run/quiclb when writable, else <tmpdir>/quiclb-locks). A lock names its owner
  * by PID and process start time (/proc/PID/stat), so a lock left by a dead process (or a reused PID) is taken
- * over. A wildcard address (0.0.0.0, ::) conflicts with every address of its family on the same port.
+ * over. A wildcard address (0.0.0.0, ::) conflicts with every address of its family on the same port. Addresses
+ * belong to a network namespace, so lock names carry the namespace's id: instances in two namespaces (two pods, or
+ * a test's private namespace) may both listen on 127.0.0.1:443.
  */
 import { randomBytes } from 'node:crypto';
-import { linkSync, mkdirSync, readdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, readdirSync, readFileSync, readlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatSocketAddress, type SocketAddress } from '../lib/config/address.js';
@@ -55,8 +57,23 @@ function isWildcard(a: SocketAddress): boolean {
   return a.host === '0.0.0.0' || a.host === '::';
 }
 
+/** "net4026531833-" from /proc/self/ns/net ("net:[4026531833]"); "" where there is no such link (not Linux). */
+function networkNamespacePrefix(): string {
+  try {
+    const id = /^net:\[(\d+)\]$/.exec(readlinkSync('/proc/self/ns/net'))?.[1];
+    return id ? `net${id}-` : '';
+  } catch {
+    return '';
+  }
+}
+const NETNS = networkNamespacePrefix();
+
+function portPrefix(a: SocketAddress): string {
+  return `${NETNS}udp${a.family}-${a.port}-`;
+}
+
 function fileName(a: SocketAddress): string {
-  return `udp${a.family}-${a.port}-${a.host.replace(/[^0-9A-Za-z.]/g, '_')}.lock`;
+  return `${portPrefix(a)}${a.host.replace(/[^0-9A-Za-z.]/g, '_')}.lock`;
 }
 
 export class ListenLocks {
@@ -97,7 +114,7 @@ export class ListenLocks {
 
   private acquireOne(a: SocketAddress): void {
     // Conflicting locks: the same address; for a wildcard, every address of the family and port; else the wildcard.
-    const prefix = `udp${a.family}-${a.port}-`;
+    const prefix = portPrefix(a);
     const wildcard = fileName({ ...a, host: a.family === 4 ? '0.0.0.0' : '::' });
     for (const f of readdirSync(this.dir)) {
       if (!f.startsWith(prefix) || !f.endsWith('.lock')) continue;
