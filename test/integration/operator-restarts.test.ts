@@ -92,6 +92,7 @@ describe('established flows across restarts of the API server and the data plane
   });
 
   it('the kube-apiserver process restarted: every datagram delivered, and a change made afterwards is applied', async () => {
+    const linesBefore = operator.lines.length;
     const traffic = w.peer!.stream(flows, INTERVAL_MS, 120_000);
     await new Promise((r) => setTimeout(r, 500));
     const { exitedMs, readyMs } = await restartApiServer();
@@ -102,6 +103,8 @@ describe('established flows across restarts of the API server and the data plane
       expect({ misrouted: c.misrouted, lost: c.lost }).toEqual({ misrouted: 0, lost: 0 });
     }
     expect(operator.child.exitCode).toBeNull();
+    // The operator really lost the API server: its watches ended and were started again.
+    expect(operator.lines.slice(linesBefore).some((l) => l.includes('watch failed: restarting'))).toBe(true);
     const t1 = Date.now();
     await w.setSlice(['web-0', 'web-1', 'web-2']);
     const id2 = await waitFor('web-2 annotated after the restart', async () => (await w.podIds())['web-2'], 60_000, 100);
