@@ -21,7 +21,7 @@ import { KeyFileError } from '../lib/config/keys.js';
 import { Dataplane } from './dataplane.js';
 import { HealthChecker } from './health.js';
 import { createLogger, type Logger } from './logging.js';
-import { MonitoringServer, type Readiness } from './monitoring.js';
+import { MonitoringServer, type Readiness } from '../lib/monitoring.js';
 import { raiseNofileLimit } from './resources.js';
 import { ListenLocks } from './listen-lock.js';
 import { ConfigWatcher } from './reload.js';

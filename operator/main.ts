@@ -8,7 +8,7 @@
  * their informers warm and serve /metrics. A leader that loses the Lease stops acting and the run ends (`lost`).
  */
 import { randomBytes } from 'node:crypto';
-import type { Server as HttpServer } from 'node:http';
+import type { MonitoringServer } from '../lib/monitoring.js';
 import { hostname } from 'node:os';
 import * as k8s from '@kubernetes/client-node';
 import { pino, type Logger } from 'pino';
@@ -230,7 +230,7 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
   }
 
   await Promise.all([informers.qlbs.start(), informers.services.start(), informers.slices.start(), informers.pods.start(), informers.nodes.start(), informers.keySecrets.start()]);
-  let metricsServer: HttpServer | null = null;
+  let metricsServer: MonitoringServer | null = null;
   let metricsAddress: string | null = null;
   let elector: LeaderElector | null = null;
   let stopping = false;
@@ -239,7 +239,7 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
   try {
     if (o.metricsPort !== undefined) {
       const host = parseSocketAddress('--config-listen', o.configListen, { allowPortZero: true }).host;
-      const m = await serveMonitoring(registry, host, o.metricsPort, () => term !== null);
+      const m = await serveMonitoring(registry, host, o.metricsPort, () => term !== null, logger);
       metricsServer = m.server;
       metricsAddress = formatSocketAddress({ host, port: m.address.port });
     }
@@ -288,7 +288,7 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
     }
   } catch (e) {
     await Promise.all(keepers.map((k) => k.stop()));
-    metricsServer?.close();
+    await metricsServer?.close();
     await tracing.shutdown();
     throw e;
   }
@@ -304,10 +304,7 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
       term = null;
       if (t) await standDown(t);
       await Promise.all(keepers.map((k) => k.stop()));
-      if (metricsServer) {
-        metricsServer.closeAllConnections();
-        await new Promise<void>((r) => metricsServer!.close(() => r()));
-      }
+      await metricsServer?.close();
       await tracing.shutdown();
     },
   };

@@ -1,7 +1,7 @@
 /** The operator's quiclb_operator_* metrics, on a prom-client Registry the caller owns, and its monitoring endpoint. */
-import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { MonitoringServer, type MonitoringLogger } from '../lib/monitoring.js';
 
 export interface OperatorMetricsSource {
   /** Data planes with an open config stream. */
@@ -67,33 +67,22 @@ export class OperatorMetrics {
 /**
  * The operator's monitoring endpoint: /metrics (Prometheus text), /healthz (the process runs) and /readyz (200 only
  * while this replica acts: with leader election a Service over the replicas then sends data planes to the leader).
+ * The same bounded server as the data planes' (lib/monitoring.ts: connection cap, short timeouts, spaced scrapes).
  */
-export async function serveMonitoring(registry: Registry, host: string, port: number, acting: () => boolean): Promise<{ server: Server; address: AddressInfo }> {
-  const server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
-    if (req.method !== 'GET' && req.method !== 'HEAD') return void res.writeHead(405, { allow: 'GET, HEAD' }).end();
-    if (path === '/metrics') {
-      registry
-        .metrics()
-        .then((body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body))
-        .catch((e: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics collection failed: ${e.message}\n`));
-      return;
-    }
-    if (path === '/healthz') return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
-    if (path === '/readyz') {
+export async function serveMonitoring(
+  registry: Registry,
+  host: string,
+  port: number,
+  acting: () => boolean,
+  logger: MonitoringLogger,
+): Promise<{ server: MonitoringServer; address: AddressInfo }> {
+  const server = new MonitoringServer({
+    metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
+    readiness: () => {
       const ok = acting();
-      return void res.writeHead(ok ? 200 : 503, { 'content-type': 'text/plain' }).end(ok ? 'acting\n' : 'standing by (not the leader)\n');
-    }
-    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /healthz or /readyz\n');
+      return { ready: ok, detail: [ok ? 'acting' : 'standing by (not the leader)'] };
+    },
+    logger,
   });
-  server.headersTimeout = 5000;
-  server.requestTimeout = 10_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  return { server, address: server.address() as AddressInfo };
+  return { server, address: await server.listen(port, host) };
 }

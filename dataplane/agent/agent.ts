@@ -16,7 +16,7 @@ import { Snapshot, type Hello } from '../../proto/gen/quiclb/v1/distribution.js'
 import { clientCredentials } from '../../proto/tls.js';
 import { ListenLocks } from '../listen-lock.js';
 import { createLogger, type Logger } from '../logging.js';
-import { MonitoringServer, type Readiness } from '../monitoring.js';
+import { MonitoringServer, type Readiness } from '../../lib/monitoring.js';
 import type { HealthState } from '../router.js';
 import { agentMetrics } from './agent-metrics.js';
 import type { BackoffOptions } from './backoff.js';

@@ -2,13 +2,12 @@
  * `quiclb config-server`: the config server without Kubernetes, serving standalone YAML files (one load balancer
  * each) to every data plane that connects. Composition only: file source, server, metrics endpoint, logger.
  */
-import type { Server as HttpServer } from 'node:http';
 import { pino, type Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { formatSocketAddress } from '../../lib/config/address.js';
+import { MonitoringServer } from '../../lib/monitoring.js';
 import { serverCredentials } from '../../proto/tls.js';
 import { FileSnapshotSource } from './file-source.js';
-import { serveMetrics } from './metrics-http.js';
 import { ConfigServer, type BoundAddress } from './server.js';
 
 export interface RunConfigServerOptions {
@@ -36,14 +35,18 @@ export async function runConfigServer(o: RunConfigServerOptions): Promise<Runnin
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'quiclb_' });
   const server = new ConfigServer({ source, credentials, logger, registry });
-  let metrics: HttpServer | null = null;
+  let metrics: MonitoringServer | null = null;
   try {
     const address = await server.listen(o.listen);
     let metricsAddress: string | null = null;
     if (o.metricsPort !== undefined) {
-      const m = await serveMetrics(registry, address.host, o.metricsPort);
-      metrics = m.server;
-      metricsAddress = formatSocketAddress({ host: address.host, port: m.address.port });
+      metrics = new MonitoringServer({
+        metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
+        readiness: () => ({ ready: true, detail: ['serving'] }),
+        logger,
+      });
+      const bound = await metrics.listen(o.metricsPort, address.host);
+      metricsAddress = formatSocketAddress({ host: address.host, port: bound.port });
     }
     logger.info({ address: address.address, metricsAddress, version: source.version(), files: o.files }, 'config server listening');
     return {
@@ -54,16 +57,13 @@ export async function runConfigServer(o: RunConfigServerOptions): Promise<Runnin
       async stop() {
         source.close();
         await server.close();
-        if (metrics) {
-          metrics.closeAllConnections();
-          await new Promise<void>((r) => metrics!.close(() => r()));
-        }
+        await metrics?.close();
       },
     };
   } catch (e) {
     source.close();
     await server.close(0);
-    metrics?.close();
+    await metrics?.close();
     throw e;
   }
 }

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from '@jest/globals';
 import { connect, type Socket } from 'node:net';
 import { parseStandaloneConfig } from '../../lib/config/standalone.js';
 import { silentLogger } from '../../dataplane/logging.js';
-import { MonitoringServer, type MonitoringOptions } from '../../dataplane/monitoring.js';
+import { MonitoringServer, type MonitoringOptions } from '../../lib/monitoring.js';
 import { KEY_B64, sleep, waitFor } from './helpers.js';
 
 let server: MonitoringServer | null = null;

@@ -1,5 +1,6 @@
 /**
- * The monitoring HTTP server: /metrics (Prometheus text), /healthz (process alive), /readyz (forwarding).
+ * The monitoring HTTP server of every quiclb process (standalone and node data planes, the operator, the config
+ * server): /metrics (Prometheus text), /healthz (process alive), /readyz (the caller's readiness).
  *
  * It shares the process (in single-process mode, the event loop) and the descriptor budget with forwarding, so
  * what a peer can make it cost is bounded: a connection cap, short header/request/idle timeouts (slowloris
@@ -10,7 +11,11 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Logger } from './logging.js';
+
+/** What the server logs through (a pino logger fits). */
+export interface MonitoringLogger {
+  warn(fields: object, msg: string): void;
+}
 
 export interface Readiness {
   ready: boolean;
@@ -21,7 +26,7 @@ export interface Readiness {
 export interface MonitoringOptions {
   metrics: () => Promise<{ contentType: string; body: string }>;
   readiness: () => Readiness;
-  logger: Logger;
+  logger: MonitoringLogger;
   /** Concurrent connections; more are closed at once (default 32). */
   maxConnections?: number;
   /** Time to receive a request's headers, from the connection's start or the previous response (default 5 s). */
