@@ -7,6 +7,7 @@ import {
   type RotateKeysResponse,
   type UpdateConfigResponse,
 } from '../proto/gen/quiclb/v1/admin.js';
+import { MAX_CONFIG_YAML_BYTES } from '../proto/admin-limits.js';
 import { clientCredentials, TlsDirError } from '../proto/tls.js';
 import { parseFlags } from './args.js';
 import { UsageError } from './usage-error.js';
@@ -38,7 +39,6 @@ Options:
 
 Exit status: 0 done; 1 the call was refused or failed (the server's message on stderr); 2 invalid input.`;
 
-const MAX_YAML_BYTES = 1024 * 1024;
 
 /** A refused or failed call: exit status 1. */
 class CallFailed extends Error {}
@@ -124,7 +124,7 @@ function readYaml(file: string): string {
   } catch (e) {
     throw new UsageError(`--file: cannot read ${file === '-' ? 'standard input' : file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
-  if (data.length > MAX_YAML_BYTES) throw new UsageError(`--file: at most ${MAX_YAML_BYTES} bytes, got ${data.length}`);
+  if (data.length > MAX_CONFIG_YAML_BYTES) throw new UsageError(`--file: at most ${MAX_CONFIG_YAML_BYTES} bytes, got ${data.length}`);
   return data.toString('utf8');
 }
 

@@ -15,7 +15,8 @@ import type { StandaloneControl } from '../standalone.js';
 import { AdminCallError } from './errors.js';
 import { describeForAdmin } from './get-config.js';
 import { rotateKeys } from './rotate-keys.js';
-import { MAX_CONFIG_YAML_BYTES, updateConfig, yamlDigest } from './update-config.js';
+import { MAX_CONFIG_YAML_BYTES } from '../../proto/admin-limits.js';
+import { updateConfig, yamlDigest } from './update-config.js';
 
 export interface AdminServerOptions {
   control: StandaloneControl;

@@ -13,11 +13,10 @@ import { status } from '@grpc/grpc-js';
 import { writeFileAtomic } from '../../lib/atomic-write.js';
 import { describeConfig, type LoadedStandalone } from '../../lib/config/standalone.js';
 import { ConfigError } from '../../lib/quiclb/config.js';
+import { MAX_CONFIG_YAML_BYTES } from '../../proto/admin-limits.js';
 import type { UpdateConfigRequest } from '../../proto/gen/quiclb/v1/admin.js';
 import { ApplyError, type StandaloneControl } from '../standalone.js';
 import { AdminCallError } from './errors.js';
-
-export const MAX_CONFIG_YAML_BYTES = 1024 * 1024;
 
 export interface UpdateOutcome {
   readonly version: number;
