@@ -6,14 +6,13 @@
  * ready), a corrupt state file (reported, ignored), --workers 2, and no key bytes in any debug log line.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CidEncoder } from '../../lib/index.js';
 import { makeConfig } from '../../lib/quiclb/config.js';
 import type { DataplaneSnapshot, SnapshotServer } from '../../lib/config/snapshot.js';
-import { repoRoot, runCli } from '../helpers/run-cli.js';
+import { runCli, spawnNode, waitLine, type CliProc } from '../helpers/run-cli.js';
 import { TestCa, type TlsDir } from '../helpers/tls.js';
 import { Client, KEY, server, shortPacket, snapshot, TaggingBackend, waitFor } from '../dataplane/helpers.js';
 import { FakeOperator, freeUdpPort } from './fake-operator.js';
@@ -22,33 +21,14 @@ const KEY3 = Buffer.from('a1b2c3d4e5f60718293a4b5c6d7e8f90', 'hex');
 const cfg = (key: Buffer) => makeConfig({ configId: 0, serverIdLength: 2, nonceLength: 6, key });
 const cid = (sidHex: string, key = KEY) => new CidEncoder(cfg(key), Buffer.from(sidHex, 'hex')).next();
 
-interface Proc {
-  child: ChildProcess;
-  out: string[];
-  err: string[];
-  exit: Promise<number | null>;
-}
+type Proc = CliProc;
 const procs: Proc[] = [];
 const allLines: string[] = [];
 
 function startAgent(args: string[]): Proc {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'cli/main.ts', 'dataplane', '--log-level', 'debug', '--metrics-port', '0', '--metrics-address', '127.0.0.1', ...args], {
-    cwd: repoRoot,
-    env: { ...process.env, NODE_OPTIONS: '', NODE_NAME: 'node-proc' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const p: Proc = { child, out: [], err: [], exit: new Promise((r) => child.on('exit', (code) => r(code))) };
-  let buf = '';
-  child.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    const lines = buf.split('\n');
-    buf = lines.pop()!;
-    p.out.push(...lines);
-    allLines.push(...lines);
-  });
-  child.stderr!.on('data', (d: Buffer) => {
-    p.err.push(d.toString());
-    allLines.push(d.toString());
+  const p = spawnNode(['--import', 'tsx', 'cli/main.ts', 'dataplane', '--log-level', 'debug', '--metrics-port', '0', '--metrics-address', '127.0.0.1', ...args], {
+    env: { NODE_NAME: 'node-proc' },
+    onOutput: (text) => allLines.push(...text),
   });
   procs.push(p);
   return p;
@@ -57,12 +37,6 @@ function startAgent(args: string[]): Proc {
 async function kill(p: Proc, signal: NodeJS.Signals = 'SIGKILL'): Promise<number | null> {
   if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill(signal);
   return p.exit;
-}
-
-async function waitLine(p: Proc, re: RegExp, timeoutMs = 20_000): Promise<string> {
-  const ok = await waitFor(() => p.out.some((l) => re.test(l)), timeoutMs, 25);
-  if (!ok) throw new Error(`no line matching ${re} in:\n${p.out.join('\n')}\n${p.err.join('')}`);
-  return p.out.find((l) => re.test(l))!;
 }
 
 async function monitoringPort(p: Proc): Promise<number> {

@@ -4,43 +4,25 @@
  * and two instances (one in-process, one a separate process) agreeing on every packet of a shared stream.
  */
 import { describe, expect, it, beforeAll, afterAll } from '@jest/globals';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { CidEncoder, mintUnroutableCid } from '../../lib/index.js';
 import { runStandalone, type StandaloneHandle } from '../../dataplane/standalone.js';
-import { repoRoot, runCli } from '../helpers/run-cli.js';
+import { repoRoot, runCli, spawnNode, waitLine, type CliProc } from '../helpers/run-cli.js';
 import { Client, config, KEY_B64, longPacket, shortPacket, standaloneYaml, TaggingBackend, waitFor } from './helpers.js';
 
 
-interface Proc {
-  child: ChildProcess;
-  out: string[];
-  err: string[];
-  exit: Promise<number | null>;
-}
+type Proc = CliProc;
 
 const procs: Proc[] = [];
 function start(args: string[], nodeArgs: string[] = []): Proc {
-  return spawnNode([...nodeArgs, '--import', 'tsx', 'cli/main.ts', ...args]);
+  return spawnProc([...nodeArgs, '--import', 'tsx', 'cli/main.ts', ...args]);
 }
-function spawnNode(argv: string[]): Proc {
-  const child = spawn(process.execPath, argv, {
-    cwd: repoRoot,
-    env: { ...process.env, NODE_OPTIONS: '' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const p: Proc = { child, out: [], err: [], exit: new Promise((r) => child.on('exit', (code) => r(code))) };
-  let buf = '';
-  child.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    const lines = buf.split('\n');
-    buf = lines.pop()!;
-    p.out.push(...lines);
-  });
-  child.stderr!.on('data', (d: Buffer) => p.err.push(d.toString()));
+function spawnProc(argv: string[]): Proc {
+  const p = spawnNode(argv);
   procs.push(p);
   return p;
 }
@@ -52,12 +34,6 @@ function sh(command: string, timeoutMs = 20_000): Promise<{ code: number | null;
       resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }),
     );
   });
-}
-
-async function waitLine(p: Proc, re: RegExp, timeoutMs = 20_000): Promise<string> {
-  const ok = await waitFor(() => p.out.some((l) => re.test(l)), timeoutMs, 25);
-  if (!ok) throw new Error(`no line matching ${re} in:\n${p.out.join('\n')}\n${p.err.join('')}`);
-  return p.out.find((l) => re.test(l))!;
 }
 
 let dir: string;
@@ -197,7 +173,7 @@ describe('quiclb standalone CLI', () => {
     }
     expect(await routedBy('cid')).toBeGreaterThan(cidBefore + 20);
     // Ctrl-C with a client connection still open stops the backends cleanly (exit status 0)
-    const holder = spawnNode(['--import', 'tsx', '--input-type=module', '-e', `
+    const holder = spawnProc(['--import', 'tsx', '--input-type=module', '-e', `
       import { ExampleQuicClient } from './dataplane/example-quic-client.ts';
       const c = await ExampleQuicClient.connect({ host: '127.0.0.1', port: ${port} });
       console.log('OPEN ' + (await c.get('/')).body.toString().trim());

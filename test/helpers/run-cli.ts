@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -19,4 +19,49 @@ export function runCli(args: string[], input?: string): CliResult {
     env: { ...process.env, NODE_OPTIONS: '' },
   });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A child process from the checkout whose output is collected: stdout as lines, stderr as chunks. */
+export interface CliProc {
+  child: ChildProcess;
+  out: string[];
+  err: string[];
+  exit: Promise<number | null>;
+}
+
+/**
+ * Spawns this Node with `argv` (e.g. ['--import', 'tsx', 'cli/main.ts', 'standalone', ...]) from the checkout,
+ * NODE_OPTIONS cleared. `onOutput` also sees every stdout line and stderr chunk (a test's log of all its processes).
+ */
+export function spawnNode(argv: string[], options: { env?: NodeJS.ProcessEnv; onOutput?: (text: string[]) => void } = {}): CliProc {
+  const child = spawn(process.execPath, argv, {
+    cwd: repoRoot,
+    env: { ...process.env, NODE_OPTIONS: '', ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const p: CliProc = { child, out: [], err: [], exit: new Promise((r) => child.on('exit', (code) => r(code))) };
+  let buf = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    const lines = buf.split('\n');
+    buf = lines.pop()!;
+    p.out.push(...lines);
+    options.onOutput?.(lines);
+  });
+  child.stderr!.on('data', (d: Buffer) => {
+    p.err.push(d.toString());
+    options.onOutput?.([d.toString()]);
+  });
+  return p;
+}
+
+/** The first stdout line of `p` matching `re`, waiting up to `timeoutMs`; the error shows all output. */
+export async function waitLine(p: CliProc, re: RegExp, timeoutMs = 20_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const line = p.out.find((l) => re.test(l));
+    if (line !== undefined) return line;
+    if (Date.now() > deadline) throw new Error(`no line matching ${re} in:\n${p.out.join('\n')}\n${p.err.join('')}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
 }
