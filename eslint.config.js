@@ -26,7 +26,10 @@ export default tseslint.config(
         'error',
         {
           paths: [{ name: '@kubernetes/client-node', message: 'the data plane never talks to the API server: it gets its config over the config channel (proto/).' }],
-          patterns: [{ regex: '(^|/)operator/', message: 'dataplane/ never imports operator/: they meet in proto/ and lib/config (STYLE.md).' }],
+          patterns: [
+            { regex: '(^|/)operator/', message: 'dataplane/ never imports operator/: they meet in proto/ and lib/config (STYLE.md).' },
+            { regex: '(^|/)examples/', message: 'dataplane/ is the packet path alone: demos live in examples/ and import it, never the reverse.' },
+          ],
         },
       ],
     },

@@ -66,7 +66,7 @@ export async function standaloneCommand(argv: string[]): Promise<number> {
     if (values.check) throw new UsageError('--check validates --config FILE; the built-in example needs no check');
     const metricsPort = intFlag('metrics-port', values['metrics-port']);
     if (metricsPort !== undefined && metricsPort > 65535) throw new UsageError('--metrics-port: must be 0..65535');
-    const { runExample } = await import('../dataplane/example.js');
+    const { runExample } = await import('../examples/example.js');
     let ex;
     try {
       ex = await runExample({ listen: values.listen, metricsPort, demo: !values['no-demo'], logLevel: level as LogLevel | undefined });

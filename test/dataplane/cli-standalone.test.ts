@@ -174,7 +174,7 @@ describe('quiclb standalone CLI', () => {
     expect(await routedBy('cid')).toBeGreaterThan(cidBefore + 20);
     // Ctrl-C with a client connection still open stops the backends cleanly (exit status 0)
     const holder = spawnProc(['--import', 'tsx', '--input-type=module', '-e', `
-      import { ExampleQuicClient } from './dataplane/example-quic-client.ts';
+      import { ExampleQuicClient } from './examples/example-quic-client.ts';
       const c = await ExampleQuicClient.connect({ host: '127.0.0.1', port: ${port} });
       console.log('OPEN ' + (await c.get('/')).body.toString().trim());
       setInterval(() => {}, 1000);`]);

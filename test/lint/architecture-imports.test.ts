@@ -19,6 +19,7 @@ describe('architecture import rules', () => {
     ['operator/x.ts', "import { Dataplane } from '../dataplane/dataplane.js';\nexport const d = Dataplane;\n", /operator\/ never imports dataplane\//],
     ['dataplane/agent/x.ts', "import { runOperator } from '../../operator/main.js';\nexport const r = runOperator;\n", /dataplane\/ never imports operator\//],
     ['dataplane/x.ts', "import * as k8s from '@kubernetes/client-node';\nexport const k = k8s;\n", /never talks to the API server/],
+    ['dataplane/x.ts', "import { runExample } from '../examples/example.js';\nexport const r = runExample;\n", /demos live in examples\//],
     ['lib/quiclb/x.ts', "import { parseHex } from '../hex.js';\nexport const p = parseHex;\n", /are leaves/],
     ['lib/quic/x.ts', "import { makeConfig } from '../quiclb/config.js';\nexport const m = makeConfig;\n", /are leaves/],
   ])('refuses in %s: %j', (file, code, message) => {
@@ -30,6 +31,7 @@ describe('architecture import rules', () => {
   it.each([
     ['operator/x.ts', "import { validateSnapshot } from '../lib/config/snapshot.js';\nimport { snapshotFromWire } from '../proto/convert.js';\nexport const v = [validateSnapshot, snapshotFromWire];\n"],
     ['dataplane/x.ts', "import { validateSnapshot } from '../lib/config/snapshot.js';\nexport const v = validateSnapshot;\n"],
+    ['examples/x.ts', "import { runStandalone } from '../dataplane/standalone.js';\nexport const r = runStandalone;\n"],
     ['lib/quiclb/x.ts', "import { makeConfig } from './config.js';\nexport const m = makeConfig;\n"],
   ])('allows in %s: %j', (file, code) => {
     expect(lint(file, code)).toEqual([]);

@@ -1,6 +1,6 @@
 /**
  * A real QUIC backend for the end-to-end tests, as a child process: the example backend of the product
- * (dataplane/example-quic-backend.ts: @matrixai/quic 2.0.9 speaking a minimal HTTP/3 and minting ENCRYPTED
+ * (examples/example-quic-backend.ts: @matrixai/quic 2.0.9 speaking a minimal HTTP/3 and minting ENCRYPTED
  * QUIC-LB connection IDs with ServerCidGenerator, with the library-bug workarounds and the record of every
  * datagram its socket receives), serving the bytes of a file.
  *
@@ -17,7 +17,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ExampleQuicBackend } from '../../../dataplane/example-quic-backend.js';
+import { ExampleQuicBackend } from '../../../examples/example-quic-backend.js';
 
 const { values } = parseArgs({
   options: {

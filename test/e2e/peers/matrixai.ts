@@ -1,9 +1,9 @@
 /**
  * Parent side of matrixai-backend.ts: start one backend (the product's example QUIC backend,
- * dataplane/example-quic-backend.ts) as a child process and read its counters over IPC.
+ * examples/example-quic-backend.ts) as a child process and read its counters over IPC.
  */
 import type { ChildProcess } from 'node:child_process';
-import type { BackendStats } from '../../../dataplane/example-quic-backend.js';
+import type { BackendStats } from '../../../examples/example-quic-backend.js';
 import type { Proc, ProcGroup } from './proc.js';
 
 export type { BackendStats };

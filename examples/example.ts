@@ -3,9 +3,9 @@
  * three servers), starts three example backends in-process and the load balancer in front of them, runs a
  * short demo client, and prints how to send your own requests through it.
  *
- * The example backends are real QUIC servers (dataplane/example-quic-backend.ts: @matrixai/quic, minimal
+ * The example backends are real QUIC servers (examples/example-quic-backend.ts: @matrixai/quic, minimal
  * HTTP/3) minting encrypted QUIC-LB connection IDs with ServerCidGenerator from the example's YAML, and the
- * demo client is a real QUIC client (dataplane/example-quic-client.ts) that also migrates its connection to a
+ * demo client is a real QUIC client (examples/example-quic-client.ts) that also migrates its connection to a
  * new local port. @matrixai/quic is a devDependency: where it cannot be loaded (installed without dev
  * dependencies, no prebuilt binary for the platform) the example says so and falls back to UDP backends that
  * are not QUIC servers (they answer version-negotiation health probes and reply with text).
@@ -21,11 +21,11 @@ import { isReservedVersion, parseQuicHeader, QuicHeader } from '../lib/quic/head
 import { ServerCidGenerator } from '../lib/backend/generator.js';
 import { toHex } from '../lib/hex.js';
 import type { LogLevel } from '../lib/config/standalone.js';
-import type { DataplaneStats } from './dataplane.js';
+import type { DataplaneStats } from '../dataplane/dataplane.js';
 // type-only: erased at run time (the modules are loaded with import() so that a missing @matrixai/quic can be reported)
 import type { ExampleQuicBackend } from './example-quic-backend.js';
 import type { ExampleCidDecoder, ExampleQuicClient } from './example-quic-client.js';
-import { runStandalone, type StandaloneHandle } from './standalone.js';
+import { runStandalone, type StandaloneHandle } from '../dataplane/standalone.js';
 
 export interface ExampleOptions {
   /** Where the load balancer listens (default 127.0.0.1:4433). */
