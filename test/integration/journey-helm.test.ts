@@ -1,0 +1,325 @@
+// The chart's life cycle as README "Install on Kubernetes" describes it, on the tier-2 cluster (controllers and kwok
+// nodes, so Deployments and DaemonSets really roll): `helm install` over a CRD that is already there, user objects,
+// `helm upgrade` with changed values (what changes in the API, which pods roll, what stays), values refused on
+// upgrade, `helm rollback`, `helm uninstall` (what goes, what is kept) and a re-install over the kept CRD.
+// No operator runs here (kwok runs no containers; test/integration/journey.test.ts runs the chart's processes), so
+// no finalizer is ever put on the QuicLoadBalancer. chart.test.ts covers the objects and RBAC of one install.
+//
+// The CRD is shared with the other suites of the run: it is never deleted here, and its Helm ownership metadata is
+// put back as found in afterAll, so a later suite's `helm install` sees the same CRD it would have seen without us.
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { createNamespace, deleteNamespace, helm, kubectl, kubectlOk, onTier2, waitFor } from './cluster.js';
+
+const CHART = join(process.cwd(), 'charts', 'quiclb');
+const CRD_DIR = join(process.cwd(), 'crds');
+const CRD = 'quicloadbalancers.quiclb.io';
+/** The CRD metadata Helm reads and writes for ownership, and the keep policy the chart adds. */
+const HELM_ANNOTATIONS = ['meta.helm.sh/release-name', 'meta.helm.sh/release-namespace', 'helm.sh/resource-policy'];
+const HELM_LABELS = ['app.kubernetes.io/managed-by'];
+
+interface Meta {
+  name: string;
+  uid: string;
+  resourceVersion: string;
+  generation?: number;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  deletionTimestamp?: string;
+}
+interface Obj {
+  kind: string;
+  metadata: Meta;
+  spec?: unknown;
+  data?: Record<string, string>;
+}
+interface Container {
+  name: string;
+  args?: string[];
+  command?: string[];
+  resources?: { limits?: Record<string, string> };
+  securityContext?: { runAsUser?: number; runAsNonRoot?: boolean; capabilities?: { add?: string[]; drop?: string[] } };
+}
+interface Workload extends Obj {
+  spec: { replicas?: number; template: { spec: { containers: Container[]; initContainers?: Container[] } } };
+}
+interface HistoryEntry {
+  revision: number;
+  status: string;
+  description: string;
+}
+
+async function getJson<T>(args: string[]): Promise<T> {
+  return JSON.parse(await kubectlOk(['get', ...args, '-o', 'json'])) as T;
+}
+
+async function crdMeta(): Promise<Meta | undefined> {
+  const r = await kubectl(['get', 'crd', CRD, '-o', 'json']);
+  if (r.code !== 0) {
+    if (r.stderr.includes('NotFound')) return undefined;
+    throw new Error(`kubectl get crd ${CRD}: ${r.stderr}`);
+  }
+  return (JSON.parse(r.stdout) as Obj).metadata;
+}
+
+/** Sets (or removes, when absent in `want`) exactly the Helm ownership keys of the CRD. */
+async function restoreCrdOwnership(want: Meta): Promise<void> {
+  const ann = HELM_ANNOTATIONS.map((k) => (want.annotations?.[k] !== undefined ? `${k}=${want.annotations[k]}` : `${k}-`));
+  const lab = HELM_LABELS.map((k) => (want.labels?.[k] !== undefined ? `${k}=${want.labels[k]}` : `${k}-`));
+  await kubectlOk(['annotate', '--overwrite', 'crd', CRD, ...ann]);
+  await kubectlOk(['label', '--overwrite', 'crd', CRD, ...lab]);
+}
+
+(onTier2() ? describe : describe.skip)('helm upgrade, rollback and uninstall of charts/quiclb, as documented', () => {
+  const release = `hj-${randomBytes(3).toString('hex')}`;
+  const full = `${release}-quiclb`;
+  const operator = `${full}-operator`;
+  const dataplane = `${full}-dataplane`;
+  let ns = '';
+  let userNs = '';
+  let crdBefore: Meta | undefined;
+  const user: { qlb?: Meta; secret?: Obj } = {};
+  let certificates = '';
+
+  const h = (args: string[], timeoutMs = 60_000) => helm([...args, '-n', ns], { timeoutMs });
+  const history = async (): Promise<HistoryEntry[]> => JSON.parse((await h(['history', release, '-o', 'json'])).stdout) as HistoryEntry[];
+  const tlsData = () =>
+    kubectlOk(['get', 'secret', `${operator}-tls`, `${dataplane}-tls`, '-n', ns, '-o', 'jsonpath={range .items[*]}{.data}{"\\n"}{end}']);
+  const deployment = () => getJson<Workload>(['deployment', operator, '-n', ns]);
+  const daemonSet = () => getJson<Workload>(['daemonset', dataplane, '-n', ns]);
+  /** pod-template-hash of the operator's ReplicaSets with replicas, and the DaemonSet's ControllerRevisions. */
+  const replicaSets = async () =>
+    (await getJson<{ items: Array<Obj & { spec: { replicas: number } }> }>(['replicaset', '-n', ns, '-l', 'app.kubernetes.io/component=operator']))
+      .items.filter((rs) => rs.spec.replicas > 0)
+      .map((rs) => rs.metadata.labels?.['pod-template-hash'])
+      .sort();
+  const revisions = async () =>
+    (await getJson<{ items: Array<Obj & { revision: number }> }>(['controllerrevision', '-n', ns, '-l', 'app.kubernetes.io/component=dataplane']))
+      .items.map((r) => r.revision)
+      .sort();
+  const podUids = async (component: string) =>
+    (await getJson<{ items: Obj[] }>(['pod', '-n', ns, '-l', `app.kubernetes.io/instance=${release},app.kubernetes.io/component=${component}`]))
+      .items.filter((p) => !p.metadata.deletionTimestamp)
+      .map((p) => p.metadata.uid)
+      .sort();
+  /** Runs the `kubectl -n NS rollout status ...` lines that NOTES.txt prints, bounded. */
+  const rolloutAsNotesSay = async (notes: string) => {
+    const lines = notes.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('kubectl ') && l.includes(' rollout status '));
+    expect(lines).toEqual([`kubectl -n ${ns} rollout status deployment/${operator}`, `kubectl -n ${ns} rollout status daemonset/${dataplane}`]);
+    for (const line of lines) await kubectlOk([...line.split(/\s+/).slice(1), '--timeout=45s'], { timeoutMs: 50_000 });
+  };
+  /** The user's objects are untouched: same uid, same resourceVersion (nothing of Helm's wrote to them). */
+  const expectUserObjectsUntouched = async () => {
+    const qlb = await getJson<Obj>(['quicloadbalancer', 'h3', '-n', userNs]);
+    expect(qlb.metadata.uid).toBe(user.qlb?.uid);
+    expect(qlb.metadata.resourceVersion).toBe(user.qlb?.resourceVersion);
+    const secret = await getJson<Obj>(['secret', 'h3-key', '-n', userNs]);
+    expect(secret.metadata.uid).toBe(user.secret?.metadata.uid);
+    expect(secret.data).toEqual(user.secret?.data);
+  };
+
+  beforeAll(async () => {
+    // Another suite may have just deleted the CRD (kubectl delete --wait=false): a user waits for it to go first.
+    await waitFor('the CRD to finish deleting', async () => ((await crdMeta())?.deletionTimestamp ? undefined : true), 60_000, 250);
+    crdBefore = await crdMeta();
+    // docs/quicloadbalancer.md: "Apply it with kubectl apply --server-side -f crds/", as a platform team may have.
+    await kubectlOk(['apply', '--server-side', '-f', CRD_DIR]);
+    await kubectlOk(['wait', '--for=condition=Established', `crd/${CRD}`, '--timeout=30s'], { timeoutMs: 35_000 });
+    ns = await createNamespace('helm-journey');
+    userNs = await createNamespace('shop');
+  }, 100_000);
+
+  afterAll(async () => {
+    if (ns) await h(['uninstall', release, '--timeout', '30s'], 40_000);
+    if (userNs) await kubectl(['patch', 'quicloadbalancer', 'h3', '-n', userNs, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']);
+    if (userNs) await deleteNamespace(userNs);
+    if (ns) await deleteNamespace(ns);
+    if ((await crdMeta()) !== undefined) await restoreCrdOwnership(crdBefore ?? { name: CRD, uid: '', resourceVersion: '' });
+  }, 60_000);
+
+  it('helm install over a CRD already in the cluster: refused with the reason, then adopted with --take-ownership', async () => {
+    const refused = await h(['install', release, CHART, '--set', 'crds.enabled=true']);
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain(`CustomResourceDefinition "${CRD}" in namespace "" exists and cannot be imported into the current release: invalid ownership metadata`);
+    expect((await h(['status', release])).stderr).toContain('release: not found');
+
+    const r = await h(['install', release, CHART, '--set', 'crds.enabled=true', '--take-ownership']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('STATUS: deployed');
+    expect(r.stdout).toContain('REVISION: 1');
+    const crd = await crdMeta();
+    expect(crd?.annotations).toMatchObject({ 'meta.helm.sh/release-name': release, 'meta.helm.sh/release-namespace': ns, 'helm.sh/resource-policy': 'keep' });
+    expect(crd?.labels?.['app.kubernetes.io/managed-by']).toBe('Helm');
+    await rolloutAsNotesSay(r.stdout);
+    expect(r.stdout).toContain('Wait for the operator (2 replicas, one leads)');
+    expect((await podUids('operator')).length).toBe(2);
+    certificates = await tlsData();
+    expect(certificates).toContain('tls.key');
+  });
+
+  it('the user creates a QuicLoadBalancer and a labelled key Secret (docs/quicloadbalancer.md)', async () => {
+    await kubectlOk(['create', 'secret', 'generic', 'h3-key', '-n', userNs, `--from-literal=key=${randomBytes(16).toString('hex')}`]);
+    await kubectlOk(['label', 'secret', 'h3-key', '-n', userNs, 'quiclb.io/key=true']);
+    const qlb = [
+      'apiVersion: quiclb.io/v1alpha1',
+      'kind: QuicLoadBalancer',
+      `metadata: {name: h3, namespace: ${userNs}}`,
+      'spec:',
+      '  backend: {serviceName: h3-backend, portName: quic}',
+      '  listen: {ports: [4433]}',
+      '  encryption: {mode: Encrypted, keySecretRef: {name: h3-key, key: key}}',
+    ].join('\n');
+    await kubectlOk(['apply', '-f', '-'], { input: qlb });
+    user.qlb = (await getJson<Obj>(['quicloadbalancer', 'h3', '-n', userNs])).metadata;
+    user.secret = await getJson<Obj>(['secret', 'h3-key', '-n', userNs]);
+    expect(user.secret.metadata.labels?.['quiclb.io/key']).toBe('true');
+  });
+
+  it('helm upgrade with changed operator values: the Deployment changes and rolls, the DaemonSet does not, a dashboard ConfigMap appears', async () => {
+    const rsBefore = await replicaSets();
+    const dpPods = await podUids('dataplane');
+    const r = await h([
+      'upgrade', release, CHART,
+      '--set', 'operator.logLevel=debug',
+      '--set', 'operator.replicas=3',
+      '--set', 'operator.resources.limits.memory=256Mi',
+      '--set', 'dashboards.enabled=true',
+    ]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('REVISION: 2');
+    expect(r.stdout).toContain('Wait for the operator (3 replicas, one leads)');
+    expect(r.stdout).toContain(`The Grafana dashboard "quiclb" is in ConfigMap ${full}-dashboard.`);
+    await rolloutAsNotesSay(r.stdout);
+
+    const d = await deployment();
+    expect(d.spec.replicas).toBe(3);
+    const c = d.spec.template.spec.containers[0]!;
+    expect(c.args).toContain('--log-level=debug');
+    expect(c.resources?.limits?.memory).toBe('256Mi');
+    // A changed pod template: a new ReplicaSet took over, its 3 pods replaced the old ones.
+    const rsAfter = await replicaSets();
+    expect(rsAfter).toHaveLength(1);
+    expect(rsBefore).not.toContain(rsAfter[0]);
+    expect((await podUids('operator')).length).toBe(3);
+    // The data plane's template did not change: same single ControllerRevision, same pods.
+    expect(await revisions()).toEqual([1]);
+    expect(await podUids('dataplane')).toEqual(dpPods);
+
+    const cm = await getJson<Obj>(['configmap', `${full}-dashboard`, '-n', ns]);
+    expect(cm.metadata.labels?.grafana_dashboard).toBe('1');
+    expect((JSON.parse(cm.data?.['quiclb.json'] ?? '{}') as { title?: string }).title).toMatch(/quiclb/i);
+
+    expect(await tlsData()).toBe(certificates);
+    await expectUserObjectsUntouched();
+  });
+
+  it('helm upgrade --reuse-values --set dataplane.bindPrivilegedPorts=true: earlier values stay, the DaemonSet rolls to root with NET_BIND_SERVICE only', async () => {
+    const rsBefore = await replicaSets();
+    const dpPods = await podUids('dataplane');
+    const r = await h(['upgrade', release, CHART, '--reuse-values', '--set', 'dataplane.bindPrivilegedPorts=true']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('REVISION: 3');
+    expect(r.stdout).not.toContain('can listen on UDP ports >= 1024 only');
+    await rolloutAsNotesSay(r.stdout);
+
+    const ds = await daemonSet();
+    const c = ds.spec.template.spec.containers[0]!;
+    expect(c.securityContext).toMatchObject({ runAsUser: 0, runAsNonRoot: false, capabilities: { drop: ['ALL'], add: ['NET_BIND_SERVICE'] } });
+    expect(ds.spec.template.spec.initContainers?.[0]?.command?.join(' ')).toContain('chown 0:0 /var/lib/quiclb');
+    expect(await revisions()).toEqual([1, 2]);
+    const dpAfter = await podUids('dataplane');
+    expect(dpAfter).toHaveLength(3);
+    expect(dpAfter.filter((u) => dpPods.includes(u))).toEqual([]);
+    // --reuse-values kept revision 2's values; the operator's template is unchanged, so it did not roll.
+    const d = await deployment();
+    expect(d.spec.replicas).toBe(3);
+    expect(d.spec.template.spec.containers[0]!.args).toContain('--log-level=debug');
+    expect(await replicaSets()).toEqual(rsBefore);
+
+    expect(await tlsData()).toBe(certificates);
+    await expectUserObjectsUntouched();
+  });
+
+  it('values the chart refuses on upgrade fail with a message naming them, and the release stays at its revision', async () => {
+    const generation = (await deployment()).metadata.generation;
+    const cases: Array<[string[], string]> = [
+      [['--set', 'operator.replicas=0'], "at '/operator/replicas': minimum: got 0, want 1"],
+      [['--set', 'dataplane.metricsPort=70000'], "at '/dataplane/metricsPort': maximum: got 70,000, want 65,535"],
+      [['--set', 'operator.logLevel=verbose'], "at '/operator/logLevel': value must be one of 'fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'"],
+      [['--set', 'operator.replica=3'], "additional properties 'replica' not allowed"],
+      [['--set', 'operator.leaderElection.renewDeadline=20'], 'operator.leaderElection.renewDeadline (20) must be below leaseDuration (15)'],
+      [['--set', 'operator.replicas=1'], 'operator.podDisruptionBudget.minAvailable (1) must be below operator.replicas (1)'],
+      // values.yaml: ServiceMonitors need the Prometheus Operator's CRD, which this cluster does not have.
+      [['--set', 'metrics.serviceMonitor.enabled=true'], 'no matches for kind "ServiceMonitor" in version "monitoring.coreos.com/v1"'],
+    ];
+    for (const [set, message] of cases) {
+      const r = await h(['upgrade', release, CHART, '--reuse-values', ...set]);
+      expect(`${set.join(' ')} -> ${r.code === 0 ? 'accepted' : 'refused'}`).toBe(`${set.join(' ')} -> refused`);
+      expect(r.stderr).toContain('UPGRADE FAILED');
+      expect(r.stderr).toContain(message);
+    }
+    const hist = await history();
+    expect(hist.map((e) => `${e.revision} ${e.status}`)).toEqual(['1 superseded', '2 superseded', '3 deployed']);
+    expect((await deployment()).metadata.generation).toBe(generation);
+    expect(await revisions()).toEqual([1, 2]);
+  });
+
+  it('helm rollback to revision 2 restores its values: the DaemonSet rolls back to non-root, the certificates stay', async () => {
+    const r = await h(['rollback', release, '2']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('Rollback was a success!');
+    await kubectlOk(['rollout', 'status', `daemonset/${dataplane}`, '-n', ns, '--timeout=45s'], { timeoutMs: 50_000 });
+    const hist = await history();
+    expect(hist.at(-1)).toMatchObject({ revision: 4, status: 'deployed', description: 'Rollback to 2' });
+    const c = (await daemonSet()).spec.template.spec.containers[0]!;
+    expect(c.securityContext).toMatchObject({ runAsUser: 65532, runAsNonRoot: true, capabilities: { drop: ['ALL'] } });
+    expect(c.securityContext?.capabilities?.add).toBeUndefined();
+    // The first template again: its ControllerRevision is reused with the next revision number.
+    expect(await revisions()).toEqual([2, 3]);
+    expect((await deployment()).spec.replicas).toBe(3);
+    expect(await tlsData()).toBe(certificates);
+    await expectUserObjectsUntouched();
+  });
+
+  it('helm uninstall removes every object of the release, namespaced and cluster-scoped, and keeps the CRD and the user objects', async () => {
+    const r = await h(['uninstall', release, '--timeout', '30s']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(`These resources were kept due to the resource policy:\n[CustomResourceDefinition] ${CRD}`);
+    const kinds = 'deployment,replicaset,daemonset,controllerrevision,pod,service,endpointslice,poddisruptionbudget,configmap,secret,serviceaccount,role,rolebinding';
+    // The Deployment's and DaemonSet's pods go by garbage collection, after `helm uninstall` returns.
+    await waitFor('no object of the release left in its namespace', async () => {
+      const left = (await kubectlOk(['get', kinds, '-n', ns, '-l', `app.kubernetes.io/instance=${release}`, '-o', 'name'])).trim();
+      return left === '' ? true : undefined;
+    }, 30_000);
+    // Helm's own release records go too (no --keep-history).
+    expect((await kubectlOk(['get', 'secret', '-n', ns, '-l', `owner=helm,name=${release}`, '-o', 'name'])).trim()).toBe('');
+    for (const kind of ['clusterrole', 'clusterrolebinding']) {
+      expect((await kubectl(['get', kind, operator])).stderr).toContain('NotFound');
+    }
+    const crd = await crdMeta();
+    expect(crd?.deletionTimestamp).toBeUndefined();
+    expect(crd?.annotations?.['helm.sh/resource-policy']).toBe('keep');
+    await expectUserObjectsUntouched();
+    expect(await kubectlOk(['get', 'qlb', '-n', userNs, '-o', 'name'])).toBe('quicloadbalancer.quiclb.io/h3\n');
+  });
+
+  it('a re-install over the kept CRD: under another name it is refused (the CRD names the old release), under the same name it is adopted as is', async () => {
+    const other = await h(['install', `${release}-b`, CHART]);
+    expect(other.code).not.toBe(0);
+    expect(other.stderr).toContain(`annotation validation error: key "meta.helm.sh/release-name" must equal "${release}-b": current value is "${release}"`);
+
+    const r = await h(['install', release, CHART]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('REVISION: 1');
+    await rolloutAsNotesSay(r.stdout);
+    // A fresh install: new certificates, default values.
+    expect(await tlsData()).not.toBe(certificates);
+    expect((await deployment()).spec.replicas).toBe(2);
+    await expectUserObjectsUntouched();
+  });
+});
