@@ -9,6 +9,8 @@
 // put back as found in afterAll, so a later suite's `helm install` sees the same CRD it would have seen without us.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createNamespace, deleteNamespace, helm, kubectl, kubectlOk, onTier2, waitFor } from './cluster.js';
 
@@ -18,6 +20,9 @@ const CRD = 'quicloadbalancers.quiclb.io';
 /** The CRD metadata Helm reads and writes for ownership, and the keep policy the chart adds. */
 const HELM_ANNOTATIONS = ['meta.helm.sh/release-name', 'meta.helm.sh/release-namespace', 'helm.sh/resource-policy'];
 const HELM_LABELS = ['app.kubernetes.io/managed-by'];
+/** The Ready printer column's description: the field a "next chart release" changes in its copy of the CRD. */
+const READY_DESCRIPTION = 'Whether every connected data plane routes the current configuration to the backends';
+const NEXT_READY_DESCRIPTION = `${READY_DESCRIPTION} (next chart release)`;
 
 interface Meta {
   name: string;
@@ -52,6 +57,10 @@ interface HistoryEntry {
 
 async function getJson<T>(args: string[]): Promise<T> {
   return JSON.parse(await kubectlOk(['get', ...args, '-o', 'json'])) as T;
+}
+
+async function readyDescription(): Promise<string> {
+  return kubectlOk(['get', 'crd', CRD, '-o', 'jsonpath={.spec.versions[0].additionalPrinterColumns[?(@.name=="Ready")].description}']);
 }
 
 async function crdMeta(): Promise<Meta | undefined> {
@@ -135,7 +144,11 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
     if (userNs) await kubectl(['patch', 'quicloadbalancer', 'h3', '-n', userNs, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']);
     if (userNs) await deleteNamespace(userNs);
     if (ns) await deleteNamespace(ns);
-    if ((await crdMeta()) !== undefined) await restoreCrdOwnership(crdBefore ?? { name: CRD, uid: '', resourceVersion: '' });
+    if ((await crdMeta()) !== undefined) {
+      // The CRD's content as this checkout has it (a failed test may have left the "next release" copy in force).
+      await kubectl(['apply', '--server-side', '--force-conflicts', '-f', CRD_DIR]);
+      await restoreCrdOwnership(crdBefore ?? { name: CRD, uid: '', resourceVersion: '' });
+    }
   }, 60_000);
 
   it('helm install over a CRD already in the cluster: refused with the reason, then adopted with --take-ownership', async () => {
@@ -283,6 +296,43 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
     expect((await deployment()).spec.replicas).toBe(3);
     expect(await tlsData()).toBe(certificates);
     await expectUserObjectsUntouched();
+  });
+
+  it('a chart release whose CRD changed: helm upgrade refuses while kubectl co-owns the CRD, --force-conflicts upgrades it, objects kept', async () => {
+    const next = mkdtempSync(join(tmpdir(), 'quiclb-chart-next-'));
+    try {
+      cpSync(CHART, next, { recursive: true });
+      const chartYaml = join(next, 'Chart.yaml');
+      writeFileSync(chartYaml, readFileSync(chartYaml, 'utf8').replace(/^version: .*$/m, 'version: 0.1.1-next'));
+      const crdFile = join(next, 'files', 'crds', 'quiclb.io_quicloadbalancers.yaml');
+      const original = readFileSync(crdFile, 'utf8');
+      expect(original).toContain(READY_DESCRIPTION);
+      writeFileSync(crdFile, original.replace(READY_DESCRIPTION, NEXT_READY_DESCRIPTION));
+
+      // beforeAll applied crds/ with `kubectl apply --server-side`: kubectl's field manager owns .spec.versions too.
+      const refused = await h(['upgrade', release, next, '--reuse-values']);
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr).toContain('Apply failed with 1 conflict: conflict with "kubectl": .spec.versions');
+      expect(await readyDescription()).toBe(READY_DESCRIPTION);
+      expect((await history()).at(-1)).toMatchObject({ revision: 5, status: 'failed' });
+
+      const forced = await h(['upgrade', release, next, '--reuse-values', '--force-conflicts']);
+      expect(forced.stderr).toBe('');
+      expect(forced.code).toBe(0);
+      expect(await readyDescription()).toBe(NEXT_READY_DESCRIPTION);
+      await expectUserObjectsUntouched();
+      expect(await kubectlOk(['get', 'qlb', 'h3', '-n', userNs, '-o', 'name'])).toBe('quicloadbalancer.quiclb.io/h3\n');
+
+      // Helm now owns .spec.versions alone: the next upgrade (back to this checkout's chart) needs no flag.
+      const back = await h(['upgrade', release, CHART, '--reuse-values']);
+      expect(back.stderr).toBe('');
+      expect(back.code).toBe(0);
+      expect(await readyDescription()).toBe(READY_DESCRIPTION);
+      expect((await history()).slice(-3).map((e) => `${e.revision} ${e.status}`)).toEqual(['5 failed', '6 superseded', '7 deployed']);
+      expect(await tlsData()).toBe(certificates);
+    } finally {
+      rmSync(next, { recursive: true, force: true });
+    }
   });
 
   it('helm uninstall removes every object of the release, namespaced and cluster-scoped, and keeps the CRD and the user objects', async () => {
