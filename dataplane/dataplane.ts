@@ -4,14 +4,15 @@
  * listening socket to the client (full proxy). apply() swaps the snapshot in place and keeps the flows, so
  * the standalone runner and the future operator-driven process use it unchanged.
  */
-import { createSocket, type RemoteInfo, type Socket, type SocketOptions } from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import { Registry } from 'prom-client';
 import { formatSocketAddress } from '../lib/config/address.js';
 import { validateSnapshot, type DataplaneSnapshot, type SocketAddress } from '../lib/config/snapshot.js';
 import { HealthChecker, type HealthChange } from './health.js';
 import { silentLogger, type Logger } from './logging.js';
-import { attachMetrics } from './metrics.js';
+import { createIo } from './io/select.js';
+import type { DatagramIo, DatagramSink, IoChoice, IoErrorCounts, IoListener, IoPath, IoUpstream } from './io/types.js';
+import { attachMetrics, routingLatencySampler } from './metrics.js';
 import type { Flow } from './flow-table.js';
 import { currentSocketBudget, type SocketBudget } from './resources.js';
 import { DROP_INTERNAL, DROP_UPSTREAM_NOT_READY, DROP_UPSTREAM_SOCKET_LIMIT, Router, type HealthState, type RouterServer, type RouterStats } from './router.js';
@@ -36,6 +37,11 @@ export interface DataplaneOptions {
   maxUpstreamSockets?: number;
   /** Processes sharing the local port range (worker mode), for the default cap (default 1). */
   processes?: number;
+  /**
+   * Datagram I/O path (dataplane/io/): batched (the native recvmmsg/sendmmsg addon), dgram (node:dgram), or auto
+   * (batched when the addon loads). Default: the QUICLB_IO environment variable, else auto.
+   */
+  io?: IoChoice;
 }
 
 export interface DataplaneStats extends RouterStats {
@@ -44,48 +50,39 @@ export interface DataplaneStats extends RouterStats {
   servers: Record<string, { packets: number; bytes: number; replyPackets: number; replyBytes: number; health: HealthState; accepting: boolean }>;
 }
 
-/** Datagrams held per upstream socket while it connects. */
-const MAX_QUEUE = 64;
-
 class Listener {
   closed = false;
-  bound: SocketAddress;
+  /** Set once bound. */
+  io: IoListener | null = null;
   constructor(
     readonly slot: number,
     readonly key: string,
     readonly address: SocketAddress,
-    readonly socket: Socket,
-  ) {
-    this.bound = address;
+  ) {}
+
+  get bound(): SocketAddress {
+    return this.io?.bound ?? this.address;
   }
 }
 
 class Upstream {
   next: Upstream | null = null;
-  ready = false;
   closed = false;
-  queue: Buffer[] | null = [];
+  /** Set right after the socket opened. */
+  io: IoUpstream = null!;
   constructor(
     readonly server: RouterServer,
     readonly flow: Flow<RouterServer>,
     readonly listener: Listener,
-    readonly socket: Socket,
     readonly address: SocketAddress,
   ) {}
 }
-
-/**
- * dgram resolves the destination of every unconnected send through dns.lookup, which answers IP literals on the
- * next tick. Replies always go to the IP literal the client datagram came from: answer synchronously.
- */
-const literalLookup = ((host: string, family: unknown, cb: (err: null, address: string, family: number) => void) =>
-  cb(null, host, typeof family === 'number' ? family : 0)) as unknown as NonNullable<SocketOptions['lookup']>;
 
 function listenerKey(a: SocketAddress): string {
   return formatSocketAddress(a);
 }
 
-export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: [Error] }> {
+export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: [Error] }> implements DatagramSink<Listener, Upstream> {
   readonly registry: Registry;
   private readonly logger: Logger;
   private readonly options: DataplaneOptions;
@@ -96,7 +93,9 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
   private tickTimer: NodeJS.Timeout | null = null;
   private detachMetrics: (() => void) | null = null;
   private stopped = false;
-  readonly sendErrors = { upstream: 0, reply: 0 };
+  private io: DatagramIo<Listener, Upstream> | null = null;
+  /** Send errors logged so far per direction (the first 10, then every 10000th). */
+  private readonly errorsLogged = { upstream: 0, reply: 0 };
   upstreamSockets = 0;
   /** Cap of upstreamSockets (see DataplaneOptions.maxUpstreamSockets). */
   upstreamSocketLimit = Infinity;
@@ -104,17 +103,6 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
   socketBudget: SocketBudget | null = null;
   readonly workerLabel: string | null;
   private internalErrorsLogged = 0;
-  /**
-   * Completions of sends. node:dgram reports a refused send (EMSGSIZE, EPERM, EACCES, ...) only to a send
-   * callback, never as an 'error' event: without these the send-error counters stay 0. One function per
-   * direction, so no allocation per datagram.
-   */
-  private readonly onUpstreamSent = (err: Error | null): void => {
-    if (err) this.countUpstreamError(err, null);
-  };
-  private readonly onReplySent = (err: Error | null): void => {
-    if (err) this.countReplyError(err);
-  };
 
   constructor(options: DataplaneOptions = {}) {
     super();
@@ -127,6 +115,22 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
   get router(): Router {
     if (this.routerInstance === null) throw new Error('Dataplane not started');
     return this.routerInstance;
+  }
+
+  /** The datagram I/O path in use (after start). */
+  get ioPath(): IoPath | null {
+    return this.io?.path ?? null;
+  }
+
+  /** Datagrams the kernel refused to send (or reported refused), by direction. */
+  get sendErrors(): { upstream: number; reply: number } {
+    const e = this.ioErrors();
+    return { upstream: e.toServer.refused + e.toServer.full + e.toServer.other, reply: e.toClient.refused + e.toClient.full + e.toClient.other + e.receive };
+  }
+
+  /** Send and receive errors by direction and reason. */
+  ioErrors(): IoErrorCounts {
+    return this.io?.errors() ?? { toServer: { refused: 0, full: 0, other: 0 }, toClient: { refused: 0, full: 0, other: 0 }, truncated: 0, receive: 0 };
   }
 
   get lbName(): string {
@@ -145,11 +149,15 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
   async start(snapshot: DataplaneSnapshot): Promise<void> {
     if (this.routerInstance !== null) throw new Error('Dataplane already started');
     validateSnapshot(snapshot);
+    const { io, fallbackReason } = createIo<Listener, Upstream>(this.options.io, this, routingLatencySampler(this.registry));
+    this.io = io;
     this.routerInstance = new Router(snapshot, (flow) => this.closeFlow(flow), Date.now());
     try {
       for (const a of snapshot.listen) await this.openListener(a);
     } catch (e) {
       await this.closeListeners();
+      await io.close();
+      this.io = null;
       this.routerInstance = null;
       throw e;
     }
@@ -170,6 +178,8 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
         listen: this.addresses().map(formatSocketAddress),
         servers: snapshot.servers.length,
         configs: this.liveConfigs(),
+        io: io.path,
+        ...(fallbackReason !== null ? { io_fallback_reason: fallbackReason } : {}),
       },
       'data plane started',
     );
@@ -241,6 +251,7 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     this.health = null;
     await this.closeListeners();
     this.routerInstance?.clear();
+    await this.io?.close();
     this.detachMetrics?.();
     this.detachMetrics = null;
     this.logger.info(this.lbField(this.lbName), 'data plane stopped');
@@ -327,40 +338,23 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     let slot = this.sockets.indexOf(null);
     if (slot < 0) slot = this.sockets.length;
     if (slot > 0x7fff) throw new Error('too many listening sockets');
-    const buf = this.options.socketBufferBytes ?? 4 << 20;
-    const socket = createSocket({
-      type: a.family === 6 ? 'udp6' : 'udp4',
-      ipv6Only: a.family === 6,
-      lookup: literalLookup,
-      reusePort: this.options.reusePort === true,
-      ...(buf > 0 ? { recvBufferSize: buf, sendBufferSize: buf } : {}),
-    });
-    const l = new Listener(slot, listenerKey(a), a, socket);
-    await new Promise<void>((resolve, reject) => {
-      const onError = (e: Error) => {
-        socket.close();
-        reject(new Error(`cannot listen on ${formatSocketAddress(a)}: ${(e as NodeJS.ErrnoException).code ?? e.message}`));
-      };
-      socket.once('error', onError);
-      socket.bind({ port: a.port, address: a.host, exclusive: true }, () => {
-        socket.off('error', onError);
-        resolve();
-      });
-    });
-    const info = socket.address();
-    l.bound = { host: info.address, port: info.port, family: a.family };
-    socket.on('message', (msg: Buffer, rinfo: RemoteInfo) => this.onClient(l, msg, rinfo));
-    socket.on('error', (e) => this.countReplyError(e));
+    const l = new Listener(slot, listenerKey(a), a);
+    l.io = await this.io!.openListener(a, { reusePort: this.options.reusePort === true, bufferBytes: this.options.socketBufferBytes ?? 4 << 20 }, l);
     this.sockets[slot] = l;
     return l;
   }
 
-  /** After bind: a send to a client refused (send callback), or an error of the listening socket. */
-  private countReplyError(e: Error): void {
-    this.sendErrors.reply++;
-    if (this.sendErrors.reply <= 10 || this.sendErrors.reply % 10000 === 0) {
-      this.logger.warn({ err: (e as NodeJS.ErrnoException).code ?? e.message, count: this.sendErrors.reply }, 'send to client failed');
+  /** A socket error reported by the I/O layer (already counted there): logged, the first 10 then every 10000th. */
+  onError(direction: 'to_server' | 'to_client', e: Error | string, up: Upstream | null, fatal: boolean): void {
+    const err = typeof e === 'string' ? e : ((e as NodeJS.ErrnoException).code ?? e.message);
+    if (direction === 'to_client') {
+      const n = ++this.errorsLogged.reply;
+      if (n <= 10 || n % 10000 === 0) this.logger.warn({ err, count: n }, 'send to client failed');
+    } else {
+      const n = ++this.errorsLogged.upstream;
+      if (n <= 10 || n % 10000 === 0) this.logger.warn({ server: up?.server.name, err, count: n }, 'upstream socket error');
     }
+    if (fatal && up !== null) this.closeUpstream(up); // connect failed: the next datagram retries with a new socket
   }
 
   private async closeListener(l: Listener): Promise<void> {
@@ -370,7 +364,7 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     if (this.routerInstance) {
       for (const f of [...this.routerInstance.flows]) if (f.listener === l.slot) this.routerInstance.flows.remove(f, 'cleared');
     }
-    await new Promise<void>((r) => l.socket.close(() => r()));
+    if (l.io !== null) await this.io!.closeListener(l.io);
   }
 
   private async closeListeners(): Promise<void> {
@@ -378,12 +372,12 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     this.sockets = [];
   }
 
-  /** The packet path: client -> server. */
-  private onClient(l: Listener, msg: Buffer, rinfo: RemoteInfo): void {
+  /** The packet path: client -> server (the datagram is buf[off, off + len)). */
+  onClient(l: Listener, buf: Buffer, off: number, len: number, address: string, port: number): void {
     const router = this.routerInstance!;
     let server: RouterServer | null = null;
     try {
-      server = router.route(msg, rinfo.address, rinfo.port, l.slot);
+      server = router.route(buf, address, port, l.slot, off, len);
       if (server === null) return;
       const flow = router.flow!;
       let up = flow.upstream as Upstream | null;
@@ -391,16 +385,14 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
       if (up === null || up.address !== server.address) {
         up = this.openUpstream(flow, server, l, up);
         if (up === null) {
-          router.undoRoute(server, msg.length, DROP_UPSTREAM_SOCKET_LIMIT);
+          router.undoRoute(server, len, DROP_UPSTREAM_SOCKET_LIMIT);
           return;
         }
       }
-      if (up.ready) up.socket.send(msg, this.onUpstreamSent);
-      else if (up.queue !== null && up.queue.length < MAX_QUEUE) up.queue.push(msg);
-      else router.undoRoute(server, msg.length, DROP_UPSTREAM_NOT_READY);
+      if (!this.io!.sendToServer(up.io, buf, off, len)) router.undoRoute(server, len, DROP_UPSTREAM_NOT_READY);
     } catch (e) {
-      if (server !== null) router.undoRoute(server, msg.length, DROP_INTERNAL);
-      else router.drop(DROP_INTERNAL, msg.length);
+      if (server !== null) router.undoRoute(server, len, DROP_INTERNAL);
+      else router.drop(DROP_INTERNAL, len);
       if (this.internalErrorsLogged++ < 10) this.logger.error({ err: (e as Error).stack }, 'internal error on the packet path');
     }
   }
@@ -416,53 +408,33 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
       if (this.upstreamSockets >= this.upstreamSocketLimit || !flow.alive) return null;
     }
     const a = server.address;
-    const socket = createSocket(a.family === 6 ? 'udp6' : 'udp4');
-    const up = new Upstream(server, flow, l, socket, a);
+    const up = new Upstream(server, flow, l, a);
+    const handle = this.io!.openUpstream(l.io!, a, flow.address, flow.port, up);
+    if (handle === null) return null;
+    up.io = handle;
     up.next = flow.upstream as Upstream | null;
     flow.upstream = up;
     this.upstreamSockets++;
-    socket.on('message', (m: Buffer) => this.onReply(up, m));
-    socket.on('error', (e) => this.onUpstreamError(up, e));
-    socket.connect(a.port, a.host, () => {
-      if (up.closed) return;
-      up.ready = true;
-      const q = up.queue!;
-      up.queue = null;
-      for (let i = 0; i < q.length; i++) socket.send(q[i], this.onUpstreamSent);
-    });
     return up;
   }
 
-  /** The packet path: server -> client. */
-  private onReply(up: Upstream, msg: Buffer): void {
+  /** The packet path: server -> client (the datagram is buf[off, off + len)). */
+  onReply(up: Upstream, buf: Buffer, off: number, len: number): void {
     const flow = up.flow;
     if (up.closed || !flow.alive || up.listener.closed) return;
     const server = up.server;
     server.replyPackets++;
-    server.replyBytes += msg.length;
+    server.replyBytes += len;
     const router = this.routerInstance!;
-    router.learnReply(msg, server, flow); // returns at once for short headers
+    router.learnReply(buf, server, flow, off, len); // returns at once for short headers
     // Only confirmed flows are kept alive by replies: a backend answering a spoofed source must not hold its flow.
     if (flow.confirmed && flow.lastSeen !== router.now) router.flows.touch(flow, router.now);
-    up.listener.socket.send(msg, flow.port, flow.address, this.onReplySent);
-  }
-
-  private onUpstreamError(up: Upstream, e: Error): void {
-    this.countUpstreamError(e, up);
-    if (!up.ready) this.closeUpstream(up); // connect failed: the next datagram retries with a new socket
-  }
-
-  private countUpstreamError(e: Error, up: Upstream | null): void {
-    this.sendErrors.upstream += up?.queue ? Math.max(1, up.queue.length) : 1;
-    if (this.sendErrors.upstream <= 10 || this.sendErrors.upstream % 10000 === 0) {
-      this.logger.warn({ server: up?.server.name, err: (e as NodeJS.ErrnoException).code ?? e.message, count: this.sendErrors.upstream }, 'upstream socket error');
-    }
+    this.io!.sendToClient(up.io, buf, off, len);
   }
 
   private closeUpstream(up: Upstream): void {
     if (up.closed) return;
     up.closed = true;
-    up.queue = null;
     const flow = up.flow;
     let p = flow.upstream as Upstream | null;
     if (p === up) flow.upstream = up.next;
@@ -471,11 +443,7 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
       if (p !== null) p.next = up.next;
     }
     this.upstreamSockets--;
-    try {
-      up.socket.close();
-    } catch {
-      // already closed
-    }
+    this.io!.closeUpstream(up.io);
   }
 
   private closeFlow(flow: Flow<RouterServer>): void {

@@ -3,7 +3,8 @@
  * fields on server records); prom-client reads them at scrape time through collect(), so no label hashing
  * happens per packet. One set of metrics per Registry, shared by every Dataplane registered on it (label `lb`).
  */
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { IoErrorCounts, IoPath, LatencySampler } from './io/types.js';
 import { ROUTING_MODES } from '../lib/config/snapshot.js';
 import { DROP_REASONS, OUTCOMES, TABLES, UNROUTABLE_REASONS, type Router } from './router.js';
 
@@ -19,6 +20,9 @@ export interface MetricsSource {
   readonly upstreamSocketLimit?: number;
   /** Worker index when running as one of several worker processes (per-worker series), else null. */
   readonly workerLabel: string | null;
+  /** The datagram I/O path (dataplane/io/), null before start. */
+  readonly ioPath?: IoPath | null;
+  ioErrors?(): IoErrorCounts;
 }
 
 type Emit = (labels: Record<string, string | number>, value: number) => void;
@@ -164,6 +168,32 @@ class Hub {
       },
       'max',
     );
+    gauge(
+      'quiclb_io_path_info',
+      'The datagram I/O path the data plane runs: batched (recvmmsg/sendmmsg addon) or dgram (node:dgram).',
+      ['path'],
+      (s, e) => {
+        if (s.ioPath) e({ path: s.ioPath }, 1);
+      },
+      'max',
+    );
+    counter(
+      'quiclb_io_errors_total',
+      'Datagrams the I/O layer could not send or receive, by direction and reason (refused: ECONNREFUSED, an ICMP error; full: socket buffer full; truncated: larger than a receive slot).',
+      ['path', 'direction', 'reason'],
+      (s, e) => {
+        if (!s.ioPath || !s.ioErrors) return;
+        const x = s.ioErrors();
+        const path = s.ioPath;
+        for (const [direction, c] of [['to_server', x.toServer], ['to_client', x.toClient]] as const) {
+          e({ path, direction, reason: 'refused' }, c.refused);
+          e({ path, direction, reason: 'full' }, c.full);
+          e({ path, direction, reason: 'other' }, c.other);
+        }
+        e({ path, direction: 'to_client', reason: 'receive' }, x.receive);
+        e({ path, direction: 'to_server', reason: 'truncated' }, x.truncated);
+      },
+    );
     gauge('quiclb_config_version', 'Version of the snapshot in force.', [], (s, e) => e({}, s.router.version), 'max');
     gauge(
       'quiclb_routing_mode',
@@ -197,4 +227,33 @@ export function attachMetrics(registry: Registry, source: MetricsSource): () => 
   }
   hub.sources.add(source);
   return () => hub.sources.delete(source);
+}
+
+/** 1 in this many client datagrams has its routing latency observed. */
+export const LATENCY_SAMPLE_EVERY = 1024;
+
+const latencies = new WeakMap<Registry, Histogram<'path'>>();
+
+/**
+ * The sampled routing latency (quiclb_routing_latency_seconds{path}): one observation per LATENCY_SAMPLE_EVERY
+ * client datagrams, seconds from arrival to send (batched path: the sampled batch, from the readable event to
+ * sendmmsg done; dgram path: the datagram's 'message' handler up to its send call).
+ */
+export function routingLatencySampler(registry: Registry): (path: IoPath) => LatencySampler {
+  let h = latencies.get(registry);
+  if (h === undefined) {
+    h = new Histogram({
+      name: 'quiclb_routing_latency_seconds',
+      help: `Routing latency of a sample of client datagrams (1 in ${LATENCY_SAMPLE_EVERY}): from arrival to send, by I/O path.`,
+      labelNames: ['path'],
+      buckets: [5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 5e-2],
+      registers: [registry],
+    });
+    latencies.set(registry, h);
+  }
+  const hist = h;
+  return (path) => {
+    const child = hist.labels({ path });
+    return { every: LATENCY_SAMPLE_EVERY, observe: (s: number) => child.observe(s) };
+  };
 }

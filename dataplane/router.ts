@@ -434,11 +434,11 @@ export class Router {
 
   /**
    * Decides where one client datagram goes. Returns the server, or null when dropped (dropReason set).
-   * Leaves outcome, configId and flow (the client flow, created if it was new) for the caller.
+   * Leaves outcome, configId and flow (the client flow, created if it was new) for the caller. The datagram is
+   * buf[off, off + len) (the batched I/O path routes in place in its receive ring).
    */
-  route(buf: Buffer, address: string, port: number, listener: number): RouterServer | null {
+  route(buf: Buffer, address: string, port: number, listener: number, off = 0, len = buf.length - off): RouterServer | null {
     const c = this.counters;
-    const len = buf.length;
     c.received++;
     c.receivedBytes += len;
     this.flow = null;
@@ -450,17 +450,17 @@ export class Router {
     // 0b111 (when it is a legal length), or the default; never more than the datagram holds, so a packet of a
     // server with other CIDs (e.g. random ones) is still forwarded through the tables.
     let shortLen = 0;
-    if ((buf[0] & 0x80) === 0) {
+    if ((buf[off] & 0x80) === 0) {
       if (len < 2) return this.drop(DROP_SHORT_DCID, len);
-      const cr = buf[1] >> 5;
+      const cr = buf[off + 1] >> 5;
       if (cr === UNROUTABLE_CONFIG_ID) {
-        shortLen = (buf[1] & 0x1f) + 1;
+        shortLen = (buf[off + 1] & 0x1f) + 1;
         if (shortLen > 20) shortLen = this.shortDcidLength;
       } else shortLen = this.cidLengths[cr] > 0 ? this.cidLengths[cr] : this.shortDcidLength;
       if (shortLen > len - 1) shortLen = len - 1;
     }
     const h = this.header;
-    const err = parseQuicHeader(buf, h, shortLen);
+    const err = parseQuicHeader(buf, h, shortLen, off, len);
     // A clear fixed bit is legal after grease_quic_bit (RFC 9287): route it like any other packet.
     if (err !== null && err !== 'no-fixed-bit') return this.drop(headerDrop(err), len);
 
@@ -710,15 +710,15 @@ export class Router {
    * confirmed), and a CID learned while the flow is unconfirmed stays in the unconfirmed budget until the flow
    * is confirmed. Without a flow the CID is learned as confirmed.
    */
-  learnReply(buf: Buffer, server: RouterServer, flow: Flow<RouterServer> | null = null): void {
+  learnReply(buf: Buffer, server: RouterServer, flow: Flow<RouterServer> | null = null, off = 0, len = buf.length - off): void {
     if (flow !== null) {
       flow.answered = true;
-      if (buf.length > 0 && (buf[0] & 0x80) === 0) flow.answeredShort = true;
+      if (len > 0 && (buf[off] & 0x80) === 0) flow.answeredShort = true;
     }
     if (this.tupleOnly) return; // routing mode '4-tuple' never looks at connection IDs
-    if (buf.length < 7 || (buf[0] & 0x80) === 0) return;
+    if (len < 7 || (buf[off] & 0x80) === 0) return;
     const h = this.header;
-    const err = parseQuicHeader(buf, h, 0);
+    const err = parseQuicHeader(buf, h, 0, off, len);
     if ((err !== null && err !== 'no-fixed-bit') || h.version === 0) return;
     if (flow !== null) flow.noteServerCid(buf, h.scidOffset, h.scidLength);
     if (h.scidLength === 0) return;

@@ -1,0 +1,69 @@
+/**
+ * Loads the batched I/O addon (native/build/quiclb_io.node, built by native/build.mjs at npm install). Linux only;
+ * null elsewhere or when it was not built or does not load (the data plane then runs node:dgram).
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+
+/** The addon's functions (native/quiclb_io.c). */
+export interface IoAddon {
+  RX_WORDS: number;
+  TX_WORDS: number;
+  COUNTERS: number;
+  create(slots: number, slotSize: number, onBatch: (count: number) => number): AddonContext;
+  destroy(ctx: AddonContext): void;
+  /** [id, bound port]; throws (code EADDRINUSE, ...) when binding fails. */
+  openListener(ctx: AddonContext, host: string, port: number, reusePort: boolean, bufferBytes: number): [number, number];
+  /** Socket id, or -errno. */
+  openUpstream(ctx: AddonContext, listenerId: number, rxIndex: number, host: string, port: number): number;
+  close(ctx: AddonContext, id: number): void;
+  send(ctx: AddonContext, count: number): void;
+  localPort(ctx: AddonContext, id: number): number;
+}
+
+export interface AddonContext {
+  readonly rx: ArrayBuffer;
+  readonly rxMeta: ArrayBuffer;
+  readonly tx: ArrayBuffer;
+  readonly counters: ArrayBuffer;
+}
+
+/** Indices of the addon's counters (CNT_* in quiclb_io.c). */
+export const CNT = {
+  txServerRefused: 0,
+  txServerFull: 1,
+  txServerOther: 2,
+  txClientRefused: 3,
+  txClientFull: 4,
+  txClientOther: 5,
+  rxIcmp: 6,
+  rxTruncated: 7,
+  rxOther: 8,
+  txClosed: 9,
+  rxCalls: 10,
+  txCalls: 11,
+  batches: 12,
+  lastBatchNs: 13,
+} as const;
+
+let cached: { addon: IoAddon | null; error: string | null } | null = null;
+
+/** The addon, or null with the reason. */
+export function loadIoAddon(): { addon: IoAddon | null; error: string | null } {
+  if (cached !== null) return cached;
+  if (process.platform !== 'linux') return (cached = { addon: null, error: `platform ${process.platform}` });
+  const require = createRequire(import.meta.url);
+  const here = import.meta.dirname;
+  // dataplane/io/ in the source tree, dist/dataplane/io/ when built
+  const candidates = [join(here, '..', '..', 'native', 'build', 'quiclb_io.node'), join(here, '..', '..', '..', 'native', 'build', 'quiclb_io.node')];
+  const file = candidates.find((f) => existsSync(f));
+  if (file === undefined) return (cached = { addon: null, error: 'native/build/quiclb_io.node not built (npm install builds it)' });
+  try {
+    const addon = require(file) as IoAddon;
+    if (addon.COUNTERS < 14) return (cached = { addon: null, error: `${file} is out of date (run node native/build.mjs)` });
+    return (cached = { addon, error: null });
+  } catch (e) {
+    return (cached = { addon: null, error: `${file}: ${(e as Error).message}` });
+  }
+}

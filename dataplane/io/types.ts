@@ -1,0 +1,82 @@
+/**
+ * The data plane's datagram I/O, one interface with two implementations (dataplane/io/select.ts picks one):
+ * - batched (batched-io.ts): the native addon (native/quiclb_io.c): recvmmsg/sendmmsg, one JS call per batch,
+ *   datagrams routed and forwarded in place in a shared receive ring;
+ * - dgram (dgram-io.ts): node:dgram, one 'message' event and one send per datagram (any platform).
+ * The Dataplane owns the routing; the I/O layer owns the sockets and hands it one datagram at a time as
+ * (buffer, offset, length), with no Buffer, object or native crossing per datagram on the batched path.
+ */
+import type { SocketAddress } from '../../lib/config/snapshot.js';
+
+export const IO_PATHS = ['auto', 'batched', 'dgram'] as const;
+/** The option: auto = batched when the addon loads (Linux), else dgram. */
+export type IoChoice = (typeof IO_PATHS)[number];
+/** The path a data plane runs. */
+export type IoPath = 'batched' | 'dgram';
+
+/** Send errors by direction and reason (counted, never thrown). */
+export interface IoErrorCounts {
+  /** client -> server: ECONNREFUSED (an ICMP error on the connected upstream socket), full buffer, other. */
+  toServer: { refused: number; full: number; other: number };
+  /** server -> client. */
+  toClient: { refused: number; full: number; other: number };
+  /** Datagrams larger than a receive slot, dropped (batched path). */
+  truncated: number;
+  /** Receive errors other than ICMP reports. */
+  receive: number;
+}
+
+/** Who gets the datagrams: the Dataplane. Called synchronously, once per datagram, within the I/O's batch. */
+export interface DatagramSink<L, U> {
+  /** A client datagram buf[off, off + len) from address:port on listener `l`. */
+  onClient(l: L, buf: Buffer, off: number, len: number, address: string, port: number): void;
+  /** A server's reply buf[off, off + len) on upstream `u`. */
+  onReply(u: U, buf: Buffer, off: number, len: number): void;
+  /**
+   * A socket-level error (already in errors()): for logging. `fatal`: the upstream socket `u` is unusable and
+   * must be closed (its connect failed).
+   */
+  onError(direction: 'to_server' | 'to_client', err: Error | string, u: U | null, fatal: boolean): void;
+}
+
+/** The sampled routing latency: 1 in `every` client datagrams, seconds from its arrival to its send. */
+export interface LatencySampler {
+  readonly every: number;
+  observe(seconds: number): void;
+}
+
+export interface ListenOptions {
+  reusePort: boolean;
+  /** SO_RCVBUF/SO_SNDBUF (0 = system default). */
+  bufferBytes: number;
+}
+
+/** An open listening socket. */
+export interface IoListener {
+  readonly bound: SocketAddress;
+}
+
+/** An open upstream socket (connected to one server, replies relayed to one client). */
+export interface IoUpstream {
+  readonly closed: boolean;
+}
+
+export interface DatagramIo<L, U> {
+  readonly path: IoPath;
+  /** Binds a listening socket; rejects with `cannot listen on ADDR: CODE`. */
+  openListener(address: SocketAddress, options: ListenOptions, owner: L): Promise<IoListener>;
+  closeListener(l: IoListener): Promise<void>;
+  /**
+   * Opens a socket connected to `server` for the client datagram being handled (replies go to that client through
+   * `listener`); null when the system refuses a socket (counted by the caller as a socket-limit drop).
+   */
+  openUpstream(listener: IoListener, server: SocketAddress, clientAddress: string, clientPort: number, owner: U): IoUpstream | null;
+  closeUpstream(u: IoUpstream): void;
+  /** Forwards buf[off, off + len) to the upstream's server; false: not sent and not queued (counted by the caller). */
+  sendToServer(u: IoUpstream, buf: Buffer, off: number, len: number): boolean;
+  /** Relays buf[off, off + len) to the upstream's client through its listener. */
+  sendToClient(u: IoUpstream, buf: Buffer, off: number, len: number): void;
+  errors(): IoErrorCounts;
+  /** Closes everything (after the listeners were closed). */
+  close(): Promise<void>;
+}

@@ -1,0 +1,639 @@
+/*
+ * quiclb_io: batched UDP I/O for the data plane (Linux), a plain Node-API addon in C.
+ *
+ * One context owns its UDP sockets (listeners, and one connected socket per upstream) and one epoll instance
+ * holding all of them. libuv watches only the epoll fd (one uv_poll), so when it fires a single callback drains
+ * every readable socket with recvmmsg into one shared receive ring and calls JavaScript ONCE for the whole
+ * batch, however many sockets had data (a uv_poll per socket would cost one JS call per ready socket, and the
+ * data plane has one socket per flow). The epoll set is level-triggered: what does not fit in the ring is read
+ * on the next loop iteration.
+ *
+ * Shared memory (ArrayBuffers created here, views kept by JS):
+ *   rx      slots * (slotSize + 64) bytes: datagram i at offset i * (slotSize + 64).
+ *   rxMeta  per datagram RX_WORDS int32: socket id, offset, length, source port, family (4/6), flags, then the
+ *           source address (16 bytes: IPv4 in the first 4).
+ *   tx      per send TX_WORDS int32: target, offset (into rx), length. target >= 0: the connected socket with that
+ *           id (client -> server); target < 0: ~target is an upstream socket id whose datagram goes to that
+ *           upstream's client through the upstream's listener (server -> client).
+ *   counters float64: errors by reason (see CNT_*), read by JS at scrape time.
+ * The JS batch callback returns how many tx entries it filled; they are sent with sendmmsg right after, grouped
+ * by socket (order kept per socket). No allocation, JS object or JS call per datagram.
+ *
+ * Socket ids carry a generation in their high bits, so an id closed and reused within one batch never sends a
+ * stale datagram to the new socket.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <node_api.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define RX_WORDS 10
+#define TX_WORDS 3
+#define SLOT_BITS 20
+#define SLOT_MASK ((1u << SLOT_BITS) - 1)
+#define MAX_EVENTS 256
+#define PER_SOCKET_MAX 64
+
+enum {
+  CNT_TX_SERVER_REFUSED, /* ECONNREFUSED on a send to a server (ICMP port unreachable came back) */
+  CNT_TX_SERVER_FULL,    /* EAGAIN / ENOBUFS: socket buffer full */
+  CNT_TX_SERVER_OTHER,
+  CNT_TX_CLIENT_REFUSED,
+  CNT_TX_CLIENT_FULL,
+  CNT_TX_CLIENT_OTHER,
+  CNT_RX_ICMP,           /* an ICMP error reported on a connected upstream socket's receive */
+  CNT_RX_TRUNCATED,      /* datagram larger than a slot: dropped */
+  CNT_RX_OTHER,
+  CNT_TX_CLOSED,         /* tx entry naming a socket closed meanwhile */
+  CNT_RX_CALLS,          /* recvmmsg calls */
+  CNT_TX_CALLS,          /* sendmmsg calls */
+  CNT_BATCHES,
+  CNT_LAST_BATCH_NS,     /* the last batch: nanoseconds from the poll callback (arrival) to its sendmmsg done */
+  CNT_COUNT
+};
+
+typedef struct {
+  int fd;            /* -1: free */
+  uint32_t gen;
+  int listener;      /* upstream: slot of its listener; listener: -1 */
+  struct sockaddr_storage client; /* upstream: its client's address (replies go there) */
+  socklen_t client_len;
+} sock_t;
+
+typedef struct {
+  napi_env env;
+  uv_poll_t poll;
+  int epfd;
+  int closing;
+  uint32_t slots, slot_size;
+  uint32_t stride; /* slot_size + one cache line: slot starts do not all map to the same L1 cache set */
+  uint8_t *rx;
+  int32_t *rx_meta;
+  int32_t *tx;
+  double *counters;
+  napi_ref rx_ref, meta_ref, tx_ref, cnt_ref, cb_ref, self_ref;
+  napi_async_context async;
+  sock_t *socks;
+  uint32_t nsocks, cap;
+  uint32_t free_head_hint;
+  struct mmsghdr *rmsg, *smsg;
+  struct iovec *riov, *siov;
+  struct sockaddr_storage *raddr;
+  uint16_t *order;
+  int in_batch;
+} ctx_t;
+
+static napi_value throw_errno(napi_env env, const char *what, int err) {
+  char msg[160];
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  napi_throw_error(env, NULL, msg);
+  return NULL;
+}
+
+#define CHECK(call)                                                   \
+  do {                                                                \
+    if ((call) != napi_ok) {                                          \
+      napi_throw_error(env, NULL, "quiclb_io: N-API call failed: " #call); \
+      return NULL;                                                    \
+    }                                                                 \
+  } while (0)
+
+static ctx_t *get_ctx(napi_env env, napi_value v) {
+  ctx_t *c = NULL;
+  if (napi_unwrap(env, v, (void **)&c) != napi_ok || c == NULL || c->closing) {
+    napi_throw_error(env, NULL, "quiclb_io: closed or invalid context");
+    return NULL;
+  }
+  return c;
+}
+
+static int32_t make_id(ctx_t *c, uint32_t slot) { return (int32_t)((c->socks[slot].gen << SLOT_BITS) | slot) & 0x7fffffff; }
+
+static sock_t *lookup(ctx_t *c, int32_t id) {
+  uint32_t slot = (uint32_t)id & SLOT_MASK;
+  if (id < 0 || slot >= c->nsocks) return NULL;
+  sock_t *s = &c->socks[slot];
+  if (s->fd < 0 || make_id(c, slot) != id) return NULL;
+  return s;
+}
+
+static int alloc_slot(ctx_t *c) {
+  for (uint32_t i = 0; i < c->nsocks; i++) {
+    uint32_t k = (c->free_head_hint + i) % c->nsocks;
+    if (c->socks[k].fd < 0) { c->free_head_hint = k + 1; return (int)k; }
+  }
+  if (c->nsocks == c->cap) {
+    uint32_t ncap = c->cap ? c->cap * 2 : 64;
+    if (ncap > SLOT_MASK) return -1;
+    sock_t *n = realloc(c->socks, ncap * sizeof(sock_t));
+    if (!n) return -1;
+    c->socks = n;
+    c->cap = ncap;
+  }
+  c->socks[c->nsocks].gen = 0;
+  c->socks[c->nsocks].fd = -1;
+  return (int)c->nsocks++;
+}
+
+static void count_tx_error(ctx_t *c, int to_client, int err, double n) {
+  int base = to_client ? CNT_TX_CLIENT_REFUSED : CNT_TX_SERVER_REFUSED;
+  if (err == ECONNREFUSED) c->counters[base] += n;
+  else if (err == EAGAIN || err == EWOULDBLOCK || err == ENOBUFS) c->counters[base + 1] += n;
+  else c->counters[base + 2] += n;
+}
+
+/* Sends tx entries [0, n) grouped by fd (a stable order by target), one sendmmsg per run. */
+static void send_batch(ctx_t *c, uint32_t n) {
+  if (n > c->slots) n = c->slots;
+  /* stable insertion sort of entry indices by target: batches are small and mostly grouped already */
+  uint16_t *ord = c->order;
+  for (uint32_t i = 0; i < n; i++) {
+    int32_t t = c->tx[i * TX_WORDS];
+    uint32_t j = i;
+    while (j > 0 && c->tx[ord[j - 1] * TX_WORDS] > t) { ord[j] = ord[j - 1]; j--; }
+    ord[j] = (uint16_t)i;
+  }
+  uint32_t i = 0;
+  while (i < n) {
+    int32_t target = c->tx[ord[i] * TX_WORDS];
+    int to_client = target < 0;
+    sock_t *s = lookup(c, to_client ? ~target : target);
+    sock_t *out = s;
+    if (s && to_client) out = (s->listener >= 0 && (uint32_t)s->listener < c->nsocks && c->socks[s->listener].fd >= 0) ? &c->socks[s->listener] : NULL;
+    uint32_t m = 0;
+    while (i + m < n && c->tx[ord[i + m] * TX_WORDS] == target) {
+      const int32_t *e = &c->tx[ord[i + m] * TX_WORDS];
+      uint32_t off = (uint32_t)e[1], len = (uint32_t)e[2];
+      if (off >= c->slots * c->stride || len > c->slots * c->stride - off) len = 0, off = 0;
+      struct mmsghdr *h = &c->smsg[m];
+      c->siov[m].iov_base = c->rx + off;
+      c->siov[m].iov_len = len;
+      memset(&h->msg_hdr, 0, sizeof h->msg_hdr);
+      h->msg_hdr.msg_iov = &c->siov[m];
+      h->msg_hdr.msg_iovlen = 1;
+      if (to_client && s) {
+        h->msg_hdr.msg_name = &s->client;
+        h->msg_hdr.msg_namelen = s->client_len;
+      }
+      m++;
+    }
+    i += m;
+    if (!out) { c->counters[CNT_TX_CLOSED] += m; continue; }
+    uint32_t k = 0;
+    while (k < m) {
+      int r = sendmmsg(out->fd, &c->smsg[k], m - k, MSG_DONTWAIT);
+      c->counters[CNT_TX_CALLS]++;
+      if (r > 0) { k += (uint32_t)r; continue; }
+      int err = r < 0 ? errno : EIO;
+      if (err == EINTR) continue;
+      if (err == EAGAIN || err == EWOULDBLOCK) { count_tx_error(c, to_client, err, (double)(m - k)); break; }
+      count_tx_error(c, to_client, err, 1);
+      k++;
+    }
+  }
+}
+
+static void call_js(ctx_t *c, uint32_t count) {
+  napi_env env = c->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_value cb, self, arg, ret;
+  uint32_t ntx = 0;
+  if (napi_get_reference_value(env, c->cb_ref, &cb) == napi_ok && napi_get_reference_value(env, c->self_ref, &self) == napi_ok &&
+      napi_create_uint32(env, count, &arg) == napi_ok) {
+    c->in_batch = 1;
+    napi_status st = napi_make_callback(env, c->async, self, cb, 1, &arg, &ret);
+    c->in_batch = 0;
+    if (st == napi_ok) {
+      napi_get_value_uint32(env, ret, &ntx);
+    } else {
+      bool pending = false;
+      napi_is_exception_pending(env, &pending);
+      if (pending) {
+        napi_value ex;
+        napi_get_and_clear_last_exception(env, &ex);
+        napi_fatal_exception(env, ex);
+      }
+    }
+  }
+  if (!c->closing && ntx > 0) send_batch(c, ntx);
+  napi_close_handle_scope(env, scope);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  (void)events;
+  ctx_t *c = h->data;
+  if (status < 0 || c->closing) return;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  struct epoll_event ev[MAX_EVENTS];
+  uint32_t n = 0;
+  for (int round = 0; round < 4 && n < c->slots; round++) {
+    int ne = epoll_wait(c->epfd, ev, MAX_EVENTS, 0);
+    if (ne <= 0) break;
+    uint32_t before = n;
+    for (int e = 0; e < ne && n < c->slots; e++) {
+      uint32_t slot = ev[e].data.u32;
+      if (slot >= c->nsocks || c->socks[slot].fd < 0) continue;
+      sock_t *s = &c->socks[slot];
+      uint32_t want = c->slots - n;
+      if (want > PER_SOCKET_MAX) want = PER_SOCKET_MAX;
+      for (uint32_t k = 0; k < want; k++) {
+        uint32_t i = n + k;
+        c->riov[k].iov_base = c->rx + (size_t)i * c->stride;
+        c->riov[k].iov_len = c->slot_size;
+        memset(&c->rmsg[k].msg_hdr, 0, sizeof c->rmsg[k].msg_hdr);
+        c->rmsg[k].msg_hdr.msg_iov = &c->riov[k];
+        c->rmsg[k].msg_hdr.msg_iovlen = 1;
+        c->rmsg[k].msg_hdr.msg_name = &c->raddr[k];
+        c->rmsg[k].msg_hdr.msg_namelen = sizeof(struct sockaddr_storage);
+      }
+      int r = recvmmsg(s->fd, c->rmsg, want, MSG_DONTWAIT, NULL);
+      c->counters[CNT_RX_CALLS]++;
+      if (r < 0) {
+        int err = errno;
+        if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR) continue;
+        if (s->listener >= 0) c->counters[CNT_RX_ICMP]++; /* pending ICMP error of a connected upstream */
+        else c->counters[CNT_RX_OTHER]++;
+        continue;
+      }
+      int32_t id = make_id(c, slot);
+      for (int k = 0; k < r; k++) {
+        struct msghdr *m = &c->rmsg[k].msg_hdr;
+        if (m->msg_flags & MSG_TRUNC) { c->counters[CNT_RX_TRUNCATED]++; continue; }
+        int32_t *meta = &c->rx_meta[(size_t)n * RX_WORDS];
+        uint8_t *dst = c->rx + (size_t)n * c->stride;
+        uint8_t *src = c->riov[k].iov_base;
+        if (src != dst) memmove(dst, src, c->rmsg[k].msg_len); /* compact after a dropped truncated datagram */
+        meta[0] = id;
+        meta[1] = (int32_t)(n * c->stride);
+        meta[2] = (int32_t)c->rmsg[k].msg_len;
+        meta[5] = 0;
+        struct sockaddr_storage *a = &c->raddr[k];
+        if (a->ss_family == AF_INET) {
+          struct sockaddr_in *a4 = (struct sockaddr_in *)a;
+          meta[3] = ntohs(a4->sin_port);
+          meta[4] = 4;
+          memcpy(&meta[6], &a4->sin_addr, 4);
+          meta[7] = meta[8] = meta[9] = 0;
+        } else if (a->ss_family == AF_INET6) {
+          struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)a;
+          meta[3] = ntohs(a6->sin6_port);
+          meta[4] = 6;
+          memcpy(&meta[6], &a6->sin6_addr, 16);
+        } else {
+          meta[3] = 0;
+          meta[4] = 0;
+          memset(&meta[6], 0, 16);
+        }
+        n++;
+      }
+    }
+    if (n == before) break;
+  }
+  if (n == 0) return;
+  c->counters[CNT_BATCHES]++;
+  call_js(c, n);
+  if (c->closing) return;
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  c->counters[CNT_LAST_BATCH_NS] = (double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec);
+}
+
+static int parse_addr(napi_env env, napi_value host, uint32_t port, struct sockaddr_storage *ss, socklen_t *len) {
+  char buf[64];
+  size_t n = 0;
+  if (napi_get_value_string_utf8(env, host, buf, sizeof buf, &n) != napi_ok) return -1;
+  memset(ss, 0, sizeof *ss);
+  struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+  struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+  if (inet_pton(AF_INET, buf, &a4->sin_addr) == 1) {
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons((uint16_t)port);
+    *len = sizeof *a4;
+    return AF_INET;
+  }
+  if (inet_pton(AF_INET6, buf, &a6->sin6_addr) == 1) {
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons((uint16_t)port);
+    *len = sizeof *a6;
+    return AF_INET6;
+  }
+  return -1;
+}
+
+static int add_socket(ctx_t *c, int fd, int listener) {
+  int slot = alloc_slot(c);
+  if (slot < 0) return -ENOMEM;
+  sock_t *s = &c->socks[slot];
+  s->fd = fd;
+  s->gen = (s->gen + 1) & 0x7ff;
+  s->listener = listener;
+  s->client_len = 0;
+  struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)slot};
+  if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+    int err = errno;
+    s->fd = -1;
+    return -err;
+  }
+  return make_id(c, (uint32_t)slot);
+}
+
+static void ctx_free(napi_env env, void *data, void *hint);
+
+/* create(slots, slotSize, onBatch) -> context object with rx, rxMeta, tx, counters ArrayBuffers */
+static napi_value create(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint32_t slots = 0, slot_size = 0;
+  if (argc < 3 || napi_get_value_uint32(env, argv[0], &slots) != napi_ok || napi_get_value_uint32(env, argv[1], &slot_size) != napi_ok ||
+      slots < 1 || slots > 4096 || slot_size < 64 || slot_size > 65536) {
+    napi_throw_range_error(env, NULL, "create(slots 1..4096, slotSize 64..65536, onBatch)");
+    return NULL;
+  }
+  ctx_t *c = calloc(1, sizeof *c);
+  c->env = env;
+  c->slots = slots;
+  c->slot_size = slot_size;
+  c->stride = slot_size + 64;
+  c->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (c->epfd < 0) { free(c); return throw_errno(env, "epoll_create1", errno); }
+  c->rmsg = calloc(PER_SOCKET_MAX, sizeof *c->rmsg);
+  c->riov = calloc(PER_SOCKET_MAX, sizeof *c->riov);
+  c->raddr = calloc(PER_SOCKET_MAX, sizeof *c->raddr);
+  c->smsg = calloc(slots, sizeof *c->smsg);
+  c->siov = calloc(slots, sizeof *c->siov);
+  c->order = calloc(slots, sizeof *c->order);
+
+  napi_value obj, rx, meta, tx, cnt, name;
+  void *p;
+  CHECK(napi_create_object(env, &obj));
+  CHECK(napi_create_arraybuffer(env, (size_t)slots * c->stride, &p, &rx));
+  c->rx = p;
+  CHECK(napi_create_arraybuffer(env, (size_t)slots * RX_WORDS * 4, &p, &meta));
+  c->rx_meta = p;
+  CHECK(napi_create_arraybuffer(env, (size_t)slots * TX_WORDS * 4, &p, &tx));
+  c->tx = p;
+  CHECK(napi_create_arraybuffer(env, CNT_COUNT * 8, &p, &cnt));
+  c->counters = p;
+  memset(c->counters, 0, CNT_COUNT * 8);
+  CHECK(napi_set_named_property(env, obj, "rx", rx));
+  CHECK(napi_set_named_property(env, obj, "rxMeta", meta));
+  CHECK(napi_set_named_property(env, obj, "tx", tx));
+  CHECK(napi_set_named_property(env, obj, "counters", cnt));
+  CHECK(napi_create_reference(env, rx, 1, &c->rx_ref));
+  CHECK(napi_create_reference(env, meta, 1, &c->meta_ref));
+  CHECK(napi_create_reference(env, tx, 1, &c->tx_ref));
+  CHECK(napi_create_reference(env, cnt, 1, &c->cnt_ref));
+  CHECK(napi_create_reference(env, argv[2], 1, &c->cb_ref));
+  CHECK(napi_create_reference(env, obj, 0, &c->self_ref));
+  CHECK(napi_create_string_utf8(env, "quiclb_io", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_async_init(env, NULL, name, &c->async));
+  CHECK(napi_wrap(env, obj, c, ctx_free, NULL, NULL));
+
+  uv_loop_t *loop;
+  CHECK(napi_get_uv_event_loop(env, &loop));
+  uv_poll_init(loop, &c->poll, c->epfd);
+  c->poll.data = c;
+  uv_poll_start(&c->poll, UV_READABLE, on_poll);
+  return obj;
+}
+
+static void on_poll_closed(uv_handle_t *h) {
+  ctx_t *c = h->data;
+  close(c->epfd);
+  free(c->socks);
+  free(c->rmsg);
+  free(c->riov);
+  free(c->raddr);
+  free(c->smsg);
+  free(c->siov);
+  free(c->order);
+  free(c);
+}
+
+static void ctx_release(ctx_t *c, napi_env env) {
+  if (c->closing) return;
+  c->closing = 1;
+  for (uint32_t i = 0; i < c->nsocks; i++) if (c->socks[i].fd >= 0) { close(c->socks[i].fd); c->socks[i].fd = -1; }
+  uv_poll_stop(&c->poll);
+  napi_delete_reference(env, c->rx_ref);
+  napi_delete_reference(env, c->meta_ref);
+  napi_delete_reference(env, c->tx_ref);
+  napi_delete_reference(env, c->cnt_ref);
+  napi_delete_reference(env, c->cb_ref);
+  napi_async_destroy(env, c->async);
+  uv_close((uv_handle_t *)&c->poll, on_poll_closed);
+}
+
+static void ctx_free(napi_env env, void *data, void *hint) {
+  (void)hint;
+  ctx_t *c = data;
+  if (c->closing) return;
+  napi_delete_reference(env, c->self_ref);
+  c->self_ref = NULL;
+  ctx_release(c, env); /* the context memory is freed by on_poll_closed */
+}
+
+/* destroy(ctx): closes every socket and stops polling. */
+static napi_value destroy(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ctx_t *c = NULL;
+  if (argc < 1 || napi_unwrap(env, argv[0], (void **)&c) != napi_ok || c == NULL) return NULL;
+  if (!c->closing) {
+    napi_remove_wrap(env, argv[0], NULL); /* no finalizer after this: on_poll_closed frees the context */
+    napi_delete_reference(env, c->self_ref);
+    c->self_ref = NULL;
+    ctx_release(c, env);
+  }
+  return NULL;
+}
+
+static int set_buffers(int fd, int bytes) {
+  if (bytes <= 0) return 0;
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+  return 0;
+}
+
+/* openListener(ctx, host, port, reusePort, bufferBytes) -> [id, boundPort]; throws with the errno text */
+static napi_value open_listener(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ctx_t *c = get_ctx(env, argv[0]);
+  if (!c) return NULL;
+  uint32_t port = 0;
+  int32_t bufbytes = 0;
+  bool reuse = false;
+  CHECK(napi_get_value_uint32(env, argv[2], &port));
+  CHECK(napi_get_value_bool(env, argv[3], &reuse));
+  CHECK(napi_get_value_int32(env, argv[4], &bufbytes));
+  struct sockaddr_storage ss;
+  socklen_t len;
+  int fam = parse_addr(env, argv[1], port, &ss, &len);
+  if (fam < 0) { napi_throw_error(env, "EINVAL", "openListener: not an IP address"); return NULL; }
+  int fd = socket(fam, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "socket", errno);
+  int one = 1;
+  if (fam == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  if (reuse) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  set_buffers(fd, bufbytes);
+  if (bind(fd, (struct sockaddr *)&ss, len) < 0) {
+    int err = errno;
+    close(fd);
+    napi_throw_error(env, err == EADDRINUSE ? "EADDRINUSE" : err == EADDRNOTAVAIL ? "EADDRNOTAVAIL" : err == EACCES ? "EACCES" : "EBIND", strerror(err));
+    return NULL;
+  }
+  struct sockaddr_storage b;
+  socklen_t bl = sizeof b;
+  getsockname(fd, (struct sockaddr *)&b, &bl);
+  uint32_t bound = b.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&b)->sin_port) : ntohs(((struct sockaddr_in6 *)&b)->sin6_port);
+  int id = add_socket(c, fd, -1);
+  if (id < 0) { close(fd); return throw_errno(env, "epoll_ctl", -id); }
+  napi_value arr, v;
+  CHECK(napi_create_array_with_length(env, 2, &arr));
+  CHECK(napi_create_int32(env, id, &v));
+  CHECK(napi_set_element(env, arr, 0, v));
+  CHECK(napi_create_uint32(env, bound, &v));
+  CHECK(napi_set_element(env, arr, 1, v));
+  return arr;
+}
+
+/*
+ * openUpstream(ctx, listenerId, rxIndex, host, port) -> id (>= 0) or -errno (never throws on a socket error):
+ * a socket connected to the server, whose replies go to the client of received datagram rxIndex via the listener.
+ */
+static napi_value open_upstream(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ctx_t *c = get_ctx(env, argv[0]);
+  if (!c) return NULL;
+  int32_t lid = 0;
+  uint32_t idx = 0, port = 0;
+  CHECK(napi_get_value_int32(env, argv[1], &lid));
+  CHECK(napi_get_value_uint32(env, argv[2], &idx));
+  CHECK(napi_get_value_uint32(env, argv[4], &port));
+  napi_value result;
+  sock_t *l = lookup(c, lid);
+  if (!l || l->listener >= 0 || idx >= c->slots) {
+    napi_create_int32(env, -EBADF, &result);
+    return result;
+  }
+  struct sockaddr_storage ss;
+  socklen_t len;
+  int fam = parse_addr(env, argv[3], port, &ss, &len);
+  if (fam < 0) { napi_create_int32(env, -EINVAL, &result); return result; }
+  int fd = socket(fam, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int err = 0;
+  if (fd < 0) err = errno;
+  else if (connect(fd, (struct sockaddr *)&ss, len) < 0) { err = errno; close(fd); }
+  if (err) { napi_create_int32(env, -err, &result); return result; }
+  int id = add_socket(c, fd, (int)(lid & SLOT_MASK));
+  if (id < 0) { close(fd); napi_create_int32(env, id, &result); return result; }
+  sock_t *s = &c->socks[id & SLOT_MASK];
+  const int32_t *meta = &c->rx_meta[(size_t)idx * RX_WORDS];
+  memset(&s->client, 0, sizeof s->client);
+  if (meta[4] == 4) {
+    struct sockaddr_in *a = (struct sockaddr_in *)&s->client;
+    a->sin_family = AF_INET;
+    a->sin_port = htons((uint16_t)meta[3]);
+    memcpy(&a->sin_addr, &meta[6], 4);
+    s->client_len = sizeof *a;
+  } else {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&s->client;
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons((uint16_t)meta[3]);
+    memcpy(&a->sin6_addr, &meta[6], 16);
+    s->client_len = sizeof *a;
+  }
+  napi_create_int32(env, id, &result);
+  return result;
+}
+
+/* close(ctx, id): closes one socket (a stale id is ignored). */
+static napi_value close_socket(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ctx_t *c = NULL;
+  if (napi_unwrap(env, argv[0], (void **)&c) != napi_ok || c == NULL || c->closing) return NULL;
+  int32_t id = 0;
+  CHECK(napi_get_value_int32(env, argv[1], &id));
+  sock_t *s = lookup(c, id);
+  if (!s) return NULL;
+  epoll_ctl(c->epfd, EPOLL_CTL_DEL, s->fd, NULL);
+  close(s->fd);
+  s->fd = -1;
+  return NULL;
+}
+
+/* send(ctx, n): sends tx entries [0, n) now (outside a batch callback). */
+static napi_value send_now(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ctx_t *c = get_ctx(env, argv[0]);
+  if (!c) return NULL;
+  uint32_t n = 0;
+  CHECK(napi_get_value_uint32(env, argv[1], &n));
+  send_batch(c, n);
+  return NULL;
+}
+
+/* localPort(ctx, id) -> the socket's bound port, or -1 */
+static napi_value local_port(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  ctx_t *c = get_ctx(env, argv[0]);
+  if (!c) return NULL;
+  int32_t id = 0;
+  CHECK(napi_get_value_int32(env, argv[1], &id));
+  sock_t *s = lookup(c, id);
+  int port = -1;
+  if (s) {
+    struct sockaddr_storage b;
+    socklen_t bl = sizeof b;
+    if (getsockname(s->fd, (struct sockaddr *)&b, &bl) == 0)
+      port = b.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&b)->sin_port) : ntohs(((struct sockaddr_in6 *)&b)->sin6_port);
+  }
+  napi_value r;
+  napi_create_int32(env, port, &r);
+  return r;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor d[] = {
+      {"create", NULL, create, NULL, NULL, NULL, napi_default, NULL},
+      {"destroy", NULL, destroy, NULL, NULL, NULL, napi_default, NULL},
+      {"openListener", NULL, open_listener, NULL, NULL, NULL, napi_default, NULL},
+      {"openUpstream", NULL, open_upstream, NULL, NULL, NULL, napi_default, NULL},
+      {"close", NULL, close_socket, NULL, NULL, NULL, napi_default, NULL},
+      {"send", NULL, send_now, NULL, NULL, NULL, napi_default, NULL},
+      {"localPort", NULL, local_port, NULL, NULL, NULL, napi_default, NULL},
+  };
+  napi_value v;
+  napi_define_properties(env, exports, sizeof d / sizeof d[0], d);
+  napi_create_uint32(env, RX_WORDS, &v);
+  napi_set_named_property(env, exports, "RX_WORDS", v);
+  napi_create_uint32(env, TX_WORDS, &v);
+  napi_set_named_property(env, exports, "TX_WORDS", v);
+  napi_create_uint32(env, CNT_COUNT, &v);
+  napi_set_named_property(env, exports, "COUNTERS", v);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
