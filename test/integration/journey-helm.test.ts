@@ -335,6 +335,36 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
     }
   });
 
+  it('values.yaml "tls": deleting both certificate Secrets and running helm upgrade issues new ones under one new CA', async () => {
+    await kubectlOk(['delete', 'secret', `${operator}-tls`, `${dataplane}-tls`, '-n', ns]);
+    const r = await h(['upgrade', release, CHART, '--reuse-values']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const renewed = await tlsData();
+    expect(renewed).not.toBe(certificates);
+    const [op, dp] = renewed.trim().split('\n').map((l) => JSON.parse(l) as Record<string, string>);
+    expect(op!['ca.crt']).toBe(dp!['ca.crt']);
+    expect(op!['tls.crt']).not.toBe(dp!['tls.crt']);
+    // ...and the next upgrade keeps them again.
+    expect((await h(['upgrade', release, CHART, '--reuse-values'])).code).toBe(0);
+    expect(await tlsData()).toBe(renewed);
+    certificates = renewed;
+  });
+
+  it('dataplane.enabled=false (the operator alone): upgrades keep its generated certificate too', async () => {
+    const alone = `${release}-op`;
+    const secret = () => kubectlOk(['get', 'secret', `${alone}-quiclb-operator-tls`, '-n', ns, '-o', 'jsonpath={.data}']);
+    try {
+      expect((await h(['install', alone, CHART, '--set', 'crds.enabled=false', '--set', 'dataplane.enabled=false'])).code).toBe(0);
+      const first = await secret();
+      expect(first).toContain('tls.key');
+      expect((await h(['upgrade', alone, CHART, '--reuse-values', '--set', 'operator.logLevel=debug'])).code).toBe(0);
+      expect(await secret()).toBe(first);
+    } finally {
+      await h(['uninstall', alone]);
+    }
+  });
+
   it('helm uninstall removes every object of the release, namespaced and cluster-scoped, and keeps the CRD and the user objects', async () => {
     const r = await h(['uninstall', release, '--timeout', '30s']);
     expect(r.code).toBe(0);
