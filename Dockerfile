@@ -17,9 +17,19 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY lib/ lib/
 COPY cli/ cli/
 COPY dataplane/ dataplane/
+COPY examples/ examples/
 COPY operator/ operator/
 COPY proto/ proto/
 RUN node node_modules/typescript/bin/tsc -p tsconfig.build.json
+
+# The data plane's batched datagram I/O addon (native/quiclb_io.c; without it the data plane runs node:dgram),
+# compiled against the base image's Node headers (/usr/local/include/node). The compiler stays in this stage.
+FROM ${NODE_IMAGE} AS native
+WORKDIR /src
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
+COPY native/ native/
+RUN node native/build.mjs --strict
 
 # Runtime dependencies only, at the versions of package-lock.json. `npm install` rather than `npm ci`: the dev
 # dependency @matrixai/quic lists per-platform packages the registry does not have, which npm ci's lock check
@@ -35,6 +45,7 @@ ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
+COPY --from=native /src/native/build ./native/build
 COPY package.json ./
 COPY bin/ ./bin/
 USER 65532:65532

@@ -1,6 +1,7 @@
 /** Thin wrapper over node:util parseArgs that turns its errors into UsageError and parses numbers strictly. */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from './usage-error.js';
+import { IO_CHOICES, type IoChoice } from '../lib/config/standalone.js';
 
 export function parseFlags<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T, allowPositionals = true) {
   try {
@@ -19,4 +20,10 @@ export function intFlag(name: string, value: string | undefined, required = fals
   }
   if (!/^\d+$/.test(value)) throw new UsageError(`--${name}: expected a non-negative integer, got ${JSON.stringify(value)}`);
   return Number(value);
+}
+
+/** `--io PATH`: auto, batched or dgram. */
+export function ioFlag(value: string): IoChoice {
+  if ((IO_CHOICES as readonly string[]).includes(value)) return value as IoChoice;
+  throw new UsageError(`--io: must be one of ${IO_CHOICES.join(', ')}, got ${JSON.stringify(value)}`);
 }

@@ -1,7 +1,7 @@
 /** `quiclb dataplane --operator ADDR`: the per-node data plane driven by the operator's config channel. */
 import { LOG_LEVELS } from '../lib/config/standalone.js';
 import { TlsDirError } from '../proto/tls.js';
-import { intFlag, parseFlags } from './args.js';
+import { intFlag, ioFlag, parseFlags } from './args.js';
 import { UsageError } from './usage-error.js';
 import { waitForStop } from './wait-for-stop.js';
 
@@ -31,6 +31,8 @@ Options:
   --workers N              data-plane processes per load balancer sharing its ports (default 1: in this process)
   --report-interval SECS   counters on the stream every SECS seconds (default 5)
   --log-level LEVEL        ${LOG_LEVELS.join(', ')} (default info)
+  --io PATH                datagram I/O: auto (default: batched when its addon is built, Linux), batched
+                           (recvmmsg/sendmmsg), dgram (node:dgram); default QUICLB_IO, else auto
   -h, --help               this help`;
 
 export async function dataplaneCommand(argv: string[]): Promise<number> {
@@ -50,6 +52,7 @@ export async function dataplaneCommand(argv: string[]): Promise<number> {
       workers: { type: 'string' },
       'report-interval': { type: 'string' },
       'log-level': { type: 'string' },
+      io: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     false,
@@ -70,6 +73,8 @@ export async function dataplaneCommand(argv: string[]): Promise<number> {
   if (values['no-metrics'] && (values['metrics-port'] !== undefined || values['metrics-address'] !== undefined)) {
     throw new UsageError('--no-metrics cannot be combined with --metrics-port or --metrics-address');
   }
+  // The data planes and worker processes this agent starts read QUICLB_IO (dataplane/io/select.ts).
+  if (values.io !== undefined) process.env.QUICLB_IO = ioFlag(values.io);
   const workers = intFlag('workers', values.workers) ?? 1;
   if (workers < 1 || workers > 256) throw new UsageError('--workers: must be 1..256');
   const interval = values['report-interval'];

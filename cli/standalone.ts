@@ -4,7 +4,7 @@ import { describeConfig, loadStandaloneConfig, LOG_LEVELS, toSnapshot, type LogL
 import { dump } from 'js-yaml';
 import { parseSocketAddress } from '../lib/config/address.js';
 import { TlsDirError } from '../proto/tls.js';
-import { parseFlags, intFlag } from './args.js';
+import { parseFlags, intFlag, ioFlag } from './args.js';
 import { UsageError } from './usage-error.js';
 import { waitForStop } from './wait-for-stop.js';
 
@@ -24,6 +24,8 @@ Options:
   --config FILE        the YAML config
   --check              only validate and print the summary (keys are never printed)
   --log-level LEVEL    ${LOG_LEVELS.join(', ')} (overrides logging.level)
+  --io PATH            datagram I/O: auto (default: batched when its addon is built, Linux), batched
+                       (recvmmsg/sendmmsg), dgram (node:dgram); overrides io: of the file and QUICLB_IO
   --admin ADDR         serve the admin API (gRPC LoadBalancerConfig: GetConfig, UpdateConfig, RotateKeys) on
                        "ip:port" over mTLS; callers and roles come from admin.clients in the YAML
   --tls-dir DIR        with --admin: ca.crt (the CA of the client certificates), tls.crt, tls.key (the server's)
@@ -45,6 +47,7 @@ export async function standaloneCommand(argv: string[]): Promise<number> {
       listen: { type: 'string' },
       'metrics-port': { type: 'string' },
       'no-demo': { type: 'boolean' },
+      io: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     false,
@@ -58,6 +61,7 @@ export async function standaloneCommand(argv: string[]): Promise<number> {
   if (level !== undefined && !(LOG_LEVELS as readonly string[]).includes(level)) {
     throw new UsageError(`--log-level: must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(level)}`);
   }
+  const io = values.io === undefined ? undefined : ioFlag(values.io);
   if ((values.admin === undefined) !== (values['tls-dir'] === undefined)) throw new UsageError('--admin ADDR and --tls-dir DIR go together');
   const admin = values.admin === undefined ? undefined : { address: parseSocketAddress('--admin', values.admin, { allowPortZero: true }), tlsDir: values['tls-dir']! };
   if (values.example) {
@@ -91,7 +95,7 @@ export async function standaloneCommand(argv: string[]): Promise<number> {
   const { runStandalone } = await import('../dataplane/standalone.js');
   let handle;
   try {
-    handle = await runStandalone({ configPath: values.config, logLevel: level as LogLevel | undefined, admin });
+    handle = await runStandalone({ configPath: values.config, logLevel: level as LogLevel | undefined, admin, io });
   } catch (e) {
     if (e instanceof ConfigError) throw e; // exit status 2, field named
     if (e instanceof TlsDirError) throw new UsageError(`--tls-dir: ${e.message}`);

@@ -29,6 +29,7 @@ import { Rotator } from './rotation.js';
 import { startAdminServer, type AdminServer } from './admin/server.js';
 import type { HealthState } from './router.js';
 import { aggregateMetrics, WorkerPool } from './workers.js';
+import type { IoChoice } from './io/types.js';
 
 export interface StandaloneOptions {
   configPath: string;
@@ -44,6 +45,8 @@ export interface StandaloneOptions {
   listenLockDir?: string;
   /** Serve the admin API (LoadBalancerConfig) over mTLS (`--admin ADDR --tls-dir DIR`). */
   admin?: { address: SocketAddress; tlsDir: string };
+  /** Datagram I/O path (`--io`): overrides the file's `io:` (default: QUICLB_IO, else auto). */
+  io?: IoChoice;
 }
 
 /** A config checked exactly as a reload checks it, ready to apply. Holds keys: never log it. */
@@ -115,8 +118,9 @@ class InProcessEngine implements Engine {
   constructor(
     logger: Logger,
     private readonly registry: Registry,
+    io: IoChoice | undefined,
   ) {
-    this.dp = new Dataplane({ logger, registry });
+    this.dp = new Dataplane({ logger, registry, io });
   }
   start(s: DataplaneSnapshot) {
     return this.dp.start(s);
@@ -150,8 +154,9 @@ class WorkerEngine implements Engine {
     private readonly registry: Registry,
     logLevel: () => string,
     initial: DataplaneSnapshot,
+    io: IoChoice | undefined,
   ) {
-    this.pool = new WorkerPool({ count, logger, logLevel, health: () => this.checker.states() });
+    this.pool = new WorkerPool({ count, logger, logLevel, health: () => this.checker.states(), io });
     this.checker = new HealthChecker(initial.health, logger, initial.name, registry);
     this.checker.on('change', (c) => this.pool.broadcastHealth(c.name, c.state));
   }
@@ -220,8 +225,9 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
   }
 
   const workers = cfg0.workers;
+  const io = options.io ?? cfg0.io ?? undefined;
   const engine: Engine =
-    workers > 1 ? new WorkerEngine(workers, logger, registry, () => String(logger.level), snapshot) : new InProcessEngine(logger, registry);
+    workers > 1 ? new WorkerEngine(workers, logger, registry, () => String(logger.level), snapshot, io) : new InProcessEngine(logger, registry, io);
   workersGauge.set({ state: 'configured' }, workers);
   // Exclusive ownership of the listen addresses across instances (worker processes bind with SO_REUSEPORT, which
   // would let a second instance join silently); released whenever the engine stops.
@@ -300,6 +306,7 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
   const apply = async ({ loaded: next, snapshot: nextSnapshot }: ConfigCandidate, why: string): Promise<void> => {
     const c = next.config;
     if (c.workers !== cfg0.workers) logger.warn({ workers: c.workersSetting }, 'changing workers needs a restart; keeping the running workers');
+    if (c.io !== cfg0.io) logger.warn({ io: c.io }, 'changing io needs a restart; keeping the running I/O path');
     if (c.name !== cfg0.name) logger.warn({ name: c.name }, `changing name needs a restart; keeping ${JSON.stringify(cfg0.name)}`);
     if (c.monitoring.port !== cfg0.monitoring.port || c.monitoring.address !== cfg0.monitoring.address) {
       logger.warn('changing monitoring address or port needs a restart');

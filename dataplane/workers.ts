@@ -16,6 +16,7 @@ import { Dataplane } from './dataplane.js';
 import { createLogger, type Logger } from './logging.js';
 import { carryCounters, type MetricsJson } from './metrics-carry.js';
 import type { HealthState } from './router.js';
+import type { IoChoice } from './io/types.js';
 
 type ToWorker =
   | { t: 'start'; snapshot: SnapshotJson; health: [string, HealthState][]; logLevel: string }
@@ -132,6 +133,8 @@ export interface WorkerPoolOptions {
   heartbeatTimeoutMs?: number;
   /** A worker that lived this long before it exited restarts after the first, shortest delay again (default 60 s). */
   restartBackoffResetMs?: number;
+  /** Datagram I/O path of the workers (default: the QUICLB_IO they inherit, else auto). */
+  io?: IoChoice;
 }
 
 interface Slot {
@@ -272,7 +275,12 @@ export class WorkerPool {
 
   private fork(slot: Slot): Promise<void> {
     return new Promise((resolve, reject) => {
-      const worker = cluster.fork({ QUICLB_LOG_LEVEL: this.options.logLevel(), QUICLB_WORKER_INDEX: String(slot.index), QUICLB_WORKER_COUNT: String(this.options.count) });
+      const worker = cluster.fork({
+        QUICLB_LOG_LEVEL: this.options.logLevel(),
+        QUICLB_WORKER_INDEX: String(slot.index),
+        QUICLB_WORKER_COUNT: String(this.options.count),
+        ...(this.options.io !== undefined ? { QUICLB_IO: this.options.io } : {}),
+      });
       slot.worker = worker;
       slot.ready = false;
       let settled = false;

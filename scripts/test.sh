@@ -36,6 +36,21 @@ echo "== unit, component and end-to-end tests (jest)"
 NODE_OPTIONS=--experimental-vm-modules npx jest --json --outputFile="$out/unit.json" 2>&1 | tail -n 60
 count_jest "$out/unit.json"
 
+# The run above uses the batched I/O path where its addon is built (io: auto); the suites that exercise the data
+# plane's sockets run again on the node:dgram fallback, so both paths stay correct.
+if [ -f native/build/quiclb_io.node ]; then
+  echo "== data-plane socket suites on the node:dgram I/O path (QUICLB_IO=dgram)"
+  QUICLB_IO=dgram NODE_OPTIONS=--experimental-vm-modules npx jest --json --outputFile="$out/dgram.json" \
+    test/dataplane/forwarder.test.ts test/dataplane/forwarder-lifecycle.test.ts test/dataplane/hardening-reload.test.ts \
+    test/dataplane/hardening-workers.test.ts test/dataplane/standalone.test.ts test/e2e/plain-forwarding.test.ts 2>&1 | tail -n 20
+  count_jest "$out/dgram.json"
+  QUICLB_IO=dgram NODE_OPTIONS=--experimental-vm-modules npx jest --json --outputFile="$out/dgram-fuzz.json" \
+    test/dataplane/fuzz.test.ts -t 'real sockets' 2>&1 | tail -n 5
+  count_jest "$out/dgram-fuzz.json"
+else
+  echo "== batched I/O addon not built (native/build/quiclb_io.node): the run above used node:dgram"
+fi
+
 if [ -x test/cluster/ci-integration.sh ]; then
   echo "== integration tests against a real control plane"
   test/cluster/ci-integration.sh "$out/integration.json"

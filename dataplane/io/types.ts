@@ -7,10 +7,10 @@
  * (buffer, offset, length), with no Buffer, object or native crossing per datagram on the batched path.
  */
 import type { SocketAddress } from '../../lib/config/snapshot.js';
+import { IO_CHOICES, type IoChoice } from '../../lib/config/standalone.js';
 
-export const IO_PATHS = ['auto', 'batched', 'dgram'] as const;
 /** The option: auto = batched when the addon loads (Linux), else dgram. */
-export type IoChoice = (typeof IO_PATHS)[number];
+export { IO_CHOICES as IO_PATHS, type IoChoice };
 /** The path a data plane runs. */
 export type IoPath = 'batched' | 'dgram';
 

@@ -53,6 +53,10 @@ export interface StandaloneServer extends SnapshotServer {
   readonly serverIdSource: 'given' | 'derived';
 }
 
+/** Datagram I/O path of the data plane (`io:`): batched (recvmmsg/sendmmsg addon), dgram (node:dgram), auto. */
+export const IO_CHOICES = ['auto', 'batched', 'dgram'] as const;
+export type IoChoice = (typeof IO_CHOICES)[number];
+
 export interface StandaloneConfig {
   /** Absolute path of the YAML file (null when parsed from text without a path). */
   readonly path: string | null;
@@ -63,6 +67,8 @@ export interface StandaloneConfig {
   readonly workersSetting: number | 'auto';
   /** 'quic-lb' (default) or '4-tuple' (connection IDs ignored: 4-tuple table, else the fallback hash). */
   readonly routing: RoutingMode;
+  /** `io:` (null when absent: the QUICLB_IO environment variable, else auto). Read at start only. */
+  readonly io: IoChoice | null;
   readonly serverIdLength: number;
   /** The live configs of the YAML itself (before any rotation state overlay). */
   readonly configs: readonly LiveConfig[];
@@ -95,7 +101,7 @@ export const DEFAULT_MONITORING_ADDRESS = '127.0.0.1';
 /** Aliases (`*ref`) allowed in one YAML document. */
 export const MAX_YAML_ALIASES = 100;
 
-const TOP_KEYS = ['name', 'listen', 'workers', 'routing', 'loadbalancer', 'servers', 'flows', 'monitoring', 'logging', 'admin'];
+const TOP_KEYS = ['name', 'listen', 'workers', 'io', 'routing', 'loadbalancer', 'servers', 'flows', 'monitoring', 'logging', 'admin'];
 const LB_SINGLE_KEYS = ['nonce_length', 'encryption_key', 'encryption_key_file', 'config_id', 'length_self_encoded', 'extra_length'];
 const LB_KEYS = ['server_id_length', ...LB_SINGLE_KEYS, 'configs', 'config_rotation', 'state_file', 'short_header_dcid_length'];
 const CONFIG_KEYS = ['config_id', 'nonce_length', 'encryption_key', 'encryption_key_file', 'state', 'length_self_encoded', 'extra_length'];
@@ -195,6 +201,7 @@ export function parseStandaloneConfig(text: string, options: ParseOptions = {}):
   }
   const { workers, setting: workersSetting } = parseWorkers(top.workers);
   const routing = optEnum('routing', top.routing, ROUTING_MODES, DEFAULT_ROUTING);
+  const io = top.io === undefined ? null : optEnum('io', top.io, IO_CHOICES, 'auto');
 
   // ---- loadbalancer
   if (top.loadbalancer === undefined) throw new ConfigError('loadbalancer', 'is required (server_id_length, nonce_length, ...)');
@@ -393,6 +400,7 @@ export function parseStandaloneConfig(text: string, options: ParseOptions = {}):
     workers,
     workersSetting,
     routing,
+    io,
     serverIdLength,
     configs,
     rotation,
@@ -468,6 +476,7 @@ export function describeConfig(loaded: LoadedStandalone): Record<string, unknown
     name: config.name,
     listen: config.listen.map(formatSocketAddress),
     workers: config.workersSetting,
+    ...(config.io !== null ? { io: config.io } : {}),
     routing: config.routing,
     configs: loaded.liveConfigs.map((l) => ({
       config_id: l.config.configId,
