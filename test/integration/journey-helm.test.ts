@@ -167,6 +167,7 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
     expect(crd?.labels?.['app.kubernetes.io/managed-by']).toBe('Helm');
     await rolloutAsNotesSay(r.stdout);
     expect(r.stdout).toContain('Wait for the operator (2 replicas, one leads)');
+    expect(r.stdout).toContain('Uninstalling keeps the CRD and any QuicLoadBalancer still there.');
     expect((await podUids('operator')).length).toBe(2);
     certificates = await tlsData();
     expect(certificates).toContain('tls.key');
@@ -229,10 +230,11 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
     await expectUserObjectsUntouched();
   });
 
-  it('helm upgrade --reuse-values --set dataplane.bindPrivilegedPorts=true: earlier values stay, the DaemonSet rolls to root with NET_BIND_SERVICE only', async () => {
+  it('helm upgrade --reuse-values: bindPrivilegedPorts rolls the DaemonSet to root with NET_BIND_SERVICE only, replicas alone scale the operator without a restart', async () => {
     const rsBefore = await replicaSets();
     const dpPods = await podUids('dataplane');
-    const r = await h(['upgrade', release, CHART, '--reuse-values', '--set', 'dataplane.bindPrivilegedPorts=true']);
+    const opPods = await podUids('operator');
+    const r = await h(['upgrade', release, CHART, '--reuse-values', '--set', 'dataplane.bindPrivilegedPorts=true', '--set', 'operator.replicas=4']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('REVISION: 3');
@@ -247,11 +249,14 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
     const dpAfter = await podUids('dataplane');
     expect(dpAfter).toHaveLength(3);
     expect(dpAfter.filter((u) => dpPods.includes(u))).toEqual([]);
-    // --reuse-values kept revision 2's values; the operator's template is unchanged, so it did not roll.
+    // --reuse-values kept revision 2's values; the operator's template is unchanged: one more pod, none replaced.
     const d = await deployment();
-    expect(d.spec.replicas).toBe(3);
+    expect(d.spec.replicas).toBe(4);
     expect(d.spec.template.spec.containers[0]!.args).toContain('--log-level=debug');
     expect(await replicaSets()).toEqual(rsBefore);
+    const opAfter = await podUids('operator');
+    expect(opAfter).toHaveLength(4);
+    expect(opAfter.filter((u) => opPods.includes(u))).toEqual(opPods);
 
     expect(await tlsData()).toBe(certificates);
     await expectUserObjectsUntouched();
@@ -298,7 +303,7 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
     await expectUserObjectsUntouched();
   });
 
-  it('a chart release whose CRD changed: helm upgrade refuses while kubectl co-owns the CRD, --force-conflicts upgrades it, objects kept', async () => {
+  it('a chart release whose CRD changed: while kubectl co-owns the CRD helm upgrade fails on it (after applying the rest), --force-conflicts completes it, objects kept', async () => {
     const next = mkdtempSync(join(tmpdir(), 'quiclb-chart-next-'));
     try {
       cpSync(CHART, next, { recursive: true });
@@ -309,12 +314,15 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
       expect(original).toContain(READY_DESCRIPTION);
       writeFileSync(crdFile, original.replace(READY_DESCRIPTION, NEXT_READY_DESCRIPTION));
 
-      // beforeAll applied crds/ with `kubectl apply --server-side`: kubectl's field manager owns .spec.versions too.
+      // beforeAll applied crds/ with `kubectl apply --server-side`: kubectl's field manager owns .spec.versions too,
+      // so Helm's server-side apply of the changed CRD conflicts and the release is marked failed, the CRD unchanged...
       const refused = await h(['upgrade', release, next, '--reuse-values']);
       expect(refused.code).not.toBe(0);
       expect(refused.stderr).toContain('Apply failed with 1 conflict: conflict with "kubectl": .spec.versions');
       expect(await readyDescription()).toBe(READY_DESCRIPTION);
       expect((await history()).at(-1)).toMatchObject({ revision: 5, status: 'failed' });
+      // ...but Helm applied the new release's other objects all the same: they carry its chart label.
+      expect((await deployment()).metadata.labels?.['helm.sh/chart']).toBe('quiclb-0.1.1-next');
 
       const forced = await h(['upgrade', release, next, '--reuse-values', '--force-conflicts']);
       expect(forced.stderr).toBe('');
@@ -328,6 +336,7 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
       expect(back.stderr).toBe('');
       expect(back.code).toBe(0);
       expect(await readyDescription()).toBe(READY_DESCRIPTION);
+      expect((await deployment()).metadata.labels?.['helm.sh/chart']).toBe('quiclb-0.1.0');
       expect((await history()).slice(-3).map((e) => `${e.revision} ${e.status}`)).toEqual(['5 failed', '6 superseded', '7 deployed']);
       expect(await tlsData()).toBe(certificates);
     } finally {
