@@ -1,0 +1,202 @@
+/**
+ * The journey's network world (agent.ts) without Kubernetes: a `quiclb config-server` on the host serving a
+ * standalone YAML (reached from the node namespaces through a host Unix socket, as the operator's would be), two
+ * `quiclb dataplane` processes in two node namespaces, two backends in the pod network whose CID files the test
+ * writes in the kubelet's layout, and real clients (gtlsclient, a migrating gtlsclient, @matrixai/quic) through each
+ * node and through the ECMP relay that alternates each client's datagrams between the two data planes.
+ */
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { connect, createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { formatRotationState } from '../../lib/config/state-file.js';
+import { makeConfig } from '../../lib/quiclb/config.js';
+import { KubeletVolume } from '../backend/kubelet-volume.js';
+import { freeTcpPort, writeStandaloneYaml } from '../e2e/peers/dataplane.js';
+import { spawnNode, waitLine, type CliProc } from '../helpers/run-cli.js';
+import { TestCa } from '../helpers/tls.js';
+import { JourneyWorld, type ClientRequest, type ClientResult } from './world.js';
+
+const NODES = [
+  { name: 'n1', ip: '172.30.0.11' },
+  { name: 'n2', ip: '172.30.0.12' },
+];
+const BACKENDS = [
+  { name: 'web-a', ip: '10.244.1.5', sid: '0a01' },
+  { name: 'web-b', ip: '10.244.2.7', sid: '0a02' },
+];
+const PORT = 4433;
+const RELAY_PORT = 15000;
+const ECMP = { ip: '10.244.255.1', port: 4433 };
+const BODY = 1_000_000;
+const key = randomBytes(16);
+
+const dir = mkdtempSync(join(tmpdir(), 'quiclb-journey-test-'));
+let ca: TestCa;
+let configServer: CliProc;
+let socketRelay: Server;
+let world: JourneyWorld;
+const timings: string[] = [];
+
+function note(line: string): void {
+  timings.push(line);
+  process.stdout.write(`[journey world] ${line}\n`);
+}
+
+/** A Unix socket on the host piping to the config server's TCP port (how the node namespaces reach it). */
+async function unixRelay(path: string, port: number): Promise<Server> {
+  const server = createServer((c) => {
+    const up = connect(port, '127.0.0.1');
+    c.pipe(up).pipe(c);
+    const end = () => {
+      c.destroy();
+      up.destroy();
+    };
+    c.on('error', end).on('close', end);
+    up.on('error', end).on('close', end);
+  });
+  server.listen(path);
+  await once(server, 'listening');
+  return server;
+}
+
+/** The volume the kubelet would mount into a backend pod: the configs Secret and the server-id downward-API file. */
+function writeBackendVolume(path: string, sid: string): void {
+  const now = Date.now();
+  const config = makeConfig({ configId: 1, serverIdLength: 2, nonceLength: 17, key });
+  new KubeletVolume(path).write({
+    'configs.json': formatRotationState({ serverIdLength: 2, lastRotationAt: now, configs: [{ config, state: 'active', since: now }] }),
+    'server-id': sid,
+  });
+}
+
+function expectGood(r: ClientResult, what: string): void {
+  const context = `${what}: ${JSON.stringify(r)}`;
+  expect({ context, ok: r.ok, intact: r.intact }).toEqual({ context, ok: true, intact: true });
+}
+
+async function run(what: string, r: ClientRequest): Promise<ClientResult> {
+  const res = await world.client(r);
+  note(`${what}: ok=${res.ok} ${res.bytes} B in ${res.ms} ms, served by ${res.servedBy.join(',')}, migrated connections ${String(res.detail.migratedConnections)}`);
+  return res;
+}
+
+beforeAll(async () => {
+  const t0 = Date.now();
+  ca = new TestCa();
+  const serverTls = ca.issue({ cn: 'quiclb-operator', usage: 'server' });
+  const yaml = join(dir, 'web.yaml');
+  writeStandaloneYaml(yaml, {
+    name: 'web',
+    // hostNetwork: each data plane binds the port on every address of its node
+    listen: [`0.0.0.0:${PORT}`],
+    loadbalancer: { config_id: 1, server_id_length: 2, nonce_length: 17, encryption_key: key.toString('base64') },
+    servers: BACKENDS.map((b) => ({ id: b.name, address: `${b.ip}:${PORT}`, server_id: b.sid })),
+    healthCheck: { enabled: true, interval: '500ms', timeout: '300ms' },
+    metricsPort: null,
+  });
+  const grpcPort = await freeTcpPort();
+  configServer = spawnNode(['--import', 'tsx', 'cli/main.ts', 'config-server', '--listen', `127.0.0.1:${grpcPort}`, '--tls-dir', serverTls.dir, '--load-balancer', yaml]);
+  await waitLine(configServer, /"msg":"config server listening"/, 30_000);
+  const socketPath = join(dir, 'config-server.sock');
+  socketRelay = await unixRelay(socketPath, grpcPort);
+
+  world = await JourneyWorld.start();
+  await world.setup({ podCidrRoutes: ['10.244.0.0/16'], nodes: NODES, configServerSocket: socketPath, relayPort: RELAY_PORT });
+  const tWorld = Date.now();
+  for (const b of BACKENDS) {
+    const volume = join(dir, `volume-${b.name}`);
+    writeBackendVolume(volume, b.sid);
+    const started = await world.backend({ name: b.name, ip: b.ip, port: PORT, dir: volume });
+    expect(started.generator).toEqual({ activeConfigId: 1, serverId: b.sid, cidLength: 20, reason: null });
+  }
+  for (const n of NODES) {
+    const tls = ca.issue({ cn: n.name, usage: 'client' });
+    await world.dataplane(n.name, ['--operator', `localhost:${RELAY_PORT}`, '--tls-dir', tls.dir, '--node-name', n.name, '--no-metrics', '--log-level', 'info']);
+  }
+  await Promise.all(NODES.map((n) => world.waitEvent((e) => e.event === 'dp' && e.node === n.name && String(e.line).includes('"msg":"snapshot applied"'), 30_000)));
+  await world.ecmp(ECMP, NODES.map((n) => ({ ip: n.ip, port: PORT })));
+  note(`world up in ${Date.now() - t0} ms (agent + namespaces ${tWorld - t0} ms; backends, data planes applied, ecmp ${Date.now() - tWorld} ms)`);
+}, 90_000);
+
+afterAll(async () => {
+  for (const e of world?.events ?? []) if (e.event === "backend" && process.env.JOURNEY_DEBUG) process.stdout.write(JSON.stringify(e) + "\n");
+  const exit = await world?.close();
+  if (exit !== undefined) note(`agent exit: ${exit}`);
+  configServer?.child.kill('SIGTERM');
+  socketRelay?.close();
+  ca?.remove();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('journey world: namespaces, data planes, backends with Kubernetes CID files, real QUIC clients', () => {
+  it('ngtcp2, a migrating ngtcp2 and @matrixai/quic through each node and through the ECMP relay: all intact', async () => {
+    const targets = [...NODES.map((n) => ({ label: `node ${n.name}`, host: n.ip, port: PORT })), { label: 'ecmp', host: ECMP.ip, port: ECMP.port }];
+    const runs = targets.flatMap((t) => [
+      run(`${t.label} ngtcp2`, { kind: 'ngtcp2', host: t.host, port: t.port, path: `/${BODY}` }),
+      run(`${t.label} ngtcp2-migrate`, { kind: 'ngtcp2-migrate', host: t.host, port: t.port, path: `/${BODY}`, migrateAfterMs: 20 }),
+      run(`${t.label} matrixai`, { kind: 'matrixai', host: t.host, port: t.port, path: '/100000', count: 4, migrate: true }),
+    ]);
+    const results = await Promise.all(runs);
+    const labels = targets.flatMap((t) => [`${t.label} ngtcp2`, `${t.label} ngtcp2-migrate`, `${t.label} matrixai`]);
+    results.forEach((r, i) => {
+      expectGood(r, labels[i]);
+      expect(r.servedBy).toHaveLength(1);
+    });
+    // the migrating clients really moved to a new CID of the same backend and kept going
+    results.forEach((r, i) => {
+      if (labels[i].endsWith('migrate') || labels[i].endsWith('matrixai')) expect({ what: labels[i], migrated: r.detail.migratedConnections }).toEqual({ what: labels[i], migrated: 1 });
+    });
+  }, 60_000);
+
+  it('the ECMP relay really alternated each client between the two data planes', async () => {
+    const audit = await world.audit();
+    const counts = audit.ecmp[`${ECMP.ip}:${ECMP.port}`];
+    note(`ecmp: ${JSON.stringify(counts)}`);
+    expect(counts.toTargets.every((n) => n > 100)).toBe(true);
+    expect(Math.abs(counts.toTargets[0] - counts.toTargets[1])).toBeLessThanOrEqual(3);
+  });
+
+  it('audit: every backend got traffic, and no datagram carried a connection ID its backend did not issue', async () => {
+    const audit = await world.audit();
+    for (const b of BACKENDS) {
+      const a = audit.backends[b.name];
+      note(`audit ${b.name}: ${JSON.stringify({ ...a, examples: a.examples.slice(0, 3) })}`);
+      expect({ name: b.name, foreign: a.foreignCids, examples: a.examples }).toEqual({ name: b.name, foreign: 0, examples: [] });
+      expect(a.shortHeader).toBeGreaterThan(0);
+      expect(a.unroutableIssued).toBe(0);
+    }
+    expect(Object.values(audit.backends).reduce((s, a) => s + a.responses, 0)).toBeGreaterThanOrEqual(6 + 3 * 4);
+  });
+
+  it('a failed client answers ok:false and the world keeps going; bad requests get precise errors', async () => {
+    const dead = await world.client({ kind: 'ngtcp2', host: '172.30.0.99', port: PORT, path: '/1000', timeoutMs: 8000 });
+    expect(dead.ok).toBe(false);
+    await expect(world.request('client', { kind: 'curl', host: NODES[0].ip, port: PORT, path: '/1' })).rejects.toThrow(/unknown client kind/);
+    await expect(world.request('dataplane', { node: 'n9', args: [] })).rejects.toThrow(/unknown node "n9"/);
+    await expect(world.request('bogus')).rejects.toThrow(/unknown op "bogus"/);
+    const again = await world.client({ kind: 'matrixai', host: NODES[1].ip, port: PORT, path: '/5000', count: 2 });
+    expectGood(again, 'after the failures');
+  }, 30_000);
+
+  it('killDataplane reports the exit; the agent leaves nothing behind: namespaces and processes go with it', async () => {
+    const killed = await world.killDataplane('n2', 'SIGKILL');
+    expect(killed.exit).toBe('SIGKILL');
+    const pid = world.child.pid!;
+    const exit = await world.close();
+    expect(exit).toBe(0);
+    // nothing of ours is left: no process whose parent chain leads to the agent, no veth named like ours on the host
+    const children = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ')[1] === String(pid);
+      } catch {
+        return false;
+      }
+    });
+    expect(children).toEqual([]);
+    expect(existsSync(`/proc/${pid}`)).toBe(false);
+  }, 30_000);
+});
