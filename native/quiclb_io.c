@@ -89,6 +89,8 @@ typedef struct {
   struct iovec *riov, *siov;
   struct sockaddr_storage *raddr;
   uint16_t *order;
+  int32_t *keys;
+  sock_t **dests;
   int in_batch;
 } ctx_t;
 
@@ -151,28 +153,35 @@ static void count_tx_error(ctx_t *c, int to_client, int err, double n) {
   else c->counters[base + 2] += n;
 }
 
-/* Sends tx entries [0, n) grouped by fd (a stable order by target), one sendmmsg per run. */
+/*
+ * Sends tx entries [0, n) grouped by output socket (a stable order, so datagrams of one flow keep their order),
+ * one sendmmsg per run: a connected upstream socket for client -> server, the listener (a destination per message)
+ * for server -> client, so all replies of a batch through one listener leave in one call.
+ */
 static void send_batch(ctx_t *c, uint32_t n) {
   if (n > c->slots) n = c->slots;
-  /* stable insertion sort of entry indices by target: batches are small and mostly grouped already */
   uint16_t *ord = c->order;
+  int32_t *key = c->keys;
+  sock_t **dest = c->dests; /* to-client entries: the upstream whose client gets it (its address) */
   for (uint32_t i = 0; i < n; i++) {
     int32_t t = c->tx[i * TX_WORDS];
-    uint32_t j = i;
-    while (j > 0 && c->tx[ord[j - 1] * TX_WORDS] > t) { ord[j] = ord[j - 1]; j--; }
+    sock_t *s = lookup(c, t < 0 ? ~t : t);
+    int32_t k = -1; /* -1: nowhere to send (closed meanwhile) */
+    if (s && t >= 0) k = (int32_t)((uint32_t)t & SLOT_MASK);
+    else if (s && s->listener >= 0 && (uint32_t)s->listener < c->nsocks && c->socks[s->listener].fd >= 0) k = s->listener;
+    key[i] = k;
+    dest[i] = t < 0 ? s : NULL;
+    uint32_t j = i; /* stable insertion sort by output socket: batches are small and mostly grouped already */
+    while (j > 0 && key[ord[j - 1]] > k) { ord[j] = ord[j - 1]; j--; }
     ord[j] = (uint16_t)i;
   }
   uint32_t i = 0;
   while (i < n) {
-    int32_t target = c->tx[ord[i] * TX_WORDS];
-    int to_client = target < 0;
-    sock_t *s = lookup(c, to_client ? ~target : target);
-    sock_t *out = s;
-    if (s && to_client) out = (s->listener >= 0 && (uint32_t)s->listener < c->nsocks && c->socks[s->listener].fd >= 0) ? &c->socks[s->listener] : NULL;
+    int32_t k = key[ord[i]];
     uint32_t m = 0;
-    while (i + m < n && c->tx[ord[i + m] * TX_WORDS] == target) {
-      const int32_t *e = &c->tx[ord[i + m] * TX_WORDS];
-      uint32_t off = (uint32_t)e[1], len = (uint32_t)e[2];
+    while (i + m < n && key[ord[i + m]] == k) {
+      uint32_t e = ord[i + m];
+      uint32_t off = (uint32_t)c->tx[e * TX_WORDS + 1], len = (uint32_t)c->tx[e * TX_WORDS + 2];
       if (off >= c->slots * c->stride || len > c->slots * c->stride - off) len = 0, off = 0;
       struct mmsghdr *h = &c->smsg[m];
       c->siov[m].iov_base = c->rx + off;
@@ -180,24 +189,26 @@ static void send_batch(ctx_t *c, uint32_t n) {
       memset(&h->msg_hdr, 0, sizeof h->msg_hdr);
       h->msg_hdr.msg_iov = &c->siov[m];
       h->msg_hdr.msg_iovlen = 1;
-      if (to_client && s) {
-        h->msg_hdr.msg_name = &s->client;
-        h->msg_hdr.msg_namelen = s->client_len;
+      if (dest[e]) {
+        h->msg_hdr.msg_name = &dest[e]->client;
+        h->msg_hdr.msg_namelen = dest[e]->client_len;
       }
       m++;
     }
     i += m;
-    if (!out) { c->counters[CNT_TX_CLOSED] += m; continue; }
-    uint32_t k = 0;
-    while (k < m) {
-      int r = sendmmsg(out->fd, &c->smsg[k], m - k, MSG_DONTWAIT);
+    if (k < 0) { c->counters[CNT_TX_CLOSED] += m; continue; }
+    int to_client = c->socks[k].listener < 0; /* a listener sends to clients */
+    int fd = c->socks[k].fd;
+    uint32_t done = 0;
+    while (done < m) {
+      int r = sendmmsg(fd, &c->smsg[done], m - done, MSG_DONTWAIT);
       c->counters[CNT_TX_CALLS]++;
-      if (r > 0) { k += (uint32_t)r; continue; }
+      if (r > 0) { done += (uint32_t)r; continue; }
       int err = r < 0 ? errno : EIO;
       if (err == EINTR) continue;
-      if (err == EAGAIN || err == EWOULDBLOCK) { count_tx_error(c, to_client, err, (double)(m - k)); break; }
+      if (err == EAGAIN || err == EWOULDBLOCK) { count_tx_error(c, to_client, err, (double)(m - done)); break; }
       count_tx_error(c, to_client, err, 1);
-      k++;
+      done++;
     }
   }
 }
@@ -373,6 +384,8 @@ static napi_value create(napi_env env, napi_callback_info info) {
   c->smsg = calloc(slots, sizeof *c->smsg);
   c->siov = calloc(slots, sizeof *c->siov);
   c->order = calloc(slots, sizeof *c->order);
+  c->keys = calloc(slots, sizeof *c->keys);
+  c->dests = calloc(slots, sizeof *c->dests);
 
   napi_value obj, rx, meta, tx, cnt, name;
   void *p;
@@ -418,6 +431,8 @@ static void on_poll_closed(uv_handle_t *h) {
   free(c->smsg);
   free(c->siov);
   free(c->order);
+  free(c->keys);
+  free(c->dests);
   free(c);
 }
 
