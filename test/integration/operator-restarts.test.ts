@@ -10,58 +10,16 @@
  *   flows resume on the same backends (datagrams sent while no process listened are lost, none misrouted).
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { spawn } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CidEncoder } from '../../lib/quiclb/encoder.js';
 import type { QuicLbConfig } from '../../lib/quiclb/config.js';
-import { cluster, kubectl } from './cluster.js';
+import { restartApiServer } from './apiserver-restart.js';
+import { kubectl } from './cluster.js';
 import { json, OperatorWorld, POD_IPS, waitFor, type Proc } from './operator-fixture.js';
 
 const INTERVAL_MS = 20;
-
-/** Field 22 of /proc/PID/stat (start time in clock ticks), as test/cluster/lib.sh's proc_start records it. */
-function procStart(pid: number): string {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  return stat.slice(stat.lastIndexOf(') ') + 2).split(' ')[19];
-}
-
-/** Running, not a zombie: up.sh's daemons outlive their parent shell, and whoever inherits them may not reap them at once. */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(') ') + 2, stat.lastIndexOf(') ') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Stops the run's kube-apiserver by its recorded PID and starts the same binary with the same arguments, in its own
- * session, logging where up.sh logs; rewrites the pid files down.sh reads. Resolves with the ms from SIGTERM to its exit and to ready again.
- */
-async function restartApiServer(): Promise<{ exitedMs: number; readyMs: number }> {
-  const dir = cluster().dir;
-  const pidFile = join(dir, 'pids', 'kube-apiserver.pid');
-  const pid = Number(readFileSync(pidFile, 'utf8').trim());
-  const bin = readFileSync(join(dir, 'pids', 'kube-apiserver.bin'), 'utf8').trim();
-  expect(readFileSync(join(dir, 'pids', 'kube-apiserver.start'), 'utf8').trim()).toBe(procStart(pid));
-  const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((a, i, all) => i < all.length - 1 || a !== '');
-  expect(argv[0]).toBe(bin);
-  const t0 = Date.now();
-  process.kill(pid, 'SIGTERM');
-  await waitFor('kube-apiserver exited', async () => (alive(pid) ? undefined : true), 90_000, 50);
-  const exitedMs = Date.now() - t0;
-  const log = openSync(join(dir, 'logs', 'kube-apiserver.log'), 'a');
-  const child = spawn(argv[0], argv.slice(1), { detached: true, stdio: ['ignore', log, log], env: { ...process.env, HOME: join(dir, 'run') } });
-  closeSync(log);
-  child.unref();
-  writeFileSync(pidFile, `${child.pid}\n`);
-  writeFileSync(join(dir, 'pids', 'kube-apiserver.start'), `${procStart(child.pid!)}\n`);
-  await waitFor('kube-apiserver ready again', async () => ((await kubectl(['get', '--raw', '/readyz'])).code === 0 ? true : undefined), 90_000, 100);
-  return { exitedMs, readyMs: Date.now() - t0 };
-}
 
 describe('established flows across restarts of the API server and the data plane', () => {
   const w = new OperatorWorld();
