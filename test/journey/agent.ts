@@ -39,6 +39,8 @@
  *    [,"spreadMs":t][,"migrate":true (matrixai)][,"migrateAfterMs":30 (ngtcp2-migrate)][,"timeoutMs":60000]}
  *       -> {"ok","bytes","intact","servedBy":[backend names],"ms","detail"}
  *   {"op":"audit"} -> {"backends":{name:{"datagrams","shortHeader","foreignCids","examples",...}},"ecmp":{...}}
+ *       (backend.ts says exactly what counts as foreign; a name started again: older instances as "name~1", ...)
+ *   {"op":"datagram","to":{"ip","port"},"hex":"..."} -> {"ok":true}: one UDP datagram from the client address
  *   {"op":"shutdown"} -> {"ok":true}, then the agent exits 0
  * Other events: {"event":"ready"} once the agent reads requests, {"event":"backend","name","line"} (generator
  * changes, errors), {"event":"log","source","line"}, {"event":"workerExit","worker","exit"} (unexpected).
@@ -201,6 +203,7 @@ serveLines(async (req) => {
     case 'ecmp':
     case 'client':
     case 'audit':
+    case 'datagram':
       return podWorker().request(forward);
     case 'dataplane':
     case 'killDataplane':

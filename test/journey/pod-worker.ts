@@ -4,6 +4,8 @@
  * the pod IPs, and runs the backends, the ECMP relay and the clients in-process (gtlsclient as child processes, which
  * inherit W). Requests are agent.ts's, forwarded as they came: JSON lines with "id", answered under the same id.
  */
+import { createSocket } from 'node:dgram';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -148,9 +150,30 @@ async function client(req: Json): Promise<Json> {
   return { ok: res.ok, bytes: res.bytes, intact: res.intact, servedBy: who.names, ms: res.ms, detail: { ...res.detail, clientCids: res.clientCids, migratedConnections: who.migrated } };
 }
 
+/** Sends one UDP datagram from the client address (a stray or forged packet, e.g. to check the audit catches it). */
+async function datagram(req: Json): Promise<Json> {
+  const to = endpoint(req.to, 'to');
+  const hex = str(req, 'hex');
+  if (!/^([0-9a-f]{2}){1,1500}$/i.test(hex)) throw new Error('"hex" must be 1 to 1500 bytes in hex');
+  const s = createSocket('udp4');
+  try {
+    s.bind(0, clientIp);
+    await once(s, 'listening');
+    await new Promise<void>((resolve, reject) => s.send(Buffer.from(hex, 'hex'), to.port, to.ip, (e) => (e ? reject(e) : resolve())));
+  } finally {
+    s.close();
+  }
+  return { ok: true };
+}
+
 function audit(): Json {
   const out: Json = {};
-  for (const b of [...stopped, ...backends.values()]) out[b.name] = b.stats();
+  // a name used again (a backend stopped and started anew): the newest instance has the name, older ones "name~1", ...
+  for (const b of [...backends.values(), ...[...stopped].reverse()]) {
+    let key = b.name;
+    for (let i = 1; key in out; i++) key = `${b.name}~${i}`;
+    out[key] = b.stats();
+  }
   const ecmpCounts: Json = {};
   for (const [k, r] of relays) ecmpCounts[k] = r.counts;
   return { backends: out, ecmp: ecmpCounts };
@@ -181,6 +204,8 @@ serveLines(async (req) => {
       return client(req);
     case 'audit':
       return audit();
+    case 'datagram':
+      return datagram(req);
     case 'shutdown':
       setImmediate(() => void end());
       return { ok: true };

@@ -202,6 +202,11 @@ export class JourneyWorld {
     return this.request('client', r);
   }
 
+  /** Sends one raw UDP datagram from the client address in the pod network. */
+  datagram(to: { ip: string; port: number }, bytes: Buffer): Promise<{ ok: true }> {
+    return this.request('datagram', { to, hex: bytes.toString('hex') });
+  }
+
   audit(): Promise<Audit> {
     return this.request('audit');
   }
