@@ -129,6 +129,10 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
   };
 
   beforeAll(async () => {
+    // --take-ownership (below) needs Helm >= 3.17.
+    const version = (await helm(['version', '--template', '{{.Version}}'])).stdout;
+    const [major, minor] = (/^v(\d+)\.(\d+)\./.exec(version) ?? []).slice(1).map(Number);
+    expect(`helm ${version}: ${major! > 3 || (major === 3 && minor! >= 17) ? 'has' : 'lacks'} --take-ownership`).toBe(`helm ${version}: has --take-ownership`);
     // Another suite may have just deleted the CRD (kubectl delete --wait=false): a user waits for it to go first.
     await waitFor('the CRD to finish deleting', async () => ((await crdMeta())?.deletionTimestamp ? undefined : true), 60_000, 250);
     crdBefore = await crdMeta();
@@ -230,11 +234,11 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
     await expectUserObjectsUntouched();
   });
 
-  it('helm upgrade --reuse-values: bindPrivilegedPorts rolls the DaemonSet to root with NET_BIND_SERVICE only, replicas alone scale the operator without a restart', async () => {
+  it('helm upgrade --reuse-values: bindPrivilegedPorts and metricsPort roll the DaemonSet (root with NET_BIND_SERVICE only, new port), replicas alone scale the operator without a restart', async () => {
     const rsBefore = await replicaSets();
     const dpPods = await podUids('dataplane');
     const opPods = await podUids('operator');
-    const r = await h(['upgrade', release, CHART, '--reuse-values', '--set', 'dataplane.bindPrivilegedPorts=true', '--set', 'operator.replicas=4']);
+    const r = await h(['upgrade', release, CHART, '--reuse-values', '--set', 'dataplane.bindPrivilegedPorts=true', '--set', 'dataplane.metricsPort=9191', '--set', 'operator.replicas=4']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('REVISION: 3');
@@ -245,6 +249,9 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
     const c = ds.spec.template.spec.containers[0]!;
     expect(c.securityContext).toMatchObject({ runAsUser: 0, runAsNonRoot: false, capabilities: { drop: ['ALL'], add: ['NET_BIND_SERVICE'] } });
     expect(ds.spec.template.spec.initContainers?.[0]?.command?.join(' ')).toContain('chown 0:0 /var/lib/quiclb');
+    expect(c.args).toContain('--metrics-port=9191');
+    expect(await kubectlOk(['get', 'service', `${dataplane}-metrics`, '-n', ns, '-o', 'jsonpath={.spec.ports[0].port}'])).toBe('9191');
+    expect(r.stdout).toContain("data planes on every node's port 9191");
     expect(await revisions()).toEqual([1, 2]);
     const dpAfter = await podUids('dataplane');
     expect(dpAfter).toHaveLength(3);
@@ -296,6 +303,7 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
     const c = (await daemonSet()).spec.template.spec.containers[0]!;
     expect(c.securityContext).toMatchObject({ runAsUser: 65532, runAsNonRoot: true, capabilities: { drop: ['ALL'] } });
     expect(c.securityContext?.capabilities?.add).toBeUndefined();
+    expect(await kubectlOk(['get', 'service', `${dataplane}-metrics`, '-n', ns, '-o', 'jsonpath={.spec.ports[0].port}'])).toBe('9190');
     // The first template again: its ControllerRevision is reused with the next revision number.
     expect(await revisions()).toEqual([2, 3]);
     expect((await deployment()).spec.replicas).toBe(3);
@@ -344,7 +352,7 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
     }
   });
 
-  it('values.yaml "tls": deleting both certificate Secrets and running helm upgrade issues new ones under one new CA', async () => {
+  it('values.yaml "tls": deleting both certificate Secrets and running helm upgrade issues new ones under one new CA; the next upgrade keeps them', async () => {
     await kubectlOk(['delete', 'secret', `${operator}-tls`, `${dataplane}-tls`, '-n', ns]);
     const r = await h(['upgrade', release, CHART, '--reuse-values']);
     expect(r.stderr).toBe('');
@@ -354,9 +362,10 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
     const [op, dp] = renewed.trim().split('\n').map((l) => JSON.parse(l) as Record<string, string>);
     expect(op!['ca.crt']).toBe(dp!['ca.crt']);
     expect(op!['tls.crt']).not.toBe(dp!['tls.crt']);
-    // ...and the next upgrade keeps them again.
-    expect((await h(['upgrade', release, CHART, '--reuse-values'])).code).toBe(0);
+    // ...and the next upgrade keeps them again; turning the dashboard off removes its ConfigMap.
+    expect((await h(['upgrade', release, CHART, '--reuse-values', '--set', 'dashboards.enabled=false'])).code).toBe(0);
     expect(await tlsData()).toBe(renewed);
+    expect((await kubectl(['get', 'configmap', `${full}-dashboard`, '-n', ns])).stderr).toContain('NotFound');
     certificates = renewed;
   });
 
