@@ -183,6 +183,9 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
       },
       'data plane started',
     );
+    if (fallbackReason !== null && process.platform === 'linux') {
+      this.logger.warn({ ...this.lbField(snapshot.name), reason: fallbackReason }, 'batched datagram I/O not available: running node:dgram (more CPU per datagram)');
+    }
   }
 
   /** Hot reload: validates, binds new listen addresses, swaps configs/servers, closes removed listeners. Keeps flows. */
