@@ -34,6 +34,8 @@
  *   {"op":"dataplane","node","args":[...],"env":{...}} -> {"ok":true,"pid"}; log lines come as
  *       {"event":"dp","node","line"}, its end as {"event":"dpExit","node","exit"}
  *   {"op":"killDataplane","node","signal":"SIGKILL"} -> {"ok":true,"exit":"SIGKILL"|"<code>"}
+ *   {"op":"fetch","node","url":"http://127.0.0.1:9090/readyz"[,"timeoutMs"]} -> {"ok":true,"status","body","truncated"}:
+ *       an HTTP GET from inside the node's namespace (the data plane's monitoring port is not reachable from the host)
  *   {"op":"ecmp","listen":{"ip","port"},"targets":[{"ip","port"},...]} -> {"ok":true}
  *   {"op":"client","kind":"ngtcp2"|"ngtcp2-migrate"|"matrixai","host","port","path":"/1000000","count":k
  *    [,"spreadMs":t][,"migrate":true (matrixai)][,"migrateAfterMs":30 (ngtcp2-migrate)][,"timeoutMs":60000]}
@@ -207,6 +209,7 @@ serveLines(async (req) => {
       return podWorker().request(forward);
     case 'dataplane':
     case 'killDataplane':
+    case 'fetch':
       return nodeWorker(req).request(forward);
     case 'shutdown':
       setImmediate(() => void shutdown());

@@ -249,7 +249,8 @@ export class JourneyBackend {
         key: this.options.tls.key,
         cert: this.options.tls.cert,
         verifyPeer: false,
-        maxIdleTimeout: this.options.idleTimeoutMs ?? 10_000,
+        // long: a client spacing its requests out (spreadMs) sets the effective idle timeout (the smaller one wins)
+        maxIdleTimeout: this.options.idleTimeoutMs ?? 120_000,
         applicationProtos: ['h3'],
         disableActiveMigration: false,
       },

@@ -108,7 +108,10 @@ async function runMatrixai(r: ClientRequest, clientIp: string): Promise<ClientRe
   let c: ExampleQuicClient | null = null;
   const clientCids: string[] = [];
   try {
-    c = await ExampleQuicClient.connect({ host: r.host, port: r.port, localHost: clientIp, connectTimeoutMs: 5000 });
+    // quiche sends no keep-alive: the idle timeout must outlast the pauses between requests
+    const gapMs = r.count > 1 ? r.spreadMs / (r.count - 1) : 0;
+    const idleTimeoutMs = Math.min(120_000, Math.max(10_000, gapMs + 10_000));
+    c = await ExampleQuicClient.connect({ host: r.host, port: r.port, localHost: clientIp, connectTimeoutMs: 5000, idleTimeoutMs });
     clientCids.push(c.clientCid.toString('hex'));
     const serverCids = new Set<string>([c.serverCid.toString('hex')]);
     const statuses: (number | null)[] = [];

@@ -86,6 +86,18 @@ async function killDataplane(req: Json): Promise<Json> {
   return { ok: true, exit };
 }
 
+/** Largest body `fetch` returns (a /metrics page is a few hundred KB at most). */
+const MAX_FETCH_BYTES = 1024 * 1024;
+
+/** An HTTP GET from inside the node (the data plane's /metrics, /readyz on the node's loopback or node IP). */
+async function fetchUrl(req: Json): Promise<Json> {
+  const url = new URL(str(req, 'url'));
+  if (url.protocol !== 'http:') throw new Error('"url" must be http://');
+  const r = await fetch(url, { signal: AbortSignal.timeout(int(req, 'timeoutMs', 100, 60_000, 5000)) });
+  const body = Buffer.from(await r.arrayBuffer());
+  return { ok: true, status: r.status, body: body.subarray(0, MAX_FETCH_BYTES).toString('utf8'), truncated: body.length > MAX_FETCH_BYTES };
+}
+
 let ending = false;
 async function end(): Promise<void> {
   if (ending) return;
@@ -110,6 +122,8 @@ serveLines(async (req) => {
       return startDataplane(req);
     case 'killDataplane':
       return killDataplane(req);
+    case 'fetch':
+      return fetchUrl(req);
     case 'shutdown':
       setImmediate(() => void end());
       return { ok: true };

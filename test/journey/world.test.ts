@@ -117,7 +117,7 @@ beforeAll(async () => {
   }
   for (const n of NODES) {
     const tls = ca.issue({ cn: n.name, usage: 'client' });
-    await world.dataplane(n.name, ['--operator', `localhost:${RELAY_PORT}`, '--tls-dir', tls.dir, '--node-name', n.name, '--no-metrics', '--log-level', 'info']);
+    await world.dataplane(n.name, ['--operator', `localhost:${RELAY_PORT}`, '--tls-dir', tls.dir, '--node-name', n.name, '--metrics-port', '9090', '--metrics-address', '127.0.0.1', '--log-level', 'info']);
   }
   await Promise.all(NODES.map((n) => world.waitEvent((e) => e.event === 'dp' && e.node === n.name && String(e.line).includes('"msg":"snapshot applied"'), 30_000)));
   await world.ecmp(ECMP, NODES.map((n) => ({ ip: n.ip, port: PORT })));
@@ -140,7 +140,7 @@ describe('journey world: namespaces, data planes, backends with Kubernetes CID f
     const runs = targets.flatMap((t) => [
       run(`${t.label} ngtcp2`, { kind: 'ngtcp2', host: t.host, port: t.port, path: `/${BODY}` }),
       run(`${t.label} ngtcp2-migrate`, { kind: 'ngtcp2-migrate', host: t.host, port: t.port, path: `/${BODY}`, migrateAfterMs: 20 }),
-      run(`${t.label} matrixai`, { kind: 'matrixai', host: t.host, port: t.port, path: '/100000', count: 4, migrate: true }),
+      run(`${t.label} matrixai`, { kind: 'matrixai', host: t.host, port: t.port, path: '/100000', count: 4, migrate: true, spreadMs: 1500 }),
     ]);
     const results = await Promise.all(runs);
     const labels = targets.flatMap((t) => [`${t.label} ngtcp2`, `${t.label} ngtcp2-migrate`, `${t.label} matrixai`]);
@@ -154,6 +154,15 @@ describe('journey world: namespaces, data planes, backends with Kubernetes CID f
       if (labels[i].endsWith('migrate') || labels[i].endsWith('matrixai')) expect({ what: labels[i], migrated: r.detail.migratedConnections }).toEqual({ what: labels[i], migrated: 1 });
     });
   }, 60_000);
+
+  it('each node serves its own monitoring port (the same 127.0.0.1:9090 in each namespace), reached with fetch', async () => {
+    for (const n of NODES) {
+      const ready = await world.fetch(n.name, 'http://127.0.0.1:9090/readyz');
+      expect({ node: n.name, status: ready.status }).toEqual({ node: n.name, status: 200 });
+      const metrics = await world.fetch(n.name, 'http://127.0.0.1:9090/metrics');
+      expect(metrics.body).toMatch(/^quiclb_/m);
+    }
+  });
 
   it('the ECMP relay really alternated each client between the two data planes', async () => {
     const audit = await world.audit();

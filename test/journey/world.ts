@@ -194,6 +194,11 @@ export class JourneyWorld {
     return this.request('killDataplane', { node, signal });
   }
 
+  /** HTTP GET from inside a node's namespace (e.g. the data plane's /readyz or /metrics). */
+  fetch(node: string, url: string): Promise<{ ok: true; status: number; body: string; truncated: boolean }> {
+    return this.request('fetch', { node, url });
+  }
+
   ecmp(listen: { ip: string; port: number }, targets: { ip: string; port: number }[]): Promise<{ ok: true }> {
     return this.request('ecmp', { listen, targets });
   }
