@@ -40,6 +40,11 @@
  *   {"op":"client","kind":"ngtcp2"|"ngtcp2-migrate"|"matrixai","host","port","path":"/1000000","count":k
  *    [,"spreadMs":t][,"migrate":true (matrixai)][,"migrateAfterMs":30 (ngtcp2-migrate)][,"timeoutMs":60000]}
  *       -> {"ok","bytes","intact","servedBy":[backend names],"ms","detail"}
+ *       ngtcp2: `count` connections one after another, one GET each (gtlsclient writes every response to one file);
+ *       matrixai: `count` GETs on one connection, `migrate` moves it to a new port and CID before the second half.
+ *       ok: every body complete and intact (bytes = count x n). detail.migratedConnections: connections that sent to
+ *       two or more of their backend's CIDs (a migration happened, as the backend saw it); detail.runs (ngtcp2, with
+ *       exit status and stderr of failed runs), detail.serverCids/statuses/error (matrixai), detail.clientCids.
  *   {"op":"audit"} -> {"backends":{name:{"datagrams","shortHeader","foreignCids","examples",...}},"ecmp":{...}}
  *       (backend.ts says exactly what counts as foreign; a name started again: older instances as "name~1", ...)
  *   {"op":"datagram","to":{"ip","port"},"hex":"..."} -> {"ok":true}: one UDP datagram from the client address
@@ -76,6 +81,7 @@ class Worker {
       onReady = resolve;
       onFail = reject;
     });
+    this.ready.catch(() => {}); // awaited by setup(); a worker failing before that must not be an unhandled rejection
     eachLine(child.stdout, (line) => {
       let m: Json;
       try {
@@ -193,6 +199,7 @@ function shutdown(): Promise<void> {
 }
 process.on('SIGTERM', () => void shutdown());
 process.on('SIGINT', () => void shutdown());
+process.on('unhandledRejection', (e) => emit({ event: 'log', source: 'agent', line: `unhandled rejection: ${String(e)}` }));
 
 serveLines(async (req) => {
   if (ending) throw new Error('shutting down');

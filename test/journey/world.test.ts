@@ -191,6 +191,10 @@ describe('journey world: namespaces, data planes, backends with Kubernetes CID f
     await expect(world.request('client', { kind: 'curl', host: NODES[0].ip, port: PORT, path: '/1' })).rejects.toThrow(/unknown client kind/);
     await expect(world.request('dataplane', { node: 'n9', args: [] })).rejects.toThrow(/unknown node "n9"/);
     await expect(world.request('bogus')).rejects.toThrow(/unknown op "bogus"/);
+    await expect(world.request('setup', { nodes: NODES })).rejects.toThrow(/setup was already requested/);
+    await expect(world.backend({ name: 'web-a', ip: '10.244.9.9', port: PORT, dir })).rejects.toThrow(/backend web-a is already running/);
+    await expect(world.request('ecmp', { listen: { ip: '10.244.255.2', port: 1 }, targets: [{ ip: '999.1.1.1', port: 1 }] })).rejects.toThrow(/"ip" must be an IPv4 address/);
+    await expect(world.request('datagram', { to: { ip: '10.244.1.5', port: 1 }, hex: 'xyz' })).rejects.toThrow(/"hex" must be/);
     const again = await world.client({ kind: 'matrixai', host: NODES[1].ip, port: PORT, path: '/5000', count: 2 });
     expectGood(again, 'after the failures');
   }, 30_000);
