@@ -233,6 +233,24 @@ describe('journey world: namespaces, data planes, backends with Kubernetes CID f
     expect(audit.backends[b.name].responses).toBe(2);
   }, 30_000);
 
+  it('a backend started before its pod is annotated mints 0b111 CIDs, then follows the kubelet update of the files', async () => {
+    const volume = join(dir, 'volume-web-c');
+    const now = Date.now();
+    new KubeletVolume(volume).write({
+      'configs.json': formatRotationState({ serverIdLength: 2, lastRotationAt: now, configs: [{ config: makeConfig({ configId: 1, serverIdLength: 2, nonceLength: 17, key }), state: 'active', since: now }] }),
+      'server-id': '',
+    });
+    const started = await world.backend({ name: 'web-c', ip: '10.244.3.9', port: PORT, dir: volume });
+    expect(started.generator).toMatchObject({ activeConfigId: null, serverId: null, cidLength: 20 });
+    expect(started.generator.reason).toMatch(/empty/);
+    const t0 = Date.now();
+    writeBackendVolume(volume, '0a03');
+    const changed = await world.waitEvent((e) => e.event === 'backend' && e.name === 'web-c' && String(e.line).includes('"serverId":"0a03"'), 10_000);
+    note(`web-c: server ID file update seen after ${Date.now() - t0} ms: ${String(changed.line)}`);
+    expect(JSON.parse(String(changed.line).replace(/^generator: /, ''))).toEqual({ activeConfigId: 1, serverId: '0a03', cidLength: 20, reason: null });
+    await world.stopBackend('web-c');
+  }, 20_000);
+
   it('SIGKILL of an agent: its workers, data plane and namespaces are gone within seconds', async () => {
     const other = await JourneyWorld.start();
     await other.setup({ podCidrRoutes: ['10.244.0.0/16'], nodes: [NODES[0]], configServerSocket: join(dir, 'config-server.sock'), relayPort: RELAY_PORT });
