@@ -31,7 +31,8 @@
  *       says why 8 and not quiche's default 2)
  *   {"op":"backend","name","ip","port","dir"} -> {"ok":true,"generator":{activeConfigId,serverId,cidLength,reason}}
  *       once listening; {"op":"stopBackend","name"} -> {"ok":true} (the pod IP goes too)
- *   {"op":"dataplane","node","args":[...],"env":{...}} -> {"ok":true,"pid"}; log lines come as
+ *   {"op":"dataplane","node","args":[...],"env":{...}} -> {"ok":true,"pid"}: `quiclb dataplane ARGS` (tsx cli/main.ts)
+ *       with env = PATH, HOME, TMPDIR, LANG and the given env only (nothing else of the test's); log lines come as
  *       {"event":"dp","node","line"}, its end as {"event":"dpExit","node","exit"}
  *   {"op":"killDataplane","node","signal":"SIGKILL"} -> {"ok":true,"exit":"SIGKILL"|"<code>"}
  *   {"op":"fetch","node","url":"http://127.0.0.1:9090/readyz"[,"timeoutMs"]} -> {"ok":true,"status","body","truncated"}:

@@ -47,6 +47,12 @@ async function startRelay(port: number, socketPath: string): Promise<Server> {
   return server;
 }
 
+function baseEnv(): Record<string, string> {
+  const out: Record<string, string> = { NODE_OPTIONS: '' };
+  for (const k of ['PATH', 'HOME', 'TMPDIR', 'LANG']) if (process.env[k] !== undefined) out[k] = process.env[k]!;
+  return out;
+}
+
 function startDataplane(req: Json): Json {
   if (dataplane) throw new Error(`the data plane of ${nodeName} is running (pid ${dataplane.pid}): killDataplane first`);
   if (!Array.isArray(req.args) || !req.args.every((a) => typeof a === 'string')) throw new Error('"args" must be an array of strings');
@@ -54,7 +60,9 @@ function startDataplane(req: Json): Json {
   if (typeof env !== 'object' || Object.values(env).some((v) => typeof v !== 'string')) throw new Error('"env" must map names to strings');
   const child = spawnTied(process.execPath, ['--import', 'tsx', 'cli/main.ts', 'dataplane', ...(req.args as string[])], {
     cwd: repoRoot,
-    env: { ...process.env, NODE_OPTIONS: '', ...(env as Record<string, string>) },
+    // only what a container would have (PATH, HOME, TMPDIR) and the given env: nothing of the test's environment
+    // (a KUBECONFIG, tokens) reaches the data plane unless the test passes it
+    env: { ...baseEnv(), ...(env as Record<string, string>) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const onLine = (line: string) => emit({ event: 'dp', node: nodeName, line });

@@ -42,6 +42,7 @@ let world: JourneyWorld;
 const timings: string[] = [];
 /** Server CIDs (hex) of the matrixai clients of the first test, with the backend that issued them. */
 const servedCids: { cid: string; backend: string }[] = [];
+const dataplanePids = new Map<string, number>();
 
 function note(line: string): void {
   timings.push(line);
@@ -117,7 +118,8 @@ beforeAll(async () => {
   }
   for (const n of NODES) {
     const tls = ca.issue({ cn: n.name, usage: 'client' });
-    await world.dataplane(n.name, ['--operator', `localhost:${RELAY_PORT}`, '--tls-dir', tls.dir, '--node-name', n.name, '--metrics-port', '9090', '--metrics-address', '127.0.0.1', '--log-level', 'info']);
+    const started = await world.dataplane(n.name, ['--operator', `localhost:${RELAY_PORT}`, '--tls-dir', tls.dir, '--node-name', n.name, '--metrics-port', '9090', '--metrics-address', '127.0.0.1', '--log-level', 'info'], { NODE_NAME: n.name });
+    dataplanePids.set(n.name, started.pid);
   }
   await Promise.all(NODES.map((n) => world.waitEvent((e) => e.event === 'dp' && e.node === n.name && String(e.line).includes('"msg":"snapshot applied"'), 30_000)));
   await world.ecmp(ECMP, NODES.map((n) => ({ ip: n.ip, port: PORT })));
@@ -155,12 +157,15 @@ describe('journey world: namespaces, data planes, backends with Kubernetes CID f
     });
   }, 60_000);
 
-  it('each node serves its own monitoring port (the same 127.0.0.1:9090 in each namespace), reached with fetch', async () => {
+  it('each node serves its own monitoring port (the same 127.0.0.1:9090 in each namespace), reached with fetch; data planes get only the given env', async () => {
     for (const n of NODES) {
       const ready = await world.fetch(n.name, 'http://127.0.0.1:9090/readyz');
       expect({ node: n.name, status: ready.status }).toEqual({ node: n.name, status: 200 });
       const metrics = await world.fetch(n.name, 'http://127.0.0.1:9090/metrics');
       expect(metrics.body).toMatch(/^quiclb_/m);
+      // the data plane's environment: the given variables and a container's basics, nothing of the test's
+      const environ = readFileSync(`/proc/${dataplanePids.get(n.name)}/environ`, 'utf8').split('\0').filter(Boolean).map((kv) => kv.split('=')[0]);
+      expect(environ.sort()).toEqual(['HOME', 'LANG', 'NODE_NAME', 'NODE_OPTIONS', 'PATH', 'TMPDIR'].filter((k) => k === 'NODE_NAME' || k === 'NODE_OPTIONS' || process.env[k] !== undefined));
     }
   });
 
