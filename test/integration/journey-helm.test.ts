@@ -2,17 +2,19 @@
 // nodes, so Deployments and DaemonSets really roll): `helm install` over a CRD that is already there, user objects,
 // `helm upgrade` with changed values (what changes in the API, which pods roll, what stays), values refused on
 // upgrade, `helm rollback`, `helm uninstall` (what goes, what is kept) and a re-install over the kept CRD.
-// No operator runs here (kwok runs no containers; test/integration/journey.test.ts runs the chart's processes), so
-// no finalizer is ever put on the QuicLoadBalancer. chart.test.ts covers the objects and RBAC of one install.
+// kwok runs no containers: where the operator matters (its finalizer on the QuicLoadBalancer across an uninstall),
+// `quiclb operator` runs as a local process with the Deployment's arguments, the release's ServiceAccount token and
+// TLS Secret. chart.test.ts covers the objects and RBAC of one install; journey.test.ts the traffic.
 //
 // The CRD is shared with the other suites of the run: it is never deleted here, and its Helm ownership metadata is
 // put back as found in afterAll, so a later suite's `helm install` sees the same CRD it would have seen without us.
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createNamespace, deleteNamespace, helm, kubectl, kubectlOk, onTier2, waitFor } from './cluster.js';
+import { spawnNode, type CliProc } from '../helpers/run-cli.js';
+import { createNamespace, deleteNamespace, helm, kubectl, kubectlOk, onTier2, serviceAccountKubeConfig, waitFor } from './cluster.js';
 
 const CHART = join(process.cwd(), 'charts', 'quiclb');
 const CRD_DIR = join(process.cwd(), 'crds');
@@ -26,6 +28,7 @@ const NEXT_READY_DESCRIPTION = `${READY_DESCRIPTION} (next chart release)`;
 
 interface Meta {
   name: string;
+  finalizers?: string[];
   uid: string;
   resourceVersion: string;
   generation?: number;
@@ -119,14 +122,55 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
     for (const line of lines) await kubectlOk([...line.split(/\s+/).slice(1), '--timeout=45s'], { timeoutMs: 50_000 });
   };
   /** The user's objects are untouched: same uid, same resourceVersion (nothing of Helm's wrote to them). */
+  /**
+   * The user's objects are untouched: the same QuicLoadBalancer (uid) with the same spec (generation; the operator
+   * writes only its finalizer and status), the same key Secret (uid, resourceVersion: nobody wrote to it).
+   */
   const expectUserObjectsUntouched = async () => {
     const qlb = await getJson<Obj>(['quicloadbalancer', 'h3', '-n', userNs]);
     expect(qlb.metadata.uid).toBe(user.qlb?.uid);
-    expect(qlb.metadata.resourceVersion).toBe(user.qlb?.resourceVersion);
+    expect(qlb.metadata.generation).toBe(user.qlb?.generation);
     const secret = await getJson<Obj>(['secret', 'h3-key', '-n', userNs]);
     expect(secret.metadata.uid).toBe(user.secret?.metadata.uid);
-    expect(secret.data).toEqual(user.secret?.data);
+    expect(secret.metadata.resourceVersion).toBe(user.secret?.metadata.resourceVersion);
   };
+  /** Values every install and plain (not --reuse-values) upgrade repeats: the operator watches the user's namespace only. */
+  const watchUserNs = () => ['--set', `operator.watchNamespace=${userNs}`];
+
+  let operatorProc: CliProc | undefined;
+  /** Folders holding a ServiceAccount token and TLS key: removed in afterAll. */
+  const operatorDirs: string[] = [];
+  /** `quiclb operator` as the chart deploys it: the Deployment's args, the release's ServiceAccount token and TLS Secret. */
+  const startOperatorAsDeployed = async (): Promise<CliProc> => {
+    const dir = mkdtempSync(join(tmpdir(), 'quiclb-hj-op-'));
+    operatorDirs.push(dir);
+    const kubeconfig = join(dir, 'kubeconfig');
+    writeFileSync(kubeconfig, (await serviceAccountKubeConfig(ns, operator)).exportConfig(), { mode: 0o600 });
+    const tlsDir = join(dir, 'tls');
+    mkdirSync(tlsDir, { mode: 0o700 });
+    const tls = await getJson<Obj>(['secret', `${operator}-tls`, '-n', ns]);
+    for (const f of ['ca.crt', 'tls.crt', 'tls.key']) writeFileSync(join(tlsDir, f), Buffer.from(tls.data?.[f] ?? '', 'base64'), { mode: 0o600 });
+    // Loopback and a free port instead of the pod's 0.0.0.0:9443 and 9090; everything else as rendered.
+    const args = ((await deployment()).spec.template.spec.containers[0]!.args ?? []).map((a) =>
+      a.startsWith('--config-listen=') ? '--config-listen=127.0.0.1:0'
+        : a.startsWith('--metrics-port=') ? '--metrics-port=0'
+          : a.startsWith('--tls-dir=') ? `--tls-dir=${tlsDir}`
+            : a,
+    );
+    expect(args).toContain(`--namespace=${userNs}`);
+    operatorProc = spawnNode(['--import', 'tsx', 'cli/main.ts', ...args, `--kubeconfig=${kubeconfig}`], { env: { POD_NAME: `${operator}-local`, POD_NAMESPACE: ns } });
+    return operatorProc;
+  };
+  const stopOperator = async () => {
+    const p = operatorProc;
+    operatorProc = undefined;
+    if (!p || p.child.exitCode !== null || p.child.signalCode !== null) return;
+    p.child.kill('SIGTERM');
+    const killer = setTimeout(() => p.child.kill('SIGKILL'), 5_000);
+    await p.exit;
+    clearTimeout(killer);
+  };
+  const operatorOutput = () => (operatorProc ? `\noperator output:\n${operatorProc.out.slice(-20).join('\n')}\n${operatorProc.err.join('').slice(-2000)}` : '');
 
   beforeAll(async () => {
     // --take-ownership (below) needs Helm >= 3.17.
@@ -144,6 +188,8 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
   }, 100_000);
 
   afterAll(async () => {
+    await stopOperator();
+    for (const dir of operatorDirs) rmSync(dir, { recursive: true, force: true });
     if (ns) await h(['uninstall', release, '--timeout', '30s'], 40_000);
     if (userNs) await kubectl(['patch', 'quicloadbalancer', 'h3', '-n', userNs, '--type=merge', '-p', '{"metadata":{"finalizers":null}}']);
     if (userNs) await deleteNamespace(userNs);
@@ -156,12 +202,12 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
   }, 60_000);
 
   it('helm install over a CRD already in the cluster: refused with the reason, then adopted with --take-ownership', async () => {
-    const refused = await h(['install', release, CHART, '--set', 'crds.enabled=true']);
+    const refused = await h(['install', release, CHART, '--set', 'crds.enabled=true', ...watchUserNs()]);
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toContain(`CustomResourceDefinition "${CRD}" in namespace "" exists and cannot be imported into the current release: invalid ownership metadata`);
     expect((await h(['status', release])).stderr).toContain('release: not found');
 
-    const r = await h(['install', release, CHART, '--set', 'crds.enabled=true', '--take-ownership']);
+    const r = await h(['install', release, CHART, '--set', 'crds.enabled=true', ...watchUserNs(), '--take-ownership']);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('STATUS: deployed');
@@ -200,6 +246,7 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
     const dpPods = await podUids('dataplane');
     const r = await h([
       'upgrade', release, CHART,
+      ...watchUserNs(),
       '--set', 'operator.logLevel=debug',
       '--set', 'operator.replicas=3',
       '--set', 'operator.resources.limits.memory=256Mi',
@@ -383,7 +430,25 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
     }
   });
 
-  it('helm uninstall removes every object of the release, namespaced and cluster-scoped, and keeps the CRD and the user objects', async () => {
+  it('the operator, run as the chart deploys it, takes charge of the QuicLoadBalancer: finalizer, configs Secret, Lease', async () => {
+    await startOperatorAsDeployed();
+    const qlb = await waitFor('the operator to put its finalizer and write the configs Secret', async () => {
+      const q = await getJson<Obj>(['quicloadbalancer', 'h3', '-n', userNs]);
+      const configs = await kubectl(['get', 'secret', 'h3-quiclb-configs', '-n', userNs, '-o', 'name']);
+      return q.metadata.finalizers?.includes('quiclb.io/cleanup') && configs.code === 0 ? q : undefined;
+    }, 30_000).catch((err: Error) => {
+      throw new Error(`${err.message}${operatorOutput()}`);
+    });
+    expect(qlb.metadata.finalizers).toEqual(['quiclb.io/cleanup']);
+    expect(await kubectlOk(['get', 'lease', operator, '-n', ns, '-o', 'jsonpath={.spec.holderIdentity}'])).not.toBe('');
+    await expectUserObjectsUntouched();
+  });
+
+  it('helm uninstall removes every object of the release, namespaced and cluster-scoped, and keeps the CRD, the user objects and what the operator wrote', async () => {
+    // The release's pods get SIGTERM as it goes. In a cluster that usually comes after its Role is deleted, so the
+    // leader cannot release its Lease and a re-install leads only once it expires (leaseDuration, 15 s; seen here when
+    // stopped after the uninstall). Stopped first here, which spares the re-install below those 15 s.
+    await stopOperator();
     const r = await h(['uninstall', release, '--timeout', '30s']);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain(`These resources were kept due to the resource policy:\n[CustomResourceDefinition] ${CRD}`);
@@ -403,14 +468,24 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
     expect(crd?.annotations?.['helm.sh/resource-policy']).toBe('keep');
     await expectUserObjectsUntouched();
     expect(await kubectlOk(['get', 'qlb', '-n', userNs, '-o', 'name'])).toBe('quicloadbalancer.quiclb.io/h3\n');
+    // README: the operator's Lease stays in the release namespace, and so does the load balancer's configs Secret.
+    expect(await kubectlOk(['get', 'lease', operator, '-n', ns, '-o', 'name'])).toBe(`lease.coordination.k8s.io/${operator}\n`);
+    expect(await kubectlOk(['get', 'secret', 'h3-quiclb-configs', '-n', userNs, '-o', 'name'])).toBe('secret/h3-quiclb-configs\n');
+
+    // A QuicLoadBalancer not deleted before the uninstall keeps its finalizer: deleting it now waits for an operator.
+    await kubectlOk(['delete', 'quicloadbalancer', 'h3', '-n', userNs, '--wait=false']);
+    await new Promise((res) => setTimeout(res, 2_000));
+    const stuck = await getJson<Obj>(['quicloadbalancer', 'h3', '-n', userNs]);
+    expect(stuck.metadata.deletionTimestamp).toBeDefined();
+    expect(stuck.metadata.finalizers).toEqual(['quiclb.io/cleanup']);
   });
 
-  it('a re-install over the kept CRD: under another name it is refused (the CRD names the old release), under the same name it is adopted as is', async () => {
+  it('a re-install over the kept CRD: under another name it is refused (the CRD names the old release), under the same name it is adopted as is, and its operator finishes the pending deletion', async () => {
     const other = await h(['install', `${release}-b`, CHART]);
     expect(other.code).not.toBe(0);
     expect(other.stderr).toContain(`annotation validation error: key "meta.helm.sh/release-name" must equal "${release}-b": current value is "${release}"`);
 
-    const r = await h(['install', release, CHART]);
+    const r = await h(['install', release, CHART, ...watchUserNs()]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('REVISION: 1');
@@ -418,6 +493,17 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
     // A fresh install: new certificates, default values.
     expect(await tlsData()).not.toBe(certificates);
     expect((await deployment()).spec.replicas).toBe(2);
-    await expectUserObjectsUntouched();
+
+    await startOperatorAsDeployed();
+    await waitFor('the new operator to finish deleting the QuicLoadBalancer and its records', async () => {
+      const left = await kubectl(['get', 'quicloadbalancer/h3', 'secret/h3-quiclb-configs', '-n', userNs, '-o', 'name', '--ignore-not-found']);
+      return left.code === 0 && left.stdout.trim() === '' ? true : undefined;
+    }, 30_000).catch((err: Error) => {
+      throw new Error(`${err.message}${operatorOutput()}`);
+    });
+    // The user's key Secret is theirs: never written, never deleted.
+    const secret = await getJson<Obj>(['secret', 'h3-key', '-n', userNs]);
+    expect(secret.metadata.resourceVersion).toBe(user.secret?.metadata.resourceVersion);
+    await stopOperator();
   });
 });
