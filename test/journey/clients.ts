@@ -8,7 +8,8 @@
  * gtlsclient exits 0 even when its connection dies (QUIC-PEERS.md): only the downloaded bytes count.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ExampleQuicClient } from '../../examples/example-quic-client.js';
 import { isIntactBody, sizeOfPath } from './h3.js';
@@ -40,7 +41,7 @@ export interface ClientResult {
 }
 
 /** Runs one gtlsclient GET; resolves with the downloaded body's size and integrity. */
-async function gtlsGet(r: ClientRequest, dir: string, scid: string, clientIp: string, remaining: number): Promise<{ bytes: number; intact: boolean; exit: string; stderr: string }> {
+async function gtlsGet(r: ClientRequest, dir: string, scid: string, remaining: number): Promise<{ bytes: number; intact: boolean; exit: string; stderr: string }> {
   const dl = join(dir, scid);
   mkdirSync(dl, { recursive: true });
   const args = [
@@ -48,7 +49,7 @@ async function gtlsGet(r: ClientRequest, dir: string, scid: string, clientIp: st
     ...(r.kind === 'ngtcp2-migrate' ? [`--change-local-addr=${r.migrateAfterMs}ms`] : []),
     r.host, String(r.port), `https://localhost${r.path}`,
   ];
-  void clientIp; // gtlsclient takes its source address from the route (src = the client address)
+  // (gtlsclient cannot bind a source address: it gets the client address from the route's src)
   const child = spawnTied('gtlsclient', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => {
@@ -74,8 +75,18 @@ async function gtlsGet(r: ClientRequest, dir: string, scid: string, clientIp: st
   return { bytes, intact, exit, stderr: stderr.trim() };
 }
 
-async function runNgtcp2(r: ClientRequest, dir: string, clientIp: string): Promise<ClientResult> {
+async function runNgtcp2(r: ClientRequest): Promise<ClientResult> {
   const t0 = Date.now();
+  // downloads land here (one file per GET, checked and deleted at once); the directory goes with the run
+  const dir = mkdtempSync(join(tmpdir(), 'quiclb-journey-dl-'));
+  try {
+    return await downloads(r, dir, t0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function downloads(r: ClientRequest, dir: string, t0: number): Promise<ClientResult> {
   const clientCids: string[] = [];
   const runs: Record<string, unknown>[] = [];
   let bytes = 0;
@@ -90,7 +101,7 @@ async function runNgtcp2(r: ClientRequest, dir: string, clientIp: string): Promi
     }
     const scid = randomBytes(17).toString('hex');
     clientCids.push(scid);
-    const g = await gtlsGet(r, dir, scid, clientIp, remaining);
+    const g = await gtlsGet(r, dir, scid, remaining);
     bytes += g.bytes;
     intact &&= g.intact;
     runs.push({ scid, bytes: g.bytes, intact: g.intact, exit: g.exit, ...(g.intact ? {} : { stderr: g.stderr }) });
@@ -140,6 +151,6 @@ async function runMatrixai(r: ClientRequest, clientIp: string): Promise<ClientRe
   return { ok: intact && want !== null && bytes === want * r.count, bytes, intact, clientCids, ms: Date.now() - t0, detail };
 }
 
-export function runClient(r: ClientRequest, dir: string, clientIp: string): Promise<ClientResult> {
-  return r.kind === 'matrixai' ? runMatrixai(r, clientIp) : runNgtcp2(r, dir, clientIp);
+export function runClient(r: ClientRequest, clientIp: string): Promise<ClientResult> {
+  return r.kind === 'matrixai' ? runMatrixai(r, clientIp) : runNgtcp2(r);
 }

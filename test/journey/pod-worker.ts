@@ -6,16 +6,12 @@
  */
 import { createSocket } from 'node:dgram';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { isQuicLibraryError, selfSignedCert } from '../../examples/example-quic-backend.js';
 import { JourneyBackend, setActiveConnectionIdLimit } from './backend.js';
 import { runClient, type ClientRequest } from './clients.js';
 import { EcmpRelay, type Endpoint } from './ecmp.js';
 import { emit, int, ip, ipv4, serveLines, str, type Json } from './lines.js';
 
-const workDir = mkdtempSync(join(tmpdir(), 'quiclb-journey-w-'));
 const tls = selfSignedCert();
 const backends = new Map<string, JourneyBackend>();
 /** Stopped backends keep their audit (a foreign CID seen before the stop still counts). */
@@ -144,7 +140,7 @@ async function client(req: Json): Promise<Json> {
     migrate: req.migrate === true,
     timeoutMs: int(req, 'timeoutMs', 1000, 900_000, 60_000),
   };
-  const res = await runClient(r, workDir, clientIp);
+  const res = await runClient(r, clientIp);
   const who = servedBy(res.clientCids);
   // connections that used two or more of their backend's CIDs: migrated to a new CID (and path) and kept going
   return { ok: res.ok, bytes: res.bytes, intact: res.intact, servedBy: who.names, ms: res.ms, detail: { ...res.detail, clientCids: res.clientCids, migratedConnections: who.migrated } };
@@ -185,7 +181,6 @@ async function end(): Promise<void> {
   ending = true;
   for (const r of relays.values()) r.close();
   await Promise.race([Promise.all([...backends.values()].map((b) => b.stop())), new Promise((r) => setTimeout(r, 2000))]);
-  rmSync(workDir, { recursive: true, force: true });
   process.exit(0);
 }
 process.on('SIGTERM', () => void end());
