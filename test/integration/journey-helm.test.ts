@@ -100,12 +100,13 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
     kubectlOk(['get', 'secret', `${operator}-tls`, `${dataplane}-tls`, '-n', ns, '-o', 'jsonpath={range .items[*]}{.data}{"\\n"}{end}']);
   const deployment = () => getJson<Workload>(['deployment', operator, '-n', ns]);
   const daemonSet = () => getJson<Workload>(['daemonset', dataplane, '-n', ns]);
-  /** pod-template-hash of the operator's ReplicaSets with replicas, and the DaemonSet's ControllerRevisions. */
+  /** pod-template-hash of the operator's ReplicaSets that have replicas. */
   const replicaSets = async () =>
     (await getJson<{ items: Array<Obj & { spec: { replicas: number } }> }>(['replicaset', '-n', ns, '-l', 'app.kubernetes.io/component=operator']))
       .items.filter((rs) => rs.spec.replicas > 0)
       .map((rs) => rs.metadata.labels?.['pod-template-hash'])
       .sort();
+  /** Revision numbers of the DaemonSet's ControllerRevisions (one per distinct pod template). */
   const revisions = async () =>
     (await getJson<{ items: Array<Obj & { revision: number }> }>(['controllerrevision', '-n', ns, '-l', 'app.kubernetes.io/component=dataplane']))
       .items.map((r) => r.revision)
@@ -121,7 +122,6 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
     expect(lines).toEqual([`kubectl -n ${ns} rollout status deployment/${operator}`, `kubectl -n ${ns} rollout status daemonset/${dataplane}`]);
     for (const line of lines) await kubectlOk([...line.split(/\s+/).slice(1), '--timeout=45s'], { timeoutMs: 50_000 });
   };
-  /** The user's objects are untouched: same uid, same resourceVersion (nothing of Helm's wrote to them). */
   /**
    * The user's objects are untouched: the same QuicLoadBalancer (uid) with the same spec (generation; the operator
    * writes only its finalizer and status), the same key Secret (uid, resourceVersion: nobody wrote to it).
@@ -206,6 +206,7 @@ async function restoreCrdOwnership(want: Meta): Promise<void> {
     expect(refused.code).not.toBe(0);
     expect(refused.stderr).toContain(`CustomResourceDefinition "${CRD}" in namespace "" exists and cannot be imported into the current release: invalid ownership metadata`);
     expect((await h(['status', release])).stderr).toContain('release: not found');
+    expect((await kubectlOk(['get', 'all,secret,serviceaccount', '-n', ns, '-l', `app.kubernetes.io/instance=${release}`, '-o', 'name'])).trim()).toBe('');
 
     const r = await h(['install', release, CHART, '--set', 'crds.enabled=true', ...watchUserNs(), '--take-ownership']);
     expect(r.stderr).toBe('');
