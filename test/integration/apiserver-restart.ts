@@ -26,9 +26,10 @@ function alive(pid: number): boolean {
 
 /**
  * Stops the run's kube-apiserver by its recorded PID and starts the same binary with the same arguments, in its own
- * session, logging where up.sh logs; rewrites the pid files down.sh reads. Resolves with the ms from SIGTERM to its exit and to ready again.
+ * session, logging where up.sh logs; rewrites the pid files down.sh reads. Resolves with the ms from SIGTERM to its exit and to ready again,
+ * and whether it had to be SIGKILLed after `graceMs`.
  */
-export async function restartApiServer(): Promise<{ exitedMs: number; readyMs: number }> {
+export async function restartApiServer(opts: { graceMs?: number } = {}): Promise<{ exitedMs: number; readyMs: number; killed: boolean }> {
   const dir = cluster().dir;
   const pidFile = join(dir, 'pids', 'kube-apiserver.pid');
   const pid = Number(readFileSync(pidFile, 'utf8').trim());
@@ -38,6 +39,15 @@ export async function restartApiServer(): Promise<{ exitedMs: number; readyMs: n
   if (argv[0] !== bin) throw new Error(`kube-apiserver pid ${pid} runs ${argv[0]}, not ${bin}`);
   const t0 = Date.now();
   process.kill(pid, 'SIGTERM');
+  // Its graceful shutdown stops listening at once but may wait up to 60 s for open connections; with graceMs it is
+  // SIGKILLed after that long, as a kubelet ends a static pod after its grace period.
+  let killed = false;
+  if (opts.graceMs !== undefined) {
+    await waitFor('kube-apiserver exited', async () => (alive(pid) ? undefined : true), opts.graceMs, 50).catch(() => {
+      killed = true;
+      process.kill(pid, 'SIGKILL');
+    });
+  }
   await waitFor('kube-apiserver exited', async () => (alive(pid) ? undefined : true), 90_000, 50);
   const exitedMs = Date.now() - t0;
   const log = openSync(join(dir, 'logs', 'kube-apiserver.log'), 'a');
@@ -47,6 +57,6 @@ export async function restartApiServer(): Promise<{ exitedMs: number; readyMs: n
   writeFileSync(pidFile, `${child.pid}\n`);
   writeFileSync(join(dir, 'pids', 'kube-apiserver.start'), `${procStart(child.pid!)}\n`);
   await waitFor('kube-apiserver ready again', async () => ((await kubectl(['get', '--raw', '/readyz'])).code === 0 ? true : undefined), 90_000, 100);
-  return { exitedMs, readyMs: Date.now() - t0 };
+  return { exitedMs, readyMs: Date.now() - t0, killed };
 }
 
