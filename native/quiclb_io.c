@@ -42,6 +42,15 @@
 #define SLOT_MASK ((1u << SLOT_BITS) - 1)
 #define MAX_EVENTS 256
 #define PER_SOCKET_MAX 64
+#define GSO_MAX_SEGS 64 /* UDP_MAX_SEGMENTS is 128 (64 before Linux 6.x) */
+#define GSO_MAX_BYTES 65000
+#define GSO_CMSG_SPACE CMSG_SPACE(sizeof(uint16_t))
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
 
 enum {
   CNT_TX_SERVER_REFUSED, /* ECONNREFUSED on a send to a server (ICMP port unreachable came back) */
@@ -58,8 +67,15 @@ enum {
   CNT_TX_CALLS,          /* sendmmsg calls */
   CNT_BATCHES,
   CNT_LAST_BATCH_NS,     /* the last batch: nanoseconds from the poll callback (arrival) to its sendmmsg done */
+  CNT_GSO_MSGS,          /* UDP GSO messages sent (each 2+ datagrams) */
+  CNT_GSO_FALLBACK,      /* GSO messages refused by the path, sent one datagram at a time */
   CNT_COUNT
 };
+
+typedef struct {
+  int64_t key; /* output socket << 21 | destination upstream (server -> client) */
+  uint32_t idx;
+} tx_order_t;
 
 typedef struct {
   int fd;            /* -1: free */
@@ -88,9 +104,11 @@ typedef struct {
   struct mmsghdr *rmsg, *smsg;
   struct iovec *riov, *siov;
   struct sockaddr_storage *raddr;
-  uint16_t *order;
-  int32_t *keys;
+  tx_order_t *order;
   sock_t **dests;
+  uint32_t *segs;  /* datagrams per message being sent */
+  char *cbufs;     /* a UDP_SEGMENT control message per message */
+  int gso;
   int in_batch;
 } ctx_t;
 
@@ -153,63 +171,121 @@ static void count_tx_error(ctx_t *c, int to_client, int err, double n) {
   else c->counters[base + 2] += n;
 }
 
+static int cmp_tx(const void *a, const void *b) {
+  const tx_order_t *x = a, *y = b;
+  if (x->key != y->key) return x->key < y->key ? -1 : 1;
+  return x->idx < y->idx ? -1 : x->idx > y->idx; /* stable: a flow's datagrams keep their order */
+}
+
+/* Sends msgs [0, m) on fd; counts errors per datagram (a GSO message counts all its segments). */
+static void send_msgs(ctx_t *c, int fd, uint32_t m, int to_client) {
+  uint32_t done = 0;
+  while (done < m) {
+    int r = sendmmsg(fd, &c->smsg[done], m - done, MSG_DONTWAIT);
+    c->counters[CNT_TX_CALLS]++;
+    if (r > 0) { done += (uint32_t)r; continue; }
+    int err = r < 0 ? errno : EIO;
+    if (err == EINTR) continue;
+    if (err == EAGAIN || err == EWOULDBLOCK) {
+      double lost = 0;
+      for (uint32_t k = done; k < m; k++) lost += c->segs[k];
+      count_tx_error(c, to_client, err, lost);
+      return;
+    }
+    struct msghdr *h = &c->smsg[done].msg_hdr;
+    if (c->segs[done] > 1 && (err == EINVAL || err == EIO || err == EOPNOTSUPP)) {
+      /* the path refuses this GSO message (e.g. segments above the route's MTU): its datagrams one by one */
+      c->counters[CNT_GSO_FALLBACK]++;
+      struct msghdr one = *h;
+      one.msg_control = NULL;
+      one.msg_controllen = 0;
+      one.msg_iovlen = 1;
+      for (uint32_t k = 0; k < c->segs[done]; k++) {
+        one.msg_iov = &h->msg_iov[k];
+        if (sendmsg(fd, &one, MSG_DONTWAIT) < 0) count_tx_error(c, to_client, errno, 1);
+        c->counters[CNT_TX_CALLS]++;
+      }
+    } else count_tx_error(c, to_client, err, c->segs[done]);
+    done++;
+  }
+}
+
 /*
- * Sends tx entries [0, n) grouped by output socket (a stable order, so datagrams of one flow keep their order),
- * one sendmmsg per run: a connected upstream socket for client -> server, the listener (a destination per message)
- * for server -> client, so all replies of a batch through one listener leave in one call.
+ * Sends tx entries [0, n), grouped by output socket (one sendmmsg per socket: a connected upstream socket for
+ * client -> server, the listener for server -> client, so all replies of a batch through one listener leave in
+ * one call, each message with its client's address). Within a group, consecutive datagrams to one destination
+ * of one size (the last may be shorter) become one UDP GSO message (UDP_SEGMENT): the kernel walks the IP and
+ * device path once for all of them. Order is kept per destination.
  */
 static void send_batch(ctx_t *c, uint32_t n) {
   if (n > c->slots) n = c->slots;
-  uint16_t *ord = c->order;
-  int32_t *key = c->keys;
+  tx_order_t *ord = c->order;
   sock_t **dest = c->dests; /* to-client entries: the upstream whose client gets it (its address) */
   for (uint32_t i = 0; i < n; i++) {
     int32_t t = c->tx[i * TX_WORDS];
     sock_t *s = lookup(c, t < 0 ? ~t : t);
-    int32_t k = -1; /* -1: nowhere to send (closed meanwhile) */
-    if (s && t >= 0) k = (int32_t)((uint32_t)t & SLOT_MASK);
-    else if (s && s->listener >= 0 && (uint32_t)s->listener < c->nsocks && c->socks[s->listener].fd >= 0) k = s->listener;
-    key[i] = k;
+    int64_t k = -1; /* nowhere to send (closed meanwhile) */
+    if (s && t >= 0) k = (int64_t)((uint32_t)t & SLOT_MASK) << 21;
+    else if (s && s->listener >= 0 && (uint32_t)s->listener < c->nsocks && c->socks[s->listener].fd >= 0)
+      k = ((int64_t)s->listener << 21) | (int64_t)((uint32_t)~t & SLOT_MASK);
+    ord[i].key = k;
+    ord[i].idx = i;
     dest[i] = t < 0 ? s : NULL;
-    uint32_t j = i; /* stable insertion sort by output socket: batches are small and mostly grouped already */
-    while (j > 0 && key[ord[j - 1]] > k) { ord[j] = ord[j - 1]; j--; }
-    ord[j] = (uint16_t)i;
   }
+  qsort(ord, n, sizeof *ord, cmp_tx);
   uint32_t i = 0;
   while (i < n) {
-    int32_t k = key[ord[i]];
-    uint32_t m = 0;
-    while (i + m < n && key[ord[i + m]] == k) {
-      uint32_t e = ord[i + m];
-      uint32_t off = (uint32_t)c->tx[e * TX_WORDS + 1], len = (uint32_t)c->tx[e * TX_WORDS + 2];
-      if (off >= c->slots * c->stride || len > c->slots * c->stride - off) len = 0, off = 0;
+    int64_t k = ord[i].key;
+    int32_t out = k < 0 ? -1 : (int32_t)(k >> 21);
+    uint32_t m = 0, nio = 0;
+    while (i < n && (ord[i].key >> 21) == (k >> 21) && (k >= 0) == (ord[i].key >= 0)) {
+      /* one message: a run of datagrams to one destination, of one size but the last */
+      uint32_t e = ord[i].idx;
+      uint32_t seg = (uint32_t)c->tx[e * TX_WORDS + 2];
+      uint32_t total = 0, cnt = 0;
+      struct iovec *iov = &c->siov[nio];
+      while (i < n && ord[i].key == ord[i - cnt].key) {
+        uint32_t x = ord[i].idx;
+        uint32_t off = (uint32_t)c->tx[x * TX_WORDS + 1], len = (uint32_t)c->tx[x * TX_WORDS + 2];
+        if (off >= c->slots * c->stride || len > c->slots * c->stride - off) len = 0, off = 0;
+        if (cnt > 0 && (!c->gso || len > seg || len == 0 || seg == 0 || cnt >= GSO_MAX_SEGS || total + len > GSO_MAX_BYTES)) break;
+        iov[cnt].iov_base = c->rx + off;
+        iov[cnt].iov_len = len;
+        total += len;
+        cnt++;
+        i++;
+        if (len < seg) break; /* a shorter datagram ends a GSO message */
+      }
       struct mmsghdr *h = &c->smsg[m];
-      c->siov[m].iov_base = c->rx + off;
-      c->siov[m].iov_len = len;
       memset(&h->msg_hdr, 0, sizeof h->msg_hdr);
-      h->msg_hdr.msg_iov = &c->siov[m];
-      h->msg_hdr.msg_iovlen = 1;
+      h->msg_hdr.msg_iov = iov;
+      h->msg_hdr.msg_iovlen = cnt;
       if (dest[e]) {
         h->msg_hdr.msg_name = &dest[e]->client;
         h->msg_hdr.msg_namelen = dest[e]->client_len;
       }
+      if (cnt > 1) {
+        char *cbuf = c->cbufs + (size_t)m * GSO_CMSG_SPACE;
+        memset(cbuf, 0, GSO_CMSG_SPACE);
+        h->msg_hdr.msg_control = cbuf;
+        h->msg_hdr.msg_controllen = GSO_CMSG_SPACE;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&h->msg_hdr);
+        cm->cmsg_level = SOL_UDP;
+        cm->cmsg_type = UDP_SEGMENT;
+        cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t gs = (uint16_t)seg;
+        memcpy(CMSG_DATA(cm), &gs, sizeof gs);
+        c->counters[CNT_GSO_MSGS]++;
+      }
+      c->segs[m] = cnt;
+      nio += cnt;
       m++;
     }
-    i += m;
-    if (k < 0) { c->counters[CNT_TX_CLOSED] += m; continue; }
-    int to_client = c->socks[k].listener < 0; /* a listener sends to clients */
-    int fd = c->socks[k].fd;
-    uint32_t done = 0;
-    while (done < m) {
-      int r = sendmmsg(fd, &c->smsg[done], m - done, MSG_DONTWAIT);
-      c->counters[CNT_TX_CALLS]++;
-      if (r > 0) { done += (uint32_t)r; continue; }
-      int err = r < 0 ? errno : EIO;
-      if (err == EINTR) continue;
-      if (err == EAGAIN || err == EWOULDBLOCK) { count_tx_error(c, to_client, err, (double)(m - done)); break; }
-      count_tx_error(c, to_client, err, 1);
-      done++;
+    if (out < 0) {
+      for (uint32_t x = 0; x < m; x++) c->counters[CNT_TX_CLOSED] += c->segs[x];
+      continue;
     }
+    send_msgs(c, c->socks[out].fd, m, c->socks[out].listener < 0 /* a listener sends to clients */);
   }
 }
 
@@ -360,12 +436,14 @@ static int add_socket(ctx_t *c, int fd, int listener) {
 
 static void ctx_free(napi_env env, void *data, void *hint);
 
-/* create(slots, slotSize, onBatch) -> context object with rx, rxMeta, tx, counters ArrayBuffers */
+/* create(slots, slotSize, onBatch, flags) -> context object (flags bit 0: UDP GSO) with rx, rxMeta, tx, counters ArrayBuffers */
 static napi_value create(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  uint32_t slots = 0, slot_size = 0;
+  uint32_t slots = 0, slot_size = 0, flags = 0;
+  if (argc >= 4) napi_get_value_uint32(env, argv[3], &flags);
+  int gso = (flags & 1) != 0;
   if (argc < 3 || napi_get_value_uint32(env, argv[0], &slots) != napi_ok || napi_get_value_uint32(env, argv[1], &slot_size) != napi_ok ||
       slots < 1 || slots > 4096 || slot_size < 64 || slot_size > 65536) {
     napi_throw_range_error(env, NULL, "create(slots 1..4096, slotSize 64..65536, onBatch)");
@@ -384,8 +462,10 @@ static napi_value create(napi_env env, napi_callback_info info) {
   c->smsg = calloc(slots, sizeof *c->smsg);
   c->siov = calloc(slots, sizeof *c->siov);
   c->order = calloc(slots, sizeof *c->order);
-  c->keys = calloc(slots, sizeof *c->keys);
   c->dests = calloc(slots, sizeof *c->dests);
+  c->segs = calloc(slots, sizeof *c->segs);
+  c->cbufs = calloc(slots, GSO_CMSG_SPACE);
+  c->gso = gso;
 
   napi_value obj, rx, meta, tx, cnt, name;
   void *p;
@@ -431,8 +511,9 @@ static void on_poll_closed(uv_handle_t *h) {
   free(c->smsg);
   free(c->siov);
   free(c->order);
-  free(c->keys);
   free(c->dests);
+  free(c->segs);
+  free(c->cbufs);
   free(c);
 }
 

@@ -11,7 +11,8 @@ export interface IoAddon {
   RX_WORDS: number;
   TX_WORDS: number;
   COUNTERS: number;
-  create(slots: number, slotSize: number, onBatch: (count: number) => number): AddonContext;
+  /** flags bit 0: UDP GSO for runs of datagrams to one destination. */
+  create(slots: number, slotSize: number, onBatch: (count: number) => number, flags: number): AddonContext;
   destroy(ctx: AddonContext): void;
   /** [id, bound port]; throws (code EADDRINUSE, ...) when binding fails. */
   openListener(ctx: AddonContext, host: string, port: number, reusePort: boolean, bufferBytes: number): [number, number];
@@ -45,6 +46,8 @@ export const CNT = {
   txCalls: 11,
   batches: 12,
   lastBatchNs: 13,
+  gsoMessages: 14,
+  gsoFallbacks: 15,
 } as const;
 
 let cached: { addon: IoAddon | null; error: string | null } | null = null;
@@ -61,7 +64,7 @@ export function loadIoAddon(): { addon: IoAddon | null; error: string | null } {
   if (file === undefined) return (cached = { addon: null, error: 'native/build/quiclb_io.node not built (npm install builds it)' });
   try {
     const addon = require(file) as IoAddon;
-    if (addon.COUNTERS < 14) return (cached = { addon: null, error: `${file} is out of date (run node native/build.mjs)` });
+    if (addon.COUNTERS < 16) return (cached = { addon: null, error: `${file} is out of date (run node native/build.mjs)` });
     return (cached = { addon, error: null });
   } catch (e) {
     return (cached = { addon: null, error: `${file}: ${(e as Error).message}` });

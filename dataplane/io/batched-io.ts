@@ -38,6 +38,8 @@ export interface BatchedOptions {
    * as on the dgram path; the kernel only touches the pages a datagram fills).
    */
   slotSize?: number;
+  /** UDP GSO for runs of same-size datagrams to one destination (default: on unless QUICLB_IO_GSO=0). */
+  gso?: boolean;
 }
 
 export class BatchedIo<L, U> implements DatagramIo<L, U> {
@@ -66,7 +68,8 @@ export class BatchedIo<L, U> implements DatagramIo<L, U> {
     options: BatchedOptions = {},
   ) {
     this.slots = options.slots ?? 256;
-    this.ctx = addon.create(this.slots, options.slotSize ?? 65536, this.onBatch);
+    const gso = options.gso ?? process.env.QUICLB_IO_GSO !== '0';
+    this.ctx = addon.create(this.slots, options.slotSize ?? 65536, this.onBatch, gso ? 1 : 0);
     this.rx = Buffer.from(this.ctx.rx);
     this.meta = new Int32Array(this.ctx.rxMeta);
     this.metaBytes = new Uint8Array(this.ctx.rxMeta);
@@ -179,9 +182,9 @@ export class BatchedIo<L, U> implements DatagramIo<L, U> {
   }
 
   /** The addon's call counters (recvmmsg and sendmmsg calls, batches), for tests and the benchmark. */
-  calls(): { recv: number; send: number; batches: number } {
+  calls(): { recv: number; send: number; batches: number; gsoMessages: number; gsoFallbacks: number } {
     const c = this.counters;
-    return { recv: c[CNT.rxCalls], send: c[CNT.txCalls], batches: c[CNT.batches] };
+    return { recv: c[CNT.rxCalls], send: c[CNT.txCalls], batches: c[CNT.batches], gsoMessages: c[CNT.gsoMessages], gsoFallbacks: c[CNT.gsoFallbacks] };
   }
 
   async close(): Promise<void> {
