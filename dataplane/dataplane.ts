@@ -96,6 +96,8 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
   private io: DatagramIo<Listener, Upstream> | null = null;
   /** Send errors logged so far per direction (the first 10, then every 10000th). */
   private readonly errorsLogged = { upstream: 0, reply: 0 };
+  private batchedErrorsSeen = 0;
+  private batchedErrorLogs = 0;
   upstreamSockets = 0;
   /** Cap of upstreamSockets (see DataplaneOptions.maxUpstreamSockets). */
   upstreamSocketLimit = Infinity;
@@ -333,7 +335,10 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
   private startTicker(s: DataplaneSnapshot): void {
     if (this.tickTimer) clearInterval(this.tickTimer);
     const every = Math.min(1000, Math.max(10, Math.floor(s.flows.idleTimeoutMs / 10)));
-    this.tickTimer = setInterval(() => this.routerInstance?.tick(Date.now()), every);
+    this.tickTimer = setInterval(() => {
+      this.routerInstance?.tick(Date.now());
+      this.logBatchedErrors();
+    }, every);
     this.tickTimer.unref();
   }
 
@@ -345,6 +350,20 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     l.io = await this.io!.openListener(a, { reusePort: this.options.reusePort === true, bufferBytes: this.options.socketBufferBytes ?? 4 << 20 }, l);
     this.sockets[slot] = l;
     return l;
+  }
+
+  /**
+   * The batched path counts socket errors in the addon without a call per error: log new ones from the ticker,
+   * at most once per tick (the first 10 times, then every 100th).
+   */
+  private logBatchedErrors(): void {
+    if (this.io === null || this.io.path !== 'batched') return;
+    const e = this.io.errors();
+    const total = e.toServer.refused + e.toServer.full + e.toServer.other + e.toClient.refused + e.toClient.full + e.toClient.other + e.receive + e.truncated;
+    if (total <= this.batchedErrorsSeen) return;
+    const n = ++this.batchedErrorLogs;
+    if (n <= 10 || n % 100 === 0) this.logger.warn({ ...this.lbField(this.lbName), new: total - this.batchedErrorsSeen, errors: e }, 'datagram I/O errors (batched path)');
+    this.batchedErrorsSeen = total;
   }
 
   /** A socket error reported by the I/O layer (already counted there): logged, the first 10 then every 10000th. */
