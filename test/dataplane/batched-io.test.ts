@@ -261,6 +261,23 @@ describeAddon('batched I/O addon', () => {
     for (const up of ups.values()) io.closeUpstream(up);
   });
 
+  it('shares a port between listeners with SO_REUSEPORT (worker processes), and only then', async () => {
+    const sinkA = new Recorder();
+    const sinkB = new Recorder();
+    const a = makeIo(sinkA);
+    const b = makeIo(sinkB);
+    const la = await a.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: true, bufferBytes: 0 }, 'A');
+    const lb = await b.openListener({ host: '127.0.0.1', port: la.bound.port, family: 4 }, { reusePort: true, bufferBytes: 0 }, 'B');
+    expect(lb.bound.port).toBe(la.bound.port);
+    await expect(makeIo(new Recorder()).openListener({ host: '127.0.0.1', port: la.bound.port, family: 4 }, { reusePort: false, bufferBytes: 0 }, 'C')).rejects.toThrow(/EADDRINUSE/);
+    // the kernel spreads client sockets over both
+    const clients = await Promise.all(Array.from({ length: 32 }, () => udp()));
+    for (const c of clients) c.send(Buffer.from('x'), la.bound.port, '127.0.0.1');
+    expect(await waitFor(() => sinkA.clients.length + sinkB.clients.length === 32)).toBe(true);
+    expect(sinkA.clients.length).toBeGreaterThan(0);
+    expect(sinkB.clients.length).toBeGreaterThan(0);
+  });
+
   it('refuses to listen on an address in use with the error code, like the dgram path', async () => {
     const io = makeIo(new Recorder());
     const taken = await udp();
