@@ -68,7 +68,7 @@ export class Journey {
   /** How the CRD came to the release: 'installed' (new), 'adopted' (existed: --take-ownership), or 'own' (already this release's). */
   crdMode: 'installed' | 'adopted' | 'own' = 'installed';
   /** operator pod name -> its process and volumes */
-  readonly operators = new Map<string, { proc: Proc; vols: PodVolumes }>();
+  readonly operators = new Map<string, { proc: Proc; vols: PodVolumes; kubeconfig: string }>();
   /** node name -> the data-plane pod whose process runs in that node's namespace */
   readonly dataplanes = new Map<string, PodVolumes>();
   /** backend pod name -> volumes (kept current by the kubelet loop) and address */
@@ -133,7 +133,7 @@ export class Journey {
     });
     this.relay.listen(sock);
     await once(this.relay, 'listening');
-    if (!worldAvailable()) return;
+    if (!worldAvailable()) throw new Error('the network world test/journey/agent.ts is missing');
     this.world = World.start();
     await this.world.ok({ op: 'setup', podCidrRoutes: [POD_NETWORK], nodes: this.nodes.map((n) => ({ name: n.name, ip: n.ip })), configServerSocket: sock, relayPort: RELAY_PORT }, 60_000);
   }
@@ -213,7 +213,7 @@ export class Journey {
     const kubeconfig = await vols.serviceAccountKubeconfig(join(this.dir, `${pod.metadata!.name}.kubeconfig`));
     if (local[0] !== 'operator') throw new Error(`operator container args start with ${local[0]}`);
     const proc = start([...local, `--kubeconfig=${kubeconfig}`], env);
-    this.operators.set(pod.metadata!.name!, { proc, vols });
+    this.operators.set(pod.metadata!.name!, { proc, vols, kubeconfig });
     return proc;
   }
 
@@ -422,6 +422,14 @@ export class Journey {
       const r = await this.world!.ok({ op: 'backend', name, ip, port: BACKEND_PORT, dir });
       this.generators.set(name, r.generator as { activeConfigId: number | null });
     }
+  }
+
+  /** The config id the backend's mounted configs.json marks active (what its generator mints with). */
+  mountedActiveConfig(pod: string): number | undefined {
+    const dir = this.backends.get(pod)?.vols.dirs.get('quiclb');
+    if (!dir) return undefined;
+    const state = JSON.parse(readFileSync(join(dir, 'configs.json'), 'utf8')) as { configs: { config_id: number; state: string }[] };
+    return state.configs.find((c) => c.state === 'active')?.config_id;
   }
 
   /** Running backends (not terminating), by pod name. */

@@ -31,7 +31,8 @@ export class Traffic {
     private readonly opts: { spreadMs: number; maxMs: number; size: number; pauseMs: number },
   ) {}
 
-  private t0 = 0;
+  /** Date.now() at start() */
+  t0 = 0;
   private readonly paused = new Set<string>();
   /** ngtcp2 downloads running, per target */
   private readonly inFlight = new Map<string, number>();

@@ -33,6 +33,13 @@ import { json } from './operator-fixture.js';
     } finally {
       all.push(...(await traffic.stop()));
     }
+    // The data planes' config changes during the step, among the events.
+    for (const [node, lines] of j.world!.dpLines) {
+      for (const l of lines) {
+        const m = /"time":(\d+).*"msg":"(snapshot applied|config applied)"/.exec(l);
+        if (m && Number(m[1]) >= traffic.t0) events.push(`${node.slice(-1)}: ${m[2]} at ${Number(m[1]) - traffic.t0} ms`);
+      }
+    }
     process.stderr.write(`[journey] traffic during ${step}: ${Traffic.summary(traffic.results)}${events.length ? `; ${events.join(', ')}` : ''}\n`);
     expect(Traffic.failures(traffic.results)).toEqual([]);
     // Every target carried complete transfers of each kind.
@@ -68,6 +75,11 @@ import { json } from './operator-fixture.js';
     const ops = await j.runningPods(j.sysNs, j.operatorSelector(), 2);
     expect(ops).toHaveLength(2);
     for (const p of ops) await j.startOperator(p);
+    // Never admin: each operator's kubeconfig is a token of the chart's operator ServiceAccount bound to its pod.
+    for (const [pod, o] of j.operators) {
+      const who = JSON.parse(await kubectlOk(['auth', 'whoami', '-o', 'json', `--kubeconfig=${o.kubeconfig}`])) as { status: { userInfo: { username: string; extra?: Record<string, string[]> } } };
+      expect({ user: who.status.userInfo.username, pod: who.status.userInfo.extra?.['authentication.kubernetes.io/pod-name'] }).toEqual({ user: `system:serviceaccount:${j.sysNs}:${j.full}-operator`, pod: [pod] });
+    }
     const leader = await waitFor('an operator leads', () => j.leader(), 30_000);
     const dps = await j.runningPods(j.sysNs, j.dataplaneSelector(), 2);
     expect(dps.map((p) => p.spec!.nodeName).sort()).toEqual(j.nodes.map((n) => n.name).sort());
@@ -80,6 +92,12 @@ import { json } from './operator-fixture.js';
     report('helm install -> QuicLoadBalancer Ready (3 backends, 2 data planes in sync)', Date.now() - t0);
     expect(cols.CONFIG).toMatch(/^[0-6]$/);
     await expectUniqueIds(3);
+    // Kubernetes published pod IPs from the nodes' pod CIDRs, which the world routes.
+    for (const p of await j.podsOf(j.appNs, 'app=web')) {
+      const node = j.nodes.find((n) => n.name === p.spec!.nodeName)!;
+      const net24 = (ip: string) => ip.split('.').slice(0, 3).join('.');
+      expect({ pod: p.metadata!.name, net: net24(p.status!.podIP!) }).toEqual({ pod: p.metadata!.name, net: net24(node.podCidr) });
+    }
     // Only the Lease holder acts; the data planes were admitted with their pod-bound tokens (operator.dataPlaneAuth=token).
     const standby = [...j.operators.keys()].find((n) => n !== leader)!;
     expect(json(j.operators.get(standby)!.proc, 'leading: acting and serving snapshots')).toHaveLength(0);
@@ -124,7 +142,8 @@ import { json } from './operator-fixture.js';
         return c.CONFIG !== before && c.READY === 'True' ? c : undefined;
       }, 30_000);
       report(`rotation: config ${before} -> ${cols.CONFIG} active`, Date.now() - t);
-      // The kubelet stand-in delivered the new configs.json to every backend; new connections mint with it.
+      // The kubelet stand-in delivers the new configs.json to every backend (new connections mint with it).
+      await waitFor('every backend has the new active config mounted', async () => (j.liveBackends().every((b) => j.mountedActiveConfig(b) === Number(cols.CONFIG)) ? true : undefined), 10_000);
       await new Promise((r) => setTimeout(r, 2000));
     });
     const t = Date.now();
@@ -211,6 +230,13 @@ import { json } from './operator-fixture.js';
     expect(foreign).toEqual([]);
     // Every backend minted routable CIDs from its first connection on (it listened only once its files were mounted).
     expect([...j.generators].filter(([, g]) => g.activeConfigId === null).map(([n]) => n)).toEqual([]);
+    // What the data planes counted (their monitoring port in each node's namespace): packets by routing outcome and
+    // drops by reason, printed with the journey's numbers.
+    for (const n of j.nodes) {
+      const m = await j.world!.request({ op: 'fetch', node: n.name, url: 'http://127.0.0.1:9190/metrics' });
+      const lines = String(m.body ?? m.error ?? '').split('\n').filter((l) => /^quiclb_(packets_total|dropped_packets_total|unroutable_packets_total)\{/.test(l) && !/ 0$/.test(l));
+      process.stderr.write(`[journey] data plane ${n.name} (since its start): ${lines.join('; ')}\n`);
+    }
     const busy = Object.values(audit.backends).filter((b) => b.shortHeader > 0).length;
     process.stderr.write(`[journey] audit: ${Object.keys(audit.backends).length} backends, ${busy} with 1-RTT traffic, 0 foreign CIDs; whole journey: ${Traffic.summary(all)}; ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
     expect(busy).toBeGreaterThanOrEqual(3);
