@@ -85,30 +85,31 @@ describeAddon('batched I/O addon', () => {
     expect(calls.batches).toBeLessThan(N); // batched: fewer JS calls than datagrams
   });
 
-  for (const gso of [true, false]) {
-    it(`forwards runs of datagrams to one destination ${gso ? 'as UDP GSO messages' : 'one message each (gso off)'}: same datagrams, boundaries and order`, async () => {
+  for (const [gso, family] of [[true, 4], [false, 4], [true, 6]] as const) {
+    it(`forwards runs of datagrams to one destination ${gso ? 'as UDP GSO messages' : 'one message each (gso off)'}, IPv${family}: same datagrams, boundaries and order`, async () => {
+      const host = family === 4 ? '127.0.0.1' : '::1';
       const sink = new Recorder();
       const io = new BatchedIo<string, string>(addon!, sink, null, { slots: 256, gso });
       cleanups.push(() => io.close());
-      const l = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 4 << 20 }, 'L');
-      const backend = await udp();
+      const l = await io.openListener({ host, port: 0, family }, { reusePort: false, bufferBytes: 4 << 20 }, 'L');
+      const backend = await udp(family === 4 ? 'udp4' : 'udp6');
       const got: Buffer[] = [];
       backend.on('message', (m) => got.push(m));
       let up: IoUpstream | null = null;
       sink.onClientHook = (_l, buf, off, len) => {
-        up ??= io.openUpstream(l, { host: '127.0.0.1', port: backend.address().port, family: 4 }, '', 0, 'U');
+        up ??= io.openUpstream(l, { host, port: backend.address().port, family }, '', 0, 'U');
         io.sendToServer(up!, buf, off, len);
       };
       // runs of equal sizes, a shorter one ending a run, a longer one starting the next, sizes up to 1400
       const sizes = Array.from({ length: 300 }, (_, i) => [1200, 1200, 1200, 700, 1400, 1400, 64, 64][i % 8]);
-      const c = await udp();
+      const c = await udp(family === 4 ? 'udp4' : 'udp6');
       const sent = sizes.map((n, i) => {
         const d = Buffer.alloc(n, i & 0xff);
         d.writeUInt32BE(i, 0);
         return d;
       });
       for (let i = 0; i < sent.length; i += 50) {
-        for (const d of sent.slice(i, i + 50)) c.send(d, l.bound.port, '127.0.0.1');
+        for (const d of sent.slice(i, i + 50)) c.send(d, l.bound.port, host);
         await sleep(5); // let a batch build up in the listener's buffer
       }
       expect(await waitFor(() => got.length === sent.length, 5000)).toBe(true);
