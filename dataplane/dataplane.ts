@@ -11,7 +11,7 @@ import { validateSnapshot, type DataplaneSnapshot, type SocketAddress } from '..
 import { HealthChecker, type HealthChange } from './health.js';
 import { silentLogger, type Logger } from './logging.js';
 import { createIo } from './io/select.js';
-import type { DatagramIo, DatagramSink, IoChoice, IoErrorCounts, IoListener, IoPath, IoUpstream } from './io/types.js';
+import type { DatagramIo, DatagramSink, IoCallCounts, IoChoice, IoErrorCounts, IoListener, IoPath, IoUpstream } from './io/types.js';
 import { attachMetrics, routingLatencySampler } from './metrics.js';
 import type { Flow } from './flow-table.js';
 import { currentSocketBudget, type SocketBudget } from './resources.js';
@@ -128,6 +128,11 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
   get sendErrors(): { upstream: number; reply: number } {
     const e = this.ioErrors();
     return { upstream: e.toServer.refused + e.toServer.full + e.toServer.other, reply: e.toClient.refused + e.toClient.full + e.toClient.other + e.receive };
+  }
+
+  /** Batched path: batches, system calls, GSO messages (null on the dgram path or before start). */
+  ioCalls(): IoCallCounts | null {
+    return this.io?.calls() ?? null;
   }
 
   /** Send and receive errors by direction and reason. */

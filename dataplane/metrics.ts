@@ -4,7 +4,7 @@
  * happens per packet. One set of metrics per Registry, shared by every Dataplane registered on it (label `lb`).
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { IoErrorCounts, IoPath, LatencySampler } from './io/types.js';
+import type { IoCallCounts, IoErrorCounts, IoPath, LatencySampler } from './io/types.js';
 import { ROUTING_MODES } from '../lib/config/snapshot.js';
 import { DROP_REASONS, OUTCOMES, TABLES, UNROUTABLE_REASONS, type Router } from './router.js';
 
@@ -23,6 +23,7 @@ export interface MetricsSource {
   /** The datagram I/O path (dataplane/io/), null before start. */
   readonly ioPath?: IoPath | null;
   ioErrors?(): IoErrorCounts;
+  ioCalls?(): IoCallCounts | null;
 }
 
 type Emit = (labels: Record<string, string | number>, value: number) => void;
@@ -194,6 +195,25 @@ class Hub {
         e({ path, direction: 'to_server', reason: 'truncated' }, x.truncated);
       },
     );
+    counter(
+      'quiclb_io_batches_total',
+      'Batched I/O path: batches handed to the router (one JS call each); received datagrams / batches is the mean batch size.',
+      [],
+      (s, e) => {
+        const c = s.ioCalls?.();
+        if (c) e({}, c.batches);
+      },
+    );
+    counter('quiclb_io_syscalls_total', 'Batched I/O path: recvmmsg and sendmmsg calls.', ['call'], (s, e) => {
+      const c = s.ioCalls?.();
+      if (!c) return;
+      e({ call: 'recvmmsg' }, c.recv);
+      e({ call: 'sendmmsg' }, c.send);
+    });
+    counter('quiclb_io_gso_messages_total', 'Batched I/O path: UDP GSO messages sent (each carries 2 or more datagrams to one destination).', [], (s, e) => {
+      const c = s.ioCalls?.();
+      if (c) e({}, c.gsoMessages);
+    });
     gauge('quiclb_config_version', 'Version of the snapshot in force.', [], (s, e) => e({}, s.router.version), 'max');
     gauge(
       'quiclb_routing_mode',

@@ -9,7 +9,7 @@ import { formatSocketAddress } from '../../lib/config/address.js';
 import type { SocketAddress } from '../../lib/config/snapshot.js';
 import { AddressCache } from './address-cache.js';
 import { CNT, type AddonContext, type IoAddon } from './addon.js';
-import type { DatagramIo, DatagramSink, IoErrorCounts, IoListener, IoUpstream, LatencySampler, ListenOptions } from './types.js';
+import type { DatagramIo, DatagramSink, IoCallCounts, IoErrorCounts, IoListener, IoUpstream, LatencySampler, ListenOptions } from './types.js';
 
 const SLOT_MASK = (1 << 20) - 1;
 
@@ -182,7 +182,7 @@ export class BatchedIo<L, U> implements DatagramIo<L, U> {
   }
 
   /** The addon's call counters (recvmmsg and sendmmsg calls, batches), for tests and the benchmark. */
-  calls(): { recv: number; send: number; batches: number; gsoMessages: number; gsoFallbacks: number } {
+  calls(): IoCallCounts {
     const c = this.counters;
     return { recv: c[CNT.rxCalls], send: c[CNT.txCalls], batches: c[CNT.batches], gsoMessages: c[CNT.gsoMessages], gsoFallbacks: c[CNT.gsoFallbacks] };
   }

@@ -157,6 +157,10 @@ export class DgramIo<L, U> implements DatagramIo<L, U> {
     return { toServer: { ...this.counts.toServer }, toClient: { ...this.counts.toClient }, truncated: 0, receive: this.counts.receive };
   }
 
+  calls(): null {
+    return null;
+  }
+
   async close(): Promise<void> {
     // the Dataplane closes its listeners and upstreams itself
   }

@@ -26,6 +26,14 @@ export interface IoErrorCounts {
   receive: number;
 }
 
+export interface IoCallCounts {
+  batches: number;
+  recv: number;
+  send: number;
+  gsoMessages: number;
+  gsoFallbacks: number;
+}
+
 /** Who gets the datagrams: the Dataplane. Called synchronously, once per datagram, within the I/O's batch. */
 export interface DatagramSink<L, U> {
   /** A client datagram buf[off, off + len) from address:port on listener `l`. */
@@ -77,6 +85,8 @@ export interface DatagramIo<L, U> {
   /** Relays buf[off, off + len) to the upstream's client through its listener. */
   sendToClient(u: IoUpstream, buf: Buffer, off: number, len: number): void;
   errors(): IoErrorCounts;
+  /** Batched path: JS calls (batches), system calls and GSO messages so far; null on the dgram path. */
+  calls(): IoCallCounts | null;
   /** Closes everything (after the listeners were closed). */
   close(): Promise<void>;
 }

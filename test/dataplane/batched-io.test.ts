@@ -332,6 +332,12 @@ describe('the Dataplane reports its I/O path', () => {
       const count = /quiclb_routing_latency_seconds_count\{path="(\w+)"\} (\d+)/.exec(text);
       expect(count?.[1]).toBe(path);
       expect(Number(count?.[2])).toBeGreaterThanOrEqual(1);
+      const batches = /quiclb_io_batches_total\{lb="test"\} (\d+)/.exec(text);
+      if (path === 'batched') {
+        expect(Number(batches?.[1])).toBeGreaterThan(0);
+        expect(Number(batches?.[1])).toBeLessThanOrEqual(dp.stats().received + dp.stats().servers.a.replyPackets);
+        expect(text).toMatch(/quiclb_io_syscalls_total\{lb="test",call="recvmmsg"\} [1-9]/);
+      } else expect(batches).toBeNull();
     });
   }
 
