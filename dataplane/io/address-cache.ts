@@ -23,7 +23,8 @@ export class AddressCache {
 
   /** The text of the IPv4 address bytes[at, at + 4). */
   ipv4(bytes: Uint8Array, at: number): string {
-    const key = ((bytes[at] << 24) | (bytes[at + 1] << 16) | (bytes[at + 2] << 8) | bytes[at + 3]) >>> 0;
+    // a signed 32-bit key stays a small integer (an unsigned one above 2^31 would be a heap number per lookup)
+    const key = (bytes[at] << 24) | (bytes[at + 1] << 16) | (bytes[at + 2] << 8) | bytes[at + 3];
     let s = this.v4.get(key);
     if (s === undefined) {
       if (this.v4.size >= this.max) this.v4.clear();

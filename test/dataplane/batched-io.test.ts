@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import fc from 'fast-check';
 import { loadIoAddon } from '../../dataplane/io/addon.js';
 import { BatchedIo } from '../../dataplane/io/batched-io.js';
-import { formatIpv6 } from '../../dataplane/io/address-cache.js';
+import { AddressCache, formatIpv6 } from '../../dataplane/io/address-cache.js';
 import type { DatagramSink, IoUpstream } from '../../dataplane/io/types.js';
 import { Dataplane } from '../../dataplane/dataplane.js';
 import { parseStandaloneConfig } from '../../lib/config/standalone.js';
@@ -369,5 +369,24 @@ describe('the io option', () => {
   it('--io on the command line', () => {
     expect(ioFlag('dgram')).toBe('dgram');
     expect(() => ioFlag('uring')).toThrow(/--io: must be one of auto, batched, dgram/);
+  });
+});
+
+describe('AddressCache', () => {
+  it('returns the dotted text of any IPv4 address, the same string object for repeats, and stays bounded', () => {
+    const cache = new AddressCache(4);
+    const b = new Uint8Array([203, 0, 113, 7, 255, 255, 255, 255]);
+    const s1 = cache.ipv4(b, 0);
+    expect(s1).toBe('203.0.113.7');
+    expect(cache.ipv4(b, 4)).toBe('255.255.255.255');
+    expect(Object.is(cache.ipv4(b, 0), s1)).toBe(true);
+    for (let i = 0; i < 10; i++) expect(cache.ipv4(new Uint8Array([10, 0, 0, i]), 0)).toBe(`10.0.0.${i}`);
+    const w = new Int32Array(8);
+    const wb = new Uint8Array(w.buffer);
+    wb.set(Buffer.from('20010db8000000000000000000000001', 'hex'), 0);
+    wb.set(Buffer.from('fe800000000000000000000000000001', 'hex'), 16);
+    expect(cache.ipv6(w, 0, wb)).toBe('2001:db8::1');
+    expect(cache.ipv6(w, 4, wb)).toBe('fe80::1');
+    expect(cache.ipv6(w, 0, wb)).toBe('2001:db8::1');
   });
 });
