@@ -69,6 +69,7 @@ enum {
   CNT_LAST_BATCH_NS,     /* the last batch: nanoseconds from the poll callback (arrival) to its sendmmsg done */
   CNT_GSO_MSGS,          /* UDP GSO messages sent (each 2+ datagrams) */
   CNT_GSO_FALLBACK,      /* GSO messages refused by the path, sent one datagram at a time */
+  CNT_CB_ERRORS,         /* exceptions that escaped the JS batch callback (its sends are dropped) */
   CNT_COUNT
 };
 
@@ -89,7 +90,9 @@ typedef struct {
   napi_env env;
   uv_poll_t poll;
   int epfd;
-  int closing;
+  int closing;     /* sockets closed, poll stopped: nothing more is read, sent or called */
+  int wrapped;     /* the JS object still points here (its finalizer will run) */
+  int poll_closed; /* uv_close completed: with !wrapped, the memory can go */
   uint32_t slots, slot_size;
   uint32_t stride; /* slot_size + one cache line: slot starts do not all map to the same L1 cache set */
   uint8_t *rx;
@@ -112,6 +115,9 @@ typedef struct {
   int in_batch;
 } ctx_t;
 
+static void ctx_release(ctx_t *c);
+static void ctx_finish(ctx_t *c);
+
 static napi_value throw_errno(napi_env env, const char *what, int err) {
   char msg[160];
   snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
@@ -127,10 +133,18 @@ static napi_value throw_errno(napi_env env, const char *what, int err) {
     }                                                                 \
   } while (0)
 
+static int buffers_attached(ctx_t *c);
+#define DETACHED_MSG "quiclb_io: a shared buffer was detached (transferred); the context is closed"
+
 static ctx_t *get_ctx(napi_env env, napi_value v) {
   ctx_t *c = NULL;
   if (napi_unwrap(env, v, (void **)&c) != napi_ok || c == NULL || c->closing) {
     napi_throw_error(env, NULL, "quiclb_io: closed or invalid context");
+    return NULL;
+  }
+  if (!buffers_attached(c)) {
+    ctx_release(c);
+    napi_throw_error(env, NULL, DETACHED_MSG);
     return NULL;
   }
   return c;
@@ -289,6 +303,33 @@ static void send_batch(ctx_t *c, uint32_t n) {
   }
 }
 
+/*
+ * 1 while the four shared ArrayBuffers are attached. A detached one (ArrayBuffer.prototype.transfer(), or
+ * structuredClone / postMessage with a transfer list) handed its memory to an owner that may free it: the context
+ * must never touch that memory again. Needs an open handle scope.
+ */
+static int buffers_attached(ctx_t *c) {
+  napi_env env = c->env;
+  napi_ref refs[4] = {c->rx_ref, c->meta_ref, c->tx_ref, c->cnt_ref};
+  for (int i = 0; i < 4; i++) {
+    napi_value v;
+    bool detached = true;
+    if (refs[i] == NULL || napi_get_reference_value(env, refs[i], &v) != napi_ok || v == NULL ||
+        napi_is_detached_arraybuffer(env, v, &detached) != napi_ok || detached)
+      return 0;
+  }
+  return 1;
+}
+
+/* Closes the context and reports the misuse as an uncaught exception (a bug in this process, not a network event). */
+static void fail_detached(ctx_t *c) {
+  napi_env env = c->env;
+  ctx_release(c);
+  napi_value msg, err;
+  if (napi_create_string_utf8(env, DETACHED_MSG, NAPI_AUTO_LENGTH, &msg) == napi_ok && napi_create_error(env, NULL, msg, &err) == napi_ok)
+    napi_fatal_exception(env, err);
+}
+
 static void call_js(ctx_t *c, uint32_t count) {
   napi_env env = c->env;
   napi_handle_scope scope;
@@ -300,16 +341,20 @@ static void call_js(ctx_t *c, uint32_t count) {
     c->in_batch = 1;
     napi_status st = napi_make_callback(env, c->async, self, cb, 1, &arg, &ret);
     c->in_batch = 0;
-    if (st == napi_ok) {
-      napi_get_value_uint32(env, ret, &ntx);
+    if (c->closing) ctx_finish(c); /* destroyed (or garbage collected) during the batch */
+    else if (!buffers_attached(c)) fail_detached(c);
+    else if (st == napi_ok) {
+      if (napi_get_value_uint32(env, ret, &ntx) != napi_ok) ntx = 0;
     } else {
+      /* The callback threw: what it queued may be half written, so nothing of this batch is sent. Counted, and
+         the exception cleared: one bad batch must not take the data plane down (BatchedIo catches its own). */
       bool pending = false;
       napi_is_exception_pending(env, &pending);
       if (pending) {
         napi_value ex;
         napi_get_and_clear_last_exception(env, &ex);
-        napi_fatal_exception(env, ex);
       }
+      c->counters[CNT_CB_ERRORS]++;
     }
   }
   if (!c->closing && ntx > 0) send_batch(c, ntx);
@@ -320,6 +365,12 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   (void)events;
   ctx_t *c = h->data;
   if (status < 0 || c->closing) return;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(c->env, &scope) != napi_ok) return;
+  int attached = buffers_attached(c);
+  if (!attached) fail_detached(c);
+  napi_close_handle_scope(c->env, scope);
+  if (!attached) return;
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   struct epoll_event ev[MAX_EVENTS];
@@ -493,6 +544,7 @@ static napi_value create(napi_env env, napi_callback_info info) {
   CHECK(napi_create_string_utf8(env, "quiclb_io", NAPI_AUTO_LENGTH, &name));
   CHECK(napi_async_init(env, NULL, name, &c->async));
   CHECK(napi_wrap(env, obj, c, ctx_free, NULL, NULL));
+  c->wrapped = 1;
 
   uv_loop_t *loop;
   CHECK(napi_get_uv_event_loop(env, &loop));
@@ -502,9 +554,7 @@ static napi_value create(napi_env env, napi_callback_info info) {
   return obj;
 }
 
-static void on_poll_closed(uv_handle_t *h) {
-  ctx_t *c = h->data;
-  close(c->epfd);
+static void ctx_free_memory(ctx_t *c) {
   free(c->socks);
   free(c->rmsg);
   free(c->riov);
@@ -518,42 +568,59 @@ static void on_poll_closed(uv_handle_t *h) {
   free(c);
 }
 
-static void ctx_release(ctx_t *c, napi_env env) {
-  if (c->closing) return;
-  c->closing = 1;
-  for (uint32_t i = 0; i < c->nsocks; i++) if (c->socks[i].fd >= 0) { close(c->socks[i].fd); c->socks[i].fd = -1; }
-  uv_poll_stop(&c->poll);
+/* The context memory goes when both the poll handle is closed and the JS object no longer points to it. */
+static void on_poll_closed(uv_handle_t *h) {
+  ctx_t *c = h->data;
+  close(c->epfd);
+  c->epfd = -1;
+  c->poll_closed = 1;
+  if (!c->wrapped) ctx_free_memory(c);
+}
+
+/* The second half of closing: never while the batch callback runs (napi_make_callback still uses c->async). */
+static void ctx_finish(ctx_t *c) {
+  napi_env env = c->env;
   napi_delete_reference(env, c->rx_ref);
   napi_delete_reference(env, c->meta_ref);
   napi_delete_reference(env, c->tx_ref);
   napi_delete_reference(env, c->cnt_ref);
   napi_delete_reference(env, c->cb_ref);
+  napi_delete_reference(env, c->self_ref);
+  c->rx_ref = c->meta_ref = c->tx_ref = c->cnt_ref = c->cb_ref = c->self_ref = NULL;
   napi_async_destroy(env, c->async);
   uv_close((uv_handle_t *)&c->poll, on_poll_closed);
 }
 
-static void ctx_free(napi_env env, void *data, void *hint) {
-  (void)hint;
-  ctx_t *c = data;
+/* Closes every socket and stops polling, exactly once; the rest waits for the end of a running batch. */
+static void ctx_release(ctx_t *c) {
   if (c->closing) return;
-  napi_delete_reference(env, c->self_ref);
-  c->self_ref = NULL;
-  ctx_release(c, env); /* the context memory is freed by on_poll_closed */
+  c->closing = 1;
+  for (uint32_t i = 0; i < c->nsocks; i++) if (c->socks[i].fd >= 0) { close(c->socks[i].fd); c->socks[i].fd = -1; }
+  uv_poll_stop(&c->poll);
+  if (!c->in_batch) ctx_finish(c);
 }
 
-/* destroy(ctx): closes every socket and stops polling. */
+/* Finalizer of the context object (garbage collected, or the environment is torn down). */
+static void ctx_free(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  ctx_t *c = data;
+  c->wrapped = 0;
+  if (!c->closing) ctx_release(c);
+  else if (c->poll_closed) ctx_free_memory(c);
+}
+
+/* destroy(ctx): closes every socket and stops polling (again: nothing). */
 static napi_value destroy(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   ctx_t *c = NULL;
   if (argc < 1 || napi_unwrap(env, argv[0], (void **)&c) != napi_ok || c == NULL) return NULL;
-  if (!c->closing) {
-    napi_remove_wrap(env, argv[0], NULL); /* no finalizer after this: on_poll_closed frees the context */
-    napi_delete_reference(env, c->self_ref);
-    c->self_ref = NULL;
-    ctx_release(c, env);
-  }
+  napi_remove_wrap(env, argv[0], NULL); /* no finalizer after this */
+  c->wrapped = 0;
+  if (!c->closing) ctx_release(c);
+  else if (c->poll_closed) ctx_free_memory(c);
   return NULL;
 }
 

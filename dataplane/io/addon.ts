@@ -48,25 +48,38 @@ export const CNT = {
   lastBatchNs: 13,
   gsoMessages: 14,
   gsoFallbacks: 15,
+  callbackErrors: 16,
 } as const;
 
-let cached: { addon: IoAddon | null; error: string | null } | null = null;
+export interface LoadedAddon {
+  addon: IoAddon | null;
+  /** Why it is null. */
+  error: string | null;
+  /** The file loaded (or tried). */
+  file: string | null;
+}
+
+let cached: LoadedAddon | null = null;
 
 /** The addon, or null with the reason. */
-export function loadIoAddon(): { addon: IoAddon | null; error: string | null } {
+export function loadIoAddon(): LoadedAddon {
   if (cached !== null) return cached;
-  if (process.platform !== 'linux') return (cached = { addon: null, error: `platform ${process.platform}` });
+  if (process.platform !== 'linux') return (cached = { addon: null, error: `platform ${process.platform}`, file: null });
   const require = createRequire(import.meta.url);
   const here = import.meta.dirname;
-  // dataplane/io/ in the source tree, dist/dataplane/io/ when built
-  const candidates = [join(here, '..', '..', 'native', 'build', 'quiclb_io.node'), join(here, '..', '..', '..', 'native', 'build', 'quiclb_io.node')];
+  // dataplane/io/ in the source tree, dist/dataplane/io/ when built; QUICLB_IO_ADDON: another build (e.g. with ASan)
+  const override = process.env.QUICLB_IO_ADDON;
+  const candidates =
+    override !== undefined && override !== ''
+      ? [override]
+      : [join(here, '..', '..', 'native', 'build', 'quiclb_io.node'), join(here, '..', '..', '..', 'native', 'build', 'quiclb_io.node')];
   const file = candidates.find((f) => existsSync(f));
-  if (file === undefined) return (cached = { addon: null, error: 'native/build/quiclb_io.node not built (npm install builds it)' });
+  if (file === undefined) return (cached = { addon: null, error: 'native/build/quiclb_io.node not built (npm install builds it)', file: null });
   try {
     const addon = require(file) as IoAddon;
-    if (addon.COUNTERS < 16) return (cached = { addon: null, error: `${file} is out of date (run node native/build.mjs)` });
-    return (cached = { addon, error: null });
+    if (addon.COUNTERS !== Object.keys(CNT).length) return (cached = { addon: null, error: `${file} is out of date (run node native/build.mjs)`, file });
+    return (cached = { addon, error: null, file });
   } catch (e) {
-    return (cached = { addon: null, error: `${file}: ${(e as Error).message}` });
+    return (cached = { addon: null, error: `${file}: ${(e as Error).message}`, file });
   }
 }

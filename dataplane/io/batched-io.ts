@@ -80,6 +80,10 @@ export class BatchedIo<L, U> implements DatagramIo<L, U> {
     this.sampleLeft = sampler?.every ?? 0;
   }
 
+  /**
+   * Never throws: an exception of the sink or the sampler is counted (callbackErrors) and reported to
+   * sink.onError, and the rest of the batch is still handled and sent.
+   */
   private readonly onBatch = (count: number): number => {
     this.ntx = 0;
     const m = this.meta;
@@ -98,7 +102,7 @@ export class BatchedIo<L, U> implements DatagramIo<L, U> {
           sink.onClient(s.owner, rx, m[b + 1], m[b + 2], address, m[b + 3]);
         } else sink.onReply(s.owner, rx, m[b + 1], m[b + 2]);
       } catch (e) {
-        sink.onError(s instanceof BatchedListener ? 'to_server' : 'to_client', e as Error, null, false);
+        this.callbackError(s instanceof BatchedListener ? 'to_server' : 'to_client', e);
       }
     }
     this.current = -1;
@@ -107,11 +111,24 @@ export class BatchedIo<L, U> implements DatagramIo<L, U> {
       if (this.sampleLeft <= 0) {
         this.sampleLeft += this.sampler.every;
         const ns = this.counters[CNT.lastBatchNs];
-        if (ns > 0) this.sampler.observe(ns / 1e9); // the previous batch's arrival-to-send time
+        try {
+          if (ns > 0) this.sampler.observe(ns / 1e9); // the previous batch's arrival-to-send time
+        } catch (e) {
+          this.callbackError('to_client', e);
+        }
       }
     }
     return this.ntx;
   };
+
+  private callbackError(direction: 'to_server' | 'to_client', e: unknown): void {
+    this.counters[CNT.callbackErrors]++;
+    try {
+      this.sink.onError(direction, e instanceof Error ? e : String(e), null, false);
+    } catch {
+      // counted above; a failing error reporter must not stop the batch
+    }
+  }
 
   async openListener(a: SocketAddress, options: ListenOptions, owner: L): Promise<IoListener> {
     let id: number, port: number;
@@ -184,7 +201,14 @@ export class BatchedIo<L, U> implements DatagramIo<L, U> {
   /** The addon's call counters (recvmmsg and sendmmsg calls, batches), for tests and the benchmark. */
   calls(): IoCallCounts {
     const c = this.counters;
-    return { recv: c[CNT.rxCalls], send: c[CNT.txCalls], batches: c[CNT.batches], gsoMessages: c[CNT.gsoMessages], gsoFallbacks: c[CNT.gsoFallbacks] };
+    return {
+      recv: c[CNT.rxCalls],
+      send: c[CNT.txCalls],
+      batches: c[CNT.batches],
+      gsoMessages: c[CNT.gsoMessages],
+      gsoFallbacks: c[CNT.gsoFallbacks],
+      callbackErrors: c[CNT.callbackErrors],
+    };
   }
 
   async close(): Promise<void> {

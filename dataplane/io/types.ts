@@ -32,6 +32,8 @@ export interface IoCallCounts {
   send: number;
   gsoMessages: number;
   gsoFallbacks: number;
+  /** Exceptions thrown by the router (sink) or the sampler inside a batch: counted and reported to onError. */
+  callbackErrors: number;
 }
 
 /** Who gets the datagrams: the Dataplane. Called synchronously, once per datagram, within the I/O's batch. */
