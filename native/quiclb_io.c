@@ -113,6 +113,7 @@ typedef struct {
   char *cbufs;     /* a UDP_SEGMENT control message per message */
   int gso;
   int in_batch;
+  uint32_t rr_next; /* the receive loop starts at the first ready socket from this slot on */
 } ctx_t;
 
 static void ctx_release(ctx_t *c);
@@ -379,8 +380,19 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     int ne = epoll_wait(c->epfd, ev, MAX_EVENTS, 0);
     if (ne <= 0) break;
     int more = 0; /* a socket filled its whole request: it may hold more (else level-triggered epoll says so later) */
-    for (int e = 0; e < ne && n < c->slots; e++) {
-      uint32_t slot = ev[e].data.u32;
+    /*
+     * Round robin over the ready sockets, in slot order from where the last wake-up stopped. epoll returns the
+     * level-triggered ready list in the same order every time, so reading it from its head would serve only
+     * the first slots / PER_SOCKET_MAX sockets while they stay full (a flooded listener would starve the
+     * replies of every other flow).
+     */
+    uint32_t rr = c->rr_next;
+    int order[MAX_EVENTS], no = 0;
+    for (int e = 0; e < ne; e++) if (ev[e].data.u32 >= rr) order[no++] = e;
+    for (int e = 0; e < ne; e++) if (ev[e].data.u32 < rr) order[no++] = e;
+    for (int j = 0; j < no && n < c->slots; j++) {
+      uint32_t slot = ev[order[j]].data.u32;
+      c->rr_next = slot + 1;
       if (slot >= c->nsocks || c->socks[slot].fd < 0) continue;
       sock_t *s = &c->socks[slot];
       uint32_t want = c->slots - n;

@@ -5,13 +5,15 @@
  * failed test, not a dead jest. Skipped when the addon is not built.
  */
 import { afterEach, describe, expect, it } from '@jest/globals';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { loadIoAddon, CNT } from '../../dataplane/io/addon.js';
 import { BatchedIo } from '../../dataplane/io/batched-io.js';
 import type { DatagramSink, IoUpstream } from '../../dataplane/io/types.js';
-import { waitFor } from './helpers.js';
+import { sleep, waitFor } from './helpers.js';
 
 const { addon, error, file } = loadIoAddon();
 const describeAddon = addon !== null ? describe : describe.skip;
@@ -163,5 +165,106 @@ describeAddon('batched I/O addon: exceptions in the batch callback', () => {
     c.send(Buffer.from('a4'), listener.bound.port, '127.0.0.1');
     expect(await waitFor(() => got.length === 4)).toBe(true);
     expect(io.calls().callbackErrors).toBeGreaterThanOrEqual(3);
+  });
+});
+
+describeAddon('batched I/O addon: floods', () => {
+  it('serves every ready socket in turn when more are ready than one batch holds (no starvation behind a full socket)', () => {
+    const order: string[] = [];
+    const ids: number[] = [];
+    const ports: number[] = [];
+    const ctx = addon!.create(
+      16,
+      2048,
+      (n) => {
+        const m = new Int32Array(ctx.rxMeta);
+        const seen = new Set<number>();
+        for (let i = 0; i < n; i++) seen.add(ids.indexOf(m[i * addon!.RX_WORDS]));
+        order.push([...seen].join(''));
+        return 0;
+      },
+      0,
+    );
+    cleanups.push(() => addon!.destroy(ctx));
+    for (let i = 0; i < 3; i++) {
+      const [id, port] = addon!.openListener(ctx, '127.0.0.1', 0, false, 1 << 20);
+      ids.push(id);
+      ports.push(port);
+    }
+    // 200 datagrams queued on each socket while this process's loop is blocked (spawnSync), then drained
+    const sender = `const s = require('dgram').createSocket('udp4'); let left = 600;
+      for (let k = 0; k < 200; k++) for (const p of ${JSON.stringify(ports)}) s.send(Buffer.alloc(100), p, '127.0.0.1', () => { if (--left === 0) process.exit(0); });`;
+    const r = spawnSync(process.execPath, ['-e', sender], { env: { ...process.env, NODE_OPTIONS: '' }, timeout: 10000 });
+    expect(r.status).toBe(0);
+    return waitFor(() => order.length >= 6).then((ok) => {
+      expect(ok).toBe(true);
+      // each batch of 16 holds one socket's datagrams; the next batch goes to the next socket
+      expect(order.slice(0, 6)).toEqual(['0', '1', '2', '0', '1', '2']);
+    });
+  });
+
+  it('a flood keeping the sockets readable leaves timers and an HTTP endpoint running: one wake-up is bounded in count and time', async () => {
+    let batches = 0;
+    let datagrams = 0;
+    const sink: DatagramSink<string, string> = {
+      onClient() {
+        datagrams++;
+        const until = process.hrtime.bigint() + 20000n; // 20 µs of routing work per datagram: the router falls behind
+        while (process.hrtime.bigint() < until);
+      },
+      onReply() {},
+      onError() {},
+    };
+    const SLOTS = 256;
+    const io = makeIo(sink, SLOTS);
+    const ports: number[] = [];
+    for (let i = 0; i < 3; i++) ports.push((await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 4 << 20 }, `L${i}`)).bound.port);
+    const seenBatches = () => {
+      const b = io.calls().batches;
+      if (b > batches) batches = b;
+    };
+    const http = createServer((_req, res) => res.end('ok'));
+    http.listen(0, '127.0.0.1');
+    await once(http, 'listening');
+    cleanups.push(() => new Promise<void>((r) => http.close(() => r())));
+    const httpPort = (http.address() as AddressInfo).port;
+    // the flood: a child sending 1200-byte datagrams to all three sockets as fast as it can, for 1.5 s
+    const flooder = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const s = require('dgram').createSocket('udp4'); const b = Buffer.alloc(1200); const ports = ${JSON.stringify(ports)};
+         const end = Date.now() + 1500; let k = 0;
+         (function burst() { for (let i = 0; i < 300; i++) s.send(b, ports[k++ % 3], '127.0.0.1'); if (Date.now() < end) setImmediate(burst); else setTimeout(() => process.exit(0), 50); })();`,
+      ],
+      { env: { ...process.env, NODE_OPTIONS: '' }, stdio: 'ignore' },
+    );
+    cleanups.push(() => {
+      if (flooder.exitCode === null) flooder.kill('SIGKILL');
+    });
+    let last = performance.now();
+    let maxGap = 0;
+    const timer = setInterval(() => {
+      const now = performance.now();
+      maxGap = Math.max(maxGap, now - last);
+      last = now;
+      seenBatches();
+    }, 10);
+    await sleep(300); // flood under way
+    const t0 = performance.now();
+    const answer = await fetch(`http://127.0.0.1:${httpPort}/metrics`).then((r) => r.text());
+    const httpMs = performance.now() - t0;
+    await once(flooder, 'exit');
+    clearInterval(timer);
+    seenBatches();
+    expect(answer).toBe('ok');
+    expect(datagrams).toBeGreaterThan(1000);
+    const mean = datagrams / batches;
+    expect(mean).toBeGreaterThan(SLOTS / 4); // the sockets had a backlog: batches were large
+    expect(mean).toBeLessThanOrEqual(SLOTS);
+    // a wake-up handles at most SLOTS datagrams (~5 ms of routing here): timers and the HTTP server keep running
+    console.log(`flood: ${datagrams} datagrams in ${batches} batches (mean ${mean.toFixed(0)}), timer max gap ${maxGap.toFixed(1)} ms, HTTP ${httpMs.toFixed(1)} ms`);
+    expect(maxGap).toBeLessThan(250);
+    expect(httpMs).toBeLessThan(500);
   });
 });
