@@ -81,7 +81,7 @@ typedef struct {
 typedef struct {
   int fd;            /* -1: free */
   uint32_t gen;
-  int listener;      /* upstream: slot of its listener; listener: -1 */
+  int32_t listener;  /* upstream: id of its listener (slot and generation); listener: -1 */
   struct sockaddr_storage client; /* upstream: its client's address (replies go there) */
   socklen_t client_len;
 } sock_t;
@@ -232,20 +232,28 @@ static void send_msgs(ctx_t *c, int fd, uint32_t m, int to_client) {
  * of one size (the last may be shorter) become one UDP GSO message (UDP_SEGMENT): the kernel walks the IP and
  * device path once for all of them. Order is kept per destination.
  */
-static void send_batch(ctx_t *c, uint32_t n) {
-  if (n > c->slots) n = c->slots;
+static void send_batch(ctx_t *c, uint32_t ntx) {
+  if (ntx > c->slots) ntx = c->slots;
   tx_order_t *ord = c->order;
   sock_t **dest = c->dests; /* to-client entries: the upstream whose client gets it (its address) */
-  for (uint32_t i = 0; i < n; i++) {
+  const uint32_t ring = c->slots * c->stride;
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < ntx; i++) {
     int32_t t = c->tx[i * TX_WORDS];
+    uint32_t off = (uint32_t)c->tx[i * TX_WORDS + 1], len = (uint32_t)c->tx[i * TX_WORDS + 2];
+    if (off >= ring || len > ring - off) { /* not a range of the ring (a bug in JS): dropped and counted */
+      count_tx_error(c, t < 0, EINVAL, 1);
+      continue;
+    }
     sock_t *s = lookup(c, t < 0 ? ~t : t);
+    sock_t *l = s && t < 0 ? lookup(c, s->listener) : NULL; /* a listener closed since (its slot maybe reused): none */
     int64_t k = -1; /* nowhere to send (closed meanwhile) */
     if (s && t >= 0) k = (int64_t)((uint32_t)t & SLOT_MASK) << 21;
-    else if (s && s->listener >= 0 && (uint32_t)s->listener < c->nsocks && c->socks[s->listener].fd >= 0)
-      k = ((int64_t)s->listener << 21) | (int64_t)((uint32_t)~t & SLOT_MASK);
-    ord[i].key = k;
-    ord[i].idx = i;
+    else if (l) k = ((int64_t)((uint32_t)s->listener & SLOT_MASK) << 21) | (int64_t)((uint32_t)~t & SLOT_MASK);
+    ord[n].key = k;
+    ord[n].idx = i;
     dest[i] = t < 0 ? s : NULL;
+    n++;
   }
   qsort(ord, n, sizeof *ord, cmp_tx);
   uint32_t i = 0;
@@ -261,8 +269,7 @@ static void send_batch(ctx_t *c, uint32_t n) {
       struct iovec *iov = &c->siov[nio];
       while (i < n && ord[i].key == ord[i - cnt].key) {
         uint32_t x = ord[i].idx;
-        uint32_t off = (uint32_t)c->tx[x * TX_WORDS + 1], len = (uint32_t)c->tx[x * TX_WORDS + 2];
-        if (off >= c->slots * c->stride || len > c->slots * c->stride - off) len = 0, off = 0;
+        uint32_t off = (uint32_t)c->tx[x * TX_WORDS + 1], len = (uint32_t)c->tx[x * TX_WORDS + 2]; /* checked above */
         if (cnt > 0 && (!c->gso || len > seg || len == 0 || seg == 0 || cnt >= GSO_MAX_SEGS || total + len > GSO_MAX_BYTES)) break;
         iov[cnt].iov_base = c->rx + off;
         iov[cnt].iov_len = len;
@@ -481,7 +488,7 @@ static int parse_addr(napi_env env, napi_value host, uint32_t port, struct socka
   return -1;
 }
 
-static int add_socket(ctx_t *c, int fd, int listener) {
+static int add_socket(ctx_t *c, int fd, int32_t listener) {
   int slot = alloc_slot(c);
   if (slot < 0) return -ENOMEM;
   sock_t *s = &c->socks[slot];
@@ -654,6 +661,7 @@ static napi_value open_listener(napi_env env, napi_callback_info info) {
   int32_t bufbytes = 0;
   bool reuse = false;
   CHECK(napi_get_value_uint32(env, argv[2], &port));
+  if (port > 65535) { napi_throw_range_error(env, "EINVAL", "openListener: port 0..65535"); return NULL; }
   CHECK(napi_get_value_bool(env, argv[3], &reuse));
   CHECK(napi_get_value_int32(env, argv[4], &bufbytes));
   struct sockaddr_storage ss;
@@ -704,6 +712,10 @@ static napi_value open_upstream(napi_env env, napi_callback_info info) {
   CHECK(napi_get_value_uint32(env, argv[4], &port));
   napi_value result;
   sock_t *l = lookup(c, lid);
+  if (port == 0 || port > 65535) {
+    napi_create_int32(env, -EINVAL, &result);
+    return result;
+  }
   if (!l || l->listener >= 0 || idx >= c->slots) {
     napi_create_int32(env, -EBADF, &result);
     return result;
@@ -717,7 +729,7 @@ static napi_value open_upstream(napi_env env, napi_callback_info info) {
   if (fd < 0) err = errno;
   else if (connect(fd, (struct sockaddr *)&ss, len) < 0) { err = errno; close(fd); }
   if (err) { napi_create_int32(env, -err, &result); return result; }
-  int id = add_socket(c, fd, (int)(lid & SLOT_MASK));
+  int id = add_socket(c, fd, lid);
   if (id < 0) { close(fd); napi_create_int32(env, id, &result); return result; }
   sock_t *s = &c->socks[id & SLOT_MASK];
   const int32_t *meta = &c->rx_meta[(size_t)idx * RX_WORDS];

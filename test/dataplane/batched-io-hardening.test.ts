@@ -268,3 +268,78 @@ describeAddon('batched I/O addon: floods', () => {
     expect(httpMs).toBeLessThan(500);
   });
 });
+
+describeAddon('batched I/O addon: values from JS are checked before use', () => {
+  /** A context whose batch callback is `onBatch`, one listener, and helpers to read its shared memory. */
+  async function rawContext(onBatch: (n: number) => number, slots = 8) {
+    const ctx = addon!.create(slots, 2048, (n) => onBatch(n), 0);
+    cleanups.push(() => addon!.destroy(ctx));
+    const [listener, port] = addon!.openListener(ctx, '127.0.0.1', 0, false, 0);
+    return { ctx, listener, port, meta: new Int32Array(ctx.rxMeta), tx: new Int32Array(ctx.tx), counters: new Float64Array(ctx.counters) };
+  }
+
+  it('send descriptors outside the ring are dropped and counted, never sent (as empty datagrams)', async () => {
+    const backend = await udp();
+    const got: Buffer[] = [];
+    backend.on('message', (m) => got.push(m));
+    let up = -1;
+    const r = await rawContext(() => {
+      up = addon!.openUpstream(r.ctx, r.listener, 0, '127.0.0.1', backend.address().port);
+      const off = r.meta[1];
+      const ring = r.ctx.rx.byteLength;
+      const entries = [
+        [up, -5, 10],
+        [up, off, -1],
+        [up, ring, 1],
+        [up, ring - 4, 8],
+        [up, off, 5], // the only valid one
+      ];
+      entries.forEach((e, i) => r.tx.set(e, i * addon!.TX_WORDS));
+      return entries.length;
+    });
+    const c = await udp();
+    c.send(Buffer.from('hello'), r.port, '127.0.0.1');
+    expect(await waitFor(() => got.length >= 1)).toBe(true);
+    await sleep(50);
+    expect(got.map((b) => b.toString())).toEqual(['hello']);
+    expect(r.counters[CNT.txServerOther]).toBe(4);
+  });
+
+  it('a reply through a listener closed since (its slot reused by a new listener) is counted, not sent from the new socket', async () => {
+    const backend = await udp();
+    const c = await udp();
+    const fromPorts: number[] = [];
+    c.on('message', (_m, rinfo) => fromPorts.push(rinfo.port));
+    let up = -1;
+    let replyTo = false;
+    const r = await rawContext((n) => {
+      if (!replyTo) {
+        up = addon!.openUpstream(r.ctx, r.listener, 0, '127.0.0.1', backend.address().port);
+        return 0;
+      }
+      for (let i = 0; i < n; i++) r.tx.set([~up, r.meta[i * addon!.RX_WORDS + 1], r.meta[i * addon!.RX_WORDS + 2]], i * addon!.TX_WORDS);
+      return n;
+    });
+    c.send(Buffer.from('hi'), r.port, '127.0.0.1');
+    expect(await waitFor(() => up >= 0)).toBe(true);
+    addon!.close(r.ctx, r.listener);
+    const [second, secondPort] = addon!.openListener(r.ctx, '127.0.0.1', 0, false, 0);
+    expect(second & 0xfffff).toBe(r.listener & 0xfffff); // the same slot, a new generation
+    replyTo = true;
+    backend.send(Buffer.from('reply'), addon!.localPort(r.ctx, up), '127.0.0.1');
+    expect(await waitFor(() => r.counters[CNT.txClosed] === 1)).toBe(true);
+    await sleep(50);
+    expect(fromPorts).not.toContain(secondPort);
+    expect(fromPorts).toEqual([]);
+  });
+
+  it('ports outside 0..65535 are refused, not wrapped', async () => {
+    const r = await rawContext(() => 0);
+    const taken = await udp();
+    expect(() => addon!.openListener(r.ctx, '127.0.0.1', 65536 + taken.address().port, false, 0)).toThrow(/port 0\.\.65535/);
+    expect(() => addon!.openListener(r.ctx, '127.0.0.1', 65536, false, 0)).toThrow(/port 0\.\.65535/);
+    // openUpstream answers -errno (EINVAL) for a port it cannot connect to
+    expect(addon!.openUpstream(r.ctx, r.listener, 0, '127.0.0.1', 65536 + taken.address().port)).toBe(-22);
+    expect(addon!.openUpstream(r.ctx, r.listener, 0, '127.0.0.1', 0)).toBe(-22);
+  });
+});
