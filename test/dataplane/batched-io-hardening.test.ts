@@ -8,9 +8,10 @@ import { afterEach, describe, expect, it } from '@jest/globals';
 import { spawn, spawnSync } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
+import { readdirSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { loadIoAddon, CNT } from '../../dataplane/io/addon.js';
+import { loadIoAddon, CNT, type IoAddon as IoAddonType } from '../../dataplane/io/addon.js';
 import { BatchedIo } from '../../dataplane/io/batched-io.js';
 import type { DatagramSink, IoUpstream } from '../../dataplane/io/types.js';
 import { sleep, waitFor } from './helpers.js';
@@ -341,5 +342,217 @@ describeAddon('batched I/O addon: values from JS are checked before use', () => 
     // openUpstream answers -errno (EINVAL) for a port it cannot connect to
     expect(addon!.openUpstream(r.ctx, r.listener, 0, '127.0.0.1', 65536 + taken.address().port)).toBe(-22);
     expect(addon!.openUpstream(r.ctx, r.listener, 0, '127.0.0.1', 0)).toBe(-22);
+  });
+});
+
+describeAddon('batched I/O addon: hostile datagrams', () => {
+  /** A relay: client datagrams go to `backend` through one upstream per client port, replies come back. */
+  async function relay(family: 4 | 6) {
+    const host = family === 4 ? '127.0.0.1' : '::1';
+    const type = family === 4 ? 'udp4' : 'udp6';
+    const ups = new Map<number, IoUpstream>();
+    let io: BatchedIo<string, IoUpstream> | null = null;
+    const backend = await udp(type);
+    const atBackend: Buffer[] = [];
+    backend.on('message', (m, rinfo) => {
+      atBackend.push(m);
+      backend.send(m, rinfo.port, rinfo.address); // echo
+    });
+    const sink: DatagramSink<string, IoUpstream> = {
+      onClient(_l, buf, off, len, _address, port) {
+        let up = ups.get(port);
+        if (up === undefined) {
+          up = io!.openUpstream(listener, { host, port: backend.address().port, family }, '', 0, null as unknown as IoUpstream)!;
+          ups.set(port, up);
+        }
+        io!.sendToServer(up, buf, off, len);
+      },
+      onReply(_u, buf, off, len) {
+        io!.sendToClient([...ups.values()][0], buf, off, len);
+      },
+      onError() {},
+    };
+    io = new BatchedIo<string, IoUpstream>(addon!, sink, null, { slots: 64 });
+    cleanups.push(() => io.close());
+    const listener = await io.openListener({ host, port: 0, family }, { reusePort: false, bufferBytes: 4 << 20 }, 'L');
+    const client = await udp(type);
+    const atClient: Buffer[] = [];
+    client.on('message', (m) => atClient.push(m));
+    return { io, host, port: listener.bound.port, client, atClient, atBackend };
+  }
+
+  for (const family of [4, 6] as const) {
+    it(`IPv${family}: empty datagrams and the largest UDP datagram (${family === 4 ? 65507 : 65527} bytes) are relayed intact both ways`, async () => {
+      const r = await relay(family);
+      const big = Buffer.alloc(family === 4 ? 65507 : 65527);
+      for (let i = 0; i < big.length; i++) big[i] = (i * 7) & 0xff;
+      r.client.send(Buffer.alloc(0), r.port, r.host);
+      await sleep(20);
+      r.client.send(big, r.port, r.host);
+      await sleep(20);
+      r.client.send(Buffer.alloc(0), r.port, r.host);
+      expect(await waitFor(() => r.atClient.length === 3)).toBe(true);
+      expect(r.atBackend.map((b) => b.length)).toEqual([0, big.length, 0]);
+      expect(r.atClient.map((b) => b.length)).toEqual([0, big.length, 0]);
+      expect(r.atClient[1].equals(big)).toBe(true);
+      const e = r.io.errors();
+      expect(e.truncated + e.receive + e.toServer.other + e.toClient.other).toBe(0);
+    });
+  }
+
+  it('ICMP errors on an upstream socket are read once each (MSG_ERRQUEUE is off): no busy loop while nothing arrives', async () => {
+    const gone = await udp();
+    const closedPort = gone.address().port;
+    await new Promise<void>((r) => gone.close(() => r()));
+    cleanups.pop();
+    let up: IoUpstream | null = null;
+    let io: BatchedIo<string, string> | null = null;
+    const sink: DatagramSink<string, string> = {
+      onClient(_l, buf, off, len) {
+        up ??= io!.openUpstream(listener, { host: '127.0.0.1', port: closedPort, family: 4 }, '', 0, 'U');
+        io!.sendToServer(up!, buf, off, len);
+      },
+      onReply() {},
+      onError() {},
+    };
+    io = makeIo(sink);
+    const listener = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 0 }, 'L');
+    const c = await udp();
+    for (let i = 0; i < 5; i++) {
+      c.send(Buffer.from('x'), listener.bound.port, '127.0.0.1');
+      await sleep(10);
+    }
+    expect(await waitFor(() => io.errors().toServer.refused >= 1)).toBe(true);
+    await sleep(50);
+    const calls0 = io.calls().recv;
+    const cpu0 = process.cpuUsage();
+    await sleep(300);
+    const cpu = process.cpuUsage(cpu0);
+    expect(io.calls().recv - calls0).toBe(0);
+    expect((cpu.user + cpu.system) / 1000).toBeLessThan(100); // ms of CPU in 300 ms: idle, not spinning
+  });
+});
+
+describeAddon('batched I/O addon: lifecycle', () => {
+  const fdCount = () => readdirSync('/proc/self/fd').length;
+
+  it('opening and closing 2000 sockets (listeners and upstreams), then destroying, leaves no descriptor behind', async () => {
+    await sleep(20);
+    const before = fdCount();
+    const backend = await udp();
+    const afterBackend = fdCount();
+    let ctx: ReturnType<IoAddonType['create']> | null = null;
+    let listener = -1;
+    const upstreams: number[] = [];
+    ctx = addon!.create(8, 2048, () => {
+      for (let i = 0; i < 1000; i++) upstreams.push(addon!.openUpstream(ctx!, listener, 0, '127.0.0.1', backend.address().port));
+      return 0;
+    }, 0);
+    const listeners: number[] = [];
+    for (let i = 0; i < 1000; i++) listeners.push(addon!.openListener(ctx, '127.0.0.1', 0, false, 0)[0]);
+    listener = listeners[0];
+    const c = await udp();
+    c.send(Buffer.from('x'), addon!.localPort(ctx, listener), '127.0.0.1');
+    expect(await waitFor(() => upstreams.length === 1000)).toBe(true);
+    expect(upstreams.every((id) => id >= 0)).toBe(true);
+    expect(fdCount()).toBeGreaterThanOrEqual(afterBackend + 2001); // + the epoll descriptor
+    for (const id of [...upstreams, ...listeners.slice(500)]) addon!.close(ctx, id);
+    addon!.destroy(ctx); // closes the 500 listeners still open
+    addon!.destroy(ctx);
+    await sleep(20); // the epoll descriptor closes with the poll handle, on the next loop turn
+    await new Promise<void>((r) => c.close(() => r()));
+    cleanups.pop();
+    expect(fdCount()).toBe(afterBackend);
+    expect(afterBackend - before).toBe(1);
+  });
+
+  it("destroy() inside the batch callback: its batch's sends are dropped, nothing crashes, later calls say closed", async () => {
+    const backend = await udp();
+    const got: Buffer[] = [];
+    backend.on('message', (m) => got.push(m));
+    let ctx: ReturnType<IoAddonType['create']> | null = null;
+    let listener = -1;
+    let batches = 0;
+    ctx = addon!.create(8, 2048, () => {
+      batches++;
+      const up = addon!.openUpstream(ctx!, listener, 0, '127.0.0.1', backend.address().port);
+      new Int32Array(ctx!.tx).set([up, 0, 1], 0);
+      addon!.destroy(ctx!);
+      return 1;
+    }, 0);
+    const [id, port] = addon!.openListener(ctx, '127.0.0.1', 0, false, 0);
+    listener = id;
+    const c = await udp();
+    c.send(Buffer.from('x'), port, '127.0.0.1');
+    expect(await waitFor(() => batches === 1)).toBe(true);
+    c.send(Buffer.from('y'), port, '127.0.0.1');
+    await sleep(50);
+    expect(batches).toBe(1);
+    expect(got).toEqual([]);
+    expect(() => addon!.openListener(ctx, '127.0.0.1', 0, false, 0)).toThrow(/closed or invalid context/);
+    expect(() => addon!.close(ctx, id)).not.toThrow();
+  });
+
+  it('the process exits cleanly with engines open: process.exit, an uncaught exception, and garbage collection of the context', async () => {
+    const script = (how: string) => `
+      const ctxs = [];
+      for (let k = 0; k < 3; k++) { const ctx = addon.create(64, 2048, () => 0, 1); for (let i = 0; i < 5; i++) addon.openListener(ctx, '127.0.0.1', 0, false, 0); ctxs.push(ctx); }
+      ${how}`;
+    const exit = await runChild(script('console.log(JSON.stringify("exiting")); process.exit(0);'));
+    expect([exit.code, exit.signal, exit.out]).toEqual([0, null, 'exiting']);
+    const thrown = await runChild(script('setTimeout(() => { throw new Error("uncaught with engines open"); }, 10);'));
+    expect([thrown.code, thrown.signal]).toEqual([1, null]);
+    expect(thrown.stderr).toContain('uncaught with engines open');
+    // unreachable contexts are finalized by the garbage collector: their sockets close
+    const gc = await runChild(`
+      import { readdirSync } from 'node:fs';
+      const before = readdirSync('/proc/self/fd').length;
+      (() => { for (let k = 0; k < 3; k++) { const ctx = addon.create(64, 2048, () => 0, 1); for (let i = 0; i < 5; i++) addon.openListener(ctx, '127.0.0.1', 0, false, 0); } })();
+      const open = readdirSync('/proc/self/fd').length;
+      for (let i = 0; i < 5; i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 20)); }
+      console.log(JSON.stringify({ opened: open - before, left: readdirSync('/proc/self/fd').length - before }));
+      process.exit(0);`);
+    expect(gc.out).toEqual({ opened: 18, left: 0 });
+  });
+
+  it('worker threads: each loads the addon and runs its own engine; exiting or terminated with engines open leaves no descriptor', async () => {
+    const r = await runChild(`
+      import { Worker, isMainThread } from 'node:worker_threads';
+      import { readdirSync } from 'node:fs';
+      import dgram from 'node:dgram';
+      const count = () => readdirSync('/proc/self/fd').length;
+      const code = \`
+        const { parentPort, workerData } = require('node:worker_threads');
+        const addon = require(process.env.QUICLB_IO_ADDON);
+        let got = 0;
+        const ctx = addon.create(64, 2048, (n) => { got += n; parentPort.postMessage({ got }); return 0; }, 1);
+        const [, port] = addon.openListener(ctx, '127.0.0.1', 0, false, 0);
+        for (let i = 0; i < 4; i++) addon.openListener(ctx, '127.0.0.1', 0, false, 0);
+        parentPort.postMessage({ port });
+        if (workerData === 'exit') parentPort.on('message', () => process.exit(0));
+      \`;
+      const warm = new Worker('1', { eval: true, execArgv: [] });
+      await new Promise((r) => warm.on('exit', r));
+      const before = count();
+      const s = dgram.createSocket('udp4');
+      await new Promise((r) => s.bind(0, '127.0.0.1', r));
+      const afterSocket = count();
+      let delivered = 0;
+      for (let i = 0; i < 12; i++) {
+        const how = i % 2 ? 'exit' : 'terminate';
+        const w = new Worker(code, { eval: true, execArgv: [], workerData: how });
+        const port = await new Promise((r) => w.once('message', (m) => r(m.port)));
+        const got = new Promise((r) => w.on('message', (m) => { if (m.got) r(m.got); }));
+        s.send(Buffer.from('x'), port, '127.0.0.1');
+        delivered += await got;
+        if (how === 'exit') { w.postMessage('exit'); await new Promise((r) => w.on('exit', r)); }
+        else await w.terminate();
+      }
+      await new Promise((r) => setTimeout(r, 50));
+      console.log(JSON.stringify({ delivered, leaked: count() - afterSocket, socket: afterSocket - before }));
+      process.exit(0);
+    `);
+    expect({ code: r.code, stderr: r.code === 0 ? "" : r.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(r.out).toEqual({ delivered: 12, leaked: 0, socket: 1 });
   });
 });
