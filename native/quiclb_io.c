@@ -195,12 +195,13 @@ static int cmp_tx(const void *a, const void *b) {
 /* Sends msgs [0, m) on fd; counts errors per datagram (a GSO message counts all its segments). */
 static void send_msgs(ctx_t *c, int fd, uint32_t m, int to_client) {
   uint32_t done = 0;
+  int interrupted = 0;
   while (done < m) {
     int r = sendmmsg(fd, &c->smsg[done], m - done, MSG_DONTWAIT);
     c->counters[CNT_TX_CALLS]++;
     if (r > 0) { done += (uint32_t)r; continue; }
     int err = r < 0 ? errno : EIO;
-    if (err == EINTR) continue;
+    if (err == EINTR && ++interrupted < 8) continue; /* bounded: then the message is counted as lost */
     if (err == EAGAIN || err == EWOULDBLOCK) {
       double lost = 0;
       for (uint32_t k = done; k < m; k++) lost += c->segs[k];
@@ -506,6 +507,7 @@ static int add_socket(ctx_t *c, int fd, int32_t listener) {
 }
 
 static void ctx_free(napi_env env, void *data, void *hint);
+static void ctx_free_memory(ctx_t *c);
 
 /* create(slots, slotSize, onBatch, flags) -> context object (flags bit 0: UDP GSO) with rx, rxMeta, tx, counters ArrayBuffers */
 static napi_value create(napi_env env, napi_callback_info info) {
@@ -515,18 +517,30 @@ static napi_value create(napi_env env, napi_callback_info info) {
   uint32_t slots = 0, slot_size = 0, flags = 0;
   if (argc >= 4) napi_get_value_uint32(env, argv[3], &flags);
   int gso = (flags & 1) != 0;
+  napi_valuetype cbtype = napi_undefined;
   if (argc < 3 || napi_get_value_uint32(env, argv[0], &slots) != napi_ok || napi_get_value_uint32(env, argv[1], &slot_size) != napi_ok ||
       slots < 1 || slots > 4096 || slot_size < 64 || slot_size > 65536) {
     napi_throw_range_error(env, NULL, "create(slots 1..4096, slotSize 64..65536, onBatch)");
     return NULL;
   }
+  if (napi_typeof(env, argv[2], &cbtype) != napi_ok || cbtype != napi_function) {
+    napi_throw_type_error(env, NULL, "create: onBatch must be a function");
+    return NULL;
+  }
   ctx_t *c = calloc(1, sizeof *c);
+  if (!c) return throw_errno(env, "create", ENOMEM);
   c->env = env;
   c->slots = slots;
   c->slot_size = slot_size;
   c->stride = slot_size + 64;
+  c->gso = gso;
   c->epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (c->epfd < 0) { free(c); return throw_errno(env, "epoll_create1", errno); }
+  if (c->epfd < 0) {
+    int err = errno;
+    free(c);
+    return throw_errno(env, "epoll_create1", err);
+  }
+  /* every array sized for the largest batch (slots datagrams), the receive ones for one recvmmsg call */
   c->rmsg = calloc(PER_SOCKET_MAX, sizeof *c->rmsg);
   c->riov = calloc(PER_SOCKET_MAX, sizeof *c->riov);
   c->raddr = calloc(PER_SOCKET_MAX, sizeof *c->raddr);
@@ -536,39 +550,62 @@ static napi_value create(napi_env env, napi_callback_info info) {
   c->dests = calloc(slots, sizeof *c->dests);
   c->segs = calloc(slots, sizeof *c->segs);
   c->cbufs = calloc(slots, GSO_CMSG_SPACE);
-  c->gso = gso;
+  const char *failed = NULL;
+  if (!c->rmsg || !c->riov || !c->raddr || !c->smsg || !c->siov || !c->order || !c->dests || !c->segs || !c->cbufs) failed = "out of memory";
 
-  napi_value obj, rx, meta, tx, cnt, name;
+  napi_value obj = NULL, rx, meta, tx, cnt, name;
   void *p;
-  CHECK(napi_create_object(env, &obj));
-  CHECK(napi_create_arraybuffer(env, (size_t)slots * c->stride, &p, &rx));
-  c->rx = p;
-  CHECK(napi_create_arraybuffer(env, (size_t)slots * RX_WORDS * 4, &p, &meta));
-  c->rx_meta = p;
-  CHECK(napi_create_arraybuffer(env, (size_t)slots * TX_WORDS * 4, &p, &tx));
-  c->tx = p;
-  CHECK(napi_create_arraybuffer(env, CNT_COUNT * 8, &p, &cnt));
-  c->counters = p;
-  memset(c->counters, 0, CNT_COUNT * 8);
-  CHECK(napi_set_named_property(env, obj, "rx", rx));
-  CHECK(napi_set_named_property(env, obj, "rxMeta", meta));
-  CHECK(napi_set_named_property(env, obj, "tx", tx));
-  CHECK(napi_set_named_property(env, obj, "counters", cnt));
-  CHECK(napi_create_reference(env, rx, 1, &c->rx_ref));
-  CHECK(napi_create_reference(env, meta, 1, &c->meta_ref));
-  CHECK(napi_create_reference(env, tx, 1, &c->tx_ref));
-  CHECK(napi_create_reference(env, cnt, 1, &c->cnt_ref));
-  CHECK(napi_create_reference(env, argv[2], 1, &c->cb_ref));
-  CHECK(napi_create_reference(env, obj, 0, &c->self_ref));
-  CHECK(napi_create_string_utf8(env, "quiclb_io", NAPI_AUTO_LENGTH, &name));
-  CHECK(napi_async_init(env, NULL, name, &c->async));
-  CHECK(napi_wrap(env, obj, c, ctx_free, NULL, NULL));
-  c->wrapped = 1;
-
-  uv_loop_t *loop;
-  CHECK(napi_get_uv_event_loop(env, &loop));
-  uv_poll_init(loop, &c->poll, c->epfd);
+#define TRY(call) \
+  if (!failed && (call) != napi_ok) failed = #call
+  TRY(napi_create_object(env, &obj));
+  TRY(napi_create_arraybuffer(env, (size_t)slots * c->stride, &p, &rx));
+  if (!failed) c->rx = p;
+  TRY(napi_create_arraybuffer(env, (size_t)slots * RX_WORDS * 4, &p, &meta));
+  if (!failed) c->rx_meta = p;
+  TRY(napi_create_arraybuffer(env, (size_t)slots * TX_WORDS * 4, &p, &tx));
+  if (!failed) c->tx = p;
+  TRY(napi_create_arraybuffer(env, CNT_COUNT * 8, &p, &cnt));
+  if (!failed) {
+    c->counters = p;
+    memset(c->counters, 0, CNT_COUNT * 8);
+  }
+  TRY(napi_set_named_property(env, obj, "rx", rx));
+  TRY(napi_set_named_property(env, obj, "rxMeta", meta));
+  TRY(napi_set_named_property(env, obj, "tx", tx));
+  TRY(napi_set_named_property(env, obj, "counters", cnt));
+  TRY(napi_create_reference(env, rx, 1, &c->rx_ref));
+  TRY(napi_create_reference(env, meta, 1, &c->meta_ref));
+  TRY(napi_create_reference(env, tx, 1, &c->tx_ref));
+  TRY(napi_create_reference(env, cnt, 1, &c->cnt_ref));
+  TRY(napi_create_reference(env, argv[2], 1, &c->cb_ref));
+  TRY(napi_create_reference(env, obj, 0, &c->self_ref));
+  TRY(napi_create_string_utf8(env, "quiclb_io", NAPI_AUTO_LENGTH, &name));
+  TRY(napi_async_init(env, NULL, name, &c->async));
+  uv_loop_t *loop = NULL;
+  TRY(napi_get_uv_event_loop(env, &loop));
+  if (!failed && uv_poll_init(loop, &c->poll, c->epfd) != 0) failed = "uv_poll_init";
+  if (failed) { /* nothing is polled yet: undo by hand */
+    napi_ref refs[6] = {c->rx_ref, c->meta_ref, c->tx_ref, c->cnt_ref, c->cb_ref, c->self_ref};
+    for (int i = 0; i < 6; i++) if (refs[i]) napi_delete_reference(env, refs[i]);
+    if (c->async) napi_async_destroy(env, c->async);
+    close(c->epfd);
+    ctx_free_memory(c);
+    char msg[200];
+    snprintf(msg, sizeof msg, "quiclb_io: create failed: %s", failed);
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (!pending) napi_throw_error(env, NULL, msg);
+    return NULL;
+  }
+#undef TRY
   c->poll.data = c;
+  if (napi_wrap(env, obj, c, ctx_free, NULL, NULL) != napi_ok) {
+    c->wrapped = 0;
+    ctx_release(c); /* closes the poll handle, which frees the context */
+    napi_throw_error(env, NULL, "quiclb_io: create failed: napi_wrap");
+    return NULL;
+  }
+  c->wrapped = 1;
   uv_poll_start(&c->poll, UV_READABLE, on_poll);
   return obj;
 }

@@ -556,3 +556,22 @@ describeAddon('batched I/O addon: lifecycle', () => {
     expect(r.out).toEqual({ delivered: 12, leaked: 0, socket: 1 });
   });
 });
+
+describeAddon('batched I/O addon: create()', () => {
+  it('refuses a batch callback that is not a function with a TypeError, and leaks nothing when it refuses', () => {
+    const before = readdirSync('/proc/self/fd').length;
+    // (errors thrown by the addon come from the main realm, not jest's: compare names)
+    const thrown = (f: () => unknown) => {
+      try {
+        f();
+      } catch (e) {
+        return `${(e as Error).name}: ${(e as Error).message}`;
+      }
+      return 'nothing thrown';
+    };
+    for (let i = 0; i < 50; i++) expect(thrown(() => addon!.create(8, 2048, 'not a function' as unknown as () => number, 0))).toBe('TypeError: create: onBatch must be a function');
+    expect(thrown(() => addon!.create(0, 2048, () => 0, 0))).toMatch(/^RangeError/);
+    expect(thrown(() => addon!.create(8, 65537, () => 0, 0))).toMatch(/^RangeError/);
+    expect(readdirSync('/proc/self/fd').length).toBe(before);
+  });
+});
