@@ -29,8 +29,9 @@ count_jest() { # json file: adds jest's per-test counts; a missing or broken rep
 }
 
 step "system packages" bash scripts/install-system-deps.sh
-# The batched I/O addon, if `npm install` ran before the C compiler was installed (a warning then, not a failure).
-[ -f native/build/quiclb_io.node ] || node native/build.mjs
+# The batched I/O addon, if `npm install` ran before the C compiler was installed (a warning then, not a failure),
+# or its source changed since (a no-op when the build is up to date).
+node native/build.mjs
 step "typecheck (tsc --noEmit)" npx tsc --noEmit
 step "lint (eslint)" npx eslint .
 
