@@ -167,12 +167,15 @@ export class BatchedIo<L, U> implements DatagramIo<L, U> {
     if (!this.closed) this.addon.close(this.ctx, up.id);
   }
 
+  /** False for a closed upstream too (the caller counts the drop as to_server; its id may be reused meanwhile). */
   sendToServer(u: IoUpstream, buf: Buffer, off: number, len: number): boolean {
-    return this.queue((u as BatchedUpstream<U>).id, buf, off, len);
+    const up = u as BatchedUpstream<U>;
+    return !up.closed && this.queue(up.id, buf, off, len);
   }
 
   sendToClient(u: IoUpstream, buf: Buffer, off: number, len: number): void {
-    if (!this.queue(~(u as BatchedUpstream<U>).id, buf, off, len)) this.counters[CNT.txClosed]++;
+    const up = u as BatchedUpstream<U>;
+    if (up.closed || !this.queue(~up.id, buf, off, len)) this.counters[CNT.txClosed]++;
   }
 
   /** A send descriptor for the datagram in the ring; false outside a batch or for another buffer. */

@@ -579,3 +579,32 @@ describeAddon('batched I/O addon: create()', () => {
     expect(readdirSync('/proc/self/fd').length).toBe(before);
   });
 });
+
+describeAddon('BatchedIo: closed upstreams', () => {
+  it('a send on an upstream closed earlier in the batch is refused (false: the router counts the drop), not queued', async () => {
+    const backend = await udp();
+    const got: Buffer[] = [];
+    backend.on('message', (m) => got.push(m));
+    const results: boolean[] = [];
+    let io: BatchedIo<string, string> | null = null;
+    const sink: DatagramSink<string, string> = {
+      onClient(_l, buf, off, len) {
+        const up = io!.openUpstream(listener, { host: '127.0.0.1', port: backend.address().port, family: 4 }, '', 0, 'U')!;
+        results.push(io!.sendToServer(up, buf, off, len));
+        io!.closeUpstream(up);
+        results.push(io!.sendToServer(up, buf, off, len));
+        const before = io!.errors().toClient.other;
+        io!.sendToClient(up, buf, off, len);
+        results.push(io!.errors().toClient.other === before + 1);
+      },
+      onReply() {},
+      onError() {},
+    };
+    io = makeIo(sink);
+    const listener = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 0 }, 'L');
+    const c = await udp();
+    c.send(Buffer.from('x'), listener.bound.port, '127.0.0.1');
+    expect(await waitFor(() => results.length === 3)).toBe(true);
+    expect(results).toEqual([true, false, true]);
+  });
+});
