@@ -7,7 +7,7 @@ import { CidDecoder } from '../../lib/quiclb/decoder.js';
 import { writeVarint } from '../../lib/quic/varint.js';
 import { defaultShortDcidLength, DEFAULT_HEALTH, type DataplaneSnapshot, type LiveConfig, type SnapshotServer } from '../../lib/config/snapshot.js';
 import { isReservedVersion } from '../../lib/quic/header.js';
-import { Dataplane } from '../../dataplane/dataplane.js';
+import { Dataplane, type DataplaneOptions } from '../../dataplane/dataplane.js';
 
 export const KEY = Buffer.from('00112233445566778899aabbccddeeff', 'hex');
 export const KEY_B64 = KEY.toString('base64');
@@ -263,9 +263,9 @@ export class Opened {
     return c;
   }
 
-  /** Starts a data plane; `port` is its first listen address's port, `port6` the second's. */
-  async dataplane(snap: DataplaneSnapshot): Promise<{ dp: Dataplane; port: number; port6?: number }> {
-    const dp = new Dataplane({ healthChecks: false });
+  /** Starts a data plane (`options` besides healthChecks: false); `port` is its first listen address's port, `port6` the second's. */
+  async dataplane(snap: DataplaneSnapshot, options: DataplaneOptions = {}): Promise<{ dp: Dataplane; port: number; port6?: number }> {
+    const dp = new Dataplane({ healthChecks: false, ...options });
     this.dataplanes.push(dp);
     await dp.start(snap);
     const a = dp.addresses();
