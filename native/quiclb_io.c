@@ -103,7 +103,8 @@ typedef struct {
   napi_async_context async;
   sock_t *socks;
   uint32_t nsocks, cap;
-  uint32_t free_head_hint;
+  uint32_t *free_slots; /* closed slots, reused last-closed first: O(1) per new socket (a peer opens flows) */
+  uint32_t nfree;
   struct mmsghdr *rmsg, *smsg;
   struct iovec *riov, *siov;
   struct sockaddr_storage *raddr;
@@ -162,21 +163,27 @@ static sock_t *lookup(ctx_t *c, int32_t id) {
 }
 
 static int alloc_slot(ctx_t *c) {
-  for (uint32_t i = 0; i < c->nsocks; i++) {
-    uint32_t k = (c->free_head_hint + i) % c->nsocks;
-    if (c->socks[k].fd < 0) { c->free_head_hint = k + 1; return (int)k; }
-  }
+  if (c->nfree > 0) return (int)c->free_slots[--c->nfree];
   if (c->nsocks == c->cap) {
     uint32_t ncap = c->cap ? c->cap * 2 : 64;
-    if (ncap > SLOT_MASK) return -1;
-    sock_t *n = realloc(c->socks, ncap * sizeof(sock_t));
+    if (ncap > SLOT_MASK + 1) return -1;
+    sock_t *n = realloc(c->socks, (size_t)ncap * sizeof(sock_t));
     if (!n) return -1;
     c->socks = n;
+    uint32_t *f = realloc(c->free_slots, (size_t)ncap * sizeof(uint32_t));
+    if (!f) return -1; /* c->socks is bigger already: harmless, cap stays */
+    c->free_slots = f;
     c->cap = ncap;
   }
   c->socks[c->nsocks].gen = 0;
   c->socks[c->nsocks].fd = -1;
   return (int)c->nsocks++;
+}
+
+/* Each slot is in the free list at most once (it is pushed when its socket closes), so cap entries suffice. */
+static void free_slot(ctx_t *c, uint32_t slot) {
+  c->socks[slot].fd = -1;
+  c->free_slots[c->nfree++] = slot;
 }
 
 static void count_tx_error(ctx_t *c, int to_client, int err, double n) {
@@ -500,7 +507,7 @@ static int add_socket(ctx_t *c, int fd, int32_t listener) {
   struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)slot};
   if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
     int err = errno;
-    s->fd = -1;
+    free_slot(c, (uint32_t)slot);
     return -err;
   }
   return make_id(c, (uint32_t)slot);
@@ -612,6 +619,7 @@ static napi_value create(napi_env env, napi_callback_info info) {
 
 static void ctx_free_memory(ctx_t *c) {
   free(c->socks);
+  free(c->free_slots);
   free(c->rmsg);
   free(c->riov);
   free(c->raddr);
@@ -801,7 +809,7 @@ static napi_value close_socket(napi_env env, napi_callback_info info) {
   if (!s) return NULL;
   epoll_ctl(c->epfd, EPOLL_CTL_DEL, s->fd, NULL);
   close(s->fd);
-  s->fd = -1;
+  free_slot(c, (uint32_t)(s - c->socks));
   return NULL;
 }
 
