@@ -21,6 +21,14 @@
  *
  * Socket ids carry a generation in their high bits, so an id closed and reused within one batch never sends a
  * stale datagram to the new socket.
+ *
+ * Trust boundary: everything JS hands in (ids, ring offsets and lengths in tx, ports, the rx index of
+ * openUpstream) is checked before use; a bad send descriptor is counted, never sent. The shared buffers are
+ * checked for detachment before every use (a transferred buffer's memory belongs to someone else). An exception
+ * escaping the batch callback is counted (CNT_CB_ERRORS) and cleared. One wake-up reads at most `slots`
+ * datagrams, round robin over the ready sockets, and makes one JS call, so timers and other I/O keep running
+ * under a flood. Closing: destroy(), the GC of the context object or the environment's teardown closes every
+ * socket exactly once; the memory goes when both the poll handle is closed and the JS object is gone.
  */
 #define _GNU_SOURCE
 #include <errno.h>
