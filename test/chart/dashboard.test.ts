@@ -63,6 +63,11 @@ describe('Grafana dashboard', () => {
     expect(byMetric('quiclb_config_live', 'state')).toBe(true);
     expect(byMetric('quiclb_operator_reconciles_total', 'by (result)')).toBe(true);
     expect(byMetric('quiclb_operator_rotations_total', 'by (phase)')).toBe(true);
+    // routing latency: p50 and p99 from the sampled histogram, per I/O path; which path the data planes run
+    expect(byMetric('histogram_quantile(0.5, sum by (le, path) (rate(quiclb_routing_latency_seconds_bucket', '')).toBe(true);
+    expect(byMetric('histogram_quantile(0.99, sum by (le, path) (rate(quiclb_routing_latency_seconds_bucket', '')).toBe(true);
+    expect(byMetric('quiclb_io_path_info', 'by (instance, path)')).toBe(true);
+    expect(byMetric('quiclb_io_errors_total', 'by (path, direction, reason)')).toBe(true);
   });
 
   it('has unique panel ids and no overlapping panels', () => {
