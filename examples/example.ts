@@ -132,7 +132,8 @@ function banner(s: Setup, lb: StandaloneHandle, backendLine: string, what: strin
   const a = lb.addresses()[0];
   const m = lb.monitoringAddress();
   s.out('quiclb standalone example');
-  s.out(`  load balancer  udp ${formatSocketAddress(a)}   config: ${s.configPath}`);
+  const io = lb.dataplane?.ioPath; // which datagram I/O path forwards (docs/standalone-config.md, Datagram I/O)
+  s.out(`  load balancer  udp ${formatSocketAddress(a)}${io ? ` (${io} I/O)` : ''}   config: ${s.configPath}`);
   s.out(`  backends       ${backendLine}`);
   s.out(`                 ${what}`);
   if (m) s.out(`  metrics        http://${formatSocketAddress({ host: m.address, port: m.port })}/metrics   (also /healthz, /readyz)`);
