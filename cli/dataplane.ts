@@ -31,8 +31,9 @@ Options:
   --workers N              data-plane processes per load balancer sharing its ports (default 1: in this process)
   --report-interval SECS   counters on the stream every SECS seconds (default 5)
   --log-level LEVEL        ${LOG_LEVELS.join(', ')} (default info)
-  --io PATH                datagram I/O: auto (default: batched when its addon is built, Linux), batched
-                           (recvmmsg/sendmmsg), dgram (node:dgram); default QUICLB_IO, else auto
+  --io PATH                datagram I/O: auto (default: batched when its addon loads, Linux; else dgram with a
+                           warning), batched (recvmmsg/sendmmsg; refuses to start without the addon), dgram
+                           (node:dgram); overrides QUICLB_IO
   -h, --help               this help`;
 
 export async function dataplaneCommand(argv: string[]): Promise<number> {

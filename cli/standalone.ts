@@ -24,8 +24,9 @@ Options:
   --config FILE        the YAML config
   --check              only validate and print the summary (keys are never printed)
   --log-level LEVEL    ${LOG_LEVELS.join(', ')} (overrides logging.level)
-  --io PATH            datagram I/O: auto (default: batched when its addon is built, Linux), batched
-                       (recvmmsg/sendmmsg), dgram (node:dgram); overrides io: of the file and QUICLB_IO
+  --io PATH            datagram I/O: auto (default: batched when its addon loads, Linux; else dgram with a
+                       warning), batched (recvmmsg/sendmmsg; refuses to start without the addon), dgram
+                       (node:dgram); overrides io: of the file and QUICLB_IO; read at start only
   --admin ADDR         serve the admin API (gRPC LoadBalancerConfig: GetConfig, UpdateConfig, RotateKeys) on
                        "ip:port" over mTLS; callers and roles come from admin.clients in the YAML
   --tls-dir DIR        with --admin: ca.crt (the CA of the client certificates), tls.crt, tls.key (the server's)
