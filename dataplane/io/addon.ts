@@ -74,7 +74,7 @@ export function loadIoAddon(): LoadedAddon {
       ? [override]
       : [join(here, '..', '..', 'native', 'build', 'quiclb_io.node'), join(here, '..', '..', '..', 'native', 'build', 'quiclb_io.node')];
   const file = candidates.find((f) => existsSync(f));
-  if (file === undefined) return (cached = { addon: null, error: 'native/build/quiclb_io.node not built (npm install builds it)', file: null });
+  if (file === undefined) return (cached = { addon: null, error: 'native/build/quiclb_io.node not built (npm install builds it when a C compiler is present; `node native/build.mjs` says why it failed)', file: null });
   try {
     const addon = require(file) as IoAddon;
     if (addon.COUNTERS !== Object.keys(CNT).length) return (cached = { addon: null, error: `${file} is out of date (run node native/build.mjs)`, file });

@@ -13,6 +13,14 @@ import type { DatagramIo, DatagramSink, IoErrorCounts, IoListener, IoUpstream, L
 const MAX_QUEUE = 64;
 
 /**
+ * Datagrams libuv may hold per socket while the kernel's send buffer is full. libuv never reports EAGAIN to a
+ * dgram sender: it keeps each refused datagram in a send queue in memory until the socket is writable, so without
+ * a bound a slow egress grows the process without limit. Beyond this the datagram is dropped and counted `full`,
+ * as the batched path counts sendmmsg's EAGAIN.
+ */
+const MAX_SEND_QUEUE = 256;
+
+/**
  * dgram resolves the destination of every unconnected send through dns.lookup, which answers IP literals on the
  * next tick. Replies always go to the IP literal the client datagram came from: answer synchronously.
  */
@@ -142,15 +150,25 @@ export class DgramIo<L, U> implements DatagramIo<L, U> {
   sendToServer(u: IoUpstream, buf: Buffer, off: number, len: number): boolean {
     const up = u as DgramUpstream<U>;
     const msg = off === 0 && len === buf.length ? buf : buf.subarray(off, off + len);
-    if (up.ready) up.socket.send(msg, this.onUpstreamSent);
-    else if (up.queue !== null && up.queue.length < MAX_QUEUE) up.queue.push(msg);
+    if (up.ready) {
+      if (up.socket.getSendQueueCount() < MAX_SEND_QUEUE) up.socket.send(msg, this.onUpstreamSent);
+      else this.countFull('to_server', up);
+    } else if (up.queue !== null && up.queue.length < MAX_QUEUE) up.queue.push(msg);
     else return false;
     return true;
   }
 
   sendToClient(u: IoUpstream, buf: Buffer, off: number, len: number): void {
     const up = u as DgramUpstream<U>;
-    up.listener.socket.send(buf, off, len, up.clientPort, up.clientAddress, this.onReplySent);
+    const socket = up.listener.socket;
+    if (socket.getSendQueueCount() < MAX_SEND_QUEUE) socket.send(buf, off, len, up.clientPort, up.clientAddress, this.onReplySent);
+    else this.countFull('to_client', up);
+  }
+
+  /** A datagram dropped because its socket's send queue is at MAX_SEND_QUEUE (no Error object: this is the overload path). */
+  private countFull(direction: 'to_server' | 'to_client', up: DgramUpstream<U>): void {
+    (direction === 'to_server' ? this.counts.toServer : this.counts.toClient).full++;
+    this.sink.onError(direction, 'send queue full', up.owner, false);
   }
 
   errors(): IoErrorCounts {

@@ -203,7 +203,9 @@ describe('the data plane on each I/O path', () => {
 // A network namespace of the test's own (loopback only) whose lo has a slow qdisc: datagrams wait there, charged
 // to their socket's send buffer. That is the one way to fill a send buffer on loopback: a receiver with a full
 // receive buffer makes the kernel drop at the receiver (its socket's drops in /proc/net/udp), never the sender fail.
-const QDISC = 'tbf rate 20mbit burst 4kb limit 16mb';
+// 2 Mbit/s: slow enough that the client's burst still waits in the qdisc while the data plane forwards, even when a
+// loaded machine deschedules the data plane for a while (at 20 Mbit/s the dgram case sometimes found the queue drained).
+const QDISC = 'tbf rate 2mbit burst 4kb limit 16mb';
 const probe = spawnSync('unshare', ['-n', 'sh', '-c', `ip link set lo up && tc qdisc add dev lo root ${QDISC}`], { encoding: 'utf8' });
 const noNamespace = probe.status !== 0 ? `network namespaces or tc tbf unavailable: ${(probe.stderr || probe.error?.message || '').trim()}` : null;
 if (noNamespace) process.stderr.write(`forwarder-paths: full socket buffer cases skipped (${noNamespace})\n`);
@@ -239,16 +241,14 @@ describe('a full socket buffer (network namespace, slow loopback qdisc)', () => 
       expect(r.received).toBe(3000);
       expect(r.delivered + r.ioErrors.toServer.full).toBe(r.received);
       expect(r.ioErrors.toServer.refused + r.ioErrors.toServer.other).toBe(0);
-      if (io === 'batched') {
-        // sendmmsg meets EAGAIN once the upstream socket's send buffer is full: dropped and counted, never queued.
-        expect(r.ioErrors.toServer.full).toBeGreaterThan(0);
-        expect(r.sendErrors.upstream).toBe(r.ioErrors.toServer.full);
-        expect(r.metrics).toContain(`quiclb_io_errors_total{lb="test",path="batched",direction="to_server",reason="full"} ${r.ioErrors.toServer.full}`);
-        expect(r.metrics).toContain(`quiclb_send_errors_total{lb="test",direction="to_server"} ${r.ioErrors.toServer.full}`);
-      } else {
-        // node:dgram never reports EAGAIN: libuv keeps the datagram in its send queue and sends it when the buffer drains.
-        expect(r.delivered).toBe(3000);
-      }
+      // batched: sendmmsg meets EAGAIN once the upstream socket's send buffer is full. dgram: libuv never reports
+      // EAGAIN and queues in memory instead, so the data plane bounds that queue (256 per socket). Both: the
+      // excess is dropped and counted, never held without bound.
+      expect(r.ioErrors.toServer.full).toBeGreaterThan(0);
+      expect(r.sendErrors.upstream).toBe(r.ioErrors.toServer.full);
+      expect(r.metrics).toContain(`quiclb_io_errors_total{lb="test",path="${io}",direction="to_server",reason="full"} ${r.ioErrors.toServer.full}`);
+      expect(r.metrics).toContain(`quiclb_send_errors_total{lb="test",direction="to_server"} ${r.ioErrors.toServer.full}`);
+      if (io === 'dgram') expect(r.delivered).toBeGreaterThanOrEqual(256);
     }, 70_000);
   }
 });
