@@ -8,7 +8,7 @@
  * gtlsclient exits 0 even when its connection dies (QUIC-PEERS.md): only the downloaded bytes count.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ExampleQuicClient } from '../../examples/example-quic-client.js';
@@ -40,19 +40,29 @@ export interface ClientResult {
   detail: Record<string, unknown>;
 }
 
+/**
+ * gtlsclient's idle timeout: its default. A transfer whose datagrams cross two data planes may pause while the
+ * server validates a new path; "complete intact" is the bar, not speed (the run's timeoutMs bounds it).
+ */
+const GTLS_IDLE_TIMEOUT = '30s';
+/** JOURNEY_GTLS_LOG=DIR: gtlsclient runs without -q and each run's whole stderr goes to DIR/SCID.log (diagnosis). */
+const GTLS_LOG_DIR = process.env.JOURNEY_GTLS_LOG;
+
 /** Runs one gtlsclient GET; resolves with the downloaded body's size and integrity. */
 async function gtlsGet(r: ClientRequest, dir: string, scid: string, remaining: number): Promise<{ bytes: number; intact: boolean; exit: string; stderr: string }> {
   const dl = join(dir, scid);
   mkdirSync(dl, { recursive: true });
   const args = [
-    '-q', '--exit-on-all-streams-close', '--timeout=5s', '--scid', scid, '--download', dl,
+    ...(GTLS_LOG_DIR ? [] : ['-q']), '--exit-on-all-streams-close', `--timeout=${GTLS_IDLE_TIMEOUT}`, '--scid', scid, '--download', dl,
     ...(r.kind === 'ngtcp2-migrate' ? [`--change-local-addr=${r.migrateAfterMs}ms`] : []),
     r.host, String(r.port), `https://localhost${r.path}`,
   ];
   // (gtlsclient cannot bind a source address: it gets the client address from the route's src)
   const child = spawnTied('gtlsclient', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
+  const log = GTLS_LOG_DIR ? createWriteStream(join(GTLS_LOG_DIR, `${scid}.log`)) : null;
   child.stderr?.on('data', (d: Buffer) => {
+    log?.write(d);
     if (stderr.length < 4000) stderr += d.toString();
   });
   const timer = setTimeout(() => child.kill('SIGKILL'), remaining);
@@ -61,6 +71,7 @@ async function gtlsGet(r: ClientRequest, dir: string, scid: string, remaining: n
     child.on('error', (e) => resolve(`spawn error: ${e.message}`));
   });
   clearTimeout(timer);
+  log?.end();
   const file = join(dl, r.path.slice(1) || 'index.html');
   let bytes = 0;
   let intact = false;

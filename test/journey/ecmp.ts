@@ -1,9 +1,21 @@
 /**
  * An ECMP stand-in in the pod network: clients send to `listen`; for each client source address the relay keeps one
- * upstream socket (bound to `upstreamHost`, so every data plane sees the same client 4-tuple) and sends that
- * client's datagrams to the targets in turn (1st to target 0, 2nd to target 1, ...), as a router whose ECMP hash
- * changes under a flow would, or as two paths of one anycast address. Replies from any target go back to the client
- * from the listen socket.
+ * upstream socket (bound to `upstreamHost`, so every data plane sees the same client 4-tuple). Replies from any
+ * target go back to the client from the listen socket.
+ *
+ * The model: a real ECMP path change moves a 5-tuple from one node to another; it does not spray. So each client
+ * flow has a home target (new flows take the targets in turn) and its long-header datagrams (the handshake) always
+ * go there, as a flow whose hash is stable while it starts would; its short-header (1-RTT) datagrams then alternate
+ * between the targets per datagram, starting at home: every transfer crosses both data planes many times, the worst
+ * a flow can see from path changes after its handshake.
+ *
+ * Why not alternate the handshake too: each data plane is a full proxy, so the backend sees the client at a
+ * different source address per data plane, and a Retry token is bound to the address it was sent to (RFC 9000
+ * §8.1.2; @matrixai/quic's validateToken compares the host and silently drops a mismatch). A post-Retry Initial
+ * that arrives through the other data plane is dropped: with per-datagram alternation of the handshake every
+ * handshake waits for a retransmission through the right data plane (measured with JOURNEY_ECMP_SPRAY=1: each
+ * ngtcp2 post-Retry Initial went unanswered until its PTO, ~1 s), and a real path change between the Retry and the
+ * next Initial costs that handshake a retry (docs/backends.md, item 7).
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
@@ -20,13 +32,20 @@ const IDLE_MS = 60_000;
 
 interface Flow {
   socket: Socket;
+  home: number;
+  /** Target of the flow's next short-header datagram. */
   next: number;
   lastUsed: number;
 }
 
+/** JOURNEY_ECMP_SPRAY=1: every datagram alternates, handshakes too (the older model; reproduces the limitation above). */
+const SPRAY = process.env.JOURNEY_ECMP_SPRAY === '1';
+/** A QUIC long header (Initial, 0-RTT, Handshake, Retry, Version Negotiation): first bit set. */
+const isLongHeader = (msg: Buffer): boolean => msg.length > 0 && (msg[0] & 0x80) !== 0;
+
 export class EcmpRelay {
   private readonly flows = new Map<string, Flow>();
-  readonly counts = { fromClients: 0, toTargets: [] as number[], fromTargets: 0 };
+  readonly counts = { fromClients: 0, toTargets: [] as number[], shortToTargets: [] as number[], longHeader: 0, flows: 0, fromTargets: 0 };
   private readonly sweeper: NodeJS.Timeout;
 
   private constructor(
@@ -36,6 +55,7 @@ export class EcmpRelay {
     private readonly upstreamHost: string,
   ) {
     this.counts.toTargets = targets.map(() => 0);
+    this.counts.shortToTargets = targets.map(() => 0);
     listenSocket.on('message', (msg, r) => this.fromClient(msg, `${r.address}:${r.port}`, r.address, r.port));
     listenSocket.on('error', () => {});
     this.sweeper = setInterval(() => this.sweep(), 5000);
@@ -64,12 +84,20 @@ export class EcmpRelay {
         if (f) f.lastUsed = Date.now();
         this.listenSocket.send(reply, port, address);
       });
-      flow = { socket, next: 0, lastUsed: Date.now() };
+      const home = this.counts.flows++ % this.targets.length;
+      flow = { socket, home, next: home, lastUsed: Date.now() };
       this.flows.set(key, flow);
     }
     flow.lastUsed = Date.now();
-    const i = flow.next;
-    flow.next = (i + 1) % this.targets.length;
+    let i: number;
+    if (isLongHeader(msg) && !SPRAY) {
+      i = flow.home;
+      this.counts.longHeader++;
+    } else {
+      i = flow.next;
+      flow.next = (i + 1) % this.targets.length;
+      this.counts.shortToTargets[i]++;
+    }
     this.counts.toTargets[i]++;
     flow.socket.send(msg, this.targets[i].port, this.targets[i].ip);
   }

@@ -76,7 +76,7 @@ export interface BackendAudit {
 
 export interface Audit {
   backends: Record<string, BackendAudit>;
-  ecmp: Record<string, { fromClients: number; toTargets: number[]; fromTargets: number }>;
+  ecmp: Record<string, { fromClients: number; toTargets: number[]; shortToTargets: number[]; longHeader: number; flows: number; fromTargets: number }>;
 }
 
 export type WorldEvent = Record<string, unknown> & { event: string };
