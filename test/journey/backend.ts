@@ -91,6 +91,8 @@ export interface JourneyBackendOptions {
 }
 
 interface NativeConn {
+  recv(data: Uint8Array, info: unknown): number;
+  retiredScidNext(): Uint8Array | null;
   newSourceCid(scid: Uint8Array, resetToken: bigint, retireIfNeeded: boolean): number;
   peerError(): { isApp: boolean; errorCode: number; reason: Uint8Array } | null;
 }
@@ -270,6 +272,18 @@ export class JourneyBackend {
     native.peerError = () => {
       const e = origPeerError();
       return e && e.isApp && e.errorCode >= 0x100 && e.errorCode <= 0x1ff ? { ...e, errorCode: 0 } : e;
+    };
+    // Library bug: @matrixai/quic never drains quiche's retired source CIDs, so a CID the client retired stays in
+    // the socket's connection map; a late datagram carrying it (reordered behind the RETIRE_CONNECTION_ID, e.g. through
+    // the other data plane) then reaches quiche, which no longer knows the CID and closes the connection
+    // (InvalidState -> PROTOCOL_VIOLATION, the client sees ERR_DRAINING). Unmapped, such a datagram is dropped.
+    const origRecv = native.recv.bind(native);
+    native.recv = (data, info) => {
+      try {
+        return origRecv(data, info);
+      } finally {
+        for (let id = native.retiredScidNext(); id !== null; id = native.retiredScidNext()) internals.socket.connectionMap.delete(new QUICConnectionId(id));
+      }
     };
     // the client's first SCID as its post-Retry Initial carried it (quiche's connectionIdPeer follows the CID of the
     // path in use, which changes when the connection is seen on several paths, e.g. through two data planes)
