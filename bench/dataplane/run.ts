@@ -9,7 +9,7 @@
  * algorithm, server_id_length 2, nonce_length 6 by default), one per client socket, naming the 4 servers in
  * turn, so quiclb measures its CID-decoding path (checked on its /metrics after each peer).
  *
- * Per (peer, size): 1 s warm-up, a latency run at a fixed moderate rate (--lat-rate round trips/s: p50/p99
+ * Per (peer, size): a warm-up (1 s; 4 s for the first size after the peer started), a latency run at a fixed moderate rate (--lat-rate round trips/s: p50/p99
  * and CPU per datagram), an open-loop run, then a bisection for the highest fixed rate with <1% loss.
  * "CPU us per forwarded datagram" = CPU (user+sys, every process of the peer's session, from /proc) / (2 x
  * replies): a round trip is 2 forwarded datagrams. A run during which other processes used more than
@@ -453,9 +453,15 @@ interface SizeResult {
   bound: boolean;
 }
 
-async function benchSize(peer: string, size: number, rep: number, peerSid: number, echoSid: number): Promise<SizeResult> {
+/**
+ * Warm-up before each (peer, size): 1 s, and 4 s for the first size after a peer process started. A Node peer's first
+ * seconds carry its start-up (JIT tiers, the scavenges that promote the start-up heap: one of 7 ms at ~1.9 s in
+ * --trace-gc): measured at once, whichever size ran first had a p99 3-4x the second's (quiclb 64 B first: 1498 us,
+ * run second: 515 us), a property of the first seconds, not of the steady state the table compares.
+ */
+async function benchSize(peer: string, size: number, rep: number, peerSid: number, echoSid: number, firstAfterStart: boolean): Promise<SizeResult> {
   const tags = { peer, size, rep };
-  await measure(A.latRate, 1.0, size, peerSid, echoSid, { ...tags, phase: 'warmup' });
+  await measure(A.latRate, firstAfterStart ? 4.0 : 1.0, size, peerSid, echoSid, { ...tags, phase: 'warmup' });
   const lat = await measure(A.latRate, A.latDur, size, peerSid, echoSid, { ...tags, phase: 'latency' });
   const ol = await measure(0, A.dur, size, peerSid, echoSid, { ...tags, phase: 'openloop' });
   if (ol.loss_pct < 1) return { peer, size, rep, lat, openLoop: ol, best: ol, bound: true };
@@ -607,7 +613,7 @@ try {
       for (const size of A.sizes) {
         if (overTime()) break;
         const t = Date.now();
-        const x = await benchSize(name, size, rep, peer.proc.pid!, echo.pid!);
+        const x = await benchSize(name, size, rep, peer.proc.pid!, echo.pid!, size === A.sizes[0]);
         if (peer.proc.exitCode !== null || peer.proc.signalCode !== null) {
           notes.push(`${name} exited during the ${size} B runs (see ${peerLogPath}): its results are discarded`);
           log(`${name} exited during the runs: discarded`);
