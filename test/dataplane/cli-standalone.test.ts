@@ -107,7 +107,7 @@ describe('quiclb standalone CLI', () => {
     await waitLine(p, /Ctrl-C stops\./);
     const text = p.out.join('\n');
     expect(text).not.toMatch(/UDP example|not QUIC servers/);
-    const port = Number(/^ {2}load balancer {2}udp 127\.0\.0\.1:(\d+) {3}config: (\S+)$/m.exec(text)![1]);
+    const port = Number(/^ {2}load balancer {2}udp 127\.0\.0\.1:(\d+) \((batched|dgram) I\/O\) {3}config: (\S+)$/m.exec(text)![1]);
     const configPath = /config: (\S+standalone\.yaml)$/m.exec(text)![1];
     const metricsUrl = /^ {2}metrics {8}(http:\/\/\S+\/metrics)/m.exec(text)![1];
     // the banner's server IDs (derived from the names) are the ones the responses and the decoded CIDs name
