@@ -11,6 +11,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import type { BackendAudit } from './backend.js';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -57,22 +58,7 @@ export interface ClientResult {
   detail: Record<string, unknown>;
 }
 
-export interface BackendAudit {
-  datagrams: number;
-  shortHeader: number;
-  foreignCids: number;
-  examples: string[];
-  probes: number;
-  initial: number;
-  handshake: number;
-  connections: number;
-  requests: number;
-  responses: number;
-  issued: number;
-  unroutableIssued: number;
-  connectionErrors: string[];
-  stopped: boolean;
-}
+export type { BackendAudit } from './backend.js';
 
 export interface Audit {
   backends: Record<string, BackendAudit>;
