@@ -13,7 +13,7 @@
  */
 import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer, type Server } from 'node:net';
+import { connect, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -24,6 +24,8 @@ import { adminKubeConfig, createNamespace, deleteNamespace, helm, kubectl, kubec
 import { PodVolumes } from './journey-kubelet.js';
 import { World, worldAvailable } from './journey-world.js';
 import { start, stop, type Proc } from './operator-fixture.js';
+import { freeTcpPort } from '../e2e/peers/dataplane.js';
+import { relayServer } from '../journey/lines.js';
 
 export const CHART = join(repoRoot, 'charts', 'quiclb');
 export const CRD_NAME = 'quicloadbalancers.quiclb.io';
@@ -123,14 +125,7 @@ export class Journey {
     // node's namespace to this socket): it stands in for the operator's Service, which only the leader listens behind.
     this.configPort = await freeTcpPort();
     const sock = join(this.dir, 'config.sock');
-    this.relay = createServer((conn) => {
-      const up = connect(this.configPort, '127.0.0.1');
-      conn.pipe(up).pipe(conn);
-      conn.on('error', () => up.destroy());
-      up.on('error', () => conn.destroy());
-      conn.on('close', () => up.destroy());
-      up.on('close', () => conn.destroy());
-    });
+    this.relay = relayServer(() => connect(this.configPort, '127.0.0.1'));
     this.relay.listen(sock);
     await once(this.relay, 'listening');
     if (!worldAvailable()) throw new Error('the network world test/journey/agent.ts is missing');
@@ -524,11 +519,3 @@ function mountedFile(path: string): boolean {
   }
 }
 
-export async function freeTcpPort(): Promise<number> {
-  const s = createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}

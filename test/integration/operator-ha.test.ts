@@ -6,23 +6,13 @@
  * connection's datagrams reach its pod throughout.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { json, OperatorWorld, POD_IPS, waitFor, type Proc } from './operator-fixture.js';
 import { kubectl } from './cluster.js';
+import { freeTcpPort } from '../e2e/peers/dataplane.js';
 import { CidEncoder } from '../../lib/quiclb/encoder.js';
 
 const LEASE = ['--leader-elect', '--lease-duration', '4', '--renew-deadline', '3', '--retry-period', '1'];
 const EXTRA = Array.from({ length: 200 }, (_, i) => `198.18.${1 + (i >> 8)}.${(i & 255) + 1}`);
-
-async function freeTcpPort(): Promise<number> {
-  const s = createServer();
-  s.listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 describe('quiclb operator with leader election on a real API server', () => {
   const w = new OperatorWorld();

@@ -3,6 +3,7 @@
  * their parent.
  */
 import { execFile, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { createServer, type Server, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 
@@ -89,4 +90,22 @@ export function cidr(v: unknown): string {
   const [a, len, ...rest] = v.split('/');
   if (rest.length > 0 || !IPV4.test(a) || !/^\d{1,2}$/.test(len ?? '') || Number(len) > 32) throw new Error(`bad CIDR ${JSON.stringify(v)}`);
   return v;
+}
+
+/**
+ * A stream relay (not yet listening): every accepted connection is piped both ways to a new `dial()` connection,
+ * and an error or close of either end closes both. Relays between the host's config server (TCP or a Unix socket)
+ * and the node namespaces.
+ */
+export function relayServer(dial: () => Socket): Server {
+  return createServer((c) => {
+    const up = dial();
+    c.pipe(up).pipe(c);
+    const end = () => {
+      c.destroy();
+      up.destroy();
+    };
+    c.on('error', end).on('close', end);
+    up.on('error', end).on('close', end);
+  });
 }

@@ -7,9 +7,9 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { connect, createServer, type Server } from 'node:net';
+import { connect, type Server } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { cidr, eachLine, emit, int, ip, ipv4, serveLines, spawnTied, str, type Json } from './lines.js';
+import { cidr, eachLine, emit, int, ip, ipv4, relayServer, serveLines, spawnTied, str, type Json } from './lines.js';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 let nodeName = '';
@@ -32,16 +32,7 @@ async function setup(req: Json): Promise<Json> {
 }
 
 async function startRelay(port: number, socketPath: string): Promise<Server> {
-  const server = createServer((c) => {
-    const up = connect(socketPath);
-    c.pipe(up).pipe(c);
-    const end = () => {
-      c.destroy();
-      up.destroy();
-    };
-    c.on('error', end).on('close', end);
-    up.on('error', end).on('close', end);
-  });
+  const server = relayServer(() => connect(socketPath));
   server.listen(port, '127.0.0.1');
   await Promise.race([once(server, 'listening'), once(server, 'error').then(([e]) => Promise.reject(e as Error))]);
   return server;

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
-import { connect, createServer, type Server } from 'node:net';
+import { connect, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatRotationState } from '../../lib/config/state-file.js';
@@ -18,6 +18,7 @@ import { KubeletVolume } from '../backend/kubelet-volume.js';
 import { freeTcpPort, writeStandaloneYaml } from '../e2e/peers/dataplane.js';
 import { spawnNode, waitLine, type CliProc } from '../helpers/run-cli.js';
 import { TestCa } from '../helpers/tls.js';
+import { relayServer } from './lines.js';
 import { JourneyWorld, type ClientRequest, type ClientResult } from './world.js';
 
 const NODES = [
@@ -51,16 +52,7 @@ function note(line: string): void {
 
 /** A Unix socket on the host piping to the config server's TCP port (how the node namespaces reach it). */
 async function unixRelay(path: string, port: number): Promise<Server> {
-  const server = createServer((c) => {
-    const up = connect(port, '127.0.0.1');
-    c.pipe(up).pipe(c);
-    const end = () => {
-      c.destroy();
-      up.destroy();
-    };
-    c.on('error', end).on('close', end);
-    up.on('error', end).on('close', end);
-  });
+  const server = relayServer(() => connect(port, '127.0.0.1'));
   server.listen(path);
   await once(server, 'listening');
   return server;
