@@ -13,7 +13,8 @@
  * and CPU per datagram), an open-loop run, then a bisection for the highest fixed rate with <1% loss.
  * "CPU us per forwarded datagram" = CPU (user+sys, every process of the peer's session, from /proc) / (2 x
  * replies): a round trip is 2 forwarded datagrams. A run during which other processes used more than
- * --max-bg % CPU is redone (--retries). Method and caveats: /work/shared/bench/ANCHORS.md.
+ * --max-bg % CPU is redone (--retries). The table gives the mean over reps, except p50/p99: their median (the
+ * per-rep p99s are listed under the table). Method and caveats: /work/shared/bench/ANCHORS.md.
  *
  * Binaries (gen, echo) are built with cc into ~/.cache/quiclb/bench; results go to
  * ~/.cache/quiclb/bench/results/<stamp>.{jsonl,md}. Only processes started here are signalled.
@@ -524,6 +525,13 @@ async function quiclbOutcomes(port: number): Promise<string> {
 
 // ---- report -----------------------------------------------------------------------------------------------------
 const mean = (xs: number[]): number | null => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null);
+/** Median (the mean of the middle two for an even count). */
+const median = (xs: number[]): number | null => {
+  if (!xs.length) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
 const f0 = (v: number | null): string => (v === null ? '-' : v.toFixed(0));
 const f2 = (v: number | null): string => (v === null ? '-' : v.toFixed(2));
 const ratio = (v: number | null, base: number | null): string => (v === null || base === null || base === 0 ? '-' : `${(v / base).toFixed(2)}x`);
@@ -552,8 +560,10 @@ function aggregate(results: SizeResult[]): Row[] {
         bound: rs.some((r) => r.bound),
         cpuMax: mean(rs.filter((r) => r.best?.us_per_pkt != null).map((r) => r.best!.us_per_pkt!)),
         cpuLat: mean(rs.filter((r) => r.lat.us_per_pkt != null).map((r) => r.lat.us_per_pkt!)),
-        p50: mean(rs.map((r) => r.lat.p50_us)),
-        p99: mean(rs.map((r) => r.lat.p99_us)),
+        // Latency percentiles: the median over reps. One rep's p99 on this shared machine can be 5-20x the others'
+        // (another process's burst lands in that rep's 3 s), and a mean would let that one rep decide the ratio.
+        p50: median(rs.map((r) => r.lat.p50_us)),
+        p99: median(rs.map((r) => r.lat.p99_us)),
       });
     }
   }
@@ -639,6 +649,12 @@ try {
 }
 
 const rows = aggregate(results);
+if (A.reps > 1) {
+  for (const size of A.sizes) {
+    const per = A.peers.map((peer) => `${peer} ${results.filter((r) => r.peer === peer && r.size === size).map((r) => r.lat.p99_us).join('/')}`);
+    notes.push(`p99 us @${A.latRate / 1000}k rt/s per rep, ${size} B (the table gives the median): ${per.join('; ')}`);
+  }
+}
 const md = [
   `quiclb data plane vs nginx ${ver.nginx.replace('nginx version: ', '')} (stream, 1 worker) vs naive Node dgram forwarder; ${quick ? 'quick' : 'full'} mode; ` +
   `node ${ver.node}; ${ver.cpus} x ${ver.cpu}; kernel ${ver.kernel}`,
