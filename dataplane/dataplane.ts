@@ -11,6 +11,7 @@ import { validateSnapshot, type DataplaneSnapshot, type SocketAddress } from '..
 import { HealthChecker, type HealthChange } from './health.js';
 import { silentLogger, type Logger } from './logging.js';
 import { createIo } from './io/select.js';
+import { BatchedIo } from './io/batched-io.js';
 import type { DatagramIo, DatagramSink, IoCallCounts, IoChoice, IoErrorCounts, IoListener, IoPath, IoUpstream } from './io/types.js';
 import { attachMetrics, routingLatencySampler } from './metrics.js';
 import type { Flow } from './flow-table.js';
@@ -187,6 +188,7 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
         configs: this.liveConfigs(),
         io: io.path,
         ...(fallbackReason !== null ? { io_fallback_reason: fallbackReason } : {}),
+        ...(io instanceof BatchedIo ? { io_gro: io.gro, ...(io.groError !== null ? { io_gro_error: io.groError } : {}) } : {}),
       },
       'data plane started',
     );

@@ -214,6 +214,29 @@ class Hub {
       const c = s.ioCalls?.();
       if (c) e({}, c.gsoMessages);
     });
+    counter(
+      'quiclb_io_gro_messages_total',
+      'Batched I/O path: coalesced UDP GRO messages received (each split back into its datagrams, routed one by one).',
+      [],
+      (s, e) => {
+        const c = s.ioCalls?.();
+        if (c) e({}, c.groMessages);
+      },
+    );
+    counter('quiclb_io_gro_datagrams_total', 'Batched I/O path: datagrams received inside coalesced UDP GRO messages.', [], (s, e) => {
+      const c = s.ioCalls?.();
+      if (c) e({}, c.groDatagrams);
+    });
+    gauge(
+      'quiclb_io_gro_info',
+      'Batched I/O path: UDP GRO on receive (state: on; off, by QUICLB_IO_GRO=0; unavailable, the kernel refused UDP_GRO).',
+      ['state'],
+      (s, e) => {
+        const c = s.ioCalls?.();
+        if (c) e({ state: c.gro }, 1);
+      },
+      'max',
+    );
     gauge('quiclb_config_version', 'Version of the snapshot in force.', [], (s, e) => e({}, s.router.version), 'max');
     gauge(
       'quiclb_routing_mode',

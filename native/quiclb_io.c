@@ -9,15 +9,24 @@
  * on the next loop iteration.
  *
  * Shared memory (ArrayBuffers created here, views kept by JS):
- *   rx      slots * (slotSize + 64) bytes: datagram i at offset i * (slotSize + 64).
- *   rxMeta  per datagram RX_WORDS int32: socket id, offset, length, source port, family (4/6), flags, then the
- *           source address (16 bytes: IPv4 in the first 4).
- *   tx      per send TX_WORDS int32: target, offset (into rx), length. target >= 0: the connected socket with that
+ *   rx      slots * (slotSize + 64) bytes: received message i at offset i * (slotSize + 64).
+ *   rxMeta  `entries` entries of RX_WORDS int32, one per datagram: socket id, offset, length, source port, family
+ *           (4/6), flags, then the source address (16 bytes: IPv4 in the first 4).
+ *   tx      `entries` sends of TX_WORDS int32: target, offset (into rx), length. target >= 0: the connected socket with that
  *           id (client -> server); target < 0: ~target is an upstream socket id whose datagram goes to that
  *           upstream's client through the upstream's listener (server -> client).
  *   counters float64: errors by reason (see CNT_*), read by JS at scrape time.
  * The JS batch callback returns how many tx entries it filled; they are sent with sendmmsg right after, grouped
  * by socket (order kept per socket). No allocation, JS object or JS call per datagram.
+ *
+ * UDP GRO (flags bit 1, where the kernel has it): every socket sets UDP_GRO, so the kernel may hand over a train of
+ * same-size datagrams from one source as one coalesced message with its segment size in a cmsg (a GSO sender on
+ * loopback, a NIC's GRO on real networks). Each segment becomes its own rxMeta entry pointing inside the message's
+ * slot (the last may be shorter), with the message's source address, so the router sees exactly the datagrams it
+ * sees without GRO and routes each on its own. A wake-up's messages can thus make more entries than slots: they are
+ * handed to JS `entries` at a time (one more JS call and send when the table fills; nothing is dropped), and the
+ * segments of a train come out consecutive, of one size, to one destination when they share a route: one GSO send.
+ * A message longer than its slot keeps its whole segments that fit; the rest count as truncated datagrams.
  *
  * Socket ids carry a generation in their high bits, so an id closed and reused within one batch never sends a
  * stale datagram to the new socket.
@@ -26,8 +35,8 @@
  * openUpstream) is checked before use; a bad send descriptor is counted, never sent. The shared buffers are
  * checked for detachment before every use (a transferred buffer's memory belongs to someone else). An exception
  * escaping the batch callback is counted (CNT_CB_ERRORS) and cleared. One wake-up reads at most `slots`
- * datagrams, round robin over the ready sockets, and makes one JS call, so timers and other I/O keep running
- * under a flood. Closing: destroy(), the GC of the context object or the environment's teardown closes every
+ * messages, round robin over the ready sockets, and makes one JS call (one per `entries` datagrams when coalesced
+ * messages hold more), so timers and other I/O keep running under a flood. Closing: destroy(), the GC of the context object or the environment's teardown closes every
  * socket exactly once; the memory goes when both the poll handle is closed and the JS object is gone.
  */
 #define _GNU_SOURCE
@@ -59,6 +68,11 @@
 #ifndef SOL_UDP
 #define SOL_UDP 17
 #endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+#define GRO_CMSG_SPACE CMSG_SPACE(sizeof(int))
+#define ENTRIES_MAX 65536
 
 enum {
   CNT_TX_SERVER_REFUSED, /* ECONNREFUSED on a send to a server (ICMP port unreachable came back) */
@@ -78,6 +92,9 @@ enum {
   CNT_GSO_MSGS,          /* UDP GSO messages sent (each 2+ datagrams) */
   CNT_GSO_FALLBACK,      /* GSO messages refused by the path, sent one datagram at a time */
   CNT_CB_ERRORS,         /* exceptions that escaped the JS batch callback (its sends are dropped) */
+  CNT_GRO_MSGS,          /* coalesced (UDP GRO) messages received, each split into its datagrams */
+  CNT_GRO_DATAGRAMS,     /* datagrams received inside them */
+  CNT_ENTRIES_FULL,      /* JS calls made before the wake-up's end because the entry table was full */
   CNT_COUNT
 };
 
@@ -102,9 +119,12 @@ typedef struct {
   int wrapped;     /* the JS object still points here (its finalizer will run) */
   int poll_closed; /* uv_close completed: with !wrapped, the memory can go */
   uint32_t slots, slot_size;
+  uint32_t entries; /* rxMeta and tx entries: datagrams per JS call (a coalesced message is several) */
   uint32_t stride; /* slot_size + one cache line: slot starts do not all map to the same L1 cache set */
   uint8_t *rx;
   int32_t *rx_meta;
+  int32_t *msg_meta; /* this wake-up's received messages (RX_WORDS each), split into rx_meta entries */
+  uint32_t *msg_gso; /* their segment size, 0: one datagram */
   int32_t *tx;
   double *counters;
   napi_ref rx_ref, meta_ref, tx_ref, cnt_ref, cb_ref, self_ref;
@@ -120,7 +140,10 @@ typedef struct {
   sock_t **dests;
   uint32_t *segs;  /* datagrams per message being sent */
   char *cbufs;     /* a UDP_SEGMENT control message per message */
+  char *rcbufs;    /* a UDP_GRO control message per message received */
   int gso;
+  int gro;
+  int gro_errno;   /* why UDP_GRO is off though asked for (the kernel refused it), else 0 */
   int in_batch;
   uint32_t rr_next; /* the receive loop starts at the first ready socket from this slot on */
 } ctx_t;
@@ -249,7 +272,7 @@ static void send_msgs(ctx_t *c, int fd, uint32_t m, int to_client) {
  * device path once for all of them. Order is kept per destination.
  */
 static void send_batch(ctx_t *c, uint32_t ntx) {
-  if (ntx > c->slots) ntx = c->slots;
+  if (ntx > c->entries) ntx = c->entries;
   tx_order_t *ord = c->order;
   sock_t **dest = c->dests; /* to-client entries: the upstream whose client gets it (its address) */
   const uint32_t ring = c->slots * c->stride;
@@ -385,6 +408,57 @@ static void call_js(ctx_t *c, uint32_t count) {
   napi_close_handle_scope(env, scope);
 }
 
+/* The segment size of a coalesced (UDP GRO) message, 0 for a single datagram. */
+static uint32_t gro_size(struct msghdr *m) {
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR(m); cm != NULL; cm = CMSG_NXTHDR(m, cm)) {
+    if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO && cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
+      int g;
+      memcpy(&g, CMSG_DATA(cm), sizeof g);
+      return g > 0 ? (uint32_t)g : 0;
+    }
+  }
+  return 0;
+}
+
+static void flush_entries(ctx_t *c, uint32_t count) {
+  c->counters[CNT_BATCHES]++;
+  call_js(c, count);
+}
+
+/*
+ * Hands this wake-up's nmsg messages to JS as rxMeta entries, one per datagram (a coalesced message: one per
+ * segment, in order), `entries` per JS call. The ring is not written meanwhile, so entries of a later call still
+ * point at their data.
+ */
+static void deliver(ctx_t *c, uint32_t nmsg) {
+  uint32_t e = 0;
+  for (uint32_t i = 0; i < nmsg; i++) {
+    const int32_t *src = &c->msg_meta[(size_t)i * RX_WORDS];
+    uint32_t g = c->msg_gso[i], off = (uint32_t)src[1], len = (uint32_t)src[2];
+    uint32_t nseg = g == 0 ? 1 : (len + g - 1) / g;
+    if (g != 0) {
+      c->counters[CNT_GRO_MSGS]++;
+      c->counters[CNT_GRO_DATAGRAMS] += nseg;
+    }
+    for (uint32_t k = 0; k < nseg; k++) {
+      if (e == c->entries) {
+        c->counters[CNT_ENTRIES_FULL]++;
+        flush_entries(c, e);
+        if (c->closing) return;
+        e = 0;
+      }
+      int32_t *dst = &c->rx_meta[(size_t)e * RX_WORDS];
+      memcpy(dst, src, RX_WORDS * sizeof(int32_t));
+      if (g != 0) {
+        dst[1] = (int32_t)(off + k * g);
+        dst[2] = (int32_t)(len - k * g < g ? len - k * g : g);
+      }
+      e++;
+    }
+  }
+  if (e > 0) flush_entries(c, e);
+}
+
 static void on_poll(uv_poll_t *h, int status, int events) {
   (void)events;
   ctx_t *c = h->data;
@@ -429,8 +503,13 @@ static void on_poll(uv_poll_t *h, int status, int events) {
         c->rmsg[k].msg_hdr.msg_iovlen = 1;
         c->rmsg[k].msg_hdr.msg_name = &c->raddr[k];
         c->rmsg[k].msg_hdr.msg_namelen = sizeof(struct sockaddr_storage);
+        if (c->gro) {
+          c->rmsg[k].msg_hdr.msg_control = c->rcbufs + (size_t)k * GRO_CMSG_SPACE;
+          c->rmsg[k].msg_hdr.msg_controllen = GRO_CMSG_SPACE;
+        }
       }
-      int r = recvmmsg(s->fd, c->rmsg, want, MSG_DONTWAIT, NULL);
+      /* MSG_TRUNC: msg_len is the message's real length, so a cut coalesced message counts the segments it lost */
+      int r = recvmmsg(s->fd, c->rmsg, want, MSG_DONTWAIT | MSG_TRUNC, NULL);
       c->counters[CNT_RX_CALLS]++;
       if (r < 0) {
         int err = errno;
@@ -443,14 +522,26 @@ static void on_poll(uv_poll_t *h, int status, int events) {
       int32_t id = make_id(c, slot);
       for (int k = 0; k < r; k++) {
         struct msghdr *m = &c->rmsg[k].msg_hdr;
-        if (m->msg_flags & MSG_TRUNC) { c->counters[CNT_RX_TRUNCATED]++; continue; }
-        int32_t *meta = &c->rx_meta[(size_t)n * RX_WORDS];
+        uint32_t len = c->rmsg[k].msg_len;
+        uint32_t g = c->gro ? gro_size(m) : 0;
+        if (m->msg_flags & MSG_TRUNC) {
+          if (g == 0 || g > c->slot_size) {
+            c->counters[CNT_RX_TRUNCATED] += g == 0 ? 1 : (len + g - 1) / g;
+            continue;
+          }
+          uint32_t keep = c->slot_size / g; /* whole segments in the slot */
+          c->counters[CNT_RX_TRUNCATED] += (len + g - 1) / g - keep;
+          len = keep * g;
+        }
+        if (g >= len) g = 0; /* one datagram */
+        int32_t *meta = &c->msg_meta[(size_t)n * RX_WORDS];
         uint8_t *dst = c->rx + (size_t)n * c->stride;
         uint8_t *src = c->riov[k].iov_base;
-        if (src != dst) memmove(dst, src, c->rmsg[k].msg_len); /* compact after a dropped truncated datagram */
+        if (src != dst) memmove(dst, src, len); /* compact after a dropped truncated datagram */
+        c->msg_gso[n] = g;
         meta[0] = id;
         meta[1] = (int32_t)(n * c->stride);
-        meta[2] = (int32_t)c->rmsg[k].msg_len;
+        meta[2] = (int32_t)len;
         meta[5] = 0;
         struct sockaddr_storage *a = &c->raddr[k];
         if (a->ss_family == AF_INET) {
@@ -475,8 +566,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     if (!more) break; /* saves an epoll_wait per wake-up at low rates */
   }
   if (n == 0) return;
-  c->counters[CNT_BATCHES]++;
-  call_js(c, n);
+  deliver(c, n);
   if (c->closing) return;
   clock_gettime(CLOCK_MONOTONIC, &t1);
   c->counters[CNT_LAST_BATCH_NS] = (double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec);
@@ -524,18 +614,42 @@ static int add_socket(ctx_t *c, int fd, int32_t listener) {
 static void ctx_free(napi_env env, void *data, void *hint);
 static void ctx_free_memory(ctx_t *c);
 
-/* create(slots, slotSize, onBatch, flags) -> context object (flags bit 0: UDP GSO) with rx, rxMeta, tx, counters ArrayBuffers */
+/*
+ * UDP_GRO on a throwaway socket: 0 when the kernel has it, else the errno (ENOPROTOOPT before Linux 5.0). flags bit 2
+ * (tests only) answers ENOPROTOOPT, as such a kernel would.
+ */
+static int probe_gro(uint32_t flags) {
+  if (flags & 4) return ENOPROTOOPT;
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno;
+  int one = 1, err = setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) < 0 ? errno : 0;
+  close(fd);
+  return err;
+}
+
+/*
+ * create(slots, slotSize, onBatch, flags, entries?) -> context object with rx, rxMeta, tx, counters ArrayBuffers,
+ * gro (whether UDP GRO is on) and groError (why not, when asked for). flags bit 0: UDP GSO; bit 1: UDP GRO.
+ * entries: datagrams per JS call (default 8 per slot), at least slots.
+ */
 static napi_value create(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  uint32_t slots = 0, slot_size = 0, flags = 0;
+  uint32_t slots = 0, slot_size = 0, flags = 0, entries = 0;
   if (argc >= 4) napi_get_value_uint32(env, argv[3], &flags);
   int gso = (flags & 1) != 0;
   napi_valuetype cbtype = napi_undefined;
   if (argc < 3 || napi_get_value_uint32(env, argv[0], &slots) != napi_ok || napi_get_value_uint32(env, argv[1], &slot_size) != napi_ok ||
       slots < 1 || slots > 4096 || slot_size < 64 || slot_size > 65536) {
     napi_throw_range_error(env, NULL, "create(slots 1..4096, slotSize 64..65536, onBatch)");
+    return NULL;
+  }
+  napi_valuetype etype = napi_undefined;
+  if (argc >= 5) napi_typeof(env, argv[4], &etype);
+  if (etype == napi_undefined) entries = slots * 8 > ENTRIES_MAX ? ENTRIES_MAX : slots * 8;
+  else if (napi_get_value_uint32(env, argv[4], &entries) != napi_ok || entries < slots || entries > ENTRIES_MAX) {
+    napi_throw_range_error(env, NULL, "create: entries slots..65536");
     return NULL;
   }
   if (napi_typeof(env, argv[2], &cbtype) != napi_ok || cbtype != napi_function) {
@@ -548,36 +662,46 @@ static napi_value create(napi_env env, napi_callback_info info) {
   c->slots = slots;
   c->slot_size = slot_size;
   c->stride = slot_size + 64;
+  c->entries = entries;
   c->gso = gso;
+  if (flags & 2) {
+    c->gro_errno = probe_gro(flags);
+    c->gro = c->gro_errno == 0;
+  }
   c->epfd = epoll_create1(EPOLL_CLOEXEC);
   if (c->epfd < 0) {
     int err = errno;
     free(c);
     return throw_errno(env, "epoll_create1", err);
   }
-  /* every array sized for the largest batch (slots datagrams), the receive ones for one recvmmsg call */
+  /* the send arrays sized for the largest JS call (entries datagrams), the receive ones for one recvmmsg call */
   c->rmsg = calloc(PER_SOCKET_MAX, sizeof *c->rmsg);
   c->riov = calloc(PER_SOCKET_MAX, sizeof *c->riov);
   c->raddr = calloc(PER_SOCKET_MAX, sizeof *c->raddr);
-  c->smsg = calloc(slots, sizeof *c->smsg);
-  c->siov = calloc(slots, sizeof *c->siov);
-  c->order = calloc(slots, sizeof *c->order);
-  c->dests = calloc(slots, sizeof *c->dests);
-  c->segs = calloc(slots, sizeof *c->segs);
-  c->cbufs = calloc(slots, GSO_CMSG_SPACE);
+  c->rcbufs = calloc(PER_SOCKET_MAX, GRO_CMSG_SPACE);
+  c->msg_meta = calloc((size_t)slots * RX_WORDS, sizeof *c->msg_meta);
+  c->msg_gso = calloc(slots, sizeof *c->msg_gso);
+  c->smsg = calloc(entries, sizeof *c->smsg);
+  c->siov = calloc(entries, sizeof *c->siov);
+  c->order = calloc(entries, sizeof *c->order);
+  c->dests = calloc(entries, sizeof *c->dests);
+  c->segs = calloc(entries, sizeof *c->segs);
+  c->cbufs = calloc(entries, GSO_CMSG_SPACE);
   const char *failed = NULL;
-  if (!c->rmsg || !c->riov || !c->raddr || !c->smsg || !c->siov || !c->order || !c->dests || !c->segs || !c->cbufs) failed = "out of memory";
+  if (!c->rmsg || !c->riov || !c->raddr || !c->rcbufs || !c->msg_meta || !c->msg_gso || !c->smsg || !c->siov || !c->order || !c->dests ||
+      !c->segs || !c->cbufs)
+    failed = "out of memory";
 
-  napi_value obj = NULL, rx, meta, tx, cnt, name;
+  napi_value obj = NULL, rx, meta, tx, cnt, name, gro_on;
   void *p;
 #define TRY(call) \
   if (!failed && (call) != napi_ok) failed = #call
   TRY(napi_create_object(env, &obj));
   TRY(napi_create_arraybuffer(env, (size_t)slots * c->stride, &p, &rx));
   if (!failed) c->rx = p;
-  TRY(napi_create_arraybuffer(env, (size_t)slots * RX_WORDS * 4, &p, &meta));
+  TRY(napi_create_arraybuffer(env, (size_t)entries * RX_WORDS * 4, &p, &meta));
   if (!failed) c->rx_meta = p;
-  TRY(napi_create_arraybuffer(env, (size_t)slots * TX_WORDS * 4, &p, &tx));
+  TRY(napi_create_arraybuffer(env, (size_t)entries * TX_WORDS * 4, &p, &tx));
   if (!failed) c->tx = p;
   TRY(napi_create_arraybuffer(env, CNT_COUNT * 8, &p, &cnt));
   if (!failed) {
@@ -588,6 +712,13 @@ static napi_value create(napi_env env, napi_callback_info info) {
   TRY(napi_set_named_property(env, obj, "rxMeta", meta));
   TRY(napi_set_named_property(env, obj, "tx", tx));
   TRY(napi_set_named_property(env, obj, "counters", cnt));
+  TRY(napi_get_boolean(env, c->gro, &gro_on));
+  TRY(napi_set_named_property(env, obj, "gro", gro_on));
+  if (c->gro_errno != 0) {
+    napi_value why;
+    TRY(napi_create_string_utf8(env, strerror(c->gro_errno), NAPI_AUTO_LENGTH, &why));
+    TRY(napi_set_named_property(env, obj, "groError", why));
+  }
   TRY(napi_create_reference(env, rx, 1, &c->rx_ref));
   TRY(napi_create_reference(env, meta, 1, &c->meta_ref));
   TRY(napi_create_reference(env, tx, 1, &c->tx_ref));
@@ -631,6 +762,9 @@ static void ctx_free_memory(ctx_t *c) {
   free(c->rmsg);
   free(c->riov);
   free(c->raddr);
+  free(c->rcbufs);
+  free(c->msg_meta);
+  free(c->msg_gso);
   free(c->smsg);
   free(c->siov);
   free(c->order);
@@ -726,6 +860,7 @@ static napi_value open_listener(napi_env env, napi_callback_info info) {
   int one = 1;
   if (fam == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
   if (reuse) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  if (c->gro) setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one); /* the kernel has it (probed at create) */
   set_buffers(fd, bufbytes);
   if (bind(fd, (struct sockaddr *)&ss, len) < 0) {
     int err = errno;
@@ -769,7 +904,7 @@ static napi_value open_upstream(napi_env env, napi_callback_info info) {
     napi_create_int32(env, -EINVAL, &result);
     return result;
   }
-  if (!l || l->listener >= 0 || idx >= c->slots) {
+  if (!l || l->listener >= 0 || idx >= c->entries) {
     napi_create_int32(env, -EBADF, &result);
     return result;
   }
@@ -778,9 +913,10 @@ static napi_value open_upstream(napi_env env, napi_callback_info info) {
   int fam = parse_addr(env, argv[3], port, &ss, &len);
   if (fam < 0) { napi_create_int32(env, -EINVAL, &result); return result; }
   int fd = socket(fam, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  int err = 0;
+  int err = 0, one = 1;
   if (fd < 0) err = errno;
   else if (connect(fd, (struct sockaddr *)&ss, len) < 0) { err = errno; close(fd); }
+  else if (c->gro) setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one); /* a server sending with GSO: coalesced replies */
   if (err) { napi_create_int32(env, -err, &result); return result; }
   int id = add_socket(c, fd, lid);
   if (id < 0) { close(fd); napi_create_int32(env, id, &result); return result; }

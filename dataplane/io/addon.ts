@@ -11,8 +11,12 @@ export interface IoAddon {
   RX_WORDS: number;
   TX_WORDS: number;
   COUNTERS: number;
-  /** flags bit 0: UDP GSO for runs of datagrams to one destination. */
-  create(slots: number, slotSize: number, onBatch: (count: number) => number, flags: number): AddonContext;
+  /**
+   * flags: bit 0 UDP GSO for runs of datagrams to one destination; bit 1 UDP GRO on every socket (where the kernel
+   * has it); bit 2 (tests only) behave as a kernel without UDP_GRO. entries: datagrams per batch call (default 8 per
+   * slot; a coalesced message is one per segment).
+   */
+  create(slots: number, slotSize: number, onBatch: (count: number) => number, flags: number, entries?: number): AddonContext;
   destroy(ctx: AddonContext): void;
   /** [id, bound port]; throws (code EADDRINUSE, ...) when binding fails. */
   openListener(ctx: AddonContext, host: string, port: number, reusePort: boolean, bufferBytes: number): [number, number];
@@ -28,7 +32,14 @@ export interface AddonContext {
   readonly rxMeta: ArrayBuffer;
   readonly tx: ArrayBuffer;
   readonly counters: ArrayBuffer;
+  /** UDP GRO is on (asked for and the kernel has it). */
+  readonly gro: boolean;
+  /** Why UDP GRO is off though asked for (the kernel refused UDP_GRO). */
+  readonly groError?: string;
 }
+
+/** create()'s flags. */
+export const IO_FLAGS = { gso: 1, gro: 2, simulateNoGro: 4 } as const;
 
 /** Indices of the addon's counters (CNT_* in quiclb_io.c). */
 export const CNT = {
@@ -49,6 +60,9 @@ export const CNT = {
   gsoMessages: 14,
   gsoFallbacks: 15,
   callbackErrors: 16,
+  groMessages: 17,
+  groDatagrams: 18,
+  entriesFull: 19,
 } as const;
 
 export interface LoadedAddon {

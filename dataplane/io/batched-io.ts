@@ -1,15 +1,16 @@
 /**
  * The batched I/O path: the native addon (native/quiclb_io.c) owns the sockets, receives with recvmmsg into a
  * shared ring and calls onBatch() once per batch; each datagram is routed in place (buffer = the ring, offset,
- * length) and forwarded by writing a send descriptor, sent with sendmmsg when onBatch returns. Nothing is
+ * length) and forwarded by writing a send descriptor, sent with sendmmsg when onBatch returns (a coalesced UDP GRO
+ * message arrives already split: one entry per datagram, pointing inside its slot). Nothing is
  * allocated per datagram: client addresses come from AddressCache, replies name their upstream socket (the addon
  * knows its client and listener).
  */
 import { formatSocketAddress } from '../../lib/config/address.js';
 import type { SocketAddress } from '../../lib/config/snapshot.js';
 import { AddressCache } from './address-cache.js';
-import { CNT, type AddonContext, type IoAddon } from './addon.js';
-import type { DatagramIo, DatagramSink, IoCallCounts, IoErrorCounts, IoListener, IoUpstream, LatencySampler, ListenOptions } from './types.js';
+import { CNT, IO_FLAGS, type AddonContext, type IoAddon } from './addon.js';
+import type { DatagramIo, DatagramSink, GroState, IoCallCounts, IoErrorCounts, IoListener, IoUpstream, LatencySampler, ListenOptions } from './types.js';
 
 const SLOT_MASK = (1 << 20) - 1;
 
@@ -40,6 +41,15 @@ export interface BatchedOptions {
   slotSize?: number;
   /** UDP GSO for runs of same-size datagrams to one destination (default: on unless QUICLB_IO_GSO=0). */
   gso?: boolean;
+  /**
+   * UDP GRO on every socket, where the kernel has it (default: on unless QUICLB_IO_GRO=0): a coalesced train of
+   * datagrams is received as one message and split back into its datagrams, each routed on its own.
+   */
+  gro?: boolean;
+  /** Datagrams per batch call (default 8 per slot): coalesced messages beyond it go in a further call. */
+  entries?: number;
+  /** Tests only: behave as on a kernel without UDP_GRO. */
+  simulateNoGro?: boolean;
 }
 
 export class BatchedIo<L, U> implements DatagramIo<L, U> {
@@ -52,7 +62,11 @@ export class BatchedIo<L, U> implements DatagramIo<L, U> {
   private readonly counters: Float64Array;
   private readonly rxWords: number;
   private readonly txWords: number;
-  private readonly slots: number;
+  /** Datagrams (rxMeta and tx entries) per batch call. */
+  private readonly entries: number;
+  /** UDP GRO in force, and why it is unavailable when it is. */
+  readonly gro: GroState;
+  readonly groError: string | null;
   private readonly sockets: (BatchedListener<L> | BatchedUpstream<U> | null)[] = [];
   private readonly addresses = new AddressCache();
   /** Index of the datagram being handled in the current batch, -1 outside a batch. */
@@ -67,9 +81,13 @@ export class BatchedIo<L, U> implements DatagramIo<L, U> {
     private readonly sampler: LatencySampler | null = null,
     options: BatchedOptions = {},
   ) {
-    this.slots = options.slots ?? 256;
+    const slots = options.slots ?? 256;
     const gso = options.gso ?? process.env.QUICLB_IO_GSO !== '0';
-    this.ctx = addon.create(this.slots, options.slotSize ?? 65536, this.onBatch, gso ? 1 : 0);
+    const gro = options.gro ?? process.env.QUICLB_IO_GRO !== '0';
+    const flags = (gso ? IO_FLAGS.gso : 0) | (gro ? IO_FLAGS.gro : 0) | (options.simulateNoGro === true ? IO_FLAGS.simulateNoGro : 0);
+    this.ctx = addon.create(slots, options.slotSize ?? 65536, this.onBatch, flags, options.entries);
+    this.gro = this.ctx.gro ? 'on' : gro ? 'unavailable' : 'off';
+    this.groError = this.ctx.groError ?? null;
     this.rx = Buffer.from(this.ctx.rx);
     this.meta = new Int32Array(this.ctx.rxMeta);
     this.metaBytes = new Uint8Array(this.ctx.rxMeta);
@@ -77,6 +95,7 @@ export class BatchedIo<L, U> implements DatagramIo<L, U> {
     this.counters = new Float64Array(this.ctx.counters);
     this.rxWords = addon.RX_WORDS;
     this.txWords = addon.TX_WORDS;
+    this.entries = this.meta.length / this.rxWords;
     this.sampleLeft = sampler?.every ?? 0;
   }
 
@@ -181,7 +200,7 @@ export class BatchedIo<L, U> implements DatagramIo<L, U> {
   /** A send descriptor for the datagram in the ring; false outside a batch or for another buffer. */
   private queue(target: number, buf: Buffer, off: number, len: number): boolean {
     const n = this.ntx;
-    if (buf !== this.rx || this.current < 0 || n >= this.slots) return false;
+    if (buf !== this.rx || this.current < 0 || n >= this.entries) return false;
     const t = this.tx;
     const b = n * this.txWords;
     t[b] = target;
@@ -210,6 +229,10 @@ export class BatchedIo<L, U> implements DatagramIo<L, U> {
       batches: c[CNT.batches],
       gsoMessages: c[CNT.gsoMessages],
       gsoFallbacks: c[CNT.gsoFallbacks],
+      gro: this.gro,
+      groMessages: c[CNT.groMessages],
+      groDatagrams: c[CNT.groDatagrams],
+      entriesFull: c[CNT.entriesFull],
       callbackErrors: c[CNT.callbackErrors],
     };
   }

@@ -26,12 +26,21 @@ export interface IoErrorCounts {
   receive: number;
 }
 
+/** UDP GRO on the batched path: on; off (QUICLB_IO_GRO=0 or the option); unavailable (the kernel refused UDP_GRO). */
+export type GroState = 'on' | 'off' | 'unavailable';
+
 export interface IoCallCounts {
   batches: number;
   recv: number;
   send: number;
   gsoMessages: number;
   gsoFallbacks: number;
+  /** UDP GRO: whether it is on, coalesced messages received, the datagrams they held. */
+  gro: GroState;
+  groMessages: number;
+  groDatagrams: number;
+  /** Batch calls made early in a wake-up because coalesced messages filled the entry table. */
+  entriesFull: number;
   /** Exceptions thrown by the router (sink) or the sampler inside a batch: counted and reported to onError. */
   callbackErrors: number;
 }
