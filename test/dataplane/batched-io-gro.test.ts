@@ -1,0 +1,245 @@
+/**
+ * UDP GRO on the batched path (native/quiclb_io.c), on real loopback sockets with a real kernel GSO sender
+ * (udp-gso-peer.c: one sendmsg with UDP_SEGMENT is a train of datagrams; on loopback a socket with UDP_GRO receives
+ * it as one coalesced message). Every datagram of a train must reach the router as its own datagram, byte-exact
+ * and in order, and leave as it would without GRO. Skipped (with the reason) when the addon is not built or no C
+ * compiler can build the sender.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
+import { createSocket, type Socket } from 'node:dgram';
+import { once } from 'node:events';
+import { CidEncoder } from '../../lib/index.js';
+import { loadIoAddon } from '../../dataplane/io/addon.js';
+import { BatchedIo, type BatchedOptions } from '../../dataplane/io/batched-io.js';
+import type { DatagramSink, IoListener, IoUpstream } from '../../dataplane/io/types.js';
+import { buildGsoPeer, GsoPeer } from './gso-peer.js';
+import { config, Opened, server, shortPacket, snapshot, waitFor } from './helpers.js';
+
+const { addon, error } = loadIoAddon();
+const built = addon !== null ? buildGsoPeer() : { skip: `batched I/O addon not available (${error})` };
+const bin = 'bin' in built ? built.bin : null;
+const describeGro = bin !== null ? describe : describe.skip;
+if ('skip' in built) console.warn(`UDP GRO tests skipped: ${built.skip}`);
+
+/** A sink recording client datagrams and replies; hooks may forward them. */
+class Recorder implements DatagramSink<string, string> {
+  clients: { address: string; port: number; data: Buffer }[] = [];
+  replies: Buffer[] = [];
+  onClientHook: ((buf: Buffer, off: number, len: number) => void) | null = null;
+  onReplyHook: ((buf: Buffer, off: number, len: number) => void) | null = null;
+  onClient(_l: string, buf: Buffer, off: number, len: number, address: string, port: number): void {
+    this.clients.push({ address, port, data: Buffer.from(buf.subarray(off, off + len)) });
+    this.onClientHook?.(buf, off, len);
+  }
+  onReply(_u: string, buf: Buffer, off: number, len: number): void {
+    this.replies.push(Buffer.from(buf.subarray(off, off + len)));
+    this.onReplyHook?.(buf, off, len);
+  }
+  onError(): void {}
+}
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function peer(host = '127.0.0.1'): Promise<GsoPeer> {
+  const p = await GsoPeer.start(bin!, host);
+  cleanups.push(() => p.close());
+  return p;
+}
+
+async function udp(host = '127.0.0.1'): Promise<{ socket: Socket; got: Buffer[] }> {
+  const socket = createSocket(host.includes(':') ? 'udp6' : 'udp4');
+  socket.bind(0, host);
+  await once(socket, 'listening');
+  socket.setRecvBufferSize(4 << 20);
+  const got: Buffer[] = [];
+  socket.on('message', (m) => got.push(m));
+  cleanups.push(() => new Promise<void>((r) => socket.close(() => r())));
+  return { socket, got };
+}
+
+async function makeIo(sink: Recorder, options: BatchedOptions, host = '127.0.0.1'): Promise<{ io: BatchedIo<string, string>; l: IoListener }> {
+  const io = new BatchedIo<string, string>(addon!, sink, null, options);
+  cleanups.push(() => io.close());
+  const l = await io.openListener({ host, port: 0, family: host.includes(':') ? 6 : 4 }, { reusePort: false, bufferBytes: 4 << 20 }, 'L');
+  return { io, l };
+}
+
+/** n datagrams of `size` bytes (the last `last` bytes), each numbered and filled with its own byte: a GSO train. */
+function train(n: number, size: number, last = size, salt = 0): Buffer[] {
+  return Array.from({ length: n }, (_, i) => {
+    const d = Buffer.alloc(i === n - 1 ? last : size, (i * 7 + salt) & 0xff);
+    d.writeUInt16BE(i, 0);
+    d[2] = salt;
+    return d;
+  });
+}
+
+describeGro('UDP GRO on the batched path', () => {
+  for (const host of ['127.0.0.1', '::1']) {
+    it(`a GSO train from one client (8 x 1200 B + 500 B, ${host}) reaches the router as its 9 datagrams, byte-exact, in order, with the client's address`, async () => {
+      const sink = new Recorder();
+      const { io, l } = await makeIo(sink, { gro: true }, host);
+      expect(io.gro).toBe('on');
+      const p = await peer(host);
+      const t = train(9, 1200, 500);
+      expect(await p.send(host, l.bound.port, 1200, Buffer.concat(t))).toBe(8 * 1200 + 500);
+      expect(await waitFor(() => sink.clients.length === 9)).toBe(true);
+      expect(sink.clients.map((c) => c.data)).toEqual(t);
+      expect(sink.clients.every((c) => c.address === host && c.port === p.port)).toBe(true);
+      expect(io.calls()).toMatchObject({ gro: 'on', groMessages: 1, groDatagrams: 9, entriesFull: 0 });
+    });
+  }
+
+  it('with GRO off (the option, as QUICLB_IO_GRO=0 sets it) the same train arrives as the same 9 datagrams, none coalesced', async () => {
+    const sink = new Recorder();
+    const { io, l } = await makeIo(sink, { gro: false });
+    expect(io.gro).toBe('off');
+    const p = await peer();
+    const t = train(9, 1200, 500);
+    await p.send('127.0.0.1', l.bound.port, 1200, Buffer.concat(t));
+    expect(await waitFor(() => sink.clients.length === 9)).toBe(true);
+    expect(sink.clients.map((c) => c.data)).toEqual(t);
+    expect(io.calls()).toMatchObject({ gro: 'off', groMessages: 0, groDatagrams: 0 });
+  });
+
+  it('on a kernel without UDP_GRO (simulated) it runs without: state unavailable with the reason, the train arrives as 9 datagrams', async () => {
+    const sink = new Recorder();
+    const { io, l } = await makeIo(sink, { gro: true, simulateNoGro: true });
+    expect(io.gro).toBe('unavailable');
+    expect(io.groError).toMatch(/Protocol not available/);
+    const p = await peer();
+    const t = train(9, 1200, 500);
+    await p.send('127.0.0.1', l.bound.port, 1200, Buffer.concat(t));
+    expect(await waitFor(() => sink.clients.length === 9)).toBe(true);
+    expect(sink.clients.map((c) => c.data)).toEqual(t);
+    expect(io.calls()).toMatchObject({ gro: 'unavailable', groMessages: 0 });
+  });
+
+  it('a received train forwarded to one server leaves as ONE UDP GSO send (GRO in, GSO out), the server gets the 9 datagrams in order', async () => {
+    const sink = new Recorder();
+    const { io, l } = await makeIo(sink, { gro: true, gso: true });
+    const backend = await udp();
+    let up: IoUpstream | null = null;
+    sink.onClientHook = (buf, off, len) => {
+      up ??= io.openUpstream(l, { host: '127.0.0.1', port: backend.socket.address().port, family: 4 }, '', 0, 'U');
+      expect(io.sendToServer(up!, buf, off, len)).toBe(true);
+    };
+    const p = await peer();
+    const t = train(9, 1200, 500);
+    const before = io.calls();
+    await p.send('127.0.0.1', l.bound.port, 1200, Buffer.concat(t));
+    expect(await waitFor(() => backend.got.length === 9)).toBe(true);
+    expect(backend.got).toEqual(t);
+    const after = io.calls();
+    expect(after.groMessages - before.groMessages).toBe(1);
+    expect(after.gsoMessages - before.gsoMessages).toBe(1);
+    expect(after.send - before.send).toBe(1); // one sendmmsg holding one GSO message
+  });
+
+  it("a server's GSO train on an upstream socket reaches the router as its datagrams and is relayed to the client in order (GSO out through the listener)", async () => {
+    const sink = new Recorder();
+    const { io, l } = await makeIo(sink, { gro: true, gso: true });
+    const backend = await peer();
+    let up: IoUpstream | null = null;
+    sink.onClientHook = (buf, off, len) => {
+      up ??= io.openUpstream(l, { host: '127.0.0.1', port: backend.port, family: 4 }, '', 0, 'U');
+      io.sendToServer(up!, buf, off, len);
+    };
+    sink.onReplyHook = (buf, off, len) => io.sendToClient(up!, buf, off, len);
+    const client = await udp();
+    client.socket.send(Buffer.from('hello'), l.bound.port, '127.0.0.1');
+    expect(await waitFor(() => backend.received.length === 1)).toBe(true);
+    const t = train(6, 1000, 300, 9);
+    const before = io.calls();
+    await backend.send('127.0.0.1', backend.received[0].port, 1000, Buffer.concat(t));
+    expect(await waitFor(() => client.got.length === 6)).toBe(true);
+    expect(client.got).toEqual(t);
+    expect(sink.replies).toEqual(t);
+    const after = io.calls();
+    expect(after.groMessages - before.groMessages).toBe(1);
+    expect(after.gsoMessages - before.gsoMessages).toBe(1);
+  });
+
+  it('a train with more datagrams than the entry table (40 > 4 entries) is handed over 4 at a time: every datagram routed and forwarded in order, the early calls counted', async () => {
+    const sink = new Recorder();
+    const { io, l } = await makeIo(sink, { gro: true, slots: 4, entries: 4 });
+    const backend = await udp();
+    let up: IoUpstream | null = null;
+    sink.onClientHook = (buf, off, len) => {
+      up ??= io.openUpstream(l, { host: '127.0.0.1', port: backend.socket.address().port, family: 4 }, '', 0, 'U');
+      expect(io.sendToServer(up!, buf, off, len)).toBe(true);
+    };
+    const p = await peer();
+    const t = train(40, 100, 100);
+    await p.send('127.0.0.1', l.bound.port, 100, Buffer.concat(t));
+    expect(await waitFor(() => backend.got.length === 40)).toBe(true);
+    expect(sink.clients.map((c) => c.data)).toEqual(t);
+    expect(backend.got).toEqual(t);
+    const calls = io.calls();
+    expect(calls.groDatagrams).toBe(40);
+    expect(calls.entriesFull).toBe(9); // 10 calls of 4, 9 of them before the wake-up's end
+    expect(calls.batches).toBeGreaterThanOrEqual(10);
+  });
+
+  it('a train longer than a receive slot keeps the whole datagrams that fit, counts the rest as truncated, and the next datagram still arrives', async () => {
+    const sink = new Recorder();
+    const { io, l } = await makeIo(sink, { gro: true, slots: 16, slotSize: 1000 });
+    const p = await peer();
+    const t = train(8, 300, 300);
+    await p.send('127.0.0.1', l.bound.port, 300, Buffer.concat(t)); // 2400 B in a 1000 B slot: 3 whole datagrams
+    await p.send('127.0.0.1', l.bound.port, 0, Buffer.alloc(200, 0xee));
+    expect(await waitFor(() => sink.clients.length === 4)).toBe(true);
+    expect(sink.clients.map((c) => c.data)).toEqual([...t.slice(0, 3), Buffer.alloc(200, 0xee)]);
+    expect(io.errors().truncated).toBe(5);
+    // datagrams each larger than the slot: all truncated, as without GRO
+    await p.send('127.0.0.1', l.bound.port, 1200, Buffer.concat(train(3, 1200)));
+    expect(await waitFor(() => io.errors().truncated === 8)).toBe(true);
+    expect(sink.clients).toHaveLength(4);
+  });
+});
+
+describeGro('UDP GRO in the data plane (router, real backends)', () => {
+  const opened = new Opened();
+  const names = ['a', 'b', 'c'];
+  let backends: Awaited<ReturnType<Opened['backend']>>[];
+  beforeAll(async () => {
+    backends = await Promise.all(names.map((n) => opened.backend(n)));
+  });
+  afterAll(() => opened.closeAll());
+
+  for (const gro of ['on', 'off'] as const) {
+    it(`GRO ${gro}${gro === 'off' ? ' (QUICLB_IO_GRO=0)' : ''}: one train whose datagrams carry DCIDs of 3 servers is routed datagram by datagram, byte-exact and in order per server, replies come back`, async () => {
+      const servers = names.map((n, i) => server(n, `000${i + 1}`, '127.0.0.1', backends[i].port));
+      const encoders = names.map((_, i) => new CidEncoder(config(0), Buffer.from(`000${i + 1}`, 'hex')));
+      if (gro === 'off') process.env.QUICLB_IO_GRO = '0';
+      let dp, port;
+      try {
+        ({ dp, port } = await opened.dataplane(snapshot(servers, { version: 1 }), { io: 'batched' }));
+      } finally {
+        delete process.env.QUICLB_IO_GRO;
+      }
+      const before = backends.map((b) => b.received.length);
+      // 9 datagrams of 1200 B (the last 600 B) for servers a b c a b c a b c, each DCID a new connection of its server
+      const datagrams = Array.from({ length: 9 }, (_, i) => shortPacket(encoders[i % 3].next(), { size: i === 8 ? 600 : 1200 }));
+      const p = await peer();
+      expect(await p.send('127.0.0.1', port, 1200, Buffer.concat(datagrams))).toBe(8 * 1200 + 600);
+      expect(await waitFor(() => backends.every((b, i) => b.received.length === before[i] + 3) && p.received.length === 9)).toBe(true);
+      backends.forEach((b, i) => {
+        expect(b.received.slice(before[i]).map((r) => r.data)).toEqual(datagrams.filter((_, k) => k % 3 === i));
+      });
+      const tags = (name: string) => p.received.filter((r) => r.data.toString().startsWith(`${name}|`)).map((r) => r.data.toString().slice(2));
+      names.forEach((n, i) => expect(tags(n).sort()).toEqual(datagrams.filter((_, k) => k % 3 === i).map((d) => d.subarray(d.length - 8).toString('hex')).sort()));
+      expect(p.received.every((r) => r.port === port)).toBe(true);
+      const text = await dp.registry.metrics();
+      expect(text).toMatch(new RegExp(`quiclb_io_gro_info\\{lb="[^"]*",state="${gro}"\\} 1`));
+      const groMessages = Number(/quiclb_io_gro_messages_total\{[^}]*\} (\d+)/.exec(text)?.[1]);
+      if (gro === 'on') expect(groMessages).toBeGreaterThanOrEqual(1);
+      else expect(groMessages).toBe(0);
+      expect(dp.stats().received).toBeGreaterThanOrEqual(9);
+      await dp.stop();
+    });
+  }
+});
