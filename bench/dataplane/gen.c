@@ -1,4 +1,4 @@
-/* Copied unchanged from the project's shared benchmark kit (/work/shared/bench/gen.c); built by run.ts into ~/.cache/quiclb/bench. */
+/* From the project's shared benchmark kit (/work/shared/bench/gen.c), plus -g (UDP GSO sends); built by run.ts into ~/.cache/quiclb/bench. */
 /* gen.c - QUIC-shaped UDP load generator (sendmmsg/recvmmsg, single thread).
  *
  * Sends short-header QUIC-like datagrams from N client sockets (distinct
@@ -15,9 +15,11 @@
  *   rest           filler
  *
  * usage: gen -t 127.0.0.1:8443 [-n 32] [-s 1200] [-c 8] [-i 1] [-r 20000]
- *            [-d 3] [-D 0.3] [-b 32] [-B 127.0.0.1] [-f DCIDS]
+ *            [-d 3] [-D 0.3] [-b 32] [-B 127.0.0.1] [-f DCIDS] [-g 8]
  *   -f DCIDS: a file of hex DCIDs, one a line (e.g. real QUIC-LB connection IDs); client socket i
  *             uses line i mod N, and -c becomes the length of those DCIDs (all lines equal length).
+ *   -g N: send with UDP GSO (UDP_SEGMENT), up to N datagrams per sendmsg (a train of one client socket's
+ *         datagrams, as a QUIC stack sending with GSO does); 0/1: one datagram per message (default).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -28,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <netinet/udp.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -39,6 +42,12 @@
 #define MAXSOCK 1024
 #define HIST_US 1000000 /* 1 us buckets up to 1 s, then overflow */
 #define MAGIC 0x5143
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
 
 static uint64_t now_ns(void) {
   struct timespec ts;
@@ -67,15 +76,15 @@ static uint64_t pct(uint64_t total, double p) { /* percentile in us */
 int main(int argc, char **argv) {
   struct sockaddr_in dst, src;
   const char *target = "127.0.0.1:8443", *bindip = "127.0.0.1", *cidfile = NULL;
-  int nsock = 32, size = 1200, cidlen = 8, cfgid = 1, batch = 32, opt;
+  int nsock = 32, size = 1200, cidlen = 8, cfgid = 1, batch = 32, gso = 0, opt;
   double rate = 20000, dur = 3, drain = 0.3;
-  while ((opt = getopt(argc, argv, "t:n:s:c:i:r:d:D:b:B:f:")) != -1) switch (opt) {
+  while ((opt = getopt(argc, argv, "t:n:s:c:i:r:d:D:b:B:f:g:")) != -1) switch (opt) {
     case 't': target = optarg; break;      case 'n': nsock = atoi(optarg); break;
     case 's': size = atoi(optarg); break;  case 'c': cidlen = atoi(optarg); break;
     case 'i': cfgid = atoi(optarg); break; case 'r': rate = atof(optarg); break;
     case 'd': dur = atof(optarg); break;   case 'D': drain = atof(optarg); break;
     case 'b': batch = atoi(optarg); break; case 'B': bindip = optarg; break;
-    case 'f': cidfile = optarg; break;
+    case 'f': cidfile = optarg; break;      case 'g': gso = atoi(optarg); break;
     default: fprintf(stderr, "bad option, see header of gen.c\n"); return 2;
   }
   static uint8_t filecids[MAXSOCK][20];
@@ -95,8 +104,8 @@ int main(int argc, char **argv) {
   }
   int off = 1 + cidlen;
   if (parse_addr(target, &dst) || cidlen < 1 || cidlen > 20 || size < off + 16 || size > MAXSZ ||
-      nsock < 1 || nsock > MAXSOCK || batch < 1 || batch > MAXB || cfgid < 0 || cfgid > 7) {
-    fprintf(stderr, "invalid arguments (size >= 17+cidlen, cidlen 1..20, cfgid 0..7)\n"); return 2;
+      nsock < 1 || nsock > MAXSOCK || batch < 1 || batch > MAXB || cfgid < 0 || cfgid > 7 || gso < 0 || gso > 64) {
+    fprintf(stderr, "invalid arguments (size >= 17+cidlen, cidlen 1..20, cfgid 0..7, -g 0..64)\n"); return 2;
   }
   prctl(PR_SET_TIMERSLACK, 1000UL); /* 1 us timer slack for pacing */
   rng ^= (uint64_t)getpid() * 0x9E3779B97F4A7C15ull ^ now_ns();
@@ -118,8 +127,10 @@ int main(int argc, char **argv) {
   }
 
   static uint8_t sbuf[MAXB][MAXSZ], rbuf[MAXB][MAXSZ];
-  static struct mmsghdr smsg[MAXB], rmsg[MAXB];
+  static struct mmsghdr smsg[MAXB], rmsg[MAXB], gmsg[MAXB];
   static struct iovec siov[MAXB], riov[MAXB];
+  static char gcbuf[MAXB][CMSG_SPACE(sizeof(uint16_t))];
+  static int gsegs[MAXB];
   for (int k = 0; k < batch; k++) {
     memset(sbuf[k], 0xab, size);
     siov[k] = (struct iovec){sbuf[k], size};
@@ -147,7 +158,25 @@ int main(int argc, char **argv) {
           memcpy(p + off, &now, 8); memcpy(p + off + 8, &sq, 4);
           memcpy(p + off + 12, &idx, 2); memcpy(p + off + 14, &mg, 2);
         }
-        int r = sendmmsg(fds[cur], smsg, k, MSG_DONTWAIT);
+        int r;
+        if (gso > 1) { /* the k datagrams as trains of up to gso datagrams, one UDP_SEGMENT message each */
+          int nm = 0;
+          for (int j = 0; j < k; j += gso, nm++) {
+            int cnt = k - j < gso ? k - j : gso;
+            gmsg[nm].msg_hdr = (struct msghdr){.msg_name = &dst, .msg_namelen = sizeof dst, .msg_iov = &siov[j], .msg_iovlen = cnt};
+            gsegs[nm] = cnt;
+            if (cnt > 1) {
+              gmsg[nm].msg_hdr.msg_control = gcbuf[nm];
+              gmsg[nm].msg_hdr.msg_controllen = sizeof gcbuf[nm];
+              struct cmsghdr *cm = CMSG_FIRSTHDR(&gmsg[nm].msg_hdr);
+              cm->cmsg_level = SOL_UDP; cm->cmsg_type = UDP_SEGMENT; cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+              uint16_t g = size; memcpy(CMSG_DATA(cm), &g, sizeof g);
+            }
+          }
+          int m = sendmmsg(fds[cur], gmsg, nm, MSG_DONTWAIT);
+          r = m < 0 ? -1 : 0;
+          for (int j = 0; j < m; j++) r += gsegs[j];
+        } else r = sendmmsg(fds[cur], smsg, k, MSG_DONTWAIT);
         if (r < 0) { send_err++; break; }
         sent += r; due -= r;
         cur = (cur + 1) % nsock;

@@ -61,13 +61,16 @@ const { values: opt } = parseArgs({
     'sid-len': { type: 'string', default: '2' },
     'nonce-len': { type: 'string', default: '6' },
     'time-limit': { type: 'string' },
+    'client-gso': { type: 'string', default: '0' },
     help: { type: 'boolean', default: false },
   },
 });
 if (opt.help) {
   process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('*/')[0] + '*/\n' +
     'options: --quick --peers nginx,quiclb,quiclb-dgram,naive --sizes 64,1200 --reps N --clients 32 --lat-rate 20000 --lat-dur S --dur S\n' +
-    '         --steps N --confirm 1 --max-bg 15 --retries 2 --nice -10 --sid-len 2 --nonce-len 6 --time-limit S\n');
+    '         --steps N --confirm 1 --max-bg 15 --retries 2 --nice -10 --sid-len 2 --nonce-len 6 --time-limit S\n' +
+    '         --client-gso N (the generator sends trains of up to N datagrams per sendmsg with UDP GSO; peer quiclb-nogro:\n' +
+    '         quiclb with QUICLB_IO_GRO=0, to compare UDP GRO on receive)\n');
   process.exit(0);
 }
 const quick = opt.quick;
@@ -85,6 +88,7 @@ const A = {
   timeLimitS: Number(opt['time-limit'] ?? (quick ? 240 : 1500)),
   sizes: opt.sizes.split(',').map(Number),
   peers: opt.peers.split(','),
+  clientGso: Number(opt['client-gso']),
 };
 const NICE = A.nice ? ['nice', '-n', String(A.nice)] : [];
 const T0 = Date.now();
@@ -342,8 +346,9 @@ ${BACKENDS.map((b) => `    server ${b};`).join('\n')}
   }
   // quiclb: the batched I/O path (forced: the run fails rather than measure node:dgram silently when the addon is
   // not built); quiclb-dgram: the same data plane on its node:dgram fallback; quiclb-2w (not in the default
-  // list): batched with `workers: 2`, on both CPUs (sharing CPU0 with the harness: a what-it-reaches figure).
-  if (name === 'quiclb' || name === 'quiclb-dgram' || name === 'quiclb-2w') {
+  // list): batched with `workers: 2`, on both CPUs (sharing CPU0 with the harness: a what-it-reaches figure);
+  // quiclb-nogro (not in the default list): batched with UDP GRO off (QUICLB_IO_GRO=0), against quiclb under --client-gso.
+  if (name === 'quiclb' || name === 'quiclb-dgram' || name === 'quiclb-2w' || name === 'quiclb-nogro') {
     const workers = name === 'quiclb-2w' ? 2 : 1;
     const metricsPort = await freeTcpPort();
     const yamlPath = join(WORK, `${name}-bench.yaml`);
@@ -367,13 +372,13 @@ ${BACKENDS.map((b) => `    server ${b};`).join('\n')}
       proc: start(
         [process.execPath, ...QUICLB_NODE_ARGS, ...PEER_NODE_ARGS, join(REPO, 'bin', 'quiclb.js'), 'standalone', '--config', yamlPath, '--io', name === 'quiclb-dgram' ? 'dgram' : 'batched'],
         workers > 1 ? `${HARNESS_CPUS},${PEER_CPUS}` : PEER_CPUS,
-        { NODE_OPTIONS: '' },
+        { NODE_OPTIONS: '', ...(name === 'quiclb-nogro' ? { QUICLB_IO_GRO: '0' } : {}) },
         REPO,
       ),
       metricsPort,
     };
   }
-  throw new Error(`unknown peer ${name} (nginx, quiclb, quiclb-dgram, quiclb-2w, naive)`);
+  throw new Error(`unknown peer ${name} (nginx, quiclb, quiclb-dgram, quiclb-2w, quiclb-nogro, naive)`);
 }
 
 // ---- generator runs ------------------------------------------------------------------------------------------
@@ -403,7 +408,7 @@ interface Measured extends GenResult {
 
 function gen(rate: number, dur: number, size: number, clients = A.clients): GenResult {
   const cmd = [...NICE, 'taskset', '-c', HARNESS_CPUS, join(WORK, 'gen'), '-t', LB, '-n', String(clients), '-s', String(size),
-    '-r', String(Math.round(rate)), '-d', String(dur), '-f', dcidFile];
+    '-r', String(Math.round(rate)), '-d', String(dur), '-f', dcidFile, ...(A.clientGso > 1 ? ['-g', String(A.clientGso)] : [])];
   const r = spawnSync(cmd[0], cmd.slice(1), { encoding: 'utf8', timeout: (dur + 30) * 1000 });
   if (r.status !== 0) throw new Error(`gen failed (${r.status ?? r.signal}): ${r.stderr}`);
   return JSON.parse(r.stdout) as GenResult;
@@ -510,6 +515,9 @@ async function quiclbOutcomes(port: number): Promise<string> {
     const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     const sums = new Map<string, number>();
     for (const line of text.split('\n')) {
+      // UDP GRO/GSO on the batched path: coalesced messages received, datagrams in them, GSO messages sent
+      const io = /^quiclb_io_(gro_messages|gro_datagrams|gso_messages)_total\{[^}]*\} (\S+)$/.exec(line);
+      if (io) sums.set(`io_${io[1]}`, (sums.get(`io_${io[1]}`) ?? 0) + Number(io[2]));
       if (line.startsWith('#') || !line.includes('outcome="')) continue;
       const name = line.slice(0, line.indexOf('{'));
       if (!/packets|datagrams|routed/.test(name)) continue;
@@ -660,7 +668,8 @@ const md = [
   `node ${ver.node}; ${ver.cpus} x ${ver.cpu}; kernel ${ver.kernel}`,
   `load: ${A.clients} client sockets, QUIC short headers with encrypted QUIC-LB DCIDs (${cipherName}, ${cidLength(lbConfig)} B); ` +
   `4 echo backends; gen+echo on CPU${HARNESS_CPUS}, peer on CPU${PEER_CPUS}; nice ${A.nice}; ` +
-  `"rt/s" = echoed replies/s, each = 2 forwarded datagrams; ">=" = <1% loss even open loop (harness-bound)`,
+  `"rt/s" = echoed replies/s, each = 2 forwarded datagrams; ">=" = <1% loss even open loop (harness-bound)` +
+  (A.clientGso > 1 ? `; the generator sends with UDP GSO, up to ${A.clientGso} datagrams per sendmsg (--client-gso)` : ''),
   '',
   table(rows),
   '',
