@@ -26,7 +26,8 @@
  * sees without GRO and routes each on its own. A wake-up's messages can thus make more entries than slots: they are
  * handed to JS `entries` at a time (one more JS call and send when the table fills; nothing is dropped), and the
  * segments of a train come out consecutive, of one size, to one destination when they share a route: one GSO send.
- * A message longer than its slot keeps its whole segments that fit; the rest count as truncated datagrams.
+ * A message longer than its slot keeps its whole segments that fit, one of more than GRO_MAX_SEGS segments its first
+ * GRO_MAX_SEGS; the rest count as truncated datagrams.
  *
  * Socket ids carry a generation in their high bits, so an id closed and reused within one batch never sends a
  * stale datagram to the new socket.
@@ -73,6 +74,8 @@
 #endif
 #define GRO_CMSG_SPACE CMSG_SPACE(sizeof(int))
 #define ENTRIES_MAX 65536
+/* Datagrams taken from one coalesced message (kernels make at most 64 by GRO, 128 by GSO): bounds a wake-up's work */
+#define GRO_MAX_SEGS 256
 
 enum {
   CNT_TX_SERVER_REFUSED, /* ECONNREFUSED on a send to a server (ICMP port unreachable came back) */
@@ -532,6 +535,10 @@ static void on_poll(uv_poll_t *h, int status, int events) {
           uint32_t keep = c->slot_size / g; /* whole segments in the slot */
           c->counters[CNT_RX_TRUNCATED] += (len + g - 1) / g - keep;
           len = keep * g;
+        }
+        if (g != 0 && (len + g - 1) / g > GRO_MAX_SEGS) { /* more than any kernel makes: the rest counted as cut off */
+          c->counters[CNT_RX_TRUNCATED] += (len + g - 1) / g - GRO_MAX_SEGS;
+          len = GRO_MAX_SEGS * g;
         }
         if (g >= len) g = 0; /* one datagram */
         int32_t *meta = &c->msg_meta[(size_t)n * RX_WORDS];

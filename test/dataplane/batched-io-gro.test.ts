@@ -184,6 +184,18 @@ describeGro('UDP GRO on the batched path', () => {
     expect(calls.batches).toBeGreaterThanOrEqual(10);
   });
 
+  it('a train of as many datagrams as one GSO send may hold (128 x 64 B, UDP_MAX_SEGMENTS) arrives whole, in order', async () => {
+    const sink = new Recorder();
+    const { io, l } = await makeIo(sink, { gro: true });
+    const p = await peer();
+    const t = train(128, 64, 40);
+    expect(await p.send('127.0.0.1', l.bound.port, 64, Buffer.concat(t))).toBe(127 * 64 + 40);
+    expect(await waitFor(() => sink.clients.length === 128)).toBe(true);
+    expect(sink.clients.map((c) => c.data)).toEqual(t);
+    expect(io.calls()).toMatchObject({ groMessages: 1, groDatagrams: 128 });
+    expect(io.errors().truncated).toBe(0);
+  });
+
   it('a train longer than a receive slot keeps the whole datagrams that fit, counts the rest as truncated, and the next datagram still arrives', async () => {
     const sink = new Recorder();
     const { io, l } = await makeIo(sink, { gro: true, slots: 16, slotSize: 1000 });
