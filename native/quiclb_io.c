@@ -12,8 +12,8 @@
  *   rx      slots * (slotSize + 64) bytes: received message i at offset i * (slotSize + 64).
  *   rxMeta  `entries` entries of RX_WORDS int32, one per datagram: socket id, offset, length, source port, family
  *           (4/6), flags, then the source address (16 bytes: IPv4 in the first 4).
- *   tx      `entries` sends of TX_WORDS int32: target, offset (into rx), length. target >= 0: the connected socket with that
- *           id (client -> server); target < 0: ~target is an upstream socket id whose datagram goes to that
+ *   tx      `entries` sends of TX_WORDS int32: target, offset (into rx), length. target >= 0: the connected
+ *           socket with that id (client -> server); target < 0: ~target is an upstream socket id whose datagram goes to that
  *           upstream's client through the upstream's listener (server -> client).
  *   counters float64: errors by reason (see CNT_*), read by JS at scrape time.
  * The JS batch callback returns how many tx entries it filled; they are sent with sendmmsg right after, grouped
@@ -37,8 +37,9 @@
  * checked for detachment before every use (a transferred buffer's memory belongs to someone else). An exception
  * escaping the batch callback is counted (CNT_CB_ERRORS) and cleared. One wake-up reads at most `slots`
  * messages, round robin over the ready sockets, and makes one JS call (one per `entries` datagrams when coalesced
- * messages hold more), so timers and other I/O keep running under a flood. Closing: destroy(), the GC of the context object or the environment's teardown closes every
- * socket exactly once; the memory goes when both the poll handle is closed and the JS object is gone.
+ * messages hold more), so timers and other I/O keep running under a flood. Closing: destroy(), the GC of the
+ * context object or the environment's teardown closes every socket exactly once; the memory goes when both the
+ * poll handle is closed and the JS object is gone.
  */
 #define _GNU_SOURCE
 #include <errno.h>
