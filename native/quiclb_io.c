@@ -13,8 +13,8 @@
  *   rxMeta  `entries` entries of RX_WORDS int32, one per datagram: socket id, offset, length, source port, family
  *           (4/6), flags, then the source address (16 bytes: IPv4 in the first 4).
  *   tx      `entries` sends of TX_WORDS int32: target, offset (into rx), length. target >= 0: the connected
- *           socket with that id (client -> server); target < 0: ~target is an upstream socket id whose datagram goes to that
- *           upstream's client through the upstream's listener (server -> client).
+ *           socket with that id (client -> server); target < 0: ~target is an upstream socket id whose datagram
+ *           goes to that upstream's client through the upstream's listener (server -> client).
  *   counters float64: errors by reason (see CNT_*), read by JS at scrape time.
  * The JS batch callback returns how many tx entries it filled; they are sent with sendmmsg right after, grouped
  * by socket (order kept per socket). No allocation, JS object or JS call per datagram.
