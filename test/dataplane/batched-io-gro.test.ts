@@ -6,16 +6,17 @@
  * compiler can build the sender.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
+import { spawn } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
 import { CidEncoder } from '../../lib/index.js';
-import { loadIoAddon } from '../../dataplane/io/addon.js';
+import { IO_FLAGS, loadIoAddon, type AddonContext } from '../../dataplane/io/addon.js';
 import { BatchedIo, type BatchedOptions } from '../../dataplane/io/batched-io.js';
 import type { DatagramSink, IoListener, IoUpstream } from '../../dataplane/io/types.js';
-import { buildGsoPeer, GsoPeer } from './gso-peer.js';
+import { buildGsoPeer, GsoPeer, sendBurstSync } from './gso-peer.js';
 import { config, Opened, server, shortPacket, snapshot, waitFor } from './helpers.js';
 
-const { addon, error } = loadIoAddon();
+const { addon, error, file } = loadIoAddon();
 const built = addon !== null ? buildGsoPeer() : { skip: `batched I/O addon not available (${error})` };
 const bin = 'bin' in built ? built.bin : null;
 const describeGro = bin !== null ? describe : describe.skip;
@@ -194,6 +195,110 @@ describeGro('UDP GRO on the batched path', () => {
     expect(sink.clients.map((c) => c.data)).toEqual(t);
     expect(io.calls()).toMatchObject({ groMessages: 1, groDatagrams: 128 });
     expect(io.errors().truncated).toBe(0);
+  });
+
+  for (const host of ['127.0.0.1', '::1']) {
+    it(`several messages taken by one receive (${host}): trains of mixed sizes (1 B and 7 B datagrams among them), single datagrams, one larger than a slot and a train cut by its slot: every datagram that fits arrives byte-exact and in order over several calls, each loss counted`, async () => {
+      const sink = new Recorder();
+      const { io, l } = await makeIo(sink, { gro: true, slots: 16, slotSize: 1000, entries: 16 }, host);
+      const ones = Array.from({ length: 5 }, (_, i) => Buffer.from([0x10 + i]));
+      const sevens = Array.from({ length: 128 }, (_, i) => Buffer.alloc(i === 127 ? 3 : 7, i));
+      const mid = train(4, 300, 100, 1);
+      const cut = train(8, 300, 300, 2);
+      const single = Buffer.alloc(200, 0xcd);
+      const last = Buffer.alloc(50, 0xef);
+      const messages = [
+        { segment: 0, data: Buffer.alloc(1500, 0xaa) }, // larger than a slot: dropped, so every later message is moved up a slot
+        { segment: 1, data: Buffer.concat(ones) },
+        { segment: 300, data: Buffer.concat(mid) },
+        { segment: 0, data: single },
+        { segment: 7, data: Buffer.concat(sevens) },
+        { segment: 300, data: Buffer.concat(cut) }, // 2400 B in a 1000 B slot: its first 3 datagrams
+        { segment: 0, data: last },
+      ];
+      const before = io.calls();
+      const { port, sent } = sendBurstSync(bin!, host, l.bound.port, messages);
+      expect(sent).toEqual(messages.map((m) => m.data.length));
+      const expected = [...ones, ...mid, single, ...sevens, ...cut.slice(0, 3), last];
+      expect(await waitFor(() => sink.clients.length >= expected.length && io.errors().truncated >= 6)).toBe(true);
+      expect(sink.clients.map((c) => c.data)).toEqual(expected);
+      expect(sink.clients.every((c) => c.address === host && c.port === port)).toBe(true);
+      expect(io.errors().truncated).toBe(1 + 5);
+      const after = io.calls();
+      expect(after.groMessages - before.groMessages).toBe(4);
+      expect(after.groDatagrams - before.groDatagrams).toBe(5 + 4 + 128 + 3);
+      expect(after.entriesFull - before.entriesFull).toBeGreaterThanOrEqual(7); // 128 datagrams of one message, 16 a call
+    });
+  }
+
+  it('destroy() in the second of several calls of one wake-up: no further call, what the first call queued is sent, nothing crashes', async () => {
+    const backend = await udp();
+    const counts: number[] = [];
+    let listener = -1;
+    let up = -1;
+    const { RX_WORDS, TX_WORDS } = addon!;
+    const ctx: AddonContext = addon!.create(
+      4,
+      2048,
+      (count) => {
+        counts.push(count);
+        if (up < 0) up = addon!.openUpstream(ctx, listener, 0, '127.0.0.1', backend.socket.address().port);
+        const meta = new Int32Array(ctx.rxMeta);
+        const tx = new Int32Array(ctx.tx);
+        for (let i = 0; i < count; i++) tx.set([up, meta[i * RX_WORDS + 1], meta[i * RX_WORDS + 2]], i * TX_WORDS);
+        if (counts.length === 2) addon!.destroy(ctx);
+        return count;
+      },
+      IO_FLAGS.gro,
+      4,
+    );
+    cleanups.push(() => addon!.destroy(ctx));
+    expect(ctx.gro).toBe(true);
+    const [id, port] = addon!.openListener(ctx, '127.0.0.1', 0, false, 0);
+    listener = id;
+    const t = train(40, 100);
+    sendBurstSync(bin!, '127.0.0.1', port, [{ segment: 100, data: Buffer.concat(t) }]);
+    expect(await waitFor(() => backend.got.length === 4)).toBe(true);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(counts).toEqual([4, 4]);
+    expect(backend.got).toEqual(t.slice(0, 4));
+    expect(() => addon!.localPort(ctx, id)).toThrow(/closed or invalid context/);
+  });
+
+  it('rxMeta detached (transferred) in the first of several calls of one wake-up: the context closes, the rest of the train is never written into the moved memory', async () => {
+    const script = `
+      import { createRequire } from 'node:module';
+      import { spawnSync } from 'node:child_process';
+      const addon = createRequire(import.meta.url)(process.env.QUICLB_IO_ADDON);
+      let uncaught = null, moved = null;
+      const counts = [];
+      process.on('uncaughtException', (e) => { uncaught = e.message; });
+      const ctx = addon.create(4, 2048, (count) => { counts.push(count); if (counts.length === 1) moved = ctx.rxMeta.transfer(); return 0; }, 2, 4);
+      const [, port] = addon.openListener(ctx, '127.0.0.1', 0, false, 0);
+      const r = spawnSync(process.env.GSO_PEER, ['127.0.0.1'], { input: 'send 127.0.0.1 ' + port + ' 100 ' + Buffer.alloc(4000, 7).toString('hex') + '\\n' });
+      await new Promise((res) => setTimeout(res, 200));
+      const m = new Int32Array(moved);
+      const w = addon.RX_WORDS;
+      console.log(JSON.stringify({ status: r.status, counts, uncaught, offsets: [0, 1, 2, 3].map((i) => m[i * w + 1]) }));
+      process.exit(0);`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      env: { ...process.env, QUICLB_IO_ADDON: file!, GSO_PEER: bin!, NODE_OPTIONS: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15000);
+    const [code] = (await once(child, 'exit')) as [number | null];
+    clearTimeout(timer);
+    expect({ code, err }).toEqual({ code: 0, err: '' });
+    expect(JSON.parse(out.trim().split('\n').pop()!)).toEqual({
+      status: 0,
+      counts: [4],
+      uncaught: expect.stringMatching(/shared buffer was detached/),
+      offsets: [0, 100, 200, 300], // the first call's 4 datagrams; the next 4 would have put 400..700 here
+    });
   });
 
   it('a train longer than a receive slot keeps the whole datagrams that fit, counts the rest as truncated, and the next datagram still arrives', async () => {

@@ -25,6 +25,23 @@ export function buildGsoPeer(): { bin: string } | { skip: string } {
   return { bin: BIN };
 }
 
+/**
+ * Sends `messages` (segment > 0: a GSO train, as in GsoPeer.send) to host:port from a fresh peer socket, one sendmsg
+ * each, back to back, while this process's event loop is blocked (spawnSync): a receiver in this process finds
+ * them all queued when it next reads, so one recvmmsg takes several messages (coalesced ones among them) together.
+ * Returns the peer's port and what each sendmsg returned (bytes, or -errno).
+ */
+export function sendBurstSync(bin: string, host: string, port: number, messages: readonly { segment: number; data: Buffer }[]): { port: number; sent: number[] } {
+  const input = messages.map((m) => `send ${host} ${port} ${m.segment} ${m.data.toString('hex')}\n`).join('');
+  const r = spawnSync(bin, [host], { input, encoding: 'utf8', timeout: 10000 });
+  if (r.error || r.status !== 0) throw new Error(`udp-gso-peer: ${r.error?.message ?? `exit ${r.status ?? r.signal}`}: ${r.stderr}`);
+  const lines = r.stdout.trim().split('\n');
+  const sent = lines.filter((l) => l.startsWith('sent ')).map((l) => Number(l.slice(5)));
+  const portLine = lines.find((l) => l.startsWith('port '));
+  if (portLine === undefined || sent.length !== messages.length) throw new Error(`udp-gso-peer: unexpected output ${r.stdout}`);
+  return { port: Number(portLine.slice(5)), sent };
+}
+
 export class GsoPeer {
   readonly received: { port: number; data: Buffer }[] = [];
   private readonly sent: ((n: number) => void)[] = [];
