@@ -36,8 +36,9 @@
  * openUpstream) is checked before use; a bad send descriptor is counted, never sent. The shared buffers are
  * checked for detachment before every use (a transferred buffer's memory belongs to someone else). An exception
  * escaping the batch callback is counted (CNT_CB_ERRORS) and cleared. One wake-up reads at most `slots`
- * messages, round robin over the ready sockets, and makes one JS call (one per `entries` datagrams when coalesced
- * messages hold more), so timers and other I/O keep running under a flood. Closing: destroy(), the GC of the
+ * messages and, coalesced ones included, about `slots` datagrams (see on_poll), round robin over the ready
+ * sockets, and makes one JS call (one per `entries` datagrams when coalesced messages hold more), so timers and
+ * other I/O keep running under a flood. Closing: destroy(), the GC of the
  * context object or the environment's teardown closes every socket exactly once; the memory goes when both the
  * poll handle is closed and the JS object is gone.
  */
@@ -150,6 +151,7 @@ typedef struct {
   int gro_errno;   /* why UDP_GRO is off though asked for (the kernel refused it), else 0 */
   int in_batch;
   uint32_t rr_next; /* the receive loop starts at the first ready socket from this slot on */
+  uint32_t seg_hint; /* datagrams per message expected (coalesced trains seen lately; 1: none): sizes recvmmsg requests */
 } ctx_t;
 
 static void ctx_release(ctx_t *c);
@@ -476,8 +478,17 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   struct epoll_event ev[MAX_EVENTS];
-  uint32_t n = 0;
-  for (int round = 0; round < 4 && n < c->slots; round++) {
+  /*
+   * n messages holding d datagrams. A wake-up takes about `slots` datagrams, not just `slots` messages: coalesced
+   * messages of 64 datagrams would otherwise make one wake-up 64x longer (timers, probes and the other sockets wait
+   * meanwhile). A message's datagram count is known only once read, so each request asks for as many messages
+   * as the rest of the budget holds at seg_hint datagrams each: the largest train of the last wake-ups (halved
+   * per wake-up without trains). A wake-up can exceed the budget by what one request brings beyond the hint.
+   */
+  const uint32_t budget = c->slots;
+  const uint32_t hint = c->seg_hint > 1 ? c->seg_hint : 1;
+  uint32_t n = 0, d = 0, largest = 1;
+  for (int round = 0; round < 4 && n < c->slots && d < budget; round++) {
     int ne = epoll_wait(c->epfd, ev, MAX_EVENTS, 0);
     if (ne <= 0) break;
     int more = 0; /* a socket filled its whole request: it may hold more (else level-triggered epoll says so later) */
@@ -491,13 +502,14 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     int order[MAX_EVENTS], no = 0;
     for (int e = 0; e < ne; e++) if (ev[e].data.u32 >= rr) order[no++] = e;
     for (int e = 0; e < ne; e++) if (ev[e].data.u32 < rr) order[no++] = e;
-    for (int j = 0; j < no && n < c->slots; j++) {
+    for (int j = 0; j < no && n < c->slots && d < budget; j++) {
       uint32_t slot = ev[order[j]].data.u32;
       c->rr_next = slot + 1;
       if (slot >= c->nsocks || c->socks[slot].fd < 0) continue;
       sock_t *s = &c->socks[slot];
-      uint32_t want = c->slots - n;
+      uint32_t want = c->slots - n, room = (budget - d + hint - 1) / hint;
       if (want > PER_SOCKET_MAX) want = PER_SOCKET_MAX;
+      if (want > room) want = room;
       for (uint32_t k = 0; k < want; k++) {
         uint32_t i = n + k;
         c->riov[k].iov_base = c->rx + (size_t)i * c->stride;
@@ -542,6 +554,9 @@ static void on_poll(uv_poll_t *h, int status, int events) {
           len = GRO_MAX_SEGS * g;
         }
         if (g >= len) g = 0; /* one datagram */
+        uint32_t nseg = g == 0 ? 1 : (len + g - 1) / g;
+        d += nseg;
+        if (nseg > largest) largest = nseg;
         int32_t *meta = &c->msg_meta[(size_t)n * RX_WORDS];
         uint8_t *dst = c->rx + (size_t)n * c->stride;
         uint8_t *src = c->riov[k].iov_base;
@@ -574,6 +589,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     if (!more) break; /* saves an epoll_wait per wake-up at low rates */
   }
   if (n == 0) return;
+  c->seg_hint = largest >= hint / 2 ? largest : hint / 2;
   deliver(c, n);
   if (c->closing) return;
   clock_gettime(CLOCK_MONOTONIC, &t1);

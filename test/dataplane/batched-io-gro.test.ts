@@ -231,6 +231,22 @@ describeGro('UDP GRO on the batched path', () => {
     });
   }
 
+  it('a wake-up takes about `slots` datagrams, not `slots` coalesced messages: once trains were seen, a backlog of 64-datagram trains is read a few messages at a time', async () => {
+    const counts: number[] = [];
+    const ctx: AddonContext = addon!.create(16, 65536, (count) => (counts.push(count), 0), IO_FLAGS.gro, 4096);
+    cleanups.push(() => addon!.destroy(ctx));
+    const [, port] = addon!.openListener(ctx, '127.0.0.1', 0, false, 8 << 20);
+    const trains = Array.from({ length: 12 }, (_, i) => ({ segment: 64, data: Buffer.concat(train(64, 64, 64, i)) }));
+    // the first backlog: no train seen yet, so one request may take up to `slots` messages (64 datagrams each)
+    sendBurstSync(bin!, '127.0.0.1', port, trains);
+    expect(await waitFor(() => counts.reduce((a, b) => a + b, 0) === 12 * 64)).toBe(true);
+    counts.length = 0;
+    // the second: the trains seen size the requests, one 64-datagram message per wake-up here (16 slots)
+    sendBurstSync(bin!, '127.0.0.1', port, trains);
+    expect(await waitFor(() => counts.reduce((a, b) => a + b, 0) === 12 * 64)).toBe(true);
+    expect(Math.max(...counts)).toBeLessThanOrEqual(16 + 63); // was 12 x 64 = 768 in one call
+  });
+
   it('destroy() in the second of several calls of one wake-up: no further call, what the first call queued is sent, nothing crashes', async () => {
     const backend = await udp();
     const counts: number[] = [];
