@@ -180,7 +180,7 @@ class Hub {
     );
     counter(
       'quiclb_io_errors_total',
-      'Datagrams the I/O layer could not send or receive, by direction and reason (refused: ECONNREFUSED, an ICMP error; full: socket buffer full; truncated: larger than a receive slot).',
+      'Datagrams the I/O layer could not send or receive, by direction and reason (refused: ECONNREFUSED, an ICMP error; full: socket buffer full; truncated: did not fit a receive slot).',
       ['path', 'direction', 'reason'],
       (s, e) => {
         if (!s.ioPath || !s.ioErrors) return;

@@ -87,7 +87,7 @@ enum {
   CNT_TX_CLIENT_FULL,
   CNT_TX_CLIENT_OTHER,
   CNT_RX_ICMP,           /* an ICMP error reported on a connected upstream socket's receive */
-  CNT_RX_TRUNCATED,      /* datagram larger than a slot: dropped */
+  CNT_RX_TRUNCATED,      /* datagrams not fitting a slot (or a coalesced message's beyond it): dropped */
   CNT_RX_OTHER,
   CNT_TX_CLOSED,         /* tx entry naming a socket closed meanwhile */
   CNT_RX_CALLS,          /* recvmmsg calls */
@@ -151,7 +151,7 @@ typedef struct {
   int gro_errno;   /* why UDP_GRO is off though asked for (the kernel refused it), else 0 */
   int in_batch;
   uint32_t rr_next; /* the receive loop starts at the first ready socket from this slot on */
-  uint32_t seg_hint; /* datagrams per message expected (coalesced trains seen lately; 1: none): sizes recvmmsg requests */
+  uint32_t seg_hint; /* datagrams per message expected (largest train seen lately, 1: none): sizes requests */
 } ctx_t;
 
 static void ctx_release(ctx_t *c);

@@ -20,7 +20,10 @@ export interface IoErrorCounts {
   toServer: { refused: number; full: number; other: number };
   /** server -> client. */
   toClient: { refused: number; full: number; other: number };
-  /** Datagrams larger than a receive slot, dropped (batched path). */
+  /**
+   * Datagrams that did not fit a receive slot, dropped (batched path): larger than a slot, or the datagrams of a
+   * coalesced (UDP GRO) message beyond its slot or beyond 256.
+   */
   truncated: number;
   /** Receive errors other than ICMP reports. */
   receive: number;
