@@ -539,6 +539,12 @@ static void on_poll(uv_poll_t *h, int status, int events) {
       for (int k = 0; k < r; k++) {
         struct msghdr *m = &c->rmsg[k].msg_hdr;
         uint32_t len = c->rmsg[k].msg_len;
+        if (c->gro && (m->msg_flags & MSG_CTRUNC)) {
+          /* the UDP_GRO cmsg may be the one cut off (another socket option adding cmsgs): a coalesced message
+             would pass as one datagram of all its segments, so the message is dropped and counted instead */
+          c->counters[CNT_RX_OTHER]++;
+          continue;
+        }
         uint32_t g = c->gro ? gro_size(m) : 0;
         if (m->msg_flags & MSG_TRUNC) {
           if (g == 0 || g > c->slot_size) {
