@@ -15,7 +15,7 @@
  *   - the Retry SCID, which becomes the connection's server CID, is the first 20 bytes (quiche's
  *     MAX_CONN_ID_LEN) of crypto.ops.sign(key, clientDcid). sign() is also used to MAC retry tokens, so
  *     it returns CID(20 bytes, freshly minted) || HMAC-SHA256(key, data); verify() checks the HMAC and
- *     that the CID prefix decodes to this server's ID;
+ *     that the CID prefix is one this instance minted;
  *   - more CIDs (needed for active migration) are issued through the native binding
  *     conn.newSourceCid(cid, resetToken, false) and registered in the socket's connection map
  *     (the client's active_connection_id_limit caps them: 7 for ngtcp2, 2 for a quiche client).
@@ -36,15 +36,27 @@
  *      uncaught: peerError() reports such codes as 0. Library errors still surface as uncaught exceptions
  *      (connection idle timeouts, peer closes): processes using this module need an 'uncaughtException'
  *      handler; isQuicLibraryError() tells those apart from other errors.
+ *   5. quiche's retired source CIDs are never removed from the socket's connection map: a late datagram with a CID
+ *      the client retired reached quiche, which closed the connection; they are drained after every recv.
+ *   6. active_connection_id_limit is quiche's default 2 (no option): 8 for every endpoint of the process
+ *      (setActiveConnectionIdLimit; docs/backends.md item 6).
+ * And quiche closes a connection silently when no usable path is left; the backend notices (a check every second)
+ * and reports it with the connection's record (quic-connection-record.ts).
+ *
+ * Two ways to get the CIDs' config: a standalone YAML (configFile + serverName: the config the LB reads, fixed at
+ * start), or a generator the caller made (`generator`: e.g. ServerCidGenerator.fromKubernetes, the files the operator
+ * delivers, followed as keys rotate; test/journey/backend.ts runs this class that way).
  */
 import { QUICConnection, QUICConnectionId, QUICServer, errors as quicErrors, events } from '@matrixai/quic';
 import Logger, { LogLevel } from '@matrixai/logger'; // a dependency of @matrixai/quic
+import quiche from '@matrixai/quic/native/quiche.js';
 import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign as signData, timingSafeEqual, X509Certificate } from 'node:crypto';
 import type { Socket } from 'node:dgram';
 import { CidDecoder } from '../lib/quiclb/decoder.js';
 import { ServerCidGenerator } from '../lib/backend/generator.js';
 import { toHex } from '../lib/hex.js';
 import { varintLength, writeVarint } from '../lib/quic/varint.js';
+import { ConnectionRecord, type NativePathApi } from './quic-connection-record.js';
 
 /** quiche's fixed connection-ID length (short headers are parsed with it). */
 export const QUIC_CID_LENGTH = 20;
@@ -162,6 +174,8 @@ export interface BackendStats {
   perSender: Record<string, number>;
   /** CIDs this backend minted (Retry SCIDs and NEW_CONNECTION_ID). */
   issued: number;
+  /** Of those, how many were 0b111 (unroutable: the generator had no config or server ID yet). */
+  unroutableIssued: number;
   connections: number;
   /** Requests received (client bidirectional streams read to their end). */
   requests: number;
@@ -197,6 +211,10 @@ export interface RequestInfo {
   peer: string;
   /** Requests served on this connection so far, this one included. */
   requestNumber: number;
+  /** The client's connection ID (hex): the SCID of its Initial after the Retry. */
+  clientCid: string;
+  /** The request stream as received (HEADERS frame of the GET), or null when it was over 16 KiB. */
+  request: Buffer | null;
 }
 
 export interface ExampleQuicBackendOptions {
@@ -204,25 +222,68 @@ export interface ExampleQuicBackendOptions {
   host?: string;
   /** UDP port (default 0: any free port). */
   port?: number;
-  /** The standalone YAML the LB reads; the backend takes its server ID and the active config from it. */
-  configFile: string;
+  /** The standalone YAML the LB reads; the backend takes its server ID and the active config from it (with serverName). */
+  configFile?: string;
   /** This server's `id` in the YAML. */
-  serverName: string;
+  serverName?: string;
+  /**
+   * Or the CID generator to mint with, made by the caller (e.g. ServerCidGenerator.fromKubernetes: followed as its
+   * files change, 0b111 CIDs until it has a config and a server ID); the backend closes it on stop().
+   */
+  generator?: ServerCidGenerator;
+  /** Name in logs and bodies (default serverName). */
+  name?: string;
   /** TLS key and certificate chain (PEM text). */
   tls: { key: string; cert: string };
   /** Response body (default: a line naming the backend, its server ID, the connection and the peer). */
   body?: Buffer | ((req: RequestInfo) => Buffer | string);
+  /** The whole response instead: a HEADERS frame and a body (null: none). Overrides `body`. */
+  respond?: (req: RequestInfo) => { headers: Buffer; body: Buffer | null };
   /** How many extra CIDs to issue per connection with NEW_CONNECTION_ID (default 3). */
   extraCids?: number;
   /** QUIC max_idle_timeout (default 10 s). */
   idleTimeoutMs?: number;
-  /** Diagnostic lines (default: none). */
+  /** Every datagram the socket receives, before the QUIC library sees it (e.g. an audit of the DCIDs). */
+  onDatagram?: (msg: Buffer, from: string) => void;
+  /** A new connection: its server CID, the client's first SCID and every CID this backend issued it (hex). */
+  onConnection?: (c: { serverCid: string; clientCid: string; cids: string[] }) => void;
+  /** Diagnostic lines (default: none). Each connection's end comes with its ConnectionRecord summary. */
   log?: (line: string) => void;
   /** Let @matrixai/quic log at INFO on stderr (default false: silent). */
   libraryLogs?: boolean;
 }
 
-interface NativeConn {
+/**
+ * quiche's active_connection_id_limit for every @matrixai/quic endpoint of this process (default 8; quiche's own
+ * default is 2). A backend behind several data planes sees one client from one address per data plane (each data
+ * plane is a full proxy with its own upstream socket), and quiche needs a client-issued CID for each path: with 2,
+ * a client whose datagrams alternate between two data planes and that migrates has no CID for the new paths and
+ * stalls (measured with test/journey's clients: the ECMP ngtcp2-migrate and migrating matrixai runs failed in 4 of 4
+ * runs at 2; none in 6 rounds of all 9 clients at once at 8). docs/backends.md, item 6.
+ * @matrixai/quic has no option for it: set after the library builds its quiche config (setApplicationProtos is the
+ * last setter it calls).
+ */
+let activeConnectionIdLimit = 8;
+export function setActiveConnectionIdLimit(n: number): void {
+  activeConnectionIdLimit = n;
+}
+{
+  type NativeConfig = { setActiveConnectionIdLimit(n: number): void };
+  const proto = (quiche as unknown as { Config: { prototype: { setApplicationProtos(this: NativeConfig, p: unknown): void } & Record<symbol, boolean> } }).Config.prototype;
+  const PATCHED_LIMIT = Symbol.for('quiclb.example.activeConnectionIdLimitPatched');
+  if (!proto[PATCHED_LIMIT]) {
+    const orig = proto.setApplicationProtos;
+    proto.setApplicationProtos = function (this: NativeConfig, p: unknown) {
+      orig.call(this, p);
+      this.setActiveConnectionIdLimit(activeConnectionIdLimit);
+    };
+    proto[PATCHED_LIMIT] = true;
+  }
+}
+
+interface NativeConn extends NativePathApi {
+  recv(data: Uint8Array, info: { from: { host: string; port: number } }): number;
+  retiredScidNext(): Uint8Array | null;
   newSourceCid(scid: Uint8Array, resetToken: bigint, retireIfNeeded: boolean): number;
   peerError(): { isApp: boolean; errorCode: number; reason: Uint8Array } | null;
 }
@@ -235,14 +296,19 @@ export const quietLogger = (): Logger => new Logger('quic', LogLevel.SILENT);
 
 const toArrayBuffer = (b: Buffer): ArrayBuffer => b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
 const hmac = (key: ArrayBuffer, data: ArrayBuffer): Buffer => createHmac('sha256', Buffer.from(key)).update(Buffer.from(data)).digest();
+/** Largest request stream read (the HEADERS of a GET are a few dozen bytes). */
+const MAX_REQUEST_BYTES = 16 * 1024;
+/** CIDs and client CIDs remembered (bounded: a peer can open connections without end). */
+const MAX_TRACKED = 100_000;
+/** How often a connection is checked for a close quiche did without telling @matrixai/quic. */
+const CLOSE_CHECK_MS = 1000;
 
 /** One example QUIC backend (see the module comment). */
 export class ExampleQuicBackend {
-  readonly serverId: Buffer;
-  readonly serverIdHex: string;
   private readonly generator: ServerCidGenerator;
-  private readonly decoder: CidDecoder;
   private readonly issued = new Set<string>();
+  /** Retry SCID (hex) -> the client's SCID in the Initial that used it (its connection ID for the whole connection). */
+  private readonly clientCidOf = new Map<string, string>();
   private server: QUICServer | null = null;
   private current: BackendStats;
   private readonly log: (line: string) => void;
@@ -250,24 +316,35 @@ export class ExampleQuicBackend {
 
   private constructor(readonly options: ExampleQuicBackendOptions) {
     this.log = options.log ?? (() => {});
-    // The project's server-side CID generator, reading the same standalone YAML as the LB (server ID, active config).
-    this.generator = ServerCidGenerator.fromFile(options.configFile, options.serverName, { watch: false });
-    if (this.generator.activeConfigId === null || this.generator.serverId === null) {
-      this.generator.close();
-      throw new Error(`${options.configFile}: ${this.generator.info().reason}`);
+    if (options.generator) {
+      this.generator = options.generator;
+    } else {
+      if (options.configFile === undefined || options.serverName === undefined) throw new Error('ExampleQuicBackend: give configFile and serverName, or a generator');
+      // The project's server-side CID generator, reading the same standalone YAML as the LB (server ID, active config).
+      this.generator = ServerCidGenerator.fromFile(options.configFile, options.serverName, { watch: false });
+      if (this.generator.activeConfigId === null || this.generator.serverId === null) {
+        this.generator.close();
+        throw new Error(`${options.configFile}: ${this.generator.info().reason}`);
+      }
+      if (this.generator.cidLength !== QUIC_CID_LENGTH) {
+        this.generator.close();
+        throw new Error(`${options.configFile}: the QUIC-LB config makes ${this.generator.cidLength}-byte CIDs; @matrixai/quic needs exactly ${QUIC_CID_LENGTH}`);
+      }
     }
-    if (this.generator.cidLength !== QUIC_CID_LENGTH) {
-      this.generator.close();
-      throw new Error(`${options.configFile}: the QUIC-LB config makes ${this.generator.cidLength}-byte CIDs; @matrixai/quic needs exactly ${QUIC_CID_LENGTH}`);
-    }
-    this.serverId = this.generator.serverId;
-    this.serverIdHex = toHex(this.serverId);
-    this.decoder = new CidDecoder(this.generator.liveConfigs().map((l) => l.config));
     this.current = this.fresh();
   }
 
   get name(): string {
-    return this.options.serverName;
+    return this.options.name ?? this.options.serverName ?? 'backend';
+  }
+
+  /** The server ID the generator mints with now (empty while it has none). */
+  get serverId(): Buffer {
+    return this.generator.serverId ?? Buffer.alloc(0);
+  }
+
+  get serverIdHex(): string {
+    return toHex(this.serverId);
   }
 
   get host(): string {
@@ -295,11 +372,21 @@ export class ExampleQuicBackend {
   }
 
   stats(): BackendStats {
-    return { ...this.current, issued: this.issued.size };
+    return { ...this.current, serverId: this.serverIdHex, issued: this.issued.size };
   }
 
   resetStats(): void {
     this.current = this.fresh();
+  }
+
+  /** Whether this backend minted the CID (hex). */
+  issuedCid(hex: string): boolean {
+    return this.issued.has(hex);
+  }
+
+  /** What the generator mints now (active config, server ID, or why it mints 0b111 CIDs). */
+  generatorInfo(): ReturnType<ServerCidGenerator['info']> {
+    return this.generator.info();
   }
 
   /** Records an uncaught library error against this backend (see isQuicLibraryError). */
@@ -319,22 +406,25 @@ export class ExampleQuicBackend {
   private fresh(): BackendStats {
     return {
       serverId: this.serverIdHex, port: this.port, datagrams: 0, long: {}, shortOwn: 0, shortForeign: 0, shortForeignDecodable: 0,
-      dcids: {}, senders: [], perSender: {}, issued: 0, connections: 0, requests: 0, responses: 0, connectionErrors: [], uncaught: [],
+      dcids: {}, senders: [], perSender: {}, issued: 0, unroutableIssued: 0, connections: 0, requests: 0, responses: 0, connectionErrors: [], uncaught: [],
     };
   }
 
   private mintCid(): Buffer {
-    const cid = this.generator.next();
-    this.issued.add(cid.toString('hex'));
+    let cid = this.generator.next();
+    if (cid.length !== QUIC_CID_LENGTH) {
+      // quiche parses short headers with 20-byte DCIDs: a config of another length cannot work with this server
+      this.log(`generator minted a ${cid.length}-byte CID; @matrixai/quic needs ${QUIC_CID_LENGTH}: using a 0b111 CID`);
+      cid = randomBytes(QUIC_CID_LENGTH);
+      cid[0] |= 0xe0;
+    }
+    if ((cid[0] & 0xe0) === 0xe0) this.current.unroutableIssued++;
+    if (this.issued.size < MAX_TRACKED) this.issued.add(cid.toString('hex'));
     return cid;
   }
 
-  private ownsCid(cid: Buffer): boolean {
-    const d = this.decoder.decode(cid);
-    return d.reason === null && d.serverId.equals(this.serverId);
-  }
-
   private record(msg: Buffer, from: string): void {
+    this.options.onDatagram?.(msg, from);
     const stats = this.current;
     stats.datagrams++;
     if (msg.length < 1) return;
@@ -342,19 +432,29 @@ export class ExampleQuicBackend {
       const version = msg.length >= 5 ? msg.readUInt32BE(1) : -1;
       const type = version === 1 ? LONG_TYPES[(msg[0] >> 4) & 3] : `version-${version.toString(16)}`;
       stats.long[type] = (stats.long[type] ?? 0) + 1;
+      // after the Retry: DCID = our Retry SCID, SCID = the client's first CID (its connection ID from then on)
+      if (type === 'initial' && msg.length > 6) {
+        const dcid = msg.subarray(6, 6 + msg[5]).toString('hex');
+        const o = 6 + msg[5];
+        if (msg.length > o && this.issued.has(dcid) && !this.clientCidOf.has(dcid) && this.clientCidOf.size < MAX_TRACKED) {
+          const scid = msg.subarray(o + 1, o + 1 + msg[o]);
+          if (scid.length === msg[o]) this.clientCidOf.set(dcid, scid.toString('hex'));
+        }
+      }
       return;
     }
     const dcid = msg.subarray(1, 1 + QUIC_CID_LENGTH);
     const hex = dcid.toString('hex');
     if (dcid.length === QUIC_CID_LENGTH && this.issued.has(hex)) {
       stats.shortOwn++;
-      const senders = (stats.dcids[hex] ??= []);
-      if (!senders.includes(from)) senders.push(from);
-      if (!stats.senders.includes(from)) stats.senders.push(from);
-      stats.perSender[from] = (stats.perSender[from] ?? 0) + 1;
+      const senders = stats.dcids[hex] ?? (Object.keys(stats.dcids).length < 1000 ? (stats.dcids[hex] = []) : null);
+      if (senders && !senders.includes(from) && senders.length < 16) senders.push(from);
+      if (!stats.senders.includes(from) && stats.senders.length < 1000) stats.senders.push(from);
+      if (from in stats.perSender || Object.keys(stats.perSender).length < 1000) stats.perSender[from] = (stats.perSender[from] ?? 0) + 1;
     } else {
       stats.shortForeign++;
-      if (this.decoder.decode(dcid).reason === null) stats.shortForeignDecodable++;
+      const decoder = new CidDecoder(this.generator.liveConfigs().map((l) => l.config));
+      if (decoder.decode(dcid).reason === null) stats.shortForeignDecodable++;
     }
   }
 
@@ -371,12 +471,12 @@ export class ExampleQuicBackend {
   }
 
   private async listen(): Promise<void> {
-    // crypto ops: sign = fresh QUIC-LB CID || HMAC, verify = HMAC check + CID is ours
+    // crypto ops: sign = fresh QUIC-LB CID || HMAC (the Retry SCID and the token MAC), verify = HMAC + a CID we issued
     const sign = async (key: ArrayBuffer, data: ArrayBuffer): Promise<ArrayBuffer> => toArrayBuffer(Buffer.concat([this.mintCid(), hmac(key, data)]));
     const verify = async (key: ArrayBuffer, data: ArrayBuffer, sig: ArrayBuffer): Promise<boolean> => {
       const s = Buffer.from(sig);
       if (s.length !== QUIC_CID_LENGTH + 32) return false;
-      return timingSafeEqual(s.subarray(QUIC_CID_LENGTH), hmac(key, data)) && this.ownsCid(s.subarray(0, QUIC_CID_LENGTH));
+      return timingSafeEqual(s.subarray(QUIC_CID_LENGTH), hmac(key, data)) && this.issued.has(s.subarray(0, QUIC_CID_LENGTH).toString('hex'));
     };
     const server = new QUICServer({
       ...(this.options.libraryLogs ? {} : { logger: quietLogger() }),
@@ -402,13 +502,34 @@ export class ExampleQuicBackend {
     const internals = server as unknown as ServerInternals;
     this.current.connections++;
     const native = (conn as unknown as { conn: NativeConn }).conn;
+    const record = new ConnectionRecord(native);
     // workaround 4: H3 application close codes are not TLS errors
     const origPeerError = native.peerError.bind(native);
     native.peerError = () => {
       const e = origPeerError();
       return e && e.isApp && e.errorCode >= 0x100 && e.errorCode <= 0x1ff ? { ...e, errorCode: 0 } : e;
     };
+    // workaround 5: @matrixai/quic never drains quiche's retired source CIDs, so a CID the client retired stays in
+    // the socket's connection map; a late datagram carrying it (reordered behind the RETIRE_CONNECTION_ID, e.g. through
+    // another data plane) then reaches quiche, which no longer knows the CID and closes the connection
+    // (InvalidState -> PROTOCOL_VIOLATION, the client sees ERR_DRAINING). Unmapped, such a datagram is dropped.
+    const origRecv = native.recv.bind(native);
+    native.recv = (data, info) => {
+      record.received(`${info.from.host}:${info.from.port}`);
+      try {
+        return origRecv(data, info);
+      } finally {
+        for (let id = native.retiredScidNext(); id !== null; id = native.retiredScidNext()) internals.socket.connectionMap.delete(new QUICConnectionId(id));
+      }
+    };
+    conn.addEventListener(events.EventQUICConnectionSend.name, (evt: Event) => {
+      const d = (evt as events.EventQUICConnectionSend).detail as { msg: Uint8Array; port: number; address: string };
+      record.sent(`${d.address}:${d.port}`, d.msg);
+    });
     const connectionId = conn.connectionId.toString();
+    // the client's first SCID as its post-Retry Initial carried it (quiche's connectionIdPeer follows the CID of the
+    // path in use, which changes when the connection is seen on several paths, e.g. through two data planes)
+    const clientCid = this.clientCidOf.get(connectionId) ?? Buffer.from(conn.connectionIdPeer).toString('hex');
     this.log(`connection scid=${connectionId} from ${conn.remoteHost}:${conn.remotePort}`);
     const extra: QUICConnectionId[] = [];
     for (let i = 0; i < (this.options.extraCids ?? 3); i++) {
@@ -424,17 +545,34 @@ export class ExampleQuicBackend {
         break;
       }
     }
-    conn.addEventListener(events.EventQUICConnectionStopped.name, () => {
-      for (const id of extra) internals.socket.connectionMap.delete(id);
-    }, { once: true });
-    // the library dispatches a connection's error once per open stream as well: keep the first
+    this.options.onConnection?.({ serverCid: connectionId, clientCid, cids: [connectionId, ...extra.map((id) => id.toString())] });
+    // How the connection ended, once, with its record: the library's error event, its stop, or a close quiche did
+    // without telling the library (no usable path left: @matrixai/quic then never stops the connection).
     let ended = false;
-    conn.addEventListener(events.EventQUICConnectionError.name, (evt: Event) => {
+    const end = (how: string): void => {
       if (ended) return;
       ended = true;
+      clearInterval(closeCheck);
+      this.log(`connection scid=${connectionId} client=${clientCid} ended: ${how} ${JSON.stringify(record.summary())}`);
+    };
+    const closeCheck = setInterval(() => {
+      if (!record.closed()) return;
+      if (this.current.connectionErrors.length < 20) this.current.connectionErrors.push('closed by quiche without a close event');
+      end('closed by quiche without a close event');
+    }, CLOSE_CHECK_MS);
+    closeCheck.unref();
+    conn.addEventListener(events.EventQUICConnectionStopped.name, () => {
+      for (const id of extra) internals.socket.connectionMap.delete(id);
+      end('stopped');
+    }, { once: true });
+    // the library dispatches a connection's error once per open stream as well: keep the first
+    let errored = false;
+    conn.addEventListener(events.EventQUICConnectionError.name, (evt: Event) => {
+      if (errored) return;
+      errored = true;
       const text = describeConnectionError((evt as events.EventQUICConnectionError).detail);
       if (this.current.connectionErrors.length < 20) this.current.connectionErrors.push(text);
-      this.log(`connection scid=${connectionId} ended: ${text}`);
+      end(text);
     });
     const ctrl = conn.newStream('uni').writable.getWriter();
     ctrl.write(H3_CONTROL_STREAM).catch(() => {});
@@ -443,19 +581,28 @@ export class ExampleQuicBackend {
       const stream = (sevt as events.EventQUICConnectionStream).detail;
       void (async () => {
         try {
-          for await (const _ of stream.readable) {
-            /* request HEADERS (content ignored) or the client's uni streams */
+          const chunks: Buffer[] = [];
+          let size = 0;
+          for await (const chunk of stream.readable) {
+            if (size < MAX_REQUEST_BYTES) chunks.push(Buffer.from(chunk));
+            size += chunk.byteLength;
           }
-          if (Number(stream.streamId) % 4 !== 0) return; // not a client bidi stream
+          if (Number(stream.streamId) % 4 !== 0) return; // not a client bidi stream (control, QPACK)
           this.current.requests++;
-          const body = this.bodyFor({ connectionId, peer: `${conn.remoteHost}:${conn.remotePort}`, requestNumber: ++requests });
+          const req: RequestInfo = {
+            connectionId, clientCid, peer: `${conn.remoteHost}:${conn.remotePort}`, requestNumber: ++requests,
+            request: size <= MAX_REQUEST_BYTES ? Buffer.concat(chunks) : null,
+          };
+          const { headers, body } = this.options.respond ? this.options.respond(req) : { headers: Buffer.concat([h3Varint(0x01), h3Varint(H3_HEADERS_200.length), H3_HEADERS_200]), body: this.bodyFor(req) };
           const w = stream.writable.getWriter();
-          await w.write(Buffer.concat([h3Varint(0x01), h3Varint(H3_HEADERS_200.length), H3_HEADERS_200]));
-          await w.write(Buffer.concat([h3Varint(0x00), h3Varint(body.length)]));
-          for (let o = 0; o < body.length; o += 65536) await w.write(body.subarray(o, o + 65536));
+          await w.write(headers);
+          if (body !== null) {
+            await w.write(Buffer.concat([h3Varint(0x00), h3Varint(body.length)]));
+            for (let o = 0; o < body.length; o += 65536) await w.write(body.subarray(o, o + 65536));
+          }
           await w.close();
           this.current.responses++;
-          this.log(`served ${body.length} bytes on stream ${stream.streamId}, peer now ${conn.remoteHost}:${conn.remotePort}`);
+          this.log(`served ${body?.length ?? 0} bytes on stream ${stream.streamId}, peer now ${conn.remoteHost}:${conn.remotePort}`);
         } catch (e) {
           // the stream or the connection ended first (the reason can be anything, even null)
           this.log(`stream ${stream.streamId}: ${e instanceof Error ? e.message : String(e)}`);

@@ -53,7 +53,7 @@ async function gtlsGet(r: ClientRequest, dir: string, scid: string, remaining: n
   const dl = join(dir, scid);
   mkdirSync(dl, { recursive: true });
   const args = [
-    ...(GTLS_LOG_DIR ? [] : ['-q']), '--exit-on-all-streams-close', `--timeout=${GTLS_IDLE_TIMEOUT}`, '--scid', scid, '--download', dl,
+    ...(GTLS_LOG_DIR ? ['--no-quic-dump', '--no-http-dump'] : ['-q']), '--exit-on-all-streams-close', `--timeout=${GTLS_IDLE_TIMEOUT}`, '--scid', scid, '--download', dl,
     ...(r.kind === 'ngtcp2-migrate' ? [`--change-local-addr=${r.migrateAfterMs}ms`] : []),
     r.host, String(r.port), `https://localhost${r.path}`,
   ];

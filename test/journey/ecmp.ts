@@ -5,9 +5,27 @@
  *
  * The model: a real ECMP path change moves a 5-tuple from one node to another; it does not spray. So each client
  * flow has a home target (new flows take the targets in turn) and its long-header datagrams (the handshake) always
- * go there, as a flow whose hash is stable while it starts would; its short-header (1-RTT) datagrams then alternate
- * between the targets per datagram, starting at home: every transfer crosses both data planes many times, the worst
- * a flow can see from path changes after its handshake.
+ * go there, as a flow whose hash is stable while it starts would; its short-header (1-RTT) datagrams then move
+ * between the targets in runs of ECMP_RUN datagrams (8; JOURNEY_ECMP_RUN), starting at home: a flow changes data
+ * plane every 8 datagrams, so a 1 MB download (about 90 client datagrams) crosses both data planes about ten times,
+ * each crossing a path change the backend sees (one more peer address: each data plane is a full proxy).
+ *
+ * Why runs and not per-datagram alternation (which this relay did before, JOURNEY_ECMP_RUN=1): the backends' QUIC
+ * stack cannot recover some losses across path changes, and per-datagram alternation makes every datagram a path
+ * change. quiche 0.18 (@matrixai/quic 2.0.9) keeps loss recovery per path: a packet it sent on a path is declared lost
+ * only against later packets acknowledged on that same path, and its PTO on a path the connection no longer uses
+ * re-queues the data of the oldest one or two unacknowledged packets only (the same ones each time: their
+ * retransmissions are acknowledged under other packet numbers). So when the last packets sent on a path are lost and
+ * the connection never sends on that path again, their data is never sent again: the response has a hole, the client
+ * waits, the server sends only ACK-only probes (no PING: the probe count belongs to the old path), the client
+ * times out (ERR_IDLE_CLOSE). A migrating client abandons its old paths (two of them behind alternating data planes),
+ * and under CPU load the server's last packets on them arrive after ngtcp2 stopped accepting the old path (one PTO
+ * after migrating: "ignore packet from unknown path") or are dropped by a full socket buffer. Measured in a world-only
+ * repro (96-176 downloads through the relay while the pod network and data plane processes were stopped 20-250 ms
+ * at random, SIGSTOP/SIGCONT, as a loaded machine does): per-datagram alternation 17 of 176 migrating-or-plain
+ * downloads stalled (all migrating ones), runs of 4 7 of 96, runs of 8 1 of 96 (a plain download whose last run left a lost tail on the other data plane), a single data plane with no relay
+ * 4 of 96; every stalled download showed the hole in gtlsclient's log and the server-side record
+ * (examples/quic-connection-record.ts) showed the old path's last packets unacknowledged. docs/backends.md, item 9.
  *
  * Why not alternate the handshake too: each data plane is a full proxy, so the backend sees the client at a
  * different source address per data plane, and a Retry token is bound to the address it was sent to (RFC 9000
@@ -33,19 +51,27 @@ const IDLE_MS = 60_000;
 interface Flow {
   socket: Socket;
   home: number;
-  /** Target of the flow's next short-header datagram. */
-  next: number;
+  /** Target of the flow's short-header datagrams now. */
+  current: number;
+  /** Short-header datagrams sent to `current` in this run. */
+  inRun: number;
   lastUsed: number;
 }
 
-/** JOURNEY_ECMP_SPRAY=1: every datagram alternates, handshakes too (the older model; reproduces the limitation above). */
+/** JOURNEY_ECMP_SPRAY=1: every datagram alternates, handshakes too (the oldest model; reproduces both limitations above). */
 const SPRAY = process.env.JOURNEY_ECMP_SPRAY === '1';
+/**
+ * Short-header datagrams of a flow per run on one target before the flow moves to the next (default 8; 1 = the
+ * per-datagram alternation, which a real network does not do: the module comment says why it is not the model).
+ */
+export const ECMP_RUN = Math.max(1, Math.min(1000, Number(process.env.JOURNEY_ECMP_RUN ?? 8) || 8));
 /** A QUIC long header (Initial, 0-RTT, Handshake, Retry, Version Negotiation): first bit set. */
 const isLongHeader = (msg: Buffer): boolean => msg.length > 0 && (msg[0] & 0x80) !== 0;
 
 export class EcmpRelay {
   private readonly flows = new Map<string, Flow>();
-  readonly counts = { fromClients: 0, toTargets: [] as number[], shortToTargets: [] as number[], longHeader: 0, flows: 0, fromTargets: 0 };
+  /** moves: times a flow's 1-RTT datagrams moved to another target (path changes the backends saw). */
+  readonly counts = { fromClients: 0, toTargets: [] as number[], shortToTargets: [] as number[], longHeader: 0, flows: 0, fromTargets: 0, moves: 0, run: SPRAY ? 1 : ECMP_RUN };
   private readonly sweeper: NodeJS.Timeout;
 
   private constructor(
@@ -85,7 +111,7 @@ export class EcmpRelay {
         this.listenSocket.send(reply, port, address);
       });
       const home = this.counts.flows++ % this.targets.length;
-      flow = { socket, home, next: home, lastUsed: Date.now() };
+      flow = { socket, home, current: home, inRun: 0, lastUsed: Date.now() };
       this.flows.set(key, flow);
     }
     flow.lastUsed = Date.now();
@@ -94,8 +120,13 @@ export class EcmpRelay {
       i = flow.home;
       this.counts.longHeader++;
     } else {
-      i = flow.next;
-      flow.next = (i + 1) % this.targets.length;
+      if (flow.inRun >= (SPRAY ? 1 : ECMP_RUN)) {
+        flow.current = (flow.current + 1) % this.targets.length;
+        flow.inRun = 0;
+        this.counts.moves++;
+      }
+      i = flow.current;
+      flow.inRun++;
       this.counts.shortToTargets[i]++;
     }
     this.counts.toTargets[i]++;

@@ -51,7 +51,7 @@ async function setup(req: Json): Promise<Json> {
 }
 
 function issuedElsewhere(self: () => JourneyBackend | undefined): (hex: string) => boolean {
-  return (hex) => [...backends.values(), ...stopped].some((b) => b !== self() && b.issued.has(hex));
+  return (hex) => [...backends.values(), ...stopped].some((b) => b !== self() && b.issuedCid(hex));
 }
 
 async function startBackend(req: Json): Promise<Json> {

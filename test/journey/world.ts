@@ -62,7 +62,7 @@ export type { BackendAudit } from './backend.js';
 
 export interface Audit {
   backends: Record<string, BackendAudit>;
-  ecmp: Record<string, { fromClients: number; toTargets: number[]; shortToTargets: number[]; longHeader: number; flows: number; fromTargets: number }>;
+  ecmp: Record<string, { fromClients: number; toTargets: number[]; shortToTargets: number[]; longHeader: number; flows: number; fromTargets: number; moves: number; run: number }>;
 }
 
 export type WorldEvent = Record<string, unknown> & { event: string };
