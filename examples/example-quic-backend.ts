@@ -310,6 +310,7 @@ export class ExampleQuicBackend {
   /** Retry SCID (hex) -> the client's SCID in the Initial that used it (its connection ID for the whole connection). */
   private readonly clientCidOf = new Map<string, string>();
   private server: QUICServer | null = null;
+  private decoderOf: { live: ReturnType<ServerCidGenerator['liveConfigs']>; decoder: CidDecoder } | null = null;
   private current: BackendStats;
   private readonly log: (line: string) => void;
   private readonly onMessage = (msg: Buffer, rinfo: { address: string; port: number }) => this.record(msg, `${rinfo.address}:${rinfo.port}`);
@@ -453,9 +454,15 @@ export class ExampleQuicBackend {
       if (from in stats.perSender || Object.keys(stats.perSender).length < 1000) stats.perSender[from] = (stats.perSender[from] ?? 0) + 1;
     } else {
       stats.shortForeign++;
-      const decoder = new CidDecoder(this.generator.liveConfigs().map((l) => l.config));
-      if (decoder.decode(dcid).reason === null) stats.shortForeignDecodable++;
+      if (this.decoder().decode(dcid).reason === null) stats.shortForeignDecodable++;
     }
+  }
+
+  /** A decoder of the generator's live configs, built again only when they change (a peer's datagrams cost no key setup). */
+  private decoder(): CidDecoder {
+    const live = this.generator.liveConfigs();
+    if (this.decoderOf?.live !== live) this.decoderOf = { live, decoder: new CidDecoder(live.map((l) => l.config)) };
+    return this.decoderOf.decoder;
   }
 
   private bodyFor(req: RequestInfo): Buffer {

@@ -34,7 +34,7 @@ export const BACKEND_PORT = 4433;
 export const LISTEN_PORT = 8443;
 export const RELAY_PORT = 15000;
 export const POD_NETWORK = '10.244.0.0/16';
-/** The ECMP relay's address in the pod network: a client's handshake stays on one data plane, its 1-RTT datagrams alternate between both (test/journey/ecmp.ts). */
+/** The ECMP relay's address in the pod network: a client's handshake stays on one data plane, its 1-RTT datagrams move between both in runs of 8 (test/journey/ecmp.ts). */
 export const ECMP = { ip: '10.244.255.1', port: LISTEN_PORT };
 /** Finalizer the backend pods carry so a scaled-down pod stays Terminating (kwok deletes at once) until its process drained. */
 export const DRAIN_FINALIZER = 'quiclb.io/journey-drain';
