@@ -40,6 +40,9 @@
  *      the client retired reached quiche, which closed the connection; they are drained after every recv.
  *   6. active_connection_id_limit is quiche's default 2 (no option): 8 for every endpoint of the process
  *      (setActiveConnectionIdLimit; docs/backends.md item 6).
+ *   7. quiche does not retransmit the lost last packets of a path the connection moved away from (its PTO probe for
+ *      that path goes out on the active path, without a PING): every 200 ms, each other path's pending probe is sent
+ *      on that path (sendOnPath), whose acknowledgement makes quiche declare them lost (docs/backends.md item 9).
  * And quiche closes a connection silently when no usable path is left; the backend notices (a check every second)
  * and reports it with the connection's record (quic-connection-record.ts).
  *
@@ -281,8 +284,14 @@ export function setActiveConnectionIdLimit(n: number): void {
   }
 }
 
+interface HostPort {
+  host: string;
+  port: number;
+}
 interface NativeConn extends NativePathApi {
-  recv(data: Uint8Array, info: { from: { host: string; port: number } }): number;
+  recv(data: Uint8Array, info: { from: HostPort }): number;
+  sendOnPath(data: Uint8Array, from?: HostPort | null, to?: HostPort | null): [number, { to: HostPort }] | null;
+  maxSendUdpPayloadSize(): number;
   retiredScidNext(): Uint8Array | null;
   newSourceCid(scid: Uint8Array, resetToken: bigint, retireIfNeeded: boolean): number;
   peerError(): { isApp: boolean; errorCode: number; reason: Uint8Array } | null;
@@ -302,6 +311,8 @@ const MAX_REQUEST_BYTES = 16 * 1024;
 const MAX_TRACKED = 100_000;
 /** How often a connection is checked for a close quiche did without telling @matrixai/quic. */
 const CLOSE_CHECK_MS = 1000;
+/** How often a connection's other paths get their pending loss probes sent (workaround 7). */
+const PATH_PROBE_MS = 200;
 
 /** One example QUIC backend (see the module comment). */
 export class ExampleQuicBackend {
@@ -560,8 +571,41 @@ export class ExampleQuicBackend {
       if (ended) return;
       ended = true;
       clearInterval(closeCheck);
+      clearInterval(probeOtherPaths);
       this.log(`connection scid=${connectionId} client=${clientCid} ended: ${how} ${JSON.stringify(record.summary())}`);
     };
+    // workaround 7: quiche 0.18 detects losses per path, against later packets acknowledged on the same path, and
+    // sends a path's PTO probe on the active path, without a PING (the probe count belongs to the other path): when the
+    // last packets sent on a path are lost and the connection moved to another path (another data plane, a migrating
+    // client), nothing is retransmitted, the client waits and times out (docs/backends.md, item 9). Sending on each
+    // other path whatever quiche has for it (a PING when its PTO fired, nothing otherwise) gets that PING acknowledged
+    // by the client, which declares the path's lost packets lost: their data is sent again on the active path.
+    const probeOtherPaths = setInterval(() => {
+      if (ended) return;
+      let paths: { localHost: HostPort; peerHost: HostPort; active: boolean }[];
+      try {
+        paths = native.pathStats() as typeof paths;
+      } catch {
+        return;
+      }
+      if (paths.length < 2) return;
+      for (const p of paths) {
+        if (p.active) continue;
+        for (let i = 0; i < 2; i++) {
+          let out: [number, { to: HostPort }] | null;
+          const buf = Buffer.allocUnsafe(native.maxSendUdpPayloadSize());
+          try {
+            out = native.sendOnPath(buf, p.localHost, p.peerHost);
+          } catch {
+            break;
+          }
+          if (out === null) break;
+          record.probed();
+          conn.dispatchEvent(new events.EventQUICConnectionSend({ detail: { id: (conn as unknown as { sendId: number }).sendId, msg: buf.subarray(0, out[0]), port: out[1].to.port, address: out[1].to.host } }));
+        }
+      }
+    }, PATH_PROBE_MS);
+    probeOtherPaths.unref();
     const closeCheck = setInterval(() => {
       if (!record.closed()) return;
       if (this.current.connectionErrors.length < 20) this.current.connectionErrors.push('closed by quiche without a close event');

@@ -60,6 +60,11 @@ export class ConnectionRecord {
     return p;
   }
 
+  /** A probe the backend sent on a path other than the active one (example-quic-backend.ts, workaround 7). */
+  probed(): void {
+    this.events.probesOnOtherPaths = (this.events.probesOnOtherPaths ?? 0) + 1;
+  }
+
   received(address: string): void {
     const p = this.peer(address);
     if (p) {
