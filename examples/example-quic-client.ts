@@ -31,6 +31,9 @@ export interface H3Response {
   body: Buffer;
 }
 
+/** How long a migrated connection's old socket keeps receiving (late packets of the old path). */
+const OLD_PATH_LINGER_MS = 3000;
+
 /** QPACK static table entries that are `:status` values (RFC 9204 Appendix A). */
 const STATIC_STATUS: Record<number, number> = {
   24: 103, 25: 200, 26: 304, 27: 404, 28: 503, 63: 100, 64: 204, 65: 206, 66: 302, 67: 400, 68: 403, 69: 421, 70: 425, 71: 500,
@@ -131,6 +134,8 @@ export interface ExampleQuicClientOptions {
 /** One QUIC connection speaking minimal HTTP/3 (ALPN h3); the server certificate is not verified. */
 export class ExampleQuicClient {
   private control: WritableStreamDefaultWriter<Uint8Array> | null = null;
+  /** Sockets of paths the connection migrated away from, still receiving until OLD_PATH_LINGER_MS. */
+  private readonly oldSockets: Socket[] = [];
   private constructor(
     private readonly client: QUICClient,
     readonly authority: string,
@@ -225,7 +230,7 @@ export class ExampleQuicClient {
   }
 
   /**
-   * Active migration: moves the connection to a new local UDP port (a new socket; the old one is closed) and
+   * Active migration: moves the connection to a new local UDP port (a new socket; the old one is closed 3 s later) and
    * switches to a spare connection ID the server issued, as a client on a new network does. quiche validates
    * the new path with PATH_CHALLENGE. @matrixai/quic has no API for this: it re-points the client's socket
    * (2.0.9 internals) and calls quiche's migrate_source through the native binding.
@@ -249,7 +254,9 @@ export class ExampleQuicClient {
     sock.bind(0, host);
     await once(sock, 'listening');
     sock.on('error', () => {});
-    old.off('message', qs.handleSocketMessage);
+    // the old socket keeps receiving for a while: the server's packets already on their way to the old path (late
+    // under load) still reach the connection and are acknowledged; quiche 0.18 servers never resend them otherwise
+    // (docs/backends.md, item 9)
     sock.on('message', qs.handleSocketMessage);
     qs.socket = sock;
     qs.socketSend = promisify(sock.send).bind(sock) as SocketInternals['socketSend'];
@@ -257,11 +264,25 @@ export class ExampleQuicClient {
     qs._port = sock.address().port;
     this.native.migrateSource({ host, port: qs._port });
     await conn.send();
-    old.close();
+    this.oldSockets.push(old);
+    setTimeout(() => this.closeOldSocket(old), OLD_PATH_LINGER_MS).unref();
     return { from, to: qs._port };
   }
 
+  private closeOldSocket(old: Socket): void {
+    const i = this.oldSockets.indexOf(old);
+    if (i < 0) return;
+    this.oldSockets.splice(i, 1);
+    old.off('message', this.quicSocket.handleSocketMessage);
+    try {
+      old.close();
+    } catch {
+      /* already closed */
+    }
+  }
+
   async close(): Promise<void> {
+    for (const old of [...this.oldSockets]) this.closeOldSocket(old);
     await this.client.destroy({ isApp: true, errorCode: 0x100, force: true }).catch(() => {}); // H3_NO_ERROR
   }
 }

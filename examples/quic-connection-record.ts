@@ -123,7 +123,10 @@ export class ConnectionRecord {
       out.paths = this.native.pathStats().map((p) => {
         const s = p as Record<string, unknown> & { peerHost?: { host: string; port: number } };
         const n = (v: unknown) => (typeof v === 'bigint' ? Number(v) : v);
-        return { peer: s.peerHost ? `${s.peerHost.host}:${s.peerHost.port}` : '?', active: s.active, recv: n(s.recv), sent: n(s.sent), lost: n(s.lost), retrans: n(s.retrans), sentBytes: n(s.sentBytes), recvBytes: n(s.recvBytes), cwnd: n(s.cwnd), rtt: n(s.rtt) };
+        return {
+          peer: s.peerHost ? `${s.peerHost.host}:${s.peerHost.port}` : '?', active: s.active, recv: n(s.recv), sent: n(s.sent), lost: n(s.lost),
+          retrans: n(s.retrans), sentBytes: n(s.sentBytes), recvBytes: n(s.recvBytes), cwnd: n(s.cwnd), rtt: n(s.rtt),
+        };
       });
     } catch {
       /* the native connection is gone */

@@ -23,9 +23,13 @@
  * after migrating: "ignore packet from unknown path") or are dropped by a full socket buffer. Measured in a world-only
  * repro (96-176 downloads through the relay while the pod network and data plane processes were stopped 20-250 ms
  * at random, SIGSTOP/SIGCONT, as a loaded machine does): per-datagram alternation 17 of 176 migrating-or-plain
- * downloads stalled (all migrating ones), runs of 4 7 of 96, runs of 8 1 of 96 (a plain download whose last run left a lost tail on the other data plane), a single data plane with no relay
- * 4 of 96; every stalled download showed the hole in gtlsclient's log and the server-side record
- * (examples/quic-connection-record.ts) showed the old path's last packets unacknowledged. docs/backends.md, item 9.
+ * downloads stalled (all migrating ones), runs of 4 7 of 96, runs of 8 1 of 96 (a plain download whose last run left
+ * a lost tail on the other data plane), a single data plane with no relay 4 of 96; every stalled download showed the
+ * hole in gtlsclient's log and the backend's connection record (examples/quic-connection-record.ts) its last packets
+ * on the old path. Since then the example backend sends each other path's pending PTO probe on that path (its
+ * workaround 7), which heals a path the client still accepts (a flow that left a data plane with a lost tail), not one
+ * a migrated client left: runs of 8 with it, 5 of 96 stalled under the same stops, all migrating. docs/backends.md,
+ * item 9.
  *
  * Why not alternate the handshake too: each data plane is a full proxy, so the backend sees the client at a
  * different source address per data plane, and a Retry token is bound to the address it was sent to (RFC 9000
