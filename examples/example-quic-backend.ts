@@ -254,6 +254,8 @@ export interface ExampleQuicBackendOptions {
   log?: (line: string) => void;
   /** Let @matrixai/quic log at INFO on stderr (default false: silent). */
   libraryLogs?: boolean;
+  /** The UDP socket's receive buffer in bytes (default: the system's; the kernel caps it at net.core.rmem_max). */
+  recvBufferBytes?: number;
 }
 
 /**
@@ -512,7 +514,9 @@ export class ExampleQuicBackend {
     await server.start({ host: this.host, port: this.options.port ?? 0 });
     this.server = server;
     // Record every datagram before the QUIC library handles it.
-    (server as unknown as ServerInternals).socket.socket.prependListener('message', this.onMessage);
+    const socket = (server as unknown as ServerInternals).socket.socket;
+    socket.prependListener('message', this.onMessage);
+    if (this.options.recvBufferBytes !== undefined) socket.setRecvBufferSize(this.options.recvBufferBytes);
     this.current.port = this.port;
   }
 

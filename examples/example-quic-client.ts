@@ -129,6 +129,8 @@ export interface ExampleQuicClientOptions {
   idleTimeoutMs?: number;
   /** Gives up connecting after this long (default 5 s). */
   connectTimeoutMs?: number;
+  /** The UDP socket's receive buffer in bytes, after the handshake and after a migration (default: the system's). */
+  recvBufferBytes?: number;
 }
 
 /** One QUIC connection speaking minimal HTTP/3 (ALPN h3); the server certificate is not verified. */
@@ -139,6 +141,7 @@ export class ExampleQuicClient {
   private constructor(
     private readonly client: QUICClient,
     readonly authority: string,
+    private readonly recvBufferBytes?: number,
   ) {}
 
   static async connect(o: ExampleQuicClientOptions): Promise<ExampleQuicClient> {
@@ -173,7 +176,8 @@ export class ExampleQuicClient {
         }
       })();
     });
-    const c = new ExampleQuicClient(client, o.serverName ?? 'localhost');
+    const c = new ExampleQuicClient(client, o.serverName ?? 'localhost', o.recvBufferBytes);
+    if (o.recvBufferBytes !== undefined) c.quicSocket.socket.setRecvBufferSize(o.recvBufferBytes);
     c.control = client.connection.newStream('uni').writable.getWriter();
     c.control.write(H3_CONTROL_STREAM).catch(() => {});
     return c;
@@ -253,6 +257,7 @@ export class ExampleQuicClient {
     const sock = createSocket(old.address().family === 'IPv6' ? 'udp6' : 'udp4');
     sock.bind(0, host);
     await once(sock, 'listening');
+    if (this.recvBufferBytes !== undefined) sock.setRecvBufferSize(this.recvBufferBytes);
     sock.on('error', () => {});
     // the old socket keeps receiving for a while: the server's packets already on their way to the old path (late
     // under load) still reach the connection and are acknowledged; quiche 0.18 servers never resend them otherwise

@@ -28,6 +28,8 @@ export interface ClientResult {
 
 export interface AuditResult {
   backends: Record<string, { datagrams: number; shortHeader: number; foreignCids: number; examples: string[] }>;
+  /** The pod network's kernel UDP counters (RcvbufErrors: datagrams full socket buffers dropped). */
+  udp?: Record<string, number>;
 }
 
 export type ClientKind = 'ngtcp2' | 'ngtcp2-migrate' | 'matrixai';

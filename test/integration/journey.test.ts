@@ -241,6 +241,7 @@ import { json } from './operator-fixture.js';
     }
     const busy = Object.values(audit.backends).filter((b) => b.shortHeader > 0).length;
     process.stderr.write(`[journey] audit: ${Object.keys(audit.backends).length} backends, ${busy} with 1-RTT traffic, 0 foreign CIDs; whole journey: ${Traffic.summary(all)}; ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+    process.stderr.write(`[journey] pod network UDP (kernel): ${JSON.stringify(audit.udp ?? {})}\n`);
     expect(busy).toBeGreaterThanOrEqual(3);
     expect(Traffic.failures(all)).toEqual([]);
   });

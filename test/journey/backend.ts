@@ -89,6 +89,8 @@ export class JourneyBackend {
       generator,
       tls: options.tls,
       extraCids: options.extraCids,
+      // a pod's socket like a production server's: bursts of client datagrams must not meet a ~208 KiB buffer (ecmp.ts)
+      recvBufferBytes: 4 * 1024 * 1024,
       // long: a client spacing its requests out (spreadMs) sets the effective idle timeout (the smaller one wins)
       idleTimeoutMs: options.idleTimeoutMs ?? 120_000,
       onDatagram: (msg) => b.record(msg),

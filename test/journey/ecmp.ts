@@ -51,6 +51,19 @@ export interface Endpoint {
 const MAX_FLOWS = 256;
 /** A client's upstream socket closes after this long without a datagram either way. */
 const IDLE_MS = 60_000;
+/**
+ * Receive buffer of the relay's sockets (the kernel caps it at net.core.rmem_max). The default (~208 KiB, about 90
+ * full datagrams) overflowed when a backend's burst met a busy pod-network event loop: the journey's pod network
+ * counted thousands of UDP RcvbufErrors, losses no data plane sees; a router does not drop for that.
+ */
+const RECV_BUFFER_BYTES = 4 * 1024 * 1024;
+function enlargeReceiveBuffer(s: Socket): void {
+  try {
+    s.setRecvBufferSize(RECV_BUFFER_BYTES);
+  } catch {
+    /* not bound yet or not allowed: the default stays */
+  }
+}
 
 interface Flow {
   socket: Socket;
@@ -97,6 +110,7 @@ export class EcmpRelay {
     const s = createSocket('udp4');
     s.bind(listen.port, listen.ip);
     await Promise.race([once(s, 'listening'), once(s, 'error').then(([e]) => Promise.reject(e as Error))]);
+    enlargeReceiveBuffer(s);
     return new EcmpRelay(s, listen, targets, upstreamHost);
   }
 
@@ -107,6 +121,7 @@ export class EcmpRelay {
       if (this.flows.size >= MAX_FLOWS) this.closeFlow(this.flows.keys().next().value!);
       const socket = createSocket('udp4');
       socket.bind(0, this.upstreamHost);
+      socket.once('listening', () => enlargeReceiveBuffer(socket));
       socket.on('error', () => {});
       socket.on('message', (reply) => {
         this.counts.fromTargets++;

@@ -5,6 +5,7 @@
  * inherit W). Requests are agent.ts's, forwarded as they came: JSON lines with "id", answered under the same id.
  */
 import { createSocket } from 'node:dgram';
+import { readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { isQuicLibraryError, selfSignedCert } from '../../examples/example-quic-backend.js';
 import { JourneyBackend, setActiveConnectionIdLimit } from './backend.js';
@@ -172,7 +173,21 @@ function audit(): Json {
   }
   const ecmpCounts: Json = {};
   for (const [k, r] of relays) ecmpCounts[k] = r.counts;
-  return { backends: out, ecmp: ecmpCounts };
+  return { backends: out, ecmp: ecmpCounts, udp: udpCounters() };
+}
+
+/**
+ * The kernel's UDP counters of this namespace (/proc/net/snmp): RcvbufErrors are datagrams a full socket buffer
+ * dropped (a backend's, the relay's or a client's), losses no data plane counts.
+ */
+function udpCounters(): Record<string, number> {
+  try {
+    const lines = readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((l) => l.startsWith('Udp: '));
+    const [names, values] = lines.map((l) => l.slice(5).trim().split(/\s+/));
+    return Object.fromEntries(names.map((n, i) => [n, Number(values[i])]).filter(([n]) => n === 'InDatagrams' || n === 'RcvbufErrors' || n === 'SndbufErrors'));
+  } catch {
+    return {};
+  }
 }
 
 let ending = false;

@@ -62,6 +62,8 @@ export type { BackendAudit } from './backend.js';
 
 export interface Audit {
   backends: Record<string, BackendAudit>;
+  /** The pod network's kernel UDP counters (InDatagrams, RcvbufErrors, SndbufErrors). */
+  udp: Record<string, number>;
   ecmp: Record<string, { fromClients: number; toTargets: number[]; shortToTargets: number[]; longHeader: number; flows: number; fromTargets: number; moves: number; run: number }>;
 }
 
