@@ -45,6 +45,15 @@ export interface ClientResult {
  * server validates a new path; "complete intact" is the bar, not speed (the run's timeoutMs bounds it).
  */
 const GTLS_IDLE_TIMEOUT = '30s';
+/**
+ * ngtcp2-migrate: the client migrates (new local port, new DCID), then requests once the new path is validated.
+ * A migration in the middle of a download stalls between these two peers with no load balancer at all: gtlsclient
+ * 0.12.1 ignores the server's packets still arriving on the old path ("con ignore packet from unknown path") and
+ * quiche 0.18 never declares them lost (test/e2e/quic-lb-migration.test.ts measured 5 of 40 downloads straight from a
+ * backend; docs/backends.md item 9), so the journey would measure the peers. The mid-download case through quiclb is
+ * quic-lb-migration's; here the download itself crosses both data planes in the ECMP relay's runs.
+ */
+const MIGRATION_SETTLE_MS = 300;
 /** JOURNEY_GTLS_LOG=DIR: gtlsclient runs without -q and each run's whole stderr goes to DIR/SCID.log (diagnosis). */
 const GTLS_LOG_DIR = process.env.JOURNEY_GTLS_LOG;
 
@@ -54,7 +63,7 @@ async function gtlsGet(r: ClientRequest, dir: string, scid: string, remaining: n
   mkdirSync(dl, { recursive: true });
   const args = [
     ...(GTLS_LOG_DIR ? ['--no-quic-dump', '--no-http-dump'] : ['-q']), '--exit-on-all-streams-close', `--timeout=${GTLS_IDLE_TIMEOUT}`, '--scid', scid, '--download', dl,
-    ...(r.kind === 'ngtcp2-migrate' ? [`--change-local-addr=${r.migrateAfterMs}ms`] : []),
+    ...(r.kind === 'ngtcp2-migrate' ? [`--change-local-addr=${r.migrateAfterMs}ms`, `--delay-stream=${r.migrateAfterMs + MIGRATION_SETTLE_MS}ms`] : []),
     r.host, String(r.port), `https://localhost${r.path}`,
   ];
   // (gtlsclient cannot bind a source address: it gets the client address from the route's src)
