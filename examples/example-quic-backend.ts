@@ -175,7 +175,7 @@ export interface BackendStats {
   senders: string[];
   /** Own short-header datagrams per sender address. */
   perSender: Record<string, number>;
-  /** CIDs this backend minted (Retry SCIDs and NEW_CONNECTION_ID). */
+  /** CIDs this backend minted and remembers (Retry SCIDs and NEW_CONNECTION_ID; at most the last 100 000). */
   issued: number;
   /** Of those, how many were 0b111 (unroutable: the generator had no config or server ID yet). */
   unroutableIssued: number;
@@ -309,8 +309,20 @@ const toArrayBuffer = (b: Buffer): ArrayBuffer => b.buffer.slice(b.byteOffset, b
 const hmac = (key: ArrayBuffer, data: ArrayBuffer): Buffer => createHmac('sha256', Buffer.from(key)).update(Buffer.from(data)).digest();
 /** Largest request stream read (the HEADERS of a GET are a few dozen bytes). */
 const MAX_REQUEST_BYTES = 16 * 1024;
-/** CIDs and client CIDs remembered (bounded: a peer can open connections without end). */
+/**
+ * CIDs and client CIDs remembered, the oldest forgotten first: bounded, and never full (every Initial a peer sends
+ * mints a CID, the data planes' version-negotiation health probes included; a set that stopped growing would fail the
+ * retry tokens of every later connection).
+ */
 const MAX_TRACKED = 100_000;
+/** Distinct DCIDs and sender addresses the stats list (BackendStats.dcids, senders, perSender). */
+const MAX_LISTED = 1000;
+/** Makes room for one more entry in a set or map bounded at MAX_TRACKED by forgetting its oldest (insertion order). */
+function makeRoom(c: Set<string> | Map<string, string>): void {
+  if (c.size < MAX_TRACKED) return;
+  const oldest = c.keys().next();
+  if (!oldest.done) c.delete(oldest.value);
+}
 /** How often a connection is checked for a close quiche did without telling @matrixai/quic. */
 const CLOSE_CHECK_MS = 1000;
 /** How often a connection's other paths get their pending loss probes sent (workaround 7). */
@@ -325,6 +337,8 @@ export class ExampleQuicBackend {
   private server: QUICServer | null = null;
   private decoderOf: { live: ReturnType<ServerCidGenerator['liveConfigs']>; decoder: CidDecoder } | null = null;
   private current: BackendStats;
+  /** How many DCIDs `current.dcids` lists, and the senders `current.senders` lists (reset with it). */
+  private listed = { dcids: 0, senders: new Set<string>() };
   private readonly log: (line: string) => void;
   private readonly onMessage = (msg: Buffer, rinfo: { address: string; port: number }) => this.record(msg, `${rinfo.address}:${rinfo.port}`);
 
@@ -391,9 +405,10 @@ export class ExampleQuicBackend {
 
   resetStats(): void {
     this.current = this.fresh();
+    this.listed = { dcids: 0, senders: new Set<string>() };
   }
 
-  /** Whether this backend minted the CID (hex). */
+  /** Whether this backend minted the CID (hex), among the last MAX_TRACKED (100 000) it minted. */
   issuedCid(hex: string): boolean {
     return this.issued.has(hex);
   }
@@ -433,7 +448,8 @@ export class ExampleQuicBackend {
       cid[0] |= 0xe0;
     }
     if ((cid[0] & 0xe0) === 0xe0) this.current.unroutableIssued++;
-    if (this.issued.size < MAX_TRACKED) this.issued.add(cid.toString('hex'));
+    makeRoom(this.issued);
+    this.issued.add(cid.toString('hex'));
     return cid;
   }
 
@@ -450,9 +466,12 @@ export class ExampleQuicBackend {
       if (type === 'initial' && msg.length > 6) {
         const dcid = msg.subarray(6, 6 + msg[5]).toString('hex');
         const o = 6 + msg[5];
-        if (msg.length > o && this.issued.has(dcid) && !this.clientCidOf.has(dcid) && this.clientCidOf.size < MAX_TRACKED) {
+        if (msg.length > o && this.issued.has(dcid) && !this.clientCidOf.has(dcid)) {
           const scid = msg.subarray(o + 1, o + 1 + msg[o]);
-          if (scid.length === msg[o]) this.clientCidOf.set(dcid, scid.toString('hex'));
+          if (scid.length === msg[o]) {
+            makeRoom(this.clientCidOf);
+            this.clientCidOf.set(dcid, scid.toString('hex'));
+          }
         }
       }
       return;
@@ -461,10 +480,19 @@ export class ExampleQuicBackend {
     const hex = dcid.toString('hex');
     if (dcid.length === QUIC_CID_LENGTH && this.issued.has(hex)) {
       stats.shortOwn++;
-      const senders = stats.dcids[hex] ?? (Object.keys(stats.dcids).length < 1000 ? (stats.dcids[hex] = []) : null);
-      if (senders && !senders.includes(from) && senders.length < 16) senders.push(from);
-      if (!stats.senders.includes(from) && stats.senders.length < 1000) stats.senders.push(from);
-      if (from in stats.perSender || Object.keys(stats.perSender).length < 1000) stats.perSender[from] = (stats.perSender[from] ?? 0) + 1;
+      // constant work per datagram: the listed keys are counted here, not with Object.keys or includes
+      const listed = this.listed;
+      let senders = stats.dcids[hex];
+      if (senders === undefined && listed.dcids < MAX_LISTED) {
+        senders = stats.dcids[hex] = [];
+        listed.dcids++;
+      }
+      if (senders && senders.length < 16 && !senders.includes(from)) senders.push(from);
+      if (!listed.senders.has(from) && listed.senders.size < MAX_LISTED) {
+        listed.senders.add(from);
+        stats.senders.push(from);
+      }
+      if (listed.senders.has(from)) stats.perSender[from] = (stats.perSender[from] ?? 0) + 1;
     } else {
       stats.shortForeign++;
       if (this.decoder().decode(dcid).reason === null) stats.shortForeignDecodable++;
@@ -552,6 +580,7 @@ export class ExampleQuicBackend {
     // the client's first SCID as its post-Retry Initial carried it (quiche's connectionIdPeer follows the CID of the
     // path in use, which changes when the connection is seen on several paths, e.g. through two data planes)
     const clientCid = this.clientCidOf.get(connectionId) ?? Buffer.from(conn.connectionIdPeer).toString('hex');
+    this.clientCidOf.delete(connectionId); // needed once
     this.log(`connection scid=${connectionId} from ${conn.remoteHost}:${conn.remotePort}`);
     const extra: QUICConnectionId[] = [];
     for (let i = 0; i < (this.options.extraCids ?? 3); i++) {
