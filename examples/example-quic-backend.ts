@@ -614,7 +614,8 @@ export class ExampleQuicBackend {
     // other path whatever quiche has for it (a PING when its PTO fired, nothing otherwise) gets that PING acknowledged
     // by the client, which declares the path's lost packets lost: their data is sent again on the active path.
     const probeOtherPaths = setInterval(() => {
-      if (ended) return;
+      // a server has one local address: a second path means a second peer address (no native call until then)
+      if (ended || record.peerCount() < 2) return;
       let paths: { localHost: HostPort; peerHost: HostPort; active: boolean }[];
       try {
         paths = native.pathStats() as typeof paths;

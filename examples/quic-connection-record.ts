@@ -60,6 +60,11 @@ export class ConnectionRecord {
     return p;
   }
 
+  /** Peer addresses the connection exchanged datagrams with (at most 16). */
+  peerCount(): number {
+    return this.peers.size;
+  }
+
   /** A probe the backend sent on a path other than the active one (example-quic-backend.ts, workaround 7). */
   probed(): void {
     this.events.probesOnOtherPaths = (this.events.probesOnOtherPaths ?? 0) + 1;
