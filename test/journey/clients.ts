@@ -2,7 +2,8 @@
  * Real QUIC clients of the journey, run in the pod network namespace:
  *   - ngtcp2: Debian's gtlsclient 0.12.1 (HTTP/3), one connection per request, `--scid` chosen here so the backends
  *     can say which of them served it; `ngtcp2-migrate` adds `--change-local-addr=DUR`: a new socket (new local port)
- *     and a new server-issued DCID after DUR, i.e. active migration in the middle of the download;
+ *     and a new server-issued DCID after DUR, i.e. active migration, and sends its request once the new path is
+ *     validated (MIGRATION_SETTLE_MS says why not in the middle of the download);
  *   - matrixai: examples/example-quic-client.ts (@matrixai/quic), `count` GETs on one connection, spaced over
  *     `spreadMs`; with `migrate` it moves to a new local port and CID before the second half of the requests.
  * gtlsclient exits 0 even when its connection dies (QUIC-PEERS.md): only the downloaded bytes count.
