@@ -181,8 +181,3 @@ export function responseHeaders(status: 200 | 404, servedBy: string): Buffer {
   ]);
   return Buffer.concat([h3Varint(0x01), h3Varint(fields.length), fields]);
 }
-
-/** A DATA frame header for `length` bytes of body. */
-export function dataFrameHeader(length: number): Buffer {
-  return Buffer.concat([h3Varint(0x00), h3Varint(length)]);
-}
