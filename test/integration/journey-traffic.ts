@@ -2,7 +2,8 @@
  * The journey's traffic during a step: for each target (each node's data plane, and the ECMP relay that moves a
  * client's datagrams between both, 8 at a time), one long-lived @matrixai/quic connection with requests spread over
  * the step, one that migrates (new local port and CID) halfway, and back-to-back ngtcp2 downloads, plain and
- * migrating (new local port and CID before the request: test/journey/clients.ts says why), until stop(). Every client's answer is kept; ok() says whether every transfer completed intact.
+ * migrating (new local port and CID before the request: test/journey/clients.ts says why), until stop(). Every
+ * client's answer is kept; ok() says whether every transfer completed intact.
  */
 import type { ClientKind, ClientResult, World } from './journey-world.js';
 
