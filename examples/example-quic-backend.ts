@@ -393,7 +393,7 @@ export class ExampleQuicBackend {
     try {
       await b.listen();
     } catch (e) {
-      b.generator.close();
+      await b.stop(); // the generator, and the server when it started (a failed receive buffer setting)
       throw e;
     }
     return b;
