@@ -175,7 +175,10 @@ export interface BackendStats {
   senders: string[];
   /** Own short-header datagrams per sender address. */
   perSender: Record<string, number>;
-  /** CIDs this backend minted and remembers (Retry SCIDs and NEW_CONNECTION_ID; at most the last 100 000). */
+  /**
+   * CIDs this backend minted and remembers (at most the last 100 000): Retry SCIDs and NEW_CONNECTION_IDs, and the one
+   * @matrixai/quic derives for every Initial and retry token, used or not (version-negotiation probes included).
+   */
   issued: number;
   /** Of those, how many were 0b111 (unroutable: the generator had no config or server ID yet). */
   unroutableIssued: number;
