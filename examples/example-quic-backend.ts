@@ -630,15 +630,17 @@ export class ExampleQuicBackend {
         if (p.active) continue;
         for (let i = 0; i < 2; i++) {
           let out: [number, { to: HostPort }] | null;
-          const buf = Buffer.allocUnsafe(native.maxSendUdpPayloadSize());
+          let buf: Buffer;
           try {
+            // inside the try: a throw from a timer would reach the process's uncaughtException handler
+            buf = Buffer.allocUnsafe(native.maxSendUdpPayloadSize());
             out = native.sendOnPath(buf, p.localHost, p.peerHost);
           } catch {
             break;
           }
           if (out === null) break;
           record.probed();
-          conn.dispatchEvent(new events.EventQUICConnectionSend({ detail: { id: (conn as unknown as { sendId: number }).sendId, msg: buf.subarray(0, out[0]), port: out[1].to.port, address: out[1].to.host } }));
+          conn.dispatchEvent(new events.EventQUICConnectionSend({ detail: { id: (conn as unknown as { sendId: string }).sendId, msg: buf.subarray(0, out[0]), port: out[1].to.port, address: out[1].to.host } }));
         }
       }
     }, PATH_PROBE_MS);
