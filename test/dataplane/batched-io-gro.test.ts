@@ -69,6 +69,19 @@ async function makeIo(sink: Recorder, options: BatchedOptions, host = '127.0.0.1
 }
 
 /** n datagrams of `size` bytes (the last `last` bytes), each numbered and filled with its own byte: a GSO train. */
+/**
+ * Every client datagram goes to the server at 127.0.0.1:port over one upstream socket, opened on the first;
+ * returns a getter for that socket (for replies).
+ */
+function relayClientsTo(sink: Recorder, io: BatchedIo<string, string>, l: IoListener, port: number): () => IoUpstream {
+  let up: IoUpstream | null = null;
+  sink.onClientHook = (buf, off, len) => {
+    up ??= io.openUpstream(l, { host: '127.0.0.1', port, family: 4 }, '', 0, 'U');
+    expect(io.sendToServer(up!, buf, off, len)).toBe(true);
+  };
+  return () => up!;
+}
+
 function train(n: number, size: number, last = size, salt = 0): Buffer[] {
   return Array.from({ length: n }, (_, i) => {
     const d = Buffer.alloc(i === n - 1 ? last : size, (i * 7 + salt) & 0xff);
@@ -123,11 +136,7 @@ describeGro('UDP GRO on the batched path', () => {
     const sink = new Recorder();
     const { io, l } = await makeIo(sink, { gro: true, gso: true });
     const backend = await udp();
-    let up: IoUpstream | null = null;
-    sink.onClientHook = (buf, off, len) => {
-      up ??= io.openUpstream(l, { host: '127.0.0.1', port: backend.socket.address().port, family: 4 }, '', 0, 'U');
-      expect(io.sendToServer(up!, buf, off, len)).toBe(true);
-    };
+    relayClientsTo(sink, io, l, backend.socket.address().port);
     const p = await peer();
     const t = train(9, 1200, 500);
     const before = io.calls();
@@ -144,12 +153,8 @@ describeGro('UDP GRO on the batched path', () => {
     const sink = new Recorder();
     const { io, l } = await makeIo(sink, { gro: true, gso: true });
     const backend = await peer();
-    let up: IoUpstream | null = null;
-    sink.onClientHook = (buf, off, len) => {
-      up ??= io.openUpstream(l, { host: '127.0.0.1', port: backend.port, family: 4 }, '', 0, 'U');
-      io.sendToServer(up!, buf, off, len);
-    };
-    sink.onReplyHook = (buf, off, len) => io.sendToClient(up!, buf, off, len);
+    const upstream = relayClientsTo(sink, io, l, backend.port);
+    sink.onReplyHook = (buf, off, len) => io.sendToClient(upstream(), buf, off, len);
     const client = await udp();
     client.socket.send(Buffer.from('hello'), l.bound.port, '127.0.0.1');
     expect(await waitFor(() => backend.received.length === 1)).toBe(true);
@@ -168,11 +173,7 @@ describeGro('UDP GRO on the batched path', () => {
     const sink = new Recorder();
     const { io, l } = await makeIo(sink, { gro: true, slots: 4, entries: 4 });
     const backend = await udp();
-    let up: IoUpstream | null = null;
-    sink.onClientHook = (buf, off, len) => {
-      up ??= io.openUpstream(l, { host: '127.0.0.1', port: backend.socket.address().port, family: 4 }, '', 0, 'U');
-      expect(io.sendToServer(up!, buf, off, len)).toBe(true);
-    };
+    relayClientsTo(sink, io, l, backend.socket.address().port);
     const p = await peer();
     const t = train(40, 100, 100);
     await p.send('127.0.0.1', l.bound.port, 100, Buffer.concat(t));
