@@ -12,10 +12,11 @@ import { HealthChecker, type HealthChange } from './health.js';
 import { silentLogger, type Logger } from './logging.js';
 import { createIo } from './io/select.js';
 import { BatchedIo } from './io/batched-io.js';
-import type { DatagramIo, DatagramSink, IoCallCounts, IoChoice, IoErrorCounts, IoListener, IoPath, IoUpstream } from './io/types.js';
+import type { DatagramIo, DatagramSink, IoCallCounts, IoChoice, IoErrorCounts, IoListener, IoPath, IoUpstream, PortChoiceCounts } from './io/types.js';
 import { attachMetrics, routingLatencySampler } from './metrics.js';
 import type { Flow } from './flow-table.js';
-import { currentSocketBudget, type SocketBudget } from './resources.js';
+import { currentSocketBudget, readPortRange, type SocketBudget } from './resources.js';
+import { DEFAULT_PORT_RANGE, UpstreamPortPicker } from './upstream-ports.js';
 import { DROP_INTERNAL, DROP_UPSTREAM_NOT_READY, DROP_UPSTREAM_SOCKET_LIMIT, Router, type HealthState, type RouterServer, type RouterStats } from './router.js';
 
 export interface DataplaneOptions {
@@ -43,6 +44,11 @@ export interface DataplaneOptions {
    * (batched when the addon loads). Default: the QUICLB_IO environment variable, else auto.
    */
   io?: IoChoice;
+  /**
+   * Stable upstream ports (dataplane/upstream-ports.ts): the secret the local ports of upstream sockets are derived
+   * from, so a restarted data plane with the same seed uses the same ports (default: none, the kernel chooses).
+   */
+  upstreamPortSeed?: Uint8Array;
 }
 
 export interface DataplaneStats extends RouterStats {
@@ -106,6 +112,8 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
   socketBudget: SocketBudget | null = null;
   readonly workerLabel: string | null;
   private internalErrorsLogged = 0;
+  /** Stable upstream ports (null: the kernel chooses every upstream socket's port). */
+  private portPicker: UpstreamPortPicker | null = null;
 
   constructor(options: DataplaneOptions = {}) {
     super();
@@ -113,6 +121,7 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     this.logger = options.logger ?? silentLogger;
     this.registry = options.registry ?? new Registry();
     this.workerLabel = options.workerLabel ?? null;
+    if (options.upstreamPortSeed !== undefined) this.setUpstreamPortSeed(options.upstreamPortSeed);
   }
 
   get router(): Router {
@@ -132,6 +141,16 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
   }
 
   /** Batched path: batches, system calls, GSO messages (null on the dgram path or before start). */
+  upstreamPortChoices(): PortChoiceCounts | null {
+    return this.portPicker !== null && this.io !== null ? this.io.portChoices() : null;
+  }
+
+  /** Turns stable upstream ports on for sockets opened from now on (worker processes get their seed after start). */
+  setUpstreamPortSeed(seed: Uint8Array): void {
+    const range = readPortRange() ?? DEFAULT_PORT_RANGE;
+    this.portPicker = new UpstreamPortPicker(seed, range);
+  }
+
   ioCalls(): IoCallCounts | null {
     return this.io?.calls() ?? null;
   }
@@ -438,7 +457,8 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     }
     const a = server.address;
     const up = new Upstream(server, flow, l, a);
-    const handle = this.io!.openUpstream(l.io!, a, flow.address, flow.port, up);
+    const ports = this.portPicker === null ? null : this.portPicker.portsFor(l.key, flow.address, flow.port, a);
+    const handle = this.io!.openUpstream(l.io!, a, flow.address, flow.port, up, ports);
     if (handle === null) return null;
     up.io = handle;
     up.next = flow.upstream as Upstream | null;

@@ -4,7 +4,7 @@
  * happens per packet. One set of metrics per Registry, shared by every Dataplane registered on it (label `lb`).
  */
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { IoCallCounts, IoErrorCounts, IoPath, LatencySampler } from './io/types.js';
+import type { IoCallCounts, IoErrorCounts, IoPath, LatencySampler, PortChoiceCounts } from './io/types.js';
 import { ROUTING_MODES } from '../lib/config/snapshot.js';
 import { DROP_REASONS, OUTCOMES, TABLES, UNROUTABLE_REASONS, type Router } from './router.js';
 
@@ -24,6 +24,8 @@ export interface MetricsSource {
   readonly ioPath?: IoPath | null;
   ioErrors?(): IoErrorCounts;
   ioCalls?(): IoCallCounts | null;
+  /** Upstream sockets by how their local port was chosen (stable upstream ports on), null when off. */
+  upstreamPortChoices?(): PortChoiceCounts | null;
 }
 
 type Emit = (labels: Record<string, string | number>, value: number) => void;
@@ -102,6 +104,18 @@ class Hub {
     gauge('quiclb_flows', 'Client flows in the flow table.', [], (s, e) => e({}, s.router.flows.size));
     gauge('quiclb_dcid_entries', 'Entries in the DCID table.', [], (s, e) => e({}, s.router.dcids.size));
     gauge('quiclb_upstream_sockets', 'Open upstream sockets (one per client flow and server).', [], (s, e) => e({}, s.upstreamSockets));
+    counter(
+      'quiclb_upstream_ports_total',
+      'Upstream sockets opened with stable upstream ports, by how the local port was chosen: hashed (the flow\'s own port, the same after a restart), probed (in use: a later candidate), kernel (all candidates in use).',
+      ['choice'],
+      (s, e) => {
+        const c = s.upstreamPortChoices?.();
+        if (!c) return;
+        e({ choice: 'hashed' }, c.hashed);
+        e({ choice: 'probed' }, c.probed);
+        e({ choice: 'kernel' }, c.kernel);
+      },
+    );
     gauge('quiclb_flow_table_max', 'Bound of the confirmed flows (within the socket cap) and of the confirmed DCID entries.', [], (s, e) => e({}, s.router.flows.max), 'max');
     gauge('quiclb_unconfirmed_entries', 'Entries in the unconfirmed (new-flow) budget, by table.', ['table'], (s, e) => {
       e({ table: 'flow' }, s.router.flows.unconfirmedCount);

@@ -19,7 +19,7 @@ import type { HealthState } from './router.js';
 import type { IoChoice } from './io/types.js';
 
 type ToWorker =
-  | { t: 'start'; snapshot: SnapshotJson; health: [string, HealthState][]; logLevel: string }
+  | { t: 'start'; snapshot: SnapshotJson; health: [string, HealthState][]; logLevel: string; upstreamPortSeed: string | null }
   | { t: 'apply'; id: number; snapshot: SnapshotJson; logLevel: string }
   | { t: 'health'; name: string; state: HealthState }
   | { t: 'metrics'; id: number }
@@ -68,6 +68,7 @@ export async function runWorker(): Promise<void> {
       case 'start':
         try {
           logger.level = m.logLevel;
+          if (m.upstreamPortSeed !== null) dp.setUpstreamPortSeed(Buffer.from(m.upstreamPortSeed, 'hex'));
           await dp.start(snapshotFromJson(m.snapshot));
           for (const [name, state] of m.health) dp.setServerHealth(name, state);
           send({ t: 'ready', addresses: dp.addresses() });
@@ -135,6 +136,8 @@ export interface WorkerPoolOptions {
   restartBackoffResetMs?: number;
   /** Datagram I/O path of the workers (default: the QUICLB_IO they inherit, else auto). */
   io?: IoChoice;
+  /** Stable upstream ports: the seed every worker derives its upstream ports from (sent over IPC, never in env). */
+  upstreamPortSeed?: Uint8Array;
 }
 
 interface Slot {
@@ -291,6 +294,7 @@ export class WorkerPool {
           snapshot: snapshotToJson(slot.given!),
           health: [...this.options.health()],
           logLevel: this.options.logLevel(),
+          upstreamPortSeed: this.options.upstreamPortSeed ? Buffer.from(this.options.upstreamPortSeed).toString('hex') : null,
         };
         worker.send(m);
       });

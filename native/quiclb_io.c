@@ -914,17 +914,35 @@ static napi_value open_listener(napi_env env, napi_callback_info info) {
 }
 
 /*
- * openUpstream(ctx, listenerId, rxIndex, host, port) -> id (>= 0) or -errno (never throws on a socket error):
- * a socket connected to the server, whose replies go to the client of received datagram rxIndex via the listener.
+ * openUpstream(ctx, listenerId, rxIndex, host, port[, localPorts]) -> id (>= 0) or -errno (never throws on a socket
+ * error): a socket connected to the server, whose replies go to the client of received datagram rxIndex via the
+ * listener. localPorts (Int32Array [n, p1..pn], n <= 8): local ports to try in order before the kernel's choice (a
+ * port in use is skipped); on return localPorts[0] is the index of the port taken, or -1 for the kernel's choice.
  */
 static napi_value open_upstream(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   ctx_t *c = get_ctx(env, argv[0]);
   if (!c) return NULL;
   int32_t lid = 0;
   uint32_t idx = 0, port = 0;
+  int32_t *local_ports = NULL;
+  size_t local_count = 0;
+  if (argc >= 6) {
+    bool is_typed = false;
+    napi_typedarray_type type;
+    void *data = NULL;
+    size_t n = 0;
+    if (napi_is_typedarray(env, argv[5], &is_typed) == napi_ok && is_typed &&
+        napi_get_typedarray_info(env, argv[5], &type, &n, &data, NULL, NULL) == napi_ok && type == napi_int32_array && n >= 1) {
+      local_ports = (int32_t *)data;
+      local_count = local_ports[0] < 0 ? 0 : (size_t)local_ports[0];
+      if (local_count > n - 1) local_count = n - 1;
+      if (local_count > 8) local_count = 8;
+      local_ports[0] = -1;
+    }
+  }
   CHECK(napi_get_value_int32(env, argv[1], &lid));
   CHECK(napi_get_value_uint32(env, argv[2], &idx));
   CHECK(napi_get_value_uint32(env, argv[4], &port));
@@ -945,8 +963,28 @@ static napi_value open_upstream(napi_env env, napi_callback_info info) {
   int fd = socket(fam, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int err = 0, one = 1;
   if (fd < 0) err = errno;
-  else if (connect(fd, (struct sockaddr *)&ss, len) < 0) { err = errno; close(fd); }
-  else if (c->gro) setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one); /* a server sending with GSO: coalesced replies */
+  for (size_t i = 0; fd >= 0 && i < local_count; i++) {
+    int32_t p = local_ports[i + 1];
+    if (p <= 0 || p > 65535) continue;
+    struct sockaddr_storage local;
+    memset(&local, 0, sizeof local);
+    if (fam == AF_INET) {
+      struct sockaddr_in *a = (struct sockaddr_in *)&local;
+      a->sin_family = AF_INET;
+      a->sin_port = htons((uint16_t)p);
+    } else {
+      struct sockaddr_in6 *a = (struct sockaddr_in6 *)&local;
+      a->sin6_family = AF_INET6;
+      a->sin6_port = htons((uint16_t)p);
+    }
+    if (bind(fd, (struct sockaddr *)&local, fam == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6)) == 0) {
+      local_ports[0] = (int32_t)i;
+      break;
+    }
+    /* in use (or not allowed): the next candidate, then the kernel's choice at connect() */
+  }
+  if (fd >= 0 && connect(fd, (struct sockaddr *)&ss, len) < 0) { err = errno; close(fd); }
+  else if (fd >= 0 && c->gro) setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one); /* a server sending with GSO: coalesced replies */
   if (err) { napi_create_int32(env, -err, &result); return result; }
   int id = add_socket(c, fd, lid);
   if (id < 0) { close(fd); napi_create_int32(env, id, &result); return result; }

@@ -5,7 +5,9 @@
  * keeps forwarding on the last good snapshot while the operator is away, and (with a state directory) restores
  * that snapshot at start so forwarding does not wait for the operator.
  */
+import { mkdirSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import { hostname } from 'node:os';
 import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client';
 import { formatSocketAddress } from '../../lib/config/address.js';
@@ -27,6 +29,7 @@ import { OperatorStream } from './operator-stream.js';
 import { backendHealth, countersFromMetrics, HealthReporter } from './reports.js';
 import { SnapshotStore, StateFileError } from './state-store.js';
 import { softwareVersion } from './version.js';
+import { loadOrCreateSeed, UPSTREAM_PORT_SEED_FILE } from '../upstream-ports.js';
 
 export interface AgentOptions {
   /** HOST:PORT of the operator's config server. */
@@ -92,6 +95,21 @@ function contentOf(s: Snapshot): Buffer {
   return Buffer.from(Snapshot.encode({ ...s, nonce: '', created: undefined }).finish());
 }
 
+/**
+ * Stable upstream ports (dataplane/upstream-ports.ts) from the seed in the state directory, so a restarted agent
+ * reaches every backend from the ports it used before. A seed that cannot be kept leaves the kernel choosing ports
+ * (forwarding goes on; restarts then look like path changes to the backends).
+ */
+function stateDirPortSeed(dir: string, logger: Logger): Uint8Array | undefined {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    return loadOrCreateSeed(join(dir, UPSTREAM_PORT_SEED_FILE));
+  } catch (e) {
+    logger.warn({ err: (e as Error).message }, 'stable upstream ports off: cannot keep the seed in the state directory');
+    return undefined;
+  }
+}
+
 export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
   const logger = options.logger ?? createLogger({ level: options.logLevel ?? 'info', base: { component: 'dataplane-agent' } });
   const credentials = clientCredentials(options.tlsDir); // throws TlsDirError naming a missing file
@@ -106,8 +124,9 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
   let stream: OperatorStream | null = null;
   const counters = agentMetrics(registry, () => stream, () => inForce?.version ?? null);
 
+  const upstreamPortSeed = options.stateDir ? stateDirPortSeed(options.stateDir, logger) : undefined;
   const makeEngine = (_name: string, health: ReadonlyMap<string, HealthState>): LbEngine =>
-    workers > 1 ? new WorkerEngine(workers, logger, () => String(logger.level), health) : new InProcessEngine(logger, registry);
+    workers > 1 ? new WorkerEngine(workers, logger, () => String(logger.level), health, upstreamPortSeed) : new InProcessEngine(logger, registry, upstreamPortSeed);
   const lbs = new LoadBalancerSet({ makeEngine, logger, registry, followVerdicts: () => stream?.connected === true, listenLocks: openListenLocks(options.listenLockDir, logger) });
   const store = options.stateDir ? new SnapshotStore(options.stateDir) : null;
 

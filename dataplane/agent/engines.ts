@@ -25,8 +25,8 @@ export interface LbEngine {
 
 export class InProcessEngine implements LbEngine {
   readonly dataplane: Dataplane;
-  constructor(logger: Logger, registry: Registry) {
-    this.dataplane = new Dataplane({ logger, registry, healthChecks: false });
+  constructor(logger: Logger, registry: Registry, upstreamPortSeed?: Uint8Array) {
+    this.dataplane = new Dataplane({ logger, registry, healthChecks: false, ...(upstreamPortSeed ? { upstreamPortSeed } : {}) });
   }
   start(s: DataplaneSnapshot) {
     return this.dataplane.start(s);
@@ -54,8 +54,8 @@ export class InProcessEngine implements LbEngine {
 export class WorkerEngine implements LbEngine {
   private readonly pool: WorkerPool;
   /** `health`: what was last set per server of the snapshot in force (kept by the caller), for (re)started workers. */
-  constructor(count: number, logger: Logger, logLevel: () => string, health: ReadonlyMap<string, HealthState>) {
-    this.pool = new WorkerPool({ count, logger, logLevel, health: () => new Map(health) });
+  constructor(count: number, logger: Logger, logLevel: () => string, health: ReadonlyMap<string, HealthState>, upstreamPortSeed?: Uint8Array) {
+    this.pool = new WorkerPool({ count, logger, logLevel, health: () => new Map(health), ...(upstreamPortSeed ? { upstreamPortSeed } : {}) });
   }
   async start(s: DataplaneSnapshot) {
     try {

@@ -20,8 +20,11 @@ export interface IoAddon {
   destroy(ctx: AddonContext): void;
   /** [id, bound port]; throws (code EADDRINUSE, ...) when binding fails. */
   openListener(ctx: AddonContext, host: string, port: number, reusePort: boolean, bufferBytes: number): [number, number];
-  /** Socket id, or -errno. */
-  openUpstream(ctx: AddonContext, listenerId: number, rxIndex: number, host: string, port: number): number;
+  /**
+   * Socket id, or -errno. localPorts [n, p1..pn] (n <= 8): local ports tried in order before the kernel's choice;
+   * on return localPorts[0] holds the index of the port taken, or -1 (the kernel chose).
+   */
+  openUpstream(ctx: AddonContext, listenerId: number, rxIndex: number, host: string, port: number, localPorts?: Int32Array): number;
   close(ctx: AddonContext, id: number): void;
   send(ctx: AddonContext, count: number): void;
   localPort(ctx: AddonContext, id: number): number;

@@ -10,7 +10,7 @@ import { formatSocketAddress } from '../../lib/config/address.js';
 import type { SocketAddress } from '../../lib/config/snapshot.js';
 import { AddressCache } from './address-cache.js';
 import { CNT, IO_FLAGS, type AddonContext, type IoAddon } from './addon.js';
-import type { DatagramIo, DatagramSink, GroState, IoCallCounts, IoErrorCounts, IoListener, IoUpstream, LatencySampler, ListenOptions } from './types.js';
+import { countPortChoice, type DatagramIo, type DatagramSink, type GroState, type IoCallCounts, type IoErrorCounts, type IoListener, type IoUpstream, type LatencySampler, type ListenOptions, type PortChoiceCounts } from './types.js';
 
 const SLOT_MASK = (1 << 20) - 1;
 
@@ -69,6 +69,7 @@ export class BatchedIo<L, U> implements DatagramIo<L, U> {
   readonly groError: string | null;
   private readonly sockets: (BatchedListener<L> | BatchedUpstream<U> | null)[] = [];
   private readonly addresses = new AddressCache();
+  private readonly ports: PortChoiceCounts = { hashed: 0, probed: 0, kernel: 0 };
   /** Index of the datagram being handled in the current batch, -1 outside a batch. */
   private current = -1;
   private ntx = 0;
@@ -169,10 +170,12 @@ export class BatchedIo<L, U> implements DatagramIo<L, U> {
     if (!this.closed) this.addon.close(this.ctx, bl.id);
   }
 
-  openUpstream(listener: IoListener, server: SocketAddress, _clientAddress: string, _clientPort: number, owner: U): IoUpstream | null {
+  openUpstream(listener: IoListener, server: SocketAddress, _clientAddress: string, _clientPort: number, owner: U, localPorts: Int32Array | null = null): IoUpstream | null {
     if (this.current < 0 || this.closed) return null;
-    const id = this.addon.openUpstream(this.ctx, (listener as BatchedListener<L>).id, this.current, server.host, server.port);
+    const l = (listener as BatchedListener<L>).id;
+    const id = localPorts === null ? this.addon.openUpstream(this.ctx, l, this.current, server.host, server.port) : this.addon.openUpstream(this.ctx, l, this.current, server.host, server.port, localPorts);
     if (id < 0) return null;
+    if (localPorts !== null) countPortChoice(this.ports, localPorts[0]);
     const up = new BatchedUpstream<U>(id, owner);
     this.sockets[id & SLOT_MASK] = up;
     return up;
@@ -218,6 +221,10 @@ export class BatchedIo<L, U> implements DatagramIo<L, U> {
       truncated: c[CNT.rxTruncated],
       receive: c[CNT.rxOther],
     };
+  }
+
+  portChoices(): PortChoiceCounts {
+    return { ...this.ports };
   }
 
   /** The addon's call counters (recvmmsg and sendmmsg calls, batches), for tests and the benchmark. */

@@ -7,7 +7,7 @@ import { createSocket, type RemoteInfo, type Socket, type SocketOptions } from '
 import { performance } from 'node:perf_hooks';
 import { formatSocketAddress } from '../../lib/config/address.js';
 import type { SocketAddress } from '../../lib/config/snapshot.js';
-import type { DatagramIo, DatagramSink, IoErrorCounts, IoListener, IoUpstream, LatencySampler, ListenOptions } from './types.js';
+import { countPortChoice, type DatagramIo, type DatagramSink, type IoErrorCounts, type IoListener, type IoUpstream, type LatencySampler, type ListenOptions, type PortChoiceCounts } from './types.js';
 
 /** Datagrams held per upstream socket while it connects. */
 const MAX_QUEUE = 64;
@@ -39,7 +39,8 @@ class DgramUpstream<U> implements IoUpstream {
   closed = false;
   queue: Buffer[] | null = [];
   constructor(
-    readonly socket: Socket,
+    /** Replaced while a candidate local port is refused (a fresh socket per bind attempt). */
+    public socket: Socket,
     readonly listener: DgramListener,
     readonly clientAddress: string,
     readonly clientPort: number,
@@ -54,6 +55,7 @@ function code(e: Error): string {
 export class DgramIo<L, U> implements DatagramIo<L, U> {
   readonly path = 'dgram' as const;
   private readonly counts: IoErrorCounts = { toServer: { refused: 0, full: 0, other: 0 }, toClient: { refused: 0, full: 0, other: 0 }, truncated: 0, receive: 0 };
+  private readonly ports: PortChoiceCounts = { hashed: 0, probed: 0, kernel: 0 };
   private sampleLeft: number;
   /**
    * Completions of sends. node:dgram reports a refused send (EMSGSIZE, EPERM, EACCES, ...) only to a send
@@ -117,9 +119,44 @@ export class DgramIo<L, U> implements DatagramIo<L, U> {
     await new Promise<void>((r) => (l as DgramListener).socket.close(() => r()));
   }
 
-  openUpstream(listener: IoListener, a: SocketAddress, clientAddress: string, clientPort: number, owner: U): IoUpstream | null {
+  openUpstream(listener: IoListener, a: SocketAddress, clientAddress: string, clientPort: number, owner: U, localPorts: Int32Array | null = null): IoUpstream | null {
     const socket = createSocket(a.family === 6 ? 'udp6' : 'udp4');
     const up = new DgramUpstream<U>(socket, listener as DgramListener, clientAddress, clientPort, owner);
+    if (localPorts === null) this.connectUpstream(up, a);
+    else this.bindUpstream(up, a, Array.from(localPorts.subarray(1, 1 + Math.max(0, localPorts[0]))), 0);
+    return up;
+  }
+
+  /**
+   * Binds the upstream's socket to candidate `i` (node:dgram binds asynchronously; a port in use fails the socket,
+   * so each further candidate gets a fresh socket), then connects; past the last candidate the kernel chooses.
+   */
+  private bindUpstream(up: DgramUpstream<U>, a: SocketAddress, ports: number[], i: number): void {
+    if (i >= ports.length) {
+      countPortChoice(this.ports, -1);
+      if (i > 0) up.socket = createSocket(a.family === 6 ? 'udp6' : 'udp4'); // the last one failed its bind
+      this.connectUpstream(up, a);
+      return;
+    }
+    const socket = i === 0 ? up.socket : createSocket(a.family === 6 ? 'udp6' : 'udp4');
+    up.socket = socket;
+    const onBindError = () => {
+      if (up.closed) return; // closeUpstream closed this socket
+      socket.close();
+      this.bindUpstream(up, a, ports, i + 1);
+    };
+    socket.once('error', onBindError);
+    socket.bind({ port: ports[i], exclusive: true }, () => {
+      socket.off('error', onBindError);
+      if (up.closed) return;
+      countPortChoice(this.ports, i);
+      this.connectUpstream(up, a);
+    });
+  }
+
+  private connectUpstream(up: DgramUpstream<U>, a: SocketAddress): void {
+    const socket = up.socket;
+    const owner = up.owner;
     socket.on('message', (m: Buffer) => {
       if (!up.closed) this.sink.onReply(owner, m, 0, m.length);
     });
@@ -132,7 +169,6 @@ export class DgramIo<L, U> implements DatagramIo<L, U> {
       up.queue = null;
       for (let i = 0; i < q.length; i++) socket.send(q[i], this.onUpstreamSent);
     });
-    return up;
   }
 
   closeUpstream(u: IoUpstream): void {
@@ -173,6 +209,10 @@ export class DgramIo<L, U> implements DatagramIo<L, U> {
 
   errors(): IoErrorCounts {
     return { toServer: { ...this.counts.toServer }, toClient: { ...this.counts.toClient }, truncated: 0, receive: this.counts.receive };
+  }
+
+  portChoices(): PortChoiceCounts {
+    return { ...this.ports };
   }
 
   calls(): null {

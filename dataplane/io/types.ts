@@ -29,6 +29,20 @@ export interface IoErrorCounts {
   receive: number;
 }
 
+/** Upstream sockets by how their local port was chosen: the first candidate, a later one, the kernel (all in use). */
+export interface PortChoiceCounts {
+  hashed: number;
+  probed: number;
+  kernel: number;
+}
+
+/** Counts one upstream socket's port choice (the index of the candidate taken, -1: the kernel's choice). */
+export function countPortChoice(c: PortChoiceCounts, index: number): void {
+  if (index < 0) c.kernel++;
+  else if (index === 0) c.hashed++;
+  else c.probed++;
+}
+
 /** UDP GRO on the batched path: on; off (QUICLB_IO_GRO=0 or the option); unavailable (the kernel refused UDP_GRO). */
 export type GroState = 'on' | 'off' | 'unavailable';
 
@@ -91,14 +105,18 @@ export interface DatagramIo<L, U> {
   /**
    * Opens a socket connected to `server` for the client datagram being handled (replies go to that client through
    * `listener`); null when the system refuses a socket (counted by the caller as a socket-limit drop).
+   * `localPorts` ([n, p1..pn], dataplane/upstream-ports.ts): local ports to bind first, in order, a port in use
+   * skipped; none free (or null): the kernel's choice. The choice is counted in portChoices().
    */
-  openUpstream(listener: IoListener, server: SocketAddress, clientAddress: string, clientPort: number, owner: U): IoUpstream | null;
+  openUpstream(listener: IoListener, server: SocketAddress, clientAddress: string, clientPort: number, owner: U, localPorts?: Int32Array | null): IoUpstream | null;
   closeUpstream(u: IoUpstream): void;
   /** Forwards buf[off, off + len) to the upstream's server; false: not sent and not queued (counted by the caller). */
   sendToServer(u: IoUpstream, buf: Buffer, off: number, len: number): boolean;
   /** Relays buf[off, off + len) to the upstream's client through its listener. */
   sendToClient(u: IoUpstream, buf: Buffer, off: number, len: number): void;
   errors(): IoErrorCounts;
+  /** How the local ports of upstream sockets were chosen so far (only sockets opened with localPorts count). */
+  portChoices(): PortChoiceCounts;
   /** Batched path: JS calls (batches), system calls and GSO messages so far; null on the dgram path. */
   calls(): IoCallCounts | null;
   /** Closes everything (after the listeners were closed). */

@@ -3,7 +3,8 @@
  * loopback, with real UDP traffic: the operator killed mid-traffic (no datagram of an established flow lost) and
  * restarted (reconnect, convergence to the newest version), the data-plane process killed and restarted (with the
  * operator: convergence; without it: forwarding at once from --state-dir), no snapshot without a state dir (not
- * ready), a corrupt state file (reported, ignored), --workers 2, and no key bytes in any debug log line.
+ * ready), a corrupt state file (reported, ignored), --workers 2, stable upstream ports across a SIGKILL (--state-dir,
+ * 1 and 2 workers), and no key bytes in any debug log line.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -285,6 +286,48 @@ describe('quiclb dataplane (real processes)', () => {
     expect(text).toMatch(/quiclb_workers|quiclb_worker_received_packets_total\{lb="omega",worker="1"\}/);
     expect((await get(mport, '/readyz')).body).toMatch(/data-plane processes ready 2\/2/);
     expect(await kill(agent, 'SIGTERM')).toBe(0);
+  });
+
+  it.each([1, 2])('--state-dir, --workers %i: a data plane killed with SIGKILL and restarted reaches the backends from the same ports', async (workers) => {
+    const [a, b] = backends;
+    const sop = await operator();
+    const port = await freeUdpPort();
+    const state = join(dir, `stable-ports-${workers}`);
+    sop.push(1, [lb('sigma', port, [srv('a', '0001', a), srv('b', '0002', b)])]);
+    const args = ['--operator', `localhost:${sop.port}`, '--tls-dir', clientTls.dir, '--state-dir', state, '--workers', String(workers)];
+    const cls = await Promise.all(Array.from({ length: 4 }, () => client()));
+    /** client port -> the source port each backend saw for it */
+    const seen = async (): Promise<Map<string, number>> => {
+      const m = new Map<string, number>();
+      for (const cl of cls) {
+        for (const [sid, be] of [['0001', a], ['0002', b]] as const) {
+          const before = be.received.length;
+          expect(await firstReply(cl, sid, port, 20_000)).toBeGreaterThanOrEqual(0);
+          m.set(`${cl.port}/${sid}`, be.received[before].port);
+        }
+      }
+      return m;
+    };
+    let agent = startAgent(args);
+    const first = await seen();
+    expect(statSync(join(state, 'upstream-port-seed')).mode & 0o777).toBe(0o600);
+    // worker processes report their metrics when asked: a scrape may show the previous answer
+    const mport = await monitoringPort(agent);
+    let hashed = -1;
+    for (let i = 0; i < 20 && hashed !== 8; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 200));
+      hashed = metricValue((await get(mport, '/metrics')).body, 'quiclb_upstream_ports_total', { lb: 'sigma', choice: 'hashed' });
+    }
+    expect(hashed).toBe(8);
+    await kill(agent);
+    agent = startAgent(args);
+    expect(await seen()).toEqual(first);
+    await kill(agent);
+    // another state directory: another seed, other ports (all 8 equal by chance: never)
+    agent = startAgent(['--operator', `localhost:${sop.port}`, '--tls-dir', clientTls.dir, '--state-dir', `${state}-other`, '--workers', String(workers)]);
+    const other = await seen();
+    expect([...other.values()].filter((p, i) => p === [...first.values()][i]).length).toBeLessThan(8);
+    await kill(agent);
   });
 
   it('no debug-level log line of these runs holds key bytes (hex or base64)', () => {

@@ -1,0 +1,169 @@
+/**
+ * Stable upstream ports (dataplane/upstream-ports.ts): a data plane restarted with the same seed reaches the backend
+ * from the same local port for the same client flow (the backend sees no path change); a candidate in use is
+ * skipped, all in use leaves the choice to the kernel; on both I/O paths, with real sockets.
+ */
+import { afterAll, afterEach, describe, expect, it } from '@jest/globals';
+import { randomBytes } from 'node:crypto';
+import { createSocket, type Socket } from 'node:dgram';
+import { once } from 'node:events';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CidEncoder } from '../../lib/index.js';
+import { formatSocketAddress } from '../../lib/config/address.js';
+import { Dataplane } from '../../dataplane/dataplane.js';
+import { loadIoAddon } from '../../dataplane/io/addon.js';
+import { readPortRange } from '../../dataplane/resources.js';
+import { DEFAULT_PORT_RANGE, loadOrCreateSeed, PORT_TRIES, SEED_BYTES, UpstreamPortPicker } from '../../dataplane/upstream-ports.js';
+import { freeUdpPort } from '../agent/fake-operator.js';
+import { Client, config, server, shortPacket, snapshot, TaggingBackend } from './helpers.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'quiclb-upstream-ports-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+describe('UpstreamPortPicker', () => {
+  const range = { low: 40000, high: 40999 };
+  const srv = { host: '127.0.0.1', port: 4433, family: 4 as const };
+
+  it('derives the same candidates from the same seed and flow, others from another seed or flow', () => {
+    const seed = randomBytes(SEED_BYTES);
+    const a = Array.from(new UpstreamPortPicker(seed, range).portsFor('127.0.0.1:443', '10.0.0.1', 5000, srv));
+    const b = Array.from(new UpstreamPortPicker(Buffer.from(seed), range).portsFor('127.0.0.1:443', '10.0.0.1', 5000, srv));
+    expect(a).toEqual(b);
+    expect(a[0]).toBe(PORT_TRIES);
+    for (const p of a.slice(1)) expect(p >= range.low && p <= range.high).toBe(true);
+    // 200 other flows / seeds: their first candidates are spread over the range, not one port
+    const picker = new UpstreamPortPicker(seed, range);
+    const firsts = new Set<number>();
+    for (let port = 1; port <= 200; port++) firsts.add(picker.portsFor('127.0.0.1:443', '10.0.0.1', port, srv)[1]);
+    expect(firsts.size).toBeGreaterThan(150);
+    const otherSeeds = new Set<number>();
+    for (let i = 0; i < 200; i++) otherSeeds.add(new UpstreamPortPicker(randomBytes(SEED_BYTES), range).portsFor('127.0.0.1:443', '10.0.0.1', 5000, srv)[1]);
+    expect(otherSeeds.size).toBeGreaterThan(150);
+    // the server is part of the flow's key
+    expect(picker.portsFor('127.0.0.1:443', '10.0.0.1', 5000, { ...srv, port: 4434 })[1]).not.toBe(-1);
+  });
+
+  it('refuses a short seed and a bad range', () => {
+    expect(() => new UpstreamPortPicker(randomBytes(8), range)).toThrow(/at least 16 bytes/);
+    expect(() => new UpstreamPortPicker(randomBytes(32), { low: 5000, high: 4000 })).toThrow(/not a port range/);
+    expect(() => new UpstreamPortPicker(randomBytes(32), { low: 0, high: 4000 })).toThrow(/not a port range/);
+  });
+});
+
+describe('loadOrCreateSeed', () => {
+  it('creates a private seed once and reads the same one afterwards', () => {
+    const path = join(tmp, 'seed-a');
+    const s1 = loadOrCreateSeed(path);
+    expect(s1.length).toBe(SEED_BYTES);
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+    expect(loadOrCreateSeed(path).equals(s1)).toBe(true);
+    expect(readFileSync(path).equals(s1)).toBe(true);
+  });
+
+  it('never replaces a file that is not a seed, and names it', () => {
+    const path = join(tmp, 'seed-b');
+    writeFileSync(path, 'not a seed');
+    expect(() => loadOrCreateSeed(path)).toThrow(`${path}: not an upstream port seed (10 bytes, expected 32)`);
+    expect(readFileSync(path, 'latin1')).toBe('not a seed');
+    const dir = join(tmp, 'seed-dir');
+    mkdirSync(dir);
+    expect(() => loadOrCreateSeed(dir)).toThrow(/cannot read the upstream port seed \(EISDIR\)/);
+    if (process.getuid?.() !== 0) {
+      const ro = join(tmp, 'ro');
+      mkdirSync(ro);
+      chmodSync(ro, 0o500);
+      expect(() => loadOrCreateSeed(join(ro, 'seed'))).toThrow();
+    }
+  });
+});
+
+const paths = loadIoAddon().addon === null ? (['dgram'] as const) : (['batched', 'dgram'] as const);
+
+describe.each(paths)('stable upstream ports on the %s path', (io) => {
+  const opened: { dps: Dataplane[]; sockets: Socket[]; backends: TaggingBackend[]; clients: Client[] } = { dps: [], sockets: [], backends: [], clients: [] };
+  afterEach(async () => {
+    for (const dp of opened.dps.splice(0)) await dp.stop();
+    for (const s of opened.sockets.splice(0)) s.close();
+    for (const c of opened.clients.splice(0)) await c.close();
+    for (const b of opened.backends.splice(0)) await b.close();
+  });
+
+  const cid = () => new CidEncoder(config(0), Buffer.from('0001', 'hex')).next();
+
+  async function setup() {
+    const backend = await TaggingBackend.start('a');
+    opened.backends.push(backend);
+    const client = await Client.open();
+    opened.clients.push(client);
+    const listen = { host: '127.0.0.1', port: await freeUdpPort(), family: 4 as const };
+    const snap = snapshot([server('a', '0001', '127.0.0.1', backend.port)], { listen: [listen] });
+    return { backend, client, listen, snap };
+  }
+
+  async function startDp(snap: ReturnType<typeof snapshot>, seed?: Uint8Array): Promise<Dataplane> {
+    const dp = new Dataplane({ healthChecks: false, io, ...(seed ? { upstreamPortSeed: seed } : {}) });
+    opened.dps.push(dp);
+    await dp.start(snap);
+    return dp;
+  }
+
+  /** The local port the backend saw for one request of this client through the data plane. */
+  async function upstreamPort(s: Awaited<ReturnType<typeof setup>>): Promise<number> {
+    const before = s.backend.received.length;
+    expect(await s.client.request(shortPacket(cid()), s.listen.port)).toBe('a');
+    return s.backend.received[before].port;
+  }
+
+  async function occupy(port: number): Promise<void> {
+    const sock = createSocket('udp4');
+    sock.bind(port);
+    await once(sock, 'listening');
+    opened.sockets.push(sock);
+  }
+
+  async function stopDp(dp: Dataplane): Promise<void> {
+    opened.dps.splice(opened.dps.indexOf(dp), 1);
+    await dp.stop();
+  }
+
+  it('a restart with the same seed reaches the backend from the same port; counted as hashed', async () => {
+    const s = await setup();
+    const seed = randomBytes(SEED_BYTES);
+    const range = readPortRange() ?? DEFAULT_PORT_RANGE;
+    const expected = new UpstreamPortPicker(seed, range).portsFor(formatSocketAddress(s.listen), '127.0.0.1', s.client.port, { host: '127.0.0.1', port: s.backend.port, family: 4 });
+    let dp = await startDp(s.snap, seed);
+    const first = await upstreamPort(s);
+    expect(first).toBe(expected[1]);
+    expect(dp.upstreamPortChoices()).toEqual({ hashed: 1, probed: 0, kernel: 0 });
+    expect(await dp.registry.getSingleMetricAsString('quiclb_upstream_ports_total')).toMatch(/choice="hashed"} 1/);
+    await stopDp(dp);
+    dp = await startDp(s.snap, seed);
+    expect(await upstreamPort(s)).toBe(first);
+    // without a seed the kernel chooses (and nothing is counted)
+    await stopDp(dp);
+    dp = await startDp(s.snap);
+    expect(await upstreamPort(s)).not.toBe(first); // an ephemeral port equal to it by chance: 1 in ~28 000
+    expect(dp.upstreamPortChoices()).toBeNull();
+  });
+
+  it('a candidate in use is skipped (probed); all in use: the kernel chooses, and traffic flows either way', async () => {
+    const s = await setup();
+    const seed = randomBytes(SEED_BYTES);
+    const range = readPortRange() ?? DEFAULT_PORT_RANGE;
+    const c = Array.from(new UpstreamPortPicker(seed, range).portsFor(formatSocketAddress(s.listen), '127.0.0.1', s.client.port, { host: '127.0.0.1', port: s.backend.port, family: 4 }));
+    await occupy(c[1]);
+    let dp = await startDp(s.snap, seed);
+    expect(await upstreamPort(s)).toBe(c[2]);
+    expect(dp.upstreamPortChoices()).toEqual({ hashed: 0, probed: 1, kernel: 0 });
+    await stopDp(dp);
+    for (const p of c.slice(2)) await occupy(p);
+    dp = await startDp(s.snap, seed);
+    const port = await upstreamPort(s);
+    expect(c.slice(1)).not.toContain(port);
+    expect(dp.upstreamPortChoices()).toEqual({ hashed: 0, probed: 0, kernel: 1 });
+    expect(await s.client.request(shortPacket(cid()), s.listen.port)).toBe('a'); // the same upstream again
+    expect(dp.stats().upstreamSockets).toBe(1);
+  });
+});
