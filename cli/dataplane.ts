@@ -19,7 +19,9 @@ Options:
   --tls-dir DIR            ca.crt, tls.crt, tls.key: this node's client certificate and the CA (required)
   --server-name NAME       name the operator's certificate must carry (default: the host of --operator)
   --state-dir DIR          keep the last good snapshot here (file mode 0600) and forward with it at start,
-                           before the operator answers; without it the node is not ready until the first snapshot
+                           before the operator answers; without it the node is not ready until the first snapshot.
+                           Also keeps the seed of stable upstream ports: a restarted data plane reaches each
+                           backend from the same local ports, so backends see no path change
   --node-name NAME         node name in the Hello (default: $NODE_NAME, else the host name)
   --pod-name NAME          pod name in the Hello (default: $POD_NAME)
   --node-token-file FILE   send the token in FILE (a projected ServiceAccount token, audience quiclb-operator) on

@@ -18,6 +18,7 @@ import {
 } from '../lib/config/standalone.js';
 import { snapshotToJson, type DataplaneSnapshot, type SocketAddress } from '../lib/config/snapshot.js';
 import { KeyFileError } from '../lib/config/keys.js';
+import { ConfigError } from '../lib/quiclb/config.js';
 import { Dataplane } from './dataplane.js';
 import { HealthChecker } from './health.js';
 import { createLogger, type Logger } from './logging.js';
@@ -30,6 +31,7 @@ import { startAdminServer, type AdminServer } from './admin/server.js';
 import type { HealthState } from './router.js';
 import { aggregateMetrics, WorkerPool } from './workers.js';
 import type { IoChoice } from './io/types.js';
+import { loadOrCreateSeed } from './upstream-ports.js';
 
 export interface StandaloneOptions {
   configPath: string;
@@ -119,8 +121,9 @@ class InProcessEngine implements Engine {
     logger: Logger,
     private readonly registry: Registry,
     io: IoChoice | undefined,
+    upstreamPortSeed: Uint8Array | undefined,
   ) {
-    this.dp = new Dataplane({ logger, registry, io });
+    this.dp = new Dataplane({ logger, registry, io, ...(upstreamPortSeed ? { upstreamPortSeed } : {}) });
   }
   start(s: DataplaneSnapshot) {
     return this.dp.start(s);
@@ -155,8 +158,9 @@ class WorkerEngine implements Engine {
     logLevel: () => string,
     initial: DataplaneSnapshot,
     io: IoChoice | undefined,
+    upstreamPortSeed: Uint8Array | undefined,
   ) {
-    this.pool = new WorkerPool({ count, logger, logLevel, health: () => this.checker.states(), io });
+    this.pool = new WorkerPool({ count, logger, logLevel, health: () => this.checker.states(), io, ...(upstreamPortSeed ? { upstreamPortSeed } : {}) });
     this.checker = new HealthChecker(initial.health, logger, initial.name, registry);
     this.checker.on('change', (c) => this.pool.broadcastHealth(c.name, c.state));
   }
@@ -226,8 +230,15 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
 
   const workers = cfg0.workers;
   const io = options.io ?? cfg0.io ?? undefined;
+  // An explicit seed file that cannot be kept is a config error: the user asked for ports that survive restarts.
+  let seed: Buffer | undefined;
+  try {
+    seed = cfg0.upstreamPortSeedFile !== null ? loadOrCreateSeed(cfg0.upstreamPortSeedFile) : undefined;
+  } catch (e) {
+    throw new ConfigError('upstream_ports.seed_file', (e as Error).message);
+  }
   const engine: Engine =
-    workers > 1 ? new WorkerEngine(workers, logger, registry, () => String(logger.level), snapshot, io) : new InProcessEngine(logger, registry, io);
+    workers > 1 ? new WorkerEngine(workers, logger, registry, () => String(logger.level), snapshot, io, seed) : new InProcessEngine(logger, registry, io, seed);
   workersGauge.set({ state: 'configured' }, workers);
   // Exclusive ownership of the listen addresses across instances (worker processes bind with SO_REUSEPORT, which
   // would let a second instance join silently); released whenever the engine stops.
@@ -307,6 +318,7 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
     const c = next.config;
     if (c.workers !== cfg0.workers) logger.warn({ workers: c.workersSetting }, 'changing workers needs a restart; keeping the running workers');
     if (c.io !== cfg0.io) logger.warn({ io: c.io }, 'changing io needs a restart; keeping the running I/O path');
+    if (c.upstreamPortSeedFile !== cfg0.upstreamPortSeedFile) logger.warn('changing upstream_ports needs a restart; keeping the running upstream ports');
     if (c.name !== cfg0.name) logger.warn({ name: c.name }, `changing name needs a restart; keeping ${JSON.stringify(cfg0.name)}`);
     if (c.monitoring.port !== cfg0.monitoring.port || c.monitoring.address !== cfg0.monitoring.address) {
       logger.warn('changing monitoring address or port needs a restart');

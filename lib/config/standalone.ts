@@ -69,6 +69,11 @@ export interface StandaloneConfig {
   readonly routing: RoutingMode;
   /** `io:` (null when absent: the QUICLB_IO environment variable, else auto). Read at start only. */
   readonly io: IoChoice | null;
+  /**
+   * `upstream_ports.seed_file:` absolute path of the seed of stable upstream ports (dataplane/upstream-ports.ts),
+   * null when absent (the kernel chooses upstream ports). Read at start only.
+   */
+  readonly upstreamPortSeedFile: string | null;
   readonly serverIdLength: number;
   /** The live configs of the YAML itself (before any rotation state overlay). */
   readonly configs: readonly LiveConfig[];
@@ -101,7 +106,7 @@ export const DEFAULT_MONITORING_ADDRESS = '127.0.0.1';
 /** Aliases (`*ref`) allowed in one YAML document. */
 export const MAX_YAML_ALIASES = 100;
 
-const TOP_KEYS = ['name', 'listen', 'workers', 'io', 'routing', 'loadbalancer', 'servers', 'flows', 'monitoring', 'logging', 'admin'];
+const TOP_KEYS = ['name', 'listen', 'workers', 'io', 'upstream_ports', 'routing', 'loadbalancer', 'servers', 'flows', 'monitoring', 'logging', 'admin'];
 const LB_SINGLE_KEYS = ['nonce_length', 'encryption_key', 'encryption_key_file', 'config_id', 'length_self_encoded', 'extra_length'];
 const LB_KEYS = ['server_id_length', ...LB_SINGLE_KEYS, 'configs', 'config_rotation', 'state_file', 'short_header_dcid_length'];
 const CONFIG_KEYS = ['config_id', 'nonce_length', 'encryption_key', 'encryption_key_file', 'state', 'length_self_encoded', 'extra_length'];
@@ -202,6 +207,14 @@ export function parseStandaloneConfig(text: string, options: ParseOptions = {}):
   const { workers, setting: workersSetting } = parseWorkers(top.workers);
   const routing = optEnum('routing', top.routing, ROUTING_MODES, DEFAULT_ROUTING);
   const io = top.io === undefined ? null : optEnum('io', top.io, IO_CHOICES, 'auto');
+  let upstreamPortSeedFile: string | null = null;
+  if (top.upstream_ports !== undefined) {
+    const up = requireObject('upstream_ports', top.upstream_ports);
+    checkKeys('upstream_ports', up, ['seed_file']);
+    const f = optString('upstream_ports.seed_file', up.seed_file);
+    if (!f) throw new ConfigError('upstream_ports.seed_file', 'is required (a file the data plane keeps its port seed in)');
+    upstreamPortSeedFile = resolve(baseDir, f);
+  }
 
   // ---- loadbalancer
   if (top.loadbalancer === undefined) throw new ConfigError('loadbalancer', 'is required (server_id_length, nonce_length, ...)');
@@ -401,6 +414,7 @@ export function parseStandaloneConfig(text: string, options: ParseOptions = {}):
     workersSetting,
     routing,
     io,
+    upstreamPortSeedFile,
     serverIdLength,
     configs,
     rotation,

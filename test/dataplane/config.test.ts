@@ -74,6 +74,16 @@ describe('standalone YAML', () => {
     expect(c.workers).toBe(1);
   });
 
+  it('upstream_ports.seed_file: resolved against the file\'s folder; absent: null; malformed: named', () => {
+    expect(parse(base()).upstreamPortSeedFile).toBeNull();
+    expect(parse(`upstream_ports: { seed_file: state/seed }\n${base()}`).upstreamPortSeedFile).toBe(join(dir, 'state', 'seed'));
+    expect(parse(`upstream_ports: { seed_file: /var/lib/quiclb/seed }\n${base()}`).upstreamPortSeedFile).toBe('/var/lib/quiclb/seed');
+    expect(errorOf(`upstream_ports: {}\n${base()}`).message).toMatch(/^upstream_ports\.seed_file: is required/);
+    expect(errorOf(`upstream_ports: { seed: x }\n${base()}`).field).toBe('upstream_ports.seed');
+    expect(errorOf(`upstream_ports: stable\n${base()}`).field).toBe('upstream_ports');
+    expect(errorOf(`upstream_ports: { seed_file: 7 }\n${base()}`).field).toBe('upstream_ports.seed_file');
+  });
+
   it('accepts examples/standalone.yaml', () => {
     const loaded = loadStandaloneConfig(fileURLToPath(new URL('../../examples/standalone.yaml', import.meta.url)));
     expect(loaded.config.servers.map((s) => s.name)).toEqual(['server1', 'server2', 'server3']);

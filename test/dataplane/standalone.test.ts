@@ -1,6 +1,6 @@
 /** Standalone runner in-process: YAML -> data plane, monitoring HTTP, reload (file change, invalid file), logs. */
 import { describe, expect, it, beforeAll, afterAll } from '@jest/globals';
-import { existsSync, mkdtempSync, rmSync, writeFileSync, renameSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync, renameSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -8,6 +8,7 @@ import { pino } from 'pino';
 import { CidEncoder, ServerCidGenerator, CidDecoder } from '../../lib/index.js';
 import { runStandalone, type StandaloneHandle } from '../../dataplane/standalone.js';
 import { REDACT_PATHS } from '../../dataplane/logging.js';
+import { freeUdpPort } from '../agent/fake-operator.js';
 import { Client, config, KEY, KEY_B64, longPacket, shortPacket, standaloneYaml, TaggingBackend, waitFor } from './helpers.js';
 
 
@@ -118,6 +119,32 @@ describe('quiclb standalone (in-process)', () => {
     writeFileSync(path, yaml([srv('a', '0001', 0)]).replace('nonce_length: 6', 'nonce_length: 2'));
     await expect(runStandalone({ configPath: path, logger, handleSignals: false, watch: false })).rejects.toThrow(
       'loadbalancer.nonce_length: must be between 4 and 18, got 2',
+    );
+  });
+
+  it('upstream_ports.seed_file: a restarted process reaches the backend from the same port; a bad seed file refuses to start', async () => {
+    const path = join(dir, 'stable-ports.yaml');
+    const listenPort = await freeUdpPort();
+    writeFileSync(path, `upstream_ports: { seed_file: stable-ports.seed }\n${yaml([srv('a', '0001', 0)]).replace('127.0.0.1:0', `127.0.0.1:${listenPort}`)}`);
+    const c = await Client.open();
+    clients.push(c);
+    const backendPort = async (): Promise<number> => {
+      const h = await runStandalone({ configPath: path, logger, handleSignals: false, watch: false });
+      try {
+        const before = backends[0].received.length;
+        expect(await c.request(shortPacket(cid('0001')), listenPort)).toBe('a');
+        expect((await get(h, '/metrics')).body).toMatch(/quiclb_upstream_ports_total\{lb="it",choice="hashed"\} 1/);
+        return backends[0].received[before].port;
+      } finally {
+        await h.stop();
+      }
+    };
+    const first = await backendPort();
+    expect(statSync(join(dir, 'stable-ports.seed')).mode & 0o777).toBe(0o600);
+    expect(await backendPort()).toBe(first);
+    writeFileSync(join(dir, 'stable-ports.seed'), 'short');
+    await expect(runStandalone({ configPath: path, logger, handleSignals: false, watch: false })).rejects.toThrow(
+      `upstream_ports.seed_file: ${join(dir, 'stable-ports.seed')}: not an upstream port seed (5 bytes, expected 32)`,
     );
   });
 
