@@ -16,7 +16,7 @@ import type { DatagramIo, DatagramSink, IoCallCounts, IoChoice, IoErrorCounts, I
 import { attachMetrics, routingLatencySampler } from './metrics.js';
 import type { Flow } from './flow-table.js';
 import { currentSocketBudget, readPortRange, type SocketBudget } from './resources.js';
-import { DEFAULT_PORT_RANGE, UpstreamPortPicker } from './upstream-ports.js';
+import { DEFAULT_PORT_RANGE, readReservedPorts, UpstreamPortPicker } from './upstream-ports.js';
 import { DROP_INTERNAL, DROP_UPSTREAM_NOT_READY, DROP_UPSTREAM_SOCKET_LIMIT, Router, type HealthState, type RouterServer, type RouterStats } from './router.js';
 
 export interface DataplaneOptions {
@@ -140,7 +140,7 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     return { upstream: e.toServer.refused + e.toServer.full + e.toServer.other, reply: e.toClient.refused + e.toClient.full + e.toClient.other + e.receive };
   }
 
-  /** Batched path: batches, system calls, GSO messages (null on the dgram path or before start). */
+  /** Upstream sockets by how their local port was chosen (null: stable upstream ports off, or before start). */
   upstreamPortChoices(): PortChoiceCounts | null {
     return this.portPicker !== null && this.io !== null ? this.io.portChoices() : null;
   }
@@ -148,9 +148,10 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
   /** Turns stable upstream ports on for sockets opened from now on (worker processes get their seed after start). */
   setUpstreamPortSeed(seed: Uint8Array): void {
     const range = readPortRange() ?? DEFAULT_PORT_RANGE;
-    this.portPicker = new UpstreamPortPicker(seed, range);
+    this.portPicker = new UpstreamPortPicker(seed, range, readReservedPorts());
   }
 
+  /** Batched path: batches, system calls, GSO messages (null on the dgram path or before start). */
   ioCalls(): IoCallCounts | null {
     return this.io?.calls() ?? null;
   }

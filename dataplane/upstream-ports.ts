@@ -12,8 +12,8 @@
  * then the kernel picks one), so the cost of a new flow stays bounded whatever the clients' addresses hash to.
  */
 import { createHmac, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { writeFileAtomic } from '../lib/atomic-write.js';
+import { closeSync, fchmodSync, fsyncSync, linkSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import type { SocketAddress } from '../lib/config/snapshot.js';
 
 /** Candidate ports per flow before the kernel's choice. */
@@ -30,25 +30,61 @@ export interface PortRange {
 /** Linux's default ip_local_port_range, for when /proc cannot be read. */
 export const DEFAULT_PORT_RANGE: PortRange = { low: 32768, high: 60999 };
 
+/**
+ * Ports of the node's ip_local_reserved_ports (kept for services that bind them later: the kernel never picks them
+ * for an unbound socket, but an explicit bind takes them), as a bitmap indexed by port; null when none or unknown.
+ */
+export function readReservedPorts(text?: string): Uint8Array | null {
+  let t = text;
+  if (t === undefined) {
+    try {
+      t = readFileSync('/proc/sys/net/ipv4/ip_local_reserved_ports', 'latin1');
+    } catch {
+      return null;
+    }
+  }
+  let reserved: Uint8Array | null = null;
+  for (const item of t.split(',')) {
+    const m = /^\s*(\d+)(?:-(\d+))?\s*$/.exec(item);
+    if (!m) continue;
+    const low = Number(m[1]);
+    const high = Math.min(m[2] === undefined ? low : Number(m[2]), 65535);
+    for (let p = low; p <= high; p++) (reserved ??= new Uint8Array(65536))[p] = 1;
+  }
+  return reserved;
+}
+
 export class UpstreamPortPicker {
   /** [n, p1..pn], the layout the I/O layer takes; reused for every flow (one new flow at a time). */
   private readonly candidates = new Int32Array(1 + PORT_TRIES);
 
+  /** `reserved`: readReservedPorts() (never candidates). */
   constructor(
     private readonly seed: Uint8Array,
     private readonly range: PortRange,
+    private readonly reserved: Uint8Array | null = null,
   ) {
     if (seed.length < 16) throw new Error('upstream port seed: at least 16 bytes');
     if (!(range.low >= 1 && range.high <= 65535 && range.high >= range.low)) throw new Error(`upstream port range ${range.low}-${range.high}: not a port range`);
   }
 
-  /** The candidate local ports of a flow's upstream socket to `server` ([n, p1..pn]; valid until the next call). */
+  /**
+   * The candidate local ports of a flow's upstream socket to `server` ([n, p1..pn], n <= PORT_TRIES, distinct, none
+   * reserved; valid until the next call). The digest holds 8 words: repeats and reserved ports are skipped.
+   */
   portsFor(listener: string, clientAddress: string, clientPort: number, server: SocketAddress): Int32Array {
     const digest = createHmac('sha256', this.seed).update(`${listener}\n${clientAddress}\n${clientPort}\n${server.host}\n${server.port}`).digest();
     const size = this.range.high - this.range.low + 1;
     const c = this.candidates;
-    c[0] = PORT_TRIES;
-    for (let i = 0; i < PORT_TRIES; i++) c[1 + i] = this.range.low + (digest.readUInt32BE(4 * i) % size);
+    let n = 0;
+    for (let w = 0; w + 4 <= digest.length && n < PORT_TRIES; w += 4) {
+      const p = this.range.low + (digest.readUInt32BE(w) % size);
+      if (this.reserved !== null && this.reserved[p] === 1) continue;
+      let repeat = false;
+      for (let i = 1; i <= n; i++) repeat ||= c[i] === p;
+      if (!repeat) c[1 + n++] = p;
+    }
+    c[0] = n;
     return c;
   }
 }
@@ -58,18 +94,73 @@ export class UpstreamPortPicker {
  * cannot be read or is not a seed (a truncated or foreign file is never silently replaced: the ports would change).
  */
 export function loadOrCreateSeed(path: string): Buffer {
-  let data: Buffer | null = null;
+  for (let attempt = 0; ; attempt++) {
+    const existing = readSeed(path);
+    if (existing !== null) return existing;
+    const seed = randomBytes(SEED_BYTES);
+    if (createSeedFile(path, seed)) return seed;
+    // another process created it between the read and the link: use theirs (once; a file that keeps vanishing is an error)
+    if (attempt > 0) throw new Error(`${path}: the upstream port seed keeps appearing and vanishing`);
+  }
+}
+
+function readSeed(path: string): Buffer | null {
+  let data: Buffer;
   try {
     data = readFileSync(path);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code !== 'ENOENT') throw new Error(`${path}: cannot read the upstream port seed (${code ?? (e as Error).message})`, { cause: e });
+    if (code === 'ENOENT') return null;
+    throw new Error(`${path}: cannot read the upstream port seed (${code ?? (e as Error).message})`, { cause: e });
   }
-  if (data !== null) {
-    if (data.length !== SEED_BYTES) throw new Error(`${path}: not an upstream port seed (${data.length} bytes, expected ${SEED_BYTES}); remove it to make a new one`);
-    return data;
+  if (data.length !== SEED_BYTES) throw new Error(`${path}: not an upstream port seed (${data.length} bytes, expected ${SEED_BYTES}); remove it to make a new one`);
+  return data;
+}
+
+/**
+ * Writes `data` to a private temporary file (fsynced) and links it to `path` only if no file is there: two processes
+ * starting at once (a second instance refused later by its listen lock) never replace the seed the first one uses,
+ * and a crash never leaves a partial seed. false: `path` exists. (A file system without hard links: renamed.)
+ */
+export function createSeedFile(path: string, data: Buffer): boolean {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const fd = openSync(tmp, 'wx', 0o600);
+  try {
+    try {
+      for (let off = 0; off < data.length; ) off += writeSync(fd, data, off);
+      fchmodSync(fd, 0o600); // openSync's mode is reduced by the umask
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    try {
+      linkSync(tmp, path);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') return false;
+      if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw e;
+      renameSync(tmp, path);
+    }
+  } finally {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // renamed
+    }
   }
-  const seed = randomBytes(SEED_BYTES);
-  writeFileAtomic(path, seed, { mode: 0o600 });
-  return seed;
+  fsyncDir(dirname(path));
+  return true;
+}
+
+function fsyncDir(dir: string): void {
+  try {
+    const fd = openSync(dir, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // the link stands; only its durability across a power loss is less certain
+  }
 }

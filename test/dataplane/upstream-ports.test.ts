@@ -7,7 +7,7 @@ import { afterAll, afterEach, describe, expect, it } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CidEncoder } from '../../lib/index.js';
@@ -15,7 +15,7 @@ import { formatSocketAddress } from '../../lib/config/address.js';
 import { Dataplane } from '../../dataplane/dataplane.js';
 import { loadIoAddon } from '../../dataplane/io/addon.js';
 import { readPortRange } from '../../dataplane/resources.js';
-import { DEFAULT_PORT_RANGE, loadOrCreateSeed, PORT_TRIES, SEED_BYTES, UpstreamPortPicker } from '../../dataplane/upstream-ports.js';
+import { createSeedFile, DEFAULT_PORT_RANGE, loadOrCreateSeed, PORT_TRIES, readReservedPorts, SEED_BYTES, UpstreamPortPicker } from '../../dataplane/upstream-ports.js';
 import { freeUdpPort } from '../agent/fake-operator.js';
 import { Client, config, server, shortPacket, snapshot, TaggingBackend } from './helpers.js';
 
@@ -41,8 +41,34 @@ describe('UpstreamPortPicker', () => {
     const otherSeeds = new Set<number>();
     for (let i = 0; i < 200; i++) otherSeeds.add(new UpstreamPortPicker(randomBytes(SEED_BYTES), range).portsFor('127.0.0.1:443', '10.0.0.1', 5000, srv)[1]);
     expect(otherSeeds.size).toBeGreaterThan(150);
-    // the server is part of the flow's key
-    expect(picker.portsFor('127.0.0.1:443', '10.0.0.1', 5000, { ...srv, port: 4434 })[1]).not.toBe(-1);
+    // the server, the listener and the client address are part of the flow's key (4 equal candidates by chance: 1e-12)
+    const key = (...a: Parameters<UpstreamPortPicker['portsFor']>) => Array.from(picker.portsFor(...a)).join();
+    const base = key('127.0.0.1:443', '10.0.0.1', 5000, srv);
+    expect(key('127.0.0.1:443', '10.0.0.1', 5000, { ...srv, port: 4434 })).not.toBe(base);
+    expect(key('127.0.0.1:443', '10.0.0.1', 5000, { ...srv, host: '127.0.0.2' })).not.toBe(base);
+    expect(key('127.0.0.1:444', '10.0.0.1', 5000, srv)).not.toBe(base);
+    expect(key('127.0.0.1:443', '10.0.0.2', 5000, srv)).not.toBe(base);
+    expect(key('127.0.0.1:443', '10.0.0.1', 5000, srv)).toBe(base);
+  });
+
+  it('never offers a reserved port (ip_local_reserved_ports) nor the same port twice', () => {
+    const seed = randomBytes(SEED_BYTES);
+    const tiny = { low: 40000, high: 40003 };
+    // 4 ports, 8 digest words: repeats are skipped, so fewer than 4 candidates but all distinct
+    const reserved = readReservedPorts('40001,40002-40002\n');
+    expect(reserved !== null && reserved[40001] === 1 && reserved[40002] === 1 && reserved[40000] === 0).toBe(true);
+    for (let port = 1; port <= 300; port++) {
+      const all = Array.from(new UpstreamPortPicker(seed, tiny).portsFor('127.0.0.1:443', '10.0.0.1', port, srv));
+      expect(new Set(all.slice(1, 1 + all[0])).size).toBe(all[0]);
+      const free = Array.from(new UpstreamPortPicker(seed, tiny, reserved).portsFor('127.0.0.1:443', '10.0.0.1', port, srv));
+      expect(free[0]).toBeLessThanOrEqual(2);
+      for (const p of free.slice(1, 1 + free[0])) expect([40000, 40003]).toContain(p);
+    }
+    // everything reserved: no candidate (the kernel chooses)
+    expect(new UpstreamPortPicker(seed, tiny, readReservedPorts('39000-41000')).portsFor('127.0.0.1:443', '10.0.0.1', 1, srv)[0]).toBe(0);
+    expect(readReservedPorts('')).toBeNull();
+    expect(readReservedPorts('\n')).toBeNull();
+    expect(readReservedPorts('65000-70000')![65535]).toBe(1);
   });
 
   it('refuses a short seed and a bad range', () => {
@@ -60,6 +86,17 @@ describe('loadOrCreateSeed', () => {
     expect(statSync(path).mode & 0o777).toBe(0o600);
     expect(loadOrCreateSeed(path).equals(s1)).toBe(true);
     expect(readFileSync(path).equals(s1)).toBe(true);
+    expect(readdirSync(tmp).filter((f) => f.endsWith('.tmp'))).toEqual([]); // no temporary file left
+  });
+
+  it('a seed that another process created first (between the read and the write) is never replaced', () => {
+    const path = join(tmp, 'seed-c');
+    const theirs = randomBytes(SEED_BYTES);
+    writeFileSync(path, theirs, { mode: 0o600 });
+    expect(createSeedFile(path, randomBytes(SEED_BYTES))).toBe(false);
+    expect(readFileSync(path).equals(theirs)).toBe(true);
+    expect(loadOrCreateSeed(path).equals(theirs)).toBe(true);
+    expect(readdirSync(tmp).filter((f) => f.endsWith('.tmp'))).toEqual([]);
   });
 
   it('never replaces a file that is not a seed, and names it', () => {
