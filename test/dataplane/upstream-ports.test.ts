@@ -14,6 +14,7 @@ import { CidEncoder } from '../../lib/index.js';
 import { formatSocketAddress } from '../../lib/config/address.js';
 import { Dataplane } from '../../dataplane/dataplane.js';
 import { loadIoAddon } from '../../dataplane/io/addon.js';
+import { DgramIo } from '../../dataplane/io/dgram-io.js';
 import { readPortRange } from '../../dataplane/resources.js';
 import { createSeedFile, DEFAULT_PORT_RANGE, loadOrCreateSeed, PORT_TRIES, readReservedPorts, SEED_BYTES, UpstreamPortPicker } from '../../dataplane/upstream-ports.js';
 import { freeUdpPort } from '../agent/fake-operator.js';
@@ -202,5 +203,45 @@ describe.each(paths)('stable upstream ports on the %s path', (io) => {
     expect(dp.upstreamPortChoices()).toEqual({ hashed: 0, probed: 0, kernel: 1 });
     expect(await s.client.request(shortPacket(cid()), s.listen.port)).toBe('a'); // the same upstream again
     expect(dp.stats().upstreamSockets).toBe(1);
+  });
+});
+
+describe('node:dgram path: an upstream closed while its candidates are being bound', () => {
+  it('leaves no socket open, reports no error and counts no choice, whenever the close comes', async () => {
+    const errors: string[] = [];
+    const io = new DgramIo<null, null>({ onClient: () => {}, onReply: () => {}, onError: (_d, e) => errors.push(String(e)) });
+    const listener = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 0 }, null);
+    const held: Socket[] = [];
+    const range = readPortRange() ?? DEFAULT_PORT_RANGE;
+    const picker = new UpstreamPortPicker(randomBytes(SEED_BYTES), range);
+    const server = { host: '127.0.0.1', port: 9, family: 4 as const };
+    const udp = () => process.getActiveResourcesInfo().filter((r) => r === 'UDPWrap').length;
+    try {
+      const ports = Array.from(picker.portsFor('l', '127.0.0.1', 1, server));
+      for (const p of ports.slice(1, 1 + ports[0])) {
+        const sock = createSocket('udp4');
+        sock.bind(p);
+        await once(sock, 'listening');
+        held.push(sock);
+      }
+      await new Promise((r) => setTimeout(r, 100)); // the sockets of earlier tests finish closing
+      const baseline = udp();
+      const turn = () => new Promise((r) => setImmediate(r));
+      // every candidate in use: each refused bind replaces the socket; close after 0..8 event-loop turns
+      for (let turns = 0; turns <= 8; turns++) {
+        const up = io.openUpstream(listener, server, '127.0.0.1', 1, null, picker.portsFor('l', '127.0.0.1', 1, server))!;
+        for (let i = 0; i < turns; i++) await turn();
+        io.closeUpstream(up);
+        for (let i = 0; i < 10; i++) await turn();
+        expect(udp()).toBe(baseline);
+      }
+      expect(errors).toEqual([]);
+      const c = io.portChoices();
+      expect(c.hashed + c.probed).toBe(0);
+      expect(c.kernel).toBeLessThanOrEqual(9); // counted only when the close came after the last refused candidate
+    } finally {
+      for (const s of held) s.close();
+      await io.closeListener(listener);
+    }
   });
 });
