@@ -99,8 +99,9 @@ export function loadOrCreateSeed(path: string): Buffer {
     if (existing !== null) return existing;
     const seed = randomBytes(SEED_BYTES);
     if (createSeedFile(path, seed)) return seed;
-    // another process created it between the read and the link: use theirs (once; a file that keeps vanishing is an error)
-    if (attempt > 0) throw new Error(`${path}: the upstream port seed keeps appearing and vanishing`);
+    // another process created it between the read and the link: use theirs. Twice: a name that exists but reads as
+    // missing (a dangling symbolic link), which is never replaced either.
+    if (attempt > 0) throw new Error(`${path}: cannot read the upstream port seed (a dangling symbolic link?)`);
   }
 }
 

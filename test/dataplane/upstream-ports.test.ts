@@ -7,7 +7,7 @@ import { afterAll, afterEach, describe, expect, it } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CidEncoder } from '../../lib/index.js';
@@ -105,6 +105,13 @@ describe('loadOrCreateSeed', () => {
     writeFileSync(path, 'not a seed');
     expect(() => loadOrCreateSeed(path)).toThrow(`${path}: not an upstream port seed (10 bytes, expected 32)`);
     expect(readFileSync(path, 'latin1')).toBe('not a seed');
+    const dangling = join(tmp, 'seed-dangling');
+    symlinkSync(join(tmp, 'nowhere'), dangling);
+    expect(() => loadOrCreateSeed(dangling)).toThrow(`${dangling}: cannot read the upstream port seed (a dangling symbolic link?)`);
+    const linked = join(tmp, 'seed-linked');
+    const target = loadOrCreateSeed(join(tmp, 'seed-target'));
+    symlinkSync(join(tmp, 'seed-target'), linked); // a mounted Secret: a symbolic link to the seed
+    expect(loadOrCreateSeed(linked).equals(target)).toBe(true);
     const dir = join(tmp, 'seed-dir');
     mkdirSync(dir);
     expect(() => loadOrCreateSeed(dir)).toThrow(/cannot read the upstream port seed \(EISDIR\)/);
