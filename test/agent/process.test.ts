@@ -7,7 +7,7 @@
  * 1 and 2 workers), and no key bytes in any debug log line.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CidEncoder } from '../../lib/index.js';
@@ -330,10 +330,15 @@ describe('quiclb dataplane (real processes)', () => {
     await kill(agent);
   });
 
-  it('no debug-level log line of these runs holds key bytes (hex or base64)', () => {
+  it('no debug-level log line of these runs holds key bytes nor the upstream port seeds (hex or base64)', () => {
     expect(allLines.length).toBeGreaterThan(20);
     const all = allLines.join('\n');
-    for (const k of [KEY, KEY3]) {
+    const seeds = ['stable-ports-1', 'stable-ports-1-other', 'stable-ports-2', 'stable-ports-2-other']
+      .map((d) => join(dir, d, 'upstream-port-seed'))
+      .filter((f) => existsSync(f))
+      .map((f) => readFileSync(f));
+    expect(seeds.length).toBe(4);
+    for (const k of [KEY, KEY3, ...seeds]) {
       for (const form of [k.toString('hex'), k.toString('hex').toUpperCase(), k.toString('base64'), k.toString('base64url')]) expect(all).not.toContain(form);
     }
   });
