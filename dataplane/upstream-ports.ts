@@ -98,7 +98,14 @@ export function loadOrCreateSeed(path: string): Buffer {
     const existing = readSeed(path);
     if (existing !== null) return existing;
     const seed = randomBytes(SEED_BYTES);
-    if (createSeedFile(path, seed)) return seed;
+    let created: boolean;
+    try {
+      created = createSeedFile(path, seed);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new Error(`${path}: cannot create the upstream port seed (${code ?? (e as Error).message})`, { cause: e });
+    }
+    if (created) return seed;
     // another process created it between the read and the link: use theirs. Twice: a name that exists but reads as
     // missing (a dangling symbolic link), which is never replaced either.
     if (attempt > 0) throw new Error(`${path}: cannot read the upstream port seed (a dangling symbolic link?)`);

@@ -105,6 +105,7 @@ describe('loadOrCreateSeed', () => {
     writeFileSync(path, 'not a seed');
     expect(() => loadOrCreateSeed(path)).toThrow(`${path}: not an upstream port seed (10 bytes, expected 32)`);
     expect(readFileSync(path, 'latin1')).toBe('not a seed');
+    expect(() => loadOrCreateSeed(join(tmp, 'missing-dir', 'seed'))).toThrow(`${join(tmp, 'missing-dir', 'seed')}: cannot create the upstream port seed (ENOENT)`);
     const dangling = join(tmp, 'seed-dangling');
     symlinkSync(join(tmp, 'nowhere'), dangling);
     expect(() => loadOrCreateSeed(dangling)).toThrow(`${dangling}: cannot read the upstream port seed (a dangling symbolic link?)`);
@@ -119,7 +120,7 @@ describe('loadOrCreateSeed', () => {
       const ro = join(tmp, 'ro');
       mkdirSync(ro);
       chmodSync(ro, 0o500);
-      expect(() => loadOrCreateSeed(join(ro, 'seed'))).toThrow();
+      expect(() => loadOrCreateSeed(join(ro, 'seed'))).toThrow(`${join(ro, 'seed')}: cannot create the upstream port seed (EACCES)`);
     }
   });
 });
