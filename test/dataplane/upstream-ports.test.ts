@@ -178,7 +178,7 @@ describe.each(paths)('stable upstream ports on the %s path', (io) => {
     const s = await setup();
     const seed = randomBytes(SEED_BYTES);
     const range = readPortRange() ?? DEFAULT_PORT_RANGE;
-    const expected = new UpstreamPortPicker(seed, range).portsFor(formatSocketAddress(s.listen), '127.0.0.1', s.client.port, { host: '127.0.0.1', port: s.backend.port, family: 4 });
+    const expected = new UpstreamPortPicker(seed, range, readReservedPorts()).portsFor(formatSocketAddress(s.listen), '127.0.0.1', s.client.port, { host: '127.0.0.1', port: s.backend.port, family: 4 });
     let dp = await startDp(s.snap, seed);
     const first = await upstreamPort(s);
     expect(first).toBe(expected[1]);
@@ -198,7 +198,7 @@ describe.each(paths)('stable upstream ports on the %s path', (io) => {
     const s = await setup();
     const seed = randomBytes(SEED_BYTES);
     const range = readPortRange() ?? DEFAULT_PORT_RANGE;
-    const c = Array.from(new UpstreamPortPicker(seed, range).portsFor(formatSocketAddress(s.listen), '127.0.0.1', s.client.port, { host: '127.0.0.1', port: s.backend.port, family: 4 }));
+    const c = Array.from(new UpstreamPortPicker(seed, range, readReservedPorts()).portsFor(formatSocketAddress(s.listen), '127.0.0.1', s.client.port, { host: '127.0.0.1', port: s.backend.port, family: 4 }));
     await occupy(c[1]);
     let dp = await startDp(s.snap, seed);
     expect(await upstreamPort(s)).toBe(c[2]);
