@@ -157,8 +157,10 @@ export class DgramIo<L, U> implements DatagramIo<L, U> {
   private connectUpstream(up: DgramUpstream<U>, a: SocketAddress): void {
     const socket = up.socket;
     const owner = up.owner;
-    socket.on('message', (m: Buffer) => {
-      if (!up.closed) this.sink.onReply(owner, m, 0, m.length);
+    // node:dgram binds before it connects: a datagram from anyone that reached the port in between stays queued in
+    // the kernel and would be relayed to the client as the server's. Only the server's are replies.
+    socket.on('message', (m: Buffer, rinfo: RemoteInfo) => {
+      if (!up.closed && rinfo.port === a.port && rinfo.address === a.host) this.sink.onReply(owner, m, 0, m.length);
     });
     // before the connect completed: the socket is unusable (the caller closes it; the next datagram opens another)
     socket.on('error', (e) => this.countError('to_server', e, up, !up.ready));
