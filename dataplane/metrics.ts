@@ -251,6 +251,24 @@ class Hub {
       },
       'max',
     );
+    gauge(
+      'quiclb_io_busy_poll_microseconds',
+      'Batched I/O path: busy-poll setting (QUICLB_IO_BUSY_POLL_US): after a wake-up that moved datagrams, the sockets are polled until this long passes without one (0: off).',
+      [],
+      (s, e) => {
+        const c = s.ioCalls?.();
+        if (c) e({}, c.busyPollUs);
+      },
+      'max',
+    );
+    counter('quiclb_io_busy_poll_hits_total', 'Batched I/O path: busy polls that found datagrams (each a sleep and wake-up saved).', [], (s, e) => {
+      const c = s.ioCalls?.();
+      if (c) e({}, c.busyPollHits);
+    });
+    counter('quiclb_io_busy_poll_seconds_total', 'Batched I/O path: time spent busy-polling (waiting for datagrams; their routing and sending not included).', [], (s, e) => {
+      const c = s.ioCalls?.();
+      if (c) e({}, c.busyPollSeconds);
+    });
     gauge('quiclb_config_version', 'Version of the snapshot in force.', [], (s, e) => e({}, s.router.version), 'max');
     gauge(
       'quiclb_routing_mode',

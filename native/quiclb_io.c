@@ -100,6 +100,8 @@ enum {
   CNT_GRO_MSGS,          /* coalesced (UDP GRO) messages received, each split into its datagrams */
   CNT_GRO_DATAGRAMS,     /* datagrams received inside them */
   CNT_ENTRIES_FULL,      /* JS calls made before the wake-up's end because the entry table was full */
+  CNT_BUSY_POLL_HITS,    /* busy polls that found datagrams (each saved a sleep, an epoll round and a wake-up) */
+  CNT_BUSY_POLL_NS,      /* nanoseconds spent busy-polling (from a wake-up's last datagram to giving up) */
   CNT_COUNT
 };
 
@@ -152,6 +154,7 @@ typedef struct {
   int in_batch;
   uint32_t rr_next; /* the receive loop starts at the first ready socket from this slot on */
   uint32_t seg_hint; /* datagrams per message expected (largest train seen lately, 1: none): sizes requests */
+  uint64_t busy_ns;  /* busy-poll: keep polling this long after a wake-up's last datagram (0: off), see busy_poll */
 } ctx_t;
 
 static void ctx_release(ctx_t *c);
@@ -465,18 +468,14 @@ static void deliver(ctx_t *c, uint32_t nmsg) {
   if (e > 0) flush_entries(c, e);
 }
 
-static void on_poll(uv_poll_t *h, int status, int events) {
-  (void)events;
-  ctx_t *c = h->data;
-  if (status < 0 || c->closing) return;
-  napi_handle_scope scope;
-  if (napi_open_handle_scope(c->env, &scope) != napi_ok) return;
-  int attached = buffers_attached(c);
-  if (!attached) fail_detached(c);
-  napi_close_handle_scope(c->env, scope);
-  if (!attached) return;
-  struct timespec t0, t1;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
+static uint64_t now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* Reads what the ready sockets hold into the ring (one wake-up's worth, see below): the number of messages. */
+static uint32_t receive(ctx_t *c) {
   struct epoll_event ev[MAX_EVENTS];
   /*
    * n messages holding d datagrams. A wake-up takes about `slots` datagrams, not just `slots` messages: coalesced
@@ -594,12 +593,57 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     }
     if (!more) break; /* saves an epoll_wait per wake-up at low rates */
   }
+  if (n > 0) c->seg_hint = largest >= hint / 2 ? largest : hint / 2;
+  return n;
+}
+
+/*
+ * Busy-poll (busy_ns > 0): after a wake-up that moved datagrams, keep polling the sockets (epoll_wait with no
+ * timeout, then recvmmsg on the ready ones) until busy_ns pass without a datagram, so the next datagram of a busy
+ * flow (the server's reply to what was just forwarded, the client's next packet) is taken without a sleep, libuv's
+ * epoll round and a context switch: at low rates those cost more CPU than the datagram itself and, on a loaded CPU,
+ * set the latency tail. It only ever spins after data (an idle data plane sleeps), and a wake-up returns to libuv
+ * at the latest BUSY_POLL_MAX_NS after it began, so timers and other handles run under a steady stream too.
+ */
+#define BUSY_POLL_MAX_NS 1000000u
+static void busy_poll(ctx_t *c, uint64_t start, uint64_t last) {
+  uint64_t now = last, spent = 0;
+  while (now - start < BUSY_POLL_MAX_NS) {
+    uint32_t n = receive(c);
+    if (n == 0) {
+      now = now_ns();
+      if (now - last >= c->busy_ns) break;
+      continue;
+    }
+    c->counters[CNT_BUSY_POLL_HITS]++;
+    spent += now - last; /* polling until the datagrams came, not the routing and sending of them */
+    deliver(c, n);
+    if (c->closing) return;
+    uint64_t t1 = now_ns();
+    c->counters[CNT_LAST_BATCH_NS] = (double)(t1 - now);
+    now = last = t1;
+  }
+  c->counters[CNT_BUSY_POLL_NS] += (double)(spent + (now - last));
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  (void)events;
+  ctx_t *c = h->data;
+  if (status < 0 || c->closing) return;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(c->env, &scope) != napi_ok) return;
+  int attached = buffers_attached(c);
+  if (!attached) fail_detached(c);
+  napi_close_handle_scope(c->env, scope);
+  if (!attached) return;
+  uint64_t t0 = now_ns();
+  uint32_t n = receive(c);
   if (n == 0) return;
-  c->seg_hint = largest >= hint / 2 ? largest : hint / 2;
   deliver(c, n);
   if (c->closing) return;
-  clock_gettime(CLOCK_MONOTONIC, &t1);
-  c->counters[CNT_LAST_BATCH_NS] = (double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec);
+  uint64_t t1 = now_ns();
+  c->counters[CNT_LAST_BATCH_NS] = (double)(t1 - t0);
+  if (c->busy_ns > 0) busy_poll(c, t0, t1);
 }
 
 static int parse_addr(napi_env env, napi_value host, uint32_t port, struct sockaddr_storage *ss, socklen_t *len) {
@@ -658,15 +702,16 @@ static int probe_gro(uint32_t flags) {
 }
 
 /*
- * create(slots, slotSize, onBatch, flags, entries?) -> context object with rx, rxMeta, tx, counters ArrayBuffers,
- * gro (whether UDP GRO is on) and groError (why not, when asked for). flags bit 0: UDP GSO; bit 1: UDP GRO.
- * entries: datagrams per JS call (default 8 per slot), at least slots.
+ * create(slots, slotSize, onBatch, flags, entries?, busyPollUs?) -> context object with rx, rxMeta, tx, counters
+ * ArrayBuffers, gro (whether UDP GRO is on) and groError (why not, when asked for). flags bit 0: UDP GSO; bit 1:
+ * UDP GRO. entries: datagrams per JS call (default 8 per slot), at least slots. busyPollUs: see busy_poll (0..1000,
+ * default 0: off).
  */
 static napi_value create(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  uint32_t slots = 0, slot_size = 0, flags = 0, entries = 0;
+  uint32_t slots = 0, slot_size = 0, flags = 0, entries = 0, busy_us = 0;
   if (argc >= 4) napi_get_value_uint32(env, argv[3], &flags);
   int gso = (flags & 1) != 0;
   napi_valuetype cbtype = napi_undefined;
@@ -682,6 +727,12 @@ static napi_value create(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "create: entries slots..65536");
     return NULL;
   }
+  napi_valuetype btype = napi_undefined;
+  if (argc >= 6) napi_typeof(env, argv[5], &btype);
+  if (btype != napi_undefined && (napi_get_value_uint32(env, argv[5], &busy_us) != napi_ok || busy_us > 1000)) {
+    napi_throw_range_error(env, NULL, "create: busyPollUs 0..1000");
+    return NULL;
+  }
   if (napi_typeof(env, argv[2], &cbtype) != napi_ok || cbtype != napi_function) {
     napi_throw_type_error(env, NULL, "create: onBatch must be a function");
     return NULL;
@@ -693,6 +744,7 @@ static napi_value create(napi_env env, napi_callback_info info) {
   c->slot_size = slot_size;
   c->stride = slot_size + 64;
   c->entries = entries;
+  c->busy_ns = (uint64_t)busy_us * 1000u;
   c->gso = gso;
   if (flags & 2) {
     c->gro_errno = probe_gro(flags);

@@ -14,9 +14,10 @@ export interface IoAddon {
   /**
    * flags: bit 0 UDP GSO for runs of datagrams to one destination; bit 1 UDP GRO on every socket (where the kernel
    * has it); bit 2 (tests only) behave as a kernel without UDP_GRO. entries: datagrams per batch call (default 8 per
-   * slot; a coalesced message is one per segment).
+   * slot; a coalesced message is one per segment). busyPollUs: after a wake-up that moved datagrams, keep polling
+   * until this many microseconds pass without one (0..1000, default 0: off).
    */
-  create(slots: number, slotSize: number, onBatch: (count: number) => number, flags: number, entries?: number): AddonContext;
+  create(slots: number, slotSize: number, onBatch: (count: number) => number, flags: number, entries?: number, busyPollUs?: number): AddonContext;
   destroy(ctx: AddonContext): void;
   /** [id, bound port]; throws (code EADDRINUSE, ...) when binding fails. */
   openListener(ctx: AddonContext, host: string, port: number, reusePort: boolean, bufferBytes: number): [number, number];
@@ -66,6 +67,8 @@ export const CNT = {
   groMessages: 17,
   groDatagrams: 18,
   entriesFull: 19,
+  busyPollHits: 20,
+  busyPollNs: 21,
 } as const;
 
 export interface LoadedAddon {

@@ -60,6 +60,10 @@ export interface IoCallCounts {
   entriesFull: number;
   /** Exceptions thrown by the router (sink) or the sampler inside a batch: counted and reported to onError. */
   callbackErrors: number;
+  /** Busy-poll setting (microseconds, 0: off); busy polls that found datagrams (each a wake-up saved); the time spent polling. */
+  busyPollUs: number;
+  busyPollHits: number;
+  busyPollSeconds: number;
 }
 
 /** Who gets the datagrams: the Dataplane. Called synchronously, once per datagram, within the I/O's batch. */

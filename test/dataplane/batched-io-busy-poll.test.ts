@@ -1,0 +1,130 @@
+/**
+ * Busy-poll on the batched path (native/quiclb_io.c busy_poll, BatchedOptions.busyPollUs, QUICLB_IO_BUSY_POLL_US):
+ * the setting is validated and exposed; under a steady stream from another process the addon takes datagrams while
+ * it spins, yet returns to the event loop (timers fire) within its bound; an idle context never spins.
+ * Skipped (with a note) when the addon is not built.
+ */
+import { afterEach, describe, expect, it } from '@jest/globals';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { loadIoAddon } from '../../dataplane/io/addon.js';
+import { BatchedIo, busyPollUs } from '../../dataplane/io/batched-io.js';
+import type { DatagramSink } from '../../dataplane/io/types.js';
+import { sleep, waitFor } from './helpers.js';
+
+const { addon, error } = loadIoAddon();
+const describeAddon = addon !== null ? describe : describe.skip;
+if (addon === null) console.warn(`batched I/O addon not available (${error}): its tests are skipped`);
+
+class Counter implements DatagramSink<string, string> {
+  clients = 0;
+  onClient(): void {
+    this.clients++;
+  }
+  onReply(): void {}
+  onError(): void {}
+}
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+function withEnv(value: string | undefined, f: () => void): void {
+  const old = process.env.QUICLB_IO_BUSY_POLL_US;
+  if (value === undefined) delete process.env.QUICLB_IO_BUSY_POLL_US;
+  else process.env.QUICLB_IO_BUSY_POLL_US = value;
+  try {
+    f();
+  } finally {
+    if (old === undefined) delete process.env.QUICLB_IO_BUSY_POLL_US;
+    else process.env.QUICLB_IO_BUSY_POLL_US = old;
+  }
+}
+
+/**
+ * Another process sending one small datagram to `port` every ~`gapUs` microseconds for `ms` (a busy-wait between
+ * sends: timers cannot pace this finely); resolves with the count sent when it exits.
+ */
+async function stream(port: number, gapUs: number, ms: number): Promise<number> {
+  const code = `
+    const s = require('node:dgram').createSocket('udp4');
+    const end = Date.now() + ${ms}; let n = 0; const msg = Buffer.from('x');
+    const tick = () => {
+      const t = process.hrtime.bigint();
+      while (process.hrtime.bigint() - t < ${gapUs * 1000}n) {}
+      const last = Date.now() >= end; n++;
+      s.send(msg, ${port}, '127.0.0.1', last ? () => s.close(() => process.stdout.write(String(n))) : undefined);
+      if (!last) setImmediate(tick);
+    };
+    tick();`;
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const killer = setTimeout(() => child.kill('SIGKILL'), ms + 10_000);
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  await once(child, 'exit');
+  clearTimeout(killer);
+  return Number(out);
+}
+
+describe('busyPollUs()', () => {
+  it('is the option, else QUICLB_IO_BUSY_POLL_US, else 0; anything but whole microseconds 0..1000 is a precise error', () => {
+    withEnv(undefined, () => expect(busyPollUs(undefined)).toBe(0));
+    withEnv('', () => expect(busyPollUs(undefined)).toBe(0));
+    withEnv('25', () => {
+      expect(busyPollUs(undefined)).toBe(25);
+      expect(busyPollUs(0)).toBe(0); // the option wins
+    });
+    withEnv('1000', () => expect(busyPollUs(undefined)).toBe(1000));
+    for (const bad of ['1001', '-1', '2.5', '20us', 'abc', '0x10'])
+      withEnv(bad, () => expect(() => busyPollUs(undefined)).toThrow(`QUICLB_IO_BUSY_POLL_US: expected whole microseconds 0..1000, got "${bad}"`));
+    for (const bad of [-1, 1001, 2.5, Number.NaN]) expect(() => busyPollUs(bad)).toThrow('busyPollUs: expected whole microseconds 0..1000');
+  });
+});
+
+describeAddon('batched I/O busy-poll', () => {
+  it('is exposed by the context and its call counts; the addon itself refuses a value out of range', async () => {
+    const off = new BatchedIo<string, string>(addon!, new Counter(), null, { busyPollUs: 0 });
+    cleanups.push(() => off.close());
+    expect(off.busyPollUs).toBe(0);
+    expect(off.calls().busyPollUs).toBe(0);
+    let on: BatchedIo<string, string> | null = null;
+    withEnv('40', () => (on = new BatchedIo<string, string>(addon!, new Counter(), null, {})));
+    cleanups.push(() => on!.close());
+    expect(on!.busyPollUs).toBe(40);
+    expect(on!.calls()).toMatchObject({ busyPollUs: 40, busyPollHits: 0, busyPollSeconds: 0 });
+    expect(() => addon!.create(16, 2048, () => 0, 0, undefined, 1001)).toThrow('create: busyPollUs 0..1000');
+  });
+
+  it('takes a steady stream while spinning, yet timers fire on time; nothing spins once the stream stops', async () => {
+    const sink = new Counter();
+    // the longest setting: datagrams every ~100 us keep it spinning, only the per-wake-up bound returns to the loop
+    const io = new BatchedIo<string, string>(addon!, sink, null, { busyPollUs: 1000 });
+    cleanups.push(() => io.close());
+    const l = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 1 << 20 }, 'L');
+    const ticks: number[] = [];
+    const timer = setInterval(() => ticks.push(performance.now()), 5);
+    cleanups.push(() => clearInterval(timer));
+    const t0 = performance.now();
+    const sent = await stream(l.bound.port, 100, 1500);
+    clearInterval(timer);
+    expect(sent).toBeGreaterThan(1000);
+    expect(await waitFor(() => sink.clients === sent, 3000)).toBe(true);
+    const calls = io.calls();
+    expect(calls.busyPollHits).toBeGreaterThan(0); // datagrams taken while spinning, without a wake-up
+    expect(calls.busyPollSeconds).toBeGreaterThan(0);
+    // an unbounded spin would hold the loop for the whole stream (the timer would not fire for 1.5 s)
+    const during = ticks.filter((t) => t > t0 + 200);
+    expect(during.length).toBeGreaterThan(20);
+    const gaps = during.slice(1).map((t, i) => t - during[i]);
+    expect(Math.max(...gaps)).toBeLessThan(250);
+    // idle: the spin only follows data
+    await sleep(50);
+    const idle0 = io.calls().busyPollSeconds;
+    const cpu0 = process.cpuUsage();
+    await sleep(300);
+    const cpu = process.cpuUsage(cpu0);
+    expect(io.calls().busyPollSeconds).toBe(idle0);
+    expect((cpu.user + cpu.system) / 1000).toBeLessThan(150); // a spinning context would burn ~300 ms
+  }, 20_000);
+});
