@@ -1038,6 +1038,14 @@ static napi_value open_upstream(napi_env env, napi_callback_info info) {
   if (fd >= 0 && connect(fd, (struct sockaddr *)&ss, len) < 0) { err = errno; close(fd); }
   else if (fd >= 0 && c->gro) setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one); /* a server sending with GSO: coalesced replies */
   if (err) { napi_create_int32(env, -err, &result); return result; }
+  if (local_ports && local_ports[0] >= 0) {
+    /* bound before connect(): a datagram from anyone that reached the port in between is still queued (connect()
+     * only filters later ones) and would be relayed to the client as the server's reply. Nothing was sent from this
+     * socket yet, so nothing queued is an answer to it. */
+    char scrap[1];
+    for (int i = 0; i < 64 && recv(fd, scrap, sizeof scrap, MSG_DONTWAIT | MSG_TRUNC) >= 0; i++) {
+    }
+  }
   int id = add_socket(c, fd, lid);
   if (id < 0) { close(fd); napi_create_int32(env, id, &result); return result; }
   sock_t *s = &c->socks[id & SLOT_MASK];

@@ -194,9 +194,20 @@ export class BatchedIo<L, U> implements DatagramIo<L, U> {
   openUpstream(listener: IoListener, server: SocketAddress, _clientAddress: string, _clientPort: number, owner: U, localPorts: Int32Array | null = null): IoUpstream | null {
     if (this.current < 0 || this.closed) return null;
     const l = (listener as BatchedListener<L>).id;
-    const id = localPorts === null ? this.addon.openUpstream(this.ctx, l, this.current, server.host, server.port) : this.addon.openUpstream(this.ctx, l, this.current, server.host, server.port, localPorts);
+    if (localPorts === null) {
+      const id = this.addon.openUpstream(this.ctx, l, this.current, server.host, server.port);
+      return id < 0 ? null : this.addUpstream(id, owner);
+    }
+    const count = localPorts[0];
+    const id = this.addon.openUpstream(this.ctx, l, this.current, server.host, server.port, localPorts);
     if (id < 0) return null;
-    if (localPorts !== null) countPortChoice(this.ports, localPorts[0]);
+    // the index of the port taken; anything else (an addon that ignored the ports leaves the count): the kernel's
+    const taken = localPorts[0];
+    countPortChoice(this.ports, taken >= 0 && taken < count ? taken : -1);
+    return this.addUpstream(id, owner);
+  }
+
+  private addUpstream(id: number, owner: U): BatchedUpstream<U> {
     const up = new BatchedUpstream<U>(id, owner);
     this.sockets[id & SLOT_MASK] = up;
     return up;
