@@ -70,7 +70,8 @@ if (opt.help) {
     'options: --quick --peers nginx,quiclb,quiclb-dgram,naive --sizes 64,1200 --reps N --clients 32 --lat-rate 20000 --lat-dur S --dur S\n' +
     '         --steps N --confirm 1 --max-bg 15 --retries 2 --nice -10 --sid-len 2 --nonce-len 6 --time-limit S\n' +
     '         --client-gso N (the generator sends trains of up to N datagrams per sendmsg with UDP GSO; peer quiclb-nogro:\n' +
-    '         quiclb with QUICLB_IO_GRO=0, to compare UDP GRO on receive)\n');
+    '         quiclb with QUICLB_IO_GRO=0, to compare UDP GRO on receive); peer quiclb-busypoll: quiclb with\n' +
+    '         QUICLB_IO_BUSY_POLL_US=50 (busy-poll after data: shorter latency at moderate rates, more CPU)\n');
   process.exit(0);
 }
 const quick = opt.quick;
@@ -347,8 +348,9 @@ ${BACKENDS.map((b) => `    server ${b};`).join('\n')}
   // quiclb: the batched I/O path (forced: the run fails rather than measure node:dgram silently when the addon is
   // not built); quiclb-dgram: the same data plane on its node:dgram fallback; quiclb-2w (not in the default
   // list): batched with `workers: 2`, on both CPUs (sharing CPU0 with the harness: a what-it-reaches figure);
-  // quiclb-nogro (not in the default list): batched with UDP GRO off (QUICLB_IO_GRO=0), against quiclb under --client-gso.
-  if (name === 'quiclb' || name === 'quiclb-dgram' || name === 'quiclb-2w' || name === 'quiclb-nogro') {
+  // quiclb-nogro (not in the default list): batched with UDP GRO off (QUICLB_IO_GRO=0), against quiclb under --client-gso;
+  // quiclb-busypoll (not in the default list): batched with a 50 us busy-poll after data (QUICLB_IO_BUSY_POLL_US=50).
+  if (name === 'quiclb' || name === 'quiclb-dgram' || name === 'quiclb-2w' || name === 'quiclb-nogro' || name === 'quiclb-busypoll') {
     const workers = name === 'quiclb-2w' ? 2 : 1;
     const metricsPort = await freeTcpPort();
     const yamlPath = join(WORK, `${name}-bench.yaml`);
@@ -372,13 +374,13 @@ ${BACKENDS.map((b) => `    server ${b};`).join('\n')}
       proc: start(
         [process.execPath, ...QUICLB_NODE_ARGS, ...PEER_NODE_ARGS, join(REPO, 'bin', 'quiclb.js'), 'standalone', '--config', yamlPath, '--io', name === 'quiclb-dgram' ? 'dgram' : 'batched'],
         workers > 1 ? `${HARNESS_CPUS},${PEER_CPUS}` : PEER_CPUS,
-        { NODE_OPTIONS: '', ...(name === 'quiclb-nogro' ? { QUICLB_IO_GRO: '0' } : {}) },
+        { NODE_OPTIONS: '', ...(name === 'quiclb-nogro' ? { QUICLB_IO_GRO: '0' } : {}), ...(name === 'quiclb-busypoll' ? { QUICLB_IO_BUSY_POLL_US: '50' } : {}) },
         REPO,
       ),
       metricsPort,
     };
   }
-  throw new Error(`unknown peer ${name} (nginx, quiclb, quiclb-dgram, quiclb-2w, quiclb-nogro, naive)`);
+  throw new Error(`unknown peer ${name} (nginx, quiclb, quiclb-dgram, quiclb-2w, quiclb-nogro, quiclb-busypoll, naive)`);
 }
 
 // ---- generator runs ------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ const REJECTED: Array<[string, string[], RegExp]> = [
   ['a malformed digest', ['--set', 'image.digest=latest'], /at '\/image\/digest'/],
   ['an unknown state dir type', ['--set', 'dataplane.stateDir.type=pvc'], /at '\/dataplane\/stateDir\/type': value must be one of 'hostPath', 'emptyDir'/],
   ['a relative host path', ['--set', 'dataplane.stateDir.hostPath=var/lib/quiclb'], /at '\/dataplane\/stateDir\/hostPath'/],
+  ['a busy-poll above 1000 us', ['--set', 'dataplane.busyPollMicroseconds=5000'], /at '\/dataplane\/busyPollMicroseconds': maximum: got 5,000, want 1,000/],
   ['a bad duration', ['--set', 'certManager.duration=90d'], /at '\/certManager\/duration'/],
   ['maxUnavailable 0', ['--set', 'dataplane.updateStrategy.maxUnavailable=0'], /at '\/dataplane\/updateStrategy\/maxUnavailable'/],
   ['a name that is not a DNS label', ['--set', 'fullnameOverride=Quic_LB'], /at '\/fullnameOverride'/],
