@@ -103,6 +103,17 @@ export class Traffic {
     return results.filter((r) => !(r.ok && r.intact && r.error === undefined)).map((r) => `${r.kind}${r.migrate ? '+migrate' : ''} via ${r.target} at ${r.startedAt}-${r.startedAt + (r.ms ?? 0)} ms: ok=${r.ok} intact=${r.intact} bytes=${r.bytes} ${r.error ?? ''} ${JSON.stringify(r.detail ?? '')}`);
   }
 
+  /**
+   * Migrating transfers that completed without migrating as their backend saw it (detail.migratedConnections: the
+   * connection used a second CID of its backend): a migration that never happened proves nothing.
+   */
+  static unmigrated(results: Transfer[]): string[] {
+    const migrated = (r: Transfer) => (r.detail as { migratedConnections?: unknown } | undefined)?.migratedConnections;
+    return results
+      .filter((r) => r.ok && (r.kind === 'ngtcp2-migrate' || r.migrate === true) && migrated(r) !== 1)
+      .map((r) => `${r.kind}${r.migrate ? '+migrate' : ''} via ${r.target} at ${r.startedAt} ms: migrated connections ${String(migrated(r))}`);
+  }
+
   /** "12 transfers (ngtcp2 4, ...), 38.2 MB, served by 5 backends" */
   static summary(results: Transfer[]): string {
     const kinds = new Map<string, number>();

@@ -42,6 +42,7 @@ import { json } from './operator-fixture.js';
     }
     process.stderr.write(`[journey] traffic during ${step}: ${Traffic.summary(traffic.results)}${events.length ? `; ${events.join(', ')}` : ''}\n`);
     expect(Traffic.failures(traffic.results)).toEqual([]);
+    expect(Traffic.unmigrated(traffic.results)).toEqual([]);
     // Every target carried complete transfers of each kind.
     for (const t of targets) for (const k of ['ngtcp2', 'matrixai']) expect(`${t.name} ${k}: ${traffic.results.filter((r) => r.target === t.name && r.kind === k && r.ok).length > 0}`).toBe(`${t.name} ${k}: true`);
     return value;
@@ -234,11 +235,17 @@ import { json } from './operator-fixture.js';
     expect([...j.generators].filter(([, g]) => g.activeConfigId === null).map(([n]) => n)).toEqual([]);
     // What the data planes counted (their monitoring port in each node's namespace): packets by routing outcome and
     // drops by reason, printed with the journey's numbers.
+    // Both data planes (node a's is the replacement of the chaos step) open their upstream sockets from stable
+    // ports, derived from the seed in the chart's state directory: a restart is no path change at the backends.
+    const hashedPorts: Record<string, number> = {};
     for (const n of j.nodes) {
       const m = await j.world!.request({ op: 'fetch', node: n.name, url: 'http://127.0.0.1:9190/metrics' });
-      const lines = String(m.body ?? m.error ?? '').split('\n').filter((l) => /^quiclb_(packets_total|dropped_packets_total|unroutable_packets_total)\{/.test(l) && !/ 0$/.test(l));
+      const text = String(m.body ?? m.error ?? '');
+      const lines = text.split('\n').filter((l) => /^quiclb_(packets_total|dropped_packets_total|unroutable_packets_total|upstream_ports_total)\{/.test(l) && !/ 0$/.test(l));
       process.stderr.write(`[journey] data plane ${n.name} (since its start): ${lines.join('; ')}\n`);
+      hashedPorts[n.name] = lines.filter((l) => l.startsWith('quiclb_upstream_ports_total{') && l.includes('choice="hashed"')).reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(' ') + 1)), 0);
     }
+    for (const n of j.nodes) expect({ node: n.name, hashed: hashedPorts[n.name] > 0 }).toEqual({ node: n.name, hashed: true });
     const busy = Object.values(audit.backends).filter((b) => b.shortHeader > 0).length;
     process.stderr.write(`[journey] audit: ${Object.keys(audit.backends).length} backends, ${busy} with 1-RTT traffic, 0 foreign CIDs; whole journey: ${Traffic.summary(all)}; ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
     process.stderr.write(`[journey] pod network UDP (kernel): ${JSON.stringify(audit.udp ?? {})}\n`);
