@@ -12,8 +12,9 @@
  * then the kernel picks one), so the cost of a new flow stays bounded whatever the clients' addresses hash to.
  */
 import { createHmac, randomBytes } from 'node:crypto';
-import { closeSync, fchmodSync, fsyncSync, linkSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { linkSync, readFileSync, renameSync, unlinkSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { fsyncDir, writeTempFile } from '../lib/atomic-write.js';
 import type { SocketAddress } from '../lib/config/snapshot.js';
 
 /** Candidate ports per flow before the kernel's choice. */
@@ -131,16 +132,8 @@ function readSeed(path: string): Buffer | null {
  * and a crash never leaves a partial seed. false: `path` exists. (A file system without hard links: renamed.)
  */
 export function createSeedFile(path: string, data: Buffer): boolean {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  const fd = openSync(tmp, 'wx', 0o600);
+  const tmp = writeTempFile(path, data, 0o600);
   try {
-    try {
-      for (let off = 0; off < data.length; ) off += writeSync(fd, data, off);
-      fchmodSync(fd, 0o600); // openSync's mode is reduced by the umask
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
     try {
       linkSync(tmp, path);
     } catch (e) {
@@ -158,17 +151,4 @@ export function createSeedFile(path: string, data: Buffer): boolean {
   }
   fsyncDir(dirname(path));
   return true;
-}
-
-function fsyncDir(dir: string): void {
-  try {
-    const fd = openSync(dir, 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    // the link stands; only its durability across a power loss is less certain
-  }
 }

@@ -28,16 +28,8 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, options
   const mode = options.mode ?? oldMode ?? 0o600;
   const dir = dirname(target);
   const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-  const tmp = join(dir, `.${basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  const fd = openSync(tmp, 'wx', mode & 0o777);
+  const tmp = writeTempFile(target, bytes, mode);
   try {
-    try {
-      for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off);
-      fchmodSync(fd, mode); // openSync's mode is reduced by the umask
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
     renameSync(tmp, target);
   } catch (e) {
     try {
@@ -47,15 +39,45 @@ export function writeFileAtomic(path: string, data: string | Uint8Array, options
     }
     throw e;
   }
-  // The file is replaced now: a directory that cannot be fsynced (some file systems) is no failure of the write.
+  fsyncDir(dir); // the file is replaced now
+}
+
+/**
+ * Writes `bytes` with `mode` to a new temporary file beside `path` (".name.pid.random.tmp"), fsynced: its path, for
+ * the caller to rename or link into place (and remove when that fails). A failed write leaves nothing behind.
+ */
+export function writeTempFile(path: string, bytes: Uint8Array, mode: number): string {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  const fd = openSync(tmp, 'wx', mode & 0o777);
   try {
-    const dfd = openSync(dir, 'r');
     try {
-      fsyncSync(dfd);
+      for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off);
+      fchmodSync(fd, mode); // openSync's mode is reduced by the umask
+      fsyncSync(fd);
     } finally {
-      closeSync(dfd);
+      closeSync(fd);
+    }
+  } catch (e) {
+    try {
+      unlinkSync(tmp);
+    } catch {
+      // never created
+    }
+    throw e;
+  }
+  return tmp;
+}
+
+/** Makes a rename or link in `dir` durable; a directory that cannot be fsynced (some file systems) is no failure. */
+export function fsyncDir(dir: string): void {
+  try {
+    const fd = openSync(dir, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
     }
   } catch {
-    // the rename stands; only its durability across a power loss is less certain
+    // the rename or link stands; only its durability across a power loss is less certain
   }
 }
