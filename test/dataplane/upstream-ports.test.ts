@@ -5,6 +5,7 @@
  */
 import { afterAll, afterEach, describe, expect, it } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -249,6 +250,42 @@ describe('node:dgram path: an upstream closed while its candidates are being bou
       expect(c.kernel).toBeLessThanOrEqual(9); // counted only when the close came after the last refused candidate
     } finally {
       for (const s of held) s.close();
+      await io.closeListener(listener);
+    }
+  });
+});
+
+describe('node:dgram path: a datagram that reached a bound candidate port before its connect()', () => {
+  it('is not relayed to the client as the server\'s reply; the server\'s replies are', async () => {
+    const replies: string[] = [];
+    const io = new DgramIo<null, null>({ onClient: () => {}, onReply: (_o, b, off, len) => replies.push(b.toString('latin1', off, off + len)), onError: () => {} });
+    const listener = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 0 }, null);
+    const echo = createSocket('udp4');
+    echo.on('message', (_m, r) => echo.send('pong', r.port, r.address));
+    echo.bind(0, '127.0.0.1');
+    await once(echo, 'listening');
+    const server = { host: '127.0.0.1', port: echo.address().port, family: 4 as const };
+    try {
+      const port = await freeUdpPort();
+      const up = io.openUpstream(listener, server, '127.0.0.1', 1, null, Int32Array.of(1, port))!;
+      // Bound, not yet connected (node:dgram connects a few ticks after the bind): another process, run to its end
+      // while this one waits, sends to the port now; the kernel keeps that datagram queued past the connect().
+      (up as unknown as { socket: Socket }).socket.once('listening', () => {
+        const code = `const s = require('node:dgram').createSocket('udp4'); s.send('stray', ${port}, '127.0.0.1', () => s.close());`;
+        execFileSync(process.execPath, ['-e', code], { timeout: 10_000 });
+      });
+      const deadline = Date.now() + 5000;
+      while (!replies.includes('pong') && Date.now() < deadline) {
+        io.sendToServer(up, Buffer.from('ping'), 0, 4);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await new Promise((r) => setTimeout(r, 50)); // anything else already queued arrives too
+      expect(io.portChoices().hashed).toBe(1); // the candidate port was the one taken
+      expect(replies.length).toBeGreaterThan(0);
+      expect(new Set(replies)).toEqual(new Set(['pong']));
+      io.closeUpstream(up);
+    } finally {
+      echo.close();
       await io.closeListener(listener);
     }
   });
