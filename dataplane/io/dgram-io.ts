@@ -48,6 +48,11 @@ class DgramUpstream<U> implements IoUpstream {
   ) {}
 }
 
+function withoutZone(address: string): string {
+  const i = address.indexOf('%');
+  return i < 0 ? address : address.slice(0, i);
+}
+
 function code(e: Error): string {
   return (e as NodeJS.ErrnoException).code ?? e.message;
 }
@@ -159,8 +164,10 @@ export class DgramIo<L, U> implements DatagramIo<L, U> {
     const owner = up.owner;
     // node:dgram binds before it connects: a datagram from anyone that reached the port in between stays queued in
     // the kernel and would be relayed to the client as the server's. Only the server's are replies.
+    // A link-local server's zone: node reports the interface name (fe80::1%eth0), a config may give its index.
+    const host = withoutZone(a.host);
     socket.on('message', (m: Buffer, rinfo: RemoteInfo) => {
-      if (!up.closed && rinfo.port === a.port && rinfo.address === a.host) this.sink.onReply(owner, m, 0, m.length);
+      if (!up.closed && rinfo.port === a.port && (rinfo.address === a.host || withoutZone(rinfo.address) === host)) this.sink.onReply(owner, m, 0, m.length);
     });
     // before the connect completed: the socket is unusable (the caller closes it; the next datagram opens another)
     socket.on('error', (e) => this.countError('to_server', e, up, !up.ready));
