@@ -269,7 +269,9 @@ describeAddon('batched I/O addon: floods', () => {
     // a wake-up handles at most SLOTS datagrams (~5 ms of routing here): timers and the HTTP server keep running
     console.log(`flood: ${datagrams} datagrams in ${batches} batches (mean ${mean.toFixed(0)}), timer max gap ${maxGap.toFixed(1)} ms, HTTP ${httpMs.toFixed(1)} ms`);
     const slow = /asan/.test(process.env.LD_PRELOAD ?? '') ? 4 : 1; // a sanitizer build slows the whole process
-    expect(maxGap).toBeLessThan(250 * slow);
+    // alone ~20 ms; 250 ms was once exceeded (252) with every other suite running on 2 cores. An unbounded wake-up
+    // stalls for the whole 1.5 s flood; the one that took `slots` coalesced messages stalled 575-820 ms.
+    expect(maxGap).toBeLessThan(500 * slow);
     expect(httpMs).toBeLessThan(500 * slow);
   });
 });
