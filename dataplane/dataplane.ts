@@ -16,7 +16,7 @@ import type { DatagramIo, DatagramSink, IoCallCounts, IoChoice, IoErrorCounts, I
 import { attachMetrics, routingLatencySampler } from './metrics.js';
 import type { Flow } from './flow-table.js';
 import { currentSocketBudget, readPortRange, type SocketBudget } from './resources.js';
-import { DEFAULT_PORT_RANGE, readReservedPorts, UpstreamPortPicker } from './upstream-ports.js';
+import { DEFAULT_PORT_RANGE, readReservedPorts, UpstreamPortPicker, type PortRange } from './upstream-ports.js';
 import { DROP_INTERNAL, DROP_UPSTREAM_NOT_READY, DROP_UPSTREAM_SOCKET_LIMIT, Router, type HealthState, type RouterServer, type RouterStats } from './router.js';
 
 export interface DataplaneOptions {
@@ -49,6 +49,8 @@ export interface DataplaneOptions {
    * from, so a restarted data plane with the same seed uses the same ports (default: none, the kernel chooses).
    */
   upstreamPortSeed?: Uint8Array;
+  /** Where stable upstream ports are taken from (default: the kernel's ip_local_port_range). */
+  upstreamPortRange?: PortRange;
 }
 
 export interface DataplaneStats extends RouterStats {
@@ -147,7 +149,7 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
 
   /** Turns stable upstream ports on for sockets opened from now on (worker processes get their seed after start). */
   setUpstreamPortSeed(seed: Uint8Array): void {
-    const range = readPortRange() ?? DEFAULT_PORT_RANGE;
+    const range = this.options.upstreamPortRange ?? readPortRange() ?? DEFAULT_PORT_RANGE;
     this.portPicker = new UpstreamPortPicker(seed, range, readReservedPorts());
   }
 

@@ -313,15 +313,21 @@ describe('quiclb dataplane (real processes)', () => {
     expect(statSync(join(state, 'upstream-port-seed')).mode & 0o777).toBe(0o600);
     // worker processes report their metrics when asked: a scrape may show the previous answer
     const mport = await monitoringPort(agent);
-    let hashed = -1;
-    for (let i = 0; i < 20 && hashed !== 8; i++) {
+    let choices = { hashed: 0, probed: 0, kernel: 0 };
+    for (let i = 0; i < 20 && choices.hashed + choices.probed + choices.kernel !== 8; i++) {
       if (i > 0) await new Promise((r) => setTimeout(r, 200));
-      hashed = metricValue((await get(mport, '/metrics')).body, 'quiclb_upstream_ports_total', { lb: 'sigma', choice: 'hashed' });
+      const text = (await get(mport, '/metrics')).body;
+      choices = { hashed: 0, probed: 0, kernel: 0 };
+      for (const c of ['hashed', 'probed', 'kernel'] as const) choices[c] = metricValue(text, 'quiclb_upstream_ports_total', { lb: 'sigma', choice: c });
     }
-    expect(hashed).toBe(8);
+    expect(choices.hashed + choices.probed + choices.kernel).toBe(8);
+    // Other tests run beside this one and hold ephemeral ports of the same range: a flow's own port may be taken by
+    // one of them (then it is probed, and may come back on another port). One such flow is tolerated, not more.
+    expect(choices.hashed).toBeGreaterThanOrEqual(7);
     await kill(agent);
     agent = startAgent(args);
-    expect(await seen()).toEqual(first);
+    const again = await seen();
+    expect([...again].filter(([flow, p]) => first.get(flow) === p).length).toBeGreaterThanOrEqual(7);
     await kill(agent);
     // another state directory: another seed, other ports (all 8 equal by chance: never)
     agent = startAgent(['--operator', `localhost:${sop.port}`, '--tls-dir', clientTls.dir, '--state-dir', `${state}-other`, '--workers', String(workers)]);
