@@ -15,8 +15,8 @@ import { BatchedIo } from './io/batched-io.js';
 import type { DatagramIo, DatagramSink, IoCallCounts, IoChoice, IoErrorCounts, IoListener, IoPath, IoUpstream, PortChoiceCounts } from './io/types.js';
 import { attachMetrics, routingLatencySampler } from './metrics.js';
 import type { Flow } from './flow-table.js';
-import { currentSocketBudget, readPortRange, type SocketBudget } from './resources.js';
-import { DEFAULT_PORT_RANGE, readReservedPorts, UpstreamPortPicker, type PortRange } from './upstream-ports.js';
+import { currentSocketBudget, readPortRange, readReservedPorts, type SocketBudget } from './resources.js';
+import { DEFAULT_PORT_RANGE, UpstreamPortPicker, type PortRange } from './upstream-ports.js';
 import { DROP_INTERNAL, DROP_UPSTREAM_NOT_READY, DROP_UPSTREAM_SOCKET_LIMIT, Router, type HealthState, type RouterServer, type RouterStats } from './router.js';
 
 export interface DataplaneOptions {

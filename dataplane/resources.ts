@@ -65,21 +65,42 @@ export function raiseNofileLimit(): RaiseResult {
   return { before, after, problem };
 }
 
+/** A /proc file's text, null when it cannot be read (not Linux, a restricted /proc). */
+function procText(path: string): string | null {
+  try {
+    return readFileSync(path, 'latin1');
+  } catch {
+    return null;
+  }
+}
+
 /** Local port range of this network namespace (/proc/sys/net/ipv4/ip_local_port_range), or null. */
 export function readPortRange(text?: string): { low: number; high: number } | null {
-  let t = text;
-  if (t === undefined) {
-    try {
-      t = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'latin1');
-    } catch {
-      return null;
-    }
-  }
+  const t = text ?? procText('/proc/sys/net/ipv4/ip_local_port_range');
+  if (t === null) return null;
   const m = /^\s*(\d+)\s+(\d+)/.exec(t);
   if (!m) return null;
   const low = Number(m[1]);
   const high = Number(m[2]);
   return high >= low ? { low, high } : null;
+}
+
+/**
+ * Ports of the node's ip_local_reserved_ports (kept for services that bind them later: the kernel never picks them
+ * for an unbound socket, but an explicit bind takes them), as a bitmap indexed by port; null when none or unknown.
+ */
+export function readReservedPorts(text?: string): Uint8Array | null {
+  const t = text ?? procText('/proc/sys/net/ipv4/ip_local_reserved_ports');
+  if (t === null) return null;
+  let reserved: Uint8Array | null = null;
+  for (const item of t.split(',')) {
+    const m = /^\s*(\d+)(?:-(\d+))?\s*$/.exec(item);
+    if (!m) continue;
+    const low = Number(m[1]);
+    const high = Math.min(m[2] === undefined ? low : Number(m[2]), 65535);
+    for (let p = low; p <= high; p++) (reserved ??= new Uint8Array(65536))[p] = 1;
+  }
+  return reserved;
 }
 
 /** Descriptors this process has open now, or null when unknown. */

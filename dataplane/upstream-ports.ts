@@ -31,35 +31,11 @@ export interface PortRange {
 /** Linux's default ip_local_port_range, for when /proc cannot be read. */
 export const DEFAULT_PORT_RANGE: PortRange = { low: 32768, high: 60999 };
 
-/**
- * Ports of the node's ip_local_reserved_ports (kept for services that bind them later: the kernel never picks them
- * for an unbound socket, but an explicit bind takes them), as a bitmap indexed by port; null when none or unknown.
- */
-export function readReservedPorts(text?: string): Uint8Array | null {
-  let t = text;
-  if (t === undefined) {
-    try {
-      t = readFileSync('/proc/sys/net/ipv4/ip_local_reserved_ports', 'latin1');
-    } catch {
-      return null;
-    }
-  }
-  let reserved: Uint8Array | null = null;
-  for (const item of t.split(',')) {
-    const m = /^\s*(\d+)(?:-(\d+))?\s*$/.exec(item);
-    if (!m) continue;
-    const low = Number(m[1]);
-    const high = Math.min(m[2] === undefined ? low : Number(m[2]), 65535);
-    for (let p = low; p <= high; p++) (reserved ??= new Uint8Array(65536))[p] = 1;
-  }
-  return reserved;
-}
-
 export class UpstreamPortPicker {
   /** [n, p1..pn], the layout the I/O layer takes; reused for every flow (one new flow at a time). */
   private readonly candidates = new Int32Array(1 + PORT_TRIES);
 
-  /** `reserved`: readReservedPorts() (never candidates). */
+  /** `reserved`: readReservedPorts() of dataplane/resources.ts (never candidates). */
   constructor(
     private readonly seed: Uint8Array,
     private readonly range: PortRange,

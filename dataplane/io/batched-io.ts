@@ -193,21 +193,14 @@ export class BatchedIo<L, U> implements DatagramIo<L, U> {
 
   openUpstream(listener: IoListener, server: SocketAddress, _clientAddress: string, _clientPort: number, owner: U, localPorts: Int32Array | null = null): IoUpstream | null {
     if (this.current < 0 || this.closed) return null;
-    const l = (listener as BatchedListener<L>).id;
-    if (localPorts === null) {
-      const id = this.addon.openUpstream(this.ctx, l, this.current, server.host, server.port);
-      return id < 0 ? null : this.addUpstream(id, owner);
-    }
-    const count = localPorts[0];
-    const id = this.addon.openUpstream(this.ctx, l, this.current, server.host, server.port, localPorts);
+    const count = localPorts === null ? 0 : localPorts[0];
+    const id = this.addon.openUpstream(this.ctx, (listener as BatchedListener<L>).id, this.current, server.host, server.port, localPorts ?? undefined);
     if (id < 0) return null;
-    // the index of the port taken; anything else (an addon that ignored the ports leaves the count): the kernel's
-    const taken = localPorts[0];
-    countPortChoice(this.ports, taken >= 0 && taken < count ? taken : -1);
-    return this.addUpstream(id, owner);
-  }
-
-  private addUpstream(id: number, owner: U): BatchedUpstream<U> {
+    if (localPorts !== null) {
+      // the index of the port taken; anything else (an addon that ignored the ports leaves the count): the kernel's
+      const taken = localPorts[0];
+      countPortChoice(this.ports, taken >= 0 && taken < count ? taken : -1);
+    }
     const up = new BatchedUpstream<U>(id, owner);
     this.sockets[id & SLOT_MASK] = up;
     return up;

@@ -14,9 +14,10 @@ import { join } from 'node:path';
 import { CidEncoder } from '../../lib/index.js';
 import { formatSocketAddress } from '../../lib/config/address.js';
 import { Dataplane } from '../../dataplane/dataplane.js';
+import { readReservedPorts } from '../../dataplane/resources.js';
 import { loadIoAddon } from '../../dataplane/io/addon.js';
 import { DgramIo } from '../../dataplane/io/dgram-io.js';
-import { createSeedFile, loadOrCreateSeed, PORT_TRIES, readReservedPorts, SEED_BYTES, UpstreamPortPicker } from '../../dataplane/upstream-ports.js';
+import { createSeedFile, loadOrCreateSeed, PORT_TRIES, SEED_BYTES, UpstreamPortPicker } from '../../dataplane/upstream-ports.js';
 import { freeUdpPort } from '../agent/fake-operator.js';
 import { Client, config, server, shortPacket, snapshot, TaggingBackend } from './helpers.js';
 
