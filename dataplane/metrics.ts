@@ -209,14 +209,16 @@ class Hub {
         e({ path, direction: 'to_server', reason: 'truncated' }, x.truncated);
       },
     );
-    counter(
+    /** A batched-path counter without labels, read from the I/O call counters (none on the node:dgram path). */
+    const ioCounter = (name: string, help: string, pick: (c: IoCallCounts) => number) =>
+      counter(name, help, [], (s, e) => {
+        const c = s.ioCalls?.();
+        if (c) e({}, pick(c));
+      });
+    ioCounter(
       'quiclb_io_batches_total',
       'Batched I/O path: batches handed to the router (one JS call each); received datagrams / batches is the mean batch size.',
-      [],
-      (s, e) => {
-        const c = s.ioCalls?.();
-        if (c) e({}, c.batches);
-      },
+      (c) => c.batches,
     );
     counter('quiclb_io_syscalls_total', 'Batched I/O path: recvmmsg and sendmmsg calls.', ['call'], (s, e) => {
       const c = s.ioCalls?.();
@@ -224,23 +226,13 @@ class Hub {
       e({ call: 'recvmmsg' }, c.recv);
       e({ call: 'sendmmsg' }, c.send);
     });
-    counter('quiclb_io_gso_messages_total', 'Batched I/O path: UDP GSO messages sent (each carries 2 or more datagrams to one destination).', [], (s, e) => {
-      const c = s.ioCalls?.();
-      if (c) e({}, c.gsoMessages);
-    });
-    counter(
+    ioCounter('quiclb_io_gso_messages_total', 'Batched I/O path: UDP GSO messages sent (each carries 2 or more datagrams to one destination).', (c) => c.gsoMessages);
+    ioCounter(
       'quiclb_io_gro_messages_total',
       'Batched I/O path: coalesced UDP GRO messages received (each split back into its datagrams, routed one by one).',
-      [],
-      (s, e) => {
-        const c = s.ioCalls?.();
-        if (c) e({}, c.groMessages);
-      },
+      (c) => c.groMessages,
     );
-    counter('quiclb_io_gro_datagrams_total', 'Batched I/O path: datagrams received inside coalesced UDP GRO messages.', [], (s, e) => {
-      const c = s.ioCalls?.();
-      if (c) e({}, c.groDatagrams);
-    });
+    ioCounter('quiclb_io_gro_datagrams_total', 'Batched I/O path: datagrams received inside coalesced UDP GRO messages.', (c) => c.groDatagrams);
     gauge(
       'quiclb_io_gro_info',
       'Batched I/O path: UDP GRO on receive (state: on; off, by QUICLB_IO_GRO=0; unavailable, the kernel refused UDP_GRO).',
@@ -261,14 +253,12 @@ class Hub {
       },
       'max',
     );
-    counter('quiclb_io_busy_poll_hits_total', 'Batched I/O path: busy polls that found datagrams (each a sleep and wake-up saved).', [], (s, e) => {
-      const c = s.ioCalls?.();
-      if (c) e({}, c.busyPollHits);
-    });
-    counter('quiclb_io_busy_poll_seconds_total', 'Batched I/O path: time spent busy-polling (waiting for datagrams; their routing and sending not included).', [], (s, e) => {
-      const c = s.ioCalls?.();
-      if (c) e({}, c.busyPollSeconds);
-    });
+    ioCounter('quiclb_io_busy_poll_hits_total', 'Batched I/O path: busy polls that found datagrams (each a sleep and wake-up saved).', (c) => c.busyPollHits);
+    ioCounter(
+      'quiclb_io_busy_poll_seconds_total',
+      'Batched I/O path: time spent busy-polling (waiting for datagrams; their routing and sending not included).',
+      (c) => c.busyPollSeconds,
+    );
     gauge('quiclb_config_version', 'Version of the snapshot in force.', [], (s, e) => e({}, s.router.version), 'max');
     gauge(
       'quiclb_routing_mode',
