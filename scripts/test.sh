@@ -63,6 +63,11 @@ else
   echo "== batched I/O addon not built (native/build/quiclb_io.node): the run above used node:dgram"
 fi
 
+# The journey's quic-go backend (test/journey/quicgo-backend): its QUIC-LB codec against the draft's vectors, and the
+# program the integration suite's journey runs (built once per source version, cached outside the repo).
+step "quic-go backend: go vet, go test (QUIC-LB codec vectors)" bash test/journey/quicgo-backend/build.sh --check
+step "quic-go backend built" bash test/journey/quicgo-backend/build.sh
+
 if [ -x test/cluster/ci-integration.sh ]; then
   echo "== integration tests against a real control plane"
   test/cluster/ci-integration.sh "$out/integration.json"

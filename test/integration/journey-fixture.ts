@@ -17,6 +17,8 @@ import { connect, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import * as k8s from '@kubernetes/client-node';
 import { dump } from 'js-yaml';
 import { repoRoot } from '../helpers/run-cli.js';
@@ -26,6 +28,8 @@ import { World, worldAvailable } from './journey-world.js';
 import { start, stop, type Proc } from './operator-fixture.js';
 import { freeTcpPort } from '../e2e/peers/dataplane.js';
 import { relayServer } from '../journey/lines.js';
+
+const execFileP = promisify(execFile);
 
 export const CHART = join(repoRoot, 'charts', 'quiclb');
 export const CRD_NAME = 'quicloadbalancers.quiclb.io';
@@ -38,6 +42,20 @@ export const POD_NETWORK = '10.244.0.0/16';
 export const ECMP = { ip: '10.244.255.1', port: LISTEN_PORT };
 /** Finalizer the backend pods carry so a scaled-down pod stays Terminating (kwok deletes at once) until its process drained. */
 export const DRAIN_FINALIZER = 'quiclb.io/journey-drain';
+/**
+ * The backend images the journey's kubelet knows, and the QUIC stack each runs (test/journey/pod-backend.ts). The
+ * journey's Deployment runs quic-go: its clients migrate and cross both data planes (ECMP), and quic-go recovers
+ * across such path changes where quiche 0.18 can stall (docs/backends.md item 9). The @matrixai/quic backend with the
+ * project's TypeScript generator runs in test/journey/world.test.ts and the e2e suites.
+ */
+export const BACKEND_IMAGES: Record<string, 'matrixai' | 'quic-go'> = { 'example.invalid/h3:1': 'matrixai', 'example.invalid/h3-quic-go:1': 'quic-go' };
+export const JOURNEY_BACKEND_IMAGE = 'example.invalid/h3-quic-go:1';
+
+/** Builds test/journey/quicgo-backend once per source version (cached outside the repo) and returns the program. */
+export async function quicGoBackend(): Promise<string> {
+  const { stdout } = await execFileP('bash', [join(repoRoot, 'test/journey/quicgo-backend/build.sh')], { timeout: 600_000, maxBuffer: 1 << 20 });
+  return stdout.trim();
+}
 
 export interface JourneyNode {
   name: string;
@@ -129,8 +147,9 @@ export class Journey {
     this.relay.listen(sock);
     await once(this.relay, 'listening');
     if (!worldAvailable()) throw new Error('the network world test/journey/agent.ts is missing');
+    const quicGo = await quicGoBackend();
     this.world = World.start();
-    await this.world.ok({ op: 'setup', podCidrRoutes: [POD_NETWORK], nodes: this.nodes.map((n) => ({ name: n.name, ip: n.ip })), configServerSocket: sock, relayPort: RELAY_PORT }, 60_000);
+    await this.world.ok({ op: 'setup', podCidrRoutes: [POD_NETWORK], nodes: this.nodes.map((n) => ({ name: n.name, ip: n.ip })), configServerSocket: sock, relayPort: RELAY_PORT, quicGoBackend: quicGo }, 60_000);
   }
 
   /** The chart's values for the journey: everything on the journey's nodes, the operator watching the app namespace, a short Lease. */
@@ -276,7 +295,7 @@ export class Journey {
               containers: [
                 {
                   name: 'h3',
-                  image: 'example.invalid/h3:1',
+                  image: JOURNEY_BACKEND_IMAGE,
                   ports: [{ name: 'quic', containerPort: BACKEND_PORT, protocol: 'UDP' }],
                   volumeMounts: [{ name: 'quiclb', mountPath: '/etc/quiclb', readOnly: true }],
                 },
@@ -314,7 +333,7 @@ export class Journey {
         backend: { serviceName: 'web', port: 443 },
         listen: { ports: [LISTEN_PORT] },
         nodeSelector: { [LABEL]: this.run },
-        // 20-octet CIDs (1 + 2 + 17): @matrixai/quic, the backends' QUIC stack, only takes CIDs of that length.
+        // 20-octet CIDs (1 + 2 + 17), the longest QUIC allows: what @matrixai/quic (the other backend image) needs.
         connectionIds: { serverIdLength: 2, nonceLength: 17, serverIdQuarantine: '1m' },
         rotation: { drainPeriod: '30s', quietPeriod: '3s' },
         healthCheck: { interval: '1s', timeout: '500ms' },
@@ -414,7 +433,10 @@ export class Journey {
       this.pending.delete(name);
       const ip = pod.status.podIP;
       this.backends.set(name, { vols, ip, terminating: false });
-      const r = await this.world!.ok({ op: 'backend', name, ip, port: BACKEND_PORT, dir });
+      const image = pod.spec?.containers[0]?.image ?? '';
+      const stack = Object.hasOwn(BACKEND_IMAGES, image) ? BACKEND_IMAGES[image] : undefined;
+      if (stack === undefined) throw new Error(`pod ${name}: the journey's kubelet cannot run image ${JSON.stringify(image)} (it knows ${Object.keys(BACKEND_IMAGES).join(', ')})`);
+      const r = await this.world!.ok({ op: 'backend', name, ip, port: BACKEND_PORT, dir, stack });
       this.generators.set(name, r.generator as { activeConfigId: number | null });
     }
   }

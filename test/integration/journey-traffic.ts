@@ -1,8 +1,8 @@
 /**
  * The journey's traffic during a step: for each target (each node's data plane, and the ECMP relay that moves a
  * client's datagrams between both, 8 at a time), one long-lived @matrixai/quic connection with requests spread over
- * the step, one that migrates (new local port and CID) halfway, and back-to-back ngtcp2 downloads, plain and
- * migrating (new local port and CID before the request: test/journey/clients.ts says why), until stop(). Every
+ * the step, and back-to-back ngtcp2 downloads, plain and migrating (new local port and CID before the request:
+ * test/journey/clients.ts says why), until stop(). Every
  * client's answer is kept; ok() says whether every transfer completed intact.
  */
 import type { ClientKind, ClientResult, World } from './journey-world.js';
@@ -47,8 +47,11 @@ export class Traffic {
       this.results.push({ ...r, kind, target: t.name, migrate: extra.migrate === true ? true : undefined, startedAt });
     };
     for (const t of this.targets) {
+      // The @matrixai/quic client (quiche 0.18) does not migrate here: with quic-go backends its migrations are not
+      // the load balancer's test but an interop problem between the two stacks (docs/backends.md item 9: 1 in 24
+      // migrations through two forwarders ended with quiche closing on PROTOCOL_VIOLATION, with no load balancer in
+      // the path). The migrating clients are the gtlsclients (ngtcp2-migrate), through every target.
       this.running.push(run('matrixai', t, `/${this.opts.size / 4}`, 6, { spreadMs: this.opts.spreadMs }));
-      this.running.push(run('matrixai', t, `/${this.opts.size / 4}`, 6, { spreadMs: this.opts.spreadMs, migrate: true }));
       this.running.push(
         (async () => {
           for (let i = 0; !this.stopped && Date.now() < deadline; i++) {

@@ -26,11 +26,12 @@
  *
  * Protocol (requests carry "id", answered with the same "id"; failures as {"id","error"}; events {"event",...}):
  *   {"op":"setup","podCidrRoutes":["10.244.0.0/16"],"nodes":[{"name":"n1","ip":"172.30.0.11"}],
- *    "configServerSocket":"/tmp/x.sock","relayPort":15000[,"clientIp":"100.64.0.1"][,"activeConnectionIdLimit":8]}
+ *    "configServerSocket":"/tmp/x.sock","relayPort":15000[,"clientIp":"100.64.0.1"][,"activeConnectionIdLimit":8]
+ *    [,"quicGoBackend":"/path/to/quicgo-backend" (quicgo-backend/build.sh's output, for "stack":"quic-go")]}
  *       -> {"ok":true,"clientIp"}  (activeConnectionIdLimit: quiche's, for backends and matrixai clients; backend.ts
  *       says why 8 and not quiche's default 2)
- *   {"op":"backend","name","ip","port","dir"} -> {"ok":true,"generator":{activeConfigId,serverId,cidLength,reason}}
- *       once listening; {"op":"stopBackend","name"} -> {"ok":true} (the pod IP goes too)
+ *   {"op":"backend","name","ip","port","dir"[,"stack":"matrixai"|"quic-go"]} -> {"ok":true,"stack",
+ *       "generator":{activeConfigId,serverId,cidLength,reason}} once listening (pod-backend.ts: the two stacks); {"op":"stopBackend","name"} -> {"ok":true} (the pod IP goes too)
  *   {"op":"dataplane","node","args":[...],"env":{...}} -> {"ok":true,"pid"}: `quiclb dataplane ARGS` (tsx cli/main.ts)
  *       with env = PATH, HOME, TMPDIR, LANG and the given env only (nothing else of the test's); log lines come as
  *       {"event":"dp","node","line"}, its end as {"event":"dpExit","node","exit"}
@@ -161,6 +162,7 @@ async function setup(req: Json): Promise<Json> {
   const relayPort = int(req, 'relayPort', 1, 65535);
   const clientIp = req.clientIp === undefined ? DEFAULT_CLIENT_IP : ipv4(req, 'clientIp');
   const activeConnectionIdLimit = int(req, 'activeConnectionIdLimit', 2, 16, 8);
+  const quicGoBackend = req.quicGoBackend === undefined ? undefined : str(req, 'quicGoBackend');
 
   pod = Worker.start('pod-network', 'test/journey/pod-worker.ts');
   for (const n of wanted) nodes.set(n.name, Worker.start(`node ${n.name}`, 'test/journey/node-worker.ts'));
@@ -169,7 +171,7 @@ async function setup(req: Json): Promise<Json> {
   const check = (answer: Json, what: string): void => {
     if (answer.error !== undefined) throw new Error(`${what}: ${String(answer.error)}`);
   };
-  check(await pod.request({ op: 'setup', clientIp, activeConnectionIdLimit, nodes: wanted.map((n, i) => ({ index: i, ip: n.ip, pid: pids[i] })) }), 'pod network setup');
+  check(await pod.request({ op: 'setup', clientIp, activeConnectionIdLimit, quicGoBackend, nodes: wanted.map((n, i) => ({ index: i, ip: n.ip, pid: pids[i] })) }), 'pod network setup');
   await Promise.all(
     wanted.map(async (n) => {
       check(await nodes.get(n.name)!.request({ op: 'setup', node: n.name, ip: n.ip, clientIp, podCidrRoutes, configServerSocket, relayPort }), `node ${n.name} setup`);

@@ -1,17 +1,20 @@
 /**
- * A backend pod of the journey: examples/example-quic-backend.ts's ExampleQuicBackend (the one backend: @matrixai/quic
- * 2.0.9 HTTP/3, its library workarounds, its per-connection record) bound at the pod's IP, minting its connection IDs
- * with ServerCidGenerator.fromKubernetes({dir}) (the files the operator delivers and the kubelet mounts, followed as
- * they change), serving `GET /<n>` with n bytes of deterministic content (h3.ts) and a `x-served-by: <name>` header.
- * This module adds the journey's audit: every datagram the socket receives, before the QUIC library sees it.
+ * A matrixai backend pod of the journey (pod-backend.ts): examples/example-quic-backend.ts's ExampleQuicBackend
+ * (@matrixai/quic 2.0.9 HTTP/3, its library workarounds, its per-connection record) bound at the pod's IP, minting its
+ * connection IDs with ServerCidGenerator.fromKubernetes({dir}) (the files the operator delivers and the kubelet mounts,
+ * followed as they change), serving `GET /<n>` with n bytes of deterministic content (h3.ts) and a
+ * `x-served-by: <name>` header. This module adds the journey's audit: every datagram the socket receives, before the
+ * QUIC library sees it.
  *
- * Audit rule ("foreign" datagrams: a DCID this backend did not issue):
+ * Audit rule ("foreign" datagrams: a DCID this backend did not issue), the same for every stack
+ * (quicgo-backend/audit.go is the Go copy):
  *   - short header (1-RTT): the first 20 bytes after the first octet must be a CID this instance issued;
  *   - long header, QUIC v1 Handshake: the DCID must be one this instance issued (after the Retry every client
  *     packet carries the Retry SCID, which this instance minted);
  *   - long header, QUIC v1 Initial and 0-RTT: the client's first flight, whose DCID the client chose (a random one,
- *     before the Retry): excepted, unless the DCID is one ANOTHER backend of this world issued (`issuedElsewhere`):
- *     a post-Retry Initial sent to the wrong backend;
+ *     before the Retry): excepted, unless the DCID is one ANOTHER backend of this world issued (a post-Retry Initial
+ *     sent to the wrong backend). This backend keeps those DCIDs (`unownedInitial`); the pod worker settles them
+ *     against the other backends at audit time (pod-backend.ts);
  *   - long header with another version (the data planes' Version Negotiation health probes): not connection
  *     traffic, counted as `probes`, never foreign;
  *   - a v1 Retry from a client (never valid) is foreign.
@@ -19,30 +22,11 @@
 import { ServerCidGenerator } from '../../lib/backend/generator.js';
 import { ExampleQuicBackend, QUIC_CID_LENGTH } from '../../examples/example-quic-backend.js';
 import { bodyOf, requestPath, responseHeaders, sizeOfPath } from './h3.js';
+import { MAX_EXAMPLES, MAX_UNOWNED_INITIAL, type BackendStats, type GeneratorInfo, type PodBackend } from './pod-backend.js';
 
 export { setActiveConnectionIdLimit } from '../../examples/example-quic-backend.js';
 
-export interface BackendAudit {
-  datagrams: number;
-  shortHeader: number;
-  /** Datagrams whose DCID this backend did not issue (module comment: the exact rule). */
-  foreignCids: number;
-  /** Up to 10 foreign DCIDs (hex), with the packet kind. */
-  examples: string[];
-  /** Long-header datagrams of another version (health probes). */
-  probes: number;
-  initial: number;
-  handshake: number;
-  connections: number;
-  requests: number;
-  responses: number;
-  /** CIDs this instance minted. */
-  issued: number;
-  /** Of those, how many were 0b111 (unroutable: no server ID or config yet). */
-  unroutableIssued: number;
-  connectionErrors: string[];
-  stopped: boolean;
-}
+export type { BackendAudit } from './pod-backend.js';
 
 export interface JourneyBackendOptions {
   name: string;
@@ -51,20 +35,19 @@ export interface JourneyBackendOptions {
   /** The kubelet-mounted directory holding configs.json and server-id. */
   dir: string;
   tls: { key: string; cert: string };
-  /** Whether another backend of this world issued a CID (hex). */
-  issuedElsewhere: (cidHex: string) => boolean;
   log: (line: string) => void;
   extraCids?: number;
   idleTimeoutMs?: number;
 }
 
-const MAX_EXAMPLES = 10;
-/** Client connections remembered for responsesFor() and dcidsUsedBy() per backend. */
+/** Client connections remembered for clients() per backend. */
 const MAX_CLIENTS = 100_000;
 
-export class JourneyBackend {
+export class JourneyBackend implements PodBackend {
+  readonly stack = 'matrixai';
   private backend: ExampleQuicBackend | null = null;
   private readonly audit = { datagrams: 0, shortHeader: 0, foreignCids: 0, examples: [] as string[], probes: 0, initial: 0, handshake: 0, stopped: false };
+  private readonly unownedInitial = new Map<string, number>();
   /** Client connection ID (hex) of the connection each issued CID belongs to, and the own DCIDs each client used. */
   private readonly cidOwner = new Map<string, string>();
   private readonly dcidsUsed = new Map<string, Set<string>>();
@@ -75,6 +58,14 @@ export class JourneyBackend {
 
   get name(): string {
     return this.options.name;
+  }
+
+  get host(): string {
+    return this.options.host;
+  }
+
+  get generator(): GeneratorInfo {
+    return this.generatorInfo();
   }
 
   static async start(options: JourneyBackendOptions): Promise<JourneyBackend> {
@@ -123,27 +114,36 @@ export class JourneyBackend {
     return this.backend!.generatorInfo();
   }
 
-  stats(): BackendAudit {
+  stats(): Promise<BackendStats> {
     const s = this.backend!.stats();
-    return {
+    const audit = {
       ...this.audit, examples: [...this.audit.examples], connections: s.connections, requests: s.requests, responses: s.responses, issued: s.issued,
       unroutableIssued: s.unroutableIssued, connectionErrors: [...s.connectionErrors],
     };
+    return Promise.resolve({ audit, unownedInitial: new Map(this.unownedInitial) });
   }
 
-  /** Responses this backend served on the connection whose client chose `clientCidHex` as its first SCID. */
-  responsesFor(clientCidHex: string): number {
-    return this.servedFor.get(clientCidHex) ?? 0;
+  issued(cids: string[]): Promise<Set<string>> {
+    return Promise.resolve(new Set(cids.filter((c) => this.issuedCid(c))));
   }
 
-  /** How many of this backend's CIDs the client connection `clientCidHex` sent to (2 or more: it migrated to a new CID). */
-  dcidsUsedBy(clientCidHex: string): number {
-    return this.dcidsUsed.get(clientCidHex)?.size ?? 0;
+  clients(clientCids: string[]): Promise<Map<string, { responses: number; dcids: number }>> {
+    const out = new Map<string, { responses: number; dcids: number }>();
+    for (const c of clientCids) {
+      const responses = this.servedFor.get(c) ?? 0;
+      const dcids = this.dcidsUsed.get(c)?.size ?? 0;
+      if (responses > 0 || dcids > 0) out.set(c, { responses, dcids });
+    }
+    return Promise.resolve(out);
   }
 
   async stop(): Promise<void> {
     this.audit.stopped = true;
     await this.backend?.stop();
+  }
+
+  dispose(): Promise<void> {
+    return Promise.resolve();
   }
 
   private foreign(kind: string, dcid: Buffer): void {
@@ -176,7 +176,7 @@ export class JourneyBackend {
     const type = (msg[0] >> 4) & 3;
     if (type === 0 || type === 1) {
       if (type === 0) a.initial++;
-      if (!this.issuedCid(hex) && this.options.issuedElsewhere(hex)) this.foreign(type === 0 ? 'initial' : '0rtt', dcid);
+      if (!this.issuedCid(hex) && (this.unownedInitial.size < MAX_UNOWNED_INITIAL || this.unownedInitial.has(hex))) this.unownedInitial.set(hex, (this.unownedInitial.get(hex) ?? 0) + 1);
     } else if (type === 2) {
       a.handshake++;
       if (!this.issuedCid(hex)) this.foreign('handshake', dcid);

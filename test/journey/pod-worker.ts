@@ -9,18 +9,23 @@ import { readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { isQuicLibraryError, selfSignedCert } from '../../examples/example-quic-backend.js';
 import { JourneyBackend, setActiveConnectionIdLimit } from './backend.js';
+import { MAX_EXAMPLES, type BackendAudit, type PodBackend } from './pod-backend.js';
+import { QuicGoBackend } from './quicgo-backend.js';
 import { runClient, type ClientRequest } from './clients.js';
 import { EcmpRelay, type Endpoint } from './ecmp.js';
 import { emit, int, ip, ipv4, serveLines, str, type Json } from './lines.js';
 
 const tls = selfSignedCert();
-const backends = new Map<string, JourneyBackend>();
+const backends = new Map<string, PodBackend>();
 /** Stopped backends keep their audit (a foreign CID seen before the stop still counts). */
-const stopped: JourneyBackend[] = [];
+const stopped: PodBackend[] = [];
 const relays = new Map<string, EcmpRelay>();
 /** Pod IPs added to lo, with how many backends use each. */
 const podIps = new Map<string, number>();
 let clientIp = '';
+/** The quic-go backend program (setup's "quicGoBackend"), when this world runs quic-go backends. */
+let quicGoBinary: string | null = null;
+let activeConnectionIdLimit = 8;
 
 const log = (line: string): void => emit({ event: 'log', source: 'pod-network', line });
 
@@ -37,7 +42,9 @@ async function addAddress(addr: string): Promise<void> {
 
 async function setup(req: Json): Promise<Json> {
   clientIp = ipv4(req, 'clientIp');
-  setActiveConnectionIdLimit(int(req, 'activeConnectionIdLimit', 2, 16, 8));
+  activeConnectionIdLimit = int(req, 'activeConnectionIdLimit', 2, 16, 8);
+  setActiveConnectionIdLimit(activeConnectionIdLimit);
+  if (req.quicGoBackend !== undefined) quicGoBinary = str(req, 'quicGoBackend');
   await ip('link', 'set', 'lo', 'up');
   await addAddress(clientIp);
   const nodes = req.nodes as { index: number; ip: string; pid: number }[];
@@ -51,31 +58,29 @@ async function setup(req: Json): Promise<Json> {
   return { ok: true };
 }
 
-function issuedElsewhere(self: () => JourneyBackend | undefined): (hex: string) => boolean {
-  return (hex) => [...backends.values(), ...stopped].some((b) => b !== self() && b.issuedCid(hex));
-}
-
 async function startBackend(req: Json): Promise<Json> {
   const name = str(req, 'name');
   if (backends.has(name)) throw new Error(`backend ${name} is already running`);
   const host = ipv4(req, 'ip');
   const port = int(req, 'port', 1, 65535);
   const dir = str(req, 'dir');
+  const stack = req.stack ?? 'matrixai';
+  if (stack !== 'matrixai' && stack !== 'quic-go') throw new Error(`"stack" must be "matrixai" or "quic-go", got ${JSON.stringify(stack)}`);
+  if (stack === 'quic-go' && quicGoBinary === null) throw new Error('a quic-go backend needs "quicGoBackend" (the program) in setup');
   await addAddress(host);
   podIps.set(host, (podIps.get(host) ?? 0) + 1);
-  let me: JourneyBackend | undefined;
+  let me: PodBackend;
+  const log = (line: string) => emit({ event: 'backend', name, line });
   try {
-    me = await JourneyBackend.start({
-      name, host, port, dir, tls,
-      issuedElsewhere: issuedElsewhere(() => me),
-      log: (line) => emit({ event: 'backend', name, line }),
-    });
+    me = stack === 'quic-go'
+      ? await QuicGoBackend.start({ binary: quicGoBinary!, name, host, port, dir, tls, log, activeConnectionIdLimit })
+      : await JourneyBackend.start({ name, host, port, dir, tls, log });
   } catch (e) {
     await releaseIp(host);
     throw e;
   }
   backends.set(name, me);
-  return { ok: true, generator: me.generatorInfo() };
+  return { ok: true, stack, generator: me.generator };
 }
 
 async function releaseIp(host: string): Promise<void> {
@@ -93,7 +98,7 @@ async function stopBackend(req: Json): Promise<Json> {
   backends.delete(name);
   await b.stop();
   stopped.push(b);
-  await releaseIp(b.options.host);
+  await releaseIp(b.host);
   return { ok: true };
 }
 
@@ -115,13 +120,13 @@ async function ecmp(req: Json): Promise<Json> {
   return { ok: true };
 }
 
-function servedBy(clientCids: string[]): { names: string[]; migrated: number } {
+async function servedBy(clientCids: string[]): Promise<{ names: string[]; migrated: number }> {
   const names = new Set<string>();
   let migrated = 0;
-  for (const cid of clientCids) {
-    for (const b of [...backends.values(), ...stopped]) {
-      if (b.responsesFor(cid) > 0) names.add(b.name);
-      if (b.dcidsUsedBy(cid) >= 2) migrated++;
+  for (const b of [...backends.values(), ...stopped]) {
+    for (const c of (await b.clients(clientCids)).values()) {
+      if (c.responses > 0) names.add(b.name);
+      if (c.dcids >= 2) migrated++;
     }
   }
   return { names: [...names], migrated };
@@ -142,7 +147,7 @@ async function client(req: Json): Promise<Json> {
     timeoutMs: int(req, 'timeoutMs', 1000, 900_000, 60_000),
   };
   const res = await runClient(r, clientIp);
-  const who = servedBy(res.clientCids);
+  const who = await servedBy(res.clientCids);
   // connections that used two or more of their backend's CIDs: migrated to a new CID (and path) and kept going
   return { ok: res.ok, bytes: res.bytes, intact: res.intact, servedBy: who.names, ms: res.ms, detail: { ...res.detail, clientCids: res.clientCids, migratedConnections: who.migrated } };
 }
@@ -163,14 +168,28 @@ async function datagram(req: Json): Promise<Json> {
   return { ok: true };
 }
 
-function audit(): Json {
-  const out: Json = {};
-  // a name used again (a backend stopped and started anew): the newest instance has the name, older ones "name~1", ...
-  for (const b of [...backends.values(), ...[...stopped].reverse()]) {
+/**
+ * Every backend's audit, with the Initials settled across backends: an Initial or 0-RTT DCID a backend did not issue
+ * is foreign when another backend (running or stopped) issued it (pod-backend.ts).
+ */
+async function audit(): Promise<Json> {
+  const all = [...backends.values(), ...[...stopped].reverse()];
+  const stats = await Promise.all(all.map((b) => b.stats()));
+  const candidates = [...new Set(stats.flatMap((s) => [...s.unownedInitial.keys()]))];
+  const issuedBy = await Promise.all(all.map((b) => b.issued(candidates)));
+  const out: Record<string, BackendAudit> = {};
+  all.forEach((b, i) => {
+    const a = stats[i].audit;
+    for (const [hex, n] of stats[i].unownedInitial) {
+      if (!issuedBy.some((set, j) => j !== i && set.has(hex))) continue;
+      a.foreignCids += n;
+      if (a.examples.length < MAX_EXAMPLES) a.examples.push(`initial:${hex}`);
+    }
+    // a name used again (a backend stopped and started anew): the newest instance has the name, older ones "name~1", ...
     let key = b.name;
-    for (let i = 1; key in out; i++) key = `${b.name}~${i}`;
-    out[key] = b.stats();
-  }
+    for (let k = 1; key in out; k++) key = `${b.name}~${k}`;
+    out[key] = a;
+  });
   const ecmpCounts: Json = {};
   for (const [k, r] of relays) ecmpCounts[k] = r.counts;
   return { backends: out, ecmp: ecmpCounts, udp: udpCounters() };
@@ -196,6 +215,7 @@ async function end(): Promise<void> {
   ending = true;
   for (const r of relays.values()) r.close();
   await Promise.race([Promise.all([...backends.values()].map((b) => b.stop())), new Promise((r) => setTimeout(r, 2000))]);
+  await Promise.race([Promise.all([...backends.values(), ...stopped].map((b) => b.dispose())), new Promise((r) => setTimeout(r, 3000))]);
   process.exit(0);
 }
 process.on('SIGTERM', () => void end());

@@ -11,7 +11,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import type { BackendAudit } from './backend.js';
+import type { BackendAudit } from './pod-backend.js';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -28,6 +28,8 @@ export interface SetupRequest {
   clientIp?: string;
   /** quiche's active_connection_id_limit for the backends and matrixai clients (default 8; backend.ts says why). */
   activeConnectionIdLimit?: number;
+  /** The quic-go backend program (test/journey/quicgo-backend/build.sh prints its path), for `stack: 'quic-go'`. */
+  quicGoBackend?: string;
 }
 
 export interface BackendRequest {
@@ -35,6 +37,8 @@ export interface BackendRequest {
   ip: string;
   port: number;
   dir: string;
+  /** The backend's QUIC stack (pod-backend.ts); default matrixai. */
+  stack?: 'matrixai' | 'quic-go';
 }
 
 export interface ClientRequest {
@@ -58,7 +62,7 @@ export interface ClientResult {
   detail: Record<string, unknown>;
 }
 
-export type { BackendAudit } from './backend.js';
+export type { BackendAudit } from './pod-backend.js';
 
 export interface Audit {
   backends: Record<string, BackendAudit>;

@@ -1,0 +1,172 @@
+/**
+ * A quic-go backend pod of the journey (pod-backend.ts): the program in test/journey/quicgo-backend (quic-go HTTP/3,
+ * its own QUIC-LB encoder reading the same kubelet-mounted configs.json and server-id as the TypeScript generator)
+ * as a child process of the pod worker, which inherits the worker's network namespace and dies with it. It talks
+ * JSON lines: requests on stdin, answers and events on stdout (quicgo-backend/README.md).
+ */
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { eachLine, spawnTied, type Json } from './lines.js';
+import type { BackendAudit, BackendStats, GeneratorInfo, PodBackend } from './pod-backend.js';
+
+export interface QuicGoBackendOptions {
+  /** The built program (quicgo-backend/build.sh prints its path). */
+  binary: string;
+  name: string;
+  host: string;
+  port: number;
+  /** The kubelet-mounted directory holding configs.json and server-id. */
+  dir: string;
+  tls: { key: string; cert: string };
+  log: (line: string) => void;
+  idleTimeoutMs?: number;
+  activeConnectionIdLimit?: number;
+}
+
+/** How long the program may take to listen (it waits up to 10 s for its files itself). */
+const START_TIMEOUT_MS = 20_000;
+const REQUEST_TIMEOUT_MS = 10_000;
+
+export class QuicGoBackend implements PodBackend {
+  readonly stack = 'quic-go';
+  private seq = 0;
+  private readonly pending = new Map<number, { resolve: (m: Json) => void; reject: (e: Error) => void }>();
+  private exitStatus: string | null = null;
+  private stderrTail: string[] = [];
+  generator: GeneratorInfo = { activeConfigId: null, serverId: null, cidLength: 0, reason: 'not started' };
+
+  private constructor(
+    private readonly child: ChildProcess,
+    private readonly options: QuicGoBackendOptions,
+    private readonly tlsDir: string,
+  ) {}
+
+  get name(): string {
+    return this.options.name;
+  }
+
+  get host(): string {
+    return this.options.host;
+  }
+
+  static async start(options: QuicGoBackendOptions): Promise<QuicGoBackend> {
+    const tlsDir = mkdtempSync(join(tmpdir(), 'quicgo-tls-'));
+    writeFileSync(join(tlsDir, 'key.pem'), options.tls.key, { mode: 0o600 });
+    writeFileSync(join(tlsDir, 'cert.pem'), options.tls.cert);
+    const args = [
+      '--name', options.name, '--listen', `${options.host}:${options.port}`, '--dir', options.dir,
+      '--cert', join(tlsDir, 'cert.pem'), '--key', join(tlsDir, 'key.pem'),
+      '--idle-timeout-ms', String(options.idleTimeoutMs ?? 120_000),
+      '--active-cid-limit', String(options.activeConnectionIdLimit ?? 8),
+      // a pod's socket like a production server's: bursts of client datagrams must not meet a ~208 KiB buffer (ecmp.ts)
+      '--recv-buffer', String(4 * 1024 * 1024),
+    ];
+    const child = spawnTied(options.binary, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const b = new QuicGoBackend(child, options, tlsDir);
+    const ready = new Promise<Json>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`quic-go backend ${options.name}: not listening after ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
+      b.onReady = (m) => {
+        clearTimeout(timer);
+        resolve(m);
+      };
+      b.onEarlyExit = (why) => {
+        clearTimeout(timer);
+        reject(new Error(`quic-go backend ${options.name} exited before listening (${why}): ${b.stderrTail.join(' | ')}`));
+      };
+    });
+    eachLine(child.stdout, (line) => b.line(line));
+    eachLine(child.stderr, (line) => {
+      b.stderrTail = [...b.stderrTail.slice(-9), line];
+      options.log(`stderr: ${line}`);
+    });
+    child.on('exit', (code, signal) => b.exited(signal ?? `exit ${code}`));
+    child.stdin!.on('error', () => {}); // a write after the child died: exited() answers the requests
+    try {
+      const m = await ready;
+      b.generator = m.generator as GeneratorInfo;
+    } catch (e) {
+      child.kill('SIGKILL');
+      rmSync(tlsDir, { recursive: true, force: true });
+      throw e;
+    }
+    return b;
+  }
+
+  private onReady: (m: Json) => void = () => {};
+  private onEarlyExit: (why: string) => void = () => {};
+
+  private line(line: string): void {
+    let m: Json;
+    try {
+      m = JSON.parse(line) as Json;
+    } catch {
+      return this.options.log(`unexpected output: ${line.slice(0, 200)}`);
+    }
+    if (typeof m.id === 'number' && this.pending.has(m.id)) {
+      const p = this.pending.get(m.id)!;
+      this.pending.delete(m.id);
+      if (typeof m.error === 'string') return p.reject(new Error(`quic-go backend ${this.name}: ${m.error}`));
+      return p.resolve(m);
+    }
+    if (m.event === 'ready') return this.onReady(m);
+    if (m.event === 'log' && typeof m.line === 'string') return this.options.log(m.line);
+  }
+
+  private exited(why: string): void {
+    this.exitStatus = why;
+    this.onEarlyExit(why);
+    for (const p of this.pending.values()) p.reject(new Error(`quic-go backend ${this.name} exited (${why})`));
+    this.pending.clear();
+    rmSync(this.tlsDir, { recursive: true, force: true });
+  }
+
+  private request(op: string, extra: Json = {}): Promise<Json> {
+    if (this.exitStatus !== null) return Promise.reject(new Error(`quic-go backend ${this.name} exited (${this.exitStatus})`));
+    const id = ++this.seq;
+    return new Promise<Json>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`quic-go backend ${this.name}: no answer to ${op} in ${REQUEST_TIMEOUT_MS} ms`));
+      }, REQUEST_TIMEOUT_MS);
+      this.pending.set(id, {
+        resolve: (m) => (clearTimeout(timer), resolve(m)),
+        reject: (e) => (clearTimeout(timer), reject(e)),
+      });
+      this.child.stdin!.write(JSON.stringify({ id, op, ...extra }) + '\n');
+    });
+  }
+
+  async stats(): Promise<BackendStats> {
+    const m = await this.request('stats');
+    const audit = m.audit as BackendAudit;
+    const unowned = (m.unownedInitial ?? {}) as Record<string, number>;
+    return { audit, unownedInitial: new Map(Object.entries(unowned)) };
+  }
+
+  async issued(cids: string[]): Promise<Set<string>> {
+    if (cids.length === 0) return new Set();
+    const m = await this.request('issued', { cids });
+    return new Set(m.issued as string[]);
+  }
+
+  async clients(clientCids: string[]): Promise<Map<string, { responses: number; dcids: number }>> {
+    if (clientCids.length === 0) return new Map();
+    const m = await this.request('clients', { cids: clientCids });
+    return new Map(Object.entries(m.clients as Record<string, { responses: number; dcids: number }>));
+  }
+
+  async stop(): Promise<void> {
+    await this.request('stop');
+  }
+
+  async dispose(): Promise<void> {
+    if (this.exitStatus !== null) return;
+    const gone = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    this.child.stdin!.end();
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 3000);
+    await gone;
+    clearTimeout(timer);
+  }
+}
