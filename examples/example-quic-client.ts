@@ -33,7 +33,7 @@ export interface H3Response {
 
 /** How long a migrated connection's old socket keeps receiving (late packets of the old path). */
 const OLD_PATH_LINGER_MS = 3000;
-/** Client CIDs issued before a migration (migrate() says why two). */
+/** Client CIDs issued before a migration (migrate() says why three). */
 const SPARE_CIDS_FOR_MIGRATION = 3;
 
 /** QPACK static table entries that are `:status` values (RFC 9204 Appendix A). */

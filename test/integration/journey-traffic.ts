@@ -47,10 +47,10 @@ export class Traffic {
       this.results.push({ ...r, kind, target: t.name, migrate: extra.migrate === true ? true : undefined, startedAt });
     };
     for (const t of this.targets) {
-      // The @matrixai/quic client (quiche 0.18) does not migrate here: with quic-go backends its migrations are not
-      // the load balancer's test but an interop problem between the two stacks (docs/backends.md item 9: 1 in 24
-      // migrations through two forwarders ended with quiche closing on PROTOCOL_VIOLATION, with no load balancer in
-      // the path). The migrating clients are the gtlsclients (ngtcp2-migrate), through every target.
+      // The @matrixai/quic client (quiche 0.18) does not migrate here: against quic-go backends a migration of it can
+      // fail without any load balancer in the path (docs/backends.md item 9: 1 of 24 through two plain forwarders
+      // ended with quiche closing on PROTOCOL_VIOLATION). The migrating clients are the gtlsclients (ngtcp2-migrate),
+      // through every target.
       this.running.push(run('matrixai', t, `/${this.opts.size / 4}`, 6, { spreadMs: this.opts.spreadMs }));
       this.running.push(
         (async () => {

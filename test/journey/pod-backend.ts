@@ -3,8 +3,8 @@
  *   - `matrixai`: backend.ts, @matrixai/quic 2.0.9 (quiche 0.18) in the worker's process, minting its CIDs with the
  *     project's ServerCidGenerator;
  *   - `quic-go`: quicgo-backend.ts, a child process running test/journey/quicgo-backend (quic-go, its own QUIC-LB
- *     encoder in Go), for clients that move between paths: quiche 0.18 never resends what it last sent on a path the
- *     connection left (docs/backends.md item 9), quic-go does.
+ *     encoder in Go), for clients that move between paths: quiche 0.18 does not always resend what it last sent on a
+ *     path the connection left, and the transfer can stall (docs/backends.md item 9); quic-go does.
  * Both audit every datagram their socket receives with the same rule (backend.ts's module comment). The one part of
  * the rule that needs the other backends (an Initial whose DCID another backend issued) is settled by the pod worker
  * at audit time: each backend reports the Initial and 0-RTT DCIDs it received but did not issue (`unownedInitial`),

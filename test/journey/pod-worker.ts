@@ -96,9 +96,12 @@ async function stopBackend(req: Json): Promise<Json> {
   const b = backends.get(name);
   if (!b) throw new Error(`no running backend ${name}`);
   backends.delete(name);
-  await b.stop();
   stopped.push(b);
-  await releaseIp(b.host);
+  try {
+    await b.stop();
+  } finally {
+    await releaseIp(b.host);
+  }
   return { ok: true };
 }
 
@@ -214,8 +217,8 @@ async function end(): Promise<void> {
   if (ending) return;
   ending = true;
   for (const r of relays.values()) r.close();
-  await Promise.race([Promise.all([...backends.values()].map((b) => b.stop())), new Promise((r) => setTimeout(r, 2000))]);
-  await Promise.race([Promise.all([...backends.values(), ...stopped].map((b) => b.dispose())), new Promise((r) => setTimeout(r, 3000))]);
+  await Promise.race([Promise.allSettled([...backends.values()].map((b) => b.stop())), new Promise((r) => setTimeout(r, 2000))]);
+  await Promise.race([Promise.allSettled([...backends.values(), ...stopped].map((b) => b.dispose())), new Promise((r) => setTimeout(r, 3000))]);
   process.exit(0);
 }
 process.on('SIGTERM', () => void end());

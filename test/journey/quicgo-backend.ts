@@ -28,6 +28,8 @@ export interface QuicGoBackendOptions {
 /** How long the program may take to listen (it waits up to 10 s for its files itself). */
 const START_TIMEOUT_MS = 20_000;
 const REQUEST_TIMEOUT_MS = 10_000;
+/** CIDs per `issued` or `clients` request: a request line stays far below the program's line limit. */
+const CIDS_PER_REQUEST = 2000;
 
 export class QuicGoBackend implements PodBackend {
   readonly stack = 'quic-go';
@@ -40,7 +42,6 @@ export class QuicGoBackend implements PodBackend {
   private constructor(
     private readonly child: ChildProcess,
     private readonly options: QuicGoBackendOptions,
-    private readonly tlsDir: string,
   ) {}
 
   get name(): string {
@@ -64,7 +65,7 @@ export class QuicGoBackend implements PodBackend {
       '--recv-buffer', String(4 * 1024 * 1024),
     ];
     const child = spawnTied(options.binary, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    const b = new QuicGoBackend(child, options, tlsDir);
+    const b = new QuicGoBackend(child, options);
     const ready = new Promise<Json>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`quic-go backend ${options.name}: not listening after ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
       b.onReady = (m) => {
@@ -81,15 +82,18 @@ export class QuicGoBackend implements PodBackend {
       b.stderrTail = [...b.stderrTail.slice(-9), line];
       options.log(`stderr: ${line}`);
     });
-    child.on('exit', (code, signal) => b.exited(signal ?? `exit ${code}`));
+    // 'close', not 'exit': stdout and stderr are read to their end first (the stderr tail of a failed start)
+    child.on('close', (code, signal) => b.exited(signal ?? `exit ${code}`));
     child.stdin!.on('error', () => {}); // a write after the child died: exited() answers the requests
     try {
       const m = await ready;
       b.generator = m.generator as GeneratorInfo;
     } catch (e) {
       child.kill('SIGKILL');
-      rmSync(tlsDir, { recursive: true, force: true });
       throw e;
+    } finally {
+      // the program loaded the key pair before it listened: the key need not stay on disk
+      rmSync(tlsDir, { recursive: true, force: true });
     }
     return b;
   }
@@ -110,6 +114,7 @@ export class QuicGoBackend implements PodBackend {
       if (typeof m.error === 'string') return p.reject(new Error(`quic-go backend ${this.name}: ${m.error}`));
       return p.resolve(m);
     }
+    if (m.id === null && typeof m.error === 'string') return this.options.log(`control error without a request id: ${m.error}`);
     if (m.event === 'ready') return this.onReady(m);
     if (m.event === 'log' && typeof m.line === 'string') return this.options.log(m.line);
   }
@@ -119,7 +124,6 @@ export class QuicGoBackend implements PodBackend {
     this.onEarlyExit(why);
     for (const p of this.pending.values()) p.reject(new Error(`quic-go backend ${this.name} exited (${why})`));
     this.pending.clear();
-    rmSync(this.tlsDir, { recursive: true, force: true });
   }
 
   private request(op: string, extra: Json = {}): Promise<Json> {
@@ -146,15 +150,21 @@ export class QuicGoBackend implements PodBackend {
   }
 
   async issued(cids: string[]): Promise<Set<string>> {
-    if (cids.length === 0) return new Set();
-    const m = await this.request('issued', { cids });
-    return new Set(m.issued as string[]);
+    const out = new Set<string>();
+    for (let i = 0; i < cids.length; i += CIDS_PER_REQUEST) {
+      const m = await this.request('issued', { cids: cids.slice(i, i + CIDS_PER_REQUEST) });
+      for (const c of m.issued as string[]) out.add(c);
+    }
+    return out;
   }
 
   async clients(clientCids: string[]): Promise<Map<string, { responses: number; dcids: number }>> {
-    if (clientCids.length === 0) return new Map();
-    const m = await this.request('clients', { cids: clientCids });
-    return new Map(Object.entries(m.clients as Record<string, { responses: number; dcids: number }>));
+    const out = new Map<string, { responses: number; dcids: number }>();
+    for (let i = 0; i < clientCids.length; i += CIDS_PER_REQUEST) {
+      const m = await this.request('clients', { cids: clientCids.slice(i, i + CIDS_PER_REQUEST) });
+      for (const [c, v] of Object.entries(m.clients as Record<string, { responses: number; dcids: number }>)) out.set(c, v);
+    }
+    return out;
   }
 
   async stop(): Promise<void> {
@@ -163,7 +173,7 @@ export class QuicGoBackend implements PodBackend {
 
   async dispose(): Promise<void> {
     if (this.exitStatus !== null) return;
-    const gone = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    const gone = new Promise<void>((resolve) => this.child.once('close', () => resolve()));
     this.child.stdin!.end();
     const timer = setTimeout(() => this.child.kill('SIGKILL'), 3000);
     await gone;
