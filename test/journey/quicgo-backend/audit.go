@@ -338,6 +338,7 @@ func (c *auditConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	return n, addr, err
 }
 
-// SetReadBuffer: the buffer is set from --recv-buffer before quic-go gets the socket; quic-go's own attempt to
-// raise it (to 7 MiB) is ignored so the flag is what counts.
-func (c *auditConn) SetReadBuffer(int) error { return nil }
+// SetReadBuffer, SetWriteBuffer and SyscallConn are the socket's own: quic-go v0.65.0 (sys_conn_buffers.go) raises
+// SO_RCVBUF and SO_SNDBUF to 7 MiB when they read below that, with SO_RCVBUFFORCE/SO_SNDBUFFORCE through SyscallConn
+// if SetReadBuffer/SetWriteBuffer fall short, so overriding SetReadBuffer alone would not stop it. main() sets
+// --recv-buffer again after Transport.Listen instead.

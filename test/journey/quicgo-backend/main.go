@@ -8,6 +8,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -35,8 +36,11 @@ const (
 	h3NoError     = 0x100
 	startupWait   = 10 * time.Second
 	reloadEvery   = 500 * time.Millisecond
-	maxLineBytes  = 1 << 20
+	maxLineBytes  = 16 << 20 // a request line (the harness sends at most 2000 CIDs per request, ~90 KB)
+	maxIDPrefix   = 64 << 10 // of an over-long line, the bytes searched for its "id"
 	maxLogBacklog = 10_000
+	maxLogQuote   = 200 // bytes of client input (method, path) quoted in a log line
+	maxCauseQuote = 300 // bytes of a connection's end cause (it holds the peer's reason phrase) in a log line
 )
 
 // ---- stdout: JSON lines through one writer goroutine ---------------------------------------------------------
@@ -136,6 +140,7 @@ type server struct {
 	out   *output
 	audit *Audit
 	gen   *Generator
+	udp   *net.UDPConn // the socket; quic-go's Transport.Close does not close a conn it was given
 	tr    *quic.Transport
 	ln    *quic.Listener
 	h3    *http3.Server
@@ -165,7 +170,7 @@ func (s *server) handle(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("x-served-by", s.name)
 	if n < 0 {
-		s.out.log(fmt.Sprintf("request %s %q: 404", r.Method, r.URL.Path))
+		s.out.log(fmt.Sprintf("request %q %q: 404", clip(r.Method, maxLogQuote), clip(r.URL.Path, maxLogQuote)))
 		w.WriteHeader(http.StatusNotFound)
 		s.audit.mu.Lock()
 		s.audit.responses++
@@ -186,6 +191,14 @@ func (s *server) handle(w http.ResponseWriter, r *http.Request) {
 	s.audit.mu.Lock()
 	s.audit.responses++
 	s.audit.mu.Unlock()
+}
+
+// clip: at most n bytes of client input for a log line, "..." marking a cut (%q escapes whatever it holds).
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
 
 // isError: what counts as a connection error for `connectionErrors`: anything but an idle timeout, a close with
@@ -214,6 +227,10 @@ func (s *server) connContext(ctx context.Context, info *quic.ClientInfo) (contex
 	context.AfterFunc(ctx, func() {
 		defer s.ended.Done()
 		cause := context.Cause(ctx)
+		why := "<nil>"
+		if cause != nil {
+			why = clip(cause.Error(), maxCauseQuote) // a CONNECTION_CLOSE's reason phrase is the peer's text
+		}
 		s.audit.mu.Lock()
 		client, cids, reqs, dcids, last := rec.clientCid, len(rec.cids), rec.requests, 0, rec.lastAddr
 		if rec.client != nil {
@@ -221,11 +238,11 @@ func (s *server) connContext(ctx context.Context, info *quic.ClientInfo) (contex
 		}
 		bad := isError(cause) && !s.audit.stopped
 		if bad && len(s.audit.connErrors) < maxConnErrors {
-			s.audit.connErrors = append(s.audit.connErrors, fmt.Sprintf("%s (%s): %v", client, rec.remote, cause))
+			s.audit.connErrors = append(s.audit.connErrors, fmt.Sprintf("%s (%s): %s", client, rec.remote, why))
 		}
 		s.audit.mu.Unlock()
-		s.out.log(fmt.Sprintf("conn %s from %s ended: %v (requests %d, our CIDs issued %d, used %d, last address %s)",
-			client, rec.remote, cause, reqs, cids, dcids, last))
+		s.out.log(fmt.Sprintf("conn %s from %s ended: %s (requests %d, our CIDs issued %d, used %d, last address %s)",
+			client, rec.remote, why, reqs, cids, dcids, last))
 	})
 	return ctx, nil
 }
@@ -257,7 +274,8 @@ func (s *server) acceptLoop() {
 	}
 }
 
-// stop closes the listener and every connection with H3_NO_ERROR (CONNECTION_CLOSE), then the transport.
+// stop closes the listener and every connection with H3_NO_ERROR (CONNECTION_CLOSE), then the transport, then the
+// UDP socket (quic-go closes only a conn it created itself), so the IP:port is free for a new backend at once.
 func (s *server) stop() {
 	s.stopOnce.Do(func() {
 		s.audit.mu.Lock()
@@ -282,7 +300,10 @@ func (s *server) stop() {
 			}
 		}
 		s.h3.Close()
-		s.tr.Close()
+		s.tr.Close() // returns once quic-go's read loop has returned
+		if err := s.udp.Close(); err != nil {
+			s.out.log("closing the socket: " + err.Error())
+		}
 		// let the connection-end callbacks log before stdout closes (bounded)
 		ended := make(chan struct{})
 		go func() { s.ended.Wait(); close(ended) }()
@@ -375,19 +396,51 @@ func (s *server) answer(line []byte) {
 		s.stop()
 		reply["ok"] = true
 	default:
-		reply["error"] = fmt.Sprintf("unknown op %q", req.Op)
+		reply["error"] = fmt.Sprintf("unknown op %q", clip(req.Op, maxLogQuote))
 	}
 	s.out.send(reply, false)
 }
 
-// readRequests: stdin lines until EOF (= stop, then exit). Over-long lines get an error answer.
+// idOfPrefix: the "id" of a request line from its first bytes, when it comes before any member that does not fit
+// in them (the harness writes "id" first); nil otherwise.
+func idOfPrefix(prefix []byte) json.RawMessage {
+	dec := json.NewDecoder(bytes.NewReader(prefix))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil
+	}
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil
+		}
+		if k == "id" {
+			// the member must be complete: what follows it (',' and a key, or '}') is in the prefix too
+			if _, err := dec.Token(); err != nil {
+				return nil
+			}
+			return v
+		}
+	}
+	return nil
+}
+
+// readRequests: stdin lines until EOF (= stop, then exit). Over-long lines get an error answer (with the line's id
+// when its first bytes hold it).
 func (s *server) readRequests() {
 	r := bufio.NewReaderSize(os.Stdin, 64*1024)
-	var buf []byte
+	var buf, head []byte
 	tooLong := false
 	for {
 		chunk, err := r.ReadSlice('\n')
-		if len(buf)+len(chunk) > maxLineBytes {
+		if !tooLong && len(buf)+len(chunk) > maxLineBytes {
+			head = append(head[:0], buf[:min(len(buf), maxIDPrefix)]...)
+			if len(head) < maxIDPrefix {
+				head = append(head, chunk[:min(len(chunk), maxIDPrefix-len(head))]...)
+			}
 			tooLong, buf = true, buf[:0]
 		} else if !tooLong {
 			buf = append(buf, chunk...)
@@ -398,7 +451,11 @@ func (s *server) readRequests() {
 		if len(buf) > 0 || tooLong {
 			line := buf
 			if tooLong {
-				s.out.send(map[string]any{"id": nil, "error": fmt.Sprintf("request line longer than %d bytes", maxLineBytes)}, false)
+				var id any
+				if raw := idOfPrefix(head); raw != nil {
+					id = raw
+				}
+				s.out.send(map[string]any{"id": id, "error": fmt.Sprintf("request line longer than %d bytes", maxLineBytes)}, false)
 			} else if len(trimSpace(line)) > 0 {
 				s.answer(line)
 			}
@@ -431,7 +488,21 @@ func fail(code int, format string, args ...any) {
 	os.Exit(code)
 }
 
-// setRecvBuffer: SO_RCVBUF, then SO_RCVBUFFORCE (root) when the kernel capped it; fine if both are capped.
+// recvBuffer: SO_RCVBUF as the kernel reports it (on Linux twice the size asked for); -1 if it cannot be read.
+func recvBuffer(c *net.UDPConn) int {
+	got := -1
+	if rc, err := c.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) {
+			if n, err := syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF); err == nil {
+				got = n
+			}
+		})
+	}
+	return got
+}
+
+// setRecvBuffer: SO_RCVBUF, then SO_RCVBUFFORCE (root) when the kernel capped it; fine if both are capped. Also
+// lowers a larger buffer to n. Returns what the kernel reports.
 func setRecvBuffer(c *net.UDPConn, n int) int {
 	_ = c.SetReadBuffer(n)
 	got := 0
@@ -454,7 +525,7 @@ func main() {
 	certFile := flag.String("cert", "", "TLS certificate (PEM)")
 	keyFile := flag.String("key", "", "TLS key (PEM)")
 	idleMs := flag.Int("idle-timeout-ms", 120000, "QUIC max idle timeout, ms")
-	cidLimit := flag.Int("active-cid-limit", 8, "ignored: quic-go v0.65.0 has no knob (it issues min(peer limit, 6) CIDs)")
+	cidLimit := flag.Int("active-cid-limit", 8, "ignored: quic-go v0.65.0 has no knob (it keeps min(peer limit, 6) CIDs active)")
 	recvBuf := flag.Int("recv-buffer", 4194304, "socket receive buffer, bytes")
 	flag.CommandLine.SetOutput(os.Stderr)
 	flag.Parse()
@@ -513,7 +584,7 @@ func main() {
 	got := setRecvBuffer(udp, *recvBuf)
 	fmt.Fprintf(os.Stderr, "quicgo-backend %s: SO_RCVBUF %d (asked %d)\n", *name, got, *recvBuf)
 
-	s := &server{name: *name, out: out, audit: audit, gen: gen, conns: make(map[*quic.Conn]struct{})}
+	s := &server{name: *name, out: out, audit: audit, gen: gen, udp: udp, conns: make(map[*quic.Conn]struct{})}
 	s.tr = &quic.Transport{
 		Conn:                  newAuditConn(udp, audit),
 		ConnectionIDGenerator: gen,
@@ -532,6 +603,13 @@ func main() {
 	if err != nil {
 		out.close()
 		fail(2, "quic listen: %v", err)
+	}
+	// Listen set the socket up (quic-go's wrapConn, sys_conn_buffers.go): when SO_RCVBUF read below 7 MiB it asked
+	// for 7 MiB with SetReadBuffer and, if that fell short, with SO_RCVBUFFORCE through SyscallConn (which works as
+	// root), whatever we had set. Set --recv-buffer again so the flag is what counts. (SO_SNDBUF is left to quic-go.)
+	if now := recvBuffer(udp); now != got {
+		got = setRecvBuffer(udp, *recvBuf)
+		fmt.Fprintf(os.Stderr, "quicgo-backend %s: quic-go set SO_RCVBUF to %d; set back to %d\n", *name, now, got)
 	}
 	mux := http.HandlerFunc(s.handle)
 	s.h3 = &http3.Server{Handler: mux}

@@ -230,22 +230,35 @@ func TestGeneratorFollowsFiles(t *testing.T) {
 		seen[string(nonce)] = true
 	}
 	// rotation: config 2 becomes active
+	c2 := &Config{ConfigID: 2, ServerIDLen: 2, NonceLen: 17, Key: key2}
+	nonce2 := func(step string) []byte { // the next CID: config 2's, for server 0a0b; its nonce
+		t.Helper()
+		cid, _ := g.GenerateConnectionID()
+		b := cid.Bytes()
+		if len(b) != 20 || b[0]>>5 != 2 {
+			t.Fatalf("%s: cid %x is not config 2's", step, b)
+		}
+		sid, nonce, err := DecodeCID(c2, b)
+		if err != nil || hex.EncodeToString(sid) != "0a0b" {
+			t.Fatalf("%s: cid %x: sid %x, %v", step, b, sid, err)
+		}
+		return nonce
+	}
 	writeKubelet(t, dir, stateFile(entry(1, 17, key1, "draining"), entry(2, 17, key2, "active")), "0a0b")
 	g.Reload(false)
-	cid, _ := g.GenerateConnectionID()
-	if cid.Bytes()[0]>>5 != 2 {
-		t.Fatalf("after rotation: %x", cid.Bytes())
-	}
-	// invalid file: last good content stays
+	last := nonce2("after rotation")
+	// invalid file: last good content stays (the same encoder: its counter goes on)
 	writeKubelet(t, dir, "{not json", "0a0b")
 	g.Reload(false)
-	if cid, _ := g.GenerateConnectionID(); cid.Bytes()[0]>>5 != 2 {
-		t.Fatalf("after invalid file: %x", cid.Bytes())
+	if n := nonce2("after invalid file"); !bytes.Equal(n, incr(last)) {
+		t.Fatalf("after invalid file: nonce %x does not follow %x", n, last)
+	} else {
+		last = n
 	}
-	// a config of another CID length: 0b111 CIDs of the fixed length
-	writeKubelet(t, dir, stateFile(entry(3, 8, key1, "active")), "0a0b")
+	// a config of another CID length (config 2 stays live, accepting): 0b111 CIDs of the fixed length
+	writeKubelet(t, dir, stateFile(entry(2, 17, key2, "accepting"), entry(3, 8, key1, "active")), "0a0b")
 	g.Reload(false)
-	cid, _ = g.GenerateConnectionID()
+	cid, _ := g.GenerateConnectionID()
 	if b := cid.Bytes(); len(b) != 20 || b[0] != 0xe0|19 {
 		t.Fatalf("other length: %x", b)
 	}
@@ -258,11 +271,12 @@ func TestGeneratorFollowsFiles(t *testing.T) {
 	if cid, _ := g.GenerateConnectionID(); cid.Bytes()[0]>>5 != 7 {
 		t.Fatalf("empty server id: %x", cid.Bytes())
 	}
-	// back: config 2's counter continues (no repeated nonce)
+	// back: config 2's encoder was kept through both pauses (the config stayed in the file), so its counter
+	// continues where it stopped: no nonce repeats under key2 (a new encoder would start at a random nonce)
 	writeKubelet(t, dir, stateFile(entry(2, 17, key2, "active")), "0a0b")
 	g.Reload(false)
-	if cid, _ := g.GenerateConnectionID(); cid.Bytes()[0]>>5 != 2 {
-		t.Fatalf("restored: %x", cid.Bytes())
+	if n := nonce2("restored"); !bytes.Equal(n, incr(last)) {
+		t.Fatalf("restored: nonce %x does not follow config 2's last nonce %x", n, last)
 	}
 	for _, l := range logs {
 		if strings.Contains(l, base64.StdEncoding.EncodeToString(key1)) || strings.Contains(l, hex.EncodeToString(key1)) {
