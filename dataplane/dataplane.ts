@@ -160,7 +160,7 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
 
   /** Send and receive errors by direction and reason. */
   ioErrors(): IoErrorCounts {
-    return this.io?.errors() ?? { toServer: { refused: 0, full: 0, other: 0 }, toClient: { refused: 0, full: 0, other: 0 }, truncated: 0, receive: 0 };
+    return this.io?.errors() ?? { toServer: { refused: 0, full: 0, other: 0 }, toClient: { refused: 0, full: 0, other: 0 }, truncated: 0, receive: 0, stray: 0 };
   }
 
   get lbName(): string {

@@ -194,7 +194,7 @@ class Hub {
     );
     counter(
       'quiclb_io_errors_total',
-      'Datagrams the I/O layer could not send or receive, by direction and reason (refused: ECONNREFUSED, an ICMP error; full: socket buffer full; truncated: did not fit a receive slot).',
+      'Datagrams the I/O layer could not send or receive, by direction and reason (refused: ECONNREFUSED, an ICMP error; full: socket buffer full; truncated: did not fit a receive slot; stray: received by an upstream socket but not from its server, e.g. sent to a stable upstream port before its connect()).',
       ['path', 'direction', 'reason'],
       (s, e) => {
         if (!s.ioPath || !s.ioErrors) return;
@@ -207,6 +207,7 @@ class Hub {
         }
         e({ path, direction: 'to_client', reason: 'receive' }, x.receive);
         e({ path, direction: 'to_server', reason: 'truncated' }, x.truncated);
+        e({ path, direction: 'to_client', reason: 'stray' }, x.stray);
       },
     );
     /** A batched-path counter without labels, read from the I/O call counters (none on the node:dgram path). */

@@ -102,6 +102,7 @@ enum {
   CNT_ENTRIES_FULL,      /* JS calls made before the wake-up's end because the entry table was full */
   CNT_BUSY_POLL_HITS,    /* busy polls that found datagrams (each saved a sleep, an epoll round and a wake-up) */
   CNT_BUSY_POLL_NS,      /* nanoseconds spent busy-polling (from a wake-up's last datagram to giving up) */
+  CNT_RX_STRAY,          /* datagrams an upstream socket received before its connect() (not from its server): dropped */
   CNT_COUNT
 };
 
@@ -1041,10 +1042,11 @@ static napi_value open_upstream(napi_env env, napi_callback_info info) {
   if (local_ports && local_ports[0] >= 0) {
     /* bound before connect(): a datagram from anyone that reached the port in between is still queued (connect()
      * only filters later ones) and would be relayed to the client as the server's reply. Nothing was sent from this
-     * socket yet, so nothing queued is an answer to it. */
+     * socket yet, so nothing queued is an answer to it: each one is dropped and counted (CNT_RX_STRAY). Read to
+     * EAGAIN: the queue is finite (connect() admits only the server from now on, and it has been sent nothing), at
+     * most a receive buffer's worth. */
     char scrap[1];
-    for (int i = 0; i < 64 && recv(fd, scrap, sizeof scrap, MSG_DONTWAIT | MSG_TRUNC) >= 0; i++) {
-    }
+    while (recv(fd, scrap, sizeof scrap, MSG_DONTWAIT | MSG_TRUNC) >= 0) c->counters[CNT_RX_STRAY]++;
   }
   int id = add_socket(c, fd, lid);
   if (id < 0) { close(fd); napi_create_int32(env, id, &result); return result; }

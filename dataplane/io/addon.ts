@@ -69,6 +69,7 @@ export const CNT = {
   entriesFull: 19,
   busyPollHits: 20,
   busyPollNs: 21,
+  rxStray: 22,
 } as const;
 
 export interface LoadedAddon {

@@ -245,6 +245,7 @@ export class BatchedIo<L, U> implements DatagramIo<L, U> {
       toClient: { refused: c[CNT.txClientRefused], full: c[CNT.txClientFull], other: c[CNT.txClientOther] + c[CNT.txClosed] },
       truncated: c[CNT.rxTruncated],
       receive: c[CNT.rxOther],
+      stray: c[CNT.rxStray],
     };
   }
 

@@ -59,7 +59,7 @@ function code(e: Error): string {
 
 export class DgramIo<L, U> implements DatagramIo<L, U> {
   readonly path = 'dgram' as const;
-  private readonly counts: IoErrorCounts = { toServer: { refused: 0, full: 0, other: 0 }, toClient: { refused: 0, full: 0, other: 0 }, truncated: 0, receive: 0 };
+  private readonly counts: IoErrorCounts = { toServer: { refused: 0, full: 0, other: 0 }, toClient: { refused: 0, full: 0, other: 0 }, truncated: 0, receive: 0, stray: 0 };
   private readonly ports: PortChoiceCounts = { hashed: 0, probed: 0, kernel: 0 };
   private sampleLeft: number;
   /**
@@ -163,11 +163,14 @@ export class DgramIo<L, U> implements DatagramIo<L, U> {
     const socket = up.socket;
     const owner = up.owner;
     // node:dgram binds before it connects: a datagram from anyone that reached the port in between stays queued in
-    // the kernel and would be relayed to the client as the server's. Only the server's are replies.
+    // the kernel and would be relayed to the client as the server's. Only the server's are replies; the others are
+    // dropped and counted as stray (after the connect the kernel lets only the server's through).
     // A link-local server's zone: node reports the interface name (fe80::1%eth0), a config may give its index.
     const host = withoutZone(a.host);
     socket.on('message', (m: Buffer, rinfo: RemoteInfo) => {
-      if (!up.closed && rinfo.port === a.port && (rinfo.address === a.host || withoutZone(rinfo.address) === host)) this.sink.onReply(owner, m, 0, m.length);
+      if (up.closed) return;
+      if (rinfo.port === a.port && (rinfo.address === a.host || withoutZone(rinfo.address) === host)) this.sink.onReply(owner, m, 0, m.length);
+      else this.counts.stray++;
     });
     // before the connect completed: the socket is unusable (the caller closes it; the next datagram opens another)
     socket.on('error', (e) => this.countError('to_server', e, up, !up.ready));
@@ -217,7 +220,7 @@ export class DgramIo<L, U> implements DatagramIo<L, U> {
   }
 
   errors(): IoErrorCounts {
-    return { toServer: { ...this.counts.toServer }, toClient: { ...this.counts.toClient }, truncated: 0, receive: this.counts.receive };
+    return { toServer: { ...this.counts.toServer }, toClient: { ...this.counts.toClient }, truncated: 0, receive: this.counts.receive, stray: this.counts.stray };
   }
 
   portChoices(): PortChoiceCounts {

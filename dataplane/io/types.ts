@@ -27,6 +27,12 @@ export interface IoErrorCounts {
   truncated: number;
   /** Receive errors other than ICMP reports. */
   receive: number;
+  /**
+   * Datagrams an upstream socket received that were not from its server, dropped: sent to its port after the bind
+   * and before the connect() of stable upstream ports (a connected socket's kernel filters other senders), or on
+   * the dgram path any datagram whose source is not the server's address and port.
+   */
+  stray: number;
 }
 
 /** Upstream sockets by how their local port was chosen: the first candidate, a later one, the kernel (all in use). */

@@ -5,21 +5,24 @@
  */
 import { afterAll, afterEach, describe, expect, it } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Registry } from 'prom-client';
 import { CidEncoder } from '../../lib/index.js';
 import { formatSocketAddress } from '../../lib/config/address.js';
 import { Dataplane } from '../../dataplane/dataplane.js';
 import { readReservedPorts } from '../../dataplane/resources.js';
 import { loadIoAddon } from '../../dataplane/io/addon.js';
 import { DgramIo } from '../../dataplane/io/dgram-io.js';
+import type { IoErrorCounts, IoPath } from '../../dataplane/io/types.js';
+import { attachMetrics, type MetricsSource } from '../../dataplane/metrics.js';
 import { createSeedFile, loadOrCreateSeed, PORT_TRIES, SEED_BYTES, UpstreamPortPicker } from '../../dataplane/upstream-ports.js';
 import { freeUdpPort } from '../agent/fake-operator.js';
-import { Client, config, server, shortPacket, snapshot, TaggingBackend } from './helpers.js';
+import { Client, config, server, shortPacket, snapshot, TaggingBackend, waitFor } from './helpers.js';
 
 /**
  * Stable ports of these tests come from a range outside the kernel's ephemeral one: other suites running beside
@@ -261,8 +264,22 @@ describe('node:dgram path: an upstream closed while its candidates are being bou
   });
 });
 
+/** The stray series of quiclb_io_errors_total for these counts. */
+async function strayMetric(path: IoPath, errors: IoErrorCounts): Promise<string | undefined> {
+  const registry = new Registry();
+  attachMetrics(registry, { lbName: 't', ioPath: path, ioErrors: () => errors } as unknown as MetricsSource);
+  const text = await registry.getSingleMetricAsString('quiclb_io_errors_total');
+  return text.split('\n').find((l) => l.includes('reason="stray"'));
+}
+
+/** Sends `n` datagrams to 127.0.0.1:port from another process, run to its end while this one waits. */
+function sendFromAnotherProcess(port: number, n: number, payload: string): void {
+  const code = `const s = require('node:dgram').createSocket('udp4'); let k = ${n}; for (let i = 0; i < ${n}; i++) s.send('${payload}', ${port}, '127.0.0.1', () => { if (--k === 0) s.close(); });`;
+  execFileSync(process.execPath, ['-e', code], { timeout: 10_000 });
+}
+
 describe('node:dgram path: a datagram that reached a bound candidate port before its connect()', () => {
-  it('is not relayed to the client as the server\'s reply; the server\'s replies are', async () => {
+  it('is not relayed to the client as the server\'s reply but counted as stray; the server\'s replies are relayed', async () => {
     const replies: string[] = [];
     const io = new DgramIo<null, null>({ onClient: () => {}, onReply: (_o, b, off, len) => replies.push(b.toString('latin1', off, off + len)), onError: () => {} });
     const listener = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 0 }, null);
@@ -271,15 +288,13 @@ describe('node:dgram path: a datagram that reached a bound candidate port before
     echo.bind(0, '127.0.0.1');
     await once(echo, 'listening');
     const server = { host: '127.0.0.1', port: echo.address().port, family: 4 as const };
+    const STRAYS = 3;
     try {
       const port = await freeUdpPort();
       const up = io.openUpstream(listener, server, '127.0.0.1', 1, null, Int32Array.of(1, port))!;
       // Bound, not yet connected (node:dgram connects a few ticks after the bind): another process, run to its end
-      // while this one waits, sends to the port now; the kernel keeps that datagram queued past the connect().
-      (up as unknown as { socket: Socket }).socket.once('listening', () => {
-        const code = `const s = require('node:dgram').createSocket('udp4'); s.send('stray', ${port}, '127.0.0.1', () => s.close());`;
-        execFileSync(process.execPath, ['-e', code], { timeout: 10_000 });
-      });
+      // while this one waits, sends to the port now; the kernel keeps those datagrams queued past the connect().
+      (up as unknown as { socket: Socket }).socket.once('listening', () => sendFromAnotherProcess(port, STRAYS, 'stray'));
       const deadline = Date.now() + 5000;
       while (!replies.includes('pong') && Date.now() < deadline) {
         io.sendToServer(up, Buffer.from('ping'), 0, 4);
@@ -289,10 +304,131 @@ describe('node:dgram path: a datagram that reached a bound candidate port before
       expect(io.portChoices().hashed).toBe(1); // the candidate port was the one taken
       expect(replies.length).toBeGreaterThan(0);
       expect(new Set(replies)).toEqual(new Set(['pong']));
+      expect(io.errors().stray).toBe(STRAYS);
+      expect(await strayMetric('dgram', io.errors())).toBe(`quiclb_io_errors_total{lb="t",path="dgram",direction="to_client",reason="stray"} ${STRAYS}`);
+
+      // Connected now: the kernel delivers only the server's datagrams to this socket, so a third party's never
+      // reach node:dgram (nothing to relay, nothing to count: on this path a stray can only arrive before connect()).
+      const before = replies.length;
+      sendFromAnotherProcess(port, 2, 'late');
+      io.sendToServer(up, Buffer.from('ping'), 0, 4);
+      expect(await waitFor(() => replies.length > before)).toBe(true);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(new Set(replies)).toEqual(new Set(['pong']));
+      expect(io.errors().stray).toBe(STRAYS);
       io.closeUpstream(up);
     } finally {
       echo.close();
       await io.closeListener(listener);
     }
   });
+});
+
+/**
+ * The batched path binds and connects in one call of the addon, so no other process can be scheduled in between:
+ * an LD_PRELOAD shim's connect() sends the strays (from a socket of its own, to the port the upstream socket is
+ * bound to) just before the real connect(). The shim acts only on a datagram socket bound to STRAY_PORT.
+ */
+const SHIM = String.raw`
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+int connect(int fd, const struct sockaddr *addr, socklen_t len) {
+  static int (*real)(int, const struct sockaddr *, socklen_t);
+  if (!real) real = (int (*)(int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "connect");
+  const char *port = getenv("STRAY_PORT"), *count = getenv("STRAY_COUNT");
+  struct sockaddr_in me;
+  socklen_t ml = sizeof me;
+  int type = 0;
+  socklen_t tl = sizeof type;
+  if (port && count && getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_DGRAM &&
+      getsockname(fd, (struct sockaddr *)&me, &ml) == 0 && me.sin_family == AF_INET && ntohs(me.sin_port) == atoi(port)) {
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in to;
+    memset(&to, 0, sizeof to);
+    to.sin_family = AF_INET;
+    to.sin_port = me.sin_port;
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (int i = 0; i < atoi(count); i++) sendto(s, "stray", 5, 0, (struct sockaddr *)&to, sizeof to);
+    close(s);
+  }
+  return real(fd, addr, len);
+}
+`;
+
+/** The child: a BatchedIo relaying one client's pings to an echo server from candidate port STRAY_PORT. */
+const BATCHED_CHILD = `
+  const { createSocket } = await import('node:dgram');
+  const { once } = await import('node:events');
+  const { execFileSync } = await import('node:child_process');
+  const { loadIoAddon } = await import(process.env.ROOT + '/dataplane/io/addon.ts');
+  const { BatchedIo } = await import(process.env.ROOT + '/dataplane/io/batched-io.ts');
+  const port = Number(process.env.STRAY_PORT);
+  const replies = [];
+  let up = null;
+  const io = new BatchedIo(loadIoAddon().addon, {
+    onClient: (_owner, b, off, len) => {
+      up ??= io.openUpstream(l, server, '', 0, 'U', Int32Array.of(1, port));
+      io.sendToServer(up, b, off, len);
+    },
+    onReply: (_u, b, off, len) => replies.push(b.toString('latin1', off, off + len)),
+    onError: () => {},
+  }, null, { slots: 16 });
+  const echo = createSocket('udp4');
+  echo.on('message', (_m, r) => echo.send('pong', r.port, r.address));
+  echo.bind(0, '127.0.0.1');
+  await once(echo, 'listening');
+  const server = { host: '127.0.0.1', port: echo.address().port, family: 4 };
+  const l = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 0 }, 'L');
+  const client = createSocket('udp4');
+  client.bind(0, '127.0.0.1');
+  await once(client, 'listening');
+  const wait = async (f) => { for (const end = Date.now() + 5000; !f() && Date.now() < end; ) { client.send('ping', l.bound.port, '127.0.0.1'); await new Promise((r) => setTimeout(r, 20)); } };
+  await wait(() => replies.includes('pong'));
+  await new Promise((r) => setTimeout(r, 50));
+  const first = { replies: [...new Set(replies)], errors: io.errors(), choices: io.portChoices() };
+  // connected: a third party's datagrams to the port never reach the socket
+  const code = "const s = require('node:dgram').createSocket('udp4'); let k = 2; for (let i = 0; i < 2; i++) s.send('late', " + port + ", '127.0.0.1', () => { if (--k === 0) s.close(); });";
+  execFileSync(process.execPath, ['-e', code], { env: { ...process.env, LD_PRELOAD: '' } });
+  const n = replies.length;
+  await wait(() => replies.length > n);
+  await new Promise((r) => setTimeout(r, 50));
+  console.log(JSON.stringify({ first, later: { replies: [...new Set(replies)], stray: io.errors().stray } }));
+  io.close();
+  process.exit(0);
+`;
+
+const describeAddon = loadIoAddon().addon !== null ? describe : describe.skip;
+
+describeAddon('batched path: datagrams that reached a bound candidate port before its connect()', () => {
+  it('are drained before the socket is used, counted as stray, never relayed; the server\'s replies are', async () => {
+    const shim = join(tmp, 'stray-shim.so');
+    const cc = spawnSync(process.env.CC ?? 'cc', ['-O1', '-Wall', '-shared', '-fPIC', '-o', shim, '-x', 'c', '-', '-ldl'], { input: SHIM, encoding: 'utf8', timeout: 60_000 });
+    expect({ status: cc.status, stderr: cc.stderr }).toEqual({ status: 0, stderr: '' });
+    const port = await freeUdpPort();
+    const STRAYS = 100; // more than an earlier drain bound of 64: every queued stray is dropped, none relayed
+    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', BATCHED_CHILD], {
+      env: { ...process.env, ROOT: process.cwd(), LD_PRELOAD: shim, STRAY_PORT: String(port), STRAY_COUNT: String(STRAYS), NODE_OPTIONS: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 25_000);
+    const [code] = (await once(child, 'exit')) as [number | null];
+    clearTimeout(timer);
+    expect({ code, err }).toEqual({ code: 0, err: '' });
+    const r = JSON.parse(out.trim().split('\n').pop()!) as { first: { replies: string[]; errors: IoErrorCounts; choices: unknown }; later: { replies: string[]; stray: number } };
+    expect(r.first.choices).toEqual({ hashed: 1, probed: 0, kernel: 0 }); // bound to the candidate, so the shim sent
+    expect(r.first.replies).toEqual(['pong']);
+    expect(r.first.errors.stray).toBe(STRAYS);
+    expect(await strayMetric('batched', r.first.errors)).toBe(`quiclb_io_errors_total{lb="t",path="batched",direction="to_client",reason="stray"} ${STRAYS}`);
+    // a third party's datagrams after the connect(): filtered by the kernel, neither relayed nor counted
+    expect(r.later).toEqual({ replies: ['pong'], stray: STRAYS });
+  }, 40_000);
 });
