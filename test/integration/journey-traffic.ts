@@ -49,8 +49,8 @@ export class Traffic {
     for (const t of this.targets) {
       // The @matrixai/quic client (quiche 0.18) does not migrate here: against quic-go backends a migration of it can
       // fail without any load balancer in the path (docs/backends.md item 9: 1 of 24 through two plain forwarders
-      // ended with quiche closing on PROTOCOL_VIOLATION). The migrating clients are the gtlsclients (ngtcp2-migrate),
-      // through every target.
+      // ended with quiche closing on PROTOCOL_VIOLATION, quiche 0.18 mishandling a repeated RETIRE_CONNECTION_ID from
+      // quic-go). The migrating clients are the gtlsclients (ngtcp2-migrate), through every target.
       this.running.push(run('matrixai', t, `/${this.opts.size / 4}`, 6, { spreadMs: this.opts.spreadMs }));
       this.running.push(
         (async () => {
