@@ -22,22 +22,14 @@
 import { ServerCidGenerator } from '../../lib/backend/generator.js';
 import { ExampleQuicBackend, QUIC_CID_LENGTH } from '../../examples/example-quic-backend.js';
 import { bodyOf, requestPath, responseHeaders, sizeOfPath } from './h3.js';
-import { MAX_EXAMPLES, MAX_UNOWNED_INITIAL, type BackendStats, type GeneratorInfo, type PodBackend } from './pod-backend.js';
+import { MAX_EXAMPLES, MAX_UNOWNED_INITIAL, type BackendStats, type GeneratorInfo, type PodBackend, type PodBackendOptions } from './pod-backend.js';
 
 export { setActiveConnectionIdLimit } from '../../examples/example-quic-backend.js';
 
 export type { BackendAudit } from './pod-backend.js';
 
-export interface JourneyBackendOptions {
-  name: string;
-  host: string;
-  port: number;
-  /** The kubelet-mounted directory holding configs.json and server-id. */
-  dir: string;
-  tls: { key: string; cert: string };
-  log: (line: string) => void;
+export interface JourneyBackendOptions extends PodBackendOptions {
   extraCids?: number;
-  idleTimeoutMs?: number;
 }
 
 /** Client connections remembered for clients() per backend. */

@@ -49,6 +49,20 @@ export interface GeneratorInfo {
   reason: string | null;
 }
 
+/** What every backend is started with. */
+export interface PodBackendOptions {
+  name: string;
+  /** The pod IP to listen on. */
+  host: string;
+  port: number;
+  /** The kubelet-mounted directory holding configs.json and server-id. */
+  dir: string;
+  tls: { key: string; cert: string };
+  log: (line: string) => void;
+  /** QUIC max_idle_timeout (default 120 s: a client spacing its requests out sets the effective one). */
+  idleTimeoutMs?: number;
+}
+
 export interface PodBackend {
   readonly name: string;
   /** The pod IP it listens on. */

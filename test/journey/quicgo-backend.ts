@@ -9,19 +9,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { eachLine, spawnTied, type Json } from './lines.js';
-import type { BackendAudit, BackendStats, GeneratorInfo, PodBackend } from './pod-backend.js';
+import type { BackendAudit, BackendStats, GeneratorInfo, PodBackend, PodBackendOptions } from './pod-backend.js';
 
-export interface QuicGoBackendOptions {
+export interface QuicGoBackendOptions extends PodBackendOptions {
   /** The built program (quicgo-backend/build.sh prints its path). */
   binary: string;
-  name: string;
-  host: string;
-  port: number;
-  /** The kubelet-mounted directory holding configs.json and server-id. */
-  dir: string;
-  tls: { key: string; cert: string };
-  log: (line: string) => void;
-  idleTimeoutMs?: number;
   activeConnectionIdLimit?: number;
 }
 
