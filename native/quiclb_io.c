@@ -102,7 +102,7 @@ enum {
   CNT_ENTRIES_FULL,      /* JS calls made before the wake-up's end because the entry table was full */
   CNT_BUSY_POLL_HITS,    /* busy polls that found datagrams (each saved a sleep, an epoll round and a wake-up) */
   CNT_BUSY_POLL_NS,      /* nanoseconds spent busy-polling (from a wake-up's last datagram to giving up) */
-  CNT_RX_STRAY,          /* datagrams an upstream socket received before its connect() (not from its server): dropped */
+  CNT_RX_STRAY,          /* datagrams from another sender than its server queued on an upstream socket before its connect(): dropped */
   CNT_COUNT
 };
 
@@ -972,6 +972,23 @@ static napi_value open_listener(napi_env env, napi_callback_info info) {
  * listener. localPorts (Int32Array [n, p1..pn], n <= 8): local ports to try in order before the kernel's choice (a
  * port in use is skipped); on return localPorts[0] is the index of the port taken, or -1 for the kernel's choice.
  */
+/* Datagrams open_upstream drains at most (see there). */
+#define DRAIN_MAX 65536
+
+/* Whether a and b are the same IPv4 or IPv6 address and port (scope and flow label aside). */
+static int same_endpoint(const struct sockaddr_storage *a, const struct sockaddr_storage *b) {
+  if (a->ss_family != b->ss_family) return 0;
+  if (a->ss_family == AF_INET) {
+    const struct sockaddr_in *x = (const struct sockaddr_in *)a, *y = (const struct sockaddr_in *)b;
+    return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+  }
+  if (a->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a, *y = (const struct sockaddr_in6 *)b;
+    return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
+  }
+  return 0;
+}
+
 static napi_value open_upstream(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
@@ -1040,13 +1057,20 @@ static napi_value open_upstream(napi_env env, napi_callback_info info) {
   else if (fd >= 0 && c->gro) setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one); /* a server sending with GSO: coalesced replies */
   if (err) { napi_create_int32(env, -err, &result); return result; }
   if (local_ports && local_ports[0] >= 0) {
-    /* bound before connect(): a datagram from anyone that reached the port in between is still queued (connect()
-     * only filters later ones) and would be relayed to the client as the server's reply. Nothing was sent from this
-     * socket yet, so nothing queued is an answer to it: each one is dropped and counted (CNT_RX_STRAY). Read to
-     * EAGAIN: the queue is finite (connect() admits only the server from now on, and it has been sent nothing), at
-     * most a receive buffer's worth. */
+    /* Bound before connect(): a datagram from anyone that reached the port in between is still queued (connect()
+     * only filters later ones), and the receive path would relay it to the client as the server's reply. Empty the
+     * queue: a datagram from another sender is dropped and counted (CNT_RX_STRAY); one from the server itself (a
+     * backend still sending to this port for the flow a restarted data plane had here, the case stable ports are
+     * for) is dropped too, uncounted: there is no client to relay it to yet, and QUIC resends it. After connect()
+     * only the server can add to the queue, so DRAIN_MAX (far more than a receive buffer holds) bounds the loop
+     * against a server that keeps sending. */
     char scrap[1];
-    while (recv(fd, scrap, sizeof scrap, MSG_DONTWAIT | MSG_TRUNC) >= 0) c->counters[CNT_RX_STRAY]++;
+    struct sockaddr_storage from;
+    for (int i = 0; i < DRAIN_MAX; i++) {
+      socklen_t fl = sizeof from;
+      if (recvfrom(fd, scrap, sizeof scrap, MSG_DONTWAIT | MSG_TRUNC, (struct sockaddr *)&from, &fl) < 0) break;
+      if (!same_endpoint(&from, &ss)) c->counters[CNT_RX_STRAY]++;
+    }
   }
   int id = add_socket(c, fd, lid);
   if (id < 0) { close(fd); napi_create_int32(env, id, &result); return result; }

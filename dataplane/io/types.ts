@@ -29,8 +29,8 @@ export interface IoErrorCounts {
   receive: number;
   /**
    * Datagrams an upstream socket received that were not from its server, dropped: sent to its port after the bind
-   * and before the connect() of stable upstream ports (a connected socket's kernel filters other senders), or on
-   * the dgram path any datagram whose source is not the server's address and port.
+   * and before the connect() of stable upstream ports (a connected socket's kernel filters other senders later).
+   * The server's own datagrams queued in that window are not counted (docs/dataplane-agent.md).
    */
   stray: number;
 }
