@@ -252,8 +252,8 @@ export class ExampleQuicClient {
     // server spends them before the new path: quic-go moves its own sends to a fresh CID of ours as soon as it has
     // one, and validates with another every other address the old path showed it (behind two load balancer nodes a
     // flow reaches the backend from two addresses). A server without a spare CID never validates the new path, keeps
-    // sending to the old one and the connection dies with it (measured: 1 of 3 migrations through an ECMP pair, 3 of 3
-    // straight to quic-go, with one CID).
+    // sending to the old one and the connection dies with it (with one CID: 3 of 3 migrations straight to quic-go
+    // stalled, a small sample; docs/backends.md item 9).
     for (let i = 0; i < SPARE_CIDS_FOR_MIGRATION; i++) {
       const cid = randomBytes(QUIC_CID_LENGTH);
       this.native.newSourceCid(cid, BigInt('0x' + randomBytes(16).toString('hex')), true);

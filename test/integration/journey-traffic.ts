@@ -16,7 +16,6 @@ export interface Target {
 export interface Transfer extends ClientResult {
   kind: ClientKind;
   target: string;
-  migrate?: boolean;
   /** ms after the traffic started */
   startedAt: number;
 }
@@ -44,7 +43,7 @@ export class Traffic {
     const run = async (kind: ClientKind, t: Target, path: string, count: number, extra: Record<string, unknown>) => {
       const startedAt = Date.now() - this.t0;
       const r = await this.world.client(kind, t.host, t.port, path, count, { timeoutMs: this.opts.maxMs + 30_000, ...extra }, this.opts.maxMs + 40_000);
-      this.results.push({ ...r, kind, target: t.name, migrate: extra.migrate === true ? true : undefined, startedAt });
+      this.results.push({ ...r, kind, target: t.name, startedAt });
     };
     for (const t of this.targets) {
       // The @matrixai/quic client (quiche 0.18) does not migrate here: against quic-go backends a migration of it can
@@ -103,7 +102,7 @@ export class Traffic {
   }
 
   static failures(results: Transfer[]): string[] {
-    return results.filter((r) => !(r.ok && r.intact && r.error === undefined)).map((r) => `${r.kind}${r.migrate ? '+migrate' : ''} via ${r.target} at ${r.startedAt}-${r.startedAt + (r.ms ?? 0)} ms: ok=${r.ok} intact=${r.intact} bytes=${r.bytes} ${r.error ?? ''} ${JSON.stringify(r.detail ?? '')}`);
+    return results.filter((r) => !(r.ok && r.intact && r.error === undefined)).map((r) => `${r.kind} via ${r.target} at ${r.startedAt}-${r.startedAt + (r.ms ?? 0)} ms: ok=${r.ok} intact=${r.intact} bytes=${r.bytes} ${r.error ?? ''} ${JSON.stringify(r.detail ?? '')}`);
   }
 
   /**
@@ -113,14 +112,14 @@ export class Traffic {
   static unmigrated(results: Transfer[]): string[] {
     const migrated = (r: Transfer) => (r.detail as { migratedConnections?: unknown } | undefined)?.migratedConnections;
     return results
-      .filter((r) => r.ok && (r.kind === 'ngtcp2-migrate' || r.migrate === true) && migrated(r) !== 1)
-      .map((r) => `${r.kind}${r.migrate ? '+migrate' : ''} via ${r.target} at ${r.startedAt} ms: migrated connections ${String(migrated(r))}`);
+      .filter((r) => r.ok && r.kind === 'ngtcp2-migrate' && migrated(r) !== 1)
+      .map((r) => `${r.kind} via ${r.target} at ${r.startedAt} ms: migrated connections ${String(migrated(r))}`);
   }
 
   /** "12 transfers (ngtcp2 4, ...), 38.2 MB, served by 5 backends" */
   static summary(results: Transfer[]): string {
     const kinds = new Map<string, number>();
-    for (const r of results) kinds.set(`${r.kind}${r.migrate ? '+migrate' : ''}`, (kinds.get(`${r.kind}${r.migrate ? '+migrate' : ''}`) ?? 0) + 1);
+    for (const r of results) kinds.set(r.kind, (kinds.get(r.kind) ?? 0) + 1);
     const bytes = results.reduce((s, r) => s + (r.bytes ?? 0), 0);
     const served = new Set(results.flatMap((r) => r.servedBy ?? []));
     return `${results.length} transfers (${[...kinds].map(([k, n]) => `${k} ${n}`).join(', ')}), ${(bytes / 1e6).toFixed(1)} MB, served by ${served.size} backends`;

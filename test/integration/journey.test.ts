@@ -64,7 +64,7 @@ import { json } from './operator-fixture.js';
       ...j.nodes.map((n) => ({ name: n.name, host: n.ip, port: LISTEN_PORT })),
       { name: 'ecmp', host: ECMP.ip, port: ECMP.port },
     ];
-  }, 420_000); // a cold build of the quic-go backend takes minutes (scripts/test.sh builds it before the suites)
+  }, 240_000); // includes a cold build of the quic-go backend (21 s here; scripts/test.sh builds it before the suites)
 
   afterAll(async () => {
     await j.tearDown();

@@ -26,8 +26,6 @@ import { MAX_EXAMPLES, MAX_UNOWNED_INITIAL, type BackendStats, type GeneratorInf
 
 export { setActiveConnectionIdLimit } from '../../examples/example-quic-backend.js';
 
-export type { BackendAudit } from './pod-backend.js';
-
 export interface JourneyBackendOptions extends PodBackendOptions {
   extraCids?: number;
 }

@@ -68,7 +68,7 @@ export interface PodBackend {
   /** The pod IP it listens on. */
   readonly host: string;
   readonly stack: BackendStack;
-  /** The generator's state when the backend started listening. */
+  /** What the generator mints (matrixai: now; quic-go: when it started listening). */
   readonly generator: GeneratorInfo;
   stats(): Promise<BackendStats>;
   /** Which of these CIDs (hex) this backend issued (answers after stop() too). */

@@ -25,7 +25,6 @@ const podIps = new Map<string, number>();
 let clientIp = '';
 /** The quic-go backend program (setup's "quicGoBackend"), when this world runs quic-go backends. */
 let quicGoBinary: string | null = null;
-let activeConnectionIdLimit = 8;
 
 const log = (line: string): void => emit({ event: 'log', source: 'pod-network', line });
 
@@ -42,8 +41,7 @@ async function addAddress(addr: string): Promise<void> {
 
 async function setup(req: Json): Promise<Json> {
   clientIp = ipv4(req, 'clientIp');
-  activeConnectionIdLimit = int(req, 'activeConnectionIdLimit', 2, 16, 8);
-  setActiveConnectionIdLimit(activeConnectionIdLimit);
+  setActiveConnectionIdLimit(int(req, 'activeConnectionIdLimit', 2, 16, 8));
   if (req.quicGoBackend !== undefined) quicGoBinary = str(req, 'quicGoBackend');
   await ip('link', 'set', 'lo', 'up');
   await addAddress(clientIp);
@@ -73,7 +71,7 @@ async function startBackend(req: Json): Promise<Json> {
   const log = (line: string) => emit({ event: 'backend', name, line });
   try {
     me = stack === 'quic-go'
-      ? await QuicGoBackend.start({ binary: quicGoBinary!, name, host, port, dir, tls, log, activeConnectionIdLimit })
+      ? await QuicGoBackend.start({ binary: quicGoBinary!, name, host, port, dir, tls, log })
       : await JourneyBackend.start({ name, host, port, dir, tls, log });
   } catch (e) {
     await releaseIp(host);

@@ -14,7 +14,6 @@ import type { BackendAudit, BackendStats, GeneratorInfo, PodBackend, PodBackendO
 export interface QuicGoBackendOptions extends PodBackendOptions {
   /** The built program (quicgo-backend/build.sh prints its path). */
   binary: string;
-  activeConnectionIdLimit?: number;
 }
 
 /** How long the program may take to listen (it waits up to 10 s for its files itself). */
@@ -29,7 +28,8 @@ export class QuicGoBackend implements PodBackend {
   private readonly pending = new Map<number, { resolve: (m: Json) => void; reject: (e: Error) => void }>();
   private exitStatus: string | null = null;
   private stderrTail: string[] = [];
-  generator: GeneratorInfo = { activeConfigId: null, serverId: null, cidLength: 0, reason: 'not started' };
+  /** Set from the program's `ready` line, before start() returns. */
+  generator!: GeneratorInfo;
 
   private constructor(
     private readonly child: ChildProcess,
@@ -52,7 +52,6 @@ export class QuicGoBackend implements PodBackend {
       '--name', options.name, '--listen', `${options.host}:${options.port}`, '--dir', options.dir,
       '--cert', join(tlsDir, 'cert.pem'), '--key', join(tlsDir, 'key.pem'),
       '--idle-timeout-ms', String(options.idleTimeoutMs ?? 120_000),
-      '--active-cid-limit', String(options.activeConnectionIdLimit ?? 8),
       // a pod's socket like a production server's: bursts of client datagrams must not meet a ~208 KiB buffer (ecmp.ts)
       '--recv-buffer', String(4 * 1024 * 1024),
     ];

@@ -11,7 +11,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import type { BackendAudit } from './pod-backend.js';
+import type { BackendAudit, BackendStack } from './pod-backend.js';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -38,7 +38,7 @@ export interface BackendRequest {
   port: number;
   dir: string;
   /** The backend's QUIC stack (pod-backend.ts); default matrixai. */
-  stack?: 'matrixai' | 'quic-go';
+  stack?: BackendStack;
 }
 
 export interface ClientRequest {
