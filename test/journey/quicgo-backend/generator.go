@@ -317,37 +317,31 @@ func NewGenerator(dir string, log func(string)) *Generator {
 func (g *Generator) Reload(quiet bool) {
 	g.mu.Lock()
 	before := g.infoLocked()
-	changed := false
-	if b, err := readSmall(g.configsPath, maxStateBytes); err != nil {
-		if !g.configsSeen || g.configsRaw == nil || !bytes.Equal(g.configsRaw, []byte("\x00unreadable")) {
-			g.log(fmt.Sprintf("generator: %s: cannot read: %v (keeping the last good content)", g.configsPath, err))
-		}
-		g.configsRaw, g.configsSeen = []byte("\x00unreadable"), true
-	} else if !g.configsSeen || !sameRaw(b, g.configsRaw) {
-		g.configsRaw, g.configsSeen, changed = b, true, true
+	configsChanged := g.followFile(g.configsPath, maxStateBytes, &g.configsRaw, &g.configsSeen, func(b []byte) error {
 		if b == nil {
 			g.configsState = missing
-		} else if live, err := parseRotationState(b); err != nil {
-			g.log(fmt.Sprintf("generator: %s: %v (keeping the last good content)", g.configsPath, err))
-		} else {
-			g.configsState, g.live = good, live
+			return nil
 		}
-	}
-	if b, err := readSmall(g.sidPath, maxServerIDFileBytes); err != nil {
-		if !g.sidSeen || !bytes.Equal(g.sidRaw, []byte("\x00unreadable")) {
-			g.log(fmt.Sprintf("generator: %s: cannot read: %v (keeping the last good content)", g.sidPath, err))
+		live, err := parseRotationState(b)
+		if err != nil {
+			return err
 		}
-		g.sidRaw, g.sidSeen = []byte("\x00unreadable"), true
-	} else if !g.sidSeen || !sameRaw(b, g.sidRaw) {
-		g.sidRaw, g.sidSeen, changed = b, true, true
+		g.configsState, g.live = good, live
+		return nil
+	})
+	sidChanged := g.followFile(g.sidPath, maxServerIDFileBytes, &g.sidRaw, &g.sidSeen, func(b []byte) error {
 		if b == nil {
 			g.sidState = missing
-		} else if sid, err := parseServerIDText(b); err != nil {
-			g.log(fmt.Sprintf("generator: %s: %v (keeping the last good content)", g.sidPath, err))
-		} else {
-			g.sidState, g.sid = good, sid
+			return nil
 		}
-	}
+		sid, err := parseServerIDText(b)
+		if err != nil {
+			return err
+		}
+		g.sidState, g.sid = good, sid
+		return nil
+	})
+	changed := configsChanged || sidChanged
 	if changed {
 		g.applyLocked()
 	}
@@ -359,6 +353,31 @@ func (g *Generator) Reload(quiet bool) {
 }
 
 func sameRaw(a, b []byte) bool { return (a == nil) == (b == nil) && bytes.Equal(a, b) }
+
+// unreadable stands in *raw for a file that could not be read (so the problem is logged once, not every reload).
+var unreadable = []byte("\x00unreadable")
+
+// followFile re-reads one of the two files into *raw and reports whether its content changed. A read error keeps
+// the last good content (logged once); changed content goes to use (nil: the file is missing), and content use
+// refuses is logged and leaves the last good state in force.
+func (g *Generator) followFile(path string, limit int64, raw *[]byte, seen *bool, use func(b []byte) error) bool {
+	b, err := readSmall(path, limit)
+	if err != nil {
+		if !*seen || !bytes.Equal(*raw, unreadable) {
+			g.log(fmt.Sprintf("generator: %s: cannot read: %v (keeping the last good content)", path, err))
+		}
+		*raw, *seen = unreadable, true
+		return false
+	}
+	if *seen && sameRaw(b, *raw) {
+		return false
+	}
+	*raw, *seen = b, true
+	if err := use(b); err != nil {
+		g.log(fmt.Sprintf("generator: %s: %v (keeping the last good content)", path, err))
+	}
+	return true
+}
 
 func (g *Generator) sourceReason() string {
 	switch {

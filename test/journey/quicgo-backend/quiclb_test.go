@@ -109,25 +109,27 @@ func checkVectors(t *testing.T, vs []vector) map[string]int {
 	return modes
 }
 
-func TestDraftVectors(t *testing.T) {
-	vs, _ := loadVectors(t, "vectors-draft.json")
-	modes := checkVectors(t, vs)
+// requireEveryMode fails the test unless vectors of every cipher mode were checked.
+func requireEveryMode(t *testing.T, modes map[string]int) {
+	t.Helper()
 	for _, m := range []string{modePlaintext, modeSinglePass, modeFourPass} {
 		if modes[m] == 0 {
 			t.Errorf("no %s vector checked", m)
 		}
 	}
+}
+
+func TestDraftVectors(t *testing.T) {
+	vs, _ := loadVectors(t, "vectors-draft.json")
+	modes := checkVectors(t, vs)
+	requireEveryMode(t, modes)
 	t.Logf("draft vectors checked per mode: %v", modes)
 }
 
 func TestOracleVectors(t *testing.T) {
 	vs, cases := loadVectors(t, "vectors-oracle.json")
 	modes := checkVectors(t, vs)
-	for _, m := range []string{modePlaintext, modeSinglePass, modeFourPass} {
-		if modes[m] == 0 {
-			t.Errorf("no %s vector checked", m)
-		}
-	}
+	requireEveryMode(t, modes)
 	// load-balancer decode cases: the server ID a decoder extracts, or none
 	for _, dc := range cases {
 		cid := unhex(t, dc.CID)
