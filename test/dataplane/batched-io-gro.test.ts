@@ -6,9 +6,9 @@
  * compiler can build the sender.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
-import { spawn } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
+import { runNode } from '../helpers/run-cli.js';
 import { CidEncoder } from '../../lib/index.js';
 import { IO_FLAGS, loadIoAddon, type AddonContext } from '../../dataplane/io/addon.js';
 import { BatchedIo, type BatchedOptions } from '../../dataplane/io/batched-io.js';
@@ -298,19 +298,9 @@ describeGro('UDP GRO on the batched path', () => {
       const w = addon.RX_WORDS;
       console.log(JSON.stringify({ status: r.status, counts, uncaught, offsets: [0, 1, 2, 3].map((i) => m[i * w + 1]) }));
       process.exit(0);`;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
-      env: { ...process.env, QUICLB_IO_ADDON: file!, GSO_PEER: bin!, NODE_OPTIONS: '' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 15000);
-    const [code] = (await once(child, 'exit')) as [number | null];
-    clearTimeout(timer);
+    const { code, out, err } = await runNode(['--input-type=module', '-e', script], { env: { QUICLB_IO_ADDON: file!, GSO_PEER: bin! }, timeoutMs: 15_000 });
     expect({ code, err }).toEqual({ code: 0, err: '' });
-    expect(JSON.parse(out.trim().split('\n').pop()!)).toEqual({
+    expect(JSON.parse(out.at(-1)!)).toEqual({
       status: 0,
       counts: [4],
       uncaught: expect.stringMatching(/shared buffer was detached/),

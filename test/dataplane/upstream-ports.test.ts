@@ -5,7 +5,7 @@
  */
 import { afterAll, afterEach, describe, expect, it } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -22,6 +22,7 @@ import type { IoErrorCounts, IoPath } from '../../dataplane/io/types.js';
 import { attachMetrics, type MetricsSource } from '../../dataplane/metrics.js';
 import { createSeedFile, loadOrCreateSeed, PORT_TRIES, SEED_BYTES, UpstreamPortPicker } from '../../dataplane/upstream-ports.js';
 import { freeUdpPort } from '../agent/fake-operator.js';
+import { repoRoot, runNode } from '../helpers/run-cli.js';
 import { Client, config, server, shortPacket, snapshot, TaggingBackend, waitFor } from './helpers.js';
 
 /**
@@ -411,19 +412,12 @@ describeAddon('batched path: datagrams that reached a bound candidate port befor
     expect({ status: cc.status, stderr: cc.stderr }).toEqual({ status: 0, stderr: '' });
     const port = await freeUdpPort();
     const STRAYS = 100; // more than an earlier drain bound of 64: every queued stray is dropped, none relayed
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', BATCHED_CHILD], {
-      env: { ...process.env, ROOT: process.cwd(), LD_PRELOAD: shim, STRAY_PORT: String(port), STRAY_COUNT: String(STRAYS), NODE_OPTIONS: '' },
-      stdio: ['ignore', 'pipe', 'pipe'],
+    const { code, out, err } = await runNode(['--import', 'tsx', '--input-type=module', '-e', BATCHED_CHILD], {
+      env: { ROOT: repoRoot.replace(/\/$/, ''), LD_PRELOAD: shim, STRAY_PORT: String(port), STRAY_COUNT: String(STRAYS) },
+      timeoutMs: 25_000,
     });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 25_000);
-    const [code] = (await once(child, 'exit')) as [number | null];
-    clearTimeout(timer);
     expect({ code, err }).toEqual({ code: 0, err: '' });
-    const r = JSON.parse(out.trim().split('\n').pop()!) as { first: { replies: string[]; errors: IoErrorCounts; choices: unknown }; later: { replies: string[]; stray: number } };
+    const r = JSON.parse(out.at(-1)!) as { first: { replies: string[]; errors: IoErrorCounts; choices: unknown }; later: { replies: string[]; stray: number } };
     expect(r.first.choices).toEqual({ hashed: 1, probed: 0, kernel: 0 }); // bound to the candidate, so the shim sent
     expect(r.first.replies).toEqual(['pong']);
     expect(r.first.errors.stray).toBe(STRAYS);

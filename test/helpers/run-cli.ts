@@ -1,4 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 
 export const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -53,6 +54,18 @@ export function spawnNode(argv: string[], options: { env?: NodeJS.ProcessEnv; on
     options.onOutput?.([d.toString()]);
   });
   return p;
+}
+
+/**
+ * Runs this Node with `argv` (spawnNode) to its end, SIGKILLed after `timeoutMs`: its exit code, stdout lines and
+ * stderr text, read to their end.
+ */
+export async function runNode(argv: string[], options: { env?: NodeJS.ProcessEnv; timeoutMs: number }): Promise<{ code: number | null; out: string[]; err: string }> {
+  const p = spawnNode(argv, { env: options.env });
+  const timer = setTimeout(() => p.child.kill('SIGKILL'), options.timeoutMs);
+  const [code] = (await once(p.child, 'close')) as [number | null];
+  clearTimeout(timer);
+  return { code, out: p.out, err: p.err.join('') };
 }
 
 /** The first stdout line of `p` matching `re`, waiting up to `timeoutMs`; the error shows all output. */
