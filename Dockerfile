@@ -49,6 +49,6 @@ COPY --from=native /src/native/build ./native/build
 COPY package.json ./
 COPY bin/ ./bin/
 USER 65532:65532
-# --max-semi-space-size=1: the young-generation size the data plane's latency tail needs (bin/quiclb.js).
-ENTRYPOINT ["node", "--max-semi-space-size=1", "/app/bin/quiclb.js"]
+# The V8 flags the data plane's latency tail needs (dataplane/v8-flags.ts).
+ENTRYPOINT ["node", "--max-semi-space-size=1", "--initial-old-space-size=64", "/app/bin/quiclb.js"]
 CMD ["--help"]

@@ -17,6 +17,7 @@ import { createLogger, type Logger } from './logging.js';
 import { carryCounters, type MetricsJson } from './metrics-carry.js';
 import type { HealthState } from './router.js';
 import type { IoChoice } from './io/types.js';
+import { withDataplaneV8Flags } from './v8-flags.js';
 
 type ToWorker =
   | { t: 'start'; snapshot: SnapshotJson; health: [string, HealthState][]; logLevel: string; upstreamPortSeed: string | null }
@@ -32,22 +33,6 @@ type FromWorker =
   | { t: 'applied'; id: number; error: string | null }
   | { t: 'metrics'; id: number; metrics: MetricsJson }
   | { t: 'pong'; id: number };
-
-/**
- * V8 young-generation cap (MiB per semi-space) of the worker processes. V8 grows the semi-space while many objects
- * survive (module loading at start-up) and keeps it as long as the allocation rate stays high, which under
- * traffic it always is (node:dgram allocates ~2 KB of short-lived objects per datagram). Grown that far
- * (quiclb grew to ~8 MiB) a scavenge then frees megabytes at once in a pause of 2-6 ms: the p99 latency of the data plane
- * (bench/dataplane/README.md, "GC and the latency tail"). At 1 MiB scavenges run more often and each stays well
- * under a millisecond, for the same total GC time.
- */
-export const DATAPLANE_SEMI_SPACE_MB = 1;
-
-/** `execArgv` plus the young-generation cap, unless the process was started with a semi-space size of its own. */
-export function dataplaneExecArgv(execArgv: readonly string[] = process.execArgv, nodeOptions = process.env.NODE_OPTIONS ?? ''): string[] {
-  if ([...execArgv, nodeOptions].some((a) => /semi[-_]space[-_]size/.test(a))) return [...execArgv];
-  return [...execArgv, `--max-semi-space-size=${DATAPLANE_SEMI_SPACE_MB}`];
-}
 
 function isMessage(m: unknown): m is { t: string } {
   return typeof m === 'object' && m !== null && typeof (m as { t?: unknown }).t === 'string';
@@ -188,7 +173,7 @@ export class WorkerPool {
   async start(snapshot: DataplaneSnapshot): Promise<void> {
     const s = await this.resolvePorts(snapshot);
     this.snapshot = s;
-    cluster.setupPrimary({ exec: workerEntry(), execArgv: dataplaneExecArgv(), serialization: 'json', silent: false });
+    cluster.setupPrimary({ exec: workerEntry(), execArgv: withDataplaneV8Flags(), serialization: 'json', silent: false });
     const started: Promise<void>[] = [];
     for (let i = 0; i < this.options.count; i++) {
       const slot: Slot = { index: i, worker: null, ready: false, restarts: 0, lastMetrics: null, carried: null, given: null, readyAt: 0, lastPong: 0 };

@@ -30,6 +30,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { dump } from 'js-yaml';
 import { CidEncoder, cidLength, cipherModeOf, makeConfig } from '../../lib/index.js';
+import { DATAPLANE_V8_FLAGS } from '../../dataplane/v8-flags.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const SRC = join(REPO, 'bench/dataplane');
@@ -40,7 +41,7 @@ const PEER_CPUS = '1';
 /** Extra node flags for the Node peers (quiclb, naive), e.g. BENCH_PEER_NODE_ARGS=--trace-gc when diagnosing. */
 const PEER_NODE_ARGS = (process.env.BENCH_PEER_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
 /** The node flags quiclb runs with as installed (bin/quiclb.js's shebang), so the bench measures what users run. */
-const QUICLB_NODE_ARGS = ['--max-semi-space-size=1'];
+const QUICLB_NODE_ARGS = DATAPLANE_V8_FLAGS;
 const TICK = 100; // USER_HZ: /proc/<pid>/stat and /proc/stat count in 1/100 s on Linux
 
 const { values: opt } = parseArgs({

@@ -24,6 +24,7 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { CidEncoder } from '../../lib/quiclb/encoder.js';
 import { makeConfig } from '../../lib/quiclb/config.js';
+import { DATAPLANE_V8_FLAGS } from '../../dataplane/v8-flags.js';
 
 const { values: opt } = parseArgs({
   options: {
@@ -190,7 +191,7 @@ ${opt['new-flow-rate'] !== undefined ? `flows: { unconfirmed: { rate: ${Number(o
 logging: { level: info }
 `,
 );
-const lb = spawn(process.execPath, ['--max-semi-space-size=1', '--import', 'tsx', 'cli/main.ts', 'standalone', '--config', cfg], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, XDG_RUNTIME_DIR: dir } });
+const lb = spawn(process.execPath, [...DATAPLANE_V8_FLAGS, '--import', 'tsx', 'cli/main.ts', 'standalone', '--config', cfg], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, XDG_RUNTIME_DIR: dir } });
 const lines: string[] = [];
 lb.stdout.on('data', (d: Buffer) => lines.push(...d.toString().split('\n').filter(Boolean)));
 const t0 = Date.now();
