@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from '../helpers/run-cli.js';
+import { JsonLinesClient } from '../journey/json-lines-client.js';
 
 export const WORLD_AGENT = join(repoRoot, 'test', 'journey', 'agent.ts');
 
@@ -16,7 +17,6 @@ export function worldAvailable(): boolean {
 }
 
 export interface ClientResult {
-  id: number;
   ok: boolean;
   bytes: number;
   intact: boolean;
@@ -35,22 +35,13 @@ export interface AuditResult {
 export type ClientKind = 'ngtcp2' | 'ngtcp2-migrate' | 'matrixai';
 
 export class World {
-  private seq = 0;
-  private readonly pending = new Map<number, { resolve: (v: Record<string, unknown>) => void; timer: NodeJS.Timeout }>();
+  private readonly agent: JsonLinesClient;
   /** Every data-plane log line, per node. */
   readonly dpLines = new Map<string, string[]>();
   /** The agent's stderr and lines it sent that were not JSON. */
   readonly log: string[] = [];
-  readonly exit: Promise<number | null>;
-  private constructor(private readonly child: ChildProcess) {
-    this.exit = new Promise((r) => child.on('exit', (code) => r(code)));
-    let buf = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const parts = buf.split('\n');
-      buf = parts.pop()!;
-      for (const line of parts) this.onLine(line);
-    });
+  private constructor(child: ChildProcess) {
+    this.agent = new JsonLinesClient(child, { name: 'journey agent', onLine: (line, m) => this.onLine(line, m) });
     child.stderr!.on('data', (d: Buffer) => {
       this.log.push(d.toString());
       if (this.log.length > 2000) this.log.splice(0, 1000);
@@ -69,45 +60,25 @@ export class World {
     return new World(child);
   }
 
-  private onLine(line: string): void {
-    let m: Record<string, unknown>;
-    try {
-      m = JSON.parse(line) as Record<string, unknown>;
-    } catch {
-      this.log.push(line);
-      return;
-    }
-    if (m.event === 'dp') {
+  /** A line that answers no pending request (late answers are dropped). */
+  private onLine(line: string, m: Record<string, unknown> | undefined): void {
+    if (m?.event === 'dp') {
       const node = String(m.node);
       const lines = this.dpLines.get(node) ?? [];
       lines.push(String(m.line));
       if (lines.length > 5000) lines.splice(0, 2500);
       this.dpLines.set(node, lines);
-      return;
+    } else if (typeof m?.id !== 'number') {
+      this.log.push(line);
     }
-    if (typeof m.id === 'number') {
-      const p = this.pending.get(m.id);
-      if (p) {
-        clearTimeout(p.timer);
-        this.pending.delete(m.id);
-        p.resolve(m);
-      }
-      return;
-    }
-    this.log.push(line);
   }
 
-  /** Sends a request; resolves with its answer (also an error answer: callers check `error`), or an error answer after timeoutMs. */
+  /**
+   * Sends a request; resolves with its answer (also an error answer: callers check `error`), or an error answer after
+   * timeoutMs or once the agent has ended.
+   */
   request(msg: Record<string, unknown>, timeoutMs = 60_000): Promise<Record<string, unknown>> {
-    const id = ++this.seq;
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        resolve({ id, error: `no answer to ${String(msg.op)} within ${timeoutMs} ms` });
-      }, timeoutMs);
-      this.pending.set(id, { resolve, timer });
-      this.child.stdin!.write(JSON.stringify({ ...msg, id }) + '\n');
-    });
+    return this.agent.request(msg, timeoutMs).catch((e: unknown) => ({ error: (e as Error).message }));
   }
 
   /** Like request() but throws on an error answer. */
@@ -127,11 +98,7 @@ export class World {
 
   /** Asks the agent to shut down; SIGKILL if it has not exited within timeoutMs (its children die with it). */
   async shutdown(timeoutMs = 15_000): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     void this.request({ op: 'shutdown' }, timeoutMs);
-    this.child.stdin!.end();
-    const t = setTimeout(() => this.child.kill('SIGKILL'), timeoutMs);
-    await this.exit;
-    clearTimeout(t);
+    await this.agent.close(timeoutMs);
   }
 }

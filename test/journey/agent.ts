@@ -60,6 +60,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { JsonLinesClient } from './json-lines-client.js';
 import { cidr, eachLine, emit, int, ipv4, serveLines, spawnTied, str, type Json } from './lines.js';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -67,16 +68,12 @@ export const DEFAULT_CLIENT_IP = '100.64.0.1';
 
 /** One worker process (in its own network namespace) and its pending requests. */
 class Worker {
-  private seq = 0;
-  private readonly pending = new Map<number, (answer: Json) => void>();
+  private readonly client: JsonLinesClient;
   readonly ready: Promise<number>;
   readonly exited: Promise<string>;
   private stopping = false;
 
-  constructor(
-    readonly name: string,
-    private readonly child: ChildProcess,
-  ) {
+  constructor(readonly name: string, child: ChildProcess) {
     let onReady: (pid: number) => void = () => {};
     let onFail: (e: Error) => void = () => {};
     this.ready = new Promise((resolve, reject) => {
@@ -84,32 +81,19 @@ class Worker {
       onFail = reject;
     });
     this.ready.catch(() => {}); // awaited by setup(); a worker failing before that must not be an unhandled rejection
-    eachLine(child.stdout, (line) => {
-      let m: Json;
-      try {
-        m = JSON.parse(line) as Json;
-      } catch {
-        return emit({ event: 'log', source: name, line });
-      }
-      if (m.event === 'ready') return onReady(Number(m.pid));
-      if (typeof m.id === 'number' && this.pending.has(m.id)) {
-        const done = this.pending.get(m.id)!;
-        this.pending.delete(m.id);
-        return done(m);
-      }
-      if (m.event !== undefined) emit(m);
+    this.client = new JsonLinesClient(child, {
+      name: `worker ${name}`,
+      onLine: (line, m) => {
+        if (!m) emit({ event: 'log', source: name, line });
+        else if (m.event === 'ready') onReady(Number(m.pid));
+        else if (m.event !== undefined) emit(m);
+      },
     });
     eachLine(child.stderr, (line) => emit({ event: 'log', source: name, line }));
-    this.exited = new Promise((resolve) => {
-      const finish = (exit: string) => {
-        onFail(new Error(`worker ${name} exited (${exit}) before it was ready`));
-        for (const done of this.pending.values()) done({ error: `worker ${name} exited (${exit})` });
-        this.pending.clear();
-        if (!this.stopping) emit({ event: 'workerExit', worker: name, exit });
-        resolve(exit);
-      };
-      child.on('exit', (code, signal) => finish(signal ?? String(code)));
-      child.on('error', (e) => finish(`spawn error: ${e.message}`));
+    this.exited = this.client.closed.then((exit) => {
+      onFail(new Error(`worker ${name} exited (${exit}) before it was ready`));
+      if (!this.stopping) emit({ event: 'workerExit', worker: name, exit });
+      return exit;
     });
   }
 
@@ -122,26 +106,15 @@ class Worker {
     return new Worker(name, child);
   }
 
-  /** Sends a request; resolves with the worker's answer (its "id" removed). */
+  /** Sends a request; resolves with the worker's answer (its "id" removed), or {"error"} once the worker is gone. */
   request(req: Json): Promise<Json> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve({ error: `worker ${this.name} is not running` });
-    const id = ++this.seq;
-    return new Promise((resolve) => {
-      this.pending.set(id, (answer) => {
-        const { id: _, ...rest } = answer;
-        resolve(rest);
-      });
-      this.child.stdin!.write(JSON.stringify({ ...req, id }) + '\n');
-    });
+    return this.client.request(req).catch((e: unknown) => ({ error: (e as Error).message }));
   }
 
   /** Asks the worker to stop (it ends on stdin end too), then SIGKILLs it after `graceMs`. */
   async stop(graceMs: number): Promise<void> {
     this.stopping = true;
-    this.child.stdin!.end();
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
-    await this.exited;
-    clearTimeout(timer);
+    await this.client.close(graceMs);
   }
 }
 

@@ -39,6 +39,29 @@ export function serveLines(handle: (req: Json) => Promise<Json>, onEnd: () => vo
     .on('close', onEnd);
 }
 
+/**
+ * A worker's main loop: answers each request with `ops[req.op]`; {"op":"shutdown"} (after its answer), stdin's end
+ * and SIGTERM run `cleanup` once, then exit 0. Announces {"event":"ready","pid"}.
+ */
+export function serveOps(ops: Record<string, (req: Json) => Json | Promise<Json>>, cleanup: () => Promise<void>): void {
+  let ending = false;
+  const end = (): void => {
+    if (ending) return;
+    ending = true;
+    void cleanup().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', end);
+  serveLines(async (req) => {
+    if (req.op === 'shutdown') {
+      setImmediate(end);
+      return { ok: true };
+    }
+    if (typeof req.op !== 'string' || !Object.hasOwn(ops, req.op)) throw new Error(`unknown op ${JSON.stringify(req.op)}`);
+    return ops[req.op](req);
+  }, end);
+  emit({ event: 'ready', pid: process.pid });
+}
+
 const execFileP = promisify(execFile);
 
 /** Runs `ip ARGS` in this process's network namespace; throws with ip's message. */

@@ -9,7 +9,7 @@ import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { connect, type Server } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { cidr, eachLine, emit, int, ip, ipv4, relayServer, serveLines, spawnTied, str, type Json } from './lines.js';
+import { cidr, eachLine, emit, int, ip, ipv4, relayServer, serveOps, spawnTied, str, type Json } from './lines.js';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 let nodeName = '';
@@ -97,10 +97,7 @@ async function fetchUrl(req: Json): Promise<Json> {
   return { ok: true, status: r.status, body: body.subarray(0, MAX_FETCH_BYTES).toString('utf8'), truncated: body.length > MAX_FETCH_BYTES };
 }
 
-let ending = false;
-async function end(): Promise<void> {
-  if (ending) return;
-  ending = true;
+serveOps({ setup, dataplane: startDataplane, killDataplane, fetch: fetchUrl }, async () => {
   relay?.close();
   const child = dataplane;
   if (child && dataplaneExit) {
@@ -109,26 +106,4 @@ async function end(): Promise<void> {
     await dataplaneExit;
     clearTimeout(timer);
   }
-  process.exit(0);
-}
-process.on('SIGTERM', () => void end());
-
-serveLines(async (req) => {
-  switch (req.op) {
-    case 'setup':
-      return setup(req);
-    case 'dataplane':
-      return startDataplane(req);
-    case 'killDataplane':
-      return killDataplane(req);
-    case 'fetch':
-      return fetchUrl(req);
-    case 'shutdown':
-      setImmediate(() => void end());
-      return { ok: true };
-    default:
-      throw new Error(`unknown op ${JSON.stringify(req.op)}`);
-  }
-}, () => void end());
-
-emit({ event: 'ready', pid: process.pid });
+});

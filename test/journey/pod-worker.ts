@@ -13,7 +13,7 @@ import { MAX_EXAMPLES, type BackendAudit, type PodBackend } from './pod-backend.
 import { QuicGoBackend } from './quicgo-backend.js';
 import { runClient, type ClientRequest } from './clients.js';
 import { EcmpRelay, type Endpoint } from './ecmp.js';
-import { emit, int, ip, ipv4, serveLines, str, type Json } from './lines.js';
+import { emit, int, ip, ipv4, serveOps, str, type Json } from './lines.js';
 
 const tls = selfSignedCert();
 const backends = new Map<string, PodBackend>();
@@ -210,39 +210,8 @@ function udpCounters(): Record<string, number> {
   }
 }
 
-let ending = false;
-async function end(): Promise<void> {
-  if (ending) return;
-  ending = true;
+serveOps({ setup, backend: startBackend, stopBackend, ecmp, client, audit, datagram }, async () => {
   for (const r of relays.values()) r.close();
   await Promise.race([Promise.allSettled([...backends.values()].map((b) => b.stop())), new Promise((r) => setTimeout(r, 2000))]);
   await Promise.race([Promise.allSettled([...backends.values(), ...stopped].map((b) => b.dispose())), new Promise((r) => setTimeout(r, 3000))]);
-  process.exit(0);
-}
-process.on('SIGTERM', () => void end());
-
-serveLines(async (req) => {
-  switch (req.op) {
-    case 'setup':
-      return setup(req);
-    case 'backend':
-      return startBackend(req);
-    case 'stopBackend':
-      return stopBackend(req);
-    case 'ecmp':
-      return ecmp(req);
-    case 'client':
-      return client(req);
-    case 'audit':
-      return audit();
-    case 'datagram':
-      return datagram(req);
-    case 'shutdown':
-      setImmediate(() => void end());
-      return { ok: true };
-    default:
-      throw new Error(`unknown op ${JSON.stringify(req.op)}`);
-  }
-}, () => void end());
-
-emit({ event: 'ready', pid: process.pid });
+});

@@ -8,6 +8,7 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { JsonLinesClient } from './json-lines-client.js';
 import { eachLine, spawnTied, type Json } from './lines.js';
 import type { BackendAudit, BackendStats, GeneratorInfo, PodBackend, PodBackendOptions } from './pod-backend.js';
 
@@ -24,17 +25,17 @@ const CIDS_PER_REQUEST = 2000;
 
 export class QuicGoBackend implements PodBackend {
   readonly stack = 'quic-go';
-  private seq = 0;
-  private readonly pending = new Map<number, { resolve: (m: Json) => void; reject: (e: Error) => void }>();
-  private exitStatus: string | null = null;
+  private readonly client: JsonLinesClient;
   private stderrTail: string[] = [];
   /** Set from the program's `ready` line, before start() returns. */
   generator!: GeneratorInfo;
 
   private constructor(
-    private readonly child: ChildProcess,
+    child: ChildProcess,
     private readonly options: QuicGoBackendOptions,
-  ) {}
+  ) {
+    this.client = new JsonLinesClient(child, { name: `quic-go backend ${options.name}`, onLine: (line, m) => this.line(line, m) });
+  }
 
   get name(): string {
     return this.options.name;
@@ -68,14 +69,12 @@ export class QuicGoBackend implements PodBackend {
         reject(new Error(`quic-go backend ${options.name} exited before listening (${why}): ${b.stderrTail.join(' | ')}`));
       };
     });
-    eachLine(child.stdout, (line) => b.line(line));
     eachLine(child.stderr, (line) => {
       b.stderrTail = [...b.stderrTail.slice(-9), line];
       options.log(`stderr: ${line}`);
     });
-    // 'close', not 'exit': stdout and stderr are read to their end first (the stderr tail of a failed start)
-    child.on('close', (code, signal) => b.exited(signal ?? `exit ${code}`));
-    child.stdin!.on('error', () => {}); // a write after the child died: exited() answers the requests
+    // the client's `closed` comes after stdout and stderr are read to their end (the stderr tail of a failed start)
+    void b.client.closed.then((why) => b.onEarlyExit(why));
     try {
       const m = await ready;
       b.generator = m.generator as GeneratorInfo;
@@ -92,45 +91,17 @@ export class QuicGoBackend implements PodBackend {
   private onReady: (m: Json) => void = () => {};
   private onEarlyExit: (why: string) => void = () => {};
 
-  private line(line: string): void {
-    let m: Json;
-    try {
-      m = JSON.parse(line) as Json;
-    } catch {
-      return this.options.log(`unexpected output: ${line.slice(0, 200)}`);
-    }
-    if (typeof m.id === 'number' && this.pending.has(m.id)) {
-      const p = this.pending.get(m.id)!;
-      this.pending.delete(m.id);
-      if (typeof m.error === 'string') return p.reject(new Error(`quic-go backend ${this.name}: ${m.error}`));
-      return p.resolve(m);
-    }
+  private line(line: string, m: Json | undefined): void {
+    if (!m) return this.options.log(`unexpected output: ${line.slice(0, 200)}`);
     if (m.id === null && typeof m.error === 'string') return this.options.log(`control error without a request id: ${m.error}`);
     if (m.event === 'ready') return this.onReady(m);
     if (m.event === 'log' && typeof m.line === 'string') return this.options.log(m.line);
   }
 
-  private exited(why: string): void {
-    this.exitStatus = why;
-    this.onEarlyExit(why);
-    for (const p of this.pending.values()) p.reject(new Error(`quic-go backend ${this.name} exited (${why})`));
-    this.pending.clear();
-  }
-
-  private request(op: string, extra: Json = {}): Promise<Json> {
-    if (this.exitStatus !== null) return Promise.reject(new Error(`quic-go backend ${this.name} exited (${this.exitStatus})`));
-    const id = ++this.seq;
-    return new Promise<Json>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new Error(`quic-go backend ${this.name}: no answer to ${op} in ${REQUEST_TIMEOUT_MS} ms`));
-      }, REQUEST_TIMEOUT_MS);
-      this.pending.set(id, {
-        resolve: (m) => (clearTimeout(timer), resolve(m)),
-        reject: (e) => (clearTimeout(timer), reject(e)),
-      });
-      this.child.stdin!.write(JSON.stringify({ id, op, ...extra }) + '\n');
-    });
+  private async request(op: string, extra: Json = {}): Promise<Json> {
+    const m = await this.client.request({ op, ...extra }, REQUEST_TIMEOUT_MS);
+    if (typeof m.error === 'string') throw new Error(`quic-go backend ${this.name}: ${m.error}`);
+    return m;
   }
 
   async stats(): Promise<BackendStats> {
@@ -163,11 +134,6 @@ export class QuicGoBackend implements PodBackend {
   }
 
   async dispose(): Promise<void> {
-    if (this.exitStatus !== null) return;
-    const gone = new Promise<void>((resolve) => this.child.once('close', () => resolve()));
-    this.child.stdin!.end();
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 3000);
-    await gone;
-    clearTimeout(timer);
+    await this.client.close(3000);
   }
 }

@@ -9,8 +9,9 @@
  *   await world.close();
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { JsonLinesClient } from './json-lines-client.js';
+import { eachLine } from './lines.js';
 import type { BackendAudit, BackendStack } from './pod-backend.js';
 
 const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -74,37 +75,22 @@ export interface Audit {
 export type WorldEvent = Record<string, unknown> & { event: string };
 
 export class JourneyWorld {
-  private seq = 0;
-  private readonly pending = new Map<number, { resolve: (a: Record<string, unknown>) => void; reject: (e: Error) => void }>();
+  private readonly agent: JsonLinesClient;
   /** Every event the agent sent (data-plane lines, backend and worker logs), oldest first, at most 50,000. */
   readonly events: WorldEvent[] = [];
   private readonly listeners = new Set<(e: WorldEvent) => void>();
   readonly exited: Promise<number | string>;
 
   private constructor(readonly child: ChildProcess) {
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      let m: Record<string, unknown>;
-      try {
-        m = JSON.parse(line) as Record<string, unknown>;
-      } catch {
-        return this.push({ event: 'agentOutput', line });
-      }
-      if (typeof m.id === 'number' && this.pending.has(m.id)) {
-        const p = this.pending.get(m.id)!;
-        this.pending.delete(m.id);
-        return p.resolve(m);
-      }
-      if (typeof m.event === 'string') this.push(m as WorldEvent);
+    this.agent = new JsonLinesClient(child, {
+      name: 'journey agent',
+      onLine: (line, m) => {
+        if (!m) this.push({ event: 'agentOutput', line });
+        else if (typeof m.event === 'string') this.push(m as WorldEvent);
+      },
     });
-    createInterface({ input: child.stderr! }).on('line', (line) => this.push({ event: 'agentStderr', line }));
-    this.exited = new Promise((resolve) => {
-      child.on('exit', (code, signal) => {
-        const exit = code ?? signal ?? 'unknown';
-        for (const p of this.pending.values()) p.reject(new Error(`journey agent exited (${exit})\n${this.tail()}`));
-        this.pending.clear();
-        resolve(exit);
-      });
-    });
+    eachLine(child.stderr, (line) => this.push({ event: 'agentStderr', line }));
+    this.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
   }
 
   /** Spawns the agent and waits for its ready event. */
@@ -155,15 +141,11 @@ export class JourneyWorld {
 
   /** Sends one request; resolves with the answer, rejects with its error. */
   async request<T = Record<string, unknown>>(op: string, body: object = {}): Promise<T> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) throw new Error('journey agent is not running');
-    const id = ++this.seq;
-    const answer = await new Promise<Record<string, unknown>>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.child.stdin!.write(JSON.stringify({ ...body, op, id }) + '\n');
+    const answer = await this.agent.request({ ...body, op }).catch((e: unknown) => {
+      throw new Error(`${(e as Error).message}\n${this.tail()}`, { cause: e });
     });
     if (answer.error !== undefined) throw new Error(`journey ${op}: ${String(answer.error)}`);
-    const { id: _, ...rest } = answer;
-    return rest as T;
+    return answer as T;
   }
 
   setup(r: SetupRequest): Promise<{ ok: true; clientIp: string }> {
@@ -210,13 +192,8 @@ export class JourneyWorld {
 
   /** Asks the agent to stop everything and waits for it (SIGKILL after 15 s). */
   async close(): Promise<number | string> {
-    if (this.child.exitCode === null && this.child.signalCode === null) {
-      this.child.stdin!.end(JSON.stringify({ op: 'shutdown', id: ++this.seq }) + '\n');
-      const timer = setTimeout(() => this.child.kill('SIGKILL'), 15_000);
-      const exit = await this.exited;
-      clearTimeout(timer);
-      return exit;
-    }
+    this.agent.request({ op: 'shutdown' }).catch(() => {});
+    await this.agent.close(15_000);
     return this.exited;
   }
 }
