@@ -27,7 +27,7 @@ export interface ClientResult {
 }
 
 export interface AuditResult {
-  backends: Record<string, { datagrams: number; shortHeader: number; foreignCids: number; examples: string[] }>;
+  backends: Record<string, { datagrams: number; shortHeader: number; foreignCids: number; examples: string[]; unsettledInitials: number }>;
   /** The pod network's kernel UDP counters (RcvbufErrors: datagrams full socket buffers dropped). */
   udp?: Record<string, number>;
 }

@@ -232,6 +232,8 @@ import { json } from './operator-fixture.js';
     const foreign = Object.entries(audit.backends).filter(([, b]) => b.foreignCids > 0).map(([n, b]) => `${n}: ${b.foreignCids} ${b.examples.join(' ')}`);
     if (foreign.length > 0) process.stderr.write(`[journey] audit: ${JSON.stringify(audit)}\n`);
     expect(foreign).toEqual([]);
+    // and the audit vouches for every Initial: none came after a backend's record of unowned DCIDs was full
+    expect(Object.entries(audit.backends).filter(([, b]) => b.unsettledInitials !== 0)).toEqual([]);
     // Every backend minted routable CIDs from its first connection on (it listened only once its files were mounted).
     expect([...j.generators].filter(([, g]) => g.activeConfigId === null).map(([n]) => n)).toEqual([]);
     // What the data planes counted (their monitoring port in each node's namespace): packets by routing outcome and

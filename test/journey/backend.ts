@@ -36,7 +36,7 @@ const MAX_CLIENTS = 100_000;
 export class JourneyBackend implements PodBackend {
   readonly stack = 'matrixai';
   private backend: ExampleQuicBackend | null = null;
-  private readonly audit = { datagrams: 0, shortHeader: 0, foreignCids: 0, examples: [] as string[], probes: 0, initial: 0, handshake: 0, stopped: false };
+  private readonly audit = { datagrams: 0, shortHeader: 0, foreignCids: 0, examples: [] as string[], probes: 0, initial: 0, handshake: 0, stopped: false, unsettledInitials: 0 };
   private readonly unownedInitial = new Map<string, number>();
   /** Client connection ID (hex) of the connection each issued CID belongs to, and the own DCIDs each client used. */
   private readonly cidOwner = new Map<string, string>();
@@ -166,7 +166,10 @@ export class JourneyBackend implements PodBackend {
     const type = (msg[0] >> 4) & 3;
     if (type === 0 || type === 1) {
       if (type === 0) a.initial++;
-      if (!this.issuedCid(hex) && (this.unownedInitial.size < MAX_UNOWNED_INITIAL || this.unownedInitial.has(hex))) this.unownedInitial.set(hex, (this.unownedInitial.get(hex) ?? 0) + 1);
+      if (!this.issuedCid(hex)) {
+        if (this.unownedInitial.size < MAX_UNOWNED_INITIAL || this.unownedInitial.has(hex)) this.unownedInitial.set(hex, (this.unownedInitial.get(hex) ?? 0) + 1);
+        else a.unsettledInitials++;
+      }
     } else if (type === 2) {
       a.handshake++;
       if (!this.issuedCid(hex)) this.foreign('handshake', dcid);

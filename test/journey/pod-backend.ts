@@ -32,6 +32,11 @@ export interface BackendAudit {
   unroutableIssued: number;
   connectionErrors: string[];
   stopped: boolean;
+  /**
+   * Initial and 0-RTT datagrams with a DCID this backend did not issue that came after `unownedInitial` was full
+   * (MAX_UNOWNED_INITIAL distinct DCIDs): never settled, so the audit cannot say they were not foreign.
+   */
+  unsettledInitials: number;
 }
 
 export interface BackendStats {

@@ -183,6 +183,7 @@ describe('journey world: namespaces, data planes, backends with Kubernetes CID f
       expect({ name: b.name, foreign: a.foreignCids, examples: a.examples }).toEqual({ name: b.name, foreign: 0, examples: [] });
       expect(a.shortHeader).toBeGreaterThan(0);
       expect(a.unroutableIssued).toBe(0);
+      expect(a.unsettledInitials).toBe(0); // every unowned Initial DCID was remembered, so settled above
     }
     expect(Object.values(audit.backends).reduce((s, a) => s + a.responses, 0)).toBeGreaterThanOrEqual(6 + 3 * 4);
   });

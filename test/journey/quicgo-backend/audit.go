@@ -82,6 +82,7 @@ type Audit struct {
 	issuedOrder []string // FIFO ring for the bound
 	issuedHead  int
 	unowned     map[string]int
+	unsettled   int // Initial/0-RTT datagrams with an unowned DCID past the unowned bound: never settled
 	clients     map[string]*clientStat
 	clientOrder []string
 	clientHead  int
@@ -185,6 +186,8 @@ func (a *Audit) inspect(msg []byte, addr net.Addr) {
 			h := hex.EncodeToString(dcid)
 			if n, ok := a.unowned[h]; ok || len(a.unowned) < maxUnownedInitial {
 				a.unowned[h] = n + 1
+			} else {
+				a.unsettled++
 			}
 		}
 	case 2:

@@ -145,6 +145,9 @@ func TestAuditUnownedInitialBound(t *testing.T) {
 	if _, ok := a.unowned[hex.EncodeToString(dcid(maxUnownedInitial))]; ok {
 		t.Errorf("a DCID past the bound was remembered")
 	}
+	if a.unsettled != 1 {
+		t.Errorf("unsettled %d, want 1 (the datagram past the bound)", a.unsettled)
+	}
 	if n := a.unowned[hex.EncodeToString(dcid(0))]; n != 2 {
 		t.Errorf("known DCID counted %d times, want 2", n)
 	}
