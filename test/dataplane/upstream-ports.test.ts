@@ -325,15 +325,62 @@ describe('node:dgram path: a datagram that reached a bound candidate port before
   });
 });
 
+describe('node:dgram path: a datagram from the server itself that reached a bound candidate port before its connect()', () => {
+  // node:dgram has no synchronous receive to empty the queue right after connect(), and once read the stale datagram
+  // looks like the first reply: it reaches the client, whose QUIC stack drops what it cannot decrypt
+  // (docs/dataplane-agent.md). This pins that the only difference from the batched path is there.
+  it('is relayed to the client as a reply and not counted as stray (the batched path drops it)', async () => {
+    const replies: string[] = [];
+    const io = new DgramIo<null, null>({ onClient: () => {}, onReply: (_o, b, off, len) => replies.push(b.toString('latin1', off, off + len)), onError: () => {} });
+    const listener = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 0 }, null);
+    const echo = createSocket('udp4');
+    echo.on('message', (_m, r) => echo.send('pong', r.port, r.address));
+    echo.bind(0, '127.0.0.1');
+    await once(echo, 'listening');
+    const server = { host: '127.0.0.1', port: echo.address().port, family: 4 as const };
+    try {
+      const port = await freeUdpPort();
+      const up = io.openUpstream(listener, server, '127.0.0.1', 1, null, Int32Array.of(1, port))!;
+      // The server's own socket sends to the bound port, and only once its datagram is queued there (the send's
+      // callback: loopback delivers within the sendmsg) does the upstream's connect() go ahead.
+      const sock = (up as unknown as { socket: Socket }).socket;
+      const connect = sock.connect.bind(sock) as (port: number, host: string, cb: () => void) => void;
+      let sent: Error | null | undefined;
+      sock.connect = ((p: number, h: string, cb: () => void) =>
+        echo.send('stale', port, '127.0.0.1', (e) => {
+          sent = e;
+          connect(p, h, cb);
+        })) as Socket['connect'];
+      for (const end = Date.now() + 5000; !replies.includes('pong') && Date.now() < end; ) {
+        io.sendToServer(up, Buffer.from('ping'), 0, 4);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await new Promise((r) => setTimeout(r, 50));
+      expect(sent).toBeNull();
+      expect(io.portChoices().hashed).toBe(1);
+      expect(replies[0]).toBe('stale'); // queued before the server's replies, relayed as one of them
+      expect(new Set(replies.slice(1))).toEqual(new Set(['pong']));
+      expect(io.errors().stray).toBe(0);
+      io.closeUpstream(up);
+    } finally {
+      echo.close();
+      await io.closeListener(listener);
+    }
+  });
+});
+
 /**
  * The batched path binds and connects in one call of the addon, so no other process can be scheduled in between:
  * an LD_PRELOAD shim's connect() sends the strays (from a socket of its own, to the port the upstream socket is
- * bound to) just before the real connect(). The shim acts only on a datagram socket bound to STRAY_PORT.
+ * bound to) just before the real connect(). The shim acts only on a datagram socket bound to STRAY_PORT. With
+ * SERVER_COUNT it first sends that many from the server itself: the socket of this process bound to the address
+ * connect() targets (the child's echo server); it writes how many it sent to SERVER_SENT_FILE.
  */
 const SHIM = String.raw`
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -348,12 +395,28 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len) {
   socklen_t tl = sizeof type;
   if (port && count && getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) == 0 && type == SOCK_DGRAM &&
       getsockname(fd, (struct sockaddr *)&me, &ml) == 0 && me.sin_family == AF_INET && ntohs(me.sin_port) == atoi(port)) {
-    int s = socket(AF_INET, SOCK_DGRAM, 0);
     struct sockaddr_in to;
     memset(&to, 0, sizeof to);
     to.sin_family = AF_INET;
     to.sin_port = me.sin_port;
     to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const char *server = getenv("SERVER_COUNT"), *report = getenv("SERVER_SENT_FILE");
+    const struct sockaddr_in *target = (const struct sockaddr_in *)addr;
+    if (server && report && len >= sizeof *target && target->sin_family == AF_INET) {
+      int sent = 0;
+      for (int f = 0; f < 4096; f++) {
+        struct sockaddr_in b;
+        socklen_t bl = sizeof b;
+        if (f == fd || getsockopt(f, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_DGRAM ||
+            getsockname(f, (struct sockaddr *)&b, &bl) != 0 || b.sin_family != AF_INET ||
+            b.sin_port != target->sin_port || b.sin_addr.s_addr != target->sin_addr.s_addr) continue;
+        for (int i = 0; i < atoi(server); i++) sent += sendto(f, "stale", 5, 0, (struct sockaddr *)&to, sizeof to) == 5;
+        break;
+      }
+      FILE *out = fopen(report, "w");
+      if (out) { fprintf(out, "%d", sent); fclose(out); }
+    }
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
     for (int i = 0; i < atoi(count); i++) sendto(s, "stray", 5, 0, (struct sockaddr *)&to, sizeof to);
     close(s);
   }
@@ -405,24 +468,50 @@ const BATCHED_CHILD = `
 
 const describeAddon = loadIoAddon().addon !== null ? describe : describe.skip;
 
-describeAddon('batched path: datagrams that reached a bound candidate port before its connect()', () => {
-  it('are drained before the socket is used, counted as stray, never relayed; the server\'s replies are', async () => {
+interface BatchedReport {
+  first: { replies: string[]; errors: IoErrorCounts; choices: unknown };
+  later: { replies: string[]; stray: number };
+}
+
+let shimFile: string | undefined;
+
+/** Runs BATCHED_CHILD under SHIM (compiled once) with these variables, from candidate port STRAY_PORT (free): its report. */
+async function runBatchedChild(env: Record<string, string>): Promise<BatchedReport> {
+  if (shimFile === undefined) {
     const shim = join(tmp, 'stray-shim.so');
     const cc = spawnSync(process.env.CC ?? 'cc', ['-O1', '-Wall', '-shared', '-fPIC', '-o', shim, '-x', 'c', '-', '-ldl'], { input: SHIM, encoding: 'utf8', timeout: 60_000 });
     expect({ status: cc.status, stderr: cc.stderr }).toEqual({ status: 0, stderr: '' });
-    const port = await freeUdpPort();
+    shimFile = shim;
+  }
+  const { code, out, err } = await runNode(['--import', 'tsx', '--input-type=module', '-e', BATCHED_CHILD], {
+    env: { ROOT: repoRoot.replace(/\/$/, ''), LD_PRELOAD: shimFile, STRAY_PORT: String(await freeUdpPort()), ...env },
+    timeoutMs: 25_000,
+  });
+  expect({ code, err }).toEqual({ code: 0, err: '' });
+  return JSON.parse(out.at(-1)!) as BatchedReport;
+}
+
+describeAddon('batched path: datagrams that reached a bound candidate port before its connect()', () => {
+  it('are drained before the socket is used, counted as stray, never relayed; the server\'s replies are', async () => {
     const STRAYS = 100; // more than an earlier drain bound of 64: every queued stray is dropped, none relayed
-    const { code, out, err } = await runNode(['--import', 'tsx', '--input-type=module', '-e', BATCHED_CHILD], {
-      env: { ROOT: repoRoot.replace(/\/$/, ''), LD_PRELOAD: shim, STRAY_PORT: String(port), STRAY_COUNT: String(STRAYS) },
-      timeoutMs: 25_000,
-    });
-    expect({ code, err }).toEqual({ code: 0, err: '' });
-    const r = JSON.parse(out.at(-1)!) as { first: { replies: string[]; errors: IoErrorCounts; choices: unknown }; later: { replies: string[]; stray: number } };
+    const r = await runBatchedChild({ STRAY_COUNT: String(STRAYS) });
     expect(r.first.choices).toEqual({ hashed: 1, probed: 0, kernel: 0 }); // bound to the candidate, so the shim sent
     expect(r.first.replies).toEqual(['pong']);
     expect(r.first.errors.stray).toBe(STRAYS);
     expect(await strayMetric('batched', r.first.errors)).toBe(`quiclb_io_errors_total{lb="t",path="batched",direction="to_client",reason="stray"} ${STRAYS}`);
     // a third party's datagrams after the connect(): filtered by the kernel, neither relayed nor counted
+    expect(r.later).toEqual({ replies: ['pong'], stray: STRAYS });
+  }, 40_000);
+
+  it('from the server itself: dropped too (not relayed to the client), not counted as stray; its later replies are relayed', async () => {
+    const SERVER = 5;
+    const STRAYS = 2;
+    const sentFile = join(tmp, 'server-sent');
+    const r = await runBatchedChild({ STRAY_COUNT: String(STRAYS), SERVER_COUNT: String(SERVER), SERVER_SENT_FILE: sentFile });
+    expect(readFileSync(sentFile, 'utf8')).toBe(String(SERVER)); // the shim found the server's socket and sent from it
+    expect(r.first.choices).toEqual({ hashed: 1, probed: 0, kernel: 0 });
+    expect(r.first.replies).toEqual(['pong']); // no 'stale'
+    expect(r.first.errors.stray).toBe(STRAYS); // the other sender's only
     expect(r.later).toEqual({ replies: ['pong'], stray: STRAYS });
   }, 40_000);
 });
