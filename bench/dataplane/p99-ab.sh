@@ -50,11 +50,16 @@ for rep in $(seq 1 "$REPS"); do
     if [ "$peer" = nginx ]; then
       setsid taskset -c 1 nice -n -10 nginx -p "$P" -c "$P/nginx.conf" -e "$P/error.log" &
     else
+      # --io batched: a missing addon is an error here, not a silent run of the node:dgram fallback.
       # shellcheck disable=SC2086 # NODE_FLAGS and QUICLB_ENV are word lists
-      setsid taskset -c 1 nice -n -10 env ${QUICLB_ENV:-} node_modules/node/bin/node $NODE_FLAGS bin/quiclb.js standalone --config "$W/quiclb-bench.yaml" >/dev/null 2>&1 &
+      setsid taskset -c 1 nice -n -10 env NODE_OPTIONS= ${QUICLB_ENV:-} node_modules/node/bin/node $NODE_FLAGS bin/quiclb.js standalone --config "$W/quiclb-bench.yaml" --io batched >"$P/quiclb.log" 2>&1 &
     fi
     PEER_PID=$!
-    for _ in $(seq 1 50); do sleep 0.1; ss -uln | grep -q ":$LP " && break; done
+    for i in $(seq 1 51); do
+      ss -uln | grep -q ":$LP " && break
+      [ "$i" = 51 ] && { echo "p99-ab: $peer is not listening on :$LP after 5 s (logs follow):" >&2; cat "$P/quiclb.log" "$P/error.log" >&2 2>/dev/null; exit 1; }
+      sleep 0.1
+    done
     gen >/dev/null
     gen | python3 -c 'import json,sys; r=json.load(sys.stdin); print(sys.argv[1], sys.argv[2], r["p50_us"], r["p99_us"], r["p999_us"], r["loss_pct"])' "$peer" "$rep"
     kill -- "-$PEER_PID" 2>/dev/null || true

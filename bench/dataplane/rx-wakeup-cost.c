@@ -96,7 +96,9 @@ int main(int argc, char **argv) {
   long got = 0;
   for (int done = 0; !done;) {
     struct epoll_event out[8];
-    if (epoll_wait(outer, out, 8, -1) <= 0) continue;
+    int ready = epoll_wait(outer, out, 8, 1000);
+    if (ready == 0) break; /* the stop datagram was lost: a second without any ends the run */
+    if (ready < 0) continue;
     if (nested) epoll_wait(inner, out, 8, 0);
     int ask = read_mode == 1 ? 64 : 1;
     for (int k = 0; k < ask; k++) {

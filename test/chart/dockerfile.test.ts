@@ -55,7 +55,8 @@ describe('Dockerfile', () => {
     expect(final).not.toMatch(/^RUN /m); // the runtime stage only copies
     expect(text).toMatch(/npm install --omit=dev/);
     expect(final).toContain('COPY --from=deps /app/node_modules ./node_modules');
-    expect(final).toMatch(/^ENTRYPOINT \["node", "--max-semi-space-size=1", "--initial-old-space-size=64", "\/app\/bin\/quiclb\.js"\]$/m);
+    // the entry point runs bin/quiclb.js with the data plane's V8 flags (test/dataplane/v8-flags.test.ts)
+    expect(final).toMatch(/^ENTRYPOINT \["node", ("--[a-z-]+=\d+", )*"\/app\/bin\/quiclb\.js"\]$/m);
     // every source folder the build compiles (tsconfig.build.json) is copied into the build stage
     const include = (JSON.parse(readFileSync(join(repoRoot, 'tsconfig.build.json'), 'utf8')) as { include: string[] }).include;
     for (const glob of include) expect(text).toContain(`COPY ${glob.split('/')[0]}/ ${glob.split('/')[0]}/`);

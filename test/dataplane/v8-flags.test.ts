@@ -21,8 +21,10 @@ describe('the data plane V8 flags', () => {
     // a semi-space or old-space size of the process's own (any of min/max/initial, either spelling) wins
     expect(withDataplaneV8Flags(['--max-semi-space-size=4'], '')).toEqual(['--max-semi-space-size=4', '--initial-old-space-size=64']);
     expect(withDataplaneV8Flags(['--min_semi_space_size=2'], '')).toEqual(['--min_semi_space_size=2', '--initial-old-space-size=64']);
-    expect(withDataplaneV8Flags([], '--max-old-space-size=512 --trace-warnings')).toEqual(['--max-semi-space-size=1']);
     expect(withDataplaneV8Flags(['--initial-old-space-size=16', '--max-semi-space-size=2'], '')).toEqual(['--initial-old-space-size=16', '--max-semi-space-size=2']);
+    expect(withDataplaneV8Flags(['--initial_heap_size=32'], '')).toEqual(['--initial_heap_size=32', '--max-semi-space-size=1']);
+    // a heap cap is another setting: the starting size still comes (V8 clamps it to half the cap)
+    expect(withDataplaneV8Flags([], '--max-old-space-size=512 --trace-warnings')).toEqual([...DATAPLANE_V8_FLAGS]);
     // a flag that only shares a prefix is not the same setting
     expect(withDataplaneV8Flags(['--max-semi-space-size-x=1'], '')).toEqual(['--max-semi-space-size-x=1', ...DATAPLANE_V8_FLAGS]);
   });
@@ -34,6 +36,8 @@ describe('the data plane V8 flags', () => {
     expect(read('Dockerfile')).toContain(`ENTRYPOINT [${entrypoint}]`);
     const pkg = JSON.parse(read('package.json')) as { scripts: Record<string, string> };
     expect(pkg.scripts.start).toBe(`node ${DATAPLANE_V8_FLAGS.join(' ')} bin/quiclb.js standalone --example`);
-    for (const bench of ['bench/dataplane/run.ts', 'bench/flood/run.ts']) expect(read(bench)).toContain('DATAPLANE_V8_FLAGS');
+    expect(read('bench/dataplane/run.ts')).toMatch(/^const QUICLB_NODE_ARGS = DATAPLANE_V8_FLAGS;$/m);
+    expect(read('bench/dataplane/run.ts')).toMatch(/\[process\.execPath, \.\.\.QUICLB_NODE_ARGS, /);
+    expect(read('bench/flood/run.ts')).toMatch(/spawn\(process\.execPath, \[\.\.\.DATAPLANE_V8_FLAGS, /);
   });
 });

@@ -27,7 +27,7 @@ export interface ClientResult {
 }
 
 export interface AuditResult {
-  backends: Record<string, { datagrams: number; shortHeader: number; foreignCids: number; examples: string[]; unsettledInitials: number }>;
+  backends: Record<string, { datagrams: number; shortHeader: number; foreignCids: number; examples: string[]; unsettledInitials: number; issued: number }>;
   /** The pod network's kernel UDP counters (RcvbufErrors: datagrams full socket buffers dropped). */
   udp?: Record<string, number>;
 }
@@ -42,10 +42,12 @@ export class World {
   readonly log: string[] = [];
   private constructor(child: ChildProcess) {
     this.agent = new JsonLinesClient(child, { name: 'journey agent', onLine: (line, m) => this.onLine(line, m) });
-    child.stderr!.on('data', (d: Buffer) => {
-      this.log.push(d.toString());
-      if (this.log.length > 2000) this.log.splice(0, 1000);
-    });
+    child.stderr!.on('data', (d: Buffer) => this.keep(d.toString()));
+  }
+
+  private keep(text: string): void {
+    this.log.push(text);
+    if (this.log.length > 2000) this.log.splice(0, 1000);
   }
 
   /**
@@ -69,7 +71,7 @@ export class World {
       if (lines.length > 5000) lines.splice(0, 2500);
       this.dpLines.set(node, lines);
     } else if (typeof m?.id !== 'number') {
-      this.log.push(line);
+      this.keep(line);
     }
   }
 

@@ -92,3 +92,9 @@ export interface PodBackend {
 /** Bounds of the per-backend records that clients can grow. */
 export const MAX_UNOWNED_INITIAL = 20_000;
 export const MAX_EXAMPLES = 10;
+/**
+ * The fewest issued CIDs a backend remembers (examples/example-quic-backend.ts keeps its last 100 000, the quic-go
+ * backend 200 000): a backend that issued more may have forgotten a CID, and an Initial carrying it at another backend
+ * would not be settled as foreign.
+ */
+export const ISSUED_REMEMBERED = 100_000;
