@@ -279,16 +279,22 @@ function sendFromAnotherProcess(port: number, n: number, payload: string): void 
   execFileSync(process.execPath, ['-e', code], { timeout: 10_000 });
 }
 
+/** node:dgram I/O with a listener, and an echo server answering "pong" to whatever reaches it; `replies` collects what is relayed. */
+async function dgramWithEcho() {
+  const replies: string[] = [];
+  const io = new DgramIo<null, null>({ onClient: () => {}, onReply: (_o, b, off, len) => replies.push(b.toString('latin1', off, off + len)), onError: () => {} });
+  const listener = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 0 }, null);
+  const echo = createSocket('udp4');
+  echo.on('message', (_m, r) => echo.send('pong', r.port, r.address));
+  echo.bind(0, '127.0.0.1');
+  await once(echo, 'listening');
+  const server = { host: '127.0.0.1', port: echo.address().port, family: 4 as const };
+  return { replies, io, listener, echo, server };
+}
+
 describe('node:dgram path: a datagram that reached a bound candidate port before its connect()', () => {
   it('is not relayed to the client as the server\'s reply but counted as stray; the server\'s replies are relayed', async () => {
-    const replies: string[] = [];
-    const io = new DgramIo<null, null>({ onClient: () => {}, onReply: (_o, b, off, len) => replies.push(b.toString('latin1', off, off + len)), onError: () => {} });
-    const listener = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 0 }, null);
-    const echo = createSocket('udp4');
-    echo.on('message', (_m, r) => echo.send('pong', r.port, r.address));
-    echo.bind(0, '127.0.0.1');
-    await once(echo, 'listening');
-    const server = { host: '127.0.0.1', port: echo.address().port, family: 4 as const };
+    const { replies, io, listener, echo, server } = await dgramWithEcho();
     const STRAYS = 3;
     try {
       const port = await freeUdpPort();
@@ -330,14 +336,7 @@ describe('node:dgram path: a datagram from the server itself that reached a boun
   // looks like the first reply: it reaches the client, whose QUIC stack drops what it cannot decrypt
   // (docs/dataplane-agent.md). This pins that the only difference from the batched path is there.
   it('is relayed to the client as a reply and not counted as stray (the batched path drops it)', async () => {
-    const replies: string[] = [];
-    const io = new DgramIo<null, null>({ onClient: () => {}, onReply: (_o, b, off, len) => replies.push(b.toString('latin1', off, off + len)), onError: () => {} });
-    const listener = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 0 }, null);
-    const echo = createSocket('udp4');
-    echo.on('message', (_m, r) => echo.send('pong', r.port, r.address));
-    echo.bind(0, '127.0.0.1');
-    await once(echo, 'listening');
-    const server = { host: '127.0.0.1', port: echo.address().port, family: 4 as const };
+    const { replies, io, listener, echo, server } = await dgramWithEcho();
     try {
       const port = await freeUdpPort();
       const up = io.openUpstream(listener, server, '127.0.0.1', 1, null, Int32Array.of(1, port))!;
