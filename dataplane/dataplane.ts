@@ -15,7 +15,7 @@ import { BatchedIo } from './io/batched-io.js';
 import type { DatagramIo, DatagramSink, IoCallCounts, IoChoice, IoErrorCounts, IoListener, IoPath, IoUpstream, PortChoiceCounts } from './io/types.js';
 import { attachMetrics, routingLatencySampler } from './metrics.js';
 import type { Flow } from './flow-table.js';
-import { currentSocketBudget, readPortRange, readReservedPorts, type SocketBudget } from './resources.js';
+import { currentSocketBudget, readCpuQuota, readPortRange, readReservedPorts, type SocketBudget } from './resources.js';
 import { DEFAULT_PORT_RANGE, UpstreamPortPicker, type PortRange } from './upstream-ports.js';
 import { DROP_INTERNAL, DROP_UPSTREAM_NOT_READY, DROP_UPSTREAM_SOCKET_LIMIT, Router, type HealthState, type RouterServer, type RouterStats } from './router.js';
 
@@ -216,6 +216,14 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     );
     if (fallbackReason !== null && process.platform === 'linux') {
       this.logger.warn({ ...this.lbField(snapshot.name), reason: fallbackReason }, 'batched datagram I/O not available: running node:dgram (more CPU per datagram)');
+    }
+    const busyPollUs = io instanceof BatchedIo ? io.busyPollUs : 0;
+    const cpuQuota = busyPollUs > 0 ? readCpuQuota() : null;
+    if (cpuQuota !== null) {
+      this.logger.warn(
+        { ...this.lbField(snapshot.name), io_busy_poll_us: busyPollUs, cpu_quota: cpuQuota },
+        'busy-poll under a CPU quota: spinning spends the quota and the process gets throttled, which is slower than sleeping; remove the CPU limit or turn busy-poll off (QUICLB_IO_BUSY_POLL_US=0)',
+      );
     }
   }
 

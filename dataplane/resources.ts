@@ -157,3 +157,41 @@ export function socketBudget(input: BudgetInput): SocketBudget {
 export function currentSocketBudget(processes = 1, reserve?: number): SocketBudget {
   return socketBudget({ nofile: readNofileLimit(), openFds: openDescriptors(), portRange: readPortRange(), processes, reserve });
 }
+
+/**
+ * The CPU quota of this process's cgroup, in CPUs (quota / period), or null when there is none or it cannot be read:
+ * cgroup v2's cpu.max, else v1's cpu.cfs_quota_us. The effective quota is the smallest along the path from the
+ * process's cgroup up to the root. `read` returns a file's text or null (tests pass their own).
+ */
+export function readCpuQuota(read: (path: string) => string | null = readTextOrNull): number | null {
+  const lines = (read('/proc/self/cgroup') ?? '').split('\n').map((l) => l.split(':'));
+  const v1 = lines.find((f) => f.length >= 3 && f[1]!.split(',').includes('cpu'));
+  const v2 = lines.find((f) => f.length >= 3 && f[0] === '0' && f[1] === '');
+  const quotaAt = (dir: string): number | null => {
+    if (v1 === undefined) {
+      const m = /^(\d+) (\d+)\s*$/.exec(read(`${dir}cpu.max`) ?? ''); // "max PERIOD": no quota
+      return m === null || Number(m[2]) === 0 ? null : Number(m[1]) / Number(m[2]);
+    }
+    const quota = Number((read(`${dir}cpu.cfs_quota_us`) ?? '').trim()); // -1: no quota
+    const period = Number((read(`${dir}cpu.cfs_period_us`) ?? '').trim());
+    return quota > 0 && period > 0 ? quota / period : null;
+  };
+  const cg = v1 ?? v2;
+  if (cg === undefined) return null;
+  const root = v1 === undefined ? '/sys/fs/cgroup/' : `/sys/fs/cgroup/${v1[1]}/`;
+  const parts = cg.slice(2).join(':').split('/').filter(Boolean).slice(0, 64);
+  let quota: number | null = null;
+  for (let depth = parts.length; depth >= 0; depth--) {
+    const q = quotaAt(root + parts.slice(0, depth).map((p) => `${p}/`).join(''));
+    if (q !== null && (quota === null || q < quota)) quota = q;
+  }
+  return quota;
+}
+
+function readTextOrNull(path: string): string | null {
+  try {
+    return readFileSync(path, 'latin1').slice(0, 4096);
+  } catch {
+    return null;
+  }
+}
