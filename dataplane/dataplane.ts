@@ -217,12 +217,14 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     if (fallbackReason !== null && process.platform === 'linux') {
       this.logger.warn({ ...this.lbField(snapshot.name), reason: fallbackReason }, 'batched datagram I/O not available: running node:dgram (more CPU per datagram)');
     }
+    // each spinning process can keep a core busy: a quota below one core each plus one for the rest throttles them
     const busyPollUs = io instanceof BatchedIo ? io.busyPollUs : 0;
+    const spinning = this.options.processes ?? 1;
     const cpuQuota = busyPollUs > 0 ? readCpuQuota() : null;
-    if (cpuQuota !== null) {
+    if (cpuQuota !== null && cpuQuota < spinning + 1) {
       this.logger.warn(
-        { ...this.lbField(snapshot.name), io_busy_poll_us: busyPollUs, cpu_quota: cpuQuota },
-        'busy-poll under a CPU quota: spinning spends the quota and the process gets throttled, which is slower than sleeping; remove the CPU limit or turn busy-poll off (QUICLB_IO_BUSY_POLL_US=0)',
+        { ...this.lbField(snapshot.name), io_busy_poll_us: busyPollUs, cpu_quota: cpuQuota, processes: spinning },
+        'busy-poll under a CPU quota: spinning spends the quota and the process gets throttled, which is slower than sleeping; raise the CPU limit (a core per data-plane process plus one) or turn busy-poll off (QUICLB_IO_BUSY_POLL_US=0)',
       );
     }
   }

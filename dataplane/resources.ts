@@ -7,7 +7,7 @@
  * result back from /proc/self/limits. Linux only; elsewhere the limits are unknown and nothing is capped.
  */
 import { execFileSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
 
 export interface NofileLimit {
   soft: number;
@@ -160,13 +160,22 @@ export function currentSocketBudget(processes = 1, reserve?: number): SocketBudg
 
 /**
  * The CPU quota of this process's cgroup, in CPUs (quota / period), or null when there is none or it cannot be read:
- * cgroup v2's cpu.max, else v1's cpu.cfs_quota_us. The effective quota is the smallest along the path from the
- * process's cgroup up to the root. `read` returns a file's text or null (tests pass their own).
+ * cgroup v2's cpu.max, else v1's cpu.cfs_quota_us (the cpu controller's hierarchy wins on hybrid machines: the
+ * controller is bound to one hierarchy only). The effective quota is the smallest along the path from the process's
+ * cgroup up to the mount's root (bandwidth limits apply to the whole subtree). `read` returns a file's text or null
+ * (tests pass their own).
  */
-export function readCpuQuota(read: (path: string) => string | null = readTextOrNull): number | null {
+export function readCpuQuota(read: (path: string) => string | null = readSmallFile): number | null {
   const lines = (read('/proc/self/cgroup') ?? '').split('\n').map((l) => l.split(':'));
   const v1 = lines.find((f) => f.length >= 3 && f[1]!.split(',').includes('cpu'));
   const v2 = lines.find((f) => f.length >= 3 && f[0] === '0' && f[1] === '');
+  const cg = v1 ?? v2;
+  if (cg === undefined) return null;
+  const parts = cg.slice(2).join(':').split('/').filter(Boolean);
+  if (parts.includes('..') || parts.length > 64) return null; // outside the namespace's root, or nonsense
+  // v1: the hierarchy's directory is named for its controllers, in some distributions in another order than
+  // /proc/self/cgroup lists them; systemd and Docker also link /sys/fs/cgroup/cpu to it
+  const roots = v1 === undefined ? ['/sys/fs/cgroup/'] : [`/sys/fs/cgroup/${v1[1]}/`, '/sys/fs/cgroup/cpu/'];
   const quotaAt = (dir: string): number | null => {
     if (v1 === undefined) {
       const m = /^(\d+) (\d+)\s*$/.exec(read(`${dir}cpu.max`) ?? ''); // "max PERIOD": no quota
@@ -176,10 +185,7 @@ export function readCpuQuota(read: (path: string) => string | null = readTextOrN
     const period = Number((read(`${dir}cpu.cfs_period_us`) ?? '').trim());
     return quota > 0 && period > 0 ? quota / period : null;
   };
-  const cg = v1 ?? v2;
-  if (cg === undefined) return null;
-  const root = v1 === undefined ? '/sys/fs/cgroup/' : `/sys/fs/cgroup/${v1[1]}/`;
-  const parts = cg.slice(2).join(':').split('/').filter(Boolean).slice(0, 64);
+  const root = roots.find((r) => read(`${r}${v1 === undefined ? 'cgroup.controllers' : 'cpu.cfs_period_us'}`) !== null) ?? roots[0]!;
   let quota: number | null = null;
   for (let depth = parts.length; depth >= 0; depth--) {
     const q = quotaAt(root + parts.slice(0, depth).map((p) => `${p}/`).join(''));
@@ -188,10 +194,17 @@ export function readCpuQuota(read: (path: string) => string | null = readTextOrN
   return quota;
 }
 
-function readTextOrNull(path: string): string | null {
+/** A small kernel file's text (at most 64 KiB read), or null. */
+function readSmallFile(path: string): string | null {
+  let fd: number | null = null;
   try {
-    return readFileSync(path, 'latin1').slice(0, 4096);
+    fd = openSync(path, 'r');
+    const buf = Buffer.alloc(65536);
+    const n = readSync(fd, buf, 0, buf.length, null);
+    return buf.toString('latin1', 0, n);
   } catch {
     return null;
+  } finally {
+    if (fd !== null) closeSync(fd);
   }
 }
