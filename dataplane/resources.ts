@@ -7,7 +7,7 @@
  * result back from /proc/self/limits. Linux only; elsewhere the limits are unknown and nothing is capped.
  */
 import { execFileSync } from 'node:child_process';
-import { closeSync, openSync, readdirSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
 
 export interface NofileLimit {
   soft: number;
@@ -25,14 +25,8 @@ function parseLimit(v: string): number {
 
 /** RLIMIT_NOFILE of this process from /proc/self/limits, or null when unknown. */
 export function readNofileLimit(limitsText?: string): NofileLimit | null {
-  let text = limitsText;
-  if (text === undefined) {
-    try {
-      text = readFileSync('/proc/self/limits', 'latin1');
-    } catch {
-      return null;
-    }
-  }
+  const text = limitsText ?? procText('/proc/self/limits');
+  if (text === null) return null;
   const m = /^Max open files\s+(\S+)\s+(\S+)/m.exec(text);
   if (!m) return null;
   const soft = parseLimit(m[1]);
@@ -66,11 +60,17 @@ export function raiseNofileLimit(): RaiseResult {
 }
 
 /** A /proc file's text, null when it cannot be read (not Linux, a restricted /proc). */
+/** A kernel file's text (/proc, /sys: small files; at most 64 KiB is read), or null. */
 function procText(path: string): string | null {
+  let fd: number | null = null;
   try {
-    return readFileSync(path, 'latin1');
+    fd = openSync(path, 'r');
+    const buf = Buffer.alloc(65536);
+    return buf.toString('latin1', 0, readSync(fd, buf, 0, buf.length, null));
   } catch {
     return null;
+  } finally {
+    if (fd !== null) closeSync(fd);
   }
 }
 
@@ -165,7 +165,7 @@ export function currentSocketBudget(processes = 1, reserve?: number): SocketBudg
  * cgroup up to the mount's root (bandwidth limits apply to the whole subtree). `read` returns a file's text or null
  * (tests pass their own).
  */
-export function readCpuQuota(read: (path: string) => string | null = readSmallFile): number | null {
+export function readCpuQuota(read: (path: string) => string | null = procText): number | null {
   const lines = (read('/proc/self/cgroup') ?? '').split('\n').map((l) => l.split(':'));
   const v1 = lines.find((f) => f.length >= 3 && f[1]!.split(',').includes('cpu'));
   const v2 = lines.find((f) => f.length >= 3 && f[0] === '0' && f[1] === '');
@@ -192,19 +192,4 @@ export function readCpuQuota(read: (path: string) => string | null = readSmallFi
     if (q !== null && (quota === null || q < quota)) quota = q;
   }
   return quota;
-}
-
-/** A small kernel file's text (at most 64 KiB read), or null. */
-function readSmallFile(path: string): string | null {
-  let fd: number | null = null;
-  try {
-    fd = openSync(path, 'r');
-    const buf = Buffer.alloc(65536);
-    const n = readSync(fd, buf, 0, buf.length, null);
-    return buf.toString('latin1', 0, n);
-  } catch {
-    return null;
-  } finally {
-    if (fd !== null) closeSync(fd);
-  }
 }

@@ -966,12 +966,6 @@ static napi_value open_listener(napi_env env, napi_callback_info info) {
   return arr;
 }
 
-/*
- * openUpstream(ctx, listenerId, rxIndex, host, port[, localPorts]) -> id (>= 0) or -errno (never throws on a socket
- * error): a socket connected to the server, whose replies go to the client of received datagram rxIndex via the
- * listener. localPorts (Int32Array [n, p1..pn], n <= 8): local ports to try in order before the kernel's choice (a
- * port in use is skipped); on return localPorts[0] is the index of the port taken, or -1 for the kernel's choice.
- */
 /* Datagrams open_upstream drains at most (see there). */
 #define DRAIN_MAX 65536
 
@@ -989,6 +983,12 @@ static int same_endpoint(const struct sockaddr_storage *a, const struct sockaddr
   return 0;
 }
 
+/*
+ * openUpstream(ctx, listenerId, rxIndex, host, port[, localPorts]) -> id (>= 0) or -errno (never throws on a socket
+ * error): a socket connected to the server, whose replies go to the client of received datagram rxIndex via the
+ * listener. localPorts (Int32Array [n, p1..pn], n <= 8): local ports to try in order before the kernel's choice (a
+ * port in use is skipped); on return localPorts[0] is the index of the port taken, or -1 for the kernel's choice.
+ */
 static napi_value open_upstream(napi_env env, napi_callback_info info) {
   size_t argc = 6;
   napi_value argv[6];
