@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot } from '../helpers/run-cli.js';
 import { JsonLinesClient } from '../journey/json-lines-client.js';
+import type { BackendAudit } from '../journey/pod-backend.js';
 
 export const WORLD_AGENT = join(repoRoot, 'test', 'journey', 'agent.ts');
 
@@ -27,7 +28,7 @@ export interface ClientResult {
 }
 
 export interface AuditResult {
-  backends: Record<string, { datagrams: number; shortHeader: number; foreignCids: number; examples: string[]; unsettledInitials: number; issued: number }>;
+  backends: Record<string, BackendAudit>;
   /** The pod network's kernel UDP counters (RcvbufErrors: datagrams full socket buffers dropped). */
   udp?: Record<string, number>;
 }
