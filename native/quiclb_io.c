@@ -1,12 +1,14 @@
 /*
  * quiclb_io: batched UDP I/O for the data plane (Linux), a plain Node-API addon in C.
  *
- * One context owns its UDP sockets (listeners, and one connected socket per upstream) and one epoll instance
- * holding all of them. libuv watches only the epoll fd (one uv_poll), so when it fires a single callback drains
- * every readable socket with recvmmsg into one shared receive ring and calls JavaScript ONCE for the whole
- * batch, however many sockets had data (a uv_poll per socket would cost one JS call per ready socket, and the
- * data plane has one socket per flow). The epoll set is level-triggered: what does not fit in the ring is read
- * on the next loop iteration.
+ * One context owns its UDP sockets (listeners, and one connected socket per upstream), each watched by libuv
+ * (a uv_poll per socket, level-triggered) with a C callback that only marks the socket ready. After libuv's poll
+ * phase, in its check phase, one callback drains every marked socket with recvmmsg into one shared receive ring
+ * and calls JavaScript ONCE for the whole batch, however many sockets had data (the data plane has one socket per
+ * flow). What does not fit in the ring is reported again by libuv on the next loop iteration. Sockets sit directly
+ * in libuv's epoll set rather than in an epoll set of the addon's own that libuv watches: nesting costs a second
+ * epoll_wait and a second readiness check per wake-up (~1.3 us per wake-up measured, bench/dataplane/README.md).
+ * Busy-poll alone keeps an epoll set of its own (it polls without going back to libuv).
  *
  * Shared memory (ArrayBuffers created here, views kept by JS):
  *   rx      slots * (slotSize + 64) bytes: received message i at offset i * (slotSize + 64).
@@ -36,11 +38,11 @@
  * openUpstream) is checked before use; a bad send descriptor is counted, never sent. The shared buffers are
  * checked for detachment before every use (a transferred buffer's memory belongs to someone else). An exception
  * escaping the batch callback is counted (CNT_CB_ERRORS) and cleared. One wake-up reads at most `slots`
- * messages and, coalesced ones included, about `slots` datagrams (see on_poll), round robin over the ready
+ * messages and, coalesced ones included, about `slots` datagrams (see receive), round robin over the ready
  * sockets, and makes one JS call (one per `entries` datagrams when coalesced messages hold more), so timers and
  * other I/O keep running under a flood. Closing: destroy(), the GC of the
- * context object or the environment's teardown closes every socket exactly once; the memory goes when both the
- * poll handle is closed and the JS object is gone.
+ * context object or the environment's teardown closes every socket (and its poll handle) exactly once; the
+ * context's memory goes when both its check handle is closed and the JS object is gone.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -93,7 +95,7 @@ enum {
   CNT_RX_CALLS,          /* recvmmsg calls */
   CNT_TX_CALLS,          /* sendmmsg calls */
   CNT_BATCHES,
-  CNT_LAST_BATCH_NS,     /* the last batch: nanoseconds from the poll callback (arrival) to its sendmmsg done */
+  CNT_LAST_BATCH_NS,     /* the last batch: nanoseconds from libuv reporting its first socket ready (arrival) to its sendmmsg done */
   CNT_GSO_MSGS,          /* UDP GSO messages sent (each 2+ datagrams) */
   CNT_GSO_FALLBACK,      /* GSO messages refused by the path, sent one datagram at a time */
   CNT_CB_ERRORS,         /* exceptions that escaped the JS batch callback (its sends are dropped) */
@@ -111,21 +113,33 @@ typedef struct {
   uint32_t idx;
 } tx_order_t;
 
+struct ctx;
+
+/* A socket's libuv watcher: on readiness it marks its slot (see on_socket_ready). Freed by its close callback. */
+typedef struct {
+  uv_poll_t handle; /* first: the callback gets the handle */
+  struct ctx *c;
+  uint32_t slot;
+} sock_poll_t;
+
 typedef struct {
   int fd;            /* -1: free */
+  int marked;        /* in the ready list (a slot's mark outlives its socket until the list is read) */
+  sock_poll_t *poll;
   uint32_t gen;
   int32_t listener;  /* upstream: id of its listener (slot and generation); listener: -1 */
   struct sockaddr_storage client; /* upstream: its client's address (replies go there) */
   socklen_t client_len;
 } sock_t;
 
-typedef struct {
+typedef struct ctx {
   napi_env env;
-  uv_poll_t poll;
-  int epfd;
-  int closing;     /* sockets closed, poll stopped: nothing more is read, sent or called */
+  uv_loop_t *loop;
+  uv_check_t check; /* after each poll phase: reads the sockets marked ready, calls JS, sends */
+  int epfd;        /* busy-poll only (busy_ns > 0): every socket, polled without libuv; else -1 */
+  int closing;     /* sockets closed, polling stopped: nothing more is read, sent or called */
   int wrapped;     /* the JS object still points here (its finalizer will run) */
-  int poll_closed; /* uv_close completed: with !wrapped, the memory can go */
+  int check_closed; /* uv_close of the check handle completed: with !wrapped, the memory can go */
   uint32_t slots, slot_size;
   uint32_t entries; /* rxMeta and tx entries: datagrams per JS call (a coalesced message is several) */
   uint32_t stride; /* slot_size + one cache line: slot starts do not all map to the same L1 cache set */
@@ -141,6 +155,10 @@ typedef struct {
   uint32_t nsocks, cap;
   uint32_t *free_slots; /* closed slots, reused last-closed first: O(1) per new socket (a peer opens flows) */
   uint32_t nfree;
+  uint32_t *ready;  /* slots libuv reported readable since the last check (each once: sock_t.marked), cap entries */
+  uint32_t nready;
+  uint64_t ready_ns; /* when the first of them was reported */
+  uint32_t *cand;   /* one receive round's sockets, round robin (see gather), cap entries */
   struct mmsghdr *rmsg, *smsg;
   struct iovec *riov, *siov;
   struct sockaddr_storage *raddr;
@@ -211,13 +229,22 @@ static int alloc_slot(ctx_t *c) {
     sock_t *n = realloc(c->socks, (size_t)ncap * sizeof(sock_t));
     if (!n) return -1;
     c->socks = n;
+    /* each array keeps its contents; one that grew before a later one failed is harmless, cap stays */
     uint32_t *f = realloc(c->free_slots, (size_t)ncap * sizeof(uint32_t));
-    if (!f) return -1; /* c->socks is bigger already: harmless, cap stays */
+    if (!f) return -1;
     c->free_slots = f;
+    f = realloc(c->ready, (size_t)ncap * sizeof(uint32_t));
+    if (!f) return -1;
+    c->ready = f;
+    f = realloc(c->cand, (size_t)ncap * sizeof(uint32_t));
+    if (!f) return -1;
+    c->cand = f;
     c->cap = ncap;
   }
   c->socks[c->nsocks].gen = 0;
   c->socks[c->nsocks].fd = -1;
+  c->socks[c->nsocks].marked = 0;
+  c->socks[c->nsocks].poll = NULL;
   return (int)c->nsocks++;
 }
 
@@ -475,9 +502,38 @@ static uint64_t now_ns(void) {
   return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-/* Reads what the ready sockets hold into the ring (one wake-up's worth, see below): the number of messages. */
-static uint32_t receive(ctx_t *c) {
-  struct epoll_event ev[MAX_EVENTS];
+/*
+ * This wake-up's ready sockets into c->cand, round robin: those from slot rr_next on first, then the rest. Readiness
+ * repeats in the same order while sockets stay readable (libuv's level-triggered epoll, like the busy-poll set), so
+ * serving it from its head would serve only the first slots / PER_SOCKET_MAX sockets while they stay full (a
+ * flooded listener would starve the replies of every other flow). from_epoll: the busy-poll set (epoll_wait with
+ * no timeout); else the ready list, emptied here (a socket not served this time is reported again).
+ */
+static uint32_t gather(ctx_t *c, int from_epoll) {
+  uint32_t rr = c->rr_next, n = 0;
+  if (from_epoll) {
+    struct epoll_event ev[MAX_EVENTS];
+    int ne = epoll_wait(c->epfd, ev, MAX_EVENTS, 0);
+    /* every slot in the set is < nsocks <= cap: at most cap entries */
+    for (int e = 0; e < ne; e++) if (ev[e].data.u32 >= rr) c->cand[n++] = ev[e].data.u32;
+    for (int e = 0; e < ne; e++) if (ev[e].data.u32 < rr) c->cand[n++] = ev[e].data.u32;
+    return n;
+  }
+  for (uint32_t i = 0; i < c->nready; i++) if (c->ready[i] >= rr) c->cand[n++] = c->ready[i];
+  for (uint32_t i = 0; i < c->nready; i++) {
+    uint32_t slot = c->ready[i];
+    if (slot < rr) c->cand[n++] = slot;
+    c->socks[slot].marked = 0;
+  }
+  c->nready = 0;
+  return n;
+}
+
+/*
+ * Reads what the ready sockets hold into the ring (one wake-up's worth, see below): the number of messages. A socket
+ * that filled its whole request may hold more: it is read again in a next round (up to 4) while the budget lasts.
+ */
+static uint32_t receive(ctx_t *c, int from_epoll) {
   /*
    * n messages holding d datagrams. A wake-up takes about `slots` datagrams, not just `slots` messages: coalesced
    * messages of 64 datagrams would otherwise make one wake-up 64x longer (timers, probes and the other sockets wait
@@ -488,22 +544,11 @@ static uint32_t receive(ctx_t *c) {
   const uint32_t budget = c->slots;
   const uint32_t hint = c->seg_hint > 1 ? c->seg_hint : 1;
   uint32_t n = 0, d = 0, largest = 1;
-  for (int round = 0; round < 4 && n < c->slots && d < budget; round++) {
-    int ne = epoll_wait(c->epfd, ev, MAX_EVENTS, 0);
-    if (ne <= 0) break;
-    int more = 0; /* a socket filled its whole request: it may hold more (else level-triggered epoll says so later) */
-    /*
-     * Round robin over the ready sockets, in slot order from where the last wake-up stopped. epoll returns the
-     * level-triggered ready list in the same order every time, so reading it from its head would serve only
-     * the first slots / PER_SOCKET_MAX sockets while they stay full (a flooded listener would starve the
-     * replies of every other flow).
-     */
-    uint32_t rr = c->rr_next;
-    int order[MAX_EVENTS], no = 0;
-    for (int e = 0; e < ne; e++) if (ev[e].data.u32 >= rr) order[no++] = e;
-    for (int e = 0; e < ne; e++) if (ev[e].data.u32 < rr) order[no++] = e;
-    for (int j = 0; j < no && n < c->slots && d < budget; j++) {
-      uint32_t slot = ev[order[j]].data.u32;
+  uint32_t nc = gather(c, from_epoll);
+  for (int round = 0; round < 4 && nc > 0 && n < c->slots && d < budget; round++) {
+    uint32_t nfull = 0; /* sockets that filled their request, kept in c->cand[0, nfull) for the next round */
+    for (uint32_t j = 0; j < nc && n < c->slots && d < budget; j++) {
+      uint32_t slot = c->cand[j];
       c->rr_next = slot + 1;
       if (slot >= c->nsocks || c->socks[slot].fd < 0) continue;
       sock_t *s = &c->socks[slot];
@@ -534,7 +579,7 @@ static uint32_t receive(ctx_t *c) {
         else c->counters[CNT_RX_OTHER]++;
         continue;
       }
-      if ((uint32_t)r == want) more = 1;
+      if ((uint32_t)r == want) c->cand[nfull++] = slot; /* nfull <= j: entries not read yet stay intact */
       int32_t id = make_id(c, slot);
       for (int k = 0; k < r; k++) {
         struct msghdr *m = &c->rmsg[k].msg_hdr;
@@ -592,15 +637,15 @@ static uint32_t receive(ctx_t *c) {
         n++;
       }
     }
-    if (!more) break; /* saves an epoll_wait per wake-up at low rates */
+    nc = nfull;
   }
   if (n > 0) c->seg_hint = largest >= hint / 2 ? largest : hint / 2;
   return n;
 }
 
 /*
- * Busy-poll (busy_ns > 0): after a wake-up that moved datagrams, keep polling the sockets (epoll_wait with no
- * timeout, then recvmmsg on the ready ones) until busy_ns pass without a datagram, so the next datagram of a busy
+ * Busy-poll (busy_ns > 0): after a wake-up that moved datagrams, keep polling the sockets (epoll_wait on the
+ * busy-poll set with no timeout, then recvmmsg on the ready ones) until busy_ns pass without a datagram, so the next datagram of a busy
  * flow (the server's reply to what was just forwarded, the client's next packet) is taken without a sleep, libuv's
  * epoll round and a context switch: at low rates those cost more CPU than the datagram itself and, on a loaded CPU,
  * set the latency tail. It only ever spins after data (an idle data plane sleeps), and a wake-up returns to libuv
@@ -610,7 +655,7 @@ static uint32_t receive(ctx_t *c) {
 static void busy_poll(ctx_t *c, uint64_t start, uint64_t last) {
   uint64_t now = last, spent = 0;
   while (now - start < BUSY_POLL_MAX_NS) {
-    uint32_t n = receive(c);
+    uint32_t n = receive(c, 1);
     if (n == 0) {
       now = now_ns();
       if (now - last >= c->busy_ns) break;
@@ -627,18 +672,35 @@ static void busy_poll(ctx_t *c, uint64_t start, uint64_t last) {
   c->counters[CNT_BUSY_POLL_NS] += (double)(spent + (now - last));
 }
 
-static void on_poll(uv_poll_t *h, int status, int events) {
+/*
+ * libuv's poll phase: a socket is readable. Only marks it: the check phase reads every marked socket and makes one
+ * JS call for all (on_check). libuv stops a handle whose socket reports POLLERR (status < 0: on a connected upstream,
+ * the ICMP error of an earlier send): it is restarted and marked, and its read takes the error (counted, CNT_RX_ICMP).
+ */
+static void on_socket_ready(uv_poll_t *h, int status, int events) {
   (void)events;
+  sock_poll_t *p = (sock_poll_t *)h;
+  ctx_t *c = p->c;
+  if (c->closing) return;
+  if (status < 0) uv_poll_start(h, UV_READABLE, on_socket_ready);
+  sock_t *s = &c->socks[p->slot];
+  if (s->marked) return;
+  s->marked = 1;
+  if (c->nready == 0) c->ready_ns = now_ns();
+  c->ready[c->nready++] = p->slot;
+}
+
+static void on_check(uv_check_t *h) {
   ctx_t *c = h->data;
-  if (status < 0 || c->closing) return;
+  if (c->nready == 0 || c->closing) return;
   napi_handle_scope scope;
   if (napi_open_handle_scope(c->env, &scope) != napi_ok) return;
   int attached = buffers_attached(c);
   if (!attached) fail_detached(c);
   napi_close_handle_scope(c->env, scope);
   if (!attached) return;
-  uint64_t t0 = now_ns();
-  uint32_t n = receive(c);
+  uint64_t t0 = c->ready_ns;
+  uint32_t n = receive(c, 0);
   if (n == 0) return;
   deliver(c, n);
   if (c->closing) return;
@@ -669,21 +731,46 @@ static int parse_addr(napi_env env, napi_value host, uint32_t port, struct socka
   return -1;
 }
 
+static void free_poll(uv_handle_t *h) { free(h); }
+
+/* Watches fd (libuv, and the busy-poll set when there is one): its id, or -errno (fd stays open). */
 static int add_socket(ctx_t *c, int fd, int32_t listener) {
   int slot = alloc_slot(c);
   if (slot < 0) return -ENOMEM;
-  sock_t *s = &c->socks[slot];
-  s->fd = fd;
-  s->gen = (s->gen + 1) & 0x7ff;
-  s->listener = listener;
-  s->client_len = 0;
+  sock_poll_t *p = malloc(sizeof *p);
+  int err = p ? uv_poll_init_socket(c->loop, &p->handle, fd) : -ENOMEM; /* libuv errors are -errno */
+  if (err != 0) {
+    free(p); /* not initialised: no close needed */
+    free_slot(c, (uint32_t)slot);
+    return err;
+  }
+  p->c = c;
+  p->slot = (uint32_t)slot;
   struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)slot};
-  if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
-    int err = errno;
+  if (c->epfd >= 0 && epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+    err = errno;
+    uv_close((uv_handle_t *)&p->handle, free_poll);
     free_slot(c, (uint32_t)slot);
     return -err;
   }
+  uv_poll_start(&p->handle, UV_READABLE, on_socket_ready);
+  sock_t *s = &c->socks[slot];
+  s->fd = fd;
+  s->poll = p;
+  s->gen = (s->gen + 1) & 0x7ff;
+  s->listener = listener;
+  s->client_len = 0;
   return make_id(c, (uint32_t)slot);
+}
+
+/* Stops watching the socket in slot and closes it (the slot itself is the caller's). */
+static void close_sock(ctx_t *c, uint32_t slot) {
+  sock_t *s = &c->socks[slot];
+  if (s->poll) uv_close((uv_handle_t *)&s->poll->handle, free_poll); /* first: libuv forgets the fd before it closes */
+  s->poll = NULL;
+  if (c->epfd >= 0) epoll_ctl(c->epfd, EPOLL_CTL_DEL, s->fd, NULL);
+  close(s->fd);
+  s->fd = -1;
 }
 
 static void ctx_free(napi_env env, void *data, void *hint);
@@ -751,8 +838,8 @@ static napi_value create(napi_env env, napi_callback_info info) {
     c->gro_errno = probe_gro(flags);
     c->gro = c->gro_errno == 0;
   }
-  c->epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (c->epfd < 0) {
+  c->epfd = c->busy_ns > 0 ? epoll_create1(EPOLL_CLOEXEC) : -1;
+  if (c->busy_ns > 0 && c->epfd < 0) {
     int err = errno;
     free(c);
     return throw_errno(env, "epoll_create1", err);
@@ -812,12 +899,11 @@ static napi_value create(napi_env env, napi_callback_info info) {
   TRY(napi_async_init(env, NULL, name, &c->async));
   uv_loop_t *loop = NULL;
   TRY(napi_get_uv_event_loop(env, &loop));
-  if (!failed && uv_poll_init(loop, &c->poll, c->epfd) != 0) failed = "uv_poll_init";
   if (failed) { /* nothing is polled yet: undo by hand */
     napi_ref refs[6] = {c->rx_ref, c->meta_ref, c->tx_ref, c->cnt_ref, c->cb_ref, c->self_ref};
     for (int i = 0; i < 6; i++) if (refs[i]) napi_delete_reference(env, refs[i]);
     if (c->async) napi_async_destroy(env, c->async);
-    close(c->epfd);
+    if (c->epfd >= 0) close(c->epfd);
     ctx_free_memory(c);
     char msg[200];
     snprintf(msg, sizeof msg, "quiclb_io: create failed: %s", failed);
@@ -827,21 +913,25 @@ static napi_value create(napi_env env, napi_callback_info info) {
     return NULL;
   }
 #undef TRY
-  c->poll.data = c;
+  c->loop = loop;
+  uv_check_init(loop, &c->check); /* cannot fail; active (and referenced) from here: keeps the loop alive, as sockets do */
+  c->check.data = c;
+  uv_check_start(&c->check, on_check);
   if (napi_wrap(env, obj, c, ctx_free, NULL, NULL) != napi_ok) {
     c->wrapped = 0;
-    ctx_release(c); /* closes the poll handle, which frees the context */
+    ctx_release(c); /* closes the check handle, which frees the context */
     napi_throw_error(env, NULL, "quiclb_io: create failed: napi_wrap");
     return NULL;
   }
   c->wrapped = 1;
-  uv_poll_start(&c->poll, UV_READABLE, on_poll);
   return obj;
 }
 
 static void ctx_free_memory(ctx_t *c) {
   free(c->socks);
   free(c->free_slots);
+  free(c->ready);
+  free(c->cand);
   free(c->rmsg);
   free(c->riov);
   free(c->raddr);
@@ -857,12 +947,12 @@ static void ctx_free_memory(ctx_t *c) {
   free(c);
 }
 
-/* The context memory goes when both the poll handle is closed and the JS object no longer points to it. */
-static void on_poll_closed(uv_handle_t *h) {
+/* The context memory goes when both the check handle is closed and the JS object no longer points to it. */
+static void on_check_closed(uv_handle_t *h) {
   ctx_t *c = h->data;
-  close(c->epfd);
+  if (c->epfd >= 0) close(c->epfd);
   c->epfd = -1;
-  c->poll_closed = 1;
+  c->check_closed = 1;
   if (!c->wrapped) ctx_free_memory(c);
 }
 
@@ -877,15 +967,15 @@ static void ctx_finish(ctx_t *c) {
   napi_delete_reference(env, c->self_ref);
   c->rx_ref = c->meta_ref = c->tx_ref = c->cnt_ref = c->cb_ref = c->self_ref = NULL;
   napi_async_destroy(env, c->async);
-  uv_close((uv_handle_t *)&c->poll, on_poll_closed);
+  uv_close((uv_handle_t *)&c->check, on_check_closed);
 }
 
 /* Closes every socket and stops polling, exactly once; the rest waits for the end of a running batch. */
 static void ctx_release(ctx_t *c) {
   if (c->closing) return;
   c->closing = 1;
-  for (uint32_t i = 0; i < c->nsocks; i++) if (c->socks[i].fd >= 0) { close(c->socks[i].fd); c->socks[i].fd = -1; }
-  uv_poll_stop(&c->poll);
+  for (uint32_t i = 0; i < c->nsocks; i++) if (c->socks[i].fd >= 0) close_sock(c, i);
+  uv_check_stop(&c->check);
   if (!c->in_batch) ctx_finish(c);
 }
 
@@ -896,7 +986,7 @@ static void ctx_free(napi_env env, void *data, void *hint) {
   ctx_t *c = data;
   c->wrapped = 0;
   if (!c->closing) ctx_release(c);
-  else if (c->poll_closed) ctx_free_memory(c);
+  else if (c->check_closed) ctx_free_memory(c);
 }
 
 /* destroy(ctx): closes every socket and stops polling (again: nothing). */
@@ -909,7 +999,7 @@ static napi_value destroy(napi_env env, napi_callback_info info) {
   napi_remove_wrap(env, argv[0], NULL); /* no finalizer after this */
   c->wrapped = 0;
   if (!c->closing) ctx_release(c);
-  else if (c->poll_closed) ctx_free_memory(c);
+  else if (c->check_closed) ctx_free_memory(c);
   return NULL;
 }
 
@@ -956,7 +1046,7 @@ static napi_value open_listener(napi_env env, napi_callback_info info) {
   getsockname(fd, (struct sockaddr *)&b, &bl);
   uint32_t bound = b.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&b)->sin_port) : ntohs(((struct sockaddr_in6 *)&b)->sin6_port);
   int id = add_socket(c, fd, -1);
-  if (id < 0) { close(fd); return throw_errno(env, "epoll_ctl", -id); }
+  if (id < 0) { close(fd); return throw_errno(env, "watching the socket", -id); }
   napi_value arr, v;
   CHECK(napi_create_array_with_length(env, 2, &arr));
   CHECK(napi_create_int32(env, id, &v));
@@ -1105,9 +1195,9 @@ static napi_value close_socket(napi_env env, napi_callback_info info) {
   CHECK(napi_get_value_int32(env, argv[1], &id));
   sock_t *s = lookup(c, id);
   if (!s) return NULL;
-  epoll_ctl(c->epfd, EPOLL_CTL_DEL, s->fd, NULL);
-  close(s->fd);
-  free_slot(c, (uint32_t)(s - c->socks));
+  uint32_t slot = (uint32_t)(s - c->socks);
+  close_sock(c, slot);
+  free_slot(c, slot);
   return NULL;
 }
 

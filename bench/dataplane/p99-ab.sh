@@ -1,16 +1,31 @@
 #!/bin/bash
-# Alternating latency runs, nginx then quiclb, under the benchmark's harness: per rep and peer a fresh peer process,
-# a 4 s warm-up, then 4 s at 20k round trips/s of 64 B datagrams; prints "peer rep p50 p99 p999 loss%".
+# Alternating latency runs, nginx then quiclb (then any extra peers), under the benchmark's harness: per rep and peer
+# a fresh peer process, a 4 s warm-up, then 4 s at 20k round trips/s of 64 B datagrams; prints per run
+# "peer rep p50 p99 p999 loss% cpu", cpu being the peer's CPU (every process of its session, /proc) per forwarded
+# datagram in us over the measured 4 s, and at the end each peer's medians.
 # gen and the echo backends on CPU 0, the peer alone on CPU 1, all at nice -10 (bench/dataplane/README.md, Method).
 #
-#   bash bench/dataplane/p99-ab.sh [REPS]        (default 8; run as root after one `npm run bench:dataplane`, which
-#                                                 builds gen/echo and writes the quiclb config and DCIDs used here)
-#   QUICLB_ENV="QUICLB_IO_BUSY_POLL_US=50" bash bench/dataplane/p99-ab.sh 8     (quiclb with an environment)
+#   bash bench/dataplane/p99-ab.sh [REPS [NAME:VAR=VALUE[,VAR=VALUE...] ...]]
+#     REPS: default 8. Run as root after one `npm run bench:dataplane`, which builds gen/echo and writes the quiclb
+#     config and DCIDs used here. Each NAME:... adds a quiclb peer run with that environment, e.g.
+#   bash bench/dataplane/p99-ab.sh 8 busypoll:QUICLB_IO_BUSY_POLL_US=50 prev:QUICLB_IO_ADDON=/tmp/prev/quiclb_io.node
+#   QUICLB_ENV="QUICLB_IO_BUSY_POLL_US=50" bash bench/dataplane/p99-ab.sh 8     (the quiclb peer itself with an environment)
 #
 # quiclb runs as installed: bin/quiclb.js over dist/ (`npm run build` first) with its shebang's node flags.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPS=${1:-8}
+shift || true
+PEERS=(nginx quiclb)
+declare -A PEER_ENV=([quiclb]="${QUICLB_ENV:-}")
+for spec in "$@"; do
+  name=${spec%%:*}
+  [[ "$spec" == *:* && "$name" =~ ^[A-Za-z0-9_-]+$ && "$name" != nginx && -z "${PEER_ENV[$name]+x}" ]] ||
+    { echo "p99-ab: '$spec' is not NAME:VAR=VALUE[,VAR=VALUE...] with a new NAME" >&2; exit 2; }
+  PEERS+=("$name")
+  PEER_ENV[$name]=${spec#*:}
+  PEER_ENV[$name]=${PEER_ENV[$name]//,/ }
+done
 W=${BENCH_WORK:-$HOME/.cache/quiclb/bench}
 for f in "$W/quiclb-bench.yaml" "$W/dcids.txt" "$W/gen" "$W/echo" dist/cli/main.js; do
   [ -e "$f" ] || { echo "p99-ab: $f missing (run npm run bench:dataplane once, and npm run build)" >&2; exit 2; }
@@ -45,14 +60,24 @@ cleanup() {
 }
 trap cleanup EXIT
 gen() { taskset -c 0 nice -n -10 "$W/gen" -t "127.0.0.1:$LP" -n 32 -s 64 -r 20000 -d 4 -f "$W/dcids.txt"; }
+# CPU ticks (user + system) of every process in session $1
+session_ticks() {
+  local t=0 pid f
+  for pid in $(ps -o pid= -s "$1"); do
+    f=$(cut -d' ' -f14,15 "/proc/$pid/stat" 2>/dev/null) || continue
+    t=$((t + ${f% *} + ${f#* }))
+  done
+  echo "$t"
+}
+RESULTS="$P/results"
 for rep in $(seq 1 "$REPS"); do
-  for peer in nginx quiclb; do
+  for peer in "${PEERS[@]}"; do
     if [ "$peer" = nginx ]; then
       setsid taskset -c 1 nice -n -10 nginx -p "$P" -c "$P/nginx.conf" -e "$P/error.log" &
     else
       # --io batched: a missing addon is an error here, not a silent run of the node:dgram fallback.
-      # shellcheck disable=SC2086 # NODE_FLAGS and QUICLB_ENV are word lists
-      setsid taskset -c 1 nice -n -10 env NODE_OPTIONS= ${QUICLB_ENV:-} node_modules/node/bin/node $NODE_FLAGS bin/quiclb.js standalone --config "$W/quiclb-bench.yaml" --io batched >"$P/quiclb.log" 2>&1 &
+      # shellcheck disable=SC2086 # NODE_FLAGS and the peer's environment are word lists
+      setsid taskset -c 1 nice -n -10 env NODE_OPTIONS= ${PEER_ENV[$peer]} node_modules/node/bin/node $NODE_FLAGS bin/quiclb.js standalone --config "$W/quiclb-bench.yaml" --io batched >"$P/quiclb.log" 2>&1 &
     fi
     PEER_PID=$!
     for i in $(seq 1 51); do
@@ -61,10 +86,24 @@ for rep in $(seq 1 "$REPS"); do
       sleep 0.1
     done
     gen >/dev/null
-    gen | python3 -c 'import json,sys; r=json.load(sys.stdin); print(sys.argv[1], sys.argv[2], r["p50_us"], r["p99_us"], r["p999_us"], r["loss_pct"])' "$peer" "$rep"
+    t0=$(session_ticks "$PEER_PID")
+    out=$(gen)
+    t1=$(session_ticks "$PEER_PID")
+    python3 -c 'import json,os,sys; r=json.loads(sys.argv[3]); cpu=(int(sys.argv[5])-int(sys.argv[4]))/os.sysconf("SC_CLK_TCK")
+print(sys.argv[1], sys.argv[2], r["p50_us"], r["p99_us"], r["p999_us"], r["loss_pct"], round(cpu*1e6/(2*r["recv"]), 2) if r["recv"] else "-")' \
+      "$peer" "$rep" "$out" "$t0" "$t1" | tee -a "$RESULTS"
     kill -- "-$PEER_PID" 2>/dev/null || true
     wait "$PEER_PID" 2>/dev/null || true
     PEER_PID=
     sleep 0.3
   done
 done
+echo "medians over $REPS reps: peer p50 p99 p999 cpu_us_per_datagram"
+python3 - "$RESULTS" "${PEERS[@]}" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+for peer in sys.argv[2:]:
+    mine = [r for r in rows if r[0] == peer]
+    med = lambda i: statistics.median(float(r[i]) for r in mine if r[i] != "-")
+    print(peer, med(2), med(3), med(4), round(med(6), 2))
+PY
