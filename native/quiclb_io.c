@@ -503,6 +503,32 @@ static uint64_t now_ns(void) {
 }
 
 /*
+ * Ring slot i's receive header: its iovec (slot i of the ring), address and UDP_GRO control buffer, set once at
+ * create; a recvmmsg for slots [n, n + k) passes &rmsg[n]. The kernel writes back the lengths of the headers it
+ * filled, which are reset here before their slot's next use: preparing every header a request may fill, per call,
+ * cost more than the receive itself at low rates (64 headers for one datagram).
+ */
+static void receive_header_reset(ctx_t *c, uint32_t i) {
+  struct msghdr *m = &c->rmsg[i].msg_hdr;
+  m->msg_namelen = sizeof(struct sockaddr_storage);
+  m->msg_controllen = c->gro ? GRO_CMSG_SPACE : 0;
+}
+
+static void receive_headers_init(ctx_t *c) {
+  for (uint32_t i = 0; i < c->slots; i++) {
+    c->riov[i].iov_base = c->rx + (size_t)i * c->stride;
+    c->riov[i].iov_len = c->slot_size;
+    struct msghdr *m = &c->rmsg[i].msg_hdr;
+    memset(m, 0, sizeof *m);
+    m->msg_iov = &c->riov[i];
+    m->msg_iovlen = 1;
+    m->msg_name = &c->raddr[i];
+    m->msg_control = c->gro ? c->rcbufs + (size_t)i * GRO_CMSG_SPACE : NULL;
+    receive_header_reset(c, i);
+  }
+}
+
+/*
  * This wake-up's ready sockets into c->cand, round robin: those from slot rr_next on first, then the rest. Readiness
  * repeats in the same order while sockets stay readable (libuv's level-triggered epoll, like the busy-poll set), so
  * serving it from its head would serve only the first slots / PER_SOCKET_MAX sockets while they stay full (a
@@ -555,22 +581,10 @@ static uint32_t receive(ctx_t *c, int from_epoll) {
       uint32_t want = c->slots - n, room = (budget - d + hint - 1) / hint;
       if (want > PER_SOCKET_MAX) want = PER_SOCKET_MAX;
       if (want > room) want = room;
-      for (uint32_t k = 0; k < want; k++) {
-        uint32_t i = n + k;
-        c->riov[k].iov_base = c->rx + (size_t)i * c->stride;
-        c->riov[k].iov_len = c->slot_size;
-        memset(&c->rmsg[k].msg_hdr, 0, sizeof c->rmsg[k].msg_hdr);
-        c->rmsg[k].msg_hdr.msg_iov = &c->riov[k];
-        c->rmsg[k].msg_hdr.msg_iovlen = 1;
-        c->rmsg[k].msg_hdr.msg_name = &c->raddr[k];
-        c->rmsg[k].msg_hdr.msg_namelen = sizeof(struct sockaddr_storage);
-        if (c->gro) {
-          c->rmsg[k].msg_hdr.msg_control = c->rcbufs + (size_t)k * GRO_CMSG_SPACE;
-          c->rmsg[k].msg_hdr.msg_controllen = GRO_CMSG_SPACE;
-        }
-      }
+      /* the headers of ring slots [n, n + want), ready since create (receive_header_reset after each use) */
+      const uint32_t base = n;
       /* MSG_TRUNC: msg_len is the message's real length, so a cut coalesced message counts the segments it lost */
-      int r = recvmmsg(s->fd, c->rmsg, want, MSG_DONTWAIT | MSG_TRUNC, NULL);
+      int r = recvmmsg(s->fd, &c->rmsg[base], want, MSG_DONTWAIT | MSG_TRUNC, NULL);
       c->counters[CNT_RX_CALLS]++;
       if (r < 0) {
         int err = errno;
@@ -582,15 +596,17 @@ static uint32_t receive(ctx_t *c, int from_epoll) {
       if ((uint32_t)r == want) c->cand[nfull++] = slot; /* nfull <= j: entries not read yet stay intact */
       int32_t id = make_id(c, slot);
       for (int k = 0; k < r; k++) {
-        struct msghdr *m = &c->rmsg[k].msg_hdr;
-        uint32_t len = c->rmsg[k].msg_len;
-        if (c->gro && (m->msg_flags & MSG_CTRUNC)) {
+        struct msghdr *m = &c->rmsg[base + k].msg_hdr;
+        uint32_t len = c->rmsg[base + k].msg_len;
+        int cut = c->gro && (m->msg_flags & MSG_CTRUNC);
+        uint32_t g = c->gro && !cut ? gro_size(m) : 0;
+        receive_header_reset(c, base + k); /* the kernel wrote its lengths; the address stays until the next use */
+        if (cut) {
           /* the UDP_GRO cmsg may be the one cut off (another socket option adding cmsgs): a coalesced message
              would pass as one datagram of all its segments, so the message is dropped and counted instead */
           c->counters[CNT_RX_OTHER]++;
           continue;
         }
-        uint32_t g = c->gro ? gro_size(m) : 0;
         if (m->msg_flags & MSG_TRUNC) {
           if (g == 0 || g > c->slot_size) {
             c->counters[CNT_RX_TRUNCATED] += g == 0 ? 1 : (len + g - 1) / g;
@@ -610,14 +626,14 @@ static uint32_t receive(ctx_t *c, int from_epoll) {
         if (nseg > largest) largest = nseg;
         int32_t *meta = &c->msg_meta[(size_t)n * RX_WORDS];
         uint8_t *dst = c->rx + (size_t)n * c->stride;
-        uint8_t *src = c->riov[k].iov_base;
+        uint8_t *src = c->rx + (size_t)(base + k) * c->stride;
         if (src != dst) memmove(dst, src, len); /* compact after a dropped truncated datagram */
         c->msg_gso[n] = g;
         meta[0] = id;
         meta[1] = (int32_t)(n * c->stride);
         meta[2] = (int32_t)len;
         meta[5] = 0;
-        struct sockaddr_storage *a = &c->raddr[k];
+        struct sockaddr_storage *a = &c->raddr[base + k];
         if (a->ss_family == AF_INET) {
           struct sockaddr_in *a4 = (struct sockaddr_in *)a;
           meta[3] = ntohs(a4->sin_port);
@@ -844,11 +860,11 @@ static napi_value create(napi_env env, napi_callback_info info) {
     free(c);
     return throw_errno(env, "epoll_create1", err);
   }
-  /* the send arrays sized for the largest JS call (entries datagrams), the receive ones for one recvmmsg call */
-  c->rmsg = calloc(PER_SOCKET_MAX, sizeof *c->rmsg);
-  c->riov = calloc(PER_SOCKET_MAX, sizeof *c->riov);
-  c->raddr = calloc(PER_SOCKET_MAX, sizeof *c->raddr);
-  c->rcbufs = calloc(PER_SOCKET_MAX, GRO_CMSG_SPACE);
+  /* the send arrays sized for the largest JS call (entries datagrams), the receive headers one per ring slot */
+  c->rmsg = calloc(slots, sizeof *c->rmsg);
+  c->riov = calloc(slots, sizeof *c->riov);
+  c->raddr = calloc(slots, sizeof *c->raddr);
+  c->rcbufs = calloc(slots, GRO_CMSG_SPACE);
   c->msg_meta = calloc((size_t)slots * RX_WORDS, sizeof *c->msg_meta);
   c->msg_gso = calloc(slots, sizeof *c->msg_gso);
   c->smsg = calloc(entries, sizeof *c->smsg);
@@ -868,7 +884,10 @@ static napi_value create(napi_env env, napi_callback_info info) {
   if (!failed && (call) != napi_ok) failed = #call
   TRY(napi_create_object(env, &obj));
   TRY(napi_create_arraybuffer(env, (size_t)slots * c->stride, &p, &rx));
-  if (!failed) c->rx = p;
+  if (!failed) {
+    c->rx = p;
+    receive_headers_init(c);
+  }
   TRY(napi_create_arraybuffer(env, (size_t)entries * RX_WORDS * 4, &p, &meta));
   if (!failed) c->rx_meta = p;
   TRY(napi_create_arraybuffer(env, (size_t)entries * TX_WORDS * 4, &p, &tx));

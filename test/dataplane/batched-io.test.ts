@@ -191,6 +191,44 @@ describeAddon('batched I/O addon', () => {
     expect(sink.clients).toHaveLength(5);
   });
 
+  it('an upstream keeps relaying after ICMP errors: once a server listens on the refused port, its replies reach the client', async () => {
+    // libuv stops watching a socket that reports POLLERR (the pending ICMP error): the addon must watch it again
+    const sink = new Recorder();
+    const io = makeIo(sink);
+    const l = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 0 }, 'L');
+    const gone = await udp();
+    const port = gone.address().port;
+    await new Promise<void>((r) => gone.close(() => r()));
+    cleanups.pop();
+    let up: IoUpstream | null = null;
+    sink.onClientHook = (_l, buf, off, len) => {
+      up ??= io.openUpstream(l, { host: '127.0.0.1', port, family: 4 }, '', 0, 'U');
+      io.sendToServer(up!, buf, off, len);
+    };
+    const replies: string[] = [];
+    const relay = (u: string, buf: Buffer, off: number, len: number): void => {
+      replies.push(buf.toString('latin1', off, off + len));
+      io.sendToClient(up!, buf, off, len);
+    };
+    sink.onReply = relay;
+    const c = await udp();
+    const got: string[] = [];
+    c.on('message', (m) => got.push(m.toString()));
+    for (let i = 1; i <= 3; i++) {
+      c.send(Buffer.from('x'), l.bound.port, '127.0.0.1');
+      expect(await waitFor(() => io.errors().toServer.refused >= i)).toBe(true);
+    }
+    const srv = createSocket('udp4');
+    srv.bind(port, '127.0.0.1');
+    await once(srv, 'listening');
+    cleanups.push(() => new Promise<void>((r) => srv.close(() => r())));
+    srv.on('message', (m, r) => srv.send(Buffer.concat([Buffer.from('re:'), m]), r.port, r.address));
+    for (let i = 0; i < 3; i++) c.send(Buffer.from(`y${i}`), l.bound.port, '127.0.0.1');
+    expect(await waitFor(() => got.length === 3)).toBe(true);
+    expect(got.sort()).toEqual(['re:y0', 're:y1', 're:y2']);
+    expect(replies).toHaveLength(3);
+  });
+
   it('closes a socket with datagrams pending (and one inside a batch) without delivering them or failing', async () => {
     const sink = new Recorder();
     const io = makeIo(sink, 64);
