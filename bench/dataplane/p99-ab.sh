@@ -98,12 +98,15 @@ print(sys.argv[1], sys.argv[2], r["p50_us"], r["p99_us"], r["p999_us"], r["loss_
     sleep 0.3
   done
 done
-echo "medians over $REPS reps: peer p50 p99 p999 cpu_us_per_datagram"
+echo "medians over $REPS reps: peer p50 p99 p999 cpu_us_per_datagram, then p99 / nginx's p99 of the same rep: median, reps <= 1"
 python3 - "$RESULTS" "${PEERS[@]}" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
+nginx = {r[1]: float(r[3]) for r in rows if r[0] == "nginx"}
 for peer in sys.argv[2:]:
     mine = [r for r in rows if r[0] == peer]
     med = lambda i: statistics.median(float(r[i]) for r in mine if r[i] != "-")
-    print(peer, med(2), med(3), med(4), round(med(6), 2))
+    ratios = [float(r[3]) / nginx[r[1]] for r in mine if nginx.get(r[1])]
+    paired = "" if peer == "nginx" or not ratios else f" {statistics.median(ratios):.2f}x {sum(x <= 1 for x in ratios)}/{len(ratios)}"
+    print(peer, med(2), med(3), med(4), round(med(6), 2), paired.strip() or "-")
 PY
