@@ -3,10 +3,13 @@
  *
  * One context owns its UDP sockets (listeners, and one connected socket per upstream), each watched by libuv
  * (a uv_poll per socket, level-triggered) with a C callback that only marks the socket ready. After libuv's poll
- * phase, in its check phase, one callback drains every marked socket with recvmmsg into one shared receive ring
- * and calls JavaScript ONCE for the whole batch, however many sockets had data (the data plane has one socket per
- * flow). What does not fit in the ring is reported again by libuv on the next loop iteration. Sockets sit directly
- * in libuv's epoll set rather than in an epoll set of the addon's own that libuv watches: nesting costs a second
+ * phase, in its check phase, one callback reads the marked sockets (a wake-up's budget, see receive) with recvmmsg
+ * into one shared receive ring and calls JavaScript ONCE for the whole batch, however many sockets had data (the
+ * data plane has one socket per flow). Marked sockets the budget did not reach stay marked for the next iteration
+ * (an idle handle keeps libuv from sleeping meanwhile), and one libuv reports again while still marked stops being
+ * watched until it is read: under a backlog of thousands of readable sockets, level-triggered readiness would
+ * otherwise make libuv hand over the same sockets again and again in one poll phase (it polls anew while its event
+ * buffer comes back full). Sockets sit directly in libuv's epoll set rather than in an epoll set of the addon's own that libuv watches: nesting costs a second
  * epoll_wait and a second readiness check per wake-up (~1.3 us per wake-up measured, bench/dataplane/README.md).
  * Busy-poll alone keeps an epoll set of its own (it polls without going back to libuv).
  *
@@ -125,6 +128,7 @@ typedef struct {
 typedef struct {
   int fd;            /* -1: free */
   int marked;        /* in the ready list (a slot's mark outlives its socket until the list is read) */
+  int stopped;       /* not watched by libuv until read (reported again while marked, see on_socket_ready) */
   sock_poll_t *poll;
   uint32_t gen;
   int32_t listener;  /* upstream: id of its listener (slot and generation); listener: -1 */
@@ -136,10 +140,12 @@ typedef struct ctx {
   napi_env env;
   uv_loop_t *loop;
   uv_check_t check; /* after each poll phase: reads the sockets marked ready, calls JS, sends */
+  uv_idle_t idle;   /* active while marked sockets wait: libuv polls without sleeping, so the check phase comes */
+  int handles_open; /* check and idle, until their close callbacks */
   int epfd;        /* busy-poll only (busy_ns > 0): every socket, polled without libuv; else -1 */
   int closing;     /* sockets closed, polling stopped: nothing more is read, sent or called */
   int wrapped;     /* the JS object still points here (its finalizer will run) */
-  int check_closed; /* uv_close of the check handle completed: with !wrapped, the memory can go */
+  int check_closed; /* the check and idle handles' uv_close completed: with !wrapped, the memory can go */
   uint32_t slots, slot_size;
   uint32_t entries; /* rxMeta and tx entries: datagrams per JS call (a coalesced message is several) */
   uint32_t stride; /* slot_size + one cache line: slot starts do not all map to the same L1 cache set */
@@ -155,9 +161,9 @@ typedef struct ctx {
   uint32_t nsocks, cap;
   uint32_t *free_slots; /* closed slots, reused last-closed first: O(1) per new socket (a peer opens flows) */
   uint32_t nfree;
-  uint32_t *ready;  /* slots libuv reported readable since the last check (each once: sock_t.marked), cap entries */
+  uint32_t *ready;  /* slots reported readable and not read yet (each once: sock_t.marked), cap entries */
   uint32_t nready;
-  uint64_t ready_ns; /* when the first of them was reported */
+  uint64_t ready_ns; /* when the list last became non-empty (or was carried to another iteration) */
   uint32_t *cand;   /* one receive round's sockets, round robin (see gather), cap entries */
   struct mmsghdr *rmsg, *smsg;
   struct iovec *riov, *siov;
@@ -244,6 +250,7 @@ static int alloc_slot(ctx_t *c) {
   c->socks[c->nsocks].gen = 0;
   c->socks[c->nsocks].fd = -1;
   c->socks[c->nsocks].marked = 0;
+  c->socks[c->nsocks].stopped = 0;
   c->socks[c->nsocks].poll = NULL;
   return (int)c->nsocks++;
 }
@@ -533,7 +540,7 @@ static void receive_headers_init(ctx_t *c) {
  * repeats in the same order while sockets stay readable (libuv's level-triggered epoll, like the busy-poll set), so
  * serving it from its head would serve only the first slots / PER_SOCKET_MAX sockets while they stay full (a
  * flooded listener would starve the replies of every other flow). from_epoll: the busy-poll set (epoll_wait with
- * no timeout); else the ready list, emptied here (a socket not served this time is reported again).
+ * no timeout); else the ready list (what receive does not reach stays in it).
  */
 static uint32_t gather(ctx_t *c, int from_epoll) {
   uint32_t rr = c->rr_next, n = 0;
@@ -546,13 +553,27 @@ static uint32_t gather(ctx_t *c, int from_epoll) {
     return n;
   }
   for (uint32_t i = 0; i < c->nready; i++) if (c->ready[i] >= rr) c->cand[n++] = c->ready[i];
-  for (uint32_t i = 0; i < c->nready; i++) {
-    uint32_t slot = c->ready[i];
-    if (slot < rr) c->cand[n++] = slot;
-    c->socks[slot].marked = 0;
-  }
-  c->nready = 0;
+  for (uint32_t i = 0; i < c->nready; i++) if (c->ready[i] < rr) c->cand[n++] = c->ready[i];
   return n;
+}
+
+static void on_socket_ready(uv_poll_t *h, int status, int events);
+
+/* The socket in slot is being read: it leaves the ready list (ready_compact) and is watched again if it was stopped. */
+static void unready(ctx_t *c, uint32_t slot) {
+  sock_t *s = &c->socks[slot];
+  s->marked = 0;
+  if (s->stopped) {
+    s->stopped = 0;
+    if (s->poll) uv_poll_start(&s->poll->handle, UV_READABLE, on_socket_ready);
+  }
+}
+
+/* Drops the slots read since from the ready list; the rest keep their order. */
+static void ready_compact(ctx_t *c) {
+  uint32_t k = 0;
+  for (uint32_t i = 0; i < c->nready; i++) if (c->socks[c->ready[i]].marked) c->ready[k++] = c->ready[i];
+  c->nready = k;
 }
 
 /*
@@ -576,7 +597,9 @@ static uint32_t receive(ctx_t *c, int from_epoll) {
     for (uint32_t j = 0; j < nc && n < c->slots && d < budget; j++) {
       uint32_t slot = c->cand[j];
       c->rr_next = slot + 1;
-      if (slot >= c->nsocks || c->socks[slot].fd < 0) continue;
+      if (slot >= c->nsocks) continue;
+      unready(c, slot);
+      if (c->socks[slot].fd < 0) continue;
       sock_t *s = &c->socks[slot];
       uint32_t want = c->slots - n, room = (budget - d + hint - 1) / hint;
       if (want > PER_SOCKET_MAX) want = PER_SOCKET_MAX;
@@ -655,6 +678,7 @@ static uint32_t receive(ctx_t *c, int from_epoll) {
     }
     nc = nfull;
   }
+  ready_compact(c);
   if (n > 0) c->seg_hint = largest >= hint / 2 ? largest : hint / 2;
   return n;
 }
@@ -688,27 +712,44 @@ static void busy_poll(ctx_t *c, uint64_t start, uint64_t last) {
   c->counters[CNT_BUSY_POLL_NS] += (double)(spent + (now - last));
 }
 
+/* Does nothing: while active, libuv polls without sleeping, so marked sockets the last check left are read soon. */
+static void on_idle(uv_idle_t *h) { (void)h; }
+
 /*
- * libuv's poll phase: a socket is readable. Only marks it: the check phase reads every marked socket and makes one
- * JS call for all (on_check). libuv stops a handle whose socket reports POLLERR (status < 0: on a connected upstream,
- * the ICMP error of an earlier send): it is restarted and marked, and its read takes the error (counted, CNT_RX_ICMP).
+ * libuv's poll phase: a socket is readable. Only marks it: the check phase reads the marked sockets and makes one
+ * JS call for all (on_check). Reported again while still marked (level-triggered, not read yet: a backlog beyond
+ * one wake-up's budget), it stops being watched until it is read (unready), so libuv does not hand it over again
+ * on every poll. libuv stops a handle whose socket reports POLLERR (status < 0: on a connected upstream, the ICMP
+ * error of an earlier send): it is restarted and marked, and the socket's next receive or send takes the error
+ * (counted, CNT_RX_ICMP or a refused send).
  */
 static void on_socket_ready(uv_poll_t *h, int status, int events) {
   (void)events;
   sock_poll_t *p = (sock_poll_t *)h;
   ctx_t *c = p->c;
   if (c->closing) return;
-  if (status < 0) uv_poll_start(h, UV_READABLE, on_socket_ready);
   sock_t *s = &c->socks[p->slot];
-  if (s->marked) return;
+  if (s->marked) {
+    uv_poll_stop(h);
+    s->stopped = 1;
+    return;
+  }
+  if (status < 0) uv_poll_start(h, UV_READABLE, on_socket_ready);
   s->marked = 1;
-  if (c->nready == 0) c->ready_ns = now_ns();
+  if (c->nready == 0) {
+    c->ready_ns = now_ns();
+    uv_idle_start(&c->idle, on_idle);
+  }
   c->ready[c->nready++] = p->slot;
 }
 
 static void on_check(uv_check_t *h) {
   ctx_t *c = h->data;
-  if (c->nready == 0 || c->closing) return;
+  if (c->closing) return;
+  if (c->nready == 0) {
+    uv_idle_stop(&c->idle);
+    return;
+  }
   napi_handle_scope scope;
   if (napi_open_handle_scope(c->env, &scope) != napi_ok) return;
   int attached = buffers_attached(c);
@@ -717,6 +758,8 @@ static void on_check(uv_check_t *h) {
   if (!attached) return;
   uint64_t t0 = c->ready_ns;
   uint32_t n = receive(c, 0);
+  if (c->nready > 0) c->ready_ns = now_ns(); /* carried to the next iteration: the idle handle stays active */
+  else uv_idle_stop(&c->idle);
   if (n == 0) return;
   deliver(c, n);
   if (c->closing) return;
@@ -773,6 +816,7 @@ static int add_socket(ctx_t *c, int fd, int32_t listener) {
   sock_t *s = &c->socks[slot];
   s->fd = fd;
   s->poll = p;
+  s->stopped = 0; /* a new handle; a mark left on the slot stays: the new socket is read once, as if reported */
   s->gen = (s->gen + 1) & 0x7ff;
   s->listener = listener;
   s->client_len = 0;
@@ -784,6 +828,7 @@ static void close_sock(ctx_t *c, uint32_t slot) {
   sock_t *s = &c->socks[slot];
   if (s->poll) uv_close((uv_handle_t *)&s->poll->handle, free_poll); /* first: libuv forgets the fd before it closes */
   s->poll = NULL;
+  s->stopped = 0;
   if (c->epfd >= 0) epoll_ctl(c->epfd, EPOLL_CTL_DEL, s->fd, NULL);
   close(s->fd);
   s->fd = -1;
@@ -936,6 +981,9 @@ static napi_value create(napi_env env, napi_callback_info info) {
   uv_check_init(loop, &c->check); /* cannot fail; active (and referenced) from here: keeps the loop alive, as sockets do */
   c->check.data = c;
   uv_check_start(&c->check, on_check);
+  uv_idle_init(loop, &c->idle); /* cannot fail */
+  c->idle.data = c;
+  c->handles_open = 2;
   if (napi_wrap(env, obj, c, ctx_free, NULL, NULL) != napi_ok) {
     c->wrapped = 0;
     ctx_release(c); /* closes the check handle, which frees the context */
@@ -966,9 +1014,10 @@ static void ctx_free_memory(ctx_t *c) {
   free(c);
 }
 
-/* The context memory goes when both the check handle is closed and the JS object no longer points to it. */
-static void on_check_closed(uv_handle_t *h) {
+/* The context memory goes when both its handles are closed and the JS object no longer points to it. */
+static void on_handle_closed(uv_handle_t *h) {
   ctx_t *c = h->data;
+  if (--c->handles_open > 0) return;
   if (c->epfd >= 0) close(c->epfd);
   c->epfd = -1;
   c->check_closed = 1;
@@ -986,7 +1035,8 @@ static void ctx_finish(ctx_t *c) {
   napi_delete_reference(env, c->self_ref);
   c->rx_ref = c->meta_ref = c->tx_ref = c->cnt_ref = c->cb_ref = c->self_ref = NULL;
   napi_async_destroy(env, c->async);
-  uv_close((uv_handle_t *)&c->check, on_check_closed);
+  uv_close((uv_handle_t *)&c->check, on_handle_closed);
+  uv_close((uv_handle_t *)&c->idle, on_handle_closed);
 }
 
 /* Closes every socket and stops polling, exactly once; the rest waits for the end of a running batch. */
@@ -995,6 +1045,7 @@ static void ctx_release(ctx_t *c) {
   c->closing = 1;
   for (uint32_t i = 0; i < c->nsocks; i++) if (c->socks[i].fd >= 0) close_sock(c, i);
   uv_check_stop(&c->check);
+  uv_idle_stop(&c->idle);
   if (!c->in_batch) ctx_finish(c);
 }
 
