@@ -6,11 +6,12 @@
  * phase, in its check phase, one callback reads the marked sockets (a wake-up's budget, see receive) with recvmmsg
  * into one shared receive ring and calls JavaScript ONCE for the whole batch, however many sockets had data (the
  * data plane has one socket per flow). Marked sockets the budget did not reach stay marked for the next iteration
- * (an idle handle keeps libuv from sleeping meanwhile), and one libuv reports again while still marked stops being
+ * (an idle handle keeps libuv from sleeping meanwhile), and one libuv reports twice in one poll phase stops being
  * watched until it is read: under a backlog of thousands of readable sockets, level-triggered readiness would
  * otherwise make libuv hand over the same sockets again and again in one poll phase (it polls anew while its event
- * buffer comes back full). Sockets sit directly in libuv's epoll set rather than in an epoll set of the addon's own that libuv watches: nesting costs a second
- * epoll_wait and a second readiness check per wake-up (~1.3 us per wake-up measured, bench/dataplane/README.md).
+ * buffer comes back full). Sockets sit directly in libuv's epoll set rather than in an epoll set of the addon's own
+ * that libuv watches: nesting costs a second epoll_wait and a second readiness check per wake-up (~1.3 us per
+ * wake-up measured, bench/dataplane/README.md).
  * Busy-poll alone keeps an epoll set of its own (it polls without going back to libuv).
  *
  * Shared memory (ArrayBuffers created here, views kept by JS):
@@ -45,7 +46,7 @@
  * sockets, and makes one JS call (one per `entries` datagrams when coalesced messages hold more), so timers and
  * other I/O keep running under a flood. Closing: destroy(), the GC of the
  * context object or the environment's teardown closes every socket (and its poll handle) exactly once; the
- * context's memory goes when both its check handle is closed and the JS object is gone.
+ * context's memory goes when both its check and idle handles are closed and the JS object is gone.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -98,7 +99,7 @@ enum {
   CNT_RX_CALLS,          /* recvmmsg calls */
   CNT_TX_CALLS,          /* sendmmsg calls */
   CNT_BATCHES,
-  CNT_LAST_BATCH_NS,     /* the last batch: nanoseconds from libuv reporting its first socket ready (arrival) to its sendmmsg done */
+  CNT_LAST_BATCH_NS,     /* the last batch: nanoseconds from the poll phase that reported its earliest socket (arrival) to its sendmmsg done */
   CNT_GSO_MSGS,          /* UDP GSO messages sent (each 2+ datagrams) */
   CNT_GSO_FALLBACK,      /* GSO messages refused by the path, sent one datagram at a time */
   CNT_CB_ERRORS,         /* exceptions that escaped the JS batch callback (its sends are dropped) */
@@ -127,8 +128,10 @@ typedef struct {
 
 typedef struct {
   int fd;            /* -1: free */
-  int marked;        /* in the ready list (a slot's mark outlives its socket until the list is read) */
-  int stopped;       /* not watched by libuv until read (reported again while marked, see on_socket_ready) */
+  int marked;        /* in the ready list (a slot's mark outlives its socket until receive visits the slot) */
+  int stopped;       /* not watched by libuv until read (reported twice in one poll phase, see on_socket_ready) */
+  uint32_t seen_phase; /* the loop iteration (ctx phase) libuv last reported it in */
+  uint64_t mark_ns;  /* when it was marked: its poll phase's first report (the batch's arrival, CNT_LAST_BATCH_NS) */
   sock_poll_t *poll;
   uint32_t gen;
   int32_t listener;  /* upstream: id of its listener (slot and generation); listener: -1 */
@@ -163,7 +166,11 @@ typedef struct ctx {
   uint32_t nfree;
   uint32_t *ready;  /* slots reported readable and not read yet (each once: sock_t.marked), cap entries */
   uint32_t nready;
-  uint64_t ready_ns; /* when the list last became non-empty (or was carried to another iteration) */
+  uint32_t phase;    /* loop iterations, counted by the check handle */
+  uint32_t stamped_phase; /* the iteration phase_ns was read in */
+  uint64_t phase_ns; /* the time of this iteration's first report (one clock read per poll phase) */
+  uint64_t batch_first_ns; /* the earliest mark among the sockets the last receive read (UINT64_MAX: none) */
+  uint32_t unreadied; /* marked sockets receive read since the ready list was last compacted */
   uint32_t *cand;   /* one receive round's sockets, round robin (see gather), cap entries */
   struct mmsghdr *rmsg, *smsg;
   struct iovec *riov, *siov;
@@ -536,7 +543,8 @@ static void receive_headers_init(ctx_t *c) {
 }
 
 /*
- * This wake-up's ready sockets into c->cand, round robin: those from slot rr_next on first, then the rest. Readiness
+ * This wake-up's ready sockets into c->cand, round robin: those from slot rr_next on first, then the rest, each part
+ * in the order given (the ready list's is the order of marking: oldest first). Readiness
  * repeats in the same order while sockets stay readable (libuv's level-triggered epoll, like the busy-poll set), so
  * serving it from its head would serve only the first slots / PER_SOCKET_MAX sockets while they stay full (a
  * flooded listener would starve the replies of every other flow). from_epoll: the busy-poll set (epoll_wait with
@@ -562,7 +570,10 @@ static void on_socket_ready(uv_poll_t *h, int status, int events);
 /* The socket in slot is being read: it leaves the ready list (ready_compact) and is watched again if it was stopped. */
 static void unready(ctx_t *c, uint32_t slot) {
   sock_t *s = &c->socks[slot];
+  if (!s->marked) return; /* busy-poll reads sockets libuv has not reported */
   s->marked = 0;
+  c->unreadied++;
+  if (s->mark_ns < c->batch_first_ns) c->batch_first_ns = s->mark_ns;
   if (s->stopped) {
     s->stopped = 0;
     if (s->poll) uv_poll_start(&s->poll->handle, UV_READABLE, on_socket_ready);
@@ -571,6 +582,8 @@ static void unready(ctx_t *c, uint32_t slot) {
 
 /* Drops the slots read since from the ready list; the rest keep their order. */
 static void ready_compact(ctx_t *c) {
+  if (c->unreadied == 0) return;
+  c->unreadied = 0;
   uint32_t k = 0;
   for (uint32_t i = 0; i < c->nready; i++) if (c->socks[c->ready[i]].marked) c->ready[k++] = c->ready[i];
   c->nready = k;
@@ -717,11 +730,12 @@ static void on_idle(uv_idle_t *h) { (void)h; }
 
 /*
  * libuv's poll phase: a socket is readable. Only marks it: the check phase reads the marked sockets and makes one
- * JS call for all (on_check). Reported again while still marked (level-triggered, not read yet: a backlog beyond
- * one wake-up's budget), it stops being watched until it is read (unready), so libuv does not hand it over again
- * on every poll. libuv stops a handle whose socket reports POLLERR (status < 0: on a connected upstream, the ICMP
- * error of an earlier send): it is restarted and marked, and the socket's next receive or send takes the error
- * (counted, CNT_RX_ICMP or a refused send).
+ * JS call for all (on_check). A marked socket not read yet (a backlog beyond one wake-up's budget) is reported again
+ * on later iterations, level-triggered; reported twice in one poll phase, libuv is polling anew because its event
+ * buffer came back full, so the socket stops being watched until it is read (unready): else every such poll hands
+ * over the same sockets again. libuv stops a handle whose socket reports POLLERR (status < 0: on a connected
+ * upstream, the ICMP error of an earlier send): a socket not marked is restarted and marked, a marked one is
+ * restarted when read; its next receive or send takes the error (counted, CNT_RX_ICMP or a refused send).
  */
 static void on_socket_ready(uv_poll_t *h, int status, int events) {
   (void)events;
@@ -730,21 +744,28 @@ static void on_socket_ready(uv_poll_t *h, int status, int events) {
   if (c->closing) return;
   sock_t *s = &c->socks[p->slot];
   if (s->marked) {
-    uv_poll_stop(h);
-    s->stopped = 1;
+    if (s->seen_phase == c->phase || status < 0) {
+      uv_poll_stop(h);
+      s->stopped = 1;
+    }
+    s->seen_phase = c->phase;
     return;
   }
   if (status < 0) uv_poll_start(h, UV_READABLE, on_socket_ready);
-  s->marked = 1;
-  if (c->nready == 0) {
-    c->ready_ns = now_ns();
-    uv_idle_start(&c->idle, on_idle);
+  if (c->stamped_phase != c->phase) {
+    c->stamped_phase = c->phase;
+    c->phase_ns = now_ns();
   }
+  s->marked = 1;
+  s->seen_phase = c->phase;
+  s->mark_ns = c->phase_ns;
+  if (c->nready == 0) uv_idle_start(&c->idle, on_idle);
   c->ready[c->nready++] = p->slot;
 }
 
 static void on_check(uv_check_t *h) {
   ctx_t *c = h->data;
+  c->phase++; /* the next poll phase's reports are another iteration's */
   if (c->closing) return;
   if (c->nready == 0) {
     uv_idle_stop(&c->idle);
@@ -756,11 +777,11 @@ static void on_check(uv_check_t *h) {
   if (!attached) fail_detached(c);
   napi_close_handle_scope(c->env, scope);
   if (!attached) return;
-  uint64_t t0 = c->ready_ns;
+  c->batch_first_ns = UINT64_MAX;
   uint32_t n = receive(c, 0);
-  if (c->nready > 0) c->ready_ns = now_ns(); /* carried to the next iteration: the idle handle stays active */
-  else uv_idle_stop(&c->idle);
+  if (c->nready == 0) uv_idle_stop(&c->idle); /* else carried to the next iteration: the idle handle stays active */
   if (n == 0) return;
+  uint64_t t0 = c->batch_first_ns != UINT64_MAX ? c->batch_first_ns : now_ns();
   deliver(c, n);
   if (c->closing) return;
   uint64_t t1 = now_ns();
@@ -984,9 +1005,10 @@ static napi_value create(napi_env env, napi_callback_info info) {
   uv_idle_init(loop, &c->idle); /* cannot fail */
   c->idle.data = c;
   c->handles_open = 2;
+  c->stamped_phase = c->phase - 1; /* no report stamped yet */
   if (napi_wrap(env, obj, c, ctx_free, NULL, NULL) != napi_ok) {
     c->wrapped = 0;
-    ctx_release(c); /* closes the check handle, which frees the context */
+    ctx_release(c); /* closes the check and idle handles, whose close callbacks free the context */
     napi_throw_error(env, NULL, "quiclb_io: create failed: napi_wrap");
     return NULL;
   }
