@@ -169,19 +169,25 @@ describeAddon('batched I/O addon', () => {
     expect(sink.clients[0].port).toBe(c.address().port);
   });
 
-  it('counts ECONNREFUSED from a closed server port (ICMP on the connected upstream socket), never throws', async () => {
-    const sink = new Recorder();
+  /** A listener whose client datagrams go, through one upstream opened on the first, to a port nothing listens on. */
+  async function relayToClosedPort(sink: Recorder) {
     const io = makeIo(sink);
     const l = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 0 }, 'L');
     const gone = await udp();
-    const closedPort = gone.address().port;
+    const port = gone.address().port;
     await new Promise<void>((r) => gone.close(() => r()));
     cleanups.pop();
     let up: IoUpstream | null = null;
     sink.onClientHook = (_l, buf, off, len) => {
-      up ??= io.openUpstream(l, { host: '127.0.0.1', port: closedPort, family: 4 }, '', 0, 'U');
+      up ??= io.openUpstream(l, { host: '127.0.0.1', port, family: 4 }, '', 0, 'U');
       io.sendToServer(up!, buf, off, len);
     };
+    return { io, l, port, upstream: () => up };
+  }
+
+  it('counts ECONNREFUSED from a closed server port (ICMP on the connected upstream socket), never throws', async () => {
+    const sink = new Recorder();
+    const { io, l } = await relayToClosedPort(sink);
     const c = await udp();
     for (let i = 0; i < 5; i++) {
       c.send(Buffer.from('x'), l.bound.port, '127.0.0.1');
@@ -194,23 +200,12 @@ describeAddon('batched I/O addon', () => {
   it('an upstream keeps relaying after ICMP errors: once a server listens on the refused port, its replies reach the client', async () => {
     // libuv stops watching a socket that reports POLLERR (the pending ICMP error): the addon must watch it again
     const sink = new Recorder();
-    const io = makeIo(sink);
-    const l = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 0 }, 'L');
-    const gone = await udp();
-    const port = gone.address().port;
-    await new Promise<void>((r) => gone.close(() => r()));
-    cleanups.pop();
-    let up: IoUpstream | null = null;
-    sink.onClientHook = (_l, buf, off, len) => {
-      up ??= io.openUpstream(l, { host: '127.0.0.1', port, family: 4 }, '', 0, 'U');
-      io.sendToServer(up!, buf, off, len);
-    };
+    const { io, l, port, upstream } = await relayToClosedPort(sink);
     const replies: string[] = [];
-    const relay = (u: string, buf: Buffer, off: number, len: number): void => {
+    sink.onReply = (_u: string, buf: Buffer, off: number, len: number): void => {
       replies.push(buf.toString('latin1', off, off + len));
-      io.sendToClient(up!, buf, off, len);
+      io.sendToClient(upstream()!, buf, off, len);
     };
-    sink.onReply = relay;
     const c = await udp();
     const got: string[] = [];
     c.on('message', (m) => got.push(m.toString()));
