@@ -99,7 +99,7 @@ enum {
   CNT_RX_CALLS,          /* recvmmsg calls */
   CNT_TX_CALLS,          /* sendmmsg calls */
   CNT_BATCHES,
-  CNT_LAST_BATCH_NS,     /* the last batch: nanoseconds from the poll phase that reported its earliest socket (arrival) to its sendmmsg done */
+  CNT_LAST_BATCH_NS,     /* the last batch: ns from the poll phase reporting its earliest socket to its sendmmsg done */
   CNT_GSO_MSGS,          /* UDP GSO messages sent (each 2+ datagrams) */
   CNT_GSO_FALLBACK,      /* GSO messages refused by the path, sent one datagram at a time */
   CNT_CB_ERRORS,         /* exceptions that escaped the JS batch callback (its sends are dropped) */
@@ -698,11 +698,12 @@ static uint32_t receive(ctx_t *c, int from_epoll) {
 
 /*
  * Busy-poll (busy_ns > 0): after a wake-up that moved datagrams, keep polling the sockets (epoll_wait on the
- * busy-poll set with no timeout, then recvmmsg on the ready ones) until busy_ns pass without a datagram, so the next datagram of a busy
- * flow (the server's reply to what was just forwarded, the client's next packet) is taken without a sleep, libuv's
- * epoll round and a context switch: at low rates those cost more CPU than the datagram itself and, on a loaded CPU,
- * set the latency tail. It only ever spins after data (an idle data plane sleeps), and a wake-up returns to libuv
- * at the latest BUSY_POLL_MAX_NS after it began, so timers and other handles run under a steady stream too.
+ * busy-poll set with no timeout, then recvmmsg on the ready ones) until busy_ns pass without a datagram, so the next
+ * datagram of a busy flow (the server's reply to what was just forwarded, the client's next packet) is taken
+ * without a sleep, libuv's epoll round and a context switch: at low rates those cost more CPU than the datagram
+ * itself and, on a loaded CPU, set the latency tail. It only ever spins after data (an idle data plane sleeps), and
+ * a wake-up returns to libuv at the latest BUSY_POLL_MAX_NS after it began, so timers and other handles run under a
+ * steady stream too.
  */
 #define BUSY_POLL_MAX_NS 1000000u
 static void busy_poll(ctx_t *c, uint64_t start, uint64_t last) {
