@@ -317,30 +317,10 @@ func NewGenerator(dir string, log func(string)) *Generator {
 func (g *Generator) Reload(quiet bool) {
 	g.mu.Lock()
 	before := g.infoLocked()
-	configsChanged := g.followFile(g.configsPath, maxStateBytes, &g.configsRaw, &g.configsSeen, func(b []byte) error {
-		if b == nil {
-			g.configsState = missing
-			return nil
-		}
-		live, err := parseRotationState(b)
-		if err != nil {
-			return err
-		}
-		g.configsState, g.live = good, live
-		return nil
-	})
-	sidChanged := g.followFile(g.sidPath, maxServerIDFileBytes, &g.sidRaw, &g.sidSeen, func(b []byte) error {
-		if b == nil {
-			g.sidState = missing
-			return nil
-		}
-		sid, err := parseServerIDText(b)
-		if err != nil {
-			return err
-		}
-		g.sidState, g.sid = good, sid
-		return nil
-	})
+	configsChanged := g.followFile(g.configsPath, maxStateBytes, &g.configsRaw, &g.configsSeen,
+		parsedInto(&g.configsState, &g.live, parseRotationState))
+	sidChanged := g.followFile(g.sidPath, maxServerIDFileBytes, &g.sidRaw, &g.sidSeen,
+		parsedInto(&g.sidState, &g.sid, parseServerIDText))
 	changed := configsChanged || sidChanged
 	if changed {
 		g.applyLocked()
@@ -377,6 +357,23 @@ func (g *Generator) followFile(path string, limit int64, raw *[]byte, seen *bool
 		g.log(fmt.Sprintf("generator: %s: %v (keeping the last good content)", path, err))
 	}
 	return true
+}
+
+// parsedInto makes followFile's use callback for one file: a missing file sets state to missing; content that
+// parses sets the value and state to good; content that does not is refused (value and state stay as they were).
+func parsedInto[T any](state *fileKnown, value *T, parse func([]byte) (T, error)) func(b []byte) error {
+	return func(b []byte) error {
+		if b == nil {
+			*state = missing
+			return nil
+		}
+		v, err := parse(b)
+		if err != nil {
+			return err
+		}
+		*state, *value = good, v
+		return nil
+	}
 }
 
 func (g *Generator) sourceReason() string {
