@@ -144,11 +144,10 @@ typedef struct ctx {
   uv_loop_t *loop;
   uv_check_t check; /* after each poll phase: reads the sockets marked ready, calls JS, sends */
   uv_idle_t idle;   /* active while marked sockets wait: libuv polls without sleeping, so the check phase comes */
-  int handles_open; /* check and idle, until their close callbacks */
+  int handles_open; /* check and idle until their close callbacks (0 once closing: with !wrapped, the memory can go) */
   int epfd;        /* busy-poll only (busy_ns > 0): every socket, polled without libuv; else -1 */
   int closing;     /* sockets closed, polling stopped: nothing more is read, sent or called */
   int wrapped;     /* the JS object still points here (its finalizer will run) */
-  int check_closed; /* the check and idle handles' uv_close completed: with !wrapped, the memory can go */
   uint32_t slots, slot_size;
   uint32_t entries; /* rxMeta and tx entries: datagrams per JS call (a coalesced message is several) */
   uint32_t stride; /* slot_size + one cache line: slot starts do not all map to the same L1 cache set */
@@ -1043,7 +1042,6 @@ static void on_handle_closed(uv_handle_t *h) {
   if (--c->handles_open > 0) return;
   if (c->epfd >= 0) close(c->epfd);
   c->epfd = -1;
-  c->check_closed = 1;
   if (!c->wrapped) ctx_free_memory(c);
 }
 
@@ -1079,7 +1077,7 @@ static void ctx_free(napi_env env, void *data, void *hint) {
   ctx_t *c = data;
   c->wrapped = 0;
   if (!c->closing) ctx_release(c);
-  else if (c->check_closed) ctx_free_memory(c);
+  else if (c->handles_open == 0) ctx_free_memory(c);
 }
 
 /* destroy(ctx): closes every socket and stops polling (again: nothing). */
@@ -1092,7 +1090,7 @@ static napi_value destroy(napi_env env, napi_callback_info info) {
   napi_remove_wrap(env, argv[0], NULL); /* no finalizer after this */
   c->wrapped = 0;
   if (!c->closing) ctx_release(c);
-  else if (c->check_closed) ctx_free_memory(c);
+  else if (c->handles_open == 0) ctx_free_memory(c);
   return NULL;
 }
 
