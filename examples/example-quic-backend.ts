@@ -180,6 +180,8 @@ export interface BackendStats {
    * @matrixai/quic derives for every Initial and retry token, used or not (version-negotiation probes included).
    */
   issued: number;
+  /** Minted CIDs forgotten to stay within that bound: an Initial carrying one is no longer recognised as this backend's. */
+  issuedForgotten: number;
   /** Of those, how many were 0b111 (unroutable: the generator had no config or server ID yet). */
   unroutableIssued: number;
   connections: number;
@@ -320,11 +322,14 @@ const MAX_REQUEST_BYTES = 16 * 1024;
 const MAX_TRACKED = 100_000;
 /** Distinct DCIDs and sender addresses the stats list (BackendStats.dcids, senders, perSender). */
 const MAX_LISTED = 1000;
-/** Makes room for one more entry in a set or map bounded at MAX_TRACKED by forgetting its oldest (insertion order). */
-function makeRoom(c: Set<string> | Map<string, string>): void {
-  if (c.size < MAX_TRACKED) return;
+/**
+ * Makes room for one more entry in a set or map bounded at MAX_TRACKED by forgetting its oldest (insertion order);
+ * whether it forgot one.
+ */
+function makeRoom(c: Set<string> | Map<string, string>): boolean {
+  if (c.size < MAX_TRACKED) return false;
   const oldest = c.keys().next();
-  if (!oldest.done) c.delete(oldest.value);
+  return !oldest.done && c.delete(oldest.value);
 }
 /** How often a connection is checked for a close quiche did without telling @matrixai/quic. */
 const CLOSE_CHECK_MS = 1000;
@@ -438,7 +443,7 @@ export class ExampleQuicBackend {
   private fresh(): BackendStats {
     return {
       serverId: this.serverIdHex, port: this.port, datagrams: 0, long: {}, shortOwn: 0, shortForeign: 0, shortForeignDecodable: 0,
-      dcids: {}, senders: [], perSender: {}, issued: 0, unroutableIssued: 0, connections: 0, requests: 0, responses: 0, connectionErrors: [], uncaught: [],
+      dcids: {}, senders: [], perSender: {}, issued: 0, issuedForgotten: 0, unroutableIssued: 0, connections: 0, requests: 0, responses: 0, connectionErrors: [], uncaught: [],
     };
   }
 
@@ -451,7 +456,7 @@ export class ExampleQuicBackend {
       cid[0] |= 0xe0;
     }
     if ((cid[0] & 0xe0) === 0xe0) this.current.unroutableIssued++;
-    makeRoom(this.issued);
+    if (makeRoom(this.issued)) this.current.issuedForgotten++;
     this.issued.add(cid.toString('hex'));
     return cid;
   }

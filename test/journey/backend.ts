@@ -107,7 +107,7 @@ export class JourneyBackend implements PodBackend {
   stats(): Promise<BackendStats> {
     const s = this.backend!.stats();
     const audit = {
-      ...this.audit, examples: [...this.audit.examples], connections: s.connections, requests: s.requests, responses: s.responses, issued: s.issued,
+      ...this.audit, examples: [...this.audit.examples], connections: s.connections, requests: s.requests, responses: s.responses, issued: s.issued, issuedForgotten: s.issuedForgotten,
       unroutableIssued: s.unroutableIssued, connectionErrors: [...s.connectionErrors],
     };
     return Promise.resolve({ audit, unownedInitial: new Map(this.unownedInitial) });

@@ -26,8 +26,13 @@ export interface BackendAudit {
   connections: number;
   requests: number;
   responses: number;
-  /** CIDs this instance minted. */
+  /** CIDs this instance minted (the matrixai backend: those it still remembers). */
   issued: number;
+  /**
+   * Minted CIDs the backend forgot to bound its memory (the matrixai backend keeps its last 100 000, the quic-go one
+   * 200 000): an Initial carrying one at another backend would not be settled as foreign.
+   */
+  issuedForgotten: number;
   /** Of those, how many were 0b111 (unroutable: no server ID or config yet). */
   unroutableIssued: number;
   connectionErrors: string[];
@@ -92,9 +97,3 @@ export interface PodBackend {
 /** Bounds of the per-backend records that clients can grow. */
 export const MAX_UNOWNED_INITIAL = 20_000;
 export const MAX_EXAMPLES = 10;
-/**
- * The fewest issued CIDs a backend remembers (examples/example-quic-backend.ts keeps its last 100 000, the quic-go
- * backend 200 000): a backend that issued more may have forgotten a CID, and an Initial carrying it at another backend
- * would not be settled as foreign.
- */
-export const ISSUED_REMEMBERED = 100_000;

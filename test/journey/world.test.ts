@@ -184,6 +184,7 @@ describe('journey world: namespaces, data planes, backends with Kubernetes CID f
       expect(a.shortHeader).toBeGreaterThan(0);
       expect(a.unroutableIssued).toBe(0);
       expect(a.unsettledInitials).toBe(0); // every unowned Initial DCID was remembered, so settled above
+      expect(a.issuedForgotten).toBe(0); // and every CID the backend issued
     }
     expect(Object.values(audit.backends).reduce((s, a) => s + a.responses, 0)).toBeGreaterThanOrEqual(6 + 3 * 4);
   });

@@ -81,6 +81,7 @@ type Audit struct {
 	issuedSet   map[string]*connRecord
 	issuedOrder []string // FIFO ring for the bound
 	issuedHead  int
+	forgotten   int // issued CIDs dropped from issuedSet by the bound: an Initial carrying one is not recognised
 	unowned     map[string]int
 	unsettled   int // Initial/0-RTT datagrams with an unowned DCID past the unowned bound: never settled
 	clients     map[string]*clientStat
@@ -114,6 +115,7 @@ func (a *Audit) minted(cid []byte, unroutable bool) {
 		a.issuedOrder = append(a.issuedOrder, k)
 	} else {
 		delete(a.issuedSet, a.issuedOrder[a.issuedHead])
+		a.forgotten++
 		a.issuedOrder[a.issuedHead] = k
 		a.issuedHead = (a.issuedHead + 1) % maxIssued
 	}

@@ -192,3 +192,27 @@ func TestIDOfPrefix(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditIssuedBound: at most maxIssued CIDs are remembered, oldest first out, and each one forgotten is counted.
+func TestAuditIssuedBound(t *testing.T) {
+	a := NewAudit(func(string) {})
+	cid := func(i int) []byte { return binary.BigEndian.AppendUint64(nil, uint64(i)+1) }
+	for i := 0; i < maxIssued; i++ {
+		a.minted(cid(i), false)
+	}
+	a.minted(cid(0), false) // minted again: still remembered, nothing forgotten
+	if a.forgotten != 0 || len(a.issuedSet) != maxIssued {
+		t.Fatalf("forgotten %d, remembered %d before the bound", a.forgotten, len(a.issuedSet))
+	}
+	a.minted(cid(maxIssued), false)
+	a.minted(cid(maxIssued+1), false)
+	if a.forgotten != 2 || len(a.issuedSet) != maxIssued {
+		t.Errorf("forgotten %d, remembered %d, want 2 and %d", a.forgotten, len(a.issuedSet), maxIssued)
+	}
+	if _, ok := a.issuedSet[string(cid(0))]; ok {
+		t.Errorf("the oldest CID is still remembered")
+	}
+	if _, ok := a.issuedSet[string(cid(maxIssued+1))]; !ok {
+		t.Errorf("the newest CID is not remembered")
+	}
+}

@@ -341,7 +341,7 @@ func (s *server) stats() map[string]any {
 			"examples": append([]string{}, a.examples...), "probes": a.probes, "initial": a.initial,
 			"handshake": a.handshake, "connections": a.conns, "requests": a.requests, "responses": a.responses,
 			"issued": a.issued, "unroutableIssued": a.unroutable, "connectionErrors": append([]string{}, a.connErrors...),
-			"stopped": a.stopped, "unsettledInitials": a.unsettled,
+			"stopped": a.stopped, "unsettledInitials": a.unsettled, "issuedForgotten": a.forgotten,
 		},
 		"unownedInitial": unowned,
 	}
