@@ -285,7 +285,7 @@ describe('journey world: namespaces, data planes, backends with Kubernetes CID f
     const namespaces = new Set(pids.map(netns).filter((n) => n !== null && n !== netns(String(process.pid))));
     expect(namespaces.size).toBe(3);
     const exit = await world.close();
-    expect(exit).toBe(0);
+    expect(exit).toBe('0');
     expect(pids.filter((p) => existsSync(`/proc/${p}`) && !isZombieOf(p))).toEqual([]);
     expect(anyProcessIn(namespaces)).toBe(false);
   }, 30_000);

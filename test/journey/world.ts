@@ -79,7 +79,6 @@ export class JourneyWorld {
   /** Every event the agent sent (data-plane lines, backend and worker logs), oldest first, at most 50,000. */
   readonly events: WorldEvent[] = [];
   private readonly listeners = new Set<(e: WorldEvent) => void>();
-  readonly exited: Promise<number | string>;
 
   private constructor(readonly child: ChildProcess) {
     this.agent = new JsonLinesClient(child, {
@@ -90,7 +89,6 @@ export class JourneyWorld {
       },
     });
     eachLine(child.stderr, (line) => this.push({ event: 'agentStderr', line }));
-    this.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
   }
 
   /** Spawns the agent and waits for its ready event. */
@@ -190,10 +188,9 @@ export class JourneyWorld {
     return this.request('audit');
   }
 
-  /** Asks the agent to stop everything and waits for it (SIGKILL after 15 s). */
-  async close(): Promise<number | string> {
+  /** Asks the agent to stop everything and waits for it (SIGKILL after 15 s): its exit (code or signal name). */
+  async close(): Promise<string> {
     this.agent.request({ op: 'shutdown' }).catch(() => {});
-    await this.agent.close(15_000);
-    return this.exited;
+    return this.agent.close(15_000);
   }
 }
