@@ -91,6 +91,9 @@ function listenerKey(a: SocketAddress): string {
   return formatSocketAddress(a);
 }
 
+/** Whether this process has said that busy-poll runs under too small a CPU quota (see start()). */
+let busyPollQuotaWarned = false;
+
 export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: [Error] }> implements DatagramSink<Listener, Upstream> {
   readonly registry: Registry;
   private readonly logger: Logger;
@@ -218,10 +221,12 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
       this.logger.warn({ ...this.lbField(snapshot.name), reason: fallbackReason }, 'batched datagram I/O not available: running node:dgram (more CPU per datagram)');
     }
     // each spinning process can keep a core busy: a quota below one core each plus one for the rest throttles them
+    // (said once per process: the agent runs a data plane per load balancer in one process)
     const busyPollUs = io instanceof BatchedIo ? io.busyPollUs : 0;
     const spinning = this.options.processes ?? 1;
-    const cpuQuota = busyPollUs > 0 ? readCpuQuota() : null;
+    const cpuQuota = busyPollUs > 0 && !busyPollQuotaWarned ? readCpuQuota() : null;
     if (cpuQuota !== null && cpuQuota < spinning + 1) {
+      busyPollQuotaWarned = true;
       this.logger.warn(
         { ...this.lbField(snapshot.name), io_busy_poll_us: busyPollUs, cpu_quota: cpuQuota, processes: spinning },
         'busy-poll under a CPU quota: spinning spends the quota and the process gets throttled, which is slower than sleeping; raise the CPU limit (a core per data-plane process plus one) or turn busy-poll off (QUICLB_IO_BUSY_POLL_US=0)',

@@ -59,7 +59,6 @@ export function raiseNofileLimit(): RaiseResult {
   return { before, after, problem };
 }
 
-/** A /proc file's text, null when it cannot be read (not Linux, a restricted /proc). */
 /** A kernel file's text (/proc, /sys: small files; at most 64 KiB is read), or null. */
 function procText(path: string): string | null {
   let fd: number | null = null;
