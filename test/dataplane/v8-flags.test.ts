@@ -39,5 +39,7 @@ describe('the data plane V8 flags', () => {
     expect(read('bench/dataplane/run.ts')).toMatch(/^const QUICLB_NODE_ARGS = DATAPLANE_V8_FLAGS;$/m);
     expect(read('bench/dataplane/run.ts')).toMatch(/\[process\.execPath, \.\.\.QUICLB_NODE_ARGS, /);
     expect(read('bench/flood/run.ts')).toMatch(/spawn\(process\.execPath, \[\.\.\.DATAPLANE_V8_FLAGS, /);
+    // the README's commands go through the launcher (`npx quiclb`), not around it
+    expect(read('README.md')).not.toMatch(/node bin\/quiclb\.js/);
   });
 });
