@@ -213,7 +213,7 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
         configs: this.liveConfigs(),
         io: io.path,
         ...(fallbackReason !== null ? { io_fallback_reason: fallbackReason } : {}),
-        ...(io instanceof BatchedIo ? { io_gro: io.gro, io_busy_poll_us: io.busyPollUs, ...(io.groError !== null ? { io_gro_error: io.groError } : {}) } : {}),
+        ...(io instanceof BatchedIo ? { io_gro: io.gro, io_busy_poll_us: io.busyPollUs, io_hold_loop: io.holdLoop, ...(io.groError !== null ? { io_gro_error: io.groError } : {}) } : {}),
       },
       'data plane started',
     );

@@ -260,6 +260,11 @@ class Hub {
       'Batched I/O path: time spent busy-polling (waiting for datagrams; their routing and sending not included).',
       (c) => c.busyPollSeconds,
     );
+    ioCounter(
+      'quiclb_io_held_wakeups_total',
+      'Batched I/O path: wake-ups served while the event loop was held (QUICLB_IO_HOLD_LOOP), each without an event-loop iteration.',
+      (c) => c.heldWakeups,
+    );
     gauge('quiclb_config_version', 'Version of the snapshot in force.', [], (s, e) => e({}, s.router.version), 'max');
     gauge(
       'quiclb_routing_mode',

@@ -13,6 +13,8 @@
  * that libuv watches: nesting costs a second epoll_wait and a second readiness check per wake-up (~1.3 us per
  * wake-up measured, bench/dataplane/README.md).
  * Busy-poll alone keeps an epoll set of its own (it polls without going back to libuv).
+ * After a batch, while nothing else in the process has work, the check callback waits on libuv's epoll set for
+ * the next datagram itself and serves it without a loop iteration (hold_loop).
  *
  * Shared memory (ArrayBuffers created here, views kept by JS):
  *   rx      slots * (slotSize + 64) bytes: received message i at offset i * (slotSize + 64).
@@ -109,6 +111,7 @@ enum {
   CNT_BUSY_POLL_HITS,    /* busy polls that found datagrams (each saved a sleep, an epoll round and a wake-up) */
   CNT_BUSY_POLL_NS,      /* nanoseconds spent busy-polling (from a wake-up's last datagram to giving up) */
   CNT_RX_STRAY,          /* datagrams from another sender than its server queued on an upstream socket before its connect(): dropped */
+  CNT_HOLD_WAKEUPS,      /* wake-ups served while holding the loop (see hold_loop), each without a libuv iteration */
   CNT_COUNT
 };
 
@@ -186,6 +189,9 @@ typedef struct ctx {
   uint32_t rr_next; /* the receive loop starts at the first ready socket from this slot on */
   uint32_t seg_hint; /* datagrams per message expected (largest train seen lately, 1: none): sizes requests */
   uint64_t busy_ns;  /* busy-poll: keep polling this long after a wake-up's last datagram (0: off), see busy_poll */
+  int hold;          /* hold the loop after a batch while nothing else has work (see hold_loop) */
+  uint32_t *fd_slot; /* fd -> slot + 1 of the context's sockets (0: not ours), fd_cap entries */
+  uint32_t fd_cap;
 } ctx_t;
 
 static void ctx_release(ctx_t *c);
@@ -565,6 +571,7 @@ static uint32_t gather(ctx_t *c, int from_epoll) {
 }
 
 static void on_socket_ready(uv_poll_t *h, int status, int events);
+static void mark(ctx_t *c, uint32_t slot, uint64_t ns);
 
 /* The socket in slot is being read: it leaves the ready list (ready_compact) and is watched again if it was stopped. */
 static void unready(ctx_t *c, uint32_t slot) {
@@ -756,11 +763,79 @@ static void on_socket_ready(uv_poll_t *h, int status, int events) {
     c->stamped_phase = c->phase;
     c->phase_ns = now_ns();
   }
+  mark(c, p->slot, c->phase_ns);
+}
+
+static void mark(ctx_t *c, uint32_t slot, uint64_t ns) {
+  sock_t *s = &c->socks[slot];
   s->marked = 1;
   s->seen_phase = c->phase;
-  s->mark_ns = c->phase_ns;
+  s->mark_ns = ns;
   if (c->nready == 0) uv_idle_start(&c->idle, on_idle);
-  c->ready[c->nready++] = p->slot;
+  c->ready[c->nready++] = slot;
+}
+
+/*
+ * Holding the loop (default; flags bit 3): after a batch, as long as nothing else in the process has work, the
+ * check callback waits for this context's sockets itself instead of returning to libuv, and serves each wake-up
+ * on the spot. Why: a wake-up through libuv costs a whole loop iteration (timers, pending, idle and prepare
+ * phases, Node's per-iteration hooks, a second epoll_wait for idle-time metrics, the check phase) around the same
+ * epoll_wait; at 20k round trips/s that was most of the data plane's user CPU above nginx's and part of its
+ * latency tail (bench/dataplane/README.md, "Holding the loop").
+ *
+ * The wait is epoll_wait on libuv's own epoll set (uv_backend_fd). Every socket of this context is in it (flat
+ * registration) and so is everything else libuv watches; libuv registers fds level-triggered with the fd number
+ * as the event data, so looking takes nothing from libuv: what is ready stays ready for its next poll. The hold
+ * ends, and libuv runs its iteration, as soon as libuv has anything to do:
+ *   - an fd that is not ours is ready (a gRPC stream, a health probe, the metrics server, a signal, another
+ *     thread's async wake-up such as V8's platform tasks): ours that are ready with it are served first;
+ *   - uv_backend_timeout, asked before every wait with the loop's time updated, says libuv has work now or
+ *     bounds the wait: a timer due; pending callbacks, idle handles (Node's for setImmediate), closing handles;
+ *     or watchers started or stopped since libuv's last poll phase, which it registers in its epoll set only at
+ *     the start of its next one (until then their fds would go unseen): a new upstream socket, a socket of ours
+ *     restarted after a stop, any I/O the batch callback began. This is the call libuv offers for running its
+ *     loop from another's (with uv_backend_fd);
+ *   - a backlog beyond one wake-up's budget is left (the idle handle then keeps libuv from sleeping);
+ *   - HOLD_MAX_MS pass: a bound for whatever libuv might do between polls that this list does not know of.
+ * Busy-poll (busy_ns > 0) replaces this: it keeps the loop itself, spinning.
+ */
+#define HOLD_MAX_MS 100
+static void hold_loop(ctx_t *c) {
+  uv_loop_t *loop = c->loop;
+  const int bfd = uv_backend_fd(loop);
+  const uint64_t end = now_ns() + (uint64_t)HOLD_MAX_MS * 1000000u;
+  struct epoll_event ev[MAX_EVENTS];
+  for (;;) {
+    uv_update_time(loop); /* the loop's clock stands still while this callback runs: timers are due by now */
+    int timeout = uv_backend_timeout(loop); /* ms to the next timer, -1: none, 0: libuv has work now (see above) */
+    uint64_t now = now_ns();
+    if (timeout == 0 || now >= end) break;
+    int left = (int)((end - now + 999999u) / 1000000u);
+    if (timeout < 0 || timeout > left) timeout = left;
+    int ne = epoll_wait(bfd, ev, MAX_EVENTS, timeout);
+    if (ne <= 0) break; /* a timer is due, or a signal came: libuv's turn */
+    uint64_t t = now_ns();
+    int foreign = 0;
+    for (int e = 0; e < ne; e++) {
+      int fd = ev[e].data.fd;
+      uint32_t slot1 = fd >= 0 && (uint32_t)fd < c->fd_cap ? c->fd_slot[fd] : 0;
+      if (slot1 == 0) foreign = 1;
+      else if (!c->socks[slot1 - 1].marked) mark(c, slot1 - 1, t);
+    }
+    if (c->nready > 0) {
+      c->batch_first_ns = UINT64_MAX;
+      uint32_t n = receive(c, 0);
+      if (c->nready == 0) uv_idle_stop(&c->idle);
+      if (n > 0) {
+        c->counters[CNT_HOLD_WAKEUPS]++;
+        deliver(c, n);
+        if (c->closing) return;
+        c->counters[CNT_LAST_BATCH_NS] = (double)(now_ns() - t);
+      }
+    }
+    if (foreign || c->nready > 0) break;
+  }
+  c->phase++; /* libuv's next poll phase is another iteration's (see on_socket_ready) */
 }
 
 static void on_check(uv_check_t *h) {
@@ -787,6 +862,7 @@ static void on_check(uv_check_t *h) {
   uint64_t t1 = now_ns();
   c->counters[CNT_LAST_BATCH_NS] = (double)(t1 - t0);
   if (c->busy_ns > 0) busy_poll(c, t0, t1);
+  else if (c->hold && c->nready == 0) hold_loop(c);
 }
 
 static int parse_addr(napi_env env, napi_value host, uint32_t port, struct sockaddr_storage *ss, socklen_t *len) {
@@ -815,6 +891,15 @@ static void free_poll(uv_handle_t *h) { free(h); }
 
 /* Watches fd (libuv, and the busy-poll set when there is one): its id, or -errno (fd stays open). */
 static int add_socket(ctx_t *c, int fd, int32_t listener) {
+  if ((uint32_t)fd >= c->fd_cap) { /* fds are small numbers (the lowest free one): the map stays near the fd count */
+    uint32_t ncap = c->fd_cap ? c->fd_cap : 64;
+    while (ncap <= (uint32_t)fd) ncap *= 2;
+    uint32_t *m = realloc(c->fd_slot, (size_t)ncap * sizeof *m);
+    if (!m) return -ENOMEM;
+    memset(m + c->fd_cap, 0, (size_t)(ncap - c->fd_cap) * sizeof *m);
+    c->fd_slot = m;
+    c->fd_cap = ncap;
+  }
   int slot = alloc_slot(c);
   if (slot < 0) return -ENOMEM;
   sock_poll_t *p = malloc(sizeof *p);
@@ -841,6 +926,7 @@ static int add_socket(ctx_t *c, int fd, int32_t listener) {
   s->gen = (s->gen + 1) & 0x7ff;
   s->listener = listener;
   s->client_len = 0;
+  c->fd_slot[fd] = (uint32_t)slot + 1;
   return make_id(c, (uint32_t)slot);
 }
 
@@ -851,6 +937,7 @@ static void close_sock(ctx_t *c, uint32_t slot) {
   s->poll = NULL;
   s->stopped = 0;
   if (c->epfd >= 0) epoll_ctl(c->epfd, EPOLL_CTL_DEL, s->fd, NULL);
+  c->fd_slot[s->fd] = 0;
   close(s->fd);
   s->fd = -1;
 }
@@ -873,8 +960,8 @@ static int probe_gro(uint32_t flags) {
 
 /*
  * create(slots, slotSize, onBatch, flags, entries?, busyPollUs?) -> context object with rx, rxMeta, tx, counters
- * ArrayBuffers, gro (whether UDP GRO is on) and groError (why not, when asked for). flags bit 0: UDP GSO; bit 1:
- * UDP GRO. entries: datagrams per JS call (default 8 per slot), at least slots. busyPollUs: see busy_poll (0..1000,
+ * ArrayBuffers, gro (whether UDP GRO is on), groError (why not, when asked for) and holdLoop (whether the loop is
+ * held, see hold_loop). flags bit 0: UDP GSO; bit 1: UDP GRO; bit 3: hold the loop (where libuv allows). entries: datagrams per JS call (default 8 per slot), at least slots. busyPollUs: see busy_poll (0..1000,
  * default 0: off).
  */
 static napi_value create(napi_env env, napi_callback_info info) {
@@ -915,6 +1002,7 @@ static napi_value create(napi_env env, napi_callback_info info) {
   c->stride = slot_size + 64;
   c->entries = entries;
   c->busy_ns = (uint64_t)busy_us * 1000u;
+  c->hold = (flags & 8) != 0 && c->busy_ns == 0; /* busy-poll keeps the loop itself */
   c->gso = gso;
   if (flags & 2) {
     c->gro_errno = probe_gro(flags);
@@ -944,7 +1032,7 @@ static napi_value create(napi_env env, napi_callback_info info) {
       !c->segs || !c->cbufs)
     failed = "out of memory";
 
-  napi_value obj = NULL, rx, meta, tx, cnt, name, gro_on;
+  napi_value obj = NULL, rx, meta, tx, cnt, name, gro_on, hold_on;
   void *p;
 #define TRY(call) \
   if (!failed && (call) != napi_ok) failed = #call
@@ -969,6 +1057,8 @@ static napi_value create(napi_env env, napi_callback_info info) {
   TRY(napi_set_named_property(env, obj, "counters", cnt));
   TRY(napi_get_boolean(env, c->gro, &gro_on));
   TRY(napi_set_named_property(env, obj, "gro", gro_on));
+  TRY(napi_get_boolean(env, c->hold, &hold_on));
+  TRY(napi_set_named_property(env, obj, "holdLoop", hold_on));
   if (c->gro_errno != 0) {
     napi_value why;
     TRY(napi_create_string_utf8(env, strerror(c->gro_errno), NAPI_AUTO_LENGTH, &why));
@@ -1033,6 +1123,7 @@ static void ctx_free_memory(ctx_t *c) {
   free(c->dests);
   free(c->segs);
   free(c->cbufs);
+  free(c->fd_slot);
   free(c);
 }
 

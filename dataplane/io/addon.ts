@@ -13,7 +13,8 @@ export interface IoAddon {
   COUNTERS: number;
   /**
    * flags: bit 0 UDP GSO for runs of datagrams to one destination; bit 1 UDP GRO on every socket (where the kernel
-   * has it); bit 2 (tests only) behave as a kernel without UDP_GRO. entries: datagrams per batch call (default 8 per
+   * has it); bit 2 (tests only) behave as a kernel without UDP_GRO; bit 3 hold the loop: after a batch, wait for the
+   * next datagram in the addon while nothing else in the process has work (native/quiclb_io.c, hold_loop). entries: datagrams per batch call (default 8 per
    * slot; a coalesced message is one per segment). busyPollUs: after a wake-up that moved datagrams, keep polling
    * until this many microseconds pass without one (0..1000, default 0: off).
    */
@@ -40,10 +41,12 @@ export interface AddonContext {
   readonly gro: boolean;
   /** Why UDP GRO is off though asked for (the kernel refused UDP_GRO). */
   readonly groError?: string;
+  /** The loop is held (asked for, and the running libuv allows it). */
+  readonly holdLoop: boolean;
 }
 
 /** create()'s flags. */
-export const IO_FLAGS = { gso: 1, gro: 2, simulateNoGro: 4 } as const;
+export const IO_FLAGS = { gso: 1, gro: 2, simulateNoGro: 4, holdLoop: 8 } as const;
 
 /** Indices of the addon's counters (CNT_* in quiclb_io.c). */
 export const CNT = {
@@ -70,6 +73,7 @@ export const CNT = {
   busyPollHits: 20,
   busyPollNs: 21,
   rxStray: 22,
+  heldWakeups: 23,
 } as const;
 
 export interface LoadedAddon {

@@ -70,6 +70,9 @@ export interface IoCallCounts {
   busyPollUs: number;
   busyPollHits: number;
   busyPollSeconds: number;
+  /** Whether the loop is held after a batch (BatchedOptions.holdLoop), and the wake-ups served while it was. */
+  holdLoop: boolean;
+  heldWakeups: number;
 }
 
 /** Who gets the datagrams: the Dataplane. Called synchronously, once per datagram, within the I/O's batch. */

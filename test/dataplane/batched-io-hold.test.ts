@@ -1,0 +1,205 @@
+/**
+ * Holding the event loop on the batched path (native/quiclb_io.c hold_loop, BatchedOptions.holdLoop,
+ * QUICLB_IO_HOLD_LOOP): the setting is exposed; under a steady stream from another process the addon serves
+ * wake-ups without event-loop iterations, yet everything else in the process goes on as if it did not: timers fire
+ * on time, a TCP peer is answered at once, and a socket opened inside a batch (a new upstream, not yet in libuv's
+ * epoll set) gets its server's reply at once. Each of these would wait for the hold's 100 ms bound if its check
+ * were missing. Skipped (with a note) when the addon is not built.
+ */
+import { afterEach, describe, expect, it } from '@jest/globals';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer, type AddressInfo } from 'node:net';
+import { loadIoAddon } from '../../dataplane/io/addon.js';
+import { BatchedIo } from '../../dataplane/io/batched-io.js';
+import type { DatagramSink, IoListener, IoUpstream } from '../../dataplane/io/types.js';
+import { waitFor } from './helpers.js';
+
+const { addon, error } = loadIoAddon();
+const describeAddon = addon !== null ? describe : describe.skip;
+if (addon === null) console.warn(`batched I/O addon not available (${error}): its tests are skipped`);
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+function withEnv(value: string | undefined, f: () => void): void {
+  const old = process.env.QUICLB_IO_HOLD_LOOP;
+  if (value === undefined) delete process.env.QUICLB_IO_HOLD_LOOP;
+  else process.env.QUICLB_IO_HOLD_LOOP = value;
+  try {
+    f();
+  } finally {
+    if (old === undefined) delete process.env.QUICLB_IO_HOLD_LOOP;
+    else process.env.QUICLB_IO_HOLD_LOOP = old;
+  }
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/**
+ * Another process that, for `ms`: sends a small datagram to 127.0.0.1:`port` every ~100 us (busy-waiting between
+ * sends), echoes every datagram its echo socket receives, and, when `tcpPort` is set, sends a line to that TCP port
+ * every 20 ms and times the answer. It prints its echo port first, then, on exit, a JSON line with the count sent
+ * and the TCP round trips (ms).
+ */
+function peer(port: number, ms: number, tcpPort: number | null) {
+  const code = `
+    const dgram = require('node:dgram'), net = require('node:net');
+    const s = dgram.createSocket('udp4'), echo = dgram.createSocket('udp4');
+    const rtts = []; let n = 0, tcp = null, pingAt = 0, nextPing = 0;
+    echo.on('message', (m, r) => echo.send(m, r.port, r.address));
+    echo.bind(0, '127.0.0.1', () => {
+      process.stdout.write(echo.address().port + '\\n');
+      if (${tcpPort} !== null) {
+        tcp = net.connect(${tcpPort}, '127.0.0.1');
+        tcp.on('data', () => { rtts.push(Number(process.hrtime.bigint() - pingAt) / 1e6); pingAt = 0; });
+      }
+      const end = Date.now() + ${ms}, msg = Buffer.from('x');
+      const tick = () => {
+        const t = process.hrtime.bigint();
+        while (process.hrtime.bigint() - t < 100000n) {}
+        n++;
+        if (Date.now() >= end)
+          return s.send(msg, ${port}, '127.0.0.1', () => {
+            process.stdout.write(JSON.stringify({ sent: n, rtts }) + '\\n');
+            process.exit(0);
+          });
+        s.send(msg, ${port}, '127.0.0.1');
+        if (tcp !== null && pingAt === 0 && Date.now() >= nextPing) { pingAt = process.hrtime.bigint(); nextPing = Date.now() + 20; tcp.write('p'); }
+        setImmediate(tick);
+      };
+      tick();
+    });`;
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const killer = setTimeout(() => child.kill('SIGKILL'), ms + 10_000);
+  let out = '';
+  const echoPort = new Promise<number>((resolve) => {
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('\n')) resolve(Number(out.split('\n')[0]));
+    });
+  });
+  const done = once(child, 'exit').then(() => {
+    clearTimeout(killer);
+    return JSON.parse(out.trim().split('\n')[1]!) as { sent: number; rtts: number[] };
+  });
+  return { echoPort, done };
+}
+
+describeAddon('batched I/O holding the loop', () => {
+  it('is on by default, off by option or QUICLB_IO_HOLD_LOOP=0, and off under busy-poll (which keeps the loop itself)', () => {
+    const sink: DatagramSink<string, string> = { onClient() {}, onReply() {}, onError() {} };
+    const make = (o: { holdLoop?: boolean; busyPollUs?: number }) => {
+      const io = new BatchedIo<string, string>(addon!, sink, null, o);
+      cleanups.push(() => io.close());
+      return io;
+    };
+    withEnv(undefined, () => {
+      const io = make({});
+      expect(io.holdLoop).toBe(true);
+      expect(io.calls()).toMatchObject({ holdLoop: true, heldWakeups: 0 });
+      expect(make({ holdLoop: false }).holdLoop).toBe(false);
+      expect(make({ busyPollUs: 50 }).holdLoop).toBe(false);
+    });
+    withEnv('0', () => {
+      expect(make({}).holdLoop).toBe(false);
+      expect(make({ holdLoop: true }).holdLoop).toBe(true); // the option wins
+    });
+  });
+
+  /**
+   * 1.5 s of a steady stream from another process into a holding context, with one other kind of work at a time
+   * (any other would end the holds it is meant to test): a 5 ms interval timer, a TCP peer pinging every 20 ms,
+   * or an upstream socket opened from inside a batch every 25 ms, sent the datagram, answered by the peer.
+   */
+  async function streamWith(other: 'timer' | 'tcp' | 'upstream') {
+    let opened: { at: number; u: IoUpstream; owner: string } | null = null;
+    let echoPort = 0;
+    let received = 0;
+    let listener: IoListener | null = null;
+    const upstreamDelays: number[] = [];
+    const sink: DatagramSink<string, string> = {
+      onClient(_l, buf, off, len) {
+        received++;
+        if (other !== 'upstream' || echoPort === 0 || opened !== null || received % 250 !== 0) return;
+        const owner = `u${received}`;
+        const u = io.openUpstream(listener!, { host: '127.0.0.1', port: echoPort, family: 4 }, '127.0.0.1', 9, owner);
+        if (u === null || !io.sendToServer(u, buf, off, len)) return;
+        opened = { at: performance.now(), u, owner };
+      },
+      onReply(owner) {
+        if (opened === null || opened.owner !== owner) return;
+        upstreamDelays.push(performance.now() - opened.at);
+        io.closeUpstream(opened.u);
+        opened = null;
+      },
+      onError() {},
+    };
+    const io = new BatchedIo<string, string>(addon!, sink, null, { holdLoop: true });
+    cleanups.push(() => io.close());
+    listener = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 1 << 20 }, 'L');
+    let tcpPort: number | null = null;
+    if (other === 'tcp') {
+      const tcp = createServer((c) => c.on('data', (d) => c.write(d)));
+      tcp.listen(0, '127.0.0.1');
+      await once(tcp, 'listening');
+      cleanups.push(() => new Promise<void>((r) => tcp.close(() => r())));
+      tcpPort = (tcp.address() as AddressInfo).port;
+    }
+    const p = peer(listener.bound.port, 1500, tcpPort);
+    echoPort = await p.echoPort;
+    const ticks: number[] = [];
+    const timer = other === 'timer' ? setInterval(() => ticks.push(performance.now()), 5) : null;
+    if (timer !== null) cleanups.push(() => clearInterval(timer));
+    const t0 = performance.now();
+    const { sent, rtts } = await p.done;
+    if (timer !== null) clearInterval(timer);
+    expect(sent).toBeGreaterThan(1000);
+    expect(await waitFor(() => received === sent, 3000)).toBe(true);
+    const calls = io.calls();
+    // the stream was served inside holds: most of its wake-ups without an event-loop iteration
+    expect(calls.heldWakeups).toBeGreaterThan(calls.batches / 2);
+    const during = ticks.filter((t) => t > t0 + 200);
+    const gaps = during.slice(1).map((t, i) => t - during[i]!);
+    return { calls, gaps, rtts, upstreamDelays };
+  }
+
+  it('fires timers on time under a steady stream', async () => {
+    const { calls, gaps } = await streamWith('timer');
+    expect(gaps.length).toBeGreaterThan(20);
+    expect(Math.max(...gaps)).toBeLessThan(60); // a hold that ignored them would run to its 100 ms bound
+    console.log(`hold, timer: ${calls.heldWakeups} of ${calls.batches} batches held; timer max gap ${Math.max(...gaps).toFixed(1)} ms`);
+  }, 20_000);
+
+  it('answers a TCP peer (an fd not of the addon) at once under a steady stream', async () => {
+    const { calls, rtts } = await streamWith('tcp');
+    expect(rtts.length).toBeGreaterThan(20);
+    expect(median(rtts)).toBeLessThan(10);
+    console.log(`hold, tcp: ${calls.heldWakeups} of ${calls.batches} batches held; TCP round trip median ${median(rtts).toFixed(2)} ms`);
+  }, 20_000);
+
+  it('watches an upstream opened inside a batch at once under a steady stream: its reply comes without delay', async () => {
+    const { calls, upstreamDelays } = await streamWith('upstream');
+    expect(upstreamDelays.length).toBeGreaterThan(10);
+    expect(median(upstreamDelays)).toBeLessThan(10);
+    console.log(
+      `hold, upstream: ${calls.heldWakeups} of ${calls.batches} batches held; reply median ${median(upstreamDelays).toFixed(2)} ms, ` +
+        `max ${Math.max(...upstreamDelays).toFixed(1)} ms`,
+    );
+  }, 20_000);
+
+  it('serves nothing while held when turned off', async () => {
+    let received = 0;
+    const sink: DatagramSink<string, string> = { onClient: () => void received++, onReply() {}, onError() {} };
+    const io = new BatchedIo<string, string>(addon!, sink, null, { holdLoop: false });
+    cleanups.push(() => io.close());
+    const l = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 1 << 20 }, 'L');
+    const p = peer(l.bound.port, 300, null);
+    await p.echoPort;
+    const { sent } = await p.done;
+    expect(await waitFor(() => received === sent, 3000)).toBe(true);
+    expect(io.calls().heldWakeups).toBe(0);
+  }, 20_000);
+});
