@@ -3,7 +3,7 @@
  * fields on server records); prom-client reads them at scrape time through collect(), so no label hashing
  * happens per packet. One set of metrics per Registry, shared by every Dataplane registered on it (label `lb`).
  */
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { IoCallCounts, IoErrorCounts, IoPath, LatencySampler, PortChoiceCounts } from './io/types.js';
 import { ROUTING_MODES } from '../lib/config/snapshot.js';
 import { DROP_REASONS, OUTCOMES, TABLES, UNROUTABLE_REASONS, type Router } from './router.js';
@@ -302,6 +302,16 @@ export function attachMetrics(registry: Registry, source: MetricsSource): () => 
 
 /** 1 in this many client datagrams has its routing latency observed. */
 export const LATENCY_SAMPLE_EVERY = 1024;
+
+/**
+ * prom-client's default process and Node metrics for a data-plane process (standalone, a worker, the node agent).
+ * Its event-loop lag histogram samples with a timer; prom-client's default 10 ms period cost the data plane ~4% of
+ * its CPU per datagram at 20k round trips/s (bench/dataplane/README.md, "Holding the loop"), so it samples every
+ * 100 ms: the lag percentiles keep their meaning, a stall shorter than the period may go unseen.
+ */
+export function collectProcessMetrics(registry: Registry): void {
+  collectDefaultMetrics({ register: registry, prefix: 'quiclb_', eventLoopMonitoringPrecision: 100 });
+}
 
 const latencies = new WeakMap<Registry, Histogram<'path'>>();
 

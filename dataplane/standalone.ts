@@ -6,7 +6,7 @@
  */
 import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
-import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import { formatSocketAddress } from '../lib/config/address.js';
 import {
   describeConfig,
@@ -32,6 +32,7 @@ import type { HealthState } from './router.js';
 import { aggregateMetrics, WorkerPool } from './workers.js';
 import type { IoChoice } from './io/types.js';
 import { loadOrCreateSeed } from './upstream-ports.js';
+import { collectProcessMetrics } from './metrics.js';
 
 export interface StandaloneOptions {
   configPath: string;
@@ -205,7 +206,7 @@ export async function runStandalone(options: StandaloneOptions): Promise<Standal
   let version = 1;
   let snapshot = toSnapshot(loaded, version);
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'quiclb_' });
+  collectProcessMetrics(registry);
   const reloads = new Counter({ name: 'quiclb_config_reloads_total', help: 'Config reloads, by result (failure: the last good config stayed in force).', labelNames: ['result'], registers: [registry] });
   reloads.inc({ result: 'success' }, 0);
   reloads.inc({ result: 'failure' }, 0);

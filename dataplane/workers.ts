@@ -10,11 +10,12 @@
 import cluster, { type Worker } from 'node:cluster';
 import { createSocket, type Socket } from 'node:dgram';
 import { fileURLToPath } from 'node:url';
-import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client';
+import { AggregatorRegistry, Registry } from 'prom-client';
 import { snapshotFromJson, snapshotToJson, type DataplaneSnapshot, type SnapshotJson, type SocketAddress } from '../lib/config/snapshot.js';
 import { Dataplane } from './dataplane.js';
 import { createLogger, type Logger } from './logging.js';
 import { carryCounters, type MetricsJson } from './metrics-carry.js';
+import { collectProcessMetrics } from './metrics.js';
 import type { HealthState } from './router.js';
 import type { IoChoice } from './io/types.js';
 import { withDataplaneV8Flags } from './v8-flags.js';
@@ -41,7 +42,7 @@ function isMessage(m: unknown): m is { t: string } {
 /** Entry of a worker process (dataplane/worker-entry.ts). */
 export async function runWorker(): Promise<void> {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'quiclb_' });
+  collectProcessMetrics(registry);
   const index = process.env.QUICLB_WORKER_INDEX ?? String(cluster.worker?.id ?? 0);
   const logger: Logger = createLogger({ level: process.env.QUICLB_LOG_LEVEL ?? 'info', base: { worker: Number(index) } });
   const processes = Number(process.env.QUICLB_WORKER_COUNT ?? 1) || 1;

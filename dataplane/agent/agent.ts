@@ -9,7 +9,7 @@ import { mkdirSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { hostname } from 'node:os';
-import { AggregatorRegistry, collectDefaultMetrics, Registry } from 'prom-client';
+import { AggregatorRegistry, Registry } from 'prom-client';
 import { formatSocketAddress } from '../../lib/config/address.js';
 import type { SocketAddress } from '../../lib/config/snapshot.js';
 import { ConfigError } from '../../lib/quiclb/config.js';
@@ -21,6 +21,7 @@ import { createLogger, type Logger } from '../logging.js';
 import { MonitoringServer, type Readiness } from '../../lib/monitoring.js';
 import type { HealthState } from '../router.js';
 import { agentMetrics } from './agent-metrics.js';
+import { collectProcessMetrics } from '../metrics.js';
 import type { BackoffOptions } from './backoff.js';
 import { InProcessEngine, WorkerEngine, type LbEngine } from './engines.js';
 import { LoadBalancerSet, type ApplyFailure } from './load-balancers.js';
@@ -116,7 +117,7 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
   const processStart = new Date(Math.round(performance.timeOrigin));
   const workers = options.workers ?? 1;
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'quiclb_' });
+  collectProcessMetrics(registry);
 
   let inForce: InForce | null = null;
   let lastRejected: { version: number; field: string; message: string } | null = null;

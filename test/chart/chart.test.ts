@@ -19,6 +19,7 @@ const COMBINATIONS: Array<[string, Record<string, string | number | boolean>]> =
   ['dataplane.bindPrivilegedPorts', { 'dataplane.bindPrivilegedPorts': true }],
   ['dataplane.stateDir.type=emptyDir', { 'dataplane.stateDir.type': 'emptyDir' }],
   ['dataplane.busyPollMicroseconds', { 'dataplane.busyPollMicroseconds': 50 }],
+  ['dataplane.holdLoop=false', { 'dataplane.holdLoop': false }],
   ['dataplane.enabled=false', { 'dataplane.enabled': false }],
   ['operator.otlpEndpoint', { 'operator.otlpEndpoint': 'http://otel-collector.observability:4318' }],
   ['operator.dataPlaneAuth=none', { 'operator.dataPlaneAuth': 'none' }],
@@ -153,6 +154,8 @@ describe.each(COMBINATIONS)('helm template with %s', (_name, set) => {
     expect(c.env).toContainEqual({ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } });
     const busyPoll = c.env.find((e: Any) => e.name === 'QUICLB_IO_BUSY_POLL_US');
     expect(busyPoll).toEqual(set['dataplane.busyPollMicroseconds'] ? { name: 'QUICLB_IO_BUSY_POLL_US', value: '50' } : undefined);
+    const hold = c.env.find((e: Any) => e.name === 'QUICLB_IO_HOLD_LOOP');
+    expect(hold).toEqual(set['dataplane.holdLoop'] === false ? { name: 'QUICLB_IO_HOLD_LOOP', value: '0' } : undefined);
     const state = spec.volumes.find((v: Any) => v.name === 'state');
     if (set['dataplane.stateDir.type'] === 'emptyDir') {
       expect(state.emptyDir).toBeDefined();
