@@ -101,7 +101,7 @@ enum {
   CNT_RX_CALLS,          /* recvmmsg calls */
   CNT_TX_CALLS,          /* sendmmsg calls */
   CNT_BATCHES,
-  CNT_LAST_BATCH_NS,     /* the last batch: ns from the poll phase reporting its earliest socket to its sendmmsg done */
+  CNT_LAST_BATCH_NS,     /* the last batch: ns from its earliest socket reported ready (libuv's poll phase, or a hold's wait) to its sendmmsg done */
   CNT_GSO_MSGS,          /* UDP GSO messages sent (each 2+ datagrams) */
   CNT_GSO_FALLBACK,      /* GSO messages refused by the path, sent one datagram at a time */
   CNT_CB_ERRORS,         /* exceptions that escaped the JS batch callback (its sends are dropped) */
@@ -134,7 +134,7 @@ typedef struct {
   int marked;        /* in the ready list (a slot's mark outlives its socket until receive visits the slot) */
   int stopped;       /* not watched by libuv until read (reported twice in one poll phase, see on_socket_ready) */
   uint32_t seen_phase; /* the loop iteration (ctx phase) libuv last reported it in */
-  uint64_t mark_ns;  /* when it was marked: its poll phase's first report (the batch's arrival, CNT_LAST_BATCH_NS) */
+  uint64_t mark_ns;  /* when it was marked: its poll phase's first report or its hold's wait returning (the batch's arrival) */
   sock_poll_t *poll;
   uint32_t gen;
   int32_t listener;  /* upstream: id of its listener (slot and generation); listener: -1 */
@@ -961,8 +961,9 @@ static int probe_gro(uint32_t flags) {
 /*
  * create(slots, slotSize, onBatch, flags, entries?, busyPollUs?) -> context object with rx, rxMeta, tx, counters
  * ArrayBuffers, gro (whether UDP GRO is on), groError (why not, when asked for) and holdLoop (whether the loop is
- * held, see hold_loop). flags bit 0: UDP GSO; bit 1: UDP GRO; bit 3: hold the loop (where libuv allows). entries: datagrams per JS call (default 8 per slot), at least slots. busyPollUs: see busy_poll (0..1000,
- * default 0: off).
+ * held, see hold_loop). flags bit 0: UDP GSO; bit 1: UDP GRO; bit 3: hold the loop (not under busy-poll, nor before
+ * libuv 1.44). entries: datagrams per JS call (default 8 per slot), at least slots. busyPollUs: see busy_poll
+ * (0..1000, default 0: off).
  */
 static napi_value create(napi_env env, napi_callback_info info) {
   size_t argc = 6;
@@ -1002,7 +1003,8 @@ static napi_value create(napi_env env, napi_callback_info info) {
   c->stride = slot_size + 64;
   c->entries = entries;
   c->busy_ns = (uint64_t)busy_us * 1000u;
-  c->hold = (flags & 8) != 0 && c->busy_ns == 0; /* busy-poll keeps the loop itself */
+  /* busy-poll keeps the loop itself; before libuv 1.44 uv_backend_timeout did not report unregistered watchers */
+  c->hold = (flags & 8) != 0 && c->busy_ns == 0 && uv_version() >= 0x012C00;
   c->gso = gso;
   if (flags & 2) {
     c->gro_errno = probe_gro(flags);

@@ -14,8 +14,8 @@ export interface IoAddon {
   /**
    * flags: bit 0 UDP GSO for runs of datagrams to one destination; bit 1 UDP GRO on every socket (where the kernel
    * has it); bit 2 (tests only) behave as a kernel without UDP_GRO; bit 3 hold the loop: after a batch, wait for the
-   * next datagram in the addon while nothing else in the process has work (native/quiclb_io.c, hold_loop). entries: datagrams per batch call (default 8 per
-   * slot; a coalesced message is one per segment). busyPollUs: after a wake-up that moved datagrams, keep polling
+   * next datagram in the addon while nothing else in the process has work (native/quiclb_io.c, hold_loop). entries:
+   * datagrams per batch call (default 8 per slot; a coalesced message is one per segment). busyPollUs: after a wake-up that moved datagrams, keep polling
    * until this many microseconds pass without one (0..1000, default 0: off).
    */
   create(slots: number, slotSize: number, onBatch: (count: number) => number, flags: number, entries?: number, busyPollUs?: number): AddonContext;
@@ -41,7 +41,7 @@ export interface AddonContext {
   readonly gro: boolean;
   /** Why UDP GRO is off though asked for (the kernel refused UDP_GRO). */
   readonly groError?: string;
-  /** The loop is held (asked for, and the running libuv allows it). */
+  /** The loop is held (asked for, no busy-poll, libuv 1.44 or later). */
   readonly holdLoop: boolean;
 }
 

@@ -70,8 +70,7 @@ export interface BatchedOptions {
    * Hold the event loop (default: on unless QUICLB_IO_HOLD_LOOP=0): after a batch, while nothing else in the process
    * has work (no timer due, no other I/O ready, no immediate), the addon waits for the next datagram itself and
    * routes it without an event-loop iteration (less CPU per datagram, a shorter tail); anything else ready ends the
-   * wait at once. Off (holdLoop reads false) under busy-poll, which keeps the loop itself, and where the running
-   * libuv is not one the addon knows.
+   * wait at once. Off (holdLoop reads false) under busy-poll, which keeps the loop itself, and before libuv 1.44.
    */
   holdLoop?: boolean;
   /** Tests only: behave as on a kernel without UDP_GRO. */

@@ -157,19 +157,22 @@ describeAddon('batched I/O holding the loop', () => {
     const { sent, rtts } = await p.done;
     if (timer !== null) clearInterval(timer);
     expect(sent).toBeGreaterThan(1000);
-    expect(await waitFor(() => received === sent, 3000)).toBe(true);
+    // all of it, but for what a socket buffer may drop while a loaded machine stalls this process
+    expect(await waitFor(() => received >= sent * 0.99, 3000)).toBe(true);
     const calls = io.calls();
     // the stream was served inside holds: most of its wake-ups without an event-loop iteration
     expect(calls.heldWakeups).toBeGreaterThan(calls.batches / 2);
     const during = ticks.filter((t) => t > t0 + 200);
     const gaps = during.slice(1).map((t, i) => t - during[i]!);
-    return { calls, gaps, rtts, upstreamDelays };
+    return { calls, gaps, rtts, upstreamDelays, sent };
   }
 
   it('fires timers on time under a steady stream', async () => {
     const { calls, gaps } = await streamWith('timer');
     expect(gaps.length).toBeGreaterThan(20);
-    expect(Math.max(...gaps)).toBeLessThan(60); // a hold that ignored them would run to its 100 ms bound
+    // a hold that ignored timers would run to its 100 ms bound nearly every time; a loaded machine stalls now and then
+    expect(gaps.filter((g) => g > 80).length).toBeLessThanOrEqual(2);
+    expect([...gaps].sort((a, b) => a - b)[Math.floor(gaps.length * 0.9)]!).toBeLessThan(30);
     console.log(`hold, timer: ${calls.heldWakeups} of ${calls.batches} batches held; timer max gap ${Math.max(...gaps).toFixed(1)} ms`);
   }, 20_000);
 
@@ -181,8 +184,8 @@ describeAddon('batched I/O holding the loop', () => {
   }, 20_000);
 
   it('watches an upstream opened inside a batch at once under a steady stream: its reply comes without delay', async () => {
-    const { calls, upstreamDelays } = await streamWith('upstream');
-    expect(upstreamDelays.length).toBeGreaterThan(10);
+    const { calls, upstreamDelays, sent } = await streamWith('upstream');
+    expect(upstreamDelays.length).toBeGreaterThanOrEqual(Math.floor(sent / 250 / 2)); // one chance per 250 datagrams
     expect(median(upstreamDelays)).toBeLessThan(10);
     console.log(
       `hold, upstream: ${calls.heldWakeups} of ${calls.batches} batches held; reply median ${median(upstreamDelays).toFixed(2)} ms, ` +
@@ -190,7 +193,62 @@ describeAddon('batched I/O holding the loop', () => {
     );
   }, 20_000);
 
-  it('serves nothing while held when turned off', async () => {
+  it('a context destroyed inside a held batch stops at once: nothing more is read or called, the process goes on', async () => {
+    let received = 0;
+    let lastHeld = 0;
+    let destroyedInHeld = false;
+    const sink: DatagramSink<string, string> = {
+      onClient() {
+        received++;
+        const held = io.calls().heldWakeups;
+        // a batch served by a hold (the counter moved since the last batch), well into the stream
+        if (received > 2000 && held > lastHeld && !destroyedInHeld) {
+          destroyedInHeld = true;
+          void io.close();
+        }
+        lastHeld = held;
+      },
+      onReply() {},
+      onError() {},
+    };
+    const io = new BatchedIo<string, string>(addon!, sink, null, { holdLoop: true });
+    cleanups.push(() => io.close());
+    const l = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 1 << 20 }, 'L');
+    const p = peer(l.bound.port, 800, null);
+    await p.echoPort;
+    expect(await waitFor(() => destroyedInHeld, 5000)).toBe(true);
+    const atDestroy = received;
+    const { sent } = await p.done;
+    expect(sent).toBeGreaterThan(atDestroy + 1000); // the stream went on after the destroy ...
+    expect(received).toBe(atDestroy); // ... and nothing more reached the callback
+  }, 20_000);
+
+  it('a callback that throws inside held batches is counted; the holds and the stream go on', async () => {
+    let received = 0;
+    const errors: string[] = [];
+    const sink: DatagramSink<string, string> = {
+      onClient() {
+        if (++received % 100 === 0) throw new Error('router bug');
+      },
+      onReply() {},
+      onError(_d, e) {
+        errors.push(String(e));
+      },
+    };
+    const io = new BatchedIo<string, string>(addon!, sink, null, { holdLoop: true });
+    cleanups.push(() => io.close());
+    const l = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 1 << 20 }, 'L');
+    const p = peer(l.bound.port, 800, null);
+    await p.echoPort;
+    const { sent } = await p.done;
+    expect(await waitFor(() => received >= sent * 0.99, 3000)).toBe(true);
+    const calls = io.calls();
+    expect(calls.callbackErrors).toBe(Math.floor(received / 100));
+    expect(errors.length).toBe(calls.callbackErrors);
+    expect(calls.heldWakeups).toBeGreaterThan(calls.batches / 2);
+  }, 20_000);
+
+  it('never holds when turned off', async () => {
     let received = 0;
     const sink: DatagramSink<string, string> = { onClient: () => void received++, onReply() {}, onError() {} };
     const io = new BatchedIo<string, string>(addon!, sink, null, { holdLoop: false });
@@ -199,7 +257,7 @@ describeAddon('batched I/O holding the loop', () => {
     const p = peer(l.bound.port, 300, null);
     await p.echoPort;
     const { sent } = await p.done;
-    expect(await waitFor(() => received === sent, 3000)).toBe(true);
+    expect(await waitFor(() => received >= sent * 0.99, 3000)).toBe(true);
     expect(io.calls().heldWakeups).toBe(0);
   }, 20_000);
 });
