@@ -1,6 +1,6 @@
 #!/bin/bash
 # Alternating latency runs, nginx then quiclb (then any extra peers), under the benchmark's harness: per rep and peer
-# a fresh peer process, a 4 s warm-up, then 4 s at 20k round trips/s of 64 B datagrams; prints per run
+# a fresh peer process, a 4 s warm-up, then 4 s at 20k round trips/s of 64 B datagrams (SIZE=N: N bytes); prints per run
 # "peer rep p50 p99 p999 loss% cpu", cpu being the peer's CPU (every process of its session, /proc) per forwarded
 # datagram in us over the measured 4 s, and at the end each peer's medians.
 # gen and the echo backends on CPU 0, the peer alone on CPU 1, all at nice -10 (bench/dataplane/README.md, Method).
@@ -10,11 +10,14 @@
 #     config and DCIDs used here. Each NAME:... adds a quiclb peer run with that environment, e.g.
 #   bash bench/dataplane/p99-ab.sh 8 busypoll:QUICLB_IO_BUSY_POLL_US=50 prev:QUICLB_IO_ADDON=/tmp/prev/quiclb_io.node
 #   QUICLB_ENV="QUICLB_IO_BUSY_POLL_US=50" bash bench/dataplane/p99-ab.sh 8     (the quiclb peer itself with an environment)
+#   SIZE=1200 bash bench/dataplane/p99-ab.sh 8     (datagrams of 1200 B instead of 64)
 #
 # quiclb runs as installed: bin/quiclb.js over dist/ (`npm run build` first) with its shebang's node flags.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPS=${1:-8}
+SIZE=${SIZE:-64}
+[[ "$SIZE" =~ ^[0-9]+$ ]] || { echo "p99-ab: SIZE must be a datagram size in bytes" >&2; exit 2; }
 shift || true
 PEERS=(nginx quiclb)
 declare -A PEER_ENV=([quiclb]="${QUICLB_ENV:-}")
@@ -59,7 +62,7 @@ cleanup() {
   rm -rf "$P"
 }
 trap cleanup EXIT
-gen() { taskset -c 0 nice -n -10 "$W/gen" -t "127.0.0.1:$LP" -n 32 -s 64 -r 20000 -d 4 -f "$W/dcids.txt"; }
+gen() { taskset -c 0 nice -n -10 "$W/gen" -t "127.0.0.1:$LP" -n 32 -s "$SIZE" -r 20000 -d 4 -f "$W/dcids.txt"; }
 # CPU ticks (user + system) of every process in session $1
 session_ticks() {
   local t=0 pid f
