@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPS=${1:-8}
 SIZE=${SIZE:-64}
-[[ "$SIZE" =~ ^[0-9]+$ ]] || { echo "p99-ab: SIZE must be a datagram size in bytes" >&2; exit 2; }
+[[ "$SIZE" =~ ^[0-9]+$ ]] && ((SIZE >= 64 && SIZE <= 1472)) || { echo "p99-ab: SIZE must be a datagram size of 64..1472 bytes" >&2; exit 2; }
 shift || true
 PEERS=(nginx quiclb)
 declare -A PEER_ENV=([quiclb]="${QUICLB_ENV:-}")

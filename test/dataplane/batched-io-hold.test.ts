@@ -10,7 +10,7 @@ import { afterEach, describe, expect, it } from '@jest/globals';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type AddressInfo } from 'node:net';
-import { loadIoAddon } from '../../dataplane/io/addon.js';
+import { CNT, IO_FLAGS, loadIoAddon } from '../../dataplane/io/addon.js';
 import { BatchedIo } from '../../dataplane/io/batched-io.js';
 import type { DatagramSink, IoListener, IoUpstream } from '../../dataplane/io/types.js';
 import { waitFor } from './helpers.js';
@@ -74,6 +74,10 @@ function peer(port: number, ms: number, tcpPort: number | null) {
     });`;
   const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
   const killer = setTimeout(() => child.kill('SIGKILL'), ms + 10_000);
+  cleanups.push(() => {
+    clearTimeout(killer);
+    child.kill('SIGKILL');
+  });
   let out = '';
   const echoPort = new Promise<number>((resolve) => {
     child.stdout.on('data', (d: Buffer) => {
@@ -81,9 +85,11 @@ function peer(port: number, ms: number, tcpPort: number | null) {
       if (out.includes('\n')) resolve(Number(out.split('\n')[0]));
     });
   });
+  // a peer that died without its report sent nothing countable: 0 fails the callers' first expectation
   const done = once(child, 'exit').then(() => {
     clearTimeout(killer);
-    return JSON.parse(out.trim().split('\n')[1]!) as { sent: number; rtts: number[] };
+    const report = out.trim().split('\n')[1];
+    return report === undefined ? { sent: 0, rtts: [] } : (JSON.parse(report) as { sent: number; rtts: number[] });
   });
   return { echoPort, done };
 }
@@ -179,7 +185,8 @@ describeAddon('batched I/O holding the loop', () => {
   it('answers a TCP peer (an fd not of the addon) at once under a steady stream', async () => {
     const { calls, rtts } = await streamWith('tcp');
     expect(rtts.length).toBeGreaterThan(20);
-    expect(median(rtts)).toBeLessThan(10);
+    // 0.2-0.3 ms by the median; a hold that ignored other fds answers when something else ends it (1.4 ms and up)
+    expect(median(rtts)).toBeLessThan(1);
     console.log(`hold, tcp: ${calls.heldWakeups} of ${calls.batches} batches held; TCP round trip median ${median(rtts).toFixed(2)} ms`);
   }, 20_000);
 
@@ -202,7 +209,7 @@ describeAddon('batched I/O holding the loop', () => {
         received++;
         const held = io.calls().heldWakeups;
         // a batch served by a hold (the counter moved since the last batch), well into the stream
-        if (received > 2000 && held > lastHeld && !destroyedInHeld) {
+        if (received > 500 && held > lastHeld && !destroyedInHeld) {
           destroyedInHeld = true;
           void io.close();
         }
@@ -214,12 +221,12 @@ describeAddon('batched I/O holding the loop', () => {
     const io = new BatchedIo<string, string>(addon!, sink, null, { holdLoop: true });
     cleanups.push(() => io.close());
     const l = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 1 << 20 }, 'L');
-    const p = peer(l.bound.port, 800, null);
+    const p = peer(l.bound.port, 1500, null);
     await p.echoPort;
     expect(await waitFor(() => destroyedInHeld, 5000)).toBe(true);
     const atDestroy = received;
     const { sent } = await p.done;
-    expect(sent).toBeGreaterThan(atDestroy + 1000); // the stream went on after the destroy ...
+    expect(sent).toBeGreaterThan(atDestroy + 200); // the stream went on after the destroy ...
     expect(received).toBe(atDestroy); // ... and nothing more reached the callback
   }, 20_000);
 
@@ -246,6 +253,25 @@ describeAddon('batched I/O holding the loop', () => {
     expect(calls.callbackErrors).toBe(Math.floor(received / 100));
     expect(errors.length).toBe(calls.callbackErrors);
     expect(calls.heldWakeups).toBeGreaterThan(calls.batches / 2);
+  }, 20_000);
+
+  it('an exception escaping the batch callback inside held batches is counted and cleared; the holds go on', async () => {
+    let calls = 0;
+    const ctx = addon!.create(16, 2048, () => {
+      if (++calls % 10 === 0) throw new Error('boom');
+      return 0;
+    }, IO_FLAGS.holdLoop);
+    cleanups.push(() => addon!.destroy(ctx));
+    expect(ctx.holdLoop).toBe(true);
+    const [, port] = addon!.openListener(ctx, '127.0.0.1', 0, false, 1 << 20);
+    const p = peer(port, 800, null);
+    await p.echoPort;
+    const { sent } = await p.done;
+    expect(sent).toBeGreaterThan(1000);
+    const counters = new Float64Array(ctx.counters);
+    expect(await waitFor(() => calls === counters[CNT.batches], 3000)).toBe(true);
+    expect(counters[CNT.callbackErrors]).toBe(Math.floor(calls / 10));
+    expect(counters[CNT.heldWakeups]).toBeGreaterThan(calls / 2);
   }, 20_000);
 
   it('never holds when turned off', async () => {
