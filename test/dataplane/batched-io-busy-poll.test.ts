@@ -10,7 +10,7 @@ import { once } from 'node:events';
 import { loadIoAddon } from '../../dataplane/io/addon.js';
 import { BatchedIo, busyPollUs } from '../../dataplane/io/batched-io.js';
 import type { DatagramSink } from '../../dataplane/io/types.js';
-import { sleep, waitFor } from './helpers.js';
+import { sleep, waitFor, withEnv } from './helpers.js';
 
 const { addon, error } = loadIoAddon();
 const describeAddon = addon !== null ? describe : describe.skip;
@@ -30,17 +30,7 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-function withEnv(value: string | undefined, f: () => void): void {
-  const old = process.env.QUICLB_IO_BUSY_POLL_US;
-  if (value === undefined) delete process.env.QUICLB_IO_BUSY_POLL_US;
-  else process.env.QUICLB_IO_BUSY_POLL_US = value;
-  try {
-    f();
-  } finally {
-    if (old === undefined) delete process.env.QUICLB_IO_BUSY_POLL_US;
-    else process.env.QUICLB_IO_BUSY_POLL_US = old;
-  }
-}
+const withSetting = (value: string | undefined, f: () => void) => withEnv('QUICLB_IO_BUSY_POLL_US', value, f);
 
 /**
  * Another process sending one small datagram to `port` every ~`gapUs` microseconds for `ms` (a busy-wait between
@@ -69,15 +59,15 @@ async function stream(port: number, gapUs: number, ms: number): Promise<number> 
 
 describe('busyPollUs()', () => {
   it('is the option, else QUICLB_IO_BUSY_POLL_US, else 0; anything but whole microseconds 0..1000 is a precise error', () => {
-    withEnv(undefined, () => expect(busyPollUs(undefined)).toBe(0));
-    withEnv('', () => expect(busyPollUs(undefined)).toBe(0));
-    withEnv('25', () => {
+    withSetting(undefined, () => expect(busyPollUs(undefined)).toBe(0));
+    withSetting('', () => expect(busyPollUs(undefined)).toBe(0));
+    withSetting('25', () => {
       expect(busyPollUs(undefined)).toBe(25);
       expect(busyPollUs(0)).toBe(0); // the option wins
     });
-    withEnv('1000', () => expect(busyPollUs(undefined)).toBe(1000));
+    withSetting('1000', () => expect(busyPollUs(undefined)).toBe(1000));
     for (const bad of ['1001', '-1', '2.5', '20us', 'abc', '0x10'])
-      withEnv(bad, () => expect(() => busyPollUs(undefined)).toThrow(`QUICLB_IO_BUSY_POLL_US: expected whole microseconds 0..1000, got "${bad}"`));
+      withSetting(bad, () => expect(() => busyPollUs(undefined)).toThrow(`QUICLB_IO_BUSY_POLL_US: expected whole microseconds 0..1000, got "${bad}"`));
     for (const bad of [-1, 1001, 2.5, Number.NaN]) expect(() => busyPollUs(bad)).toThrow('busyPollUs: expected whole microseconds 0..1000');
   });
 });
@@ -89,7 +79,7 @@ describeAddon('batched I/O busy-poll', () => {
     expect(off.busyPollUs).toBe(0);
     expect(off.calls().busyPollUs).toBe(0);
     let on: BatchedIo<string, string> | null = null;
-    withEnv('40', () => (on = new BatchedIo<string, string>(addon!, new Counter(), null, {})));
+    withSetting('40', () => (on = new BatchedIo<string, string>(addon!, new Counter(), null, {})));
     cleanups.push(() => on!.close());
     expect(on!.busyPollUs).toBe(40);
     expect(on!.calls()).toMatchObject({ busyPollUs: 40, busyPollHits: 0, busyPollSeconds: 0 });

@@ -13,7 +13,7 @@ import { createServer, type AddressInfo } from 'node:net';
 import { CNT, IO_FLAGS, loadIoAddon } from '../../dataplane/io/addon.js';
 import { BatchedIo } from '../../dataplane/io/batched-io.js';
 import type { DatagramSink, IoListener, IoUpstream } from '../../dataplane/io/types.js';
-import { waitFor } from './helpers.js';
+import { waitFor, withEnv } from './helpers.js';
 
 const { addon, error } = loadIoAddon();
 const describeAddon = addon !== null ? describe : describe.skip;
@@ -24,16 +24,14 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
-function withEnv(value: string | undefined, f: () => void): void {
-  const old = process.env.QUICLB_IO_HOLD_LOOP;
-  if (value === undefined) delete process.env.QUICLB_IO_HOLD_LOOP;
-  else process.env.QUICLB_IO_HOLD_LOOP = value;
-  try {
-    f();
-  } finally {
-    if (old === undefined) delete process.env.QUICLB_IO_HOLD_LOOP;
-    else process.env.QUICLB_IO_HOLD_LOOP = old;
-  }
+const withSetting = (value: string | undefined, f: () => void) => withEnv('QUICLB_IO_HOLD_LOOP', value, f);
+
+/** A BatchedIo (closed after the test) listening on a free loopback port. */
+async function listeningIo(sink: DatagramSink<string, string>, holdLoop: boolean) {
+  const io = new BatchedIo<string, string>(addon!, sink, null, { holdLoop });
+  cleanups.push(() => io.close());
+  const listener = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 1 << 20 }, 'L');
+  return { io, listener };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -102,14 +100,14 @@ describeAddon('batched I/O holding the loop', () => {
       cleanups.push(() => io.close());
       return io;
     };
-    withEnv(undefined, () => {
+    withSetting(undefined, () => {
       const io = make({});
       expect(io.holdLoop).toBe(true);
       expect(io.calls()).toMatchObject({ holdLoop: true, heldWakeups: 0 });
       expect(make({ holdLoop: false }).holdLoop).toBe(false);
       expect(make({ busyPollUs: 50 }).holdLoop).toBe(false);
     });
-    withEnv('0', () => {
+    withSetting('0', () => {
       expect(make({}).holdLoop).toBe(false);
       expect(make({ holdLoop: true }).holdLoop).toBe(true); // the option wins
     });
@@ -143,9 +141,8 @@ describeAddon('batched I/O holding the loop', () => {
       },
       onError() {},
     };
-    const io = new BatchedIo<string, string>(addon!, sink, null, { holdLoop: true });
-    cleanups.push(() => io.close());
-    listener = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 1 << 20 }, 'L');
+    const { io, listener: bound } = await listeningIo(sink, true);
+    listener = bound;
     let tcpPort: number | null = null;
     if (other === 'tcp') {
       const tcp = createServer((c) => c.on('data', (d) => c.write(d)));
@@ -218,9 +215,7 @@ describeAddon('batched I/O holding the loop', () => {
       onReply() {},
       onError() {},
     };
-    const io = new BatchedIo<string, string>(addon!, sink, null, { holdLoop: true });
-    cleanups.push(() => io.close());
-    const l = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 1 << 20 }, 'L');
+    const { io, listener: l } = await listeningIo(sink, true);
     const p = peer(l.bound.port, 1500, null);
     await p.echoPort;
     expect(await waitFor(() => destroyedInHeld, 5000)).toBe(true);
@@ -242,9 +237,7 @@ describeAddon('batched I/O holding the loop', () => {
         errors.push(String(e));
       },
     };
-    const io = new BatchedIo<string, string>(addon!, sink, null, { holdLoop: true });
-    cleanups.push(() => io.close());
-    const l = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 1 << 20 }, 'L');
+    const { io, listener: l } = await listeningIo(sink, true);
     const p = peer(l.bound.port, 800, null);
     await p.echoPort;
     const { sent } = await p.done;
@@ -277,9 +270,7 @@ describeAddon('batched I/O holding the loop', () => {
   it('never holds when turned off', async () => {
     let received = 0;
     const sink: DatagramSink<string, string> = { onClient: () => void received++, onReply() {}, onError() {} };
-    const io = new BatchedIo<string, string>(addon!, sink, null, { holdLoop: false });
-    cleanups.push(() => io.close());
-    const l = await io.openListener({ host: '127.0.0.1', port: 0, family: 4 }, { reusePort: false, bufferBytes: 1 << 20 }, 'L');
+    const { io, listener: l } = await listeningIo(sink, false);
     const p = peer(l.bound.port, 300, null);
     await p.echoPort;
     const { sent } = await p.done;

@@ -245,6 +245,19 @@ export async function waitFor(cond: () => boolean, timeoutMs = 3000, stepMs = 10
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Runs f with the environment variable `name` set to `value` (undefined: unset), then puts it back. */
+export function withEnv(name: string, value: string | undefined, f: () => void): void {
+  const old = process.env[name];
+  if (value === undefined) delete process.env[name];
+  else process.env[name] = value;
+  try {
+    f();
+  } finally {
+    if (old === undefined) delete process.env[name];
+    else process.env[name] = old;
+  }
+}
+
 /** The data planes and clients a test file opens (without health checks), all closed by closeAll() in afterAll. */
 export class Opened {
   private readonly dataplanes: Dataplane[] = [];
