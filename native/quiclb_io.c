@@ -800,18 +800,18 @@ static void mark(ctx_t *c, uint32_t slot, uint64_t ns) {
  * Busy-poll (busy_ns > 0) replaces this: it keeps the loop itself, spinning.
  */
 #define HOLD_MAX_MS 100
+static uint32_t serve_marked(ctx_t *c, int held, uint64_t *t0, uint64_t *t1);
 static void hold_loop(ctx_t *c) {
   uv_loop_t *loop = c->loop;
   const int bfd = uv_backend_fd(loop);
-  const uint64_t end = now_ns() + (uint64_t)HOLD_MAX_MS * 1000000u;
   struct epoll_event ev[MAX_EVENTS];
+  uv_update_time(loop); /* the loop's clock stands still while this callback runs: timers are due by now */
+  const uint64_t end = uv_now(loop) + HOLD_MAX_MS;
   for (;;) {
-    uv_update_time(loop); /* the loop's clock stands still while this callback runs: timers are due by now */
     int timeout = uv_backend_timeout(loop); /* ms to the next timer, -1: none, 0: libuv has work now (see above) */
-    uint64_t now = now_ns();
+    uint64_t now = uv_now(loop);
     if (timeout == 0 || now >= end) break;
-    int left = (int)((end - now + 999999u) / 1000000u);
-    if (timeout < 0 || timeout > left) timeout = left;
+    if (timeout < 0 || (uint64_t)timeout > end - now) timeout = (int)(end - now);
     int ne = epoll_wait(bfd, ev, MAX_EVENTS, timeout);
     if (ne <= 0) break; /* a timer is due, or a signal came: libuv's turn */
     uint64_t t = now_ns();
@@ -823,19 +823,33 @@ static void hold_loop(ctx_t *c) {
       else if (!c->socks[slot1 - 1].marked) mark(c, slot1 - 1, t);
     }
     if (c->nready > 0) {
-      c->batch_first_ns = UINT64_MAX;
-      uint32_t n = receive(c, 0);
-      if (c->nready == 0) uv_idle_stop(&c->idle);
-      if (n > 0) {
-        c->counters[CNT_HOLD_WAKEUPS]++;
-        deliver(c, n);
-        if (c->closing) return;
-        c->counters[CNT_LAST_BATCH_NS] = (double)(now_ns() - t);
-      }
+      uint64_t t0, t1;
+      serve_marked(c, 1, &t0, &t1);
+      if (c->closing) return;
     }
     if (foreign || c->nready > 0) break;
+    uv_update_time(loop);
   }
   c->phase++; /* libuv's next poll phase is another iteration's (see on_socket_ready) */
+}
+
+/*
+ * Reads the marked sockets (one wake-up's budget), hands their datagrams to JS and sends: the messages moved (0:
+ * none; the context may be closing after). t0: the batch's arrival (its earliest mark), t1: its sends done, their
+ * difference CNT_LAST_BATCH_NS. held: a wake-up of hold_loop (counted before the JS call, which may read it).
+ */
+static uint32_t serve_marked(ctx_t *c, int held, uint64_t *t0, uint64_t *t1) {
+  c->batch_first_ns = UINT64_MAX;
+  uint32_t n = receive(c, 0);
+  if (c->nready == 0) uv_idle_stop(&c->idle); /* else carried to the next iteration: the idle handle stays active */
+  if (n == 0) return 0;
+  *t0 = c->batch_first_ns != UINT64_MAX ? c->batch_first_ns : now_ns();
+  if (held) c->counters[CNT_HOLD_WAKEUPS]++;
+  deliver(c, n);
+  if (c->closing) return n;
+  *t1 = now_ns();
+  c->counters[CNT_LAST_BATCH_NS] = (double)(*t1 - *t0);
+  return n;
 }
 
 static void on_check(uv_check_t *h) {
@@ -852,15 +866,8 @@ static void on_check(uv_check_t *h) {
   if (!attached) fail_detached(c);
   napi_close_handle_scope(c->env, scope);
   if (!attached) return;
-  c->batch_first_ns = UINT64_MAX;
-  uint32_t n = receive(c, 0);
-  if (c->nready == 0) uv_idle_stop(&c->idle); /* else carried to the next iteration: the idle handle stays active */
-  if (n == 0) return;
-  uint64_t t0 = c->batch_first_ns != UINT64_MAX ? c->batch_first_ns : now_ns();
-  deliver(c, n);
-  if (c->closing) return;
-  uint64_t t1 = now_ns();
-  c->counters[CNT_LAST_BATCH_NS] = (double)(t1 - t0);
+  uint64_t t0, t1;
+  if (serve_marked(c, 0, &t0, &t1) == 0 || c->closing) return;
   if (c->busy_ns > 0) busy_poll(c, t0, t1);
   else if (c->hold && c->nready == 0) hold_loop(c);
 }
