@@ -5,12 +5,10 @@
  * Skipped (with a note) when the addon is not built.
  */
 import { afterEach, describe, expect, it } from '@jest/globals';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { loadIoAddon } from '../../dataplane/io/addon.js';
 import { BatchedIo, busyPollUs } from '../../dataplane/io/batched-io.js';
 import type { DatagramSink } from '../../dataplane/io/types.js';
-import { sleep, waitFor, withEnv } from './helpers.js';
+import { sleep, streamingPeer, waitFor, withEnv } from './helpers.js';
 
 const { addon, error } = loadIoAddon();
 const describeAddon = addon !== null ? describe : describe.skip;
@@ -31,31 +29,6 @@ afterEach(async () => {
 });
 
 const withSetting = (value: string | undefined, f: () => void) => withEnv('QUICLB_IO_BUSY_POLL_US', value, f);
-
-/**
- * Another process sending one small datagram to `port` every ~`gapUs` microseconds for `ms` (a busy-wait between
- * sends: timers cannot pace this finely); resolves with the count sent when it exits.
- */
-async function stream(port: number, gapUs: number, ms: number): Promise<number> {
-  const code = `
-    const s = require('node:dgram').createSocket('udp4');
-    const end = Date.now() + ${ms}; let n = 0; const msg = Buffer.from('x');
-    const tick = () => {
-      const t = process.hrtime.bigint();
-      while (process.hrtime.bigint() - t < ${gapUs * 1000}n) {}
-      const last = Date.now() >= end; n++;
-      s.send(msg, ${port}, '127.0.0.1', last ? () => s.close(() => process.stdout.write(String(n))) : undefined);
-      if (!last) setImmediate(tick);
-    };
-    tick();`;
-  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const killer = setTimeout(() => child.kill('SIGKILL'), ms + 10_000);
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  await once(child, 'exit');
-  clearTimeout(killer);
-  return Number(out);
-}
 
 describe('busyPollUs()', () => {
   it('is the option, else QUICLB_IO_BUSY_POLL_US, else 0; anything but whole microseconds 0..1000 is a precise error', () => {
@@ -96,7 +69,7 @@ describeAddon('batched I/O busy-poll', () => {
     const timer = setInterval(() => ticks.push(performance.now()), 5);
     cleanups.push(() => clearInterval(timer));
     const t0 = performance.now();
-    const sent = await stream(l.bound.port, 100, 1500);
+    const { sent } = await streamingPeer(l.bound.port, 1500, { gapUs: 100, onCleanup: (f) => cleanups.push(f) }).done;
     clearInterval(timer);
     expect(sent).toBeGreaterThan(1000);
     expect(await waitFor(() => sink.clients === sent, 3000)).toBe(true);

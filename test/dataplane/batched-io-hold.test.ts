@@ -7,13 +7,12 @@
  * were missing. Skipped (with a note) when the addon is not built.
  */
 import { afterEach, describe, expect, it } from '@jest/globals';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type AddressInfo } from 'node:net';
 import { CNT, IO_FLAGS, loadIoAddon } from '../../dataplane/io/addon.js';
 import { BatchedIo } from '../../dataplane/io/batched-io.js';
 import type { DatagramSink, IoListener, IoUpstream } from '../../dataplane/io/types.js';
-import { waitFor, withEnv } from './helpers.js';
+import { streamingPeer, waitFor, withEnv } from './helpers.js';
 
 const { addon, error } = loadIoAddon();
 const describeAddon = addon !== null ? describe : describe.skip;
@@ -36,61 +35,7 @@ async function listeningIo(sink: DatagramSink<string, string>, holdLoop: boolean
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-/**
- * Another process that, for `ms`: sends a small datagram to 127.0.0.1:`port` every ~100 us (busy-waiting between
- * sends), echoes every datagram its echo socket receives, and, when `tcpPort` is set, sends a line to that TCP port
- * every 20 ms and times the answer. It prints its echo port first, then, on exit, a JSON line with the count sent
- * and the TCP round trips (ms).
- */
-function peer(port: number, ms: number, tcpPort: number | null) {
-  const code = `
-    const dgram = require('node:dgram'), net = require('node:net');
-    const s = dgram.createSocket('udp4'), echo = dgram.createSocket('udp4');
-    const rtts = []; let n = 0, tcp = null, pingAt = 0, nextPing = 0;
-    echo.on('message', (m, r) => echo.send(m, r.port, r.address));
-    echo.bind(0, '127.0.0.1', () => {
-      process.stdout.write(echo.address().port + '\\n');
-      if (${tcpPort} !== null) {
-        tcp = net.connect(${tcpPort}, '127.0.0.1');
-        tcp.on('data', () => { rtts.push(Number(process.hrtime.bigint() - pingAt) / 1e6); pingAt = 0; });
-      }
-      const end = Date.now() + ${ms}, msg = Buffer.from('x');
-      const tick = () => {
-        const t = process.hrtime.bigint();
-        while (process.hrtime.bigint() - t < 100000n) {}
-        n++;
-        if (Date.now() >= end)
-          return s.send(msg, ${port}, '127.0.0.1', () => {
-            process.stdout.write(JSON.stringify({ sent: n, rtts }) + '\\n');
-            process.exit(0);
-          });
-        s.send(msg, ${port}, '127.0.0.1');
-        if (tcp !== null && pingAt === 0 && Date.now() >= nextPing) { pingAt = process.hrtime.bigint(); nextPing = Date.now() + 20; tcp.write('p'); }
-        setImmediate(tick);
-      };
-      tick();
-    });`;
-  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const killer = setTimeout(() => child.kill('SIGKILL'), ms + 10_000);
-  cleanups.push(() => {
-    clearTimeout(killer);
-    child.kill('SIGKILL');
-  });
-  let out = '';
-  const echoPort = new Promise<number>((resolve) => {
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('\n')) resolve(Number(out.split('\n')[0]));
-    });
-  });
-  // a peer that died without its report sent nothing countable: 0 fails the callers' first expectation
-  const done = once(child, 'exit').then(() => {
-    clearTimeout(killer);
-    const report = out.trim().split('\n')[1];
-    return report === undefined ? { sent: 0, rtts: [] } : (JSON.parse(report) as { sent: number; rtts: number[] });
-  });
-  return { echoPort, done };
-}
+const peer = (port: number, ms: number, tcpPort: number | null) => streamingPeer(port, ms, { tcpPort, onCleanup: (f) => cleanups.push(f) });
 
 describeAddon('batched I/O holding the loop', () => {
   it('is on by default, off by option or QUICLB_IO_HOLD_LOOP=0, and off under busy-poll (which keeps the loop itself)', () => {

@@ -1,4 +1,5 @@
 /** Shared helpers of the data-plane tests: snapshots, synthetic QUIC packets, tagging UDP backends, clients. */
+import { spawn } from 'node:child_process';
 import { createSocket, type Socket } from 'node:dgram';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
@@ -290,4 +291,61 @@ export class Opened {
     for (const c of this.clients) await c.close();
     for (const b of this.backends) await b.close();
   }
+}
+
+/**
+ * Another process that, for `ms`: sends a small datagram to 127.0.0.1:`port` every ~`gapUs` (default 100) us
+ * (busy-waiting between sends: timers cannot pace this finely), echoes every datagram its echo socket receives,
+ * and, when `tcpPort` is set, sends a line to that TCP port every 20 ms and times the answer. It prints its echo port first, then, on exit, a JSON line with the count sent
+ * and the TCP round trips (ms). onCleanup gets what kills it (for the test's cleanup list).
+ */
+export function streamingPeer(port: number, ms: number, opts: { tcpPort?: number | null; gapUs?: number; onCleanup: (f: () => void) => void }) {
+  const tcpPort = opts.tcpPort ?? null;
+  const code = `
+    const dgram = require('node:dgram'), net = require('node:net');
+    const s = dgram.createSocket('udp4'), echo = dgram.createSocket('udp4');
+    const rtts = []; let n = 0, tcp = null, pingAt = 0, nextPing = 0;
+    echo.on('message', (m, r) => echo.send(m, r.port, r.address));
+    echo.bind(0, '127.0.0.1', () => {
+      process.stdout.write(echo.address().port + '\\n');
+      if (${tcpPort} !== null) {
+        tcp = net.connect(${tcpPort}, '127.0.0.1');
+        tcp.on('data', () => { rtts.push(Number(process.hrtime.bigint() - pingAt) / 1e6); pingAt = 0; });
+      }
+      const end = Date.now() + ${ms}, msg = Buffer.from('x');
+      const tick = () => {
+        const t = process.hrtime.bigint();
+        while (process.hrtime.bigint() - t < ${(opts.gapUs ?? 100) * 1000}n) {}
+        n++;
+        if (Date.now() >= end)
+          return s.send(msg, ${port}, '127.0.0.1', () => {
+            process.stdout.write(JSON.stringify({ sent: n, rtts }) + '\\n');
+            process.exit(0);
+          });
+        s.send(msg, ${port}, '127.0.0.1');
+        if (tcp !== null && pingAt === 0 && Date.now() >= nextPing) { pingAt = process.hrtime.bigint(); nextPing = Date.now() + 20; tcp.write('p'); }
+        setImmediate(tick);
+      };
+      tick();
+    });`;
+  const child = spawn(process.execPath, ['-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const killer = setTimeout(() => child.kill('SIGKILL'), ms + 10_000);
+  opts.onCleanup(() => {
+    clearTimeout(killer);
+    child.kill('SIGKILL');
+  });
+  let out = '';
+  const echoPort = new Promise<number>((resolve) => {
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('\n')) resolve(Number(out.split('\n')[0]));
+    });
+  });
+  // a peer that died without its report sent nothing countable: 0 fails the callers' first expectation
+  const done = once(child, 'exit').then(() => {
+    clearTimeout(killer);
+    const report = out.trim().split('\n')[1];
+    return report === undefined ? { sent: 0, rtts: [] } : (JSON.parse(report) as { sent: number; rtts: number[] });
+  });
+  return { echoPort, done };
 }
