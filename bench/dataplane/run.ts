@@ -14,7 +14,8 @@
  * "CPU us per forwarded datagram" = CPU (user+sys, every process of the peer's session, from /proc) / (2 x
  * replies): a round trip is 2 forwarded datagrams. A run during which other processes used more than
  * --max-bg % CPU is redone (--retries). The table gives the mean over reps, except p50/p99: their median (the
- * per-rep p99s are listed under the table). Method and caveats: /work/shared/bench/ANCHORS.md.
+ * per-rep p99s are listed under the table, and each peer's p99 against nginx's of the same rep: the median ratio
+ * and how many reps were at or below). Method and caveats: /work/shared/bench/ANCHORS.md.
  *
  * Binaries (gen, echo) are built with cc into ~/.cache/quiclb/bench; results go to
  * ~/.cache/quiclb/bench/results/<stamp>.{jsonl,md}. Only processes started here are signalled.
@@ -581,6 +582,23 @@ function aggregate(results: SizeResult[]): Row[] {
   return rows;
 }
 
+/**
+ * Each peer's p99 against nginx's in the same rep, summarised by the median and the count at or below 1. Peers run
+ * one after another in each rep, so a rep's pair shares the machine's state of that minute, which the medians of the
+ * table do not pair: on this shared VM nginx's own p99 moves 2-5x between reps.
+ */
+function pairedP99(size: number): string[] {
+  const nginx = new Map(results.filter((r) => r.peer === 'nginx' && r.size === size).map((r) => [r.rep, r.lat.p99_us]));
+  const out: string[] = [];
+  for (const peer of A.peers) {
+    if (peer === 'nginx') continue;
+    const ratios = results.filter((r) => r.peer === peer && r.size === size && (nginx.get(r.rep) ?? 0) > 0)
+      .map((r) => r.lat.p99_us / nginx.get(r.rep)!);
+    if (ratios.length) out.push(`${peer} ${median(ratios)!.toFixed(2)}x (${ratios.filter((x) => x <= 1).length}/${ratios.length})`);
+  }
+  return out;
+}
+
 function table(rows: Row[]): string {
   const out = [
     `| peer | size B | max rt/s <1% loss | fwd datagrams/s | vs nginx | CPU us/datagram @max | vs nginx | CPU us/datagram @${A.latRate / 1000}k rt/s | vs nginx | p50 us @${A.latRate / 1000}k | vs nginx | p99 us @${A.latRate / 1000}k | vs nginx | reps |`,
@@ -664,6 +682,8 @@ if (A.reps > 1) {
   for (const size of A.sizes) {
     const per = A.peers.map((peer) => `${peer} ${results.filter((r) => r.peer === peer && r.size === size).map((r) => r.lat.p99_us).join('/')}`);
     notes.push(`p99 us @${A.latRate / 1000}k rt/s per rep, ${size} B (the table gives the median): ${per.join('; ')}`);
+    const paired = pairedP99(size);
+    if (paired.length) notes.push(`p99 / nginx's p99 of the same rep, ${size} B (median; reps at or below): ${paired.join('; ')}`);
   }
 }
 const md = [
