@@ -109,7 +109,7 @@ nginx = {r[1]: float(r[3]) for r in rows if r[0] == "nginx"}
 for peer in sys.argv[2:]:
     mine = [r for r in rows if r[0] == peer]
     med = lambda i: statistics.median(float(r[i]) for r in mine if r[i] != "-")
-    ratios = [float(r[3]) / nginx[r[1]] for r in mine if nginx.get(r[1])]
+    ratios = [float(r[3]) / nginx[r[1]] for r in mine if nginx.get(r[1]) and float(r[3]) > 0]  # p99 0: no replies
     paired = "" if peer == "nginx" or not ratios else f" {statistics.median(ratios):.2f}x {sum(x <= 1 for x in ratios)}/{len(ratios)}"
     print(peer, med(2), med(3), med(4), round(med(6), 2), paired.strip() or "-")
 PY

@@ -583,16 +583,17 @@ function aggregate(results: SizeResult[]): Row[] {
 }
 
 /**
- * Each peer's p99 against nginx's in the same rep, summarised by the median and the count at or below 1. Peers run
- * one after another in each rep, so a rep's pair shares the machine's state of that minute, which the medians of the
- * table do not pair: on this shared VM nginx's own p99 moves 2-5x between reps.
+ * Each peer's p99 against nginx's in the same rep, summarised by the median and the count at or below 1. Within a
+ * rep the peers run one after another, so a pair is measured a minute or two apart, while the table's medians may
+ * take each peer's from a different rep: on this shared VM nginx's own p99 moves 2-5x between reps.
  */
 function pairedP99(size: number): string[] {
   const nginx = new Map(results.filter((r) => r.peer === 'nginx' && r.size === size).map((r) => [r.rep, r.lat.p99_us]));
   const out: string[] = [];
   for (const peer of A.peers) {
     if (peer === 'nginx') continue;
-    const ratios = results.filter((r) => r.peer === peer && r.size === size && (nginx.get(r.rep) ?? 0) > 0)
+    // a p99 of 0 is a run without replies (gen reports 0), not a short tail: left out on either side
+    const ratios = results.filter((r) => r.peer === peer && r.size === size && r.lat.p99_us > 0 && (nginx.get(r.rep) ?? 0) > 0)
       .map((r) => r.lat.p99_us / nginx.get(r.rep)!);
     if (ratios.length) out.push(`${peer} ${median(ratios)!.toFixed(2)}x (${ratios.filter((x) => x <= 1).length}/${ratios.length})`);
   }
