@@ -587,14 +587,17 @@ function aggregate(results: SizeResult[]): Row[] {
  * rep the peers run one after another, so a pair is measured a minute or two apart, while the table's medians may
  * take each peer's from a different rep: on this shared VM nginx's own p99 moves 2-5x between reps.
  */
-function pairedP99(size: number): string[] {
+function pairedP99(results: SizeResult[], size: number): string[] {
   const nginx = new Map(results.filter((r) => r.peer === 'nginx' && r.size === size).map((r) => [r.rep, r.lat.p99_us]));
   const out: string[] = [];
   for (const peer of A.peers) {
     if (peer === 'nginx') continue;
-    // a p99 of 0 is a run without replies (gen reports 0), not a short tail: left out on either side
-    const ratios = results.filter((r) => r.peer === peer && r.size === size && r.lat.p99_us > 0 && (nginx.get(r.rep) ?? 0) > 0)
-      .map((r) => r.lat.p99_us / nginx.get(r.rep)!);
+    const ratios: number[] = [];
+    for (const r of results) {
+      const base = nginx.get(r.rep) ?? 0;
+      // a p99 of 0 is a run without replies (gen reports 0), not a short tail: left out on either side
+      if (r.peer === peer && r.size === size && r.lat.p99_us > 0 && base > 0) ratios.push(r.lat.p99_us / base);
+    }
     if (ratios.length) out.push(`${peer} ${median(ratios)!.toFixed(2)}x (${ratios.filter((x) => x <= 1).length}/${ratios.length})`);
   }
   return out;
@@ -683,7 +686,7 @@ if (A.reps > 1) {
   for (const size of A.sizes) {
     const per = A.peers.map((peer) => `${peer} ${results.filter((r) => r.peer === peer && r.size === size).map((r) => r.lat.p99_us).join('/')}`);
     notes.push(`p99 us @${A.latRate / 1000}k rt/s per rep, ${size} B (the table gives the median): ${per.join('; ')}`);
-    const paired = pairedP99(size);
+    const paired = pairedP99(results, size);
     if (paired.length) notes.push(`p99 / nginx's p99 of the same rep, ${size} B (median; reps at or below): ${paired.join('; ')}`);
   }
 }
