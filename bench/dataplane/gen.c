@@ -1,4 +1,4 @@
-/* From the project's shared benchmark kit (/work/shared/bench/gen.c), plus -g (UDP GSO sends); built by run.ts into ~/.cache/quiclb/bench. */
+/* From the project's shared benchmark kit (/work/shared/bench/gen.c), plus -g (UDP GSO sends) and the pcts_us list in its output; built by run.ts into ~/.cache/quiclb/bench. */
 /* gen.c - QUIC-shaped UDP load generator (sendmmsg/recvmmsg, single thread).
  *
  * Sends short-header QUIC-like datagrams from N client sockets (distinct
@@ -16,6 +16,8 @@
  *
  * usage: gen -t 127.0.0.1:8443 [-n 32] [-s 1200] [-c 8] [-i 1] [-r 20000]
  *            [-d 3] [-D 0.3] [-b 32] [-B 127.0.0.1] [-f DCIDS] [-g 8]
+ * Latency: p50_us, p99_us, p999_us, and pcts_us, the percentiles 50, 75, 90, 95, 97, 98, 99, 99.5 and 99.9 in us
+ *          (where two distributions part: a shift of the whole body, or a tail of its own).
  *   -f DCIDS: a file of hex DCIDs, one a line (e.g. real QUIC-LB connection IDs); client socket i
  *             uses line i mod N, and -c becomes the length of those DCIDs (all lines equal length).
  *   -g N: send with UDP GSO (UDP_SEGMENT), up to N datagrams per sendmsg (a train of one client socket's
@@ -219,9 +221,12 @@ int main(int argc, char **argv) {
   double loss = sent ? 100.0 * (double)(sent - (recv < sent ? recv : sent)) / sent : 0;
   printf("{\"target_pps\":%.0f,\"size\":%d,\"cidlen\":%d,\"clients\":%d,\"dur\":%.3f,\"sent\":%lu,\"recv\":%lu,"
          "\"sent_pps\":%.0f,\"recv_pps\":%.0f,\"loss_pct\":%.3f,\"p50_us\":%lu,\"p99_us\":%lu,\"p999_us\":%lu,"
-         "\"bad\":%lu,\"misrouted\":%lu,\"send_err\":%lu,\"gen_cpu_s\":%.3f}\n",
+         "\"pcts_us\":[%lu,%lu,%lu,%lu,%lu,%lu,%lu,%lu,%lu],\"bad\":%lu,\"misrouted\":%lu,\"send_err\":%lu,\"gen_cpu_s\":%.3f}\n",
          rate, size, cidlen, nsock, dur, sent, recv, sent / dur, recv / dur, loss,
          recv ? pct(recv, 0.50) : 0, recv ? pct(recv, 0.99) : 0, recv ? pct(recv, 0.999) : 0,
+         recv ? pct(recv, 0.50) : 0, recv ? pct(recv, 0.75) : 0, recv ? pct(recv, 0.90) : 0, recv ? pct(recv, 0.95) : 0,
+         recv ? pct(recv, 0.97) : 0, recv ? pct(recv, 0.98) : 0, recv ? pct(recv, 0.99) : 0, recv ? pct(recv, 0.995) : 0,
+         recv ? pct(recv, 0.999) : 0,
          bad, misrouted, send_err, cpu);
   return 0;
 }

@@ -1,8 +1,8 @@
 #!/bin/bash
 # Alternating latency runs, nginx then quiclb (then any extra peers), under the benchmark's harness: per rep and peer
 # a fresh peer process, a 4 s warm-up, then 4 s at 20k round trips/s of 64 B datagrams (SIZE=N: N bytes); prints per run
-# "peer rep p50 p99 p999 loss% cpu", cpu being the peer's CPU (every process of its session, /proc) per forwarded
-# datagram in us over the measured 4 s, and at the end each peer's medians.
+# "peer rep p50 p99 p999 loss% cpu p90 p98", latencies in us, cpu being the peer's CPU (every process of its session,
+# /proc) per forwarded datagram in us over the measured 4 s, and at the end each peer's medians.
 # gen and the echo backends on CPU 0, the peer alone on CPU 1, all at nice -10 (bench/dataplane/README.md, Method).
 #
 #   bash bench/dataplane/p99-ab.sh [REPS [NAME:VAR=VALUE[,VAR=VALUE...] ...]]
@@ -33,6 +33,8 @@ W=${BENCH_WORK:-$HOME/.cache/quiclb/bench}
 for f in "$W/quiclb-bench.yaml" "$W/dcids.txt" "$W/gen" "$W/echo" dist/cli/main.js; do
   [ -e "$f" ] || { echo "p99-ab: $f missing (run npm run bench:dataplane once, and npm run build)" >&2; exit 2; }
 done
+# as run.ts does: a generator older than its source is rebuilt (the per-run line needs its percentile list)
+[ "$W/gen" -nt bench/dataplane/gen.c ] || cc -O2 -Wall -o "$W/gen" bench/dataplane/gen.c
 LP=$(grep -A1 '^listen:' "$W/quiclb-bench.yaml" | tail -1 | sed 's/.*://')
 EPORT=$(grep -m1 'address: 127.0.0.2' "$W/quiclb-bench.yaml" | sed 's/.*://')
 NODE_FLAGS=$(head -1 bin/quiclb.js | sed 's/^.* node //')
@@ -93,7 +95,7 @@ for rep in $(seq 1 "$REPS"); do
     out=$(gen)
     t1=$(session_ticks "$PEER_PID")
     python3 -c 'import json,os,sys; r=json.loads(sys.argv[3]); cpu=(int(sys.argv[5])-int(sys.argv[4]))/os.sysconf("SC_CLK_TCK")
-print(sys.argv[1], sys.argv[2], r["p50_us"], r["p99_us"], r["p999_us"], r["loss_pct"], round(cpu*1e6/(2*r["recv"]), 2) if r["recv"] else "-")' \
+print(sys.argv[1], sys.argv[2], r["p50_us"], r["p99_us"], r["p999_us"], r["loss_pct"], round(cpu*1e6/(2*r["recv"]), 2) if r["recv"] else "-", r["pcts_us"][2], r["pcts_us"][5])' \
       "$peer" "$rep" "$out" "$t0" "$t1" | tee -a "$RESULTS"
     kill -- "-$PEER_PID" 2>/dev/null || true
     wait "$PEER_PID" 2>/dev/null || true
@@ -101,7 +103,7 @@ print(sys.argv[1], sys.argv[2], r["p50_us"], r["p99_us"], r["p999_us"], r["loss_
     sleep 0.3
   done
 done
-echo "medians over $REPS reps: peer p50 p99 p999 cpu_us_per_datagram, then p99 / nginx's p99 of the same rep: median, reps <= 1"
+echo "medians over $REPS reps: peer p50 p99 p999 cpu_us_per_datagram p90 p98, then p99 / nginx's p99 of the same rep: median, reps <= 1"
 python3 - "$RESULTS" "${PEERS[@]}" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
@@ -111,5 +113,5 @@ for peer in sys.argv[2:]:
     med = lambda i: statistics.median(float(r[i]) for r in mine if r[i] != "-")
     ratios = [float(r[3]) / nginx[r[1]] for r in mine if nginx.get(r[1]) and float(r[3]) > 0]  # p99 0: no replies
     paired = "" if peer == "nginx" or not ratios else f" {statistics.median(ratios):.2f}x {sum(x <= 1 for x in ratios)}/{len(ratios)}"
-    print(peer, med(2), med(3), med(4), round(med(6), 2), paired.strip() or "-")
+    print(peer, med(2), med(3), med(4), round(med(6), 2), med(7), med(8), paired.strip() or "-")
 PY
