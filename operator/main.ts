@@ -19,7 +19,7 @@ import { ServerIdStore } from './allocation/store.js';
 import { ConfigServer, InMemorySnapshotSource, type BoundAddress } from './config-server/index.js';
 import { tokenReviewAuthenticator, type ServiceAccountRef } from './kube/token-review.js';
 import { EventRecorder } from './kube/events.js';
-import { keepRunning, makeInformers, objectKey, type Informers } from './kube/informers.js';
+import { keepRunning, listedOnce, makeInformers, objectKey, type Informers } from './kube/informers.js';
 import { loadBalancersUsingSecret } from './kube/key-secrets.js';
 import { LeaderElector, registerLeaderMetrics } from './kube/lease.js';
 import { SecretStore } from './kube/secrets.js';
@@ -243,6 +243,7 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
       metricsServer = m.server;
       metricsAddress = formatSocketAddress({ host, port: m.address.port });
     }
+    await listedOnce(informers, (unlisted) => logger.warn({ informers: unlisted }, 'waiting for the first list of every watch: not acting on empty caches'));
     const le = o.leaderElection;
     if (le) {
       const identity = le.identity ?? `${process.env.POD_NAME ?? hostname()}-${randomBytes(3).toString('hex')}`;

@@ -16,13 +16,18 @@ export interface QuicLoadBalancerObject extends k8s.KubernetesObject {
 }
 
 export interface Informers {
-  readonly qlbs: k8s.Informer<QuicLoadBalancerObject> & k8s.ObjectCache<QuicLoadBalancerObject>;
-  readonly services: k8s.Informer<k8s.V1Service> & k8s.ObjectCache<k8s.V1Service>;
-  readonly slices: k8s.Informer<k8s.V1EndpointSlice> & k8s.ObjectCache<k8s.V1EndpointSlice>;
-  readonly pods: k8s.Informer<k8s.V1Pod> & k8s.ObjectCache<k8s.V1Pod>;
-  readonly nodes: k8s.Informer<k8s.V1Node> & k8s.ObjectCache<k8s.V1Node>;
+  readonly qlbs: k8s.ListWatch<QuicLoadBalancerObject>;
+  readonly services: k8s.ListWatch<k8s.V1Service>;
+  readonly slices: k8s.ListWatch<k8s.V1EndpointSlice>;
+  readonly pods: k8s.ListWatch<k8s.V1Pod>;
+  readonly nodes: k8s.ListWatch<k8s.V1Node>;
   /** Only the labelled user key Secrets; used to requeue, never read for keys (the reconciler reads by name). */
-  readonly keySecrets: k8s.Informer<k8s.V1Secret> & k8s.ObjectCache<k8s.V1Secret>;
+  readonly keySecrets: k8s.ListWatch<k8s.V1Secret>;
+}
+
+/** What k8s.makeInformer() makes, typed as the ListWatch it is (listedOnce() reads its resource version). */
+function informer<T extends k8s.KubernetesObject>(kc: k8s.KubeConfig, path: string, list: k8s.ListPromise<T>, labelSelector?: string): k8s.ListWatch<T> {
+  return new k8s.ListWatch<T>(path, new k8s.Watch(kc), list, false, labelSelector);
 }
 
 /** `namespace` null: every namespace (needs the ClusterRole); otherwise only that one. */
@@ -31,7 +36,7 @@ export function makeInformers(kc: k8s.KubeConfig, namespace: string | null): Inf
   const core = kc.makeApiClient(k8s.CoreV1Api);
   const disc = kc.makeApiClient(k8s.DiscoveryV1Api);
   const nsPath = namespace === null ? '' : `/namespaces/${namespace}`;
-  const qlbs = k8s.makeInformer<QuicLoadBalancerObject>(
+  const qlbs = informer<QuicLoadBalancerObject>(
     kc,
     `/apis/${GROUP}/${VERSION}${nsPath}/${PLURAL}`,
     () =>
@@ -39,22 +44,22 @@ export function makeInformers(kc: k8s.KubeConfig, namespace: string | null): Inf
         ? co.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL })
         : co.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: PLURAL })) as Promise<k8s.KubernetesListObject<QuicLoadBalancerObject>>,
   );
-  const services = k8s.makeInformer<k8s.V1Service>(kc, `/api/v1${nsPath}/services`, () =>
+  const services = informer<k8s.V1Service>(kc, `/api/v1${nsPath}/services`, () =>
     namespace === null ? core.listServiceForAllNamespaces() : core.listNamespacedService({ namespace }),
   );
   // Only slices that belong to a Service (the label the EndpointSlice controller sets).
   const sel = 'kubernetes.io/service-name';
-  const slices = k8s.makeInformer<k8s.V1EndpointSlice>(
+  const slices = informer<k8s.V1EndpointSlice>(
     kc,
     `/apis/discovery.k8s.io/v1${nsPath}/endpointslices`,
     () => (namespace === null ? disc.listEndpointSliceForAllNamespaces({ labelSelector: sel }) : disc.listNamespacedEndpointSlice({ namespace, labelSelector: sel })),
     sel,
   );
-  const pods = k8s.makeInformer<k8s.V1Pod>(kc, `/api/v1${nsPath}/pods`, () =>
+  const pods = informer<k8s.V1Pod>(kc, `/api/v1${nsPath}/pods`, () =>
     namespace === null ? core.listPodForAllNamespaces() : core.listNamespacedPod({ namespace }),
   );
-  const nodes = k8s.makeInformer<k8s.V1Node>(kc, '/api/v1/nodes', () => core.listNode());
-  const keySecrets = k8s.makeInformer<k8s.V1Secret>(
+  const nodes = informer<k8s.V1Node>(kc, '/api/v1/nodes', () => core.listNode());
+  const keySecrets = informer<k8s.V1Secret>(
     kc,
     `/api/v1${nsPath}/secrets`,
     () =>
@@ -64,6 +69,24 @@ export function makeInformers(kc: k8s.KubeConfig, namespace: string | null): Inf
     KEY_SECRET_SELECTOR,
   );
   return { qlbs, services, slices, pods, nodes, keySecrets };
+}
+
+/**
+ * Resolves once every informer has completed a list (each has a resource version). client-node's start() resolves
+ * even when its first list failed: it reports the error (keepRunning() retries) and leaves the cache empty, and an
+ * operator acting on empty caches would publish snapshots without the load balancers and release every server ID.
+ * `waiting` gets the names of those not listed yet, at once and then every `reportMs` while any is missing.
+ */
+export async function listedOnce(informers: Informers, waiting: (unlisted: string[]) => void, pollMs = 100, reportMs = 5000): Promise<void> {
+  const unlisted = () => Object.entries(informers).filter(([, inf]) => (inf as k8s.ListWatch<k8s.KubernetesObject>).latestResourceVersion() === '').map(([name]) => name);
+  let reported = Date.now() - reportMs;
+  for (let missing = unlisted(); missing.length > 0; missing = unlisted()) {
+    if (Date.now() - reported >= reportMs) {
+      waiting(missing);
+      reported = Date.now();
+    }
+    await new Promise((r) => setTimeout(r, pollMs));
+  }
 }
 
 /** Restarts `inf` after a watch error, but never after our own stop(). */

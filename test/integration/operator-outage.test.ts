@@ -1,12 +1,18 @@
 /**
  * The API server unreachable for a while (every operator connection to it cut and refused through a relay): the
  * data plane keeps forwarding established connections, the operator keeps running, its watches restart, and a
- * change made during the outage is applied once the API server is back.
+ * change made during the outage is applied once the API server is back. Then a
+ * restarted operator whose first list of one kind fails (EndpointSlices refused by its RBAC): it must not act on that
+ * empty cache (a snapshot without the servers, every server ID released) until the list succeeds.
  */
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import * as k8s from '@kubernetes/client-node';
 import { CidEncoder } from '../../lib/quiclb/encoder.js';
-import { cluster, kubectl } from './cluster.js';
-import { json, OperatorWorld, POD_IPS, TcpRelay, waitFor, type Proc } from './operator-fixture.js';
+import { repoRoot } from '../helpers/run-cli.js';
+import { adminKubeConfig, cluster, kubectl, run } from './cluster.js';
+import { json, OperatorWorld, POD_IPS, stop, TcpRelay, waitFor, type Proc } from './operator-fixture.js';
 
 const OUTAGE_MS = 8000;
 
@@ -66,5 +72,65 @@ describe('quiclb operator while the API server is unreachable', () => {
     const after = await w.podIds();
     expect([after['web-0'], after['web-1']]).toEqual([ids['web-0'], ids['web-1']]);
     await waitFor('Ready', async () => ((await w.condition('Ready'))?.status === 'True' ? true : undefined), 20_000);
+  });
+
+  it('an operator whose first EndpointSlice list fails waits for it: forwarding holds, no server ID moves', async () => {
+    const ids = await w.podIds();
+    const config = await w.activeConfig();
+    const configPort = Number(String(json(operator, 'operator running')[0]!.configAddress).split(':').pop());
+    // Its own ServiceAccount with the operator's rules except EndpointSlices: every other first list succeeds, that
+    // one is refused (403) until a second binding grants the operator's whole ClusterRole.
+    const name = `quiclb-op-noslices-${randomBytes(3).toString('hex')}`;
+    const rbac = adminKubeConfig().makeApiClient(k8s.RbacAuthorizationV1Api);
+    const rules = (await rbac.readClusterRole({ name: 'quiclb-operator' })).rules ?? [];
+    const subjects = [{ kind: 'ServiceAccount', name, namespace: 'quiclb-system' }];
+    const binding = (n: string, role: string) => ({ metadata: { name: n }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role }, subjects });
+    await w.core.createNamespacedServiceAccount({ namespace: 'quiclb-system', body: { metadata: { name } } });
+    try {
+      const noSlices = rules.map((r) => ({ ...r, resources: (r.resources ?? []).filter((x) => x !== 'endpointslices') })).filter((r) => r.resources.length > 0);
+      expect(noSlices.length).toBe(rules.length - 1);
+      await rbac.createClusterRole({ body: { metadata: { name }, rules: noSlices } });
+      await rbac.createClusterRoleBinding({ body: binding(name, name) });
+      const kubeconfig = join(w.dir, `${name}.kubeconfig`);
+      const tok = await run('bash', [join(repoRoot, 'test/cluster/token.sh'), '--name', cluster().name, '--kubeconfig', kubeconfig, 'quiclb-system', name]);
+      if (tok.code !== 0) throw new Error(`token.sh failed: ${tok.stderr}`);
+
+      await stop(operator);
+      // The same config address: the data plane dials it again, as it would a restarted operator pod's Service.
+      operator = w.startOperator([], `127.0.0.1:${configPort}`, kubeconfig);
+      const t0 = Date.now();
+      const traffic = w.peer!.stream(
+        [0, 1, 2].map((i) => ({ dcid: new CidEncoder(config, Buffer.from(ids[`web-${i}`]!, 'hex')).next(), ip: POD_IPS[i] })),
+        20,
+        OUTAGE_MS + 10_000,
+      );
+      while (Date.now() - t0 < OUTAGE_MS) await new Promise((r) => setTimeout(r, 200));
+      const counts = await traffic.stop();
+      for (const c of counts) {
+        expect(c.sent).toBeGreaterThan(OUTAGE_MS / 40);
+        expect({ misrouted: c.misrouted, lost: c.lost }).toEqual({ misrouted: 0, lost: 0 });
+      }
+      const waiting = json(operator, 'waiting for the first list of every watch: not acting on empty caches');
+      expect(waiting.length).toBeGreaterThan(0);
+      expect(waiting.at(-1)!.informers).toEqual(['slices']);
+      expect(json(operator, 'operator running')).toEqual([]);
+      expect(await w.podIds()).toEqual(ids);
+
+      await rbac.createClusterRoleBinding({ body: binding(`${name}-all`, 'quiclb-operator') });
+      const t1 = Date.now();
+      await waitFor('operator running after its first EndpointSlice list', async () => json(operator, 'operator running')[0], 30_000).catch((e: Error) => {
+        throw new Error(`${e.message}\n${operator.lines.join('\n')}`);
+      });
+      process.stderr.write(
+        `[operator-outage] operator whose EndpointSlice list was refused: ${counts.reduce((n, c) => n + c.sent, 0)} datagrams forwarded meanwhile, 0 lost; acting ${Date.now() - t1} ms after the grant\n`,
+      );
+      await waitFor('Ready', async () => ((await w.condition('Ready'))?.status === 'True' ? true : undefined), 20_000);
+      expect(await w.podIds()).toEqual(ids);
+      expect(await w.reaches(ids['web-2']!, POD_IPS[2], 10_000)).toBeGreaterThanOrEqual(0);
+    } finally {
+      for (const n of [name, `${name}-all`]) await rbac.deleteClusterRoleBinding({ name: n }).catch(() => undefined);
+      await rbac.deleteClusterRole({ name }).catch(() => undefined);
+      await w.core.deleteNamespacedServiceAccount({ namespace: 'quiclb-system', name }).catch(() => undefined);
+    }
   });
 });
