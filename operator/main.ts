@@ -19,7 +19,7 @@ import { ServerIdStore } from './allocation/store.js';
 import { ConfigServer, InMemorySnapshotSource, type BoundAddress } from './config-server/index.js';
 import { tokenReviewAuthenticator, type ServiceAccountRef } from './kube/token-review.js';
 import { EventRecorder } from './kube/events.js';
-import { keepRunning, listedOnce, makeInformers, objectKey, type Informers } from './kube/informers.js';
+import { informersByName, keepRunning, listedOnce, makeInformers, objectKey, type Informers } from './kube/informers.js';
 import { loadBalancersUsingSecret } from './kube/key-secrets.js';
 import { LeaderElector, registerLeaderMetrics } from './kube/lease.js';
 import { SecretStore } from './kube/secrets.js';
@@ -129,14 +129,7 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
   const add = (k: string) => term?.queue.add(k);
 
   const restarts = (what: string) => (e: unknown) => logger.warn({ informer: what, err: e instanceof Error ? e.message : String(e) }, 'watch failed: restarting');
-  const keepers = [
-    keepRunning(informers.qlbs, restarts('quicloadbalancers')),
-    keepRunning(informers.services, restarts('services')),
-    keepRunning(informers.slices, restarts('endpointslices')),
-    keepRunning(informers.pods, restarts('pods')),
-    keepRunning(informers.nodes, restarts('nodes')),
-    keepRunning(informers.keySecrets, restarts('key secrets')),
-  ];
+  const keepers = Object.entries(informersByName(informers)).map(([name, inf]) => keepRunning(inf, restarts(name)));
   for (const ev of [k8s.ADD, k8s.UPDATE, k8s.DELETE] as const) {
     informers.qlbs.on(ev, (obj) => add(objectKey(obj)));
     informers.services.on(ev, (s) => keysInNamespace(informers, s.metadata?.namespace, s.metadata?.name).forEach(add));
@@ -243,7 +236,7 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
       metricsServer = m.server;
       metricsAddress = formatSocketAddress({ host, port: m.address.port });
     }
-    await listedOnce(informers, (unlisted) => logger.warn({ informers: unlisted }, 'waiting for the first list of every watch: not acting on empty caches'));
+    await listedOnce(informersByName(informers), (unlisted) => logger.warn({ informers: unlisted }, 'waiting for the first list of every watch: not acting on empty caches'));
     const le = o.leaderElection;
     if (le) {
       const identity = le.identity ?? `${process.env.POD_NAME ?? hostname()}-${randomBytes(3).toString('hex')}`;

@@ -71,14 +71,19 @@ export function makeInformers(kc: k8s.KubeConfig, namespace: string | null): Inf
   return { qlbs, services, slices, pods, nodes, keySecrets };
 }
 
+/** The informers by the names the operator's logs give them ("watch failed: restarting", listedOnce()). */
+export function informersByName(i: Informers): Record<string, k8s.ListWatch<k8s.KubernetesObject>> {
+  return { quicloadbalancers: i.qlbs, services: i.services, endpointslices: i.slices, pods: i.pods, nodes: i.nodes, 'key secrets': i.keySecrets };
+}
+
 /**
  * Resolves once every informer has completed a list (each has a resource version). client-node's start() resolves
  * even when its first list failed: it reports the error (keepRunning() retries) and leaves the cache empty, and an
  * operator acting on empty caches would publish snapshots without the load balancers and release every server ID.
  * `waiting` gets the names of those not listed yet, at once and then every `reportMs` while any is missing.
  */
-export async function listedOnce(informers: Informers, waiting: (unlisted: string[]) => void, pollMs = 100, reportMs = 5000): Promise<void> {
-  const unlisted = () => Object.entries(informers).filter(([, inf]) => (inf as k8s.ListWatch<k8s.KubernetesObject>).latestResourceVersion() === '').map(([name]) => name);
+export async function listedOnce(byName: Record<string, k8s.ListWatch<k8s.KubernetesObject>>, waiting: (unlisted: string[]) => void, pollMs = 100, reportMs = 5000): Promise<void> {
+  const unlisted = () => Object.entries(byName).filter(([, inf]) => inf.latestResourceVersion() === '').map(([name]) => name);
   let reported = Date.now() - reportMs;
   for (let missing = unlisted(); missing.length > 0; missing = unlisted()) {
     if (Date.now() - reported >= reportMs) {
