@@ -18,7 +18,9 @@
  *   mints connection IDs) but are 'draining' until ready.
  * - Running out of IDs is a result (`exhausted`), never a throw: as many endpoints as fit get IDs, ready ones first.
  * - Records that break the rules (wrong length, bad hex, an ID held twice, a pod twice) are repaired and reported.
+ * - Assigned plus quarantined IDs stay within what the records object holds (MAX_RECORDS): beyond it is exhaustion too.
  */
+import { MAX_RECORDS } from './records-codec.js';
 
 export interface AssignedServerId {
   /** Lower-case hex, 2 * length digits. */
@@ -112,6 +114,15 @@ export interface AllocationResult {
 /** 256^length. */
 export function idSpaceSize(length: number): bigint {
   return 1n << BigInt(8 * length);
+}
+
+/**
+ * How many IDs can be assigned or quarantined at once: the ID space, bounded by the records object
+ * (records-codec.ts, MAX_RECORDS), which must stay writable for any other change to be made.
+ */
+export function serverIdCapacity(length: number): bigint {
+  const size = idSpaceSize(length);
+  return size < BigInt(MAX_RECORDS) ? size : BigInt(MAX_RECORDS);
 }
 
 export function formatServerId(value: bigint, length: number): string {
@@ -244,8 +255,10 @@ export function allocateServerIds(input: AllocationInput): AllocationResult {
   const free = freeValues(taken, size);
   const allocated: string[] = [];
   const unassigned: { podUid: string; podName: string }[] = [];
+  // Past the records' bound nothing could be stored: not this change, nor any later one of this load balancer.
+  const room = MAX_RECORDS - assigned.size - quarantine.size;
   for (const b of waiting) {
-    const v = free.next();
+    const v = allocated.length < room ? free.next() : { done: true as const, value: undefined };
     if (v.done) {
       unassigned.push({ podUid: b.podUid, podName: b.podName });
       continue;
@@ -278,17 +291,22 @@ export function allocateServerIds(input: AllocationInput): AllocationResult {
   if (unassigned.length > 0) {
     const releases = [...quarantine.values()].map((q) => q.releasedAt + quarantineMs);
     const nextReleaseAt = releases.length > 0 ? Math.min(...releases) : null;
+    const bySpace = size <= BigInt(MAX_RECORDS);
     exhausted = {
       unassigned,
-      capacity: size,
+      capacity: serverIdCapacity(length),
       assigned: assigned.size,
       quarantined: quarantine.size,
       nextReleaseAt,
       message:
-        `${unassigned.length} endpoint(s) have no server ID: all ${size} IDs of ${length} octet(s) are assigned (${assigned.size}) ` +
-        `or quarantined (${quarantine.size})` +
+        `${unassigned.length} endpoint(s) have no server ID: ` +
+        (bySpace
+          ? `all ${size} IDs of ${length} octet(s) are assigned (${assigned.size}) or quarantined (${quarantine.size})`
+          : `the IDs assigned (${assigned.size}) and quarantined (${quarantine.size}) are at the bound of ${MAX_RECORDS} records per load balancer`) +
         (nextReleaseAt !== null ? `; the next quarantined ID frees at ${new Date(nextReleaseAt).toISOString()}` : '') +
-        '. Scale the backends down, or use a QuicLoadBalancer with a longer connectionIds.serverIdLength',
+        (bySpace
+          ? '. Scale the backends down, or use a QuicLoadBalancer with a longer connectionIds.serverIdLength'
+          : '. Scale the backends down, shorten connectionIds.serverIdQuarantine, or split them over several QuicLoadBalancers'),
     };
   }
   return {

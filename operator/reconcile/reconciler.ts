@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { ConfigError } from '../../lib/quiclb/config.js';
 import type { DataPlaneView } from '../config-server/cache.js';
-import { idSpaceSize } from '../allocation/server-ids.js';
+import { serverIdCapacity } from '../allocation/server-ids.js';
 import type { Owner, ServerIdStore } from '../allocation/store.js';
 import type { EventRecorder } from '../kube/events.js';
 import { isConflict, isNotFound, type Informers, type QuicLoadBalancerObject } from '../kube/informers.js';
@@ -206,7 +206,7 @@ export class Reconciler {
       previousConditions: previous,
       rotation: desired.rotation.state,
       ...(desired.allocation
-        ? { serverIds: { assigned: desired.allocation.records.assigned.length, quarantined: desired.allocation.records.released.length, capacity: idSpaceSize(spec.connectionIds.serverIdLength) } }
+        ? { serverIds: { assigned: desired.allocation.records.assigned.length, quarantined: desired.allocation.records.released.length, capacity: serverIdCapacity(spec.connectionIds.serverIdLength) } }
         : {}),
       now,
     });

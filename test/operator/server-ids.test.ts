@@ -1,9 +1,11 @@
 import { describe, expect, it } from '@jest/globals';
 import fc from 'fast-check';
+import { encodeRecords, MAX_RECORDS } from '../../operator/allocation/records-codec.js';
 import {
   allocateServerIds,
   EMPTY_RECORDS,
   idSpaceSize,
+  serverIdCapacity,
   type EndpointObservation,
   type ServerIdRecords,
 } from '../../operator/allocation/server-ids.js';
@@ -112,6 +114,28 @@ describe('allocateServerIds: table', () => {
     expect(idsOf(later).new1).toBe('00');
     expect(later.exhausted!.unassigned.map((u) => u.podName)).toEqual(['new2']);
     expect(later.exhausted!.nextReleaseAt).toBeNull();
+  });
+
+  it('stays within what the records object holds: past MAX_RECORDS assigned plus quarantined, endpoints wait (exhaustion)', () => {
+    expect(serverIdCapacity(1)).toBe(256n);
+    expect(serverIdCapacity(2)).toBe(BigInt(MAX_RECORDS));
+    // 2 octets: 65536 IDs, but MAX_RECORDS - 1 pods and one quarantined ID fill the records.
+    const many = Array.from({ length: MAX_RECORDS }, (_, i) => ep(`p${String(i).padStart(4, '0')}`));
+    const full = run(EMPTY_RECORDS, many, T0, 2);
+    expect(full.exhausted).toBeNull();
+    const withGone = run(full.records, many.slice(1), T0 + 1000, 2); // p0000 gone: 0000 quarantined
+    const r = run(withGone.records, [...many.slice(1), ep('new1'), ep('new2')], T0 + 2000, 2);
+    expect(r.assignments).toHaveLength(MAX_RECORDS - 1);
+    expect(r.exhausted!.unassigned.map((u) => u.podName)).toEqual(['new1', 'new2']);
+    expect(r.exhausted!.capacity).toBe(BigInt(MAX_RECORDS));
+    expect(r.exhausted!.message).toMatch(
+      new RegExp(`^2 endpoint\\(s\\) have no server ID: the IDs assigned \\(${MAX_RECORDS - 1}\\) and quarantined \\(1\\) are at the bound of ${MAX_RECORDS} records .*shorten connectionIds\\.serverIdQuarantine`),
+    );
+    expect(() => encodeRecords({ serverIdLength: 2, records: r.records })).not.toThrow(); // the records stay writable: other changes go on
+    // after the quarantine, new1 gets a free ID (records: MAX_RECORDS - 1 assigned, 1 new)
+    const later = run(r.records, [...many.slice(1), ep('new1'), ep('new2')], T0 + 1000 + Q, 2);
+    expect(later.exhausted!.unassigned.map((u) => u.podName)).toEqual(['new2']);
+    expect(later.records.assigned.length + later.records.released.length).toBe(MAX_RECORDS);
   });
 
   it('repairs broken records: wrong length, bad hex, an ID held twice, a pod twice', () => {
