@@ -118,6 +118,8 @@ interface Entry {
   lastNack: NackInfo | null;
   /** The process whose stream NACKed lastNack (a restarted process is offered the latest version again). */
   nackProcess: string;
+  /** How many times in a row that process NACKed lastNack's version (the retry delay doubles with each). */
+  nackCount: number;
   health: Map<string, BackendHealthView>;
   /** `${loadBalancer}\0${server}` of the snapshot last sent; null before the first push of the stream. */
   knownServers: ReadonlySet<string> | null;
@@ -213,6 +215,12 @@ export interface DataPlaneCacheOptions {
   readonly maxTracked?: number;
   /** Health entries kept per data plane before its first push (default 20000). */
   readonly maxHealthEntries?: number;
+  /**
+   * A NACKed version is offered again to the process that rejected it after this long, doubling with each further
+   * NACK of it up to 16x (default 60 s: 1, 2, 4, 8, then every 16 min): a failure of that host's (a port held for
+   * a moment, a descriptor limit) heals without waiting for a newer version.
+   */
+  readonly rejectedRetryMs?: number;
 }
 
 export class DataPlaneCache {
@@ -220,8 +228,10 @@ export class DataPlaneCache {
   private readonly forgetAfterMs: number;
   private readonly maxTracked: number;
   private readonly maxHealthEntries: number;
+  private readonly rejectedRetryMs: number;
 
   constructor(options: DataPlaneCacheOptions = {}) {
+    this.rejectedRetryMs = options.rejectedRetryMs ?? 60_000;
     this.forgetAfterMs = options.forgetAfterMs ?? 3_600_000;
     this.maxTracked = options.maxTracked ?? 10_000;
     this.maxHealthEntries = options.maxHealthEntries ?? 20_000;
@@ -245,6 +255,7 @@ export class DataPlaneCache {
       appliedAt: null,
       lastNack: null,
       nackProcess: '',
+      nackCount: 0,
       health: new Map(),
       knownServers: null,
       lastHealthReportAt: null,
@@ -272,13 +283,20 @@ export class DataPlaneCache {
   }
 
   /**
-   * The version below or at which nothing may be pushed to this data plane: its last NACKed version, unless the
-   * process that rejected it has since been replaced (a restarted or upgraded data plane may accept it).
+   * The version below or at which nothing may be pushed to this data plane now: its last NACKed version, unless the
+   * process that rejected it has since been replaced (a restarted or upgraded data plane may accept it) or its
+   * retry is due (retryAt).
    */
-  rejectedVersion(identity: string): number {
+  rejectedVersion(identity: string, now: Date = new Date()): number {
+    const at = this.retryAt(identity);
+    return at !== null && now < at ? this.entries.get(identity)!.lastNack!.version : 0;
+  }
+
+  /** When the last NACKed version may be offered again to the process that rejected it (null: no such NACK). */
+  retryAt(identity: string): Date | null {
     const e = this.entries.get(identity);
-    if (!e?.lastNack || e.nackProcess !== processOf(e.hello)) return 0;
-    return e.lastNack.version;
+    if (!e?.lastNack || e.nackProcess !== processOf(e.hello)) return null;
+    return new Date(e.lastNack.at.getTime() + this.rejectedRetryMs * 2 ** Math.min(e.nackCount - 1, 4));
   }
 
   sent(identity: string, push: PushInfo, loadBalancers: readonly DataplaneSnapshot[]): void {
@@ -300,6 +318,8 @@ export class DataPlaneCache {
   nacked(identity: string, nack: NackInfo): void {
     const e = this.entries.get(identity);
     if (!e) return;
+    const again = e.lastNack?.version === nack.version && e.nackProcess === processOf(e.hello);
+    e.nackCount = again ? e.nackCount + 1 : 1;
     e.lastNack = Object.freeze({ ...nack });
     e.nackProcess = processOf(e.hello);
   }

@@ -14,7 +14,10 @@
  * Meanwhile new versions only wake the stream; when it may push, it pushes the newest and every version in
  * between is skipped. Changes published together are coalesced: a push is scheduled once per event-loop turn.
  *
- * A rejected version is never pushed again to the same data-plane process; the next push is the next newer version.
+ * A rejected version is offered again to the same data-plane process only after a delay that doubles with each
+ * rejection (DataPlaneCache rejectedRetryMs; a newer version goes out at once as usual): a failure of that host's
+ * (a port held for a moment, a descriptor limit) heals without a new version, a snapshot it can never take costs a
+ * Nack every 16 min at most.
  * Acks and Nacks whose nonce is not the latest push's answer a push that a newer one replaced, and are ignored.
  */
 import { Metadata, status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
@@ -78,6 +81,10 @@ export class DataPlaneStream {
   private pushSpan: PushSpan | null = null;
   private scheduled = false;
   private closed = false;
+  /** How the latest push was answered (null: not yet, or not at all within answerTimeoutMs). */
+  private lastAnswer: 'ack' | 'nack' | null = null;
+  /** Wakes the stream when a rejected version may be offered again (armRetry). */
+  private retryTimer: NodeJS.Timeout | null = null;
   /** The Hello's node is being confirmed (node authentication). */
   private verifying = false;
   readonly peer: string;
@@ -140,6 +147,8 @@ export class DataPlaneStream {
     if (this.helloTimer) clearTimeout(this.helloTimer);
     this.helloTimer = null;
     this.stopAnswerTimer();
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
     this.endPushSpan({ kind: 'closed', reason });
     this.host.release(this, reason);
   }
@@ -180,6 +189,7 @@ export class DataPlaneStream {
         return this.onAnswer(m.ack.version, m.ack.nonce, () => {
           this.endPushSpan({ kind: 'ack' });
           const version = Number(m.ack.version);
+          this.lastAnswer = 'ack';
           this.host.cache.acked(this.identity, version, now);
           this.host.metrics.acked.inc();
           this.host.logger.info({ identity: this.identity, version, nonce: m.ack.nonce }, 'snapshot acknowledged');
@@ -190,7 +200,9 @@ export class DataPlaneStream {
           const n = m.nack;
           this.endPushSpan({ kind: 'nack', field: n.field, message: n.message });
           const version = Number(n.version);
+          this.lastAnswer = 'nack';
           this.host.cache.nacked(this.identity, { version, nonce: n.nonce, field: n.field, message: n.message, at: now });
+          this.armRetry();
           this.host.metrics.nacked.inc();
           this.host.logger.warn({ identity: this.identity, version, nonce: n.nonce, field: n.field, err: n.message }, 'snapshot rejected by data plane');
           this.host.events.nacked(this.identity, version);
@@ -221,6 +233,20 @@ export class DataPlaneStream {
     // snapshot for it; grpc-js would otherwise send them only with the first push.
     this.call.sendMetadata(new Metadata());
     this.pushLatest();
+    this.armRetry(); // a version this process rejected on an earlier stream
+  }
+
+  /** Wakes the stream when the version its data plane rejected may be offered again (nothing else may happen). */
+  private armRetry(): void {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    const at = this.host.cache.retryAt(this.identity);
+    if (at === null || this.closed) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.wake();
+    }, Math.max(0, at.getTime() - Date.now()) + 1);
+    this.retryTimer.unref();
   }
 
   private onAnswer(version: bigint, nonce: string, book: () => void): void {
@@ -256,8 +282,13 @@ export class DataPlaneStream {
     try {
       snap = this.host.source.snapshotFor(this.key);
       if (snap === null) return;
-      if (this.lastSent !== null && snap.version <= this.lastSent.version) return;
+      // The version last pushed goes again only when it was rejected and its retry is due (next line).
+      if (this.lastSent !== null && (snap.version < this.lastSent.version || (snap.version === this.lastSent.version && this.lastAnswer !== 'nack'))) return;
       if (snap.version <= this.host.cache.rejectedVersion(this.identity)) return;
+      const rejected = this.host.cache.dataPlane(this.identity)?.lastNack ?? null;
+      if (rejected !== null && rejected.version === snap.version) {
+        this.host.logger.info({ identity: this.identity, version: snap.version, rejectedAt: rejected.at.toISOString() }, 'offering a rejected snapshot again');
+      }
       encoded = prepareSnapshot(snap.version, snap.loadBalancers);
     } catch (e) {
       // A source bug must not take the server down; the stream keeps its last push and retries on the next change.
@@ -268,6 +299,7 @@ export class DataPlaneStream {
     const push: PushInfo = { version: snap.version, nonce, at: new Date() };
     this.lastSent = push;
     this.answered = false;
+    this.lastAnswer = null;
     this.host.cache.sent(this.identity, push, snap.loadBalancers);
     this.host.metrics.sent.inc();
     this.host.logger.debug({ identity: this.identity, version: snap.version, nonce }, 'pushing snapshot');

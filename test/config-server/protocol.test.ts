@@ -79,35 +79,52 @@ describe('config server stream', () => {
     await server.waitForAck(v2, 2000);
   });
 
-  it('records a NACK with field and message, never re-sends that version, and pushes the next newer one', async () => {
-    const { source, connect, server, registry } = await setup();
+  it('records a NACK with field and message, offers that version again only after the retry delay (doubling), and pushes a newer one at once', async () => {
+    const RETRY_MS = 1500;
+    const { source, connect, server, registry } = await setup({ cache: { rejectedRetryMs: RETRY_MS } });
     const v1 = source.publish({ all: [makeLoadBalancer('web')] });
     const dp = connect('dp-b');
     dp.hello();
     const s1 = await dp.waitForVersion(v1);
     const nacks: unknown[] = [];
     server.on('nack', (n) => nacks.push(n));
+    const t0 = Date.now();
     dp.nack(s1, 'load_balancers[0].listen[0]', 'cannot bind 127.0.0.1:4433: EADDRINUSE');
     await sleep(200);
     const view = server.dataPlane('dp-b@node-a')!;
     expect(view.lastNack).toMatchObject({ version: v1, nonce: s1.nonce, field: 'load_balancers[0].listen[0]', message: 'cannot bind 127.0.0.1:4433: EADDRINUSE' });
     expect(view.appliedVersion).toBeNull();
     expect(nacks).toHaveLength(1);
-    // Nothing is pushed again for v1, however often the source says "changed" without a new version.
+    // Not pushed again within the delay...
     await sleep(300);
     expect(dp.snapshots).toHaveLength(1);
-    // A reconnect of the same process does not get v1 again either.
+    // ...nor to a reconnect of the same process.
     dp.close();
     const again = connect('dp-b');
     again.hello();
-    await sleep(400);
-    expect(again.snapshots).toHaveLength(0);
+    await sleep(200);
+    if (Date.now() - t0 < RETRY_MS - 100) expect(again.snapshots).toHaveLength(0);
+    // Once due (a port held for a moment is free again), v1 comes again with a new nonce.
+    const r1 = await again.waitForVersion(v1, 5000);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(RETRY_MS - 50);
+    expect(r1.nonce).not.toBe(s1.nonce);
+    // Rejected again: the next offer waits twice as long.
+    const t1 = Date.now();
+    again.nack(r1, '', 'still in use');
+    await sleep(RETRY_MS);
+    if (Date.now() - t1 < 2 * RETRY_MS - 100) expect(again.snapshots).toHaveLength(1);
+    await again.waitFor(() => again.snapshots.length === 2, 5000, 'the second offer of v1');
+    expect(Date.now() - t1).toBeGreaterThanOrEqual(2 * RETRY_MS - 50);
+    again.ack(again.last!);
+    await server.waitForAck(v1, 2000, ['dp-b@node-a']);
+    expect(server.dataPlane('dp-b@node-a')!.appliedVersion).toBe(v1);
+    // A newer version goes out at once.
     const v2 = source.publish({ all: [makeLoadBalancer('web', { port: 4434 })] });
-    const s2 = await again.waitForVersion(v2);
+    const s2 = await again.waitForVersion(v2, 1000);
     again.ack(s2);
     await server.waitForAck(v2, 2000, ['dp-b@node-a']);
     const metrics = await registry.getSingleMetricAsString('quiclb_config_server_snapshots_nacked_total');
-    expect(metrics).toMatch(/quiclb_config_server_snapshots_nacked_total 1$/m);
+    expect(metrics).toMatch(/quiclb_config_server_snapshots_nacked_total 2$/m);
   });
 
   it('offers a NACKed version again to a restarted data-plane process (a new process_start_time)', async () => {
