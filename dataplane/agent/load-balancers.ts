@@ -9,7 +9,7 @@
  * unreachable, or no verdict) this node's own probe result.
  */
 import type { Registry } from 'prom-client';
-import { formatSocketAddress, type SocketAddress } from '../../lib/config/address.js';
+import { formatSocketAddress } from '../../lib/config/address.js';
 import type { DataplaneSnapshot, SnapshotServer } from '../../lib/config/snapshot.js';
 import { HealthChecker, type TargetState } from '../health.js';
 import type { ListenLocks } from '../listen-lock.js';
@@ -55,9 +55,6 @@ function failureField(index: number, s: DataplaneSnapshot, message: string): str
   }
   return `load_balancers[${index}]`;
 }
-
-/** What a load balancer that releases every port it had listens on for a moment (LoadBalancerSet.apply). */
-const RELEASE_PLACEHOLDER: SocketAddress = Object.freeze({ host: '127.0.0.1', port: 0, family: 4 });
 
 export class LoadBalancerSet {
   private readonly lbs = new Map<string, LoadBalancer>();
@@ -105,32 +102,6 @@ export class LoadBalancerSet {
         }
       }
     };
-    // Existing ones that give up an address another one takes release it before anything is bound: an order alone
-    // cannot serve a swap (each holds what the other wants), nor every chain of moves.
-    const owner = new Map(next.flatMap((s) => s.listen.filter((a) => a.port !== 0).map((a) => [formatSocketAddress(a), s.name] as const)));
-    const release = steps.flatMap(({ s, lb }) => {
-      if (lb === undefined) return [];
-      const keeps = (a: SocketAddress) => s.listen.some((b) => formatSocketAddress(b) === formatSocketAddress(a));
-      const takenByOther = lb.snapshot.listen.some((a) => a.port !== 0 && !keeps(a) && (owner.get(formatSocketAddress(a)) ?? s.name) !== s.name);
-      if (!takenByOther) return [];
-      const kept = lb.snapshot.listen.filter(keeps);
-      // A snapshot listens somewhere: with nothing kept, a loopback port-0 socket stands in until its new
-      // addresses are bound in the next step (milliseconds; the ports it gave up answer nothing meanwhile).
-      return [{ lb, interim: { ...lb.snapshot, listen: kept.length > 0 ? kept : [RELEASE_PLACEHOLDER] } }];
-    });
-    const released = new Map<LoadBalancer, DataplaneSnapshot>();
-    try {
-      for (const { lb, interim } of release) {
-        const original = lb.snapshot;
-        await lb.engine.apply(interim);
-        released.set(lb, interim);
-        undo.push(() => lb.engine.apply(original));
-      }
-    } catch (e) {
-      await rollback();
-      listenLocks?.retain(inForce);
-      return { field: '', message: (e as Error).message };
-    }
     try {
       for (const lb of stopFirst) {
         await lb.engine.stop();
@@ -157,12 +128,9 @@ export class LoadBalancerSet {
           // Verdicts of the new snapshot at once (its new servers start as 'unknown', which counts as healthy).
           lb.snapshot = s;
           this.syncHealth(lb);
-          // A released one goes back to its interim listeners first (freeing what it took) and to its own ports
-          // only in the release's undo, once every load balancer has let go of what it took.
-          const back = released.get(lb) ?? prev;
           undo.push(async () => {
             lb.snapshot = prev;
-            await lb.engine.apply(back);
+            await lb.engine.apply(prev);
             this.syncHealth(lb);
           });
         } else {

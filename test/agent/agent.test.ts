@@ -194,41 +194,6 @@ describe('quiclb dataplane agent (in-process, real mTLS gRPC)', () => {
     expect(agent.readiness().ready).toBe(true);
   });
 
-  it('two existing load balancers swap their ports in one snapshot, then one takes the other\'s while that one moves on', async () => {
-    const gammaPort = await freeUdpPort();
-    let r = await pushAndWait([lb('epsilon', alphaPort, [srv('e', '0005', a)]), lb('zeta', betaPort, [srv('z', '0006', c)], {}, KEY2)]);
-    expect(r.ok).toBe(true);
-    expect(await client.request(shortPacket(cid('0005')), alphaPort)).toBe('a');
-    expect(await client.request(shortPacket(cid('0006', KEY2)), betaPort)).toBe('c');
-    // Each gives up the port the other takes: both are released before either is bound.
-    r = await pushAndWait([lb('epsilon', betaPort, [srv('e', '0005', a)]), lb('zeta', alphaPort, [srv('z', '0006', c)], {}, KEY2)]);
-    expect(r.ok).toBe(true);
-    expect(await client.request(shortPacket(cid('0005')), betaPort)).toBe('a');
-    expect(await client.request(shortPacket(cid('0006', KEY2)), alphaPort)).toBe('c');
-    // The same swap back, with a third load balancer whose port is taken: rejected, both keep the ports they had.
-    const squatter = createSocket('udp4');
-    squatter.bind(gammaPort, '127.0.0.1');
-    await once(squatter, 'listening');
-    try {
-      r = await pushAndWait([lb('epsilon', alphaPort, [srv('e', '0005', a)]), lb('zeta', betaPort, [srv('z', '0006', c)], {}, KEY2), lb('eta', gammaPort, [srv('h', '0007', b)])]);
-      expect(r.ok).toBe(false);
-      expect(op.nacks().at(-1)!.field).toBe('load_balancers[2].listen[0]');
-      expect(await client.request(shortPacket(cid('0005')), betaPort)).toBe('a');
-      expect(await client.request(shortPacket(cid('0006', KEY2)), alphaPort)).toBe('c');
-      expect(agent.loadBalancers.list().map((l) => l.name).sort()).toEqual(['epsilon', 'zeta']);
-    } finally {
-      await new Promise<void>((res) => squatter.close(() => res()));
-    }
-    // epsilon (first in wire order) takes zeta's port while zeta moves to a third one.
-    r = await pushAndWait([lb('epsilon', alphaPort, [srv('e', '0005', a)]), lb('zeta', gammaPort, [srv('z', '0006', c)], {}, KEY2)]);
-    expect(r.ok).toBe(true);
-    expect(await client.request(shortPacket(cid('0005')), alphaPort)).toBe('a');
-    expect(await client.request(shortPacket(cid('0006', KEY2)), gammaPort)).toBe('c');
-    expect(await client.request(shortPacket(cid('0005')), betaPort, '127.0.0.1', 200)).toBeNull();
-    r = await pushAndWait([]);
-    expect(r.ok).toBe(true);
-  });
-
   it('counters on the stream are the numbers of /metrics; health reports list every server, then the changes', async () => {
     const health = { enabled: true, intervalMs: 100, timeoutMs: 80, failuresThreshold: 2, successesThreshold: 1 };
     const r = await pushAndWait([lb('beta', betaPort, [srv('x', '0009', b), srv('y', '0008', c)], { health }, KEY2)]);
