@@ -84,12 +84,16 @@ export class LoadBalancerSet {
     // Load balancers that go away but hold an address another one now wants are stopped first; the rest last.
     const stopFirst = removed.filter((lb) => lb.snapshot.listen.some((a) => a.port !== 0 && claimed.has(formatSocketAddress(a))));
     const stopLast = removed.filter((lb) => !stopFirst.includes(lb));
-    // Existing ones that give up an address go before the others, so a moved port is free when it is needed.
+    // New ones that bind nothing an existing one holds go first: if one cannot bind (a port taken on the host), the
+    // snapshot is rejected before any running load balancer was touched (a rollback re-binds moved ports, and
+    // closing a listener drops its flows). Then existing ones that give up an address, so a moved port is free
+    // when it is needed; then the rest.
+    const held = new Set(inForce.filter((a) => a.port !== 0).map(formatSocketAddress));
     const releases = (s: DataplaneSnapshot, lb: LoadBalancer) =>
       lb.snapshot.listen.some((a) => a.port !== 0 && !s.listen.some((b) => formatSocketAddress(b) === formatSocketAddress(a)));
-    const steps = next
-      .map((s, index) => ({ s, index, lb: this.lbs.get(s.name) }))
-      .sort((a, b) => Number(b.lb !== undefined && releases(b.s, b.lb)) - Number(a.lb !== undefined && releases(a.s, a.lb)));
+    const rank = ({ s, lb }: { s: DataplaneSnapshot; lb: LoadBalancer | undefined }) =>
+      lb === undefined ? (s.listen.some((a) => held.has(formatSocketAddress(a))) ? 2 : 0) : releases(s, lb) ? 1 : 2;
+    const steps = next.map((s, index) => ({ s, index, lb: this.lbs.get(s.name) })).sort((a, b) => rank(a) - rank(b));
 
     const undo: (() => Promise<void>)[] = [];
     const started: LoadBalancer[] = [];

@@ -244,7 +244,9 @@ export class DataPlaneStream {
     if (at === null || this.closed) return;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
-      this.wake();
+      // Due by the wall clock the retry time is kept in; a clock stepped back meanwhile makes it later: wait again.
+      if (at.getTime() > Date.now()) this.armRetry();
+      else this.wake();
     }, Math.max(0, at.getTime() - Date.now()) + 1);
     this.retryTimer.unref();
   }

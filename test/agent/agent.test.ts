@@ -139,9 +139,13 @@ describe('quiclb dataplane agent (in-process, real mTLS gRPC)', () => {
     squatter.bind(betaPort, '127.0.0.1');
     await once(squatter, 'listening');
     try {
-      // alpha moves b to c (applied first), beta cannot bind: the whole snapshot is rejected.
+      // alpha moves b to c, beta (new) cannot bind: the whole snapshot is rejected. beta is tried first, so the
+      // running alpha is never touched (no apply, no rollback).
+      const applied = () => logLines.filter((l) => l.includes('"msg":"config applied"') && l.includes('"lb":"alpha"')).length;
+      const before = applied();
       const r = await pushAndWait([lb('alpha', alphaPort, [srv('a', '0001', a), srv('b', '0002', c)]), lb('beta', betaPort, [srv('a', '0001', a)], {}, KEY2)]);
       expect(r.ok).toBe(false);
+      expect(applied()).toBe(before);
       const nack = op.nacks().at(-1)!;
       expect(nack.field).toBe('load_balancers[1].listen[0]');
       expect(nack.message).toMatch(/cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE/);
