@@ -12,7 +12,8 @@ import * as k8s from '@kubernetes/client-node';
 import { CidEncoder } from '../../lib/quiclb/encoder.js';
 import { repoRoot } from '../helpers/run-cli.js';
 import { adminKubeConfig, cluster, kubectl, run } from './cluster.js';
-import { json, OperatorWorld, POD_IPS, stop, TcpRelay, waitFor, type Proc } from './operator-fixture.js';
+import type { QuicLbConfig } from '../../lib/quiclb/config.js';
+import { json, OperatorWorld, POD_IPS, stop, TcpRelay, waitFor, type Proc, type StreamCounts } from './operator-fixture.js';
 
 const OUTAGE_MS = 8000;
 
@@ -39,16 +40,10 @@ describe('quiclb operator while the API server is unreachable', () => {
     relay?.close();
   });
 
-  it('forwards throughout, survives, and catches up after the outage', async () => {
-    const ids = await w.podIds();
-    const config = await w.activeConfig();
-    relay.cut();
-    const t0 = Date.now();
-    // A change the operator cannot see yet.
-    await w.setSlice(['web-0', 'web-1', 'web-2']);
-    // Two established connections send steadily through the whole outage; every datagram is counted.
+  /** Established connections to the pods `pods` send every 20 ms until OUTAGE_MS after `t0`; none may be lost or misrouted. */
+  async function steadyTraffic(ids: Record<string, string | undefined>, config: QuicLbConfig, pods: number[], t0: number): Promise<StreamCounts[]> {
     const traffic = w.peer!.stream(
-      [0, 1].map((i) => ({ dcid: new CidEncoder(config, Buffer.from(ids[`web-${i}`]!, 'hex')).next(), ip: POD_IPS[i] })),
+      pods.map((i) => ({ dcid: new CidEncoder(config, Buffer.from(ids[`web-${i}`]!, 'hex')).next(), ip: POD_IPS[i] })),
       20,
       OUTAGE_MS + 10_000,
     );
@@ -58,6 +53,18 @@ describe('quiclb operator while the API server is unreachable', () => {
       expect(c.sent).toBeGreaterThan(OUTAGE_MS / 40);
       expect({ misrouted: c.misrouted, lost: c.lost }).toEqual({ misrouted: 0, lost: 0 });
     }
+    return counts;
+  }
+
+  it('forwards throughout, survives, and catches up after the outage', async () => {
+    const ids = await w.podIds();
+    const config = await w.activeConfig();
+    relay.cut();
+    const t0 = Date.now();
+    // A change the operator cannot see yet.
+    await w.setSlice(['web-0', 'web-1', 'web-2']);
+    // Two established connections send steadily through the whole outage; every datagram is counted.
+    const counts = await steadyTraffic(ids, config, [0, 1], t0);
     const sent = counts.reduce((n, c) => n + c.sent, 0);
     const lost = counts.reduce((n, c) => n + c.lost + c.misrouted, 0);
     expect(operator.child.exitCode).toBeNull();
@@ -99,18 +106,7 @@ describe('quiclb operator while the API server is unreachable', () => {
       await stop(operator);
       // The same config address: the data plane dials it again, as it would a restarted operator pod's Service.
       operator = w.startOperator([], `127.0.0.1:${configPort}`, kubeconfig);
-      const t0 = Date.now();
-      const traffic = w.peer!.stream(
-        [0, 1, 2].map((i) => ({ dcid: new CidEncoder(config, Buffer.from(ids[`web-${i}`]!, 'hex')).next(), ip: POD_IPS[i] })),
-        20,
-        OUTAGE_MS + 10_000,
-      );
-      while (Date.now() - t0 < OUTAGE_MS) await new Promise((r) => setTimeout(r, 200));
-      const counts = await traffic.stop();
-      for (const c of counts) {
-        expect(c.sent).toBeGreaterThan(OUTAGE_MS / 40);
-        expect({ misrouted: c.misrouted, lost: c.lost }).toEqual({ misrouted: 0, lost: 0 });
-      }
+      const counts = await steadyTraffic(ids, config, [0, 1, 2], Date.now());
       const waiting = json(operator, 'waiting for the first list of every watch: not acting on empty caches');
       expect(waiting.length).toBeGreaterThan(0);
       expect(waiting.at(-1)!.informers).toEqual(['endpointslices']);
