@@ -127,6 +127,22 @@ describe('config server stream', () => {
     expect(metrics).toMatch(/quiclb_config_server_snapshots_nacked_total 2$/m);
   });
 
+  it('a newer version published while a rejected one waits for its retry goes out at once; the retry is dropped', async () => {
+    const { source, connect, server } = await setup({ cache: { rejectedRetryMs: 60_000 } });
+    const v1 = source.publish({ all: [makeLoadBalancer('web')] });
+    const dp = connect('dp-e');
+    dp.hello();
+    dp.nack(await dp.waitForVersion(v1), '', 'port in use');
+    await sleep(100);
+    const v2 = source.publish({ all: [makeLoadBalancer('web', { port: 4435 })] });
+    const s2 = await dp.waitForVersion(v2, 5000);
+    dp.ack(s2);
+    await server.waitForAck(v2, 2000, ['dp-e@node-a']);
+    expect(dp.snapshots.map((x) => Number(x.version))).toEqual([v1, v2]);
+    // v1 is older than what is in force now: never offered again, its retry time passing changes nothing.
+    expect(server.dataPlane('dp-e@node-a')!.appliedVersion).toBe(v2);
+  });
+
   it('offers a NACKed version again to a restarted data-plane process (a new process_start_time)', async () => {
     const { source, connect } = await setup();
     const v1 = source.publish({ all: [makeLoadBalancer('web')] });
