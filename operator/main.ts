@@ -97,6 +97,13 @@ function keysInNamespace(inf: Informers, namespace: string | undefined, serviceN
     .map(objectKey);
 }
 
+/**
+ * How long after this process starts acting the data planes of a previous operator may still be reconnecting: they
+ * retry their stream at most 30 s apart (4 s after a recent contact; docs/dataplane-agent.md), plus a margin. While
+ * a node serving a load balancer has no data plane connected, its accepting config is not promoted before then.
+ */
+const DATA_PLANE_RECONNECT_MS = 35_000;
+
 /** What exists only while this replica acts: the snapshots, the config server, the queue. */
 interface Term {
   readonly publisher: SnapshotPublisher;
@@ -181,6 +188,7 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
       metrics,
       logger: logger.child({ component: 'reconciler' }),
       ...(o.resyncMs !== undefined ? { resyncMs: o.resyncMs } : {}),
+      reconnectUntil: Date.now() + DATA_PLANE_RECONNECT_MS,
     });
     const queue = new WorkQueue<string>({ process: (key) => reconciler.reconcile(key), logger });
     configServer.on('ack', ({ identity, version }) => {

@@ -68,6 +68,8 @@ export interface Observed {
   /** Port claims of every other QuicLoadBalancer (port-claims.ts claimsOf). */
   readonly otherClaims: readonly PortClaim[];
   readonly dataPlanes: readonly DataPlaneObservation[];
+  /** Until when data planes may still be reconnecting to this operator process (it began acting recently). */
+  readonly reconnectUntil?: number;
   readonly now: number;
 }
 
@@ -171,6 +173,7 @@ function rotationNotes(r: RotationResult): EventNote[] {
       case 'blocked':
         return [{ type: 'Warning', reason: 'RotationBlocked', message: a.message, audit: true, kind: 'state' }];
       case 'waiting-for-acks':
+      case 'waiting-for-reconnects':
         return [];
     }
   });
@@ -222,6 +225,8 @@ export function computeDesired(o: Observed): Desired {
   const newKey = spec.encryption.encrypted ? (spec.encryption.keySecretRef ? userKey : o.freshKey) : null;
   const traffic = new Map<number, number>();
   for (const d of dataPlanes) for (const [id, n] of d.traffic) traffic.set(id, (traffic.get(id) ?? 0) + n);
+  const unconnected = nodes.filter((n) => !dataPlanes.some((d) => d.nodeName === n));
+  const reconnectingUntil = o.reconnectUntil !== undefined && o.now < o.reconnectUntil && unconnected.length > 0 ? o.reconnectUntil : undefined;
   const rotation = stepRotation({
     state: o.rotation,
     desired: {
@@ -233,6 +238,7 @@ export function computeDesired(o: Observed): Desired {
     userKeyFingerprint: spec.encryption.encrypted && userKey ? keyFingerprint(userKey) : null,
     newKey: { key: newKey, keyFingerprint: newKey ? keyFingerprint(newKey) : null },
     dataPlanes: dataPlanes.map((d) => ({ name: d.identity, ackedConfigs: d.ackedConfigs })),
+    ...(reconnectingUntil !== undefined ? { reconnectingUntil } : {}),
     traffic,
     settings: { intervalMs: spec.encryption.keySecretRef ? null : spec.rotation.intervalMs, drainMs: spec.rotation.drainMs, quietMs: spec.rotation.quietMs },
     triggers: { spec: spec.rotation.trigger, annotation: o.annotations[ROTATE_ANNOTATION] ?? '' },

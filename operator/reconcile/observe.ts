@@ -29,6 +29,7 @@ export interface ObserveInput {
   readonly dataPlanes: readonly DataPlaneView[];
   /** What the data plane's applied version held for this load balancer (publisher.configsAt). */
   readonly configsAt: (version: number) => readonly ConfigAck[] | null;
+  readonly reconnectUntil?: number;
   readonly now: number;
 }
 
@@ -92,6 +93,7 @@ export function observe(i: ObserveInput): Observed {
     nodes,
     otherClaims: claimsOf(others, nodes),
     dataPlanes: i.dataPlanes.filter((d) => d.connected).map((d) => dataPlaneObservation(d, key, i.configsAt)),
+    ...(i.reconnectUntil !== undefined ? { reconnectUntil: i.reconnectUntil } : {}),
     now: i.now,
   };
 }

@@ -49,6 +49,8 @@ export interface ReconcilerDeps {
   readonly freshKey?: () => Uint8Array;
   /** Reconcile every load balancer at least this often (health verdicts, rotation clocks). Default 30 s. */
   readonly resyncMs?: number;
+  /** Until when data planes may still be reconnecting to this operator process (ms; it began acting recently). */
+  readonly reconnectUntil?: number;
 }
 
 class Stage extends Error {
@@ -166,6 +168,7 @@ export class Reconciler {
         freshKey: this.freshKey(),
         dataPlanes: this.d.dataPlanes(),
         configsAt: (v) => this.d.publisher.configsAt(v, key),
+        ...(this.d.reconnectUntil !== undefined ? { reconnectUntil: this.d.reconnectUntil } : {}),
         now,
       }),
     );
@@ -180,7 +183,7 @@ export class Reconciler {
     // 2. Configs Secret (keys stored before anyone uses them).
     if (desired.configsSecretData && !sameData(desired.configsSecretData, configs.data)) {
       await step('secret', () => this.d.secrets.writeConfigs(namespace, owner, { ...desired.configsSecretData! }, configs.resourceVersion));
-      for (const a of desired.rotation.actions) if (a.kind !== 'waiting-for-acks' && a.kind !== 'blocked') this.d.metrics.rotations.inc({ phase: a.kind });
+      for (const a of desired.rotation.actions) if (a.kind !== 'waiting-for-acks' && a.kind !== 'waiting-for-reconnects' && a.kind !== 'blocked') this.d.metrics.rotations.inc({ phase: a.kind });
     }
     // 3. Pod annotations.
     await step('pods', () => this.annotatePods(namespace, desired));

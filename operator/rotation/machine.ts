@@ -96,6 +96,12 @@ export interface RotationInput {
   readonly newKey: NewKey;
   /** Data planes connected now. */
   readonly dataPlanes: readonly DataPlaneAcks[];
+  /**
+   * Set while a node that serves this load balancer has no connected data plane and this operator began acting so
+   * recently that it may still be reconnecting (a restart or a new leader): no promotion before then, as the acks
+   * of the connected data planes alone may leave out one that the previous operator was waiting for.
+   */
+  readonly reconnectingUntil?: number;
   /** Per config id: the sum of the connected data planes' packet counters for it (any change counts as traffic). */
   readonly traffic: ReadonlyMap<number, number>;
   readonly settings: RotationSettings;
@@ -114,6 +120,7 @@ export type RotationAction =
   | { readonly kind: 'promoted'; readonly configId: number; readonly demotedConfigId: number }
   | { readonly kind: 'retired'; readonly configId: number; readonly why: 'quiet' | 'drain-period-ended' }
   | { readonly kind: 'waiting-for-acks'; readonly configId: number; readonly missing: readonly string[] }
+  | { readonly kind: 'waiting-for-reconnects'; readonly configId: number; readonly until: number }
   | {
       readonly kind: 'blocked';
       readonly reason: 'no-key' | 'no-free-config-id' | 'same-key' | 'invalid-state' | 'immutable-change';
@@ -282,6 +289,7 @@ export function stepRotation(input: RotationInput): RotationResult {
   });
 
   // 3. The accepting config: abandon when stale, promote when every connected data plane has it.
+  let waitUntil: number | null = null;
   const accepting = configs.find((c) => c.state === 'accepting');
   if (accepting) {
     const stale = isStale(accepting, input);
@@ -294,7 +302,11 @@ export function stepRotation(input: RotationInput): RotationResult {
         .filter((d) => !d.ackedConfigs.some((a) => a.configId === accepting.configId && a.fingerprint === accepting.fingerprint))
         .map((d) => d.name)
         .sort();
-      if (missing.length === 0) {
+      const until = input.reconnectingUntil;
+      if (missing.length === 0 && until !== undefined && input.now < until) {
+        actions.push({ kind: 'waiting-for-reconnects', configId: accepting.configId, until });
+        waitUntil = until;
+      } else if (missing.length === 0) {
         const active = configs.find((c) => c.state === 'active')!;
         configs = configs.map((c) => {
           if (c === accepting) return { ...c, state: 'active', since: now };
@@ -342,7 +354,9 @@ export function stepRotation(input: RotationInput): RotationResult {
 
   configs.sort((a, b) => a.configId - b.configId);
   const state: MachineState = { configs, lastRotationAt, lastTriggers };
-  return { state, phase: phaseOf(configs), actions, newKeys, nextCheckAt: nextCheck(state, settings), changed };
+  const next = nextCheck(state, settings);
+  const nextCheckAt = waitUntil === null ? next : next === null ? waitUntil : Math.min(next, waitUntil);
+  return { state, phase: phaseOf(configs), actions, newKeys, nextCheckAt, changed };
 }
 
 function nextCheck(s: MachineState, settings: RotationSettings): number | null {

@@ -378,6 +378,28 @@ describe('computeDesired', () => {
     ]);
   });
 
+  it('right after an operator start, promotion waits while a serving node has no data plane connected', () => {
+    const first = computeDesired(observed());
+    const records = first.allocation!.records;
+    const started = computeDesired(observed({ rotation: first.rotation.state, keys: new Map([[0, KEY]]), records, freshKey: KEY2, annotations: { 'quiclb.io/rotate': '1' }, now: T0 + 1000 }));
+    const rotation = started.rotation.state;
+    const keys = new Map([[0, KEY], [1, KEY2]]);
+    const acked = rotation.configs.map((c) => ({ configId: c.configId, fingerprint: c.fingerprint }));
+    const dpA = dataPlane('dp-n1', 'n1', { ackedConfigs: acked });
+    const dpB = dataPlane('dp-n2', 'n2', { ackedConfigs: acked });
+    const at = (dataPlanes: ReturnType<typeof dataPlane>[], now: number) =>
+      computeDesired(observed({ rotation, keys, records, dataPlanes, annotations: { 'quiclb.io/rotate': '1' }, reconnectUntil: T0 + 30_000, now }));
+    // n2 serves it but its data plane has not reconnected: wait, and look again when the window ends.
+    const waiting = at([dpA], T0 + 2000);
+    expect(waiting.rotation.phase).toBe('Accepting');
+    expect(waiting.rotation.actions).toEqual([{ kind: 'waiting-for-reconnects', configId: 1, until: T0 + 30_000 }]);
+    expect(waiting.requeueAfterMs).toBeLessThanOrEqual(28_000);
+    // every serving node connected and in sync: promoted at once, window or not
+    expect(at([dpA, dpB], T0 + 2000).rotation.phase).toBe('Draining');
+    // the window over: the connected data planes decide, as always
+    expect(at([dpA], T0 + 30_000).rotation.phase).toBe('Draining');
+  });
+
   it('with every serving data plane in sync and a ready backend: Ready, with kubectl-get summaries', () => {
     const d = computeDesired(observed());
     const facts = statusFacts(d, {

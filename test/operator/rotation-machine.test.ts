@@ -85,6 +85,23 @@ describe('stepRotation: table', () => {
     expect(r.changed).toBe(false);
   });
 
+  it('while a serving node may still be reconnecting its data plane (operator restarted), no promotion', () => {
+    const started = stepRotation(input(stable(), { now: T0 + SETTINGS.intervalMs }));
+    const s = started.state; // config 1 accepting, e.g. made by the previous operator
+    const until = T0 + SETTINGS.intervalMs + 40_000;
+    // No data plane connected yet: "all connected ones have it" holds vacuously, but some may still reconnect.
+    const early = stepRotation(input(s, { reconnectingUntil: until, now: until - 100 }));
+    expect(states(early)).toBe('0:active 1:accepting');
+    expect(early.actions).toEqual([{ kind: 'waiting-for-reconnects', configId: 1, until }]);
+    expect(early.changed).toBe(false);
+    expect(early.nextCheckAt).toBe(until);
+    // A connected data plane without config 1 is missing, as always.
+    const partial = [{ name: 'node-b', ackedConfigs: [{ configId: 0, fingerprint: s.configs[0].fingerprint }] }];
+    expect(stepRotation(input(s, { reconnectingUntil: until, dataPlanes: partial, now: until - 50 })).actions).toEqual([{ kind: 'waiting-for-acks', configId: 1, missing: ['node-b'] }]);
+    // Once the window has passed, the connected data planes' acks decide again.
+    expect(states(stepRotation(input(s, { reconnectingUntil: until, now: until })))).toBe('0:draining 1:active');
+  });
+
   it('runs a full interval rotation: accepting, waiting for ACKs, active, draining, retired when quiet', () => {
     let s = stable();
     expect(stepRotation(input(s, { now: T0 + SETTINGS.intervalMs - 1 })).changed).toBe(false);
