@@ -102,7 +102,7 @@ function keysInNamespace(inf: Informers, namespace: string | undefined, serviceN
  * retry their stream at most 30 s apart (4 s after a recent contact; docs/dataplane-agent.md), plus a margin. While
  * a node serving a load balancer has no data plane connected, its accepting config is not promoted before then.
  */
-const DATA_PLANE_RECONNECT_MS = 35_000;
+export const DATA_PLANE_RECONNECT_MS = 35_000;
 
 /** What exists only while this replica acts: the snapshots, the config server, the queue. */
 interface Term {
