@@ -128,7 +128,21 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
   const upstreamPortSeed = options.stateDir ? stateDirPortSeed(options.stateDir, logger) : undefined;
   const makeEngine = (_name: string, health: ReadonlyMap<string, HealthState>): LbEngine =>
     workers > 1 ? new WorkerEngine(workers, logger, () => String(logger.level), health, upstreamPortSeed) : new InProcessEngine(logger, registry, upstreamPortSeed);
-  const lbs = new LoadBalancerSet({ makeEngine, logger, registry, followVerdicts: () => stream?.connected === true, listenLocks: openListenLocks(options.listenLockDir, logger) });
+  // The operator's verdicts rule only once the current stream has brought a snapshot that is now in force: the one
+  // in force before may be as old as the outage (or days old, from --state-dir), and its verdicts with it.
+  let verdictsStream = -1;
+  const lbs = new LoadBalancerSet({
+    makeEngine,
+    logger,
+    registry,
+    followVerdicts: () => stream?.connected === true && verdictsStream === stream.currentStreamId,
+    listenLocks: openListenLocks(options.listenLockDir, logger),
+  });
+  const verdictsFrom = (streamId: number) => {
+    if (verdictsStream === streamId || streamId !== stream?.currentStreamId) return;
+    verdictsStream = streamId;
+    lbs.syncAllHealth();
+  };
   const store = options.stateDir ? new SnapshotStore(options.stateDir) : null;
 
   /** Validates and puts a wire snapshot in force; null on success, else why not (nothing changed then). */
@@ -181,6 +195,7 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
       logger.debug({ version: Number(version), nonce }, 'snapshot already in force');
       // A snapshot restored from --state-dir is now confirmed by the operator (/readyz says so).
       inForce = { ...inForce, source: 'operator' };
+      verdictsFrom(streamId);
       s.send({ $case: 'ack', ack: { version, nonce } }, streamId);
       return;
     }
@@ -203,6 +218,7 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
         logger.error({ dir: store.dir, error: (e as NodeJS.ErrnoException).code ?? (e as Error).message }, 'cannot save the snapshot to the state directory');
       }
     }
+    verdictsFrom(streamId);
     s.send({ $case: 'ack', ack: { version, nonce } }, streamId);
   };
   const drain = async () => {
@@ -252,8 +268,7 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
   operator.on('connected', () => {
     connectedSince = Date.now();
     healthReporter.reset();
-    lbs.syncAllHealth(); // the operator's verdicts rule again
-    reportHealth();
+    reportHealth(); // the operator's verdicts rule again once this stream brings a snapshot (verdictsFrom)
   });
   operator.on('disconnected', () => {
     connectedSince = 0;

@@ -68,6 +68,11 @@ export class OperatorStream extends EventEmitter<OperatorStreamEvents> {
   private stream: ClientDuplexStream<StreamConfigRequest, StreamConfigResponse> | null = null;
   private streamId = 0;
   private openedAt = 0;
+
+  /** The id of the current stream (snapshot events carry the id of the stream they came on). */
+  get currentStreamId(): number {
+    return this.streamId;
+  }
   private retryTimer: NodeJS.Timeout | null = null;
   private stopped = true;
   /** Writes refused by flow control until the next 'drain' (reports are skipped meanwhile). */

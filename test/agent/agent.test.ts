@@ -292,10 +292,14 @@ describe('quiclb dataplane agent (in-process, real mTLS gRPC)', () => {
     expect(agent.readiness().ready).toBe(true);
     expect(agent.readiness().detail.join('\n')).toMatch(/operator localhost:\d+: unreachable for \d+s \(last contact/);
 
-    // It comes back (same port) with the same snapshot: the verdicts rule again.
+    // It comes back (same port): connected, but until it sends a snapshot the verdicts in force may be stale, so
+    // local probes still rule; with the snapshot (the same one), the verdicts rule again.
     const port = op.port;
     const latest = op.latest!;
     op = await FakeOperator.start(serverTls.dir, port);
+    expect(await waitFor(() => agent.operator.connected, 10_000)).toBe(true);
+    await new Promise((r) => setTimeout(r, 300)); // health checks keep running meanwhile
+    expect(pool()).toEqual(['x']);
     op.pushWire(latest);
     expect(await waitFor(() => agent.operator.connected && op.acks().length > 0, 10_000)).toBe(true);
     expect(op.streams[0].hello!.currentVersion).toBe(BigInt(r.version));

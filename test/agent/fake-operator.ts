@@ -5,7 +5,7 @@
  */
 import { createSocket } from 'node:dgram';
 import { once } from 'node:events';
-import { Server, type ServerDuplexStream } from '@grpc/grpc-js';
+import { Metadata, Server, type ServerDuplexStream } from '@grpc/grpc-js';
 import {
   DistributionServiceService,
   type Ack,
@@ -69,6 +69,8 @@ export class FakeOperator {
           if (!m) return;
           if (m.$case === 'hello') {
             rec.hello = m.hello;
+            // Response headers at once, as the operator's config server sends them: the data plane counts as connected.
+            call.sendMetadata(new Metadata());
             if (op?.latest) call.write({ message: { $case: 'snapshot', snapshot: op.latest } });
           } else if (m.$case === 'ack') rec.acks.push(m.ack);
           else if (m.$case === 'nack') rec.nacks.push(m.nack);
