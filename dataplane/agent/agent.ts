@@ -130,12 +130,15 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
     workers > 1 ? new WorkerEngine(workers, logger, () => String(logger.level), health, upstreamPortSeed) : new InProcessEngine(logger, registry, upstreamPortSeed);
   // The operator's verdicts rule only once the current stream has brought a snapshot that is now in force: the one
   // in force before may be as old as the outage (or days old, from --state-dir), and its verdicts with it.
+  // While such a snapshot is being applied, its verdicts rule already (servers started or changed by it get them at
+  // once); a rejected one is rolled back and the rule re-synced.
   let verdictsStream = -1;
+  let applyingFrom = -1;
   const lbs = new LoadBalancerSet({
     makeEngine,
     logger,
     registry,
-    followVerdicts: () => stream?.connected === true && verdictsStream === stream.currentStreamId,
+    followVerdicts: () => stream?.connected === true && (verdictsStream === stream.currentStreamId || applyingFrom === stream.currentStreamId),
     listenLocks: openListenLocks(options.listenLockDir, logger),
   });
   const verdictsFrom = (streamId: number) => {
@@ -199,8 +202,15 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
       s.send({ $case: 'ack', ack: { version, nonce } }, streamId);
       return;
     }
-    const failure = await putInForce(wire, 'operator');
+    applyingFrom = streamId;
+    let failure;
+    try {
+      failure = await putInForce(wire, 'operator');
+    } finally {
+      applyingFrom = -1;
+    }
     if (failure) {
+      lbs.syncAllHealth(); // the rollback ran under the rejected snapshot's rule
       counters.snapshots.inc({ result: 'rejected' });
       lastRejected = { version: Number(version), ...failure };
       logger.warn({ version: Number(version), nonce, field: failure.field, error: failure.message, in_force: inForce?.version ?? null }, 'snapshot rejected; keeping the last good one');

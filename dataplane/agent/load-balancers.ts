@@ -5,8 +5,8 @@
  * previous snapshot stays in force everywhere.
  *
  * Health rule (docs/config-channel.md): a server's health in the fallback pool is the operator's verdict
- * (SnapshotServer.verdict) while the operator is connected and the snapshot carries one; otherwise (operator
- * unreachable, or no verdict) this node's own probe result.
+ * (SnapshotServer.verdict) while followVerdicts() (the operator is connected and its stream brought the snapshot in
+ * force) and the snapshot carries one; otherwise this node's own probe result.
  */
 import type { Registry } from 'prom-client';
 import { formatSocketAddress } from '../../lib/config/address.js';
@@ -37,7 +37,7 @@ export interface LoadBalancerSetOptions {
   readonly makeEngine: (name: string, health: ReadonlyMap<string, HealthState>) => LbEngine;
   readonly logger: Logger;
   readonly registry: Registry;
-  /** True while the operator's verdicts rule (it is connected). */
+  /** True while the operator's verdicts rule (connected, and its current stream brought the snapshot in force). */
   readonly followVerdicts: () => boolean;
   /**
    * Locks of the listen addresses (dataplane/listen-lock.ts): another quiclb instance on this host serving one of
