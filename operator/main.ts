@@ -230,7 +230,7 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
     await t.configServer.close();
   }
 
-  await Promise.all([informers.qlbs.start(), informers.services.start(), informers.slices.start(), informers.pods.start(), informers.nodes.start(), informers.keySecrets.start()]);
+  await Promise.all(Object.values(informersByName(informers)).map((inf) => inf.start()));
   let metricsServer: MonitoringServer | null = null;
   let metricsAddress: string | null = null;
   let elector: LeaderElector | null = null;

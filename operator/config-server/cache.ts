@@ -292,6 +292,13 @@ export class DataPlaneCache {
     return at !== null && now < at ? this.entries.get(identity)!.lastNack!.version : 0;
   }
 
+  /** Its last NACK, unless a version at least as new has been applied since (null: none pending). */
+  unappliedNack(identity: string): NackInfo | null {
+    const e = this.entries.get(identity);
+    if (!e?.lastNack) return null;
+    return (e.appliedVersion ?? -1) < e.lastNack.version ? e.lastNack : null;
+  }
+
   /** When the last NACKed version may be offered again to the process that rejected it (null: no such NACK). */
   retryAt(identity: string): Date | null {
     const e = this.entries.get(identity);

@@ -287,9 +287,9 @@ export class DataPlaneStream {
       // The version last pushed goes again only when it was rejected and its retry is due (next line).
       if (this.lastSent !== null && (snap.version < this.lastSent.version || (snap.version === this.lastSent.version && this.lastAnswer !== 'nack'))) return;
       if (snap.version <= this.host.cache.rejectedVersion(this.identity)) return;
-      const view = this.host.cache.dataPlane(this.identity);
-      if (view?.lastNack?.version === snap.version && (view.appliedVersion ?? -1) < snap.version) {
-        this.host.logger.info({ identity: this.identity, version: snap.version, rejectedAt: view.lastNack.at.toISOString() }, 'offering a rejected snapshot again');
+      const nack = this.host.cache.unappliedNack(this.identity);
+      if (nack?.version === snap.version) {
+        this.host.logger.info({ identity: this.identity, version: snap.version, rejectedAt: nack.at.toISOString() }, 'offering a rejected snapshot again');
       }
       encoded = prepareSnapshot(snap.version, snap.loadBalancers);
     } catch (e) {
