@@ -317,6 +317,7 @@ export function computeDesired(o: Observed): Desired {
 
   const active = rotation.state.configs.find((c) => c.state === 'active') ?? null;
   const accepting = rotation.state.configs.find((c) => c.state === 'accepting');
+  const reconnectWait = rotation.actions.find((a) => a.kind === 'waiting-for-reconnects');
   const blocked = rotation.actions.find((a) => a.kind === 'blocked');
   const drainEnds = rotation.state.configs.filter((c) => c.state === 'draining').map((c) => c.since + spec.rotation.drainMs);
   const facts: Desired['facts'] = {
@@ -344,6 +345,7 @@ export function computeDesired(o: Observed): Desired {
       waitingFor: accepting
         ? dataPlanes.filter((d) => !d.ackedConfigs.some((a) => a.configId === accepting.configId && a.fingerprint === accepting.fingerprint)).map((d) => d.identity).sort()
         : [],
+      reconnecting: reconnectWait ? { until: reconnectWait.until, nodes: unconnected } : null,
       drainEndsAt: drainEnds.length > 0 ? Math.max(...drainEnds) : null,
       nextRotationAt: spec.rotation.intervalMs !== null && !spec.encryption.keySecretRef && rotation.state.lastRotationAt !== null ? rotation.state.lastRotationAt + spec.rotation.intervalMs : null,
       blocked: blocked && blocked.kind === 'blocked' ? blocked.message : null,

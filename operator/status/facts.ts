@@ -54,6 +54,8 @@ export interface StatusFacts {
     readonly drainingConfigIds: readonly number[];
     /** Connected data planes that have not ACKed the accepting config. */
     readonly waitingFor: readonly string[];
+    /** Promotion held until `until` (ms) while serving nodes (`nodes`) have no data plane connected to this operator process yet. */
+    readonly reconnecting: { readonly until: number; readonly nodes: readonly string[] } | null;
     /** Latest time a draining config retires (ms), or null. */
     readonly drainEndsAt: number | null;
     readonly nextRotationAt: number | null;

@@ -20,6 +20,9 @@ export function keyRotationCondition(f: StatusFacts): Verdict {
         message:
           `config ${r.acceptingConfigId} pushed to the data planes as accepting; ${active}` +
           (r.waitingFor.length > 0 ? `; waiting for acknowledgements from ${listNames(r.waitingFor)}` : '; every connected data plane has it') +
+          (r.reconnecting !== null
+            ? `; not promoted before ${metaTime(r.reconnecting.until)} unless the data planes of ${listNames(r.reconnecting.nodes)} reconnect to the restarted operator`
+            : '') +
           draining +
           blocked,
       };

@@ -7,6 +7,7 @@ import { decodeBackendSecret } from '../../operator/rotation/keys.js';
 import { keyFingerprint } from '../../lib/config/key-fingerprint.js';
 import { INITIAL_STATE, type MachineState } from '../../operator/rotation/machine.js';
 import { computeDesired, configsSecretName, statusFacts, type DataPlaneObservation, type EndpointSliceView, type Observed } from '../../operator/reconcile/desired.js';
+import { keyRotationCondition } from '../../operator/status/key-rotation.js';
 import { decideHealth, staleAfterMs } from '../../operator/reconcile/health-verdict.js';
 import { backendHolder, claimsOf, portConflicts, type PortClaim } from '../../operator/reconcile/port-claims.js';
 import { readSpec, selectsNode } from '../../operator/reconcile/spec.js';
@@ -394,6 +395,8 @@ describe('computeDesired', () => {
     expect(waiting.rotation.phase).toBe('Accepting');
     expect(waiting.rotation.actions).toEqual([{ kind: 'waiting-for-reconnects', configId: 1, until: T0 + 30_000 }]);
     expect(waiting.requeueAfterMs).toBeLessThanOrEqual(28_000);
+    expect(waiting.facts.rotation.reconnecting).toEqual({ until: T0 + 30_000, nodes: ['n2'] });
+    expect(keyRotationCondition(statusFacts(waiting, { snapshotVersion: 3, dataPlanes: [] })).message).toContain('not promoted before 2026-12-04T12:00:30Z unless the data planes of n2 reconnect');
     // every serving node connected and in sync: promoted at once, window or not
     expect(at([dpA, dpB], T0 + 2000).rotation.phase).toBe('Draining');
     // the window over: the connected data planes decide, as always

@@ -29,6 +29,7 @@ const OK: StatusFacts = {
     acceptingConfigId: null,
     drainingConfigIds: [],
     waitingFor: [],
+    reconnecting: null,
     drainEndsAt: null,
     nextRotationAt: Date.parse('2026-12-05T12:00:00Z'),
     blocked: null,
@@ -225,6 +226,16 @@ describe('KeyRotation', () => {
   it('Accepting while an older config still drains: both named', () => {
     const r = keyRotationCondition(facts({ rotation: { ...OK.rotation, phase: 'Accepting', acceptingConfigId: 3, drainingConfigIds: [0], waitingFor: [] } }));
     expect(r.message).toBe('config 3 pushed to the data planes as accepting; config 1 active (key sha256:00112233aabbccdd); every connected data plane has it; config 0 draining');
+  });
+
+  it('Accepting while promotion waits for data planes to reconnect after an operator restart: says so', () => {
+    const r = keyRotationCondition(
+      facts({ rotation: { ...OK.rotation, phase: 'Accepting', acceptingConfigId: 2, waitingFor: [], reconnecting: { until: Date.parse('2026-12-04T12:00:35Z'), nodes: ['node-c', 'node-d', 'node-e', 'node-f'] } } }),
+    );
+    expect(r.message).toBe(
+      'config 2 pushed to the data planes as accepting; config 1 active (key sha256:00112233aabbccdd); every connected data plane has it; ' +
+        'not promoted before 2026-12-04T12:00:35Z unless the data planes of node-c, node-d, node-e and 1 more reconnect to the restarted operator',
+    );
   });
 
   it('Draining: True, until when at the latest', () => {
