@@ -8,7 +8,7 @@
  *
  * Pure. Decoding checks everything and names the field of the first problem (the text is the operator's own, but
  * anyone with write access to the object can change it). Both directions are bounded: at most MAX_RECORDS entries
- * and MAX_RECORDS_BYTES of text, well inside the API server's 1 MiB object limit.
+ * and MAX_RECORDS_BYTES of text (the allocator keeps within both: recordTextLength), well inside the API server's 1 MiB object limit.
  */
 import { ConfigError } from '../../lib/quiclb/config.js';
 import { checkKeys, reqInt, requireObject } from '../../lib/config/fields.js';
@@ -35,6 +35,17 @@ export function encodeRecords(s: StoredRecords): string {
   if (text.length > MAX_RECORDS_BYTES) throw new ConfigError('server_ids', `${text.length} bytes exceed the bound of ${MAX_RECORDS_BYTES}`);
   return text;
 }
+
+// toISOString() is 24 characters for every year the operator will see.
+const AT_SAMPLE = new Date(0).toISOString();
+
+/** The characters one record adds to encodeRecords' text (its entry and the comma before the next one). */
+export function recordTextLength(r: { readonly id: string; readonly podUid: string; readonly podName: string }): number {
+  return JSON.stringify({ id: r.id, pod_uid: r.podUid, pod: r.podName, at: AT_SAMPLE }).length + 1;
+}
+
+/** The characters of encodeRecords' text around the records (the longest server_id_length). */
+export const RECORDS_ENVELOPE_LENGTH = JSON.stringify({ format: RECORDS_FORMAT, server_id_length: 15, assigned: [], released: [] }).length;
 
 function time(path: string, v: unknown): number {
   const t = typeof v === 'string' && v.length <= 40 ? Date.parse(v) : NaN;

@@ -18,9 +18,10 @@
  *   mints connection IDs) but are 'draining' until ready.
  * - Running out of IDs is a result (`exhausted`), never a throw: as many endpoints as fit get IDs, ready ones first.
  * - Records that break the rules (wrong length, bad hex, an ID held twice, a pod twice) are repaired and reported.
- * - Assigned plus quarantined IDs stay within what the records object holds (MAX_RECORDS): beyond it is exhaustion too.
+ * - Assigned plus quarantined IDs stay within what the records object holds (MAX_RECORDS records, MAX_RECORDS_BYTES of
+ *   text: long pod names reach the second first): beyond it is exhaustion too.
  */
-import { MAX_RECORDS } from './records-codec.js';
+import { MAX_RECORDS, MAX_RECORDS_BYTES, RECORDS_ENVELOPE_LENGTH, recordTextLength } from './records-codec.js';
 
 export interface AssignedServerId {
   /** Lower-case hex, 2 * length digits. */
@@ -257,9 +258,17 @@ export function allocateServerIds(input: AllocationInput): AllocationResult {
   const unassigned: { podUid: string; podName: string }[] = [];
   // Past the records' bound nothing could be stored: not this change, nor any later one of this load balancer.
   const room = MAX_RECORDS - assigned.size - quarantine.size;
+  let textLength = RECORDS_ENVELOPE_LENGTH;
+  for (const r of [...assigned.values(), ...quarantine.values()]) textLength += recordTextLength(r);
+  // What first left an endpoint without an ID: the ID space, the records' count, or their text's length.
+  let limit: 'space' | 'records' | 'bytes' | null = null;
+  const idOfLength = formatServerId(0n, length);
   for (const b of waiting) {
-    const v = allocated.length < room ? free.next() : { done: true as const, value: undefined };
-    if (v.done) {
+    const need = recordTextLength({ id: idOfLength, podUid: b.podUid, podName: b.podName });
+    const refused = allocated.length >= room ? 'records' : textLength + need > MAX_RECORDS_BYTES ? 'bytes' : null;
+    const v = refused === null ? free.next() : null;
+    if (v === null || v.done) {
+      limit ??= refused ?? 'space';
       unassigned.push({ podUid: b.podUid, podName: b.podName });
       continue;
     }
@@ -267,6 +276,7 @@ export function allocateServerIds(input: AllocationInput): AllocationResult {
     assigned.set(b.podUid, { id, podUid: b.podUid, podName: b.podName, assignedAt: now });
     holder.set(id, b.podUid);
     allocated.push(id);
+    textLength += need;
   }
 
   const recordsOut: ServerIdRecords = {
@@ -291,7 +301,7 @@ export function allocateServerIds(input: AllocationInput): AllocationResult {
   if (unassigned.length > 0) {
     const releases = [...quarantine.values()].map((q) => q.releasedAt + quarantineMs);
     const nextReleaseAt = releases.length > 0 ? Math.min(...releases) : null;
-    const bySpace = size <= BigInt(MAX_RECORDS);
+    const held = `the IDs assigned (${assigned.size}) and quarantined (${quarantine.size})`;
     exhausted = {
       unassigned,
       capacity: serverIdCapacity(length),
@@ -300,11 +310,13 @@ export function allocateServerIds(input: AllocationInput): AllocationResult {
       nextReleaseAt,
       message:
         `${unassigned.length} endpoint(s) have no server ID: ` +
-        (bySpace
+        (limit === 'space'
           ? `all ${size} IDs of ${length} octet(s) are assigned (${assigned.size}) or quarantined (${quarantine.size})`
-          : `the IDs assigned (${assigned.size}) and quarantined (${quarantine.size}) are at the bound of ${MAX_RECORDS} records per load balancer`) +
+          : limit === 'records'
+            ? `${held} are at the bound of ${MAX_RECORDS} records per load balancer`
+            : `${held} are at the bound of ${MAX_RECORDS_BYTES} bytes of records per load balancer (long pod names)`) +
         (nextReleaseAt !== null ? `; the next quarantined ID frees at ${new Date(nextReleaseAt).toISOString()}` : '') +
-        (bySpace
+        (limit === 'space'
           ? '. Scale the backends down, or use a QuicLoadBalancer with a longer connectionIds.serverIdLength'
           : '. Scale the backends down, shorten connectionIds.serverIdQuarantine, or split them over several QuicLoadBalancers'),
     };

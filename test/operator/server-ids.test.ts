@@ -1,6 +1,6 @@
 import { describe, expect, it } from '@jest/globals';
 import fc from 'fast-check';
-import { encodeRecords, MAX_RECORDS } from '../../operator/allocation/records-codec.js';
+import { encodeRecords, MAX_RECORDS, MAX_RECORDS_BYTES } from '../../operator/allocation/records-codec.js';
 import {
   allocateServerIds,
   EMPTY_RECORDS,
@@ -136,6 +136,28 @@ describe('allocateServerIds: table', () => {
     const later = run(r.records, [...many.slice(1), ep('new1'), ep('new2')], T0 + 1000 + Q, 2);
     expect(later.exhausted!.unassigned.map((u) => u.podName)).toEqual(['new2']);
     expect(later.records.assigned.length + later.records.released.length).toBe(MAX_RECORDS);
+  });
+
+  it('stays within the records object\'s bytes too: with pod names of 253 characters, endpoints wait before the text outgrows MAX_RECORDS_BYTES', () => {
+    const long = (i: number): EndpointObservation => {
+      const name = `p${String(i).padStart(4, '0')}-`.padEnd(253, 'x');
+      return { podUid: `0000${String(i).padStart(4, '0')}-1111-2222-3333-444444444444`, podName: name, addresses: ['198.51.100.1'] };
+    };
+    const many = Array.from({ length: 3500 }, (_, i) => long(i));
+    const r = run(EMPTY_RECORDS, many, T0, 2);
+    const text = encodeRecords({ serverIdLength: 2, records: r.records }); // must not throw: the records stay writable
+    expect(text.length).toBeLessThanOrEqual(MAX_RECORDS_BYTES);
+    expect(r.assignments.length).toBeGreaterThan(2500);
+    expect(r.assignments.length).toBeLessThan(3500);
+    expect(r.exhausted!.unassigned).toHaveLength(3500 - r.assignments.length);
+    expect(r.exhausted!.message).toMatch(new RegExp(`are at the bound of ${MAX_RECORDS_BYTES} bytes of records per load balancer.*split them over several QuicLoadBalancers`));
+    // one more record would not have fitted
+    const extra = run(r.records, many.slice(0, r.assignments.length + 1), T0 + 1, 2);
+    expect(extra.assignments).toHaveLength(r.assignments.length);
+    // a pod leaving (quarantined) keeps its record: the bytes stay the same and nothing is assigned in its place
+    const gone = run(r.records, [...many.slice(1)], T0 + 2, 2);
+    expect(() => encodeRecords({ serverIdLength: 2, records: gone.records })).not.toThrow();
+    expect(gone.assignments).toHaveLength(r.assignments.length - 1);
   });
 
   it('repairs broken records: wrong length, bad hex, an ID held twice, a pod twice', () => {
