@@ -9,9 +9,9 @@ export const OPERATOR_HELP = `Usage:
   quiclb operator --config-listen ADDR --tls-dir DIR [--kubeconfig FILE] [--namespace NS]
                   [--leader-elect [--lease-namespace NS] [--lease-name NAME]] [--metrics-port N] [--log-level LEVEL]
 
-Watches QuicLoadBalancers (quiclb.io/v1alpha1), their Services and EndpointSlices, Pods and Nodes; assigns server
-IDs, keeps the keys and configs Secret, annotates backend pods with quiclb.io/server-id, writes status and Events,
-and serves every data plane ('quiclb dataplane') the load balancers of its node over mutual TLS
+Watches QuicLoadBalancers (quiclb.io/v1alpha1), their Services and EndpointSlices, Pods, Nodes and user key
+Secrets (labelled quiclb.io/key=true); assigns server IDs, keeps the keys and configs Secret, annotates backend pods
+with quiclb.io/server-id, writes status and Events, and serves every data plane ('quiclb dataplane') the load balancers of its node over mutual TLS
 (docs/config-channel.md). A data plane gets the load balancers whose spec.nodeSelector selects the node its Hello
 names (a node unknown to the API server gets nothing). Logs one JSON line "operator running" with the bound
 addresses when ready; stops on SIGTERM/SIGINT (releasing its Lease). With --leader-elect only the holder of the
@@ -26,8 +26,9 @@ Options:
   --leader-elect         act only while holding the Lease (run two or more replicas)
   --lease-namespace NS   namespace of the Lease (default: $POD_NAMESPACE, else quiclb-system)
   --lease-name NAME      name of the Lease (default quiclb-operator)
-  --lease-duration SECS  Lease duration (default 15); --renew-deadline SECS (default 10, below the duration) and
-                         --retry-period SECS (default 2) as in client-go
+  --lease-duration SECS  Lease duration (default 15, at least 3); --renew-deadline SECS (default 10, at most the
+                         duration minus 1) and --retry-period SECS (default 2, else 1; 1.2 x it below the renew
+                         deadline) as in client-go
   --metrics-port N       serve /metrics, /healthz and /readyz (200 only while acting: the leader) on the
                          --config-listen host, port N (0: any free port)
   --data-plane-auth MODE token: confirm each data plane's node with a TokenReview of the pod-bound ServiceAccount
@@ -74,9 +75,12 @@ export async function operatorCommand(argv: string[]): Promise<number> {
   const renewDeadlineSeconds = intFlag('renew-deadline', values['renew-deadline']);
   const retrySeconds = intFlag('retry-period', values['retry-period']);
   const lease = leaseSeconds ?? 15;
+  if (lease < 3) throw new UsageError('--lease-duration must be at least 3 (seconds)');
   const renew = renewDeadlineSeconds ?? Math.min(10, lease - 1);
-  if (lease < 2 || renew < 1 || renew >= lease) throw new UsageError('--renew-deadline must be at least 1 and below --lease-duration (at least 2)');
-  if (retrySeconds !== undefined && (retrySeconds < 1 || retrySeconds >= renew)) throw new UsageError('--retry-period must be at least 1 and below --renew-deadline');
+  if (renew < 2 || renew >= lease) throw new UsageError('--renew-deadline must be at least 2 and below --lease-duration');
+  // The Lease's rule (operator/kube/lease.ts, as client-go's): 1.2 x the retry period below the renew deadline.
+  const retry = retrySeconds ?? (2 * 1.2 < renew ? 2 : 1);
+  if (retry < 1 || retry * 1.2 >= renew) throw new UsageError(`--retry-period: 1.2 x ${retry} s must be below --renew-deadline (${renew} s), and it must be at least 1`);
   const metricsPort = intFlag('metrics-port', values['metrics-port']);
   if (metricsPort !== undefined && metricsPort > 65535) throw new UsageError('--metrics-port: must be 0..65535');
   const level = values['log-level'] ?? 'info';
@@ -133,7 +137,7 @@ export async function operatorCommand(argv: string[]): Promise<number> {
               name: values['lease-name'] ?? 'quiclb-operator',
               leaseSeconds: lease,
               renewDeadlineSeconds: renew,
-              ...(retrySeconds !== undefined ? { retrySeconds } : {}),
+              retrySeconds: retry,
             },
           }
         : {}),

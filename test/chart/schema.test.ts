@@ -20,6 +20,7 @@ const REJECTED: Array<[string, string[], RegExp]> = [
   ['a name that is not a DNS label', ['--set', 'fullnameOverride=Quic_LB'], /at '\/fullnameOverride'/],
   ['renewDeadline not below leaseDuration', ['--set', 'operator.leaderElection.renewDeadline=15'], /operator\.leaderElection\.renewDeadline \(15\) must be below leaseDuration \(15\)/],
   ['retryPeriod not below renewDeadline', ['--set', 'operator.leaderElection.retryPeriod=10'], /operator\.leaderElection\.retryPeriod \(10\) must be below renewDeadline \(10\)/],
+  ['retryPeriod too close to renewDeadline (the Lease needs 1.2 x retryPeriod below it)', ['--set', 'operator.leaderElection.renewDeadline=6', '--set', 'operator.leaderElection.retryPeriod=5'], /operator\.leaderElection\.retryPeriod \(5\) times 1\.2 must be below renewDeadline \(6\)/],
   ['the csi-driver without cert-manager', ['--set', 'certManager.csiDriver.enabled=true'], /certManager\.csiDriver\.enabled needs certManager\.enabled=true/],
   ['one port for config and metrics', ['--set', 'operator.metricsPort=9443'], /operator\.configPort and operator\.metricsPort must differ/],
   ['an OTLP endpoint that is not a URL', ['--set', 'operator.otlpEndpoint=otel-collector:4318'], /at '\/operator\/otlpEndpoint'/],

@@ -20,6 +20,9 @@ describe('quiclb operator flags', () => {
     [['--config-listen', '127.0.0.1:0'], /--tls-dir DIR is required/],
     [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--lease-name', 'x'], /need --leader-elect/],
     [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--leader-elect', '--lease-duration', '5', '--renew-deadline', '5'], /below --lease-duration/],
+    // The Lease's own rule (operator/kube/lease.ts): 1.2 x retry period below the renew deadline, defaults included.
+    [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--leader-elect', '--renew-deadline', '6', '--retry-period', '5'], /--retry-period: 1\.2 x 5 s must be below --renew-deadline \(6 s\)/],
+    [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--leader-elect', '--lease-duration', '2'], /--lease-duration must be at least 3/],
     [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--metrics-port', 'x'], /--metrics-port: expected a non-negative integer/],
     [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--log-level', 'loud'], /--log-level: must be one of/],
     [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--otlp-endpoint', 'ftp://x'], /^quiclb operator: --otlp-endpoint: OTLP\/HTTP needs an http:\/\/ or https:\/\/ URL, got ftp:/],
