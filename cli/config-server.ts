@@ -23,7 +23,7 @@ Options:
   --tls-dir DIR          ca.crt (the CA of the data planes' client certificates), tls.crt and tls.key (this
                          server's certificate; its SANs must cover the name the data planes dial)
   --load-balancer FILE   a standalone YAML; repeat for several load balancers (names and listen addresses unique)
-  --metrics-port N       serve /metrics and /healthz on the --listen host, port N (0: any free port)
+  --metrics-port N       serve /metrics, /healthz and /readyz on the --listen host, port N (0: any free port)
   --log-level LEVEL      ${LOG_LEVELS.join(', ')} (default info)`;
 
 export async function configServerCommand(argv: string[]): Promise<number> {

@@ -26,7 +26,7 @@ export class OperatorMetrics {
     this.reconciles = new Counter({ name: 'quiclb_operator_reconciles_total', help: 'Reconciles of QuicLoadBalancers, by result.', labelNames: ['result'], registers });
     this.errors = new Counter({
       name: 'quiclb_operator_reconcile_errors_total',
-      help: 'Reconcile failures, by the step that failed (read, spec, records, secret, pods, status, finalizer).',
+      help: 'Reconcile failures, by the step that failed (read, spec, records, secret, pods, status, finalizer, internal).',
       labelNames: ['stage'],
       registers,
     });
