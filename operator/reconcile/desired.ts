@@ -110,8 +110,8 @@ export interface Desired {
   readonly events: readonly EventNote[];
   /** Reconcile again after this long even without a change (ms), or null. */
   readonly requeueAfterMs: number | null;
-  /** Later load balancers that want pods this one holds (reconcile them when this list changes). */
-  readonly waiting: readonly string[];
+  /** Later load balancers that want pods this one holds -> those pods (reconcile one when its list changes). */
+  readonly waiting: ReadonlyMap<string, readonly string[]>;
   /** Facts for the status except the data planes' sync state (statusFacts() adds it). */
   readonly facts: Omit<StatusFacts, 'dataPlanes' | 'snapshotVersion'>;
 }

@@ -93,8 +93,8 @@ export interface BackendClaim {
 export interface PodOwnership {
   /** Pods of `self` that an earlier load balancer's backend has too: pod UID -> the earliest such one (the holder). */
   readonly heldByOthers: ReadonlyMap<string, string>;
-  /** Later load balancers that want a pod `self` holds (sorted): they must look again when that changes. */
-  readonly waiting: readonly string[];
+  /** Later load balancers that want pods `self` holds -> those pods (UIDs, sorted): they must look again when that changes. */
+  readonly waiting: ReadonlyMap<string, readonly string[]>;
 }
 
 /**
@@ -121,8 +121,12 @@ export function podOwnership(self: { readonly key: string; readonly createdAt: n
     }
   }
   const heldByOthers = new Map([...holders].map(([p, h]) => [p, h.key]));
-  const waiting = later.filter((l) => l.shared.some((p) => !heldByOthers.has(p))).map((l) => l.key);
-  return { heldByOthers, waiting: waiting.sort() };
+  const waiting = new Map<string, string[]>();
+  for (const l of later.sort((a, b) => (a.key < b.key ? -1 : 1))) {
+    const mine = l.shared.filter((p) => !heldByOthers.has(p)).sort();
+    if (mine.length > 0) waiting.set(l.key, mine);
+  }
+  return { heldByOthers, waiting };
 }
 
 export interface NodeView {

@@ -82,8 +82,8 @@ export class Reconciler {
   private readonly resyncMs: number;
   /** The last spec problem reported per key and generation (one Event per generation, not per run). */
   private readonly specProblems = new Map<string, string>();
-  /** Per key, the later load balancers that wanted pods it held at its last reconcile (Desired.waiting). */
-  private readonly waiting = new Map<string, readonly string[]>();
+  /** Per key, the later load balancers that wanted pods it held at its last reconcile, and those pods (Desired.waiting). */
+  private readonly waiting = new Map<string, ReadonlyMap<string, readonly string[]>>();
 
   constructor(private readonly d: ReconcilerDeps) {
     this.now = d.now ?? Date.now;
@@ -284,12 +284,12 @@ export class Reconciler {
     return podOwnership({ key, createdAt: created(qlb) }, pods, others).heldByOthers;
   }
 
-  /** Enqueues the later load balancers that started or stopped waiting for pods `key` holds. */
-  private notifyWaiting(key: string, now: readonly string[]): void {
-    const before = this.waiting.get(key) ?? [];
-    if (now.length > 0) this.waiting.set(key, now);
+  /** Enqueues the later load balancers whose set of wanted pods that `key` holds changed (came, went, grew, shrank). */
+  private notifyWaiting(key: string, now: ReadonlyMap<string, readonly string[]>): void {
+    const before = this.waiting.get(key) ?? new Map<string, readonly string[]>();
+    if (now.size > 0) this.waiting.set(key, now);
     else this.waiting.delete(key);
-    for (const k of new Set([...before, ...now])) if (before.includes(k) !== now.includes(k)) this.d.enqueue?.(k);
+    for (const k of new Set([...before.keys(), ...now.keys()])) if (before.get(k)?.join() !== now.get(k)?.join()) this.d.enqueue?.(k);
   }
 
   private backendHeldByAnother(qlb: QuicLoadBalancerObject, key: string): boolean {

@@ -116,10 +116,15 @@ describe('reconciler: pods shared by two load balancers', () => {
     await w.reconciler.reconcile('team/alpha');
     await w.reconciler.reconcile('team/beta');
     expect(w.enqueued).toEqual(['team/beta']);
-    // alpha's Service stops selecting the shared pods: beta is told at once and takes them
-    w.slices = [slice('web', ['web-9']), slice('all', ['web-0', 'web-1', 'web-2'])];
+    // alpha's Service stops selecting one shared pod, then the other: each time beta is told at once and takes it
+    w.slices = [slice('web', ['web-0']), slice('all', ['web-0', 'web-1', 'web-2'])];
     await w.reconciler.reconcile('team/alpha');
     expect(w.enqueued).toEqual(['team/beta', 'team/beta']);
+    await w.reconciler.reconcile('team/beta');
+    expect(w.records.get('beta')!.assigned.map((a) => a.podName).sort()).toEqual(['web-1', 'web-2']);
+    w.slices = [slice('web', ['web-9']), slice('all', ['web-0', 'web-1', 'web-2'])];
+    await w.reconciler.reconcile('team/alpha');
+    expect(w.enqueued).toEqual(['team/beta', 'team/beta', 'team/beta']);
     await w.reconciler.reconcile('team/beta');
     expect(w.records.get('beta')!.assigned.map((a) => a.podName).sort()).toEqual(['web-0', 'web-1', 'web-2']);
   });
