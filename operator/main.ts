@@ -189,6 +189,7 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
       logger: logger.child({ component: 'reconciler' }),
       ...(o.resyncMs !== undefined ? { resyncMs: o.resyncMs } : {}),
       reconnectUntil: Date.now() + DATA_PLANE_RECONNECT_MS,
+      enqueue: (k) => queue.add(k),
     });
     const queue = new WorkQueue<string>({ process: (key) => reconciler.reconcile(key), logger });
     configServer.on('ack', ({ identity, version }) => {

@@ -6,6 +6,10 @@
  *
  * Guard: when the backend Service or its port is missing, the ID records are left as they are (no pod is released
  * because a Service was briefly deleted or renamed); the snapshot keeps no servers then.
+ *
+ * Pods that an earlier load balancer's backend has too are that one's (port-claims.ts podOwnership): left out of the
+ * allocation (so an ID this one had for such a pod is released and quarantined, as for a pod that left), the
+ * annotations and the snapshot.
  */
 import { defaultShortDcidLength, validateSnapshot, type DataplaneSnapshot, type SnapshotServer } from '../../lib/config/snapshot.js';
 import { allocateServerIds, type AllocationResult, type EndpointObservation, type ServerIdRecords } from '../allocation/server-ids.js';
@@ -14,7 +18,7 @@ import { encodeConfigsSecret } from '../rotation/secret-codec.js';
 import { liveConfigs, stepRotation, type DataPlaneAcks, type MachineState, type RotationResult } from '../rotation/machine.js';
 import type { StatusFacts } from '../status/facts.js';
 import { decideHealth, staleAfterMs, type DataPlaneHealth } from './health-verdict.js';
-import { backendHolder, claimFor, portConflicts, type NodeView, type PortClaim } from './port-claims.js';
+import { backendHolder, claimFor, podOwnership, portConflicts, type BackendClaim, type NodeView, type PortClaim } from './port-claims.js';
 import { readSpec, ROTATE_ANNOTATION, type QuicLoadBalancerSpec } from './spec.js';
 
 /** discovery.k8s.io/v1 EndpointSlice, reduced (client-node's V1EndpointSlice fits as is). */
@@ -67,6 +71,8 @@ export interface Observed {
   readonly nodes: readonly NodeView[];
   /** Port claims of every other QuicLoadBalancer (port-claims.ts claimsOf). */
   readonly otherClaims: readonly PortClaim[];
+  /** Backend pods of every other QuicLoadBalancer of the namespace (observe.ts backendClaimsOf). */
+  readonly otherBackends: readonly BackendClaim[];
   readonly dataPlanes: readonly DataPlaneObservation[];
   /** Until when data planes may still be reconnecting to this operator process (it began acting recently). */
   readonly reconnectUntil?: number;
@@ -104,6 +110,8 @@ export interface Desired {
   readonly events: readonly EventNote[];
   /** Reconcile again after this long even without a change (ms), or null. */
   readonly requeueAfterMs: number | null;
+  /** Later load balancers that want pods this one holds -> those pods (reconcile one when its list changes). */
+  readonly waiting: ReadonlyMap<string, readonly string[]>;
   /** Facts for the status except the data planes' sync state (statusFacts() adds it). */
   readonly facts: Omit<StatusFacts, 'dataPlanes' | 'snapshotVersion'>;
 }
@@ -156,6 +164,16 @@ function readEndpoints(slices: readonly EndpointSliceView[], portName: string): 
   return { endpoints, addresses };
 }
 
+function podUids(endpoints: readonly EndpointObservation[]): Set<string> {
+  return new Set(endpoints.filter((e) => !e.podUid.startsWith('address:')).map((e) => e.podUid));
+}
+
+/** The pods (UIDs) a load balancer with `spec` would give server IDs to, before the pod-level ownership rule. */
+export function backendPods(spec: QuicLoadBalancerSpec, service: ServiceView | null, slices: readonly EndpointSliceView[]): Set<string> {
+  const port = servicePort(spec, service);
+  return port ? podUids(readEndpoints(slices, port.name).endpoints) : new Set();
+}
+
 function rotationNotes(r: RotationResult): EventNote[] {
   return r.actions.flatMap((a): EventNote[] => {
     const fp = (f: string | null): string => (f ? `, key ${f}` : '');
@@ -206,9 +224,24 @@ export function computeDesired(o: Observed): Desired {
     events.push({ type: 'Warning', reason: 'BackendConflict', message: `Service ${spec.backend.serviceName} belongs to QuicLoadBalancer ${holder}: no server IDs assigned, not served`, audit: false, kind: 'state' });
   }
 
-  // Server IDs (only when the Service and its port exist and no earlier load balancer holds the Service).
+  // Server IDs (only when the Service and its port exist and no earlier load balancer holds the Service), for the
+  // pods no earlier load balancer's backend has too.
   const port = servicePort(spec, o.service);
-  const { endpoints, addresses } = port && holder === null ? readEndpoints(o.endpointSlices, port.name) : { endpoints: [], addresses: new Map<string, PodAddress>() };
+  const read = port && holder === null ? readEndpoints(o.endpointSlices, port.name) : { endpoints: [], addresses: new Map<string, PodAddress>() };
+  const ownership = podOwnership(mine, podUids(read.endpoints), o.otherBackends);
+  const endpoints = read.endpoints.filter((e) => !ownership.heldByOthers.has(e.podUid));
+  const addresses = read.addresses;
+  const heldPods = new Map<string, Set<string>>(); // holder -> pod names
+  for (const e of read.endpoints) {
+    const h = ownership.heldByOthers.get(e.podUid);
+    if (h !== undefined) heldPods.set(h, (heldPods.get(h) ?? new Set()).add(e.podName));
+  }
+  const podsHeldByOthers = [...heldPods].sort(([a], [b]) => (a < b ? -1 : 1)).map(([h, names]) => ({ holder: h, pods: [...names].sort() }));
+  if (podsHeldByOthers.length > 0) {
+    const n = podsHeldByOthers.reduce((sum, h) => sum + h.pods.length, 0);
+    const by = podsHeldByOthers.length === 1 ? `QuicLoadBalancer ${podsHeldByOthers[0].holder}` : `QuicLoadBalancers ${ids(podsHeldByOthers.map((h) => h.holder))}`;
+    events.push({ type: 'Warning', reason: 'BackendPodConflict', message: `${n} pod(s) of Service ${spec.backend.serviceName} belong to ${by}: no server IDs assigned to them, not routed to`, audit: false, kind: 'state' });
+  }
   const allocation = port && holder === null
     ? allocateServerIds({ records: o.records, endpoints, length: spec.connectionIds.serverIdLength, quarantineMs: spec.connectionIds.serverIdQuarantineMs, now: o.now })
     : null;
@@ -335,6 +368,7 @@ export function computeDesired(o: Observed): Desired {
     serverIdsExhausted: allocation?.exhausted?.message ?? null,
     portConflicts: conflicts,
     backendHolder: holder,
+    podsHeldByOthers,
     keyProblem: keyProblem ?? (snapshotProblem !== null && rotation.state.configs.length > 0 ? `cannot build the configs: ${snapshotProblem}` : null),
     rotation: {
       phase: rotation.phase,
@@ -351,7 +385,7 @@ export function computeDesired(o: Observed): Desired {
       blocked: blocked && blocked.kind === 'blocked' ? blocked.message : null,
     },
   };
-  return { spec, allocation, rotation, snapshot, snapshotProblem, nodes, configsSecretData, podServerIds, events, requeueAfterMs, facts };
+  return { spec, allocation, rotation, snapshot, snapshotProblem, nodes, configsSecretData, podServerIds, events, requeueAfterMs, waiting: ownership.waiting, facts };
 }
 
 /** Completes the facts once the snapshot is published and the data planes' ACK/NACK state for it is known. */

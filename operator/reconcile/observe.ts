@@ -9,9 +9,10 @@ import type { DataPlaneView } from '../config-server/cache.js';
 import type { ServerIdRecords } from '../allocation/server-ids.js';
 import type { QuicLoadBalancerObject } from '../kube/informers.js';
 import type { MachineState } from '../rotation/machine.js';
-import type { DataPlaneObservation, EndpointSliceView, Observed, ServiceView } from './desired.js';
+import { backendPods, type DataPlaneObservation, type EndpointSliceView, type Observed, type ServiceView } from './desired.js';
 import type { HealthReportEntry } from './health-verdict.js';
-import { claimsOf, type NodeView } from './port-claims.js';
+import { claimsOf, isEarlier, type BackendClaim, type NodeView } from './port-claims.js';
+import { readSpec, type QuicLoadBalancerSpec } from './spec.js';
 import type { ConfigAck } from './publisher.js';
 
 export interface ObserveInput {
@@ -61,6 +62,50 @@ export function dataPlaneObservation(view: DataPlaneView, key: string, configsAt
   };
 }
 
+function serviceView(svc: k8s.V1Service): ServiceView {
+  return { ports: (svc.spec?.ports ?? []).map((p) => ({ name: p.name, port: p.port, protocol: p.protocol })) };
+}
+
+/**
+ * The backend pods of every load balancer of `namespace` (port-claims.ts podOwnership), from the caches. One whose
+ * spec cannot be read claims none (as for ports); of several naming the same Service only the earliest claims (the
+ * others give no IDs: BackendConflict); one being deleted claims until it is gone. Cost: one pass over the
+ * namespace's Services, slices and load balancers; each Service's slices are read once.
+ */
+export function backendClaimsOf(
+  namespace: string,
+  qlbs: readonly QuicLoadBalancerObject[],
+  services: readonly k8s.V1Service[],
+  slices: readonly k8s.V1EndpointSlice[],
+): BackendClaim[] {
+  const byService = new Map<string, { key: string; createdAt: number; spec: QuicLoadBalancerSpec }>();
+  for (const q of qlbs) {
+    if (q.metadata?.namespace !== namespace) continue;
+    let spec: QuicLoadBalancerSpec;
+    try {
+      spec = readSpec(q.spec);
+    } catch {
+      continue;
+    }
+    const c = { key: `${namespace}/${q.metadata.name ?? ''}`, createdAt: created(q), spec };
+    const prev = byService.get(spec.backend.serviceName);
+    if (prev === undefined || isEarlier(c, prev)) byService.set(spec.backend.serviceName, c);
+  }
+  if (byService.size === 0) return [];
+  const svcs = new Map<string, k8s.V1Service>();
+  for (const s of services) if (s.metadata?.namespace === namespace && byService.has(s.metadata.name ?? '')) svcs.set(s.metadata.name!, s);
+  const slicesOf = new Map<string, k8s.V1EndpointSlice[]>();
+  for (const s of slices) {
+    const name = s.metadata?.labels?.['kubernetes.io/service-name'];
+    if (s.metadata?.namespace !== namespace || name === undefined || !byService.has(name)) continue;
+    slicesOf.set(name, [...(slicesOf.get(name) ?? []), s]);
+  }
+  return [...byService].map(([service, c]) => {
+    const svc = svcs.get(service);
+    return { key: c.key, createdAt: c.createdAt, pods: backendPods(c.spec, svc ? serviceView(svc) : null, slicesOf.get(service) ?? []) };
+  });
+}
+
 export function observe(i: ObserveInput): Observed {
   const meta = i.qlb.metadata ?? {};
   const namespace = meta.namespace ?? '';
@@ -69,7 +114,7 @@ export function observe(i: ObserveInput): Observed {
   const spec = (i.qlb.spec ?? {}) as { backend?: { serviceName?: unknown } };
   const serviceName = typeof spec.backend?.serviceName === 'string' ? spec.backend.serviceName : null;
   const svc = serviceName === null ? undefined : i.services.find((s) => s.metadata?.namespace === namespace && s.metadata?.name === serviceName);
-  const service: ServiceView | null = svc ? { ports: (svc.spec?.ports ?? []).map((p) => ({ name: p.name, port: p.port, protocol: p.protocol })) } : null;
+  const service: ServiceView | null = svc ? serviceView(svc) : null;
   const endpointSlices: EndpointSliceView[] =
     serviceName === null ? [] : i.slices.filter((s) => s.metadata?.namespace === namespace && s.metadata?.labels?.['kubernetes.io/service-name'] === serviceName);
   const nodes = nodeViews(i.nodes);
@@ -92,6 +137,7 @@ export function observe(i: ObserveInput): Observed {
     freshKey: i.freshKey,
     nodes,
     otherClaims: claimsOf(others, nodes),
+    otherBackends: backendClaimsOf(namespace, i.allQlbs, i.services, i.slices).filter((c) => c.key !== key),
     dataPlanes: i.dataPlanes.filter((d) => d.connected).map((d) => dataPlaneObservation(d, key, i.configsAt)),
     ...(i.reconnectUntil !== undefined ? { reconnectUntil: i.reconnectUntil } : {}),
     now: i.now,

@@ -10,6 +10,11 @@
  * Backend Service: each load balancer writes its own server IDs into its backends' pod annotation, so the pods of
  * one Service belong to one load balancer: the earliest that names it (same order). A later one is
  * Degraded/BackendConflict and leaves the pods, its records and the data planes alone until the holder is gone.
+ *
+ * Backend pods: two load balancers naming different Services may still select the same pods (overlapping
+ * selectors, one Service a superset of another). A pod (by UID) belongs to the earliest load balancer (same order)
+ * among those whose backend has it as an endpoint; the others give it no server ID, never write its annotation and
+ * do not route to it (Degraded/BackendPodConflict), and take it once the holder is gone or stops selecting it.
  */
 import type { PortConflict } from '../status/facts.js';
 import { readSpec, selectsNode, type QuicLoadBalancerSpec } from './spec.js';
@@ -26,7 +31,8 @@ export interface PortClaim {
   readonly service: string;
 }
 
-function isEarlier(a: PortClaim, b: PortClaim): boolean {
+/** The one order of every claim above: creation time, then namespace/name. */
+export function isEarlier(a: { readonly key: string; readonly createdAt: number }, b: { readonly key: string; readonly createdAt: number }): boolean {
   return a.createdAt < b.createdAt || (a.createdAt === b.createdAt && a.key < b.key);
 }
 
@@ -74,6 +80,53 @@ export function backendHolder(self: PortClaim, others: readonly PortClaim[]): st
     if (holder === null || isEarlier(o, holder)) holder = o;
   }
   return holder?.key ?? null;
+}
+
+/** The pods (UIDs) a load balancer's backend has as endpoints, as it would give them server IDs. */
+export interface BackendClaim {
+  /** namespace/name */
+  readonly key: string;
+  readonly createdAt: number;
+  readonly pods: ReadonlySet<string>;
+}
+
+export interface PodOwnership {
+  /** Pods of `self` that an earlier load balancer's backend has too: pod UID -> the earliest such one (the holder). */
+  readonly heldByOthers: ReadonlyMap<string, string>;
+  /** Later load balancers that want pods `self` holds -> those pods (UIDs, sorted): they must look again when that changes. */
+  readonly waiting: ReadonlyMap<string, readonly string[]>;
+}
+
+/**
+ * Which of `pods` (the backend pods of `self`) belong to an earlier load balancer, and which later ones wait for
+ * pods `self` holds. `others` are the claims of the other load balancers of the namespace (pods are namespaced).
+ * Cost: for each other claim, the smaller of the two pod sets is walked: at most the endpoints of the namespace.
+ */
+export function podOwnership(self: { readonly key: string; readonly createdAt: number }, pods: ReadonlySet<string>, others: readonly BackendClaim[]): PodOwnership {
+  const holders = new Map<string, BackendClaim>();
+  const later: { key: string; shared: string[] }[] = [];
+  for (const o of others) {
+    if (o.key === self.key) continue;
+    const [small, big] = o.pods.size < pods.size ? [o.pods, pods] : [pods, o.pods];
+    const shared: string[] = [];
+    for (const p of small) if (big.has(p)) shared.push(p);
+    if (shared.length === 0) continue;
+    if (!isEarlier(o, self)) {
+      later.push({ key: o.key, shared });
+      continue;
+    }
+    for (const p of shared) {
+      const h = holders.get(p);
+      if (h === undefined || isEarlier(o, h)) holders.set(p, o);
+    }
+  }
+  const heldByOthers = new Map([...holders].map(([p, h]) => [p, h.key]));
+  const waiting = new Map<string, string[]>();
+  for (const l of later.sort((a, b) => (a.key < b.key ? -1 : 1))) {
+    const mine = l.shared.filter((p) => !heldByOthers.has(p)).sort();
+    if (mine.length > 0) waiting.set(l.key, mine);
+  }
+  return { heldByOthers, waiting };
 }
 
 export interface NodeView {

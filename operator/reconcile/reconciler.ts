@@ -10,6 +10,10 @@
  *
  * A 409 on a records or Secret write (another writer, a stale cache) requeues at once: the next run re-reads. Every
  * run has a correlation id that the publisher and the ACK log lines repeat.
+ *
+ * Backend pods shared with another load balancer's backend (port-claims.ts podOwnership): when the later load
+ * balancers that want pods this one holds change (it gained or lost pods), those that came or went are enqueued, so
+ * one that waits takes a pod as soon as its holder stops selecting it, and one that held it before gives it up at once.
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -30,8 +34,8 @@ import { DEGRADED } from '../status/degraded.js';
 import { buildStatus } from '../status/status.js';
 import { computeDesired, statusFacts, type Desired } from './desired.js';
 import { addFinalizer, hasFinalizer, isDeleting, isStale, removeFinalizer } from './finalizer.js';
-import { created, observe } from './observe.js';
-import { backendHolder, claimFor, claimsOf } from './port-claims.js';
+import { backendClaimsOf, created, observe } from './observe.js';
+import { backendHolder, claimFor, claimsOf, podOwnership } from './port-claims.js';
 import type { SnapshotPublisher } from './publisher.js';
 import { GROUP, KIND, readSpec, SERVER_ID_ANNOTATION, VERSION } from './spec.js';
 
@@ -51,6 +55,8 @@ export interface ReconcilerDeps {
   readonly resyncMs?: number;
   /** Until when data planes may still be reconnecting to this operator process (ms; it began acting recently). */
   readonly reconnectUntil?: number;
+  /** Reconciles another load balancer soon (the work queue's add). */
+  readonly enqueue?: (key: string) => void;
 }
 
 class Stage extends Error {
@@ -76,6 +82,8 @@ export class Reconciler {
   private readonly resyncMs: number;
   /** The last spec problem reported per key and generation (one Event per generation, not per run). */
   private readonly specProblems = new Map<string, string>();
+  /** Per key, the later load balancers that wanted pods it held at its last reconcile, and those pods (Desired.waiting). */
+  private readonly waiting = new Map<string, ReadonlyMap<string, readonly string[]>>();
 
   constructor(private readonly d: ReconcilerDeps) {
     this.now = d.now ?? Date.now;
@@ -120,6 +128,7 @@ export class Reconciler {
     if (!qlb) {
       this.d.publisher.remove(key, correlationId);
       this.specProblems.delete(key);
+      this.waiting.delete(key); // its deletion requeues every load balancer
       return { kind: 'done' };
     }
     if (isDeleting(qlb)) return this.teardown(qlb, key, correlationId, log);
@@ -172,6 +181,7 @@ export class Reconciler {
         now,
       }),
     );
+    this.notifyWaiting(key, desired.waiting);
 
     // 1. Server-ID records.
     if (desired.allocation?.changed) {
@@ -248,9 +258,13 @@ export class Reconciler {
     this.specProblems.delete(key);
     if (!hasFinalizer(qlb)) return { kind: 'done' };
     const stored = await step('read', () => this.d.ids.read(namespace, name)).catch(() => null);
-    // While an earlier load balancer holds the backend Service, the pods' annotations are its IDs, not ours.
+    // While an earlier load balancer holds the backend Service, the pods' annotations are its IDs, not ours; so are
+    // those of pods an earlier one's backend has too (our records may still name them: its IDs can equal ours).
     const podsAreAnother = this.backendHeldByAnother(qlb, key);
-    for (const a of podsAreAnother ? [] : (stored?.records.assigned ?? [])) {
+    const assigned = podsAreAnother ? [] : (stored?.records.assigned ?? []);
+    const held = this.podsHeldByOthers(qlb, key, new Set(assigned.map((a) => a.podUid)));
+    for (const a of assigned) {
+      if (held.has(a.podUid)) continue;
       const pod = this.d.informers.pods.get(a.podName, namespace);
       if (pod?.metadata?.uid !== a.podUid || pod.metadata?.annotations?.[SERVER_ID_ANNOTATION] !== a.id) continue;
       await step('pods', () => this.d.writer.annotatePod(namespace, a.podName, null).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(e))));
@@ -260,6 +274,22 @@ export class Reconciler {
     await step('finalizer', () => removeFinalizer(this.d.writer, qlb));
     log.info({ version }, 'torn down, finalizer removed');
     return { kind: 'done' };
+  }
+
+  private podsHeldByOthers(qlb: QuicLoadBalancerObject, key: string, pods: ReadonlySet<string>): ReadonlyMap<string, string> {
+    if (pods.size === 0) return new Map();
+    const namespace = qlb.metadata!.namespace!;
+    const i = this.d.informers;
+    const others = backendClaimsOf(namespace, i.qlbs.list(namespace), i.services.list(namespace), i.slices.list(namespace)).filter((c) => c.key !== key);
+    return podOwnership({ key, createdAt: created(qlb) }, pods, others).heldByOthers;
+  }
+
+  /** Enqueues the later load balancers whose set of wanted pods that `key` holds changed (came, went, grew, shrank). */
+  private notifyWaiting(key: string, now: ReadonlyMap<string, readonly string[]>): void {
+    const before = this.waiting.get(key) ?? new Map<string, readonly string[]>();
+    if (now.size > 0) this.waiting.set(key, now);
+    else this.waiting.delete(key);
+    for (const k of new Set([...before.keys(), ...now.keys()])) if (before.get(k)?.join() !== now.get(k)?.join()) this.d.enqueue?.(k);
   }
 
   private backendHeldByAnother(qlb: QuicLoadBalancerObject, key: string): boolean {

@@ -15,6 +15,7 @@ export type DegradedReason =
   | 'ServerIDsExhausted'
   | 'PortConflict'
   | 'BackendConflict'
+  | 'BackendPodConflict'
   | 'DataPlaneRejected'
   | 'RotationBlocked';
 
@@ -52,6 +53,19 @@ const CHECKS: readonly Check[] = [
             `the pods of Service ${f.serviceName} are already given server IDs by QuicLoadBalancer ${f.backendHolder}: ` +
             'this load balancer assigns none and is not served until it is gone; use one QuicLoadBalancer per backend Service, or a separate Service',
         },
+  (f) => {
+    const held = f.podsHeldByOthers;
+    if (held.length === 0) return null;
+    const pods = held.flatMap((h) => h.pods);
+    return {
+      reason: 'BackendPodConflict',
+      message:
+        `${pods.length} pod(s) of Service ${f.serviceName} (${listNames(pods)}) are also backends of ` +
+        (held.length === 1 ? `QuicLoadBalancer ${held[0].holder}` : `earlier QuicLoadBalancers ${listNames(held.map((h) => `${h.holder} (${h.pods.length})`))}`) +
+        ', which gives them their server IDs: this load balancer assigns them none and does not route to them while that one selects them; ' +
+        'make the backend Services select disjoint pods',
+    };
+  },
   (f) => {
     const r = f.dataPlanes.rejections;
     if (r.length === 0) return null;

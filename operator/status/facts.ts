@@ -32,6 +32,11 @@ export interface StatusFacts {
   readonly portConflicts: readonly PortConflict[];
   /** namespace/name of the earlier QuicLoadBalancer that holds the same backend Service, or null. */
   readonly backendHolder: string | null;
+  /**
+   * Endpoints of the backend Service that an earlier QuicLoadBalancer's backend has too (it gives them their IDs),
+   * by holder (sorted): pod names, sorted.
+   */
+  readonly podsHeldByOthers: readonly { readonly holder: string; readonly pods: readonly string[] }[];
   readonly dataPlanes: {
     readonly connected: number;
     /** Connected data planes whose last ACK is of `snapshotVersion`. */

@@ -5,7 +5,7 @@
  */
 import type { Verdict } from './conditions.js';
 import { configSyncedCondition } from './config-synced.js';
-import type { StatusFacts } from './facts.js';
+import { listNames, type StatusFacts } from './facts.js';
 
 export const READY = 'Ready';
 
@@ -18,7 +18,13 @@ export function readyCondition(f: StatusFacts): Verdict {
   if (b.total === 0) {
     return b.unassigned > 0
       ? { status: 'False', reason: 'ServerIDsExhausted', message: `${b.unassigned} endpoint(s) wait for a server ID (see the Degraded condition)` }
-      : { status: 'False', reason: 'NoBackends', message: `Service ${f.serviceName} has no endpoints` };
+      : f.podsHeldByOthers.length > 0
+        ? {
+            status: 'False',
+            reason: 'BackendPodConflict',
+            message: `every endpoint of Service ${f.serviceName} gets its server ID from ${f.podsHeldByOthers.length === 1 ? 'QuicLoadBalancer' : 'QuicLoadBalancers'} ${listNames(f.podsHeldByOthers.map((h) => h.holder))} (see the Degraded condition)`,
+          }
+        : { status: 'False', reason: 'NoBackends', message: `Service ${f.serviceName} has no endpoints` };
   }
   if (b.healthy === 0) {
     return {

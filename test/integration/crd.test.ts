@@ -261,6 +261,7 @@ describe('QuicLoadBalancer CRD on a real kube-apiserver', () => {
       freshKey: Buffer.alloc(16, 7),
       nodes: [{ name: 'n1' }],
       otherClaims: [],
+      otherBackends: [],
       dataPlanes: [],
       now,
     });

@@ -12,7 +12,9 @@
  * the old config retires; a second load balancer on the same port and node is Degraded/PortConflict while the first
  * keeps routing and the pods keep its IDs; a second load balancer on another port but the same Service is
  * Degraded/BackendConflict, writes no pod annotations and is not served until the first is deleted, then takes over
- * at once; the correlation id of a reconcile appears in the publish and ACK log lines;
+ * at once; a second load balancer whose different Service shares pods with the first's is Degraded/BackendPodConflict,
+ * leaves those pods' annotations and routing to the first, and takes them once the first stops selecting them or is
+ * deleted; the correlation id of a reconcile appears in the publish and ACK log lines;
  * quiclb_operator_* metrics; no key bytes in the logs; deleting the QuicLoadBalancer closes its listener, deletes its
  * records and Secret, takes the annotations off the pods and removes the finalizer.
  */
@@ -289,6 +291,74 @@ describe('quiclb operator on a real API server', () => {
         await w.co.deleteNamespacedCustomObject({ ...QLB, namespace: w.ns, name }).catch(() => undefined);
         await waitFor(`${name} gone`, async () => ((await kubectl(['get', 'qlb', name, '-n', w.ns])).code !== 0 ? true : undefined), 30_000);
       }
+    }
+  });
+
+  it('two QuicLoadBalancers whose different Services share pods: the earlier keeps them, the later is Degraded/BackendPodConflict for them, takes them once the holder stops selecting them or is gone', async () => {
+    // alpha-pods (earlier; sorts first by name too, as creationTimestamp has 1 s resolution) on Service web (web-0,
+    // web-1); edge (w.qlbName, LISTEN_PORT) on Service all (web-0, web-1, web-2), a superset.
+    const first = 'alpha-pods';
+    await w.setSlice(['web-0', 'web-1']);
+    await w.core.createNamespacedService({ namespace: w.ns, body: { metadata: { name: 'all' }, spec: { clusterIP: 'None', ports: [{ name: 'quic', port: 443, protocol: 'UDP', targetPort: 9000 }] } } });
+    const all = w.slice(['web-0', 'web-1', 'web-2']);
+    await w.disc.createNamespacedEndpointSlice({ namespace: w.ns, body: { ...all, metadata: { ...all.metadata, name: 'all-slice', labels: { 'kubernetes.io/service-name': 'all' } } } });
+    await w.createQlb({ listen: { ports: [8447], addresses: ['127.0.0.1'] } }, first);
+    try {
+      await waitFor('the first Ready', async () => ((await w.condition('Ready', first))?.status === 'True' ? true : undefined), 30_000, 100);
+      const held = await waitFor('pods annotated by the first', async () => {
+        const x = await w.podIds();
+        return x['web-0'] && x['web-1'] ? x : undefined;
+      }, 20_000, 100);
+      await w.createQlb({ backend: { serviceName: 'all', port: 443 } });
+      const degraded = await waitFor('the later one Degraded', async () => {
+        const c = await w.condition('Degraded');
+        return c?.status === 'True' ? c : undefined;
+      }, 20_000);
+      expect(degraded.reason).toBe('BackendPodConflict');
+      expect((degraded as { message?: string }).message).toContain(`2 pod(s) of Service all (web-0, web-1) are also backends of QuicLoadBalancer ${w.ns}/${first}`);
+      const web2 = await waitFor('web-2 annotated by the later one', async () => (await w.podIds())['web-2'], 20_000, 100);
+      const mine = await w.storedIds();
+      expect([...mine.assigned.keys()]).toEqual([w.pods.get('web-2')!.uid]);
+      expect(mine.assigned.get(w.pods.get('web-2')!.uid)).toBe(web2);
+      // The shared pods keep the first's IDs through several reconciles of both (no flapping).
+      for (let i = 0; i < 5; i++) {
+        const now = await w.podIds();
+        expect([now['web-0'], now['web-1']]).toEqual([held['web-0'], held['web-1']]);
+        await new Promise((r) => setTimeout(r, 300));
+      }
+      expect((await w.condition('Degraded', first))?.status).toBe('False');
+      // The later one routes to its own pod, never to the first's.
+      expect(await w.reaches(web2, POD_IPS[2], 10_000)).toBeGreaterThanOrEqual(0);
+      expect(await w.reaches(held['web-1']!, POD_IPS[1], 500)).toBe(-1);
+      const events = (await adminEvents().listNamespacedEvent({ namespace: w.ns })).items;
+      expect(events.some((e) => e.regarding?.name === w.qlbName && e.reason === 'BackendPodConflict' && e.type === 'Warning')).toBe(true);
+
+      // The first's Service stops selecting web-1: the later one takes it at once (not at the 30 s resync).
+      const t0 = Date.now();
+      await w.setSlice(['web-0']);
+      const web1 = await waitFor('web-1 annotated by the later one', async () => {
+        const id = (await w.storedIds()).assigned.get(w.pods.get('web-1')!.uid);
+        return id !== undefined && (await w.podIds())['web-1'] === id ? id : undefined;
+      }, 10_000, 100);
+      process.stderr.write(`[operator] holder's Service stopped selecting a pod -> the other annotated it: ${Date.now() - t0} ms\n`);
+      expect(await w.reaches(web1, POD_IPS[1], 10_000)).toBeGreaterThanOrEqual(0);
+      expect((await w.podIds())['web-0']).toBe(held['web-0']);
+      await waitFor('Degraded names 1 pod', async () => ((await w.condition('Degraded')) as { message?: string } | undefined)?.message?.startsWith('1 pod(s)') || undefined, 10_000, 100);
+
+      // The holder deleted: its teardown takes its annotation off web-0, the later one takes it over.
+      await w.co.deleteNamespacedCustomObject({ ...QLB, namespace: w.ns, name: first });
+      await waitFor('the later one no longer Degraded', async () => ((await w.condition('Degraded'))?.status === 'False' ? true : undefined), 20_000, 100);
+      const after = await w.storedIds();
+      expect(after.assigned.size).toBe(3);
+      await waitFor('web-0 annotated by the later one', async () => ((await w.podIds())['web-0'] === after.assigned.get(w.pods.get('web-0')!.uid) ? true : undefined), 10_000, 100);
+      expect((await w.podIds())['web-2']).toBe(web2);
+    } finally {
+      for (const name of [first, w.qlbName]) {
+        await w.co.deleteNamespacedCustomObject({ ...QLB, namespace: w.ns, name }).catch(() => undefined);
+        await waitFor(`${name} gone`, async () => ((await kubectl(['get', 'qlb', name, '-n', w.ns])).code !== 0 ? true : undefined), 30_000);
+      }
+      await w.disc.deleteNamespacedEndpointSlice({ name: 'all-slice', namespace: w.ns }).catch(() => undefined);
+      await w.core.deleteNamespacedService({ name: 'all', namespace: w.ns }).catch(() => undefined);
     }
   });
 

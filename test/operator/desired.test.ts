@@ -9,7 +9,8 @@ import { INITIAL_STATE, type MachineState } from '../../operator/rotation/machin
 import { computeDesired, configsSecretName, statusFacts, type DataPlaneObservation, type EndpointSliceView, type Observed } from '../../operator/reconcile/desired.js';
 import { keyRotationCondition } from '../../operator/status/key-rotation.js';
 import { decideHealth, staleAfterMs } from '../../operator/reconcile/health-verdict.js';
-import { backendHolder, claimsOf, portConflicts, type PortClaim } from '../../operator/reconcile/port-claims.js';
+import { backendHolder, claimsOf, podOwnership, portConflicts, type BackendClaim, type PortClaim } from '../../operator/reconcile/port-claims.js';
+import { observe } from '../../operator/reconcile/observe.js';
 import { readSpec, selectsNode } from '../../operator/reconcile/spec.js';
 import { buildStatus } from '../../operator/status/status.js';
 
@@ -54,6 +55,7 @@ function observed(over: Partial<Observed> = {}): Observed {
       { name: 'n3', labels: {} },
     ],
     otherClaims: [],
+    otherBackends: [],
     dataPlanes: [],
     now: T0,
     ...over,
@@ -173,6 +175,29 @@ describe('backendHolder', () => {
     ['its own claim is ignored', claim('ns/b', 2), [claim('ns/b', 1)], null],
   ] as const)('%s', (_what, self, others, holder) => {
     expect(backendHolder(self, others)).toBe(holder);
+  });
+});
+
+describe('podOwnership', () => {
+  const claim = (key: string, createdAt: number, pods: string[]): BackendClaim => ({ key, createdAt, pods: new Set(pods) });
+  const self = { key: 'ns/b', createdAt: 2 };
+  const mine = new Set(['p0', 'p1', 'p2']);
+  it('a pod shared with an earlier backend is the earliest one\'s; the others stay mine', () => {
+    const o = podOwnership(self, mine, [claim('ns/a', 1, ['p0', 'p9']), claim('ns/z', 0, ['p1']), claim('ns/y', 0, ['p0'])]);
+    expect([...o.heldByOthers].sort()).toEqual([['p0', 'ns/y'], ['p1', 'ns/z']]);
+    expect(o.waiting.size).toBe(0);
+  });
+  it('equal creation times: the smaller namespace/name holds', () => {
+    expect([...podOwnership(self, mine, [claim('ns/a', 2, ['p0'])]).heldByOthers]).toEqual([['p0', 'ns/a']]);
+    expect([...podOwnership(self, mine, [claim('ns/c', 2, ['p0'])]).heldByOthers]).toEqual([]);
+  });
+  it('names the later ones that want a pod it holds, not those that only want pods an earlier one holds', () => {
+    const o = podOwnership(self, mine, [claim('ns/a', 1, ['p0']), claim('ns/d', 3, ['p0']), claim('ns/c', 3, ['p2', 'p0']), claim('ns/e', 4, ['p7'])]);
+    expect([...o.heldByOthers]).toEqual([['p0', 'ns/a']]);
+    expect([...o.waiting]).toEqual([['ns/c', ['p2']]]);
+  });
+  it('ignores its own claim and claims without shared pods', () => {
+    expect(podOwnership(self, mine, [claim('ns/b', 0, ['p0']), claim('ns/a', 1, [])])).toEqual({ heldByOthers: new Map(), waiting: new Map() });
   });
 });
 
@@ -447,6 +472,97 @@ describe('computeDesired', () => {
     // dp-n3 does not serve this load balancer: its report does not count
     expect(d.snapshot!.servers.find((s) => s.name === 'web-0')!.verdict).toBe('unhealthy');
     expect(d.facts.backends.healthy).toBe(0);
+  });
+});
+
+describe('pods shared by the backends of two load balancers (observe + computeDesired)', () => {
+  // alpha (earlier) names Service web (web-0, web-1); beta (later) names Service all (web-0, web-1, web-2), on
+  // another port: no port or Service conflict, only the pods web-0 and web-1 are wanted by both.
+  const qlb = (name: string, createdAt: number, serviceName: string, port: number) => ({
+    metadata: { namespace: 'team', name, uid: `uid-${name}`, generation: 1, creationTimestamp: new Date(createdAt).toISOString() as unknown as Date },
+    spec: { backend: { serviceName, portName: 'quic' }, listen: { ports: [port] } },
+  });
+  const alpha = qlb('alpha', T0 - 7_200_000, 'web', 443);
+  const beta = qlb('beta', T0 - 3_600_000, 'all', 444);
+  const service = (name: string): k8s.V1Service => ({ metadata: { namespace: 'team', name }, spec: { ports: [{ name: 'quic', port: 443, protocol: 'UDP' }] } });
+  const slice = (service: string, pods: string[]): k8s.V1EndpointSlice => ({
+    metadata: { namespace: 'team', name: `${service}-slice`, labels: { 'kubernetes.io/service-name': service } },
+    addressType: 'IPv4',
+    ports: [{ name: 'quic', port: 8443, protocol: 'UDP' }],
+    endpoints: pods.map((p) => pod(p, `198.51.100.${10 + Number(p.slice(4))}`)),
+  });
+  const desiredFor = (self: ReturnType<typeof qlb>, allQlbs: ReturnType<typeof qlb>[], slices: k8s.V1EndpointSlice[], records = EMPTY_RECORDS, now = T0) =>
+    computeDesired(
+      observe({
+        qlb: self,
+        services: [service('web'), service('all')],
+        slices,
+        allQlbs,
+        nodes: [{ metadata: { name: 'n1' } }],
+        records,
+        rotation: INITIAL_STATE,
+        keys: new Map(),
+        userKey: null,
+        freshKey: KEY,
+        dataPlanes: [],
+        configsAt: () => null,
+        now,
+      }),
+    );
+  const status = (d: ReturnType<typeof computeDesired>) =>
+    buildStatus({ facts: statusFacts(d, { snapshotVersion: 1, dataPlanes: [] }), previousConditions: [], rotation: d.rotation.state, now: T0 });
+  const overlapping = [slice('web', ['web-0', 'web-1']), slice('all', ['web-0', 'web-1', 'web-2'])];
+
+  it('the earlier one keeps every pod of its Service and is not degraded by the later one', () => {
+    const d = desiredFor(alpha, [alpha, beta], overlapping);
+    expect([...d.podServerIds.keys()].sort()).toEqual(['web-0', 'web-1']);
+    expect(d.snapshot!.servers.map((s) => s.name).sort()).toEqual(['web-0', 'web-1']);
+    expect(status(d).conditions.find((c) => c.type === 'Degraded')).toMatchObject({ status: 'False' });
+    expect([...d.waiting]).toEqual([['team/beta', ['uid-web-0', 'uid-web-1']]]); // reconciled again when this changes
+    expect(desiredFor(alpha, [alpha, beta], [slice('web', ['web-0']), slice('all', ['web-1', 'web-2'])]).waiting.size).toBe(0);
+  });
+
+  it('the later one assigns no ID to, annotates and routes to none of the shared pods, releases the IDs it had for them, and is Degraded naming the holder', () => {
+    // beta had given web-0 an ID before alpha's Service came to select it
+    const records = { assigned: [{ id: '0000', podUid: 'uid-web-0', podName: 'web-0', assignedAt: T0 - 1000 }], released: [] };
+    const d = desiredFor(beta, [alpha, beta], overlapping, records);
+    expect([...d.podServerIds.keys()]).toEqual(['web-2']);
+    expect(d.snapshot!.servers.map((s) => s.name)).toEqual(['web-2']);
+    expect(d.allocation!.records.assigned.map((a) => a.podName)).toEqual(['web-2']);
+    expect(d.allocation!.records.released).toEqual([{ id: '0000', podUid: 'uid-web-0', podName: 'web-0', releasedAt: T0 }]); // quarantined, as a pod that left
+    expect(d.podServerIds.get('web-2')).not.toBe('0000');
+    const degraded = status(d).conditions.find((c) => c.type === 'Degraded')!;
+    expect(degraded).toMatchObject({ status: 'True', reason: 'BackendPodConflict' });
+    expect(degraded.message).toContain('QuicLoadBalancer team/alpha');
+    expect(degraded.message).toContain('2 pod(s)');
+    expect(d.events.filter((e) => e.kind === 'state').map((e) => [e.type, e.reason])).toEqual([['Warning', 'BackendPodConflict']]);
+    expect(d.facts.backends.total).toBe(1);
+    expect(d.waiting.size).toBe(0);
+  });
+
+  it('only the first load balancer naming a Service claims its pods: a later one on it (BackendConflict, no IDs) holds none', () => {
+    // alpha names web with a port web lacks (it gives no IDs); gamma, on web too, is BackendConflict: nobody annotates web-0/web-1
+    const alphaNoPort = { ...alpha, spec: { ...alpha.spec, backend: { serviceName: 'web', portName: 'nope' } } };
+    const gamma = qlb('gamma', T0 - 5_400_000, 'web', 445);
+    expect(desiredFor(gamma, [alphaNoPort, beta, gamma], overlapping).facts.backendHolder).toBe('team/alpha');
+    expect([...desiredFor(beta, [alphaNoPort, beta, gamma], overlapping).podServerIds.keys()].sort()).toEqual(['web-0', 'web-1', 'web-2']);
+  });
+
+  it('the later one takes the pods when the holder is gone, or stops selecting them; a quarantined ID comes back to its pod', () => {
+    const first = desiredFor(beta, [alpha, beta], overlapping, { assigned: [{ id: '0000', podUid: 'uid-web-0', podName: 'web-0', assignedAt: T0 - 1000 }], released: [] });
+    const records = first.allocation!.records;
+    const gone = desiredFor(beta, [beta], overlapping, records, T0 + 1000);
+    expect([...gone.podServerIds].sort()).toEqual([['web-0', '0000'], ['web-1', expect.any(String)], ['web-2', first.podServerIds.get('web-2')]]);
+    expect(status(gone).conditions.find((c) => c.type === 'Degraded')).toMatchObject({ status: 'False' });
+    const narrowed = desiredFor(beta, [alpha, beta], [slice('web', ['web-1']), slice('all', ['web-0', 'web-1', 'web-2'])], records, T0 + 1000);
+    expect([...narrowed.podServerIds.keys()].sort()).toEqual(['web-0', 'web-2']);
+    expect(narrowed.podServerIds.get('web-0')).toBe('0000');
+  });
+
+  it('every pod held by the earlier one: Ready False for that reason, not NoBackends', () => {
+    const d = desiredFor(beta, [alpha, beta], [slice('web', ['web-0', 'web-1']), slice('all', ['web-0', 'web-1'])]);
+    expect(d.podServerIds.size).toBe(0);
+    expect(status(d).conditions.find((c) => c.type === 'Ready')).toMatchObject({ status: 'False', reason: 'BackendPodConflict' });
   });
 });
 

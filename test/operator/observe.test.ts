@@ -1,7 +1,7 @@
 // observe.ts: the config server's view of a data plane, restricted to one load balancer, as desired.ts reads it.
 import { describe, expect, it } from '@jest/globals';
 import type { DataPlaneView } from '../../operator/config-server/cache.js';
-import { created, dataPlaneObservation, observe } from '../../operator/reconcile/observe.js';
+import { backendClaimsOf, created, dataPlaneObservation, observe } from '../../operator/reconcile/observe.js';
 import { INITIAL_STATE } from '../../operator/rotation/machine.js';
 import { EMPTY_RECORDS } from '../../operator/allocation/server-ids.js';
 
@@ -102,6 +102,39 @@ describe('observe', () => {
       ['quiclb-dataplane@n2', 'n2'],
     ]);
     expect(o.nodes).toEqual([{ name: 'n1', labels: { zone: 'a' } }]);
+  });
+
+  it('reads the backend pods of the namespace\'s load balancers from the caches: the first per Service, readable specs only, pods only', () => {
+    const q = (namespace: string, name: string, at: string, serviceName: string) => ({
+      metadata: { namespace, name, creationTimestamp: at as unknown as Date },
+      spec: { backend: { serviceName, portName: 'quic' }, listen: { ports: [443] } },
+    });
+    const ep = (name: string | null, ip: string) => ({ addresses: [ip], ...(name ? { targetRef: { kind: 'Pod', name, uid: `uid-${name}` } } : {}) });
+    const slice = (namespace: string, service: string, endpoints: ReturnType<typeof ep>[]) => ({
+      metadata: { namespace, name: `${service}-x`, labels: { 'kubernetes.io/service-name': service } },
+      addressType: 'IPv4',
+      ports: [{ name: 'quic', port: 8443, protocol: 'UDP' }],
+      endpoints,
+    });
+    const svc = (namespace: string, name: string) => ({ metadata: { namespace, name }, spec: { ports: [{ name: 'quic', port: 443, protocol: 'UDP' }] } });
+    const claims = backendClaimsOf(
+      'ns',
+      [
+        q('ns', 'a', '2026-12-04T10:00:00Z', 'web'),
+        q('ns', 'b', '2026-12-04T09:00:00Z', 'web'), // earlier on the same Service: it claims, a does not
+        q('ns', 'c', '2026-12-04T11:00:00Z', 'all'),
+        q('ns', 'd', '2026-12-04T11:00:00Z', 'missing'),
+        { metadata: { namespace: 'ns', name: 'broken' }, spec: { listen: {} } },
+        q('other', 'e', '2026-12-04T08:00:00Z', 'web'),
+      ],
+      [svc('ns', 'web'), svc('ns', 'all'), svc('other', 'web')],
+      [slice('ns', 'web', [ep('web-0', '192.0.2.1')]), slice('ns', 'all', [ep('web-0', '192.0.2.1'), ep(null, '192.0.2.9')]), slice('other', 'web', [ep('x', '192.0.2.3')])],
+    );
+    expect(claims.map((c) => [c.key, c.createdAt, [...c.pods]])).toEqual([
+      ['ns/b', Date.parse('2026-12-04T09:00:00Z'), ['uid-web-0']],
+      ['ns/c', Date.parse('2026-12-04T11:00:00Z'), ['uid-web-0']],
+      ['ns/d', Date.parse('2026-12-04T11:00:00Z'), []],
+    ]);
   });
 
   it('reads creation times given as strings or Dates', () => {

@@ -19,6 +19,7 @@ const OK: StatusFacts = {
   serverIdsExhausted: null,
   portConflicts: [],
   backendHolder: null,
+  podsHeldByOthers: [],
   dataPlanes: { connected: 2, inSync: 2, pending: [], rejections: [] },
   snapshotVersion: 12,
   keyProblem: null,
@@ -113,6 +114,12 @@ describe('Degraded', () => {
       'BackendConflict',
       /^the pods of Service web are already given server IDs by QuicLoadBalancer team\/first: this load balancer assigns none and is not served until it is gone; use one QuicLoadBalancer per backend Service, or a separate Service$/,
     ],
+    [
+      'pods shared with the backend of an earlier load balancer',
+      { podsHeldByOthers: [{ holder: 'team/first', pods: ['web-0', 'web-1'] }] },
+      'BackendPodConflict',
+      /^2 pod\(s\) of Service web \(web-0, web-1\) are also backends of QuicLoadBalancer team\/first, which gives them their server IDs: this load balancer assigns them none and does not route to them while that one selects them; make the backend Services select disjoint pods$/,
+    ],
     ['user key unusable', { keyProblem: 'Secret qlb-key key "key": missing' }, 'KeyUnavailable', /^Secret qlb-key key "key": missing$/],
     ['server IDs exhausted', { serverIdsExhausted: '2 endpoint(s) have no server ID: ...' }, 'ServerIDsExhausted', /^2 endpoint\(s\) have no server ID/],
     [
@@ -145,6 +152,15 @@ describe('Degraded', () => {
   it('a load balancer on both the port and the Service of an earlier one: PortConflict, also BackendConflict', () => {
     const d = degradedCondition(facts({ portConflicts: [{ port: 443, node: 'n1', holder: 'x/y' }], backendHolder: 'x/y' }));
     expect([d.reason, d.message.endsWith('(also: BackendConflict)')]).toEqual(['PortConflict', true]);
+  });
+
+  it('a BackendPodConflict message stays short however many pods and holders', () => {
+    const long = (i: number) => `${'p'.repeat(200)}-${i}`;
+    const held = Array.from({ length: 50 }, (_, h) => ({ holder: `team/${'h'.repeat(200)}-${h}`, pods: Array.from({ length: 200 }, (_, i) => long(h * 200 + i)) }));
+    const d = degradedCondition(facts({ podsHeldByOthers: held }));
+    expect(d.reason).toBe('BackendPodConflict');
+    expect(d.message).toMatch(/^10000 pod\(s\) of Service web \(.* and 9997 more\) are also backends of earlier QuicLoadBalancers .*team\/h+-0 \(200\).* and 47 more, which/);
+    expect(d.message.length).toBeLessThan(2000);
   });
 
   it('does not report a missing port of a missing Service twice', () => {
@@ -185,6 +201,8 @@ describe('Ready', () => {
     ['another holds the backend Service', { backendHolder: 'team/first', backends: { total: 0, healthy: 0, draining: 0, unassigned: 0 } }, 'False', 'BackendConflict'],
     ['no key and no config yet', { keyProblem: 'no key', rotation: { ...OK.rotation, activeConfigId: null } }, 'False', 'KeyUnavailable'],
     ['no endpoints', { backends: { total: 0, healthy: 0, draining: 0, unassigned: 0 } }, 'False', 'NoBackends'],
+    ['every endpoint held by an earlier load balancer', { backends: { total: 0, healthy: 0, draining: 0, unassigned: 0 }, podsHeldByOthers: [{ holder: 'team/first', pods: ['web-0'] }] }, 'False', 'BackendPodConflict'],
+    ['some endpoints held by an earlier load balancer, the others routing', { podsHeldByOthers: [{ holder: 'team/first', pods: ['web-0'] }] }, 'True', 'Routing'],
     ['endpoints but no IDs', { backends: { total: 0, healthy: 0, draining: 0, unassigned: 3 } }, 'False', 'ServerIDsExhausted'],
     ['no healthy backend', { backends: { total: 2, healthy: 0, draining: 2, unassigned: 0 } }, 'False', 'NoHealthyBackends'],
     ['no data plane', { dataPlanes: { connected: 0, inSync: 0, pending: [], rejections: [] } }, 'False', 'NoDataPlanes'],

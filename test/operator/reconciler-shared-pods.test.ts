@@ -1,0 +1,150 @@
+// reconciler.ts with pods that the backends of two load balancers share: which annotations each one writes or takes
+// off, and which other load balancers a reconcile enqueues. The API is faked; the caches are plain lists.
+import { describe, expect, it } from '@jest/globals';
+import type * as k8s from '@kubernetes/client-node';
+import pino from 'pino';
+import { EMPTY_RECORDS, type ServerIdRecords } from '../../operator/allocation/server-ids.js';
+import type { QuicLoadBalancerObject } from '../../operator/kube/informers.js';
+import { Reconciler, type ReconcilerDeps } from '../../operator/reconcile/reconciler.js';
+import { INITIAL_STATE } from '../../operator/rotation/machine.js';
+import { SERVER_ID_ANNOTATION } from '../../operator/reconcile/spec.js';
+
+const T0 = Date.parse('2026-12-04T12:00:00Z');
+
+function cache<T extends k8s.KubernetesObject>(items: () => T[]) {
+  return {
+    list: (ns?: string) => items().filter((o) => ns === undefined || o.metadata?.namespace === ns),
+    get: (name: string, ns?: string) => items().find((o) => o.metadata?.name === name && (ns === undefined || o.metadata?.namespace === ns)),
+  };
+}
+
+/** Any method, any depth, does nothing (metrics). */
+const noop: unknown = new Proxy(() => undefined, { get: () => noop });
+
+function qlb(name: string, createdAt: number, serviceName: string, port: number, deleting = false): QuicLoadBalancerObject {
+  return {
+    metadata: {
+      namespace: 'team',
+      name,
+      uid: `uid-${name}`,
+      generation: 1,
+      resourceVersion: '1',
+      finalizers: ['quiclb.io/cleanup'],
+      creationTimestamp: new Date(createdAt).toISOString() as unknown as Date,
+      ...(deleting ? { deletionTimestamp: new Date(T0).toISOString() as unknown as Date } : {}),
+    },
+    spec: { backend: { serviceName, portName: 'quic' }, listen: { ports: [port] } },
+  };
+}
+
+function slice(service: string, pods: string[]): k8s.V1EndpointSlice {
+  return {
+    metadata: { namespace: 'team', name: `${service}-slice`, labels: { 'kubernetes.io/service-name': service } },
+    addressType: 'IPv4',
+    ports: [{ name: 'quic', port: 8443, protocol: 'UDP' }],
+    endpoints: pods.map((p) => ({ addresses: [`198.51.100.${10 + Number(p.slice(4))}`], conditions: { ready: true }, targetRef: { kind: 'Pod', name: p, uid: `uid-${p}` } })),
+  };
+}
+
+class World {
+  qlbs: QuicLoadBalancerObject[] = [];
+  slices: k8s.V1EndpointSlice[] = [];
+  readonly services: k8s.V1Service[] = ['web', 'all'].map((name) => ({ metadata: { namespace: 'team', name }, spec: { ports: [{ name: 'quic', port: 443, protocol: 'UDP' }] } }));
+  readonly pods = new Map<string, string | undefined>(['web-0', 'web-1', 'web-2'].map((p) => [p, undefined]));
+  readonly records = new Map<string, ServerIdRecords>();
+  readonly enqueued: string[] = [];
+  readonly reconciler: Reconciler;
+
+  constructor() {
+    const podObjects = () =>
+      [...this.pods].map(([name, id]): k8s.V1Pod => ({ metadata: { namespace: 'team', name, uid: `uid-${name}`, annotations: id === undefined ? {} : { [SERVER_ID_ANNOTATION]: id } } }));
+    const deps = {
+      informers: { qlbs: cache(() => this.qlbs), services: cache(() => this.services), slices: cache(() => this.slices), pods: cache(podObjects), nodes: cache(() => [{ metadata: { name: 'n1' } }]) },
+      ids: {
+        read: (_ns: string, name: string) => Promise.resolve({ records: this.records.get(name) ?? EMPTY_RECORDS, resourceVersion: this.records.has(name) ? '1' : null }),
+        write: (_ns: string, owner: { name: string }, _len: number, records: ServerIdRecords) => Promise.resolve(void this.records.set(owner.name, records)),
+        remove: (_ns: string, name: string) => Promise.resolve(void this.records.delete(name)),
+      },
+      secrets: {
+        readConfigs: () => Promise.resolve({ state: INITIAL_STATE, keys: new Map(), data: null, resourceVersion: null }),
+        writeConfigs: () => Promise.resolve(),
+        removeConfigs: () => Promise.resolve(),
+      },
+      writer: {
+        annotatePod: (_ns: string, pod: string, id: string | null) => Promise.resolve(void this.pods.set(pod, id ?? undefined)),
+        setFinalizers: () => Promise.resolve(),
+        applyStatus: () => Promise.resolve(),
+      },
+      events: { record: () => Promise.resolve() },
+      publisher: { remove: () => 1, set: () => 1, settle: () => undefined, versionOf: () => null, configsAt: () => null },
+      dataPlanes: () => [],
+      metrics: noop,
+      logger: pino({ level: 'silent' }),
+      now: () => T0,
+      freshKey: () => Buffer.alloc(16, 1),
+      enqueue: (k: string) => this.enqueued.push(k),
+    };
+    this.reconciler = new Reconciler(deps as unknown as ReconcilerDeps);
+  }
+}
+
+// alpha (earlier) names Service web, beta (later) Service all; both select web-0 and web-1.
+const ALPHA = qlb('alpha', T0 - 7_200_000, 'web', 443);
+const BETA = qlb('beta', T0 - 3_600_000, 'all', 444);
+
+describe('reconciler: pods shared by two load balancers', () => {
+  it('each annotates only the pods it holds, whatever the order of the reconciles', async () => {
+    const w = new World();
+    w.qlbs = [ALPHA, BETA];
+    w.slices = [slice('web', ['web-0', 'web-1']), slice('all', ['web-0', 'web-1', 'web-2'])];
+    await w.reconciler.reconcile('team/beta');
+    await w.reconciler.reconcile('team/alpha');
+    await w.reconciler.reconcile('team/beta');
+    const alpha = new Map(w.records.get('alpha')!.assigned.map((a) => [a.podName, a.id]));
+    const beta = new Map(w.records.get('beta')!.assigned.map((a) => [a.podName, a.id]));
+    expect([...alpha.keys()]).toEqual(['web-0', 'web-1']);
+    expect([...beta.keys()]).toEqual(['web-2']);
+    expect(Object.fromEntries(w.pods)).toEqual({ 'web-0': alpha.get('web-0'), 'web-1': alpha.get('web-1'), 'web-2': beta.get('web-2') });
+  });
+
+  it('the holder enqueues the later one when it starts or stops holding pods the later one wants, not on every run', async () => {
+    const w = new World();
+    w.qlbs = [ALPHA, BETA];
+    w.slices = [slice('web', ['web-0', 'web-1']), slice('all', ['web-0', 'web-1', 'web-2'])];
+    await w.reconciler.reconcile('team/alpha');
+    expect(w.enqueued).toEqual(['team/beta']);
+    await w.reconciler.reconcile('team/alpha');
+    await w.reconciler.reconcile('team/beta');
+    expect(w.enqueued).toEqual(['team/beta']);
+    // alpha's Service stops selecting one shared pod, then the other: each time beta is told at once and takes it
+    w.slices = [slice('web', ['web-0']), slice('all', ['web-0', 'web-1', 'web-2'])];
+    await w.reconciler.reconcile('team/alpha');
+    expect(w.enqueued).toEqual(['team/beta', 'team/beta']);
+    await w.reconciler.reconcile('team/beta');
+    expect(w.records.get('beta')!.assigned.map((a) => a.podName).sort()).toEqual(['web-1', 'web-2']);
+    w.slices = [slice('web', ['web-9']), slice('all', ['web-0', 'web-1', 'web-2'])];
+    await w.reconciler.reconcile('team/alpha');
+    expect(w.enqueued).toEqual(['team/beta', 'team/beta', 'team/beta']);
+    await w.reconciler.reconcile('team/beta');
+    expect(w.records.get('beta')!.assigned.map((a) => a.podName).sort()).toEqual(['web-0', 'web-1', 'web-2']);
+  });
+
+  it("the later one's teardown leaves the holder's annotations, even when its stale records give a pod the same ID", async () => {
+    const w = new World();
+    w.qlbs = [ALPHA, qlb('beta', T0 - 3_600_000, 'all', 444, true)];
+    w.slices = [slice('web', ['web-0']), slice('all', ['web-0', 'web-2'])];
+    // beta held web-0 before alpha's Service selected it; alpha gave web-0 the same value
+    w.records.set('beta', {
+      assigned: [
+        { id: '0000', podUid: 'uid-web-0', podName: 'web-0', assignedAt: T0 - 5000 },
+        { id: '0001', podUid: 'uid-web-2', podName: 'web-2', assignedAt: T0 - 5000 },
+      ],
+      released: [],
+    });
+    w.pods.set('web-0', '0000');
+    w.pods.set('web-2', '0001');
+    await w.reconciler.reconcile('team/beta');
+    expect(w.records.has('beta')).toBe(false); // torn down
+    expect(Object.fromEntries(w.pods)).toEqual({ 'web-0': '0000', 'web-1': undefined, 'web-2': undefined });
+  });
+});
