@@ -34,6 +34,12 @@ import {
   type SocketAddress,
 } from './gen/quiclb/v1/distribution.js';
 
+/**
+ * Hello.capabilities entry of a data plane that applies Snapshot.retained. The server sends `retained` only to
+ * those (operator/config-server/stream.ts).
+ */
+export const RETAINED_CAPABILITY = 'retained-load-balancers';
+
 /** Bounds of what a data plane accepts from the wire (its cost is bounded before anything is built). */
 export const WIRE_LIMITS = Object.freeze({ loadBalancers: 256, listen: 64, servers: 100_000, nameLength: 253 });
 
