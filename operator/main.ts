@@ -26,6 +26,7 @@ import { SecretStore } from './kube/secrets.js';
 import { ObjectWriter } from './kube/writers.js';
 import { OperatorMetrics, serveMonitoring } from './metrics.js';
 import { WorkQueue } from './queue/work-queue.js';
+import { servingNodesOf } from './reconcile/observe.js';
 import { SnapshotPublisher } from './reconcile/publisher.js';
 import { setupTracing } from './tracing.js';
 import { Reconciler } from './reconcile/reconciler.js';
@@ -128,6 +129,7 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
   const metrics = new OperatorMetrics(registry, {
     connectedDataPlanes: () => term?.configServer.dataPlanes().filter((d) => d.connected).length ?? 0,
     queueLength: () => term?.queue.length ?? 0,
+    retainedLoadBalancers: () => term?.publisher.retainedCount ?? 0,
   });
   const nodeNames = () => informers.nodes.list().map((n) => n.metadata?.name ?? '').filter((n) => n !== '');
   const all = () => {
@@ -167,7 +169,12 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
   async function act(): Promise<Term> {
     const source = new InMemorySnapshotSource();
     const initial = informers.qlbs.list().map(objectKey);
-    const publisher = new SnapshotPublisher(source, logger.child({ component: 'publisher' }), initial);
+    const retainNodesOf = (key: string): readonly string[] | null => {
+      const slash = key.indexOf('/');
+      const qlb = informers.qlbs.get(key.slice(slash + 1), key.slice(0, slash));
+      return qlb ? servingNodesOf(qlb, informers.qlbs.list(), informers.nodes.list()) : [];
+    };
+    const publisher = new SnapshotPublisher(source, logger.child({ component: 'publisher' }), initial, retainNodesOf);
     publisher.setNodes(nodeNames());
     const configServer = new ConfigServer({
       source,

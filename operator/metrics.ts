@@ -8,6 +8,8 @@ export interface OperatorMetricsSource {
   connectedDataPlanes(): number;
   /** Keys waiting in the work queue. */
   queueLength(): number;
+  /** Load balancers the data planes keep as they have them (not reconciled since the start-up hold ended). */
+  retainedLoadBalancers?(): number;
 }
 
 export type ReconcileResult = 'success' | 'requeue' | 'conflict' | 'error';
@@ -51,6 +53,14 @@ export class OperatorMetrics {
       registers,
       collect() {
         this.set(source.connectedDataPlanes());
+      },
+    });
+    new Gauge({
+      name: 'quiclb_operator_retained_load_balancers',
+      help: 'QuicLoadBalancers not reconciled since this operator started acting whose start-up hold ended: data planes keep them as they have them (Snapshot.retained).',
+      registers,
+      collect() {
+        this.set(source.retainedLoadBalancers?.() ?? 0);
       },
     });
     new Gauge({

@@ -34,6 +34,12 @@ import {
   type SocketAddress,
 } from './gen/quiclb/v1/distribution.js';
 
+/**
+ * Hello.capabilities entry of a data plane that applies Snapshot.retained. The server sends `retained` only to
+ * those (operator/config-server/stream.ts).
+ */
+export const RETAINED_CAPABILITY = 'retained-load-balancers';
+
 /** Bounds of what a data plane accepts from the wire (its cost is bounded before anything is built). */
 export const WIRE_LIMITS = Object.freeze({ loadBalancers: 256, listen: 64, servers: 100_000, nameLength: 253 });
 
@@ -41,6 +47,8 @@ export interface WireSnapshotContent {
   /** Snapshot.version as a number (exact up to 2^53). */
   readonly version: number;
   readonly loadBalancers: readonly DataplaneSnapshot[];
+  /** Snapshot.retained: load balancers to keep as they are in force (unique, none also in loadBalancers). */
+  readonly retained: readonly string[];
 }
 
 // ---- runtime -> wire (operator side)
@@ -111,9 +119,12 @@ export function loadBalancerToWire(s: DataplaneSnapshot): LoadBalancer {
   };
 }
 
-/** A wire snapshot of `loadBalancers` (their own `version` fields are ignored: the wire version applies to all). */
-export function snapshotToWire(version: number, nonce: string, loadBalancers: readonly DataplaneSnapshot[], created = new Date()): Snapshot {
-  return { version: BigInt(version), nonce, loadBalancers: loadBalancers.map(loadBalancerToWire), created };
+/**
+ * A wire snapshot of `loadBalancers` (their own `version` fields are ignored: the wire version applies to all), and
+ * the names the data plane keeps as it has them (`retained`).
+ */
+export function snapshotToWire(version: number, nonce: string, loadBalancers: readonly DataplaneSnapshot[], created = new Date(), retained: readonly string[] = []): Snapshot {
+  return { version: BigInt(version), nonce, loadBalancers: loadBalancers.map(loadBalancerToWire), created, retained: [...retained] };
 }
 
 // ---- wire -> runtime (data-plane side)
@@ -282,14 +293,33 @@ function loadBalancerFromWire(field: string, lb: LoadBalancer, version: number):
   }
 }
 
+/** Snapshot.retained: bounded, each a valid name, unique, none also a load balancer of the snapshot. */
+export function retainedFromWire(s: Snapshot): string[] {
+  const total = s.loadBalancers.length + s.retained.length;
+  if (total > WIRE_LIMITS.loadBalancers) fail('retained', `at most ${WIRE_LIMITS.loadBalancers} load balancers with load_balancers, got ${s.loadBalancers.length} + ${s.retained.length}`);
+  const present = new Map(s.loadBalancers.map((lb, i) => [lb.name, i]));
+  const seen = new Map<string, number>();
+  return s.retained.map((n, i) => {
+    const field = `retained[${i}]`;
+    name(field, n);
+    const prev = seen.get(n);
+    if (prev !== undefined) fail(field, `${JSON.stringify(n)} is also retained[${prev}]`);
+    const lb = present.get(n);
+    if (lb !== undefined) fail(field, `${JSON.stringify(n)} is also the name of load_balancers[${lb}]`);
+    seen.set(n, i);
+    return n;
+  });
+}
+
 /**
  * Converts and validates a wire snapshot as a whole: every load balancer (validateSnapshot), unique names, no
- * listen address served twice. Throws ConfigError whose `field` is the wire path.
+ * listen address served twice, the retained names. Throws ConfigError whose `field` is the wire path.
  */
 export function snapshotFromWire(s: Snapshot): WireSnapshotContent {
   if (s.version > BigInt(Number.MAX_SAFE_INTEGER)) fail('version', `must be at most ${Number.MAX_SAFE_INTEGER}`);
   const version = Number(s.version);
   if (s.loadBalancers.length > WIRE_LIMITS.loadBalancers) fail('load_balancers', `at most ${WIRE_LIMITS.loadBalancers}, got ${s.loadBalancers.length}`);
+  const retained = retainedFromWire(s);
   const names = new Map<string, number>();
   const listeners = new Map<string, string>();
   const loadBalancers = s.loadBalancers.map((lb, i) => {
@@ -307,5 +337,5 @@ export function snapshotFromWire(s: Snapshot): WireSnapshotContent {
     });
     return snapshot;
   });
-  return { version, loadBalancers };
+  return { version, loadBalancers, retained };
 }

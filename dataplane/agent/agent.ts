@@ -13,7 +13,7 @@ import { AggregatorRegistry, Registry } from 'prom-client';
 import { formatSocketAddress } from '../../lib/config/address.js';
 import type { SocketAddress } from '../../lib/config/snapshot.js';
 import { ConfigError } from '../../lib/quiclb/config.js';
-import { snapshotFromWire } from '../../proto/convert.js';
+import { RETAINED_CAPABILITY, snapshotFromWire } from '../../proto/convert.js';
 import { Snapshot, type Hello } from '../../proto/gen/quiclb/v1/distribution.js';
 import { clientCredentials } from '../../proto/tls.js';
 import { ListenLocks } from '../listen-lock.js';
@@ -27,6 +27,7 @@ import { InProcessEngine, WorkerEngine, type LbEngine } from './engines.js';
 import { LoadBalancerSet, type ApplyFailure } from './load-balancers.js';
 import { readNodeToken } from './node-token.js';
 import { OperatorStream } from './operator-stream.js';
+import { mergeRetained, type MergedSnapshot } from './retained.js';
 import { backendHealth, countersFromMetrics, HealthReporter } from './reports.js';
 import { SnapshotStore, StateFileError } from './state-store.js';
 import { softwareVersion } from './version.js';
@@ -77,7 +78,7 @@ export interface AgentHandle {
   stop(): Promise<void>;
 }
 
-export const CAPABILITIES = ['health-reports', 'counters', 'workers', 'state-dir'];
+export const CAPABILITIES = ['health-reports', 'counters', 'workers', 'state-dir', RETAINED_CAPABILITY];
 
 /** Entries per HealthReport message. */
 const HEALTH_REPORT_CHUNK = 1000;
@@ -148,18 +149,43 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
   };
   const store = options.stateDir ? new SnapshotStore(options.stateDir) : null;
 
-  /** Validates and puts a wire snapshot in force; null on success, else why not (nothing changed then). */
-  const putInForce = async (wire: Snapshot, source: InForce['source']): Promise<ApplyFailure | null> => {
+  const configFailure = (e: unknown): ApplyFailure =>
+    e instanceof ConfigError ? { field: e.field, message: e.message.slice(e.field.length + 2) } : { field: '', message: (e as Error).message };
+
+  /** The snapshot `wire` asks for: with the load balancers it retains taken from the one in force (retained.ts). */
+  const resolve = (wire: Snapshot): MergedSnapshot | ApplyFailure => {
+    try {
+      return mergeRetained(wire, inForce?.wire ?? null);
+    } catch (e) {
+      return configFailure(e);
+    }
+  };
+
+  /** Missing retained names already logged (once each, until they are no longer missing). */
+  const missingLogged = new Set<string>();
+  const logMissing = (m: MergedSnapshot, version: number) => {
+    for (const name of m.missing) {
+      if (missingLogged.has(name)) continue;
+      missingLogged.add(name);
+      logger.warn({ version, lb: name }, 'the operator asks to keep a load balancer this data plane does not serve: left out');
+    }
+    for (const name of missingLogged) if (!m.missing.includes(name)) missingLogged.delete(name);
+  };
+
+  /** Validates and puts a snapshot in force; null on success, else why not (nothing changed then). */
+  const putInForce = async (m: MergedSnapshot, source: InForce['source']): Promise<ApplyFailure | null> => {
     let content;
     try {
-      content = snapshotFromWire(wire);
+      content = snapshotFromWire(m.wire);
     } catch (e) {
-      if (e instanceof ConfigError) return { field: e.field, message: e.message.slice(e.field.length + 2) };
-      return { field: '', message: (e as Error).message };
+      const f = configFailure(e);
+      return { field: m.fieldOf(f.field), message: m.messageOf(f.field, f.message) };
     }
-    const failure = await lbs.apply(content.loadBalancers);
-    if (failure) return failure;
-    inForce = { wire, version: content.version, content: contentOf(wire), source };
+    // A retained load balancer is given the very snapshot it runs: LoadBalancerSet leaves it untouched.
+    const next = content.loadBalancers.map((s) => (m.kept.has(s.name) ? (lbs.get(s.name)?.snapshot ?? s) : s));
+    const failure = await lbs.apply(next);
+    if (failure) return { field: m.fieldOf(failure.field), message: m.messageOf(failure.field, failure.message) };
+    inForce = { wire: m.wire, version: content.version, content: contentOf(m.wire), source };
     return null;
   };
 
@@ -169,7 +195,8 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
       const saved = store.load();
       if (saved === null) logger.info({ state_dir: store.dir }, 'no saved snapshot; waiting for the operator');
       else {
-        const failure = await putInForce(saved, 'state-dir');
+        const merged = mergeRetained({ ...saved, retained: [] }, null);
+        const failure = await putInForce(merged, 'state-dir');
         if (failure) {
           counters.stateFile.inc({ op: 'read', result: 'error' });
           logger.error({ file: store.path, field: failure.field, error: failure.message }, 'saved snapshot cannot be used; ignoring it and waiting for the operator');
@@ -193,7 +220,16 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
     const s = stream!;
     const version = wire.version;
     const nonce = wire.nonce;
-    if (inForce !== null && contentOf(wire).equals(inForce.content)) {
+    const nack = (failure: ApplyFailure) => {
+      counters.snapshots.inc({ result: 'rejected' });
+      lastRejected = { version: Number(version), ...failure };
+      logger.warn({ version: Number(version), nonce, field: failure.field, error: failure.message, in_force: inForce?.version ?? null }, 'snapshot rejected; keeping the last good one');
+      s.send({ $case: 'nack', nack: { version, nonce, field: clip(failure.field, 1024), message: clip(failure.message, 2048) } }, streamId);
+    };
+    const merged = resolve(wire);
+    if (!('wire' in merged)) return nack(merged);
+    logMissing(merged, Number(version));
+    if (inForce !== null && contentOf(merged.wire).equals(inForce.content)) {
       counters.snapshots.inc({ result: 'unchanged' });
       logger.debug({ version: Number(version), nonce }, 'snapshot already in force');
       // A snapshot restored from --state-dir is now confirmed by the operator (/readyz says so).
@@ -205,23 +241,20 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
     applyingFrom = streamId;
     let failure;
     try {
-      failure = await putInForce(wire, 'operator');
+      failure = await putInForce(merged, 'operator');
     } finally {
       applyingFrom = -1;
     }
     if (failure) {
       lbs.syncAllHealth(); // the rollback ran under the rejected snapshot's rule
-      counters.snapshots.inc({ result: 'rejected' });
-      lastRejected = { version: Number(version), ...failure };
-      logger.warn({ version: Number(version), nonce, field: failure.field, error: failure.message, in_force: inForce?.version ?? null }, 'snapshot rejected; keeping the last good one');
-      s.send({ $case: 'nack', nack: { version, nonce, field: clip(failure.field, 1024), message: clip(failure.message, 2048) } }, streamId);
-      return;
+      return nack(failure);
     }
     counters.snapshots.inc({ result: 'applied' });
-    logger.info({ version: Number(version), nonce, load_balancers: lbs.list().map((l) => l.name) }, 'snapshot applied');
+    logger.info({ version: Number(version), nonce, load_balancers: lbs.list().map((l) => l.name), retained: [...merged.kept] }, 'snapshot applied');
     if (store) {
       try {
-        store.save(wire);
+        // What is in force: with the retained load balancers, so a restart without the operator keeps them too.
+        store.save(merged.wire);
         counters.stateFile.inc({ op: 'write', result: 'success' });
       } catch (e) {
         counters.stateFile.inc({ op: 'write', result: 'error' });

@@ -71,7 +71,8 @@ export class LoadBalancerSet {
 
   /**
    * Puts `next` in force (its order is the wire order, for error paths). Resolves null on success, else the
-   * failure, with the previous load balancers running as before.
+   * failure, with the previous load balancers running as before. A load balancer whose entry is the very snapshot
+   * object it runs (a retained one, Snapshot.retained) is left as it is: no apply, its checker untouched.
    */
   async apply(next: readonly DataplaneSnapshot[]): Promise<ApplyFailure | null> {
     const { logger, listenLocks } = this.options;
@@ -93,7 +94,10 @@ export class LoadBalancerSet {
       lb.snapshot.listen.some((a) => a.port !== 0 && !s.listen.some((b) => formatSocketAddress(b) === formatSocketAddress(a)));
     const rank = ({ s, lb }: { s: DataplaneSnapshot; lb: LoadBalancer | undefined }) =>
       lb === undefined ? (s.listen.some((a) => held.has(formatSocketAddress(a))) ? 2 : 0) : releases(s, lb) ? 1 : 2;
-    const steps = next.map((s, index) => ({ s, index, lb: this.lbs.get(s.name) })).sort((a, b) => rank(a) - rank(b));
+    const steps = next
+      .map((s, index) => ({ s, index, lb: this.lbs.get(s.name) }))
+      .filter(({ s, lb }) => lb === undefined || lb.snapshot !== s)
+      .sort((a, b) => rank(a) - rank(b));
 
     const undo: (() => Promise<void>)[] = [];
     const started: LoadBalancer[] = [];

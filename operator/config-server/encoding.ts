@@ -19,27 +19,30 @@ export interface EncodedParts {
   readonly version: number;
   /** Field 1 (version). */
   readonly head: Uint8Array;
-  /** Fields 3 (load_balancers) and 4 (created). */
+  /** Fields 3 (load_balancers), 4 (created) and 5 (retained). */
   readonly tail: Uint8Array;
+  /** The retained names encoded in `tail`, joined (part of the cache key). */
+  readonly retainedKey: string;
 }
 
 const cache = new WeakMap<readonly DataplaneSnapshot[], EncodedParts>();
 
 /**
- * Converts and encodes the snapshot parts once per (load-balancer list, version); throws what the conversion
- * throws. Call it before nonce-specific work so a bad source fails before anything is booked.
+ * Converts and encodes the snapshot parts once per (load-balancer list, version, retained names); throws what the
+ * conversion throws. Call it before nonce-specific work so a bad source fails before anything is booked.
  */
-export function prepareSnapshot(version: number, loadBalancers: readonly DataplaneSnapshot[]): EncodedParts {
+export function prepareSnapshot(version: number, loadBalancers: readonly DataplaneSnapshot[], retained: readonly string[] = []): EncodedParts {
+  const retainedKey = retained.join('\0');
   const hit = cache.get(loadBalancers);
-  if (hit && hit.version === version) return hit;
-  const head = Snapshot.encode({ version: BigInt(version), nonce: '', loadBalancers: [], created: undefined }).finish();
-  const tail = Snapshot.encode({ version: 0n, nonce: '', loadBalancers: loadBalancers.map(loadBalancerToWire), created: new Date() }).finish();
-  const p = { version, head, tail };
+  if (hit && hit.version === version && hit.retainedKey === retainedKey) return hit;
+  const head = Snapshot.encode({ version: BigInt(version), nonce: '', loadBalancers: [], created: undefined, retained: [] }).finish();
+  const tail = Snapshot.encode({ version: 0n, nonce: '', loadBalancers: loadBalancers.map(loadBalancerToWire), created: new Date(), retained: [...retained] }).finish();
+  const p = { version, head, tail, retainedKey };
   cache.set(loadBalancers, p);
   return p;
 }
 
-/** StreamConfigResponse{snapshot: {version, nonce, load_balancers, created}} as bytes. */
+/** StreamConfigResponse{snapshot: {version, nonce, load_balancers, created, retained}} as bytes. */
 export function encodePush(p: EncodedParts, nonce: string): EncodedResponse {
   const nonceField = nonce === '' ? new Uint8Array(0) : new BinaryWriter().uint32(18).string(nonce).finish(); // proto3: '' is not written
   const bodyLength = p.head.length + nonceField.length + p.tail.length;

@@ -16,8 +16,13 @@ export interface DataPlaneKey {
 export interface SourceSnapshot {
   /** The source's global version when this was published; increases with every publication. */
   readonly version: number;
-  /** Every load balancer the data plane serves (an empty list: serve nothing). */
+  /** Every load balancer the data plane serves (an empty list: serve nothing, unless `retained` names some). */
   readonly loadBalancers: readonly DataplaneSnapshot[];
+  /**
+   * Load balancers the data plane keeps as it has them (Snapshot.retained): the source cannot say what they should
+   * be now. Never also in `loadBalancers`. Absent: none.
+   */
+  readonly retained?: readonly string[];
 }
 
 export interface SnapshotSource {
@@ -38,11 +43,15 @@ export function nextVersion(previous: number, now = Date.now()): number {
   return Math.max(previous + 1, Math.floor(now));
 }
 
-/** Desired state: load balancers per data-plane identity (identity.ts), else per node name, else `all`. */
+/**
+ * Desired state: load balancers per data-plane identity (identity.ts), else per node name, else `all`; and per
+ * node name the load balancers its data planes keep as they have them (only with a `byNode` entry).
+ */
 export interface DesiredState {
   readonly all?: readonly DataplaneSnapshot[];
   readonly byNode?: ReadonlyMap<string, readonly DataplaneSnapshot[]>;
   readonly byIdentity?: ReadonlyMap<string, readonly DataplaneSnapshot[]>;
+  readonly retainedByNode?: ReadonlyMap<string, readonly string[]>;
 }
 
 /** A source held in memory: `publish()` replaces the whole desired state and bumps the version. */
@@ -72,8 +81,14 @@ export class InMemorySnapshotSource implements SnapshotSource {
   snapshotFor(dataPlane: DataPlaneKey): SourceSnapshot | null {
     const d = this.desired;
     if (d === null) return null;
-    const loadBalancers = d.byIdentity?.get(dataPlane.identity) ?? d.byNode?.get(dataPlane.nodeName) ?? d.all;
-    return loadBalancers === undefined ? null : { version: this.current, loadBalancers };
+    const byIdentity = d.byIdentity?.get(dataPlane.identity);
+    if (byIdentity !== undefined) return { version: this.current, loadBalancers: byIdentity };
+    const byNode = d.byNode?.get(dataPlane.nodeName);
+    if (byNode !== undefined) {
+      const retained = d.retainedByNode?.get(dataPlane.nodeName);
+      return retained !== undefined && retained.length > 0 ? { version: this.current, loadBalancers: byNode, retained } : { version: this.current, loadBalancers: byNode };
+    }
+    return d.all === undefined ? null : { version: this.current, loadBalancers: d.all };
   }
 
   subscribe(listener: (version: number) => void): () => void {

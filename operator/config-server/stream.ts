@@ -19,6 +19,12 @@
  * (a port held for a moment, a descriptor limit) heals without a new version, a snapshot it can never take costs a
  * Nack every 16 min at most.
  * Acks and Nacks whose nonce is not the latest push's answer a push that a newer one replaced, and are ignored.
+ *
+ * Snapshot.retained (load balancers the data plane keeps as it has them) goes only to a data plane whose Hello
+ * announces RETAINED_CAPABILITY. An older one would ignore the field and close those listeners, so while the source
+ * retains anything for its node it is sent nothing and keeps forwarding with what it has (as during the operator's
+ * start-up hold), unless its Hello said it forwards with nothing (version 0): then it gets the load balancers
+ * without the retained ones, since it has nothing of theirs to lose.
  */
 import { Metadata, status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
@@ -26,6 +32,7 @@ import type { StreamConfigRequest, StreamConfigResponse } from '../../proto/gen/
 import { helloInfo, type BackendHealthView, type DataPlaneCache, type PushInfo } from './cache.js';
 import { dataPlaneIdentity } from './identity.js';
 import { encodePush, prepareSnapshot, type EncodedParts, type EncodedResponse } from './encoding.js';
+import { RETAINED_CAPABILITY } from '../../proto/convert.js';
 import type { ConfigServerMetrics } from './metrics.js';
 import type { NodeAuthenticator } from './node-auth.js';
 import { checkRequest, isMalformed, RequestError, type MalformedRequest, type RequestLimits } from './request-limits.js';
@@ -87,6 +94,12 @@ export class DataPlaneStream {
   private retryTimer: NodeJS.Timeout | null = null;
   /** The Hello's node is being confirmed (node authentication). */
   private verifying = false;
+  /** The data plane applies Snapshot.retained (its Hello announced RETAINED_CAPABILITY). */
+  private retains = false;
+  /** Its Hello said it forwards with nothing (current_version 0). */
+  private startedEmpty = false;
+  /** A push is withheld because the data plane cannot retain (logged once until the next push). */
+  private withheld = false;
   readonly peer: string;
 
   constructor(
@@ -222,6 +235,8 @@ export class DataPlaneStream {
 
   private adoptHello(hello: ReturnType<typeof helloInfo>): void {
     this.key = { identity: dataPlaneIdentity(this.certificateName, hello.nodeName), nodeName: hello.nodeName };
+    this.retains = hello.capabilities.includes(RETAINED_CAPABILITY);
+    this.startedEmpty = hello.currentVersion === 0;
     this.host.adopt(this);
     this.host.cache.connected(this.identity, this.certificateName, hello, this.peer, new Date());
     this.host.logger.info(
@@ -281,9 +296,24 @@ export class DataPlaneStream {
     if (this.closed || this.key === null || this.writing || this.answerTimer !== null) return;
     let snap: SourceSnapshot | null;
     let encoded: EncodedParts;
+    let retained: readonly string[];
     try {
       snap = this.host.source.snapshotFor(this.key);
       if (snap === null) return;
+      retained = snap.retained ?? [];
+      if (retained.length > 0 && !this.retains) {
+        if (!this.startedEmpty) {
+          if (!this.withheld) {
+            this.host.logger.warn(
+              { identity: this.identity, version: snap.version, retained: retained.length, capability: RETAINED_CAPABILITY },
+              'data plane cannot keep load balancers the operator could not reconcile yet: nothing is sent to it until they are',
+            );
+          }
+          this.withheld = true;
+          return;
+        }
+        retained = [];
+      }
       // The version last pushed goes again only when it was rejected and its retry is due (next line).
       if (this.lastSent !== null && (snap.version < this.lastSent.version || (snap.version === this.lastSent.version && this.lastAnswer !== 'nack'))) return;
       if (snap.version <= this.host.cache.rejectedVersion(this.identity)) return;
@@ -291,12 +321,13 @@ export class DataPlaneStream {
       if (nack?.version === snap.version) {
         this.host.logger.info({ identity: this.identity, version: snap.version, rejectedAt: nack.at.toISOString() }, 'offering a rejected snapshot again');
       }
-      encoded = prepareSnapshot(snap.version, snap.loadBalancers);
+      encoded = prepareSnapshot(snap.version, snap.loadBalancers, retained);
     } catch (e) {
       // A source bug must not take the server down; the stream keeps its last push and retries on the next change.
       this.host.logger.error({ identity: this.identity, err: (e as Error).message }, 'cannot build the snapshot for a data plane');
       return;
     }
+    this.withheld = false;
     const nonce = this.host.nextNonce();
     const push: PushInfo = { version: snap.version, nonce, at: new Date() };
     this.lastSent = push;

@@ -18,7 +18,7 @@ import { encodeConfigsSecret } from '../rotation/secret-codec.js';
 import { liveConfigs, stepRotation, type DataPlaneAcks, type MachineState, type RotationResult } from '../rotation/machine.js';
 import type { StatusFacts } from '../status/facts.js';
 import { decideHealth, staleAfterMs, type DataPlaneHealth } from './health-verdict.js';
-import { backendHolder, claimFor, podOwnership, portConflicts, type BackendClaim, type NodeView, type PortClaim } from './port-claims.js';
+import { backendHolder, claimFor, podOwnership, portConflicts, servingNodes, type BackendClaim, type NodeView, type PortClaim } from './port-claims.js';
 import { readSpec, ROTATE_ANNOTATION, type QuicLoadBalancerSpec } from './spec.js';
 
 /** discovery.k8s.io/v1 EndpointSlice, reduced (client-node's V1EndpointSlice fits as is). */
@@ -213,7 +213,7 @@ export function computeDesired(o: Observed): Desired {
   const holder = backendHolder(mine, o.otherClaims);
   const conflicts = portConflicts(mine, o.otherClaims);
   const conflictNodes = new Set(conflicts.map((c) => c.node));
-  const nodes = holder !== null ? [] : [...mine.nodes].filter((n) => !conflictNodes.has(n)).sort();
+  const nodes = servingNodes(mine, o.otherClaims);
   const serving = new Set(nodes);
   const dataPlanes = o.dataPlanes.filter((d) => serving.has(d.nodeName));
   if (conflicts.length > 0) {

@@ -11,7 +11,7 @@ import type { QuicLoadBalancerObject } from '../kube/informers.js';
 import type { MachineState } from '../rotation/machine.js';
 import { backendPods, type DataPlaneObservation, type EndpointSliceView, type Observed, type ServiceView } from './desired.js';
 import type { HealthReportEntry } from './health-verdict.js';
-import { claimsOf, isEarlier, type BackendClaim, type NodeView } from './port-claims.js';
+import { claimFor, claimsOf, isEarlier, servingNodes, type BackendClaim, type NodeView } from './port-claims.js';
 import { readSpec, type QuicLoadBalancerSpec } from './spec.js';
 import type { ConfigAck } from './publisher.js';
 
@@ -106,6 +106,29 @@ export function backendClaimsOf(
   });
 }
 
+function otherObjects(allQlbs: readonly QuicLoadBalancerObject[], namespace: string, name: string) {
+  return allQlbs
+    .filter((o) => !(o.metadata?.namespace === namespace && o.metadata?.name === name))
+    .map((o) => ({ namespace: o.metadata?.namespace ?? '', name: o.metadata?.name ?? '', createdAt: created(o), spec: o.spec }));
+}
+
+/**
+ * The nodes that serve `qlb` by the operator's view now (computeDesired's rule, for a load balancer that cannot be
+ * reconciled), or null when its spec cannot be read.
+ */
+export function servingNodesOf(qlb: QuicLoadBalancerObject, allQlbs: readonly QuicLoadBalancerObject[], nodes: readonly k8s.V1Node[]): string[] | null {
+  const namespace = qlb.metadata?.namespace ?? '';
+  const name = qlb.metadata?.name ?? '';
+  let spec;
+  try {
+    spec = readSpec(qlb.spec);
+  } catch {
+    return null;
+  }
+  const views = nodeViews(nodes);
+  return servingNodes(claimFor(`${namespace}/${name}`, created(qlb), spec, views), claimsOf(otherObjects(allQlbs, namespace, name), views));
+}
+
 export function observe(i: ObserveInput): Observed {
   const meta = i.qlb.metadata ?? {};
   const namespace = meta.namespace ?? '';
@@ -118,9 +141,7 @@ export function observe(i: ObserveInput): Observed {
   const endpointSlices: EndpointSliceView[] =
     serviceName === null ? [] : i.slices.filter((s) => s.metadata?.namespace === namespace && s.metadata?.labels?.['kubernetes.io/service-name'] === serviceName);
   const nodes = nodeViews(i.nodes);
-  const others = i.allQlbs
-    .filter((o) => !(o.metadata?.namespace === namespace && o.metadata?.name === name))
-    .map((o) => ({ namespace: o.metadata?.namespace ?? '', name: o.metadata?.name ?? '', createdAt: created(o), spec: o.spec }));
+  const others = otherObjects(i.allQlbs, namespace, name);
   return {
     namespace,
     name,

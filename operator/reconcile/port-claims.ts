@@ -129,6 +129,16 @@ export function podOwnership(self: { readonly key: string; readonly createdAt: n
   return { heldByOthers, waiting };
 }
 
+/**
+ * The nodes that serve `self`: those it selects, minus those where an earlier claim holds one of its ports; none
+ * while an earlier load balancer holds its backend Service.
+ */
+export function servingNodes(self: PortClaim, others: readonly PortClaim[]): string[] {
+  if (backendHolder(self, others) !== null) return [];
+  const conflictNodes = new Set(portConflicts(self, others).map((c) => c.node));
+  return [...self.nodes].filter((n) => !conflictNodes.has(n)).sort();
+}
+
 export interface NodeView {
   readonly name: string;
   readonly labels?: Readonly<Record<string, string>>;

@@ -9,6 +9,13 @@
  *
  * Nothing is published until every load balancer that existed at start has been reconciled once (or the hold
  * ends, `releaseHold()`): a restarted operator must not push a partial set that would close the others' listeners.
+ * When the hold ends by timeout, the load balancers still waiting (their reconcile keeps failing: an API write
+ * refused, say) are *retained*: each node they select (`retainNodesOf`, every node when that cannot be told) is
+ * told to keep them exactly as it has them (Snapshot.retained), since this process does not know their content
+ * and dropping them would close their listeners. A retained load balancer stops being retained at its first
+ * set() (its content replaces the retention), settle() or remove() (it is not served: what the hold's end did
+ * before). Its configs are unknown, so configsAt() holds none for it in the versions that retain it: an ACK of
+ * such a version promotes nothing of it.
  *
  * A load balancer's content is compared without its version: an unchanged one publishes nothing new. Per version,
  * it remembers each load balancer's config ids and fingerprints (what an ACK of that version means for rotation)
@@ -38,6 +45,8 @@ export class SnapshotPublisher {
   private readonly entries = new Map<string, Entry>();
   private nodes: readonly string[] = [];
   private readonly waitingFor: Set<string>;
+  /** Keys the hold's end found still waiting: data planes keep them as they have them. */
+  private readonly retained = new Set<string>();
   private held: boolean;
   private readonly history = new Map<number, { configs: Map<string, ConfigAck[]>; correlationIds: string[] }>();
   private pendingCorrelation: string[] = [];
@@ -47,6 +56,8 @@ export class SnapshotPublisher {
     private readonly logger: Logger,
     /** Load balancer keys that exist at start: publishing waits until each was set or removed. */
     initialKeys: readonly string[],
+    /** The nodes a retained load balancer is kept on (asked at every publication); null: every node. */
+    private readonly retainNodesOf: (key: string) => readonly string[] | null = () => null,
   ) {
     this.waitingFor = new Set(initialKeys);
     this.held = this.waitingFor.size > 0;
@@ -54,6 +65,11 @@ export class SnapshotPublisher {
 
   get isHeld(): boolean {
     return this.held;
+  }
+
+  /** How many load balancers the data planes are told to keep as they have them. */
+  get retainedCount(): number {
+    return this.retained.size;
   }
 
   /** The node names the API server knows. */
@@ -69,6 +85,7 @@ export class SnapshotPublisher {
     const canonical = JSON.stringify(snapshotToJson({ ...snapshot, version: 0 }));
     const prev = this.entries.get(key);
     this.waitingFor.delete(key);
+    this.endRetention(key, 'reconciled');
     if (prev && prev.canonical === canonical && prev.nodes.join('\0') === [...nodes].sort().join('\0')) {
       this.maybeRelease();
       return prev.version;
@@ -83,7 +100,9 @@ export class SnapshotPublisher {
   /** Drops one load balancer (deleted, or no longer buildable); returns the version published (0 while held or unchanged). */
   remove(key: string, correlationId: string): number {
     this.waitingFor.delete(key);
+    const wasRetained = this.endRetention(key, 'removed');
     if (!this.entries.delete(key)) {
+      if (wasRetained) return this.publish(key);
       this.maybeRelease();
       return 0;
     }
@@ -94,15 +113,33 @@ export class SnapshotPublisher {
 
   /** `key` was reconciled but has nothing to publish (invalid spec, no key yet): stop waiting for it. */
   settle(key: string): void {
-    if (this.waitingFor.delete(key)) this.maybeRelease();
+    if (this.endRetention(key, 'reconciled with nothing to publish')) this.publish(key);
+    else if (this.waitingFor.delete(key)) this.maybeRelease();
   }
 
-  /** Ends the start-up hold (e.g. after a timeout) and publishes what there is. */
+  /**
+   * Ends the start-up hold (e.g. after a timeout) and publishes what there is; the load balancers not reconciled
+   * yet are retained.
+   */
   releaseHold(): void {
     if (!this.held) return;
     this.held = false;
+    for (const k of this.waitingFor) this.retained.add(k);
     this.waitingFor.clear();
+    if (this.retained.size > 0) {
+      this.logger.warn(
+        { retained: [...this.retained].sort(), count: this.retained.size },
+        'start-up hold ended before these load balancers were reconciled: data planes keep them as they have them until they are',
+      );
+    }
     this.publish('start-up hold ended');
+  }
+
+  /** Stops retaining `key`; true when it was retained (the caller publishes). */
+  private endRetention(key: string, why: string): boolean {
+    if (!this.retained.delete(key)) return false;
+    this.logger.info({ qlb: key, why, stillRetained: this.retained.size }, 'load balancer no longer retained');
+    return true;
   }
 
   /** Config ids and fingerprints of `key` in `version`, or null when that version is not remembered. */
@@ -142,7 +179,16 @@ export class SnapshotPublisher {
         for (const n of e.nodes) byNode.get(n)?.push(s);
       }
       for (const list of byNode.values()) list.sort((a, b) => (a.name < b.name ? -1 : 1));
-      return { byNode };
+      const retainedByNode = new Map<string, string[]>();
+      for (const key of [...this.retained].sort()) {
+        for (const n of this.retainNodesOf(key) ?? this.nodes) {
+          if (!byNode.has(n)) continue;
+          const list = retainedByNode.get(n);
+          if (list) list.push(key);
+          else retainedByNode.set(n, [key]);
+        }
+      }
+      return { byNode, retainedByNode };
     });
     const configs = new Map<string, ConfigAck[]>();
     for (const [key, e] of this.entries) {
@@ -154,7 +200,7 @@ export class SnapshotPublisher {
       if (this.history.size <= HISTORY) break;
       this.history.delete(v);
     }
-    this.logger.info({ version, why, correlationIds, loadBalancers: this.entries.size, nodes: this.nodes.length }, 'snapshot published');
+    this.logger.info({ version, why, correlationIds, loadBalancers: this.entries.size, retained: this.retained.size, nodes: this.nodes.length }, 'snapshot published');
     return version;
   }
 }

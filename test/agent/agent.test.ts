@@ -11,7 +11,7 @@ import { pino } from 'pino';
 import { CidEncoder } from '../../lib/index.js';
 import { makeConfig } from '../../lib/quiclb/config.js';
 import type { DataplaneSnapshot, SnapshotServer } from '../../lib/config/snapshot.js';
-import { snapshotToWire } from '../../proto/convert.js';
+import { RETAINED_CAPABILITY, snapshotToWire } from '../../proto/convert.js';
 import { HealthVerdict, ProbeResult, RoutingOutcome } from '../../proto/gen/quiclb/v1/distribution.js';
 import { runAgent, type AgentHandle } from '../../dataplane/agent/agent.js';
 import { InProcessEngine } from '../../dataplane/agent/engines.js';
@@ -196,6 +196,65 @@ describe('quiclb dataplane agent (in-process, real mTLS gRPC)', () => {
     expect(await client.request(shortPacket(cid('0003')), alphaPort, '127.0.0.1', 200)).toBeNull();
     expect(await client.request(shortPacket(cid('0004', KEY2)), betaPort, '127.0.0.1', 200)).toBeNull();
     expect(agent.readiness().ready).toBe(true);
+  });
+
+  it('retained: a load balancer the operator retains keeps running untouched, the others are applied, the ACK covers both; a retained name not served is left out (logged once)', async () => {
+    expect(op.streams[0].hello!.capabilities).toContain(RETAINED_CAPABILITY);
+    let r = await pushAndWait([lb('alpha', alphaPort, [srv('a', '0001', a)]), lb('beta', betaPort, [srv('x', '0009', b)], {}, KEY2)]);
+    expect(r.ok).toBe(true);
+    const alpha = agent.loadBalancers.get('alpha')!;
+    const { snapshot: before, engine } = alpha;
+    let applies = 0;
+    const apply = engine.apply.bind(engine);
+    engine.apply = (s) => {
+      applies++;
+      return apply(s);
+    };
+    const retaining = async (lbs: DataplaneSnapshot[], retained: string[]) => {
+      const v = ++version;
+      const nonce = op.pushWire(snapshotToWire(v, `retain-${v}`, lbs, new Date(), retained));
+      expect(await waitFor(() => op.acks().some((x) => x.nonce === nonce) || op.nacks().some((x) => x.nonce === nonce), 10_000)).toBe(true);
+      return { version: v, ack: op.acks().some((x) => x.nonce === nonce), nack: op.nacks().find((x) => x.nonce === nonce) };
+    };
+    const r1 = await retaining([lb('beta', betaPort, [srv('y', '0009', c)], {}, KEY2)], ['alpha', 'ghost']);
+    expect(r1.ack).toBe(true);
+    expect(agent.versionInForce()).toBe(r1.version);
+    expect(agent.loadBalancers.get('alpha')).toBe(alpha);
+    expect(alpha.engine).toBe(engine);
+    expect(alpha.snapshot).toBe(before);
+    expect(applies).toBe(0);
+    expect(agent.loadBalancers.list().map((l) => l.name).sort()).toEqual(['alpha', 'beta']);
+    expect(await client.request(shortPacket(cid('0001')), alphaPort)).toBe('a');
+    expect(await client.request(shortPacket(cid('0009', KEY2)), betaPort)).toBe('c');
+    const ghostLines = () => logLines.filter((l) => l.includes('does not serve') && l.includes('"ghost"')).length;
+    expect(ghostLines()).toBe(1);
+    // Retained again (beta changes): still untouched, the missing one not logged again.
+    const r2 = await retaining([lb('beta', betaPort, [srv('y', '0009', c, { weight: 5 })], {}, KEY2)], ['alpha', 'ghost']);
+    expect(r2.ack).toBe(true);
+    expect(applies).toBe(0);
+    expect(ghostLines()).toBe(1);
+    expect(await client.request(shortPacket(cid('0001')), alphaPort)).toBe('a');
+    // Its content arrives: applied as usual.
+    r = await pushAndWait([lb('alpha', alphaPort, [srv('a', '0001', a), srv('b', '0002', b)]), lb('beta', betaPort, [srv('y', '0009', c)], {}, KEY2)]);
+    expect(r.ok).toBe(true);
+    expect(applies).toBe(1);
+    expect(await client.request(shortPacket(cid('0002')), alphaPort)).toBe('b');
+  });
+
+  it('retained: NACKs a retained name also sent, and a new load balancer on a retained one\'s port, by wire path; the snapshot in force stays', async () => {
+    const before = agent.versionInForce();
+    let v = ++version;
+    let nonce = op.pushWire(snapshotToWire(v, `dup-${v}`, [lb('beta', betaPort, [srv('y', '0009', c)], {}, KEY2)], new Date(), ['alpha', 'beta']));
+    expect(await waitFor(() => op.nacks().some((x) => x.nonce === nonce), 10_000)).toBe(true);
+    expect(op.nacks().find((x) => x.nonce === nonce)).toMatchObject({ field: 'retained[1]', message: expect.stringMatching(/"beta" is also the name of load_balancers\[0\]/) });
+    v = ++version;
+    nonce = op.pushWire(snapshotToWire(v, `clash-${v}`, [lb('gamma', alphaPort, [srv('g', '0003', a)])], new Date(), ['alpha']));
+    expect(await waitFor(() => op.nacks().some((x) => x.nonce === nonce), 10_000)).toBe(true);
+    expect(op.nacks().find((x) => x.nonce === nonce)).toMatchObject({ field: 'load_balancers[0].listen[0]', message: expect.stringMatching(/also a listen address of "alpha"/) });
+    expect(agent.versionInForce()).toBe(before);
+    expect(await client.request(shortPacket(cid('0002')), alphaPort)).toBe('b');
+    expect(await client.request(shortPacket(cid('0009', KEY2)), betaPort)).toBe('c');
+    expect((await pushAndWait([])).ok).toBe(true);
   });
 
   it('counters on the stream are the numbers of /metrics; health reports list every server, then the changes', async () => {

@@ -60,4 +60,32 @@ describe('quiclb dataplane agent with --state-dir', () => {
     expect(detail).toMatch(/snapshot version 7 in force \(from the operator\)/);
     expect(detail).not.toMatch(/restored/);
   });
+
+  it('saves the snapshot put in force: the load balancers sent plus the retained ones (a restart keeps them too)', async () => {
+    const [p1, p2] = [await freeUdpPort(), await freeUdpPort()];
+    const cfg = [{ config: makeConfig({ configId: 0, serverIdLength: 2, nonceLength: 6, key: KEY }), state: 'active' as const }];
+    const alpha = snapshot([server('a', '0001', '127.0.0.1', 9)], { name: 'alpha', listen: [{ host: '127.0.0.1', port: p1, family: 4 }], configs: cfg });
+    const beta = snapshot([server('b', '0002', '127.0.0.1', 9)], { name: 'beta', listen: [{ host: '127.0.0.1', port: p2, family: 4 }], configs: cfg });
+    op.pushWire(snapshotToWire(8, 'both', [alpha, beta]));
+    expect(await waitFor(() => op.acks().some((x) => x.nonce === 'both'), 10_000)).toBe(true);
+    op.pushWire(snapshotToWire(9, 'retaining', [beta], new Date(), ['alpha']));
+    expect(await waitFor(() => op.acks().some((x) => x.nonce === 'retaining'), 10_000)).toBe(true);
+    const saved = new SnapshotStore(dir).load()!;
+    expect(saved.version).toBe(9n);
+    expect(saved.retained).toEqual([]);
+    expect(saved.loadBalancers.map((l) => l.name).sort()).toEqual(['alpha', 'beta']);
+    // A restart from it serves both.
+    await agent!.stop();
+    op.stop();
+    agent = await runAgent({
+      operator: '127.0.0.1:1',
+      tlsDir: ca.issue({ cn: 'node-a', usage: 'client' }).dir,
+      stateDir: dir,
+      metricsPort: null,
+      logger: pino({ level: 'silent' }),
+      backoff: { initialMs: 50, maxMs: 300 },
+    });
+    expect(agent.versionInForce()).toBe(9);
+    expect(agent.loadBalancers.list().map((l) => l.name).sort()).toEqual(['alpha', 'beta']);
+  });
 });

@@ -20,4 +20,18 @@ describe('pre-encoded pushes', () => {
       { numRuns: 200 },
     );
   });
+
+  it('equal the generated encoder output with retained names (and a change of them is not served from the cache)', () => {
+    const lbs = [makeLoadBalancer('web', { servers: 4 })];
+    fc.assert(
+      fc.property(fc.nat({ max: Number.MAX_SAFE_INTEGER }), fc.string({ maxLength: 30 }), fc.uniqueArray(fc.string({ minLength: 1, maxLength: 20 }), { maxLength: 5 }), (version, nonce, retained) => {
+        const parts = prepareSnapshot(version, lbs, retained);
+        const created = Snapshot.decode(parts.tail).created;
+        const expected = StreamConfigResponse.encode({ message: { $case: 'snapshot', snapshot: snapshotToWire(version, nonce, lbs, created, retained) } }).finish();
+        expect(serializeResponse(encodePush(parts, nonce))).toEqual(Buffer.from(expected));
+        expect(Snapshot.decode(prepareSnapshot(version, lbs).tail).retained).toEqual([]);
+      }),
+      { numRuns: 100 },
+    );
+  });
 });

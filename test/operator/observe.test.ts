@@ -1,7 +1,8 @@
 // observe.ts: the config server's view of a data plane, restricted to one load balancer, as desired.ts reads it.
 import { describe, expect, it } from '@jest/globals';
 import type { DataPlaneView } from '../../operator/config-server/cache.js';
-import { backendClaimsOf, created, dataPlaneObservation, observe } from '../../operator/reconcile/observe.js';
+import type { QuicLoadBalancerObject } from '../../operator/kube/informers.js';
+import { backendClaimsOf, created, dataPlaneObservation, observe, servingNodesOf } from '../../operator/reconcile/observe.js';
 import { INITIAL_STATE } from '../../operator/rotation/machine.js';
 import { EMPTY_RECORDS } from '../../operator/allocation/server-ids.js';
 
@@ -140,5 +141,27 @@ describe('observe', () => {
   it('reads creation times given as strings or Dates', () => {
     expect(created({ metadata: { creationTimestamp: new Date(5) } })).toBe(5);
     expect(created({ metadata: {} })).toBe(0);
+  });
+});
+
+describe('servingNodesOf (the nodes a load balancer that cannot be reconciled is retained on)', () => {
+  const node = (name: string, labels: Record<string, string>) => ({ metadata: { name, labels } });
+  const nodes = [node('n1', { edge: 'true' }), node('n2', { edge: 'true' }), node('n3', {})];
+  const qlb = (name: string, spec: unknown, createdAt: string): QuicLoadBalancerObject => ({ metadata: { namespace: 'ns', name, creationTimestamp: new Date(createdAt) }, spec });
+  const spec = (ports: number[], service = 'web', nodeSelector: Record<string, string> = { edge: 'true' }) => ({ backend: { serviceName: service, portName: 'quic' }, listen: { ports }, nodeSelector });
+
+  it('is the selected nodes minus those where an earlier load balancer holds its port', () => {
+    const mine = qlb('b', spec([443]), '2026-01-02T00:00:00Z');
+    const earlier = qlb('a', spec([443], 'other', { 'kubernetes.io/hostname': 'n2' }), '2026-01-01T00:00:00Z');
+    const n2 = node('n2', { edge: 'true', 'kubernetes.io/hostname': 'n2' });
+    expect(servingNodesOf(mine, [mine], nodes)).toEqual(['n1', 'n2']);
+    expect(servingNodesOf(mine, [mine, earlier], [nodes[0], n2, nodes[2]])).toEqual(['n1']);
+  });
+
+  it('is empty while an earlier one holds its backend Service, null when its spec cannot be read', () => {
+    const mine = qlb('b', spec([443]), '2026-01-02T00:00:00Z');
+    const holder = qlb('a', spec([444]), '2026-01-01T00:00:00Z');
+    expect(servingNodesOf(mine, [mine, holder], nodes)).toEqual([]);
+    expect(servingNodesOf(qlb('bad', { listen: {} }, '2026-01-02T00:00:00Z'), [], nodes)).toBeNull();
   });
 });

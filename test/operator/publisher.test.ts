@@ -11,10 +11,12 @@ const silent = pino({ level: 'silent' });
 const lb = (name: string, port = 443) => snapshot([server('web-0', '0001', '198.51.100.7', port)], { name });
 const names = (s: InMemorySnapshotSource, node: string) => s.snapshotFor({ identity: `dp-${node}`, nodeName: node })?.loadBalancers.map((l) => l.name) ?? null;
 
-function setup(initial: string[] = []) {
+const retained = (s: InMemorySnapshotSource, node: string) => s.snapshotFor({ identity: `dp-${node}`, nodeName: node })?.retained ?? [];
+
+function setup(initial: string[] = [], retainNodesOf?: (key: string) => readonly string[] | null) {
   let t = 1_000;
   const source = new InMemorySnapshotSource(() => ++t);
-  const p = new SnapshotPublisher(source, silent, initial);
+  const p = new SnapshotPublisher(source, silent, initial, retainNodesOf);
   p.setNodes(['n1', 'n2']);
   return { source, p };
 }
@@ -95,5 +97,81 @@ describe('SnapshotPublisher', () => {
     ]);
     expect(p.configsAt(v2, 'ns/other')).toEqual([]);
     expect(p.configsAt(12345, 'ns/a')).toBeNull();
+  });
+
+  describe('the start-up hold ends before a load balancer was reconciled', () => {
+    it('keeps it retained on the nodes it selects instead of dropping it', () => {
+      const { source, p } = setup(['ns/a', 'ns/stuck'], (k) => (k === 'ns/stuck' ? ['n2'] : null));
+      p.set('ns/a', lb('ns/a'), ['n1', 'n2'], 'c1');
+      p.releaseHold();
+      expect(names(source, 'n1')).toEqual(['ns/a']);
+      expect(retained(source, 'n1')).toEqual([]);
+      expect(names(source, 'n2')).toEqual(['ns/a']);
+      expect(retained(source, 'n2')).toEqual(['ns/stuck']);
+      expect(p.retainedCount).toBe(1);
+      // Nothing is known of its configs: an ACK of this version promotes nothing of it.
+      expect(p.configsAt(source.version(), 'ns/stuck')).toEqual([]);
+      expect(p.versionOf('ns/stuck')).toBeNull();
+    });
+
+    it('retains on every known node when its nodes cannot be told', () => {
+      const { source, p } = setup(['ns/stuck'], () => null);
+      p.releaseHold();
+      expect(retained(source, 'n1')).toEqual(['ns/stuck']);
+      expect(retained(source, 'n2')).toEqual(['ns/stuck']);
+      p.setNodes(['n1', 'n2', 'n3']);
+      expect(retained(source, 'n3')).toEqual(['ns/stuck']);
+    });
+
+    it('a later set() replaces the retention with the content', () => {
+      const { source, p } = setup(['ns/a', 'ns/stuck'], () => ['n1']);
+      p.set('ns/a', lb('ns/a'), ['n1'], 'c1');
+      p.releaseHold();
+      const held = source.version();
+      const v = p.set('ns/stuck', lb('ns/stuck', 444), ['n1'], 'c2');
+      expect(v).toBeGreaterThan(held);
+      expect(names(source, 'n1')).toEqual(['ns/a', 'ns/stuck']);
+      expect(retained(source, 'n1')).toEqual([]);
+      expect(p.retainedCount).toBe(0);
+      expect(p.configsAt(held, 'ns/stuck')).toEqual([]);
+      expect(p.configsAt(v, 'ns/stuck')).toHaveLength(1);
+    });
+
+    it('settle() and remove() end the retention as before: the load balancer is not served', () => {
+      const { source, p } = setup(['ns/a', 'ns/bad', 'ns/gone'], () => ['n1']);
+      p.set('ns/a', lb('ns/a'), ['n1'], 'c1');
+      p.releaseHold();
+      expect(retained(source, 'n1')).toEqual(['ns/bad', 'ns/gone']);
+      const v0 = source.version();
+      p.settle('ns/bad');
+      expect(source.version()).toBeGreaterThan(v0);
+      expect(retained(source, 'n1')).toEqual(['ns/gone']);
+      expect(p.remove('ns/gone', 'c2')).toBe(source.version());
+      expect(retained(source, 'n1')).toEqual([]);
+      expect(names(source, 'n1')).toEqual(['ns/a']);
+      expect(p.retainedCount).toBe(0);
+      // Nothing left to end: no new version.
+      const v1 = source.version();
+      p.settle('ns/bad');
+      p.remove('ns/gone', 'c3');
+      expect(source.version()).toBe(v1);
+    });
+
+    it('settled or removed before the hold ends: not retained (today\'s behaviour)', () => {
+      const { source, p } = setup(['ns/a', 'ns/bad', 'ns/gone', 'ns/stuck'], () => ['n1']);
+      p.set('ns/a', lb('ns/a'), ['n1'], 'c1');
+      p.settle('ns/bad');
+      p.remove('ns/gone', 'c2');
+      p.releaseHold();
+      expect(retained(source, 'n1')).toEqual(['ns/stuck']);
+    });
+
+    it('a hold that ends because every load balancer reconciled retains nothing', () => {
+      const { source, p } = setup(['ns/a'], () => ['n1']);
+      p.set('ns/a', lb('ns/a'), ['n1'], 'c1');
+      p.releaseHold();
+      expect(retained(source, 'n1')).toEqual([]);
+      expect(p.retainedCount).toBe(0);
+    });
   });
 });

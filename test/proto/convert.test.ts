@@ -137,3 +137,32 @@ describe('rejections name the wire field', () => {
     expect(wireFieldPath('shortDcidLength')).toBe('short_header_dcid_length');
   });
 });
+
+describe('Snapshot.retained', () => {
+  const two = [lb('one', 4433), lb('two', 4434)];
+  const withRetained = (retained: string[], lbs = two) => overTheWire(snapshotToWire(9, 'n', lbs, new Date(), retained));
+
+  it('round-trips the names, beside the load balancers', () => {
+    const c = snapshotFromWire(withRetained(['ns/kept', 'ns/other']));
+    expect(c.retained).toEqual(['ns/kept', 'ns/other']);
+    expect(c.loadBalancers.map((l) => l.name)).toEqual(['one', 'two']);
+    expect(snapshotFromWire(withRetained([])).retained).toEqual([]);
+    expect(snapshotFromWire(withRetained(['only'], [])).loadBalancers).toEqual([]);
+  });
+
+  it.each<[string, string[], string, RegExp]>([
+    ['an empty name', ['a', ''], 'retained[1]', /must not be empty/],
+    ['an over-long name', ['x'.repeat(254)], 'retained[0]', /at most 253 characters, got 254/],
+    ['a duplicate', ['a', 'b', 'a'], 'retained[2]', /"a" is also retained\[0\]/],
+    ['a name also present', ['a', 'two'], 'retained[1]', /"two" is also the name of load_balancers\[1\]/],
+    ['too many with the load balancers', Array.from({ length: 255 }, (_, i) => `r${i}`), 'retained', /at most 256 load balancers with load_balancers, got 2 \+ 255/],
+  ])('rejects %s with its field', (_what, retained, field, message) => {
+    const r = rejection(withRetained(retained));
+    expect(r.field).toBe(field);
+    expect(r.message).toMatch(message);
+  });
+
+  it('accepts 256 in all', () => {
+    expect(snapshotFromWire(withRetained(Array.from({ length: 254 }, (_, i) => `r${i}`))).retained).toHaveLength(254);
+  });
+});

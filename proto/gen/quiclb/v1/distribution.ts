@@ -399,8 +399,8 @@ export interface Hello {
   /** quiclb version of the data plane, e.g. "0.1.0". */
   softwareVersion: string;
   /**
-   * Optional features the data plane supports, e.g. "workers", "health-reports", "counters". Unknown entries are
-   * ignored.
+   * Optional features the data plane supports, e.g. "workers", "health-reports", "counters",
+   * "retained-load-balancers" (it applies Snapshot.retained). Unknown entries are ignored.
    */
   capabilities: string[];
   /**
@@ -447,10 +447,26 @@ export interface Snapshot {
    * pushes.
    */
   nonce: string;
-  /** The load balancers, each with a unique name. An empty list means: serve nothing (close every listener). */
+  /**
+   * The load balancers, each with a unique name. An empty list means: serve nothing (close every listener), unless
+   * `retained` names some.
+   */
   loadBalancers: LoadBalancer[];
   /** When the server built this snapshot. */
-  created: Date | undefined;
+  created:
+    | Date
+    | undefined;
+  /**
+   * Names of load balancers the data plane keeps exactly as it has them in the snapshot in force (same listeners,
+   * configs, servers and verdicts; flows untouched): the server cannot say what they should be now (e.g. a
+   * restarted operator that could not reconcile them yet) but must not close their listeners. The snapshot put in
+   * force, acknowledged and saved is `load_balancers` plus the retained ones taken from the snapshot in force; a
+   * retained name the data plane does not serve is ignored. Unique, at most 253 characters each, none also in
+   * `load_balancers`, at most 256 load balancers in all. Sent only to data planes whose Hello announces the
+   * capability "retained-load-balancers": an older one would ignore the field and close those listeners, so while
+   * any load balancer of its node is retained it is sent nothing (unless its Hello says it forwards with nothing).
+   */
+  retained: string[];
 }
 
 /** One load balancer: its listening sockets, QUIC-LB configs, servers and settings. */
@@ -1294,7 +1310,7 @@ export const Nack: MessageFns<Nack> = {
 };
 
 function createBaseSnapshot(): Snapshot {
-  return { version: 0n, nonce: "", loadBalancers: [], created: undefined };
+  return { version: 0n, nonce: "", loadBalancers: [], created: undefined, retained: [] };
 }
 
 export const Snapshot: MessageFns<Snapshot> = {
@@ -1313,6 +1329,9 @@ export const Snapshot: MessageFns<Snapshot> = {
     }
     if (message.created !== undefined) {
       Timestamp.encode(toTimestamp(message.created), writer.uint32(34).fork()).join();
+    }
+    for (const v of message.retained) {
+      writer.uint32(42).string(v!);
     }
     return writer;
   },
@@ -1362,6 +1381,14 @@ export const Snapshot: MessageFns<Snapshot> = {
             message.created = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.retained.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1384,6 +1411,7 @@ export const Snapshot: MessageFns<Snapshot> = {
         ? object.load_balancers.map((e: any) => LoadBalancer.fromJSON(e))
         : [],
       created: isSet(object.created) ? fromJsonTimestamp(object.created) : undefined,
+      retained: globalThis.Array.isArray(object?.retained) ? object.retained.map((e: any) => globalThis.String(e)) : [],
     };
   },
 
@@ -1401,6 +1429,9 @@ export const Snapshot: MessageFns<Snapshot> = {
     if (message.created !== undefined) {
       obj.created = message.created.toISOString();
     }
+    if (message.retained?.length) {
+      obj.retained = message.retained;
+    }
     return obj;
   },
 
@@ -1413,6 +1444,7 @@ export const Snapshot: MessageFns<Snapshot> = {
     message.nonce = object.nonce ?? "";
     message.loadBalancers = object.loadBalancers?.map((e) => LoadBalancer.fromPartial(e)) || [];
     message.created = object.created ?? undefined;
+    message.retained = object.retained?.map((e) => e) || [];
     return message;
   },
 };
