@@ -12,10 +12,13 @@
  * When the hold ends by timeout, the load balancers still waiting (their reconcile keeps failing: an API write
  * refused, say) are *retained*: each node they select (`retainNodesOf`, every node when that cannot be told) is
  * told to keep them exactly as it has them (Snapshot.retained), since this process does not know their content
- * and dropping them would close their listeners. A retained load balancer stops being retained at its first
- * set() (its content replaces the retention), settle() or remove() (it is not served: what the hold's end did
- * before). Its configs are unknown, so configsAt() holds none for it in the versions that retain it: an ACK of
- * such a version promotes nothing of it.
+ * and dropping them would close their listeners. So is one that existed at start and was reconciled with nothing
+ * to publish (settle(): an invalid spec edit, a key Secret gone) before this process published it: as an
+ * operator that had published it would, the data planes keep its last good configuration. A retained load
+ * balancer stops being retained at its first set() (its content replaces the retention) or remove() (deleted, or
+ * its backend Service is another's). Its configs are unknown, so configsAt() holds none for it in the versions that
+ * retain it: an ACK of such a version promotes nothing of it. The nodes it is kept on follow its spec and the
+ * nodes' labels: refreshRetained(), after every reconcile, publishes when they changed.
  *
  * A load balancer's content is compared without its version: an unchanged one publishes nothing new. Per version,
  * it remembers each load balancer's config ids and fingerprints (what an ACK of that version means for rotation)
@@ -47,6 +50,10 @@ export class SnapshotPublisher {
   private readonly waitingFor: Set<string>;
   /** Keys the hold's end found still waiting: data planes keep them as they have them. */
   private readonly retained = new Set<string>();
+  /** Keys that existed at start and that this process has neither set nor removed yet. */
+  private readonly unpublishedInitial: Set<string>;
+  /** The retained keys per node in the last publication (retainedSignature), to see when they move. */
+  private publishedRetained = '[]';
   private held: boolean;
   private readonly history = new Map<number, { configs: Map<string, ConfigAck[]>; correlationIds: string[] }>();
   private pendingCorrelation: string[] = [];
@@ -60,6 +67,7 @@ export class SnapshotPublisher {
     private readonly retainNodesOf: (key: string) => readonly string[] | null = () => null,
   ) {
     this.waitingFor = new Set(initialKeys);
+    this.unpublishedInitial = new Set(initialKeys);
     this.held = this.waitingFor.size > 0;
   }
 
@@ -85,6 +93,7 @@ export class SnapshotPublisher {
     const canonical = JSON.stringify(snapshotToJson({ ...snapshot, version: 0 }));
     const prev = this.entries.get(key);
     this.waitingFor.delete(key);
+    this.unpublishedInitial.delete(key);
     this.endRetention(key, 'reconciled');
     if (prev && prev.canonical === canonical && prev.nodes.join('\0') === [...nodes].sort().join('\0')) {
       this.maybeRelease();
@@ -100,9 +109,13 @@ export class SnapshotPublisher {
   /** Drops one load balancer (deleted, or no longer buildable); returns the version published (0 while held or unchanged). */
   remove(key: string, correlationId: string): number {
     this.waitingFor.delete(key);
+    this.unpublishedInitial.delete(key);
     const wasRetained = this.endRetention(key, 'removed');
     if (!this.entries.delete(key)) {
-      if (wasRetained) return this.publish(key);
+      if (wasRetained) {
+        this.pendingCorrelation.push(correlationId);
+        return this.publish(key);
+      }
       this.maybeRelease();
       return 0;
     }
@@ -111,10 +124,26 @@ export class SnapshotPublisher {
     return this.publish(key);
   }
 
-  /** `key` was reconciled but has nothing to publish (invalid spec, no key yet): stop waiting for it. */
+  /**
+   * `key` was reconciled but has nothing to publish (invalid spec, no key yet): stop waiting for it. What was
+   * published of it stays; one that existed at start and that this process has not published is retained.
+   */
   settle(key: string): void {
-    if (this.endRetention(key, 'reconciled with nothing to publish')) this.publish(key);
-    else if (this.waitingFor.delete(key)) this.maybeRelease();
+    if (this.unpublishedInitial.has(key) && !this.retained.has(key)) {
+      this.retained.add(key);
+      this.logger.warn({ qlb: key }, 'load balancer reconciled with nothing to publish before this process published it: data planes keep it as they have it');
+      if (this.waitingFor.delete(key)) {
+        if (!this.maybeRelease()) this.publish(key);
+      } else this.publish(key);
+      return;
+    }
+    if (this.waitingFor.delete(key)) this.maybeRelease();
+  }
+
+  /** Publishes when the nodes a retained load balancer is kept on changed (its spec, the nodes' labels). */
+  refreshRetained(): void {
+    if (this.held || (this.retained.size === 0 && this.publishedRetained === '[]')) return;
+    if (retainedSignature(this.retainedByNode(new Set(this.nodes))) !== this.publishedRetained) this.publish('retained load balancers moved');
   }
 
   /**
@@ -168,6 +197,19 @@ export class SnapshotPublisher {
     return false;
   }
 
+  private retainedByNode(known: ReadonlySet<string>): Map<string, string[]> {
+    const out = new Map<string, string[]>();
+    for (const key of [...this.retained].sort()) {
+      for (const n of this.retainNodesOf(key) ?? this.nodes) {
+        if (!known.has(n)) continue;
+        const list = out.get(n);
+        if (list) list.push(key);
+        else out.set(n, [key]);
+      }
+    }
+    return out;
+  }
+
   private publish(why: string): number {
     if (this.held) return 0;
     const correlationIds = this.pendingCorrelation;
@@ -179,15 +221,8 @@ export class SnapshotPublisher {
         for (const n of e.nodes) byNode.get(n)?.push(s);
       }
       for (const list of byNode.values()) list.sort((a, b) => (a.name < b.name ? -1 : 1));
-      const retainedByNode = new Map<string, string[]>();
-      for (const key of [...this.retained].sort()) {
-        for (const n of this.retainNodesOf(key) ?? this.nodes) {
-          if (!byNode.has(n)) continue;
-          const list = retainedByNode.get(n);
-          if (list) list.push(key);
-          else retainedByNode.set(n, [key]);
-        }
-      }
+      const retainedByNode = this.retainedByNode(new Set(byNode.keys()));
+      this.publishedRetained = retainedSignature(retainedByNode);
       return { byNode, retainedByNode };
     });
     const configs = new Map<string, ConfigAck[]>();
@@ -203,4 +238,8 @@ export class SnapshotPublisher {
     this.logger.info({ version, why, correlationIds, loadBalancers: this.entries.size, retained: this.retained.size, nodes: this.nodes.length }, 'snapshot published');
     return version;
   }
+}
+
+function retainedSignature(byNode: ReadonlyMap<string, readonly string[]>): string {
+  return JSON.stringify([...byNode].sort(([a], [b]) => (a < b ? -1 : 1)));
 }

@@ -116,6 +116,8 @@ export class Reconciler {
       log.warn({ stage, err: cause instanceof Error ? cause.message : String(cause) }, 'reconcile failed');
       return { kind: 'retry', error: cause };
     } finally {
+      // A retained load balancer (publisher.ts) cannot be reconciled: where it is kept follows its spec and the nodes.
+      this.d.publisher.refreshRetained();
       this.d.metrics.reconcileSeconds.set((performance.now() - started) / 1000);
     }
   }

@@ -54,12 +54,32 @@ describe('SnapshotPublisher', () => {
     expect(p.correlationIdsOf(source.version())).toEqual(['c1']); // removing an unknown key changed nothing
   });
 
-  it('stops waiting for a load balancer that has nothing to publish', () => {
+  it('stops waiting for a load balancer that has nothing to publish, and has the data planes keep it as they have it', () => {
     const { source, p } = setup(['ns/a', 'ns/bad']);
     p.set('ns/a', lb('ns/a'), ['n1'], 'c1');
     expect(source.version()).toBe(0);
     p.settle('ns/bad');
     expect(names(source, 'n1')).toEqual(['ns/a']);
+    // it existed at start: a restart must not close its listeners (an invalid edit keeps the last good configuration)
+    expect(retained(source, 'n1')).toEqual(['ns/bad']);
+  });
+
+  it('a load balancer created after the start and reconciled with nothing to publish is not retained', () => {
+    const { source, p } = setup([]);
+    p.setNodes(['n1']);
+    p.settle('ns/new-bad');
+    expect(retained(source, 'n1')).toEqual([]);
+    expect(p.retainedCount).toBe(0);
+  });
+
+  it('after its content was published, settle() keeps that content (what was published stays)', () => {
+    const { source, p } = setup(['ns/a']);
+    p.set('ns/a', lb('ns/a'), ['n1'], 'c1');
+    const v = source.version();
+    p.settle('ns/a');
+    expect(source.version()).toBe(v);
+    expect(names(source, 'n1')).toEqual(['ns/a']);
+    expect(retained(source, 'n1')).toEqual([]);
   });
 
   it('ends the hold on request', () => {
@@ -137,19 +157,20 @@ describe('SnapshotPublisher', () => {
       expect(p.configsAt(v, 'ns/stuck')).toHaveLength(1);
     });
 
-    it('settle() and remove() end the retention as before: the load balancer is not served', () => {
+    it('settle() keeps the retention (an invalid spec keeps the last good configuration); remove() ends it', () => {
       const { source, p } = setup(['ns/a', 'ns/bad', 'ns/gone'], () => ['n1']);
       p.set('ns/a', lb('ns/a'), ['n1'], 'c1');
       p.releaseHold();
       expect(retained(source, 'n1')).toEqual(['ns/bad', 'ns/gone']);
       const v0 = source.version();
       p.settle('ns/bad');
-      expect(source.version()).toBeGreaterThan(v0);
-      expect(retained(source, 'n1')).toEqual(['ns/gone']);
+      expect(source.version()).toBe(v0);
+      expect(retained(source, 'n1')).toEqual(['ns/bad', 'ns/gone']);
       expect(p.remove('ns/gone', 'c2')).toBe(source.version());
-      expect(retained(source, 'n1')).toEqual([]);
+      expect(p.correlationIdsOf(source.version())).toEqual(['c2']);
+      expect(retained(source, 'n1')).toEqual(['ns/bad']);
       expect(names(source, 'n1')).toEqual(['ns/a']);
-      expect(p.retainedCount).toBe(0);
+      expect(p.retainedCount).toBe(1);
       // Nothing left to end: no new version.
       const v1 = source.version();
       p.settle('ns/bad');
@@ -157,13 +178,30 @@ describe('SnapshotPublisher', () => {
       expect(source.version()).toBe(v1);
     });
 
-    it('settled or removed before the hold ends: not retained (today\'s behaviour)', () => {
+    it('settled before the hold ends: retained too; removed: not', () => {
       const { source, p } = setup(['ns/a', 'ns/bad', 'ns/gone', 'ns/stuck'], () => ['n1']);
       p.set('ns/a', lb('ns/a'), ['n1'], 'c1');
       p.settle('ns/bad');
       p.remove('ns/gone', 'c2');
       p.releaseHold();
+      expect(retained(source, 'n1')).toEqual(['ns/bad', 'ns/stuck']);
+    });
+
+    it('follows the nodes it is kept on: refreshRetained() publishes when they change, and only then', () => {
+      let nodes = ['n1'];
+      const { source, p } = setup(['ns/stuck'], () => nodes);
+      p.setNodes(['n1', 'n2']);
+      p.releaseHold();
       expect(retained(source, 'n1')).toEqual(['ns/stuck']);
+      expect(retained(source, 'n2')).toEqual([]);
+      const v = source.version();
+      p.refreshRetained();
+      expect(source.version()).toBe(v);
+      nodes = ['n2']; // relabelled nodes, or an edited nodeSelector
+      p.refreshRetained();
+      expect(source.version()).toBeGreaterThan(v);
+      expect(retained(source, 'n1')).toEqual([]);
+      expect(retained(source, 'n2')).toEqual(['ns/stuck']);
     });
 
     it('a hold that ends because every load balancer reconciled retains nothing', () => {

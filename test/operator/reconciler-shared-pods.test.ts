@@ -76,7 +76,7 @@ class World {
         applyStatus: () => Promise.resolve(),
       },
       events: { record: () => Promise.resolve() },
-      publisher: { remove: () => 1, set: () => 1, settle: () => undefined, versionOf: () => null, configsAt: () => null },
+      publisher: { remove: () => 1, set: () => 1, settle: () => undefined, refreshRetained: () => undefined, versionOf: () => null, configsAt: () => null },
       dataPlanes: () => [],
       metrics: noop,
       logger: pino({ level: 'silent' }),
