@@ -135,11 +135,20 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
   // once); a rejected one is rolled back and the rule re-synced.
   let verdictsStream = -1;
   let applyingFrom = -1;
+  // Load balancers the snapshot in force only retained (Snapshot.retained): their verdicts are as old as they are, so
+  // this node's probes rule for them until the operator describes them again.
+  let retainedInForce: ReadonlySet<string> = new Set();
+  const setRetainedInForce = (kept: ReadonlySet<string>) => {
+    if ([...kept].sort().join('\0') === [...retainedInForce].sort().join('\0')) return;
+    retainedInForce = new Set(kept);
+    lbs.syncAllHealth();
+  };
   const lbs = new LoadBalancerSet({
     makeEngine,
     logger,
     registry,
-    followVerdicts: () => stream?.connected === true && (verdictsStream === stream.currentStreamId || applyingFrom === stream.currentStreamId),
+    followVerdicts: (lb) =>
+      !retainedInForce.has(lb) && stream?.connected === true && (verdictsStream === stream.currentStreamId || applyingFrom === stream.currentStreamId),
     listenLocks: openListenLocks(options.listenLockDir, logger),
   });
   const verdictsFrom = (streamId: number) => {
@@ -234,6 +243,7 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
       logger.debug({ version: Number(version), nonce }, 'snapshot already in force');
       // A snapshot restored from --state-dir is now confirmed by the operator (/readyz says so).
       inForce = { ...inForce, source: 'operator' };
+      setRetainedInForce(merged.kept);
       verdictsFrom(streamId);
       s.send({ $case: 'ack', ack: { version, nonce } }, streamId);
       return;
@@ -249,6 +259,7 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
       lbs.syncAllHealth(); // the rollback ran under the rejected snapshot's rule
       return nack(failure);
     }
+    setRetainedInForce(merged.kept);
     counters.snapshots.inc({ result: 'applied' });
     logger.info({ version: Number(version), nonce, load_balancers: lbs.list().map((l) => l.name), retained: [...merged.kept] }, 'snapshot applied');
     if (store) {

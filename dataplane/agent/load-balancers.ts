@@ -5,8 +5,9 @@
  * previous snapshot stays in force everywhere.
  *
  * Health rule (docs/config-channel.md): a server's health in the fallback pool is the operator's verdict
- * (SnapshotServer.verdict) while followVerdicts() (the operator is connected and its stream brought the snapshot in
- * force) and the snapshot carries one; otherwise this node's own probe result.
+ * (SnapshotServer.verdict) while followVerdicts(lb) (the operator is connected, its stream brought the snapshot in
+ * force, and that snapshot described this load balancer rather than retaining it) and the snapshot carries one;
+ * otherwise this node's own probe result.
  */
 import type { Registry } from 'prom-client';
 import { formatSocketAddress } from '../../lib/config/address.js';
@@ -37,8 +38,11 @@ export interface LoadBalancerSetOptions {
   readonly makeEngine: (name: string, health: ReadonlyMap<string, HealthState>) => LbEngine;
   readonly logger: Logger;
   readonly registry: Registry;
-  /** True while the operator's verdicts rule (connected, and its current stream brought the snapshot in force). */
-  readonly followVerdicts: () => boolean;
+  /**
+   * True while the operator's verdicts rule for load balancer `lb` (connected, its current stream brought the
+   * snapshot in force, and that snapshot did not merely retain `lb`: a retained one's verdicts are as old as it).
+   */
+  readonly followVerdicts: (lb: string) => boolean;
   /**
    * Locks of the listen addresses (dataplane/listen-lock.ts): another quiclb instance on this host serving one of
    * them (worker processes bind with SO_REUSEPORT, so the kernel would let both share it) makes the snapshot fail.
@@ -209,7 +213,7 @@ export class LoadBalancerSet {
 
   /** The health a server should have in the fallback pool now (the rule above). */
   effectiveHealth(lb: LoadBalancer, server: SnapshotServer, local: Map<string, HealthState>): HealthState {
-    if (server.verdict !== undefined && this.options.followVerdicts()) return server.verdict;
+    if (server.verdict !== undefined && this.options.followVerdicts(lb.name)) return server.verdict;
     return local.get(server.name) ?? 'unknown';
   }
 

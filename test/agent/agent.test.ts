@@ -363,6 +363,19 @@ describe('quiclb dataplane agent (in-process, real mTLS gRPC)', () => {
     expect(await waitFor(() => agent.operator.connected && op.acks().length > 0, 10_000)).toBe(true);
     expect(op.streams[0].hello!.currentVersion).toBe(BigInt(r.version));
     expect(pool()).toEqual(['y']);
+
+    // A snapshot that only retains beta (the operator could not reconcile it): its verdicts are as old as it is,
+    // so local probes rule for it (x in, y out); described again, its verdicts rule again.
+    const acked = op.acks().length;
+    op.pushWire(snapshotToWire(r.version + 100, 'retain-beta', [], new Date(), ['beta']));
+    expect(await waitFor(() => op.acks().length > acked, 10_000)).toBe(true);
+    expect((agent.loadBalancers.get('beta')!.engine as InProcessEngine).dataplane).toBe(dp);
+    expect(pool()).toEqual(['x']);
+    op.pushWire(snapshotToWire(r.version + 101, 'describe-beta', [
+      lb('beta', betaPort, [srv('x', '0009', b, { verdict: 'unhealthy' }), srv('y', '0008', c, { verdict: 'healthy' })], { health }, KEY2),
+    ], new Date()));
+    expect(await waitFor(() => op.acks().length > acked + 1, 10_000)).toBe(true);
+    expect(pool()).toEqual(['y']);
     c.answerProbes = true;
   });
 
