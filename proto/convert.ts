@@ -295,6 +295,7 @@ function loadBalancerFromWire(field: string, lb: LoadBalancer, version: number):
 
 /** Snapshot.retained: bounded, each a valid name, unique, none also a load balancer of the snapshot. */
 export function retainedFromWire(s: Snapshot): string[] {
+  if (s.loadBalancers.length > WIRE_LIMITS.loadBalancers) fail('load_balancers', `at most ${WIRE_LIMITS.loadBalancers}, got ${s.loadBalancers.length}`);
   const total = s.loadBalancers.length + s.retained.length;
   if (total > WIRE_LIMITS.loadBalancers) fail('retained', `at most ${WIRE_LIMITS.loadBalancers} load balancers with load_balancers, got ${s.loadBalancers.length} + ${s.retained.length}`);
   const present = new Map(s.loadBalancers.map((lb, i) => [lb.name, i]));

@@ -2,7 +2,8 @@
 import { describe, expect, it } from '@jest/globals';
 import fc from 'fast-check';
 import { snapshotToJson, type DataplaneSnapshot } from '../../lib/config/snapshot.js';
-import { snapshotFromWire, snapshotToWire, wireFieldPath } from '../../proto/convert.js';
+import { ConfigError } from '../../lib/quiclb/config.js';
+import { retainedFromWire, snapshotFromWire, snapshotToWire, wireFieldPath } from '../../proto/convert.js';
 import { Snapshot, type FallbackAlgorithm, type LoadBalancer, type RoutingMode } from '../../proto/gen/quiclb/v1/distribution.js';
 import { config, server, snapshot } from '../dataplane/helpers.js';
 
@@ -160,6 +161,18 @@ describe('Snapshot.retained', () => {
     const r = rejection(withRetained(retained));
     expect(r.field).toBe(field);
     expect(r.message).toMatch(message);
+  });
+
+  it('too many load balancers without any retained: the field is load_balancers, whoever checks first', () => {
+    const wire = withRetained([], Array.from({ length: 257 }, (_, i) => lb(`lb${i}`, 1000 + i)));
+    let err: unknown;
+    try {
+      retainedFromWire(wire);
+    } catch (e) {
+      err = e;
+    }
+    expect((err as ConfigError).field).toBe('load_balancers');
+    expect(rejection(wire).field).toBe('load_balancers');
   });
 
   it('accepts 256 in all', () => {
