@@ -7,6 +7,8 @@ export interface ConfigServerMetricsSource {
   version(): number;
   /** (identity, seconds since its last report) per data plane known. */
   reportAges(): Array<[string, number]>;
+  /** Connected data planes sent nothing because they cannot keep retained load balancers (stream.ts). */
+  withheldCount(): number;
 }
 
 export class ConfigServerMetrics {
@@ -23,6 +25,14 @@ export class ConfigServerMetrics {
       registers,
       collect() {
         this.set(source.connectedCount());
+      },
+    });
+    new Gauge({
+      name: 'quiclb_config_server_withheld_data_planes',
+      help: 'Connected data planes sent no snapshot because their node retains load balancers they cannot keep (a data plane without the retained-load-balancers capability): they forward with what they have, without updates.',
+      registers,
+      collect() {
+        this.set(source.withheldCount());
       },
     });
     new Gauge({

@@ -108,6 +108,7 @@ export class ConfigServer extends EventEmitter<ConfigServerEvents> {
       connectedCount: () => this.byIdentity.size,
       version: () => options.source.version(),
       reportAges: () => this.cache.reportAges(Date.now()),
+      withheldCount: () => [...this.byIdentity.values()].filter((s) => s.isWithheld).length,
     });
     const keepalive = options.keepalive ?? DEFAULT_KEEPALIVE;
     this.grpc = new Server({

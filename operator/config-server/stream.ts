@@ -100,6 +100,11 @@ export class DataPlaneStream {
   private startedEmpty = false;
   /** A push is withheld because the data plane cannot retain (logged once until the next push). */
   private withheld = false;
+
+  /** True while pushes to this data plane are withheld (it cannot keep its node's retained load balancers). */
+  get isWithheld(): boolean {
+    return this.withheld;
+  }
   readonly peer: string;
 
   constructor(

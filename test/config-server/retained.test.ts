@@ -61,6 +61,8 @@ describe('Snapshot.retained and the data plane\'s capability', () => {
     await sleep(200);
     expect(old.snapshots).toHaveLength(0);
     expect(lines.filter((l) => l.includes('cannot keep load balancers')).length).toBe(1);
+    const withheld = async () => (await started.registry.getSingleMetric('quiclb_config_server_withheld_data_planes')!.get()).values[0]?.value;
+    expect(await withheld()).toBe(1);
 
     // The retention ends (the load balancer was reconciled): everyone gets the full set.
     const stuck = makeLoadBalancer('ns/stuck', { port: 4434 });
@@ -70,5 +72,6 @@ describe('Snapshot.retained and the data plane\'s capability', () => {
       expect(s.retained).toEqual([]);
       expect(s.loadBalancers.map((l) => l.name)).toEqual(['ns/web', 'ns/stuck']);
     }
+    expect(await withheld()).toBe(0);
   });
 });
