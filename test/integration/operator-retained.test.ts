@@ -74,6 +74,14 @@ describe('quiclb operator restarted while one reconcile keeps failing', () => {
         throw new Error(`${e.message}\n${operator.lines.slice(-40).join('\n')}`);
       });
       const held = Date.now() - t0;
+      // The data plane was sent the retaining snapshot and put it in force (not merely left alone).
+      const key = `${w.ns}/${w.qlbName}`;
+      await waitFor(
+        'the data plane to apply a snapshot retaining the load balancer',
+        async () => w.peer!.dataplaneLines.find((l) => l.includes('"snapshot applied"') && l.includes(`"retained":["${key}"]`)),
+        10_000,
+        100,
+      );
       // Data planes got the retaining snapshot; traffic keeps flowing for a while after it.
       await new Promise((r) => setTimeout(r, 5000));
       const counts = await traffic.stop();
