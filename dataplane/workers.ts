@@ -29,6 +29,8 @@ import { withDataplaneV8Flags } from './v8-flags.js';
 type ToWorker =
   | { t: 'start'; snapshot: SnapshotJson; health: [string, HealthState][]; logLevel: string; upstreamPortSeed: string | null }
   | { t: 'apply'; id: number; snapshot: SnapshotJson; logLevel: string }
+  | { t: 'release'; id: number; listen: SocketAddress[] }
+  | { t: 'restore'; id: number }
   | { t: 'health'; name: string; state: HealthState }
   | { t: 'metrics'; id: number }
   | { t: 'ping'; id: number }
@@ -72,6 +74,16 @@ export async function runWorker(): Promise<void> {
         try {
           logger.level = m.logLevel;
           await dp.apply(snapshotFromJson(m.snapshot));
+          send({ t: 'applied', id: m.id, error: null });
+        } catch (e) {
+          send({ t: 'applied', id: m.id, error: (e as Error).message });
+        }
+        return;
+      case 'release':
+      case 'restore':
+        try {
+          if (m.t === 'release') await dp.releaseListeners(m.listen);
+          else await dp.restoreListeners();
           send({ t: 'applied', id: m.id, error: null });
         } catch (e) {
           send({ t: 'applied', id: m.id, error: (e as Error).message });
@@ -422,6 +434,30 @@ export class WorkerPool {
   }
 
   /**
+   * The workers of `asked` that did what they were asked (answered null) and the reasons of those that did not
+   * (their error first, then an exit or silence). A silent worker may still do it: it is replaced.
+   */
+  private outcome(asked: readonly Worker[], r: Answers, what: string, timeoutMs: number): { done: Worker[]; failures: string[] } {
+    const failures: string[] = [];
+    const done: Worker[] = [];
+    for (const w of asked) {
+      const answer = r.answers.get(w);
+      if (answer === null) done.push(w);
+      else if (typeof answer === 'string') failures.push(`worker ${this.slotOf(w)?.index ?? '?'}: ${answer}`);
+    }
+    for (const w of asked) {
+      const slot = this.slotOf(w);
+      if (r.exited.has(w)) failures.push(`worker ${slot?.index ?? '?'} exited during the ${what}`);
+      else if (r.silent.has(w)) {
+        failures.push(`worker ${slot?.index ?? '?'} did not answer the ${what} within ${timeoutMs} ms`);
+        // its restart starts it with the snapshot in force
+        if (slot !== undefined && slot.worker === w) this.replace(slot, 'apply_unanswered');
+      }
+    }
+    return { done, failures };
+  }
+
+  /**
    * Puts a snapshot in force on every worker, or on none: rejects with the reason of the first worker that failed
    * (its error, its exit, or its silence past applyTimeoutMs), after the workers that applied it went back to the
    * previous snapshot. A worker whose state is not the previous snapshot afterwards (it did not answer, or its
@@ -435,26 +471,10 @@ export class WorkerPool {
     try {
       const asked = this.live();
       const r = await this.ask(asked, (id) => ({ t: 'apply', id, snapshot: snapshotToJson(s), logLevel: this.options.logLevel() }), timeoutMs);
-      const failures: string[] = [];
-      const applied: Worker[] = [];
-      for (const w of asked) {
-        const index = this.slotOf(w)?.index ?? '?';
-        const answer = r.answers.get(w);
-        if (answer === null) applied.push(w);
-        else if (typeof answer === 'string') failures.push(`worker ${index}: ${answer}`);
-      }
-      for (const w of asked) {
-        const slot = this.slotOf(w);
-        if (r.exited.has(w)) failures.push(`worker ${slot?.index ?? '?'} exited during the apply`);
-        else if (r.silent.has(w)) {
-          failures.push(`worker ${slot?.index ?? '?'} did not answer the apply within ${timeoutMs} ms`);
-          // It may have applied the snapshot, or may yet: its restart starts it with the previous one.
-          if (slot !== undefined && slot.worker === w) this.replace(slot, 'apply_unanswered');
-        }
-      }
+      const { done, failures } = this.outcome(asked, r, 'apply', timeoutMs);
       if (failures.length > 0) {
-        this.options.logger.error({ version: s.version, failures, rolling_back: applied.length }, 'a worker could not apply the snapshot; rolling the others back');
-        await this.rollback(applied, prev, timeoutMs);
+        this.options.logger.error({ version: s.version, failures, rolling_back: done.length }, 'a worker could not apply the snapshot; rolling the others back');
+        await this.undo(done, (id) => ({ t: 'apply', id, snapshot: snapshotToJson(prev), logLevel: this.options.logLevel() }), 'roll back to the previous snapshot', timeoutMs);
         throw new Error(failures[0]);
       }
       this.snapshot = s;
@@ -471,16 +491,47 @@ export class WorkerPool {
     }
   }
 
-  /** Gives `workers` the previous snapshot again; one that fails or does not answer in time is replaced. */
-  private async rollback(workers: readonly Worker[], prev: DataplaneSnapshot, timeoutMs: number): Promise<void> {
-    const r = await this.ask(workers, (id) => ({ t: 'apply', id, snapshot: snapshotToJson(prev), logLevel: this.options.logLevel() }), timeoutMs);
+  /**
+   * Closes the listeners of these addresses in every worker ahead of an apply() that drops them (the flows on them
+   * end; see Dataplane.releaseListeners), all or none: if a worker fails, those that released bind them again.
+   * restore() binds them again after a later failure. A worker restarted meanwhile binds them (it starts with the
+   * snapshot in force).
+   */
+  async release(addresses: readonly SocketAddress[]): Promise<void> {
+    const timeoutMs = this.options.applyTimeoutMs ?? 10_000;
+    const asked = this.live();
+    const r = await this.ask(asked, (id) => ({ t: 'release', id, listen: [...addresses] }), timeoutMs);
+    const { done, failures } = this.outcome(asked, r, 'release', timeoutMs);
+    if (failures.length > 0) {
+      this.options.logger.error({ failures, restoring: done.length }, 'a worker could not release listeners; binding them again in the others');
+      await this.undo(done, (id) => ({ t: 'restore', id }), 'bind released listeners again', timeoutMs);
+      throw new Error(failures[0]);
+    }
+  }
+
+  /** Binds again, in every worker, the listen addresses of the snapshot in force that release() closed. */
+  async restore(): Promise<void> {
+    const timeoutMs = this.options.applyTimeoutMs ?? 10_000;
+    const asked = this.live();
+    const r = await this.ask(asked, (id) => ({ t: 'restore', id }), timeoutMs);
+    const { failures } = this.outcome(asked, r, 'restore', timeoutMs);
+    for (const w of asked) {
+      const slot = this.slotOf(w);
+      if (typeof r.answers.get(w) === 'string' && slot !== undefined && slot.worker === w) this.replace(slot, 'rollback_failed');
+    }
+    if (failures.length > 0) throw new Error(failures[0]);
+  }
+
+  /** Asks `workers` to undo a step (`what`); one that fails or does not answer in time is replaced. */
+  private async undo(workers: readonly Worker[], make: (id: number) => ToWorker, what: string, timeoutMs: number): Promise<void> {
+    const r = await this.ask(workers, make, timeoutMs);
     for (const w of workers) {
       const answer = r.answers.get(w);
-      if (answer === null || r.exited.has(w)) continue; // back on prev, or restarting with it
+      if (answer === null || r.exited.has(w)) continue; // undone, or restarting with the snapshot in force
       const slot = this.slotOf(w);
       if (slot === undefined || slot.worker !== w) continue;
       const err = typeof answer === 'string' ? answer : `no answer within ${timeoutMs} ms`;
-      this.options.logger.error({ worker: slot.index, pid: w.process.pid, version: prev.version, err }, 'worker could not roll back to the previous snapshot; replacing it');
+      this.options.logger.error({ worker: slot.index, pid: w.process.pid, version: this.snapshot?.version, err }, `worker could not ${what}; replacing it`);
       this.replace(slot, 'rollback_failed');
     }
   }
