@@ -264,6 +264,32 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     );
   }
 
+  /**
+   * Closes the listeners of these addresses ahead of an apply() whose snapshot no longer lists them, so that
+   * another data plane can bind them first (the agent moving ports between load balancers). The flows of a closed
+   * listener end: their clients' datagrams reach whoever binds the port next. The snapshot in force is unchanged;
+   * restoreListeners(), or apply() of a snapshot that lists them, binds them again. Addresses not bound are skipped.
+   */
+  async releaseListeners(addresses: readonly SocketAddress[]): Promise<void> {
+    const keys = new Set(addresses.map(listenerKey));
+    for (const l of this.sockets) if (l !== null && keys.has(l.key)) await this.closeListener(l);
+    if (keys.size > 0) this.logger.info({ ...this.lbField(this.lbName), released: [...keys] }, 'listeners released');
+  }
+
+  /** Binds every listen address of the snapshot in force that releaseListeners() closed; all or none. */
+  async restoreListeners(): Promise<void> {
+    const opened: Listener[] = [];
+    try {
+      for (const a of this.snapshot?.listen ?? []) {
+        if (!this.sockets.some((l) => l !== null && l.key === listenerKey(a))) opened.push(await this.openListener(a));
+      }
+    } catch (e) {
+      for (const l of opened) await this.closeListener(l);
+      throw e;
+    }
+    if (opened.length > 0) this.logger.info({ ...this.lbField(this.lbName), restored: opened.map((l) => l.key) }, 'listeners bound again');
+  }
+
   /** External health (worker processes get it from the primary). */
   setServerHealth(name: string, health: HealthState | boolean): void {
     const state: HealthState = typeof health === 'boolean' ? (health ? 'healthy' : 'unhealthy') : health;
@@ -276,10 +302,10 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     return new Map(this.router.serverList().map((s) => [s.name, s.health]));
   }
 
-  /** The bound addresses, in the order of the snapshot's listen list. */
+  /** The bound addresses, in the order of the snapshot's listen list (released ones left out). */
   addresses(): SocketAddress[] {
     if (!this.snapshot) return this.sockets.filter((l): l is Listener => l !== null).map((l) => l.bound);
-    return this.snapshot.listen.map((a) => this.sockets.find((l) => l !== null && l.key === listenerKey(a))!.bound);
+    return this.snapshot.listen.flatMap((a) => this.sockets.find((l) => l !== null && l.key === listenerKey(a))?.bound ?? []);
   }
 
   stats(): DataplaneStats {

@@ -6,11 +6,17 @@
  *
  * A port 0 (ephemeral) listen address is resolved once by the primary: it binds a SO_REUSEPORT socket to learn
  * a free port, the workers join that port, then the primary's placeholder closes.
+ *
+ * A snapshot is put in force on all workers or on none (apply()): if one worker fails, exits or does not answer,
+ * the workers that applied it return to the previous snapshot, and a worker whose state is then unknown or not
+ * the previous snapshot (its rollback failed, it did not answer) is killed, so its restart (the crash recovery
+ * below) starts it with the previous snapshot. A client 4-tuple hashes to one worker: workers on different
+ * configs would treat flows differently.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { createSocket, type Socket } from 'node:dgram';
 import { fileURLToPath } from 'node:url';
-import { AggregatorRegistry, Registry } from 'prom-client';
+import { AggregatorRegistry, Counter, Registry } from 'prom-client';
 import { snapshotFromJson, snapshotToJson, type DataplaneSnapshot, type SnapshotJson, type SocketAddress } from '../lib/config/snapshot.js';
 import { Dataplane } from './dataplane.js';
 import { createLogger, type Logger } from './logging.js';
@@ -23,6 +29,8 @@ import { withDataplaneV8Flags } from './v8-flags.js';
 type ToWorker =
   | { t: 'start'; snapshot: SnapshotJson; health: [string, HealthState][]; logLevel: string; upstreamPortSeed: string | null }
   | { t: 'apply'; id: number; snapshot: SnapshotJson; logLevel: string }
+  | { t: 'release'; id: number; listen: SocketAddress[] }
+  | { t: 'restore'; id: number }
   | { t: 'health'; name: string; state: HealthState }
   | { t: 'metrics'; id: number }
   | { t: 'ping'; id: number }
@@ -66,6 +74,16 @@ export async function runWorker(): Promise<void> {
         try {
           logger.level = m.logLevel;
           await dp.apply(snapshotFromJson(m.snapshot));
+          send({ t: 'applied', id: m.id, error: null });
+        } catch (e) {
+          send({ t: 'applied', id: m.id, error: (e as Error).message });
+        }
+        return;
+      case 'release':
+      case 'restore':
+        try {
+          if (m.t === 'release') await dp.releaseListeners(m.listen);
+          else await dp.restoreListeners();
           send({ t: 'applied', id: m.id, error: null });
         } catch (e) {
           send({ t: 'applied', id: m.id, error: (e as Error).message });
@@ -124,6 +142,19 @@ export interface WorkerPoolOptions {
   io?: IoChoice;
   /** Stable upstream ports: the seed every worker derives its upstream ports from (sent over IPC, never in env). */
   upstreamPortSeed?: Uint8Array;
+  /** How long apply() waits for every worker's answer, and again for the rollback's (default 10 s). */
+  applyTimeoutMs?: number;
+}
+
+/** Why a worker was killed to be replaced (label `reason` of quiclb_worker_replacements_total). */
+export type ReplacementReason = 'hung' | 'apply_unanswered' | 'rollback_failed' | 'resync_failed';
+const REPLACEMENT_REASONS: readonly ReplacementReason[] = ['hung', 'apply_unanswered', 'rollback_failed', 'resync_failed'];
+
+/** The answers to one request to some workers: by worker, those that exited first, and those still silent at the timeout. */
+interface Answers {
+  readonly answers: Map<Worker, unknown>;
+  readonly exited: Set<Worker>;
+  readonly silent: Set<Worker>;
 }
 
 interface Slot {
@@ -147,14 +178,28 @@ export class WorkerPool {
   private snapshot: DataplaneSnapshot | null = null;
   private stopping = false;
   private nextId = 1;
-  private readonly waiters = new Map<number, { pending: Set<Worker>; results: unknown[]; done: (r: unknown[]) => void }>();
+  private readonly waiters = new Map<number, { pending: Set<Worker>; answers: Map<Worker, unknown>; exited: Set<Worker>; done: () => void }>();
   private addressesBound: SocketAddress[] = [];
   private placeholders: Socket[] = [];
   /** Resolved ports of port-0 listen entries, by `${host}#${n}`. */
   private readonly resolved = new Map<string, number>();
   private heartbeat: NodeJS.Timeout | null = null;
+  /** Workers killed to be replaced, by reason (hung: stopped answering pings). */
+  readonly replacements: Record<ReplacementReason, number> = { hung: 0, apply_unanswered: 0, rollback_failed: 0, resync_failed: 0 };
+
+  /** The primary's own metrics of this pool (quiclb_worker_replacements_total), reported with the workers'. */
+  private readonly ownRegistry = new Registry();
+  private readonly replacementsMetric = new Counter({
+    name: 'quiclb_worker_replacements_total',
+    help: 'Worker processes killed to be restarted with the snapshot in force, by reason.',
+    labelNames: ['lb', 'reason'],
+    registers: [this.ownRegistry],
+  });
+
   /** Workers killed because they stopped answering pings. */
-  hungWorkers = 0;
+  get hungWorkers(): number {
+    return this.replacements.hung;
+  }
 
   constructor(private readonly options: WorkerPoolOptions) {}
 
@@ -174,6 +219,7 @@ export class WorkerPool {
   async start(snapshot: DataplaneSnapshot): Promise<void> {
     const s = await this.resolvePorts(snapshot);
     this.snapshot = s;
+    for (const reason of REPLACEMENT_REASONS) this.replacementsMetric.inc({ lb: s.name, reason }, 0);
     cluster.setupPrimary({ exec: workerEntry(), execArgv: withDataplaneV8Flags(), serialization: 'json', silent: false });
     const started: Promise<void>[] = [];
     for (let i = 0; i < this.options.count; i++) {
@@ -216,10 +262,8 @@ export class WorkerPool {
         if (!slot.ready || w === null || !w.isConnected()) continue;
         if (stalled) slot.lastPong = now;
         else if (now - slot.lastPong > timeout) {
-          slot.ready = false;
-          this.hungWorkers++;
           this.options.logger.error({ worker: slot.index, pid: w.process.pid, silent_ms: now - slot.lastPong }, 'worker stopped answering; killing it');
-          w.process.kill('SIGKILL');
+          this.replace(slot, 'hung');
           continue;
         }
         w.send({ t: 'ping', id: ++id } satisfies ToWorker);
@@ -311,13 +355,14 @@ export class WorkerPool {
           worker.kill();
         } else if (msg.t === 'applied' || msg.t === 'metrics') {
           if (msg.t === 'metrics' && slot.worker === worker) slot.lastMetrics = msg.metrics;
-          if (msg.t === 'applied' && msg.error !== null && !this.waiters.has(msg.id)) {
-            this.options.logger.error({ worker: slot.index, err: msg.error }, 'worker could not apply the current snapshot');
-          }
           const w = this.waiters.get(msg.id);
           if (w && w.pending.delete(worker)) {
-            w.results.push(msg.t === 'applied' ? msg.error : msg.metrics);
-            if (w.pending.size === 0) w.done(w.results);
+            w.answers.set(worker, msg.t === 'applied' ? msg.error : msg.metrics);
+            if (w.pending.size === 0) w.done();
+          } else if (msg.t === 'applied' && msg.error !== null && slot.worker === worker) {
+            // A catch-up (resync) that failed: this worker serves another snapshot than the others.
+            this.options.logger.error({ worker: slot.index, err: msg.error }, 'worker could not apply the snapshot in force; replacing it');
+            this.replace(slot, 'resync_failed');
           }
         }
       });
@@ -328,7 +373,9 @@ export class WorkerPool {
           slot.lastMetrics = null;
         }
         for (const w of this.waiters.values()) {
-          if (w.pending.delete(worker) && w.pending.size === 0) w.done(w.results);
+          if (!w.pending.delete(worker)) continue;
+          w.exited.add(worker);
+          if (w.pending.size === 0) w.done();
         }
         if (!settled) {
           settled = true;
@@ -353,44 +400,90 @@ export class WorkerPool {
     return this.slots.filter((s) => s.ready && s.worker !== null && s.worker.isConnected()).map((s) => s.worker!);
   }
 
-  private ask(make: (id: number) => ToWorker, timeoutMs: number): Promise<unknown[]> {
-    const workers = this.live();
-    if (workers.length === 0) return Promise.resolve([]);
+  /** Kills a slot's worker so that its exit restarts it (with the snapshot in force), counted by reason. */
+  private replace(slot: Slot, reason: ReplacementReason): void {
+    const w = slot.worker;
+    slot.ready = false;
+    if (w === null || w.isDead() || w.process.killed) return; // already being replaced
+    this.replacements[reason]++;
+    this.replacementsMetric.inc({ lb: this.snapshot?.name ?? 'standalone', reason });
+    w.process.kill('SIGKILL');
+  }
+
+  /** Sends a request to `workers` and collects their answers, for at most timeoutMs. */
+  private ask(workers: readonly Worker[], make: (id: number) => ToWorker, timeoutMs: number): Promise<Answers> {
     const id = this.nextId++;
+    const answers = new Map<Worker, unknown>();
+    const exited = new Set<Worker>();
+    const pending = new Set(workers);
+    if (pending.size === 0) return Promise.resolve({ answers, exited, silent: new Set() });
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
+      const finish = () => {
+        clearTimeout(timer);
         this.waiters.delete(id);
-        resolve(entry.results);
-      }, timeoutMs);
-      const entry = {
-        pending: new Set(workers),
-        results: [] as unknown[],
-        done: (r: unknown[]) => {
-          clearTimeout(timer);
-          this.waiters.delete(id);
-          resolve(r);
-        },
+        resolve({ answers, exited, silent: new Set(pending) });
       };
-      this.waiters.set(id, entry);
+      const timer = setTimeout(finish, timeoutMs);
+      this.waiters.set(id, { pending, answers, exited, done: finish });
       for (const w of workers) w.send(make(id));
     });
   }
 
-  /** Sends a snapshot to every worker; rejects with the first worker's error. */
+  private slotOf(worker: Worker): Slot | undefined {
+    return this.slots.find((s) => s.worker === worker);
+  }
+
+  /**
+   * The workers of `asked` that did what they were asked (answered null) and the reasons of those that did not
+   * (their error first, then an exit or silence). A silent worker may still do it: it is replaced.
+   */
+  private outcome(asked: readonly Worker[], r: Answers, what: string, timeoutMs: number): { done: Worker[]; failures: string[] } {
+    const failures: string[] = [];
+    const done: Worker[] = [];
+    for (const w of asked) {
+      const answer = r.answers.get(w);
+      if (answer === null) done.push(w);
+      else if (typeof answer === 'string') failures.push(`worker ${this.slotOf(w)?.index ?? '?'}: ${answer}`);
+    }
+    for (const w of asked) {
+      const slot = this.slotOf(w);
+      if (r.exited.has(w)) failures.push(`worker ${slot?.index ?? '?'} exited during the ${what}`);
+      else if (r.silent.has(w)) {
+        failures.push(`worker ${slot?.index ?? '?'} did not answer the ${what} within ${timeoutMs} ms`);
+        // its restart starts it with the snapshot in force
+        if (slot !== undefined && slot.worker === w) this.replace(slot, 'apply_unanswered');
+      }
+    }
+    return { done, failures };
+  }
+
+  /**
+   * Puts a snapshot in force on every worker, or on none: rejects with the reason of the first worker that failed
+   * (its error, its exit, or its silence past applyTimeoutMs), after the workers that applied it went back to the
+   * previous snapshot. A worker whose state is not the previous snapshot afterwards (it did not answer, or its
+   * rollback failed or did not answer in time) is killed and restarted with the previous snapshot.
+   */
   async apply(snapshot: DataplaneSnapshot): Promise<void> {
+    const prev = this.snapshot;
+    if (prev === null) throw new Error('worker pool not started');
+    const timeoutMs = this.options.applyTimeoutMs ?? 10_000;
     const s = await this.resolvePorts(snapshot);
     try {
-      const json = snapshotToJson(s);
-      const asked = new Set(this.live());
-      const results = await this.ask((id) => ({ t: 'apply', id, snapshot: json, logLevel: this.options.logLevel() }), 10_000);
-      const err = results.find((r) => typeof r === 'string');
-      if (err) throw new Error(String(err));
+      const asked = this.live();
+      const r = await this.ask(asked, (id) => ({ t: 'apply', id, snapshot: snapshotToJson(s), logLevel: this.options.logLevel() }), timeoutMs);
+      const { done, failures } = this.outcome(asked, r, 'apply', timeoutMs);
+      if (failures.length > 0) {
+        this.options.logger.error({ version: s.version, failures, rolling_back: done.length }, 'a worker could not apply the snapshot; rolling the others back');
+        await this.undo(done, (id) => ({ t: 'apply', id, snapshot: snapshotToJson(prev), logLevel: this.options.logLevel() }), 'roll back to the previous snapshot', timeoutMs);
+        throw new Error(failures[0]);
+      }
       this.snapshot = s;
       this.addressesBound = s.listen.map((a) => ({ ...a }));
       // Workers that became ready while we asked the others were started with the previous snapshot; workers
       // still starting catch up when they report ready.
+      const askedSet = new Set(asked);
       for (const slot of this.slots) {
-        if (slot.worker !== null && asked.has(slot.worker)) slot.given = s;
+        if (slot.worker !== null && askedSet.has(slot.worker)) slot.given = s;
         else if (slot.ready && slot.given !== s) this.resync(slot);
       }
     } finally {
@@ -398,7 +491,52 @@ export class WorkerPool {
     }
   }
 
-  /** Sends the current snapshot to one worker (its answer is not awaited; an error is logged). */
+  /**
+   * Closes the listeners of these addresses in every worker ahead of an apply() that drops them (the flows on them
+   * end; see Dataplane.releaseListeners), all or none: if a worker fails, those that released bind them again.
+   * restore() binds them again after a later failure. A worker restarted meanwhile binds them (it starts with the
+   * snapshot in force).
+   */
+  async release(addresses: readonly SocketAddress[]): Promise<void> {
+    const timeoutMs = this.options.applyTimeoutMs ?? 10_000;
+    const asked = this.live();
+    const r = await this.ask(asked, (id) => ({ t: 'release', id, listen: [...addresses] }), timeoutMs);
+    const { done, failures } = this.outcome(asked, r, 'release', timeoutMs);
+    if (failures.length > 0) {
+      this.options.logger.error({ failures, restoring: done.length }, 'a worker could not release listeners; binding them again in the others');
+      await this.undo(done, (id) => ({ t: 'restore', id }), 'bind released listeners again', timeoutMs);
+      throw new Error(failures[0]);
+    }
+  }
+
+  /** Binds again, in every worker, the listen addresses of the snapshot in force that release() closed. */
+  async restore(): Promise<void> {
+    const timeoutMs = this.options.applyTimeoutMs ?? 10_000;
+    const asked = this.live();
+    const r = await this.ask(asked, (id) => ({ t: 'restore', id }), timeoutMs);
+    const { failures } = this.outcome(asked, r, 'restore', timeoutMs);
+    for (const w of asked) {
+      const slot = this.slotOf(w);
+      if (typeof r.answers.get(w) === 'string' && slot !== undefined && slot.worker === w) this.replace(slot, 'rollback_failed');
+    }
+    if (failures.length > 0) throw new Error(failures[0]);
+  }
+
+  /** Asks `workers` to undo a step (`what`); one that fails or does not answer in time is replaced. */
+  private async undo(workers: readonly Worker[], make: (id: number) => ToWorker, what: string, timeoutMs: number): Promise<void> {
+    const r = await this.ask(workers, make, timeoutMs);
+    for (const w of workers) {
+      const answer = r.answers.get(w);
+      if (answer === null || r.exited.has(w)) continue; // undone, or restarting with the snapshot in force
+      const slot = this.slotOf(w);
+      if (slot === undefined || slot.worker !== w) continue;
+      const err = typeof answer === 'string' ? answer : `no answer within ${timeoutMs} ms`;
+      this.options.logger.error({ worker: slot.index, pid: w.process.pid, version: this.snapshot?.version, err }, `worker could not ${what}; replacing it`);
+      this.replace(slot, 'rollback_failed');
+    }
+  }
+
+  /** Sends the current snapshot to one worker (not awaited: a worker that answers with an error is replaced). */
   private resync(slot: Slot): void {
     const w = slot.worker;
     if (w === null || !w.isConnected() || this.snapshot === null) return;
@@ -414,8 +552,9 @@ export class WorkerPool {
   async workerMetrics(): Promise<MetricsJson[]> {
     // Every answer also lands in its slot's lastMetrics; a live worker that did not answer in time (busy, stopped)
     // counts with its previous report, so the sums never go down (Prometheus would read a counter reset).
-    await this.ask((id) => ({ t: 'metrics', id }), 2000);
-    return this.slots.flatMap((s) => [...(s.lastMetrics !== null ? [s.lastMetrics] : []), ...(s.carried !== null ? [s.carried] : [])]);
+    await this.ask(this.live(), (id) => ({ t: 'metrics', id }), 2000);
+    const own = await this.ownRegistry.getMetricsAsJSON();
+    return [own, ...this.slots.flatMap((s) => [...(s.lastMetrics !== null ? [s.lastMetrics] : []), ...(s.carried !== null ? [s.carried] : [])])];
   }
 
   async stop(): Promise<void> {

@@ -14,6 +14,13 @@ import { WorkerPool } from '../workers.js';
 export interface LbEngine {
   start(s: DataplaneSnapshot): Promise<void>;
   apply(s: DataplaneSnapshot): Promise<void>;
+  /**
+   * Closes the listeners of these addresses before apply() of a snapshot that drops them, so that another load
+   * balancer can bind them first; the flows on them end. The snapshot in force stays; restore() binds them again.
+   */
+  release(addresses: readonly SocketAddress[]): Promise<void>;
+  /** Binds again the listen addresses of the snapshot in force that release() closed. */
+  restore(): Promise<void>;
   stop(): Promise<void>;
   /** Bound listen addresses, in the snapshot's order. */
   addresses(): SocketAddress[];
@@ -33,6 +40,12 @@ export class InProcessEngine implements LbEngine {
   }
   apply(s: DataplaneSnapshot) {
     return this.dataplane.apply(s);
+  }
+  release(addresses: readonly SocketAddress[]) {
+    return this.dataplane.releaseListeners(addresses);
+  }
+  restore() {
+    return this.dataplane.restoreListeners();
   }
   stop() {
     return this.dataplane.stop();
@@ -67,6 +80,12 @@ export class WorkerEngine implements LbEngine {
   }
   apply(s: DataplaneSnapshot) {
     return this.pool.apply(s);
+  }
+  release(addresses: readonly SocketAddress[]) {
+    return this.pool.release(addresses);
+  }
+  restore() {
+    return this.pool.restore();
   }
   stop() {
     return this.pool.stop();

@@ -1,8 +1,9 @@
 /**
  * The load balancers a snapshot asks for, each with its engine (data plane) and its health checker, and the
- * all-or-nothing change from one snapshot to the next: new load balancers start, the others apply their new
- * snapshot (flows kept), the ones that disappeared stop. If any step fails, what was done is undone and the
- * previous snapshot stays in force everywhere.
+ * all-or-nothing change from one snapshot to the next: new load balancers start, running ones release the ports
+ * they hand over to another one (LbEngine.release: the flows on those ports end), the others apply their new
+ * snapshot (flows kept), the ones that disappeared stop. If any step fails, what was done is undone (moved ports
+ * bound again by their previous holder) and the previous snapshot stays in force everywhere.
  *
  * Health rule (docs/config-channel.md): a server's health in the fallback pool is the operator's verdict
  * (SnapshotServer.verdict) while followVerdicts(lb) (the operator is connected, its stream brought the snapshot in
@@ -91,8 +92,9 @@ export class LoadBalancerSet {
     const stopLast = removed.filter((lb) => !stopFirst.includes(lb));
     // New ones that bind nothing an existing one holds go first: if one cannot bind (a port taken on the host), the
     // snapshot is rejected before any running load balancer was touched (a rollback re-binds moved ports, and
-    // closing a listener drops its flows). Then existing ones that give up an address, so a moved port is free
-    // when it is needed; then the rest.
+    // closing a listener drops its flows). Then running ones release the addresses they give up to another one (two
+    // that swap ports would each find the other's port still bound), then existing ones that give up an address,
+    // then the rest.
     const held = new Set(inForce.filter((a) => a.port !== 0).map(formatSocketAddress));
     const releases = (s: DataplaneSnapshot, lb: LoadBalancer) =>
       lb.snapshot.listen.some((a) => a.port !== 0 && !s.listen.some((b) => formatSocketAddress(b) === formatSocketAddress(a)));
@@ -102,10 +104,32 @@ export class LoadBalancerSet {
       .map((s, index) => ({ s, index, lb: this.lbs.get(s.name) }))
       .filter(({ s, lb }) => lb === undefined || lb.snapshot !== s)
       .sort((a, b) => rank(a) - rank(b));
+    const firstRunning = steps.findIndex((st) => rank(st) > 0);
+    const claimedBy = new Map<string, string>();
+    for (const s of next) for (const a of s.listen) if (a.port !== 0) claimedBy.set(formatSocketAddress(a), s.name);
+    const handOver = steps.flatMap(({ s, index, lb }) => {
+      if (lb === undefined) return [];
+      const wanted = new Set(s.listen.map(formatSocketAddress));
+      const addresses = lb.snapshot.listen.filter((a) => {
+        const k = formatSocketAddress(a);
+        return a.port !== 0 && !wanted.has(k) && claimedBy.has(k) && claimedBy.get(k) !== lb.name;
+      });
+      return addresses.length > 0 ? [{ s, index, lb, addresses }] : [];
+    });
+    /** Re-applied load balancers and the held addresses they took over, released first in a rollback. */
+    const tookOver: { lb: LoadBalancer; addresses: DataplaneSnapshot['listen'] }[] = [];
 
     const undo: (() => Promise<void>)[] = [];
     const started: LoadBalancer[] = [];
     const rollback = async () => {
+      // Moved ports go back: whoever took one lets go of it before its previous holder binds it again.
+      for (const { lb, addresses } of tookOver) {
+        try {
+          await lb.engine.release(addresses);
+        } catch (e) {
+          logger.error({ lb: lb.name, error: (e as Error).message }, 'rollback step failed');
+        }
+      }
       for (const u of undo.reverse()) {
         try {
           await u();
@@ -132,11 +156,32 @@ export class LoadBalancerSet {
       listenLocks?.retain(inForce);
       return { field: '', message: (e as Error).message };
     }
-    for (const { s, index, lb } of steps) {
+    const releaseHandedOver = async (): Promise<ApplyFailure | null> => {
+      // Flows on a released address end: its clients' datagrams go to the load balancer that binds it next.
+      for (const h of handOver) {
+        try {
+          await h.lb.engine.release(h.addresses);
+        } catch (e) {
+          await rollback();
+          listenLocks?.retain(inForce);
+          return { field: `load_balancers[${h.index}]`, message: (e as Error).message };
+        }
+        undo.push(() => h.lb.engine.restore());
+      }
+      return null;
+    };
+    for (const [i, { s, index, lb }] of steps.entries()) {
+      if (i === firstRunning) {
+        const failure = await releaseHandedOver();
+        if (failure !== null) return failure;
+      }
       try {
         if (lb) {
           const prev = lb.snapshot;
           await lb.engine.apply(s);
+          const before = new Set(prev.listen.map(formatSocketAddress));
+          const gained = s.listen.filter((a) => a.port !== 0 && !before.has(formatSocketAddress(a)) && held.has(formatSocketAddress(a)));
+          if (gained.length > 0) tookOver.push({ lb, addresses: gained });
           // Verdicts of the new snapshot at once (its new servers start as 'unknown', which counts as healthy).
           lb.snapshot = s;
           this.syncHealth(lb);

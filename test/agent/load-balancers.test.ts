@@ -4,6 +4,7 @@
  * every server ever seen would grow with every rollout and ride along to every restarted worker.
  */
 import { afterAll, describe, expect, it } from '@jest/globals';
+import { spawnSync } from 'node:child_process';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { InProcessEngine } from '../../dataplane/agent/engines.js';
@@ -11,6 +12,8 @@ import { LoadBalancerSet } from '../../dataplane/agent/load-balancers.js';
 import type { HealthState } from '../../dataplane/router.js';
 import { config, server, snapshot } from '../dataplane/helpers.js';
 import { freeUdpPort } from './fake-operator.js';
+import { repoRoot } from '../helpers/run-cli.js';
+import { runPortSwap, type SwapResult } from './port-swap.js';
 
 const logger = pino({ level: 'silent' });
 const registry = new Registry();
@@ -56,4 +59,43 @@ describe('LoadBalancerSet', () => {
     expect(await lbs.apply([alpha])).toBeNull();
     expect(lbs.list().map((l) => l.name)).toEqual(['alpha']);
   });
+});
+
+/** Both engines: the swap is accepted; a refused swap-back leaves each load balancer serving the ports it had. */
+function expectSwap(r: SwapResult): void {
+  expect(r.initial).toBeNull();
+  expect(r.swap).toBeNull();
+  expect(r.afterSwap).toEqual({ P: ['y'], Q: ['x'] });
+  expect(r.failed?.field).toBe('load_balancers[2].listen[1]');
+  expect(r.failed?.message).toMatch(/cannot listen on 127\.0\.0\.1:\d+: /);
+  expect(r.afterFailure).toEqual({ x: [2], y: [1], P: ['y'], Q: ['x'] }); // 1 = P, 2 = Q
+  expect(r.again).toBeNull();
+  expect(r.afterAgain).toEqual({ P: ['x'], Q: ['y'] });
+}
+
+describe('LoadBalancerSet: ports moved between running load balancers', () => {
+  it('in process: two load balancers swap ports; a swap whose later step fails is rolled back, each serving its ports again', async () => {
+    const set = new LoadBalancerSet({ makeEngine: () => new InProcessEngine(logger, new Registry()), logger, registry: new Registry(), followVerdicts: () => true });
+    try {
+      expectSwap(await runPortSwap(set));
+    } finally {
+      await set.stopAll();
+    }
+  }, 30_000);
+
+  it('with worker processes: the same', () => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', 'test/agent/port-swap-workers.script.ts'], {
+      cwd: repoRoot,
+      encoding: 'utf8',
+      timeout: 90_000,
+      env: { ...process.env, NODE_OPTIONS: '' },
+    });
+    let out: SwapResult;
+    try {
+      out = JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '') as SwapResult;
+    } catch {
+      throw new Error(`script failed (status ${r.status}, signal ${r.signal}):\n${r.stdout.slice(-2000)}\n${r.stderr.slice(-3000)}`);
+    }
+    expectSwap(out);
+  }, 100_000);
 });
