@@ -35,7 +35,7 @@ import { buildStatus } from '../status/status.js';
 import { computeDesired, statusFacts, type Desired } from './desired.js';
 import { addFinalizer, hasFinalizer, isDeleting, isStale, removeFinalizer } from './finalizer.js';
 import { backendClaimsOf, created, observe } from './observe.js';
-import { backendHolder, claimFor, claimsOf, podOwnership } from './port-claims.js';
+import { backendHolder, claimFor, claimsOf } from './port-claims.js';
 import type { SnapshotPublisher } from './publisher.js';
 import { GROUP, KIND, readSpec, SERVER_ID_ANNOTATION, VERSION } from './spec.js';
 
@@ -258,13 +258,14 @@ export class Reconciler {
     this.specProblems.delete(key);
     if (!hasFinalizer(qlb)) return { kind: 'done' };
     const stored = await step('read', () => this.d.ids.read(namespace, name)).catch(() => null);
-    // While an earlier load balancer holds the backend Service, the pods' annotations are its IDs, not ours; so are
-    // those of pods an earlier one's backend has too (our records may still name them: its IDs can equal ours).
+    // While an earlier load balancer holds the backend Service, the pods' annotations are its IDs, not ours. A pod
+    // any other load balancer's backend has is left alone too, earlier or later: our records may still name it and
+    // its ID can equal ours; if that one's value differs, it writes its own.
     const podsAreAnother = this.backendHeldByAnother(qlb, key);
     const assigned = podsAreAnother ? [] : (stored?.records.assigned ?? []);
-    const held = this.podsHeldByOthers(qlb, key, new Set(assigned.map((a) => a.podUid)));
+    const claimed = this.podsClaimedByOthers(qlb, key, new Set(assigned.map((a) => a.podUid)));
     for (const a of assigned) {
-      if (held.has(a.podUid)) continue;
+      if (claimed.has(a.podUid)) continue;
       const pod = this.d.informers.pods.get(a.podName, namespace);
       if (pod?.metadata?.uid !== a.podUid || pod.metadata?.annotations?.[SERVER_ID_ANNOTATION] !== a.id) continue;
       await step('pods', () => this.d.writer.annotatePod(namespace, a.podName, null).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(e))));
@@ -276,12 +277,13 @@ export class Reconciler {
     return { kind: 'done' };
   }
 
-  private podsHeldByOthers(qlb: QuicLoadBalancerObject, key: string, pods: ReadonlySet<string>): ReadonlyMap<string, string> {
-    if (pods.size === 0) return new Map();
+  /** Those of `pods` (UIDs) that another load balancer's backend has (observe.ts backendClaimsOf). */
+  private podsClaimedByOthers(qlb: QuicLoadBalancerObject, key: string, pods: ReadonlySet<string>): ReadonlySet<string> {
+    if (pods.size === 0) return new Set();
     const namespace = qlb.metadata!.namespace!;
     const i = this.d.informers;
     const others = backendClaimsOf(namespace, i.qlbs.list(namespace), i.services.list(namespace), i.slices.list(namespace)).filter((c) => c.key !== key);
-    return podOwnership({ key, createdAt: created(qlb) }, pods, others).heldByOthers;
+    return new Set([...pods].filter((p) => others.some((c) => c.pods.has(p))));
   }
 
   /** Enqueues the later load balancers whose set of wanted pods that `key` holds changed (came, went, grew, shrank). */

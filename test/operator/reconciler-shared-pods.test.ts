@@ -49,7 +49,7 @@ function slice(service: string, pods: string[]): k8s.V1EndpointSlice {
 class World {
   qlbs: QuicLoadBalancerObject[] = [];
   slices: k8s.V1EndpointSlice[] = [];
-  readonly services: k8s.V1Service[] = ['web', 'all'].map((name) => ({ metadata: { namespace: 'team', name }, spec: { ports: [{ name: 'quic', port: 443, protocol: 'UDP' }] } }));
+  services: k8s.V1Service[] = ['web', 'all'].map((name) => ({ metadata: { namespace: 'team', name }, spec: { ports: [{ name: 'quic', port: 443, protocol: 'UDP' }] } }));
   readonly pods = new Map<string, string | undefined>(['web-0', 'web-1', 'web-2'].map((p) => [p, undefined]));
   readonly records = new Map<string, ServerIdRecords>();
   readonly enqueued: string[] = [];
@@ -146,5 +146,20 @@ describe('reconciler: pods shared by two load balancers', () => {
     await w.reconciler.reconcile('team/beta');
     expect(w.records.has('beta')).toBe(false); // torn down
     expect(Object.fromEntries(w.pods)).toEqual({ 'web-0': '0000', 'web-1': undefined, 'web-2': undefined });
+  });
+
+  it("a teardown leaves the annotation of a pod any other load balancer's backend has, even a later one's with the same value", async () => {
+    // alpha's Service is gone (its records kept, as the guard wants); beta gave web-0 the value alpha's records hold
+    const w = new World();
+    w.qlbs = [qlb('alpha', T0 - 7_200_000, 'web', 443, true), BETA];
+    w.services = w.services.filter((s) => s.metadata?.name !== 'web');
+    w.slices = [slice('all', ['web-0', 'web-2'])];
+    w.records.set('alpha', { assigned: [{ id: '0000', podUid: 'uid-web-0', podName: 'web-0', assignedAt: T0 - 9000 }, { id: '0001', podUid: 'uid-web-1', podName: 'web-1', assignedAt: T0 - 9000 }], released: [] });
+    w.pods.set('web-0', '0000');
+    w.pods.set('web-1', '0001');
+    await w.reconciler.reconcile('team/alpha');
+    expect(w.records.has('alpha')).toBe(false); // torn down
+    expect(w.pods.get('web-0')).toBe('0000'); // beta's
+    expect(w.pods.get('web-1')).toBeUndefined(); // nobody else's: alpha's taken off
   });
 });
