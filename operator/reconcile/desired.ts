@@ -168,10 +168,21 @@ function podUids(endpoints: readonly EndpointObservation[]): Set<string> {
   return new Set(endpoints.filter((e) => !e.podUid.startsWith('address:')).map((e) => e.podUid));
 }
 
-/** The pods (UIDs) a load balancer with `spec` would give server IDs to, before the pod-level ownership rule. */
-export function backendPods(spec: QuicLoadBalancerSpec, service: ServiceView | null, slices: readonly EndpointSliceView[]): Set<string> {
-  const port = servicePort(spec, service);
-  return port ? podUids(readEndpoints(slices, port.name).endpoints) : new Set();
+/**
+ * The pods (UIDs) a load balancer claims (port-claims.ts podOwnership): those it would give server IDs to. Without a
+ * readable spec (null) or when the Service lacks its port, it cannot tell the port: every pod endpoint of the slices,
+ * whatever the port (its last published snapshot may still route them). Without the Service: none.
+ */
+export function backendPods(spec: QuicLoadBalancerSpec | null, service: ServiceView | null, slices: readonly EndpointSliceView[]): Set<string> {
+  if (!service) return new Set();
+  const port = spec === null ? null : servicePort(spec, service);
+  if (port) return podUids(readEndpoints(slices, port.name).endpoints);
+  const pods = new Set<string>();
+  for (const s of slices) {
+    if (s.addressType !== 'IPv4' && s.addressType !== 'IPv6') continue;
+    for (const e of s.endpoints ?? []) if (e.addresses.length > 0 && e.targetRef?.kind === 'Pod' && e.targetRef.uid && e.targetRef.name) pods.add(e.targetRef.uid);
+  }
+  return pods;
 }
 
 function rotationNotes(r: RotationResult): EventNote[] {

@@ -67,10 +67,13 @@ function serviceView(svc: k8s.V1Service): ServiceView {
 }
 
 /**
- * The backend pods of every load balancer of `namespace` (port-claims.ts podOwnership), from the caches. One whose
- * spec cannot be read claims none (as for ports); of several naming the same Service only the earliest claims (the
- * others give no IDs: BackendConflict); one being deleted claims until it is gone. Cost: one pass over the
- * namespace's Services, slices and load balancers; each Service's slices are read once.
+ * The backend pods of every load balancer of `namespace` (port-claims.ts podOwnership), from the caches. Of several
+ * naming the same Service only the earliest claims (the others give no IDs: BackendConflict); one being deleted
+ * claims until it is gone. One whose spec cannot be read but names a Service (spec.backend.serviceName, a string)
+ * claims every pod endpoint of that Service whatever the port, as does one whose Service lacks its port: they
+ * cannot tell the port, and the snapshot they last published still routes those pods. One whose Service is
+ * missing claims none (it has no endpoints to route to). Cost: one pass over the namespace's Services, slices and
+ * load balancers; each Service's slices are read once.
  */
 export function backendClaimsOf(
   namespace: string,
@@ -78,18 +81,22 @@ export function backendClaimsOf(
   services: readonly k8s.V1Service[],
   slices: readonly k8s.V1EndpointSlice[],
 ): BackendClaim[] {
-  const byService = new Map<string, { key: string; createdAt: number; spec: QuicLoadBalancerSpec }>();
+  const byService = new Map<string, { key: string; createdAt: number; spec: QuicLoadBalancerSpec | null }>();
   for (const q of qlbs) {
     if (q.metadata?.namespace !== namespace) continue;
-    let spec: QuicLoadBalancerSpec;
+    let spec: QuicLoadBalancerSpec | null;
+    let serviceName: unknown;
     try {
       spec = readSpec(q.spec);
+      serviceName = spec.backend.serviceName;
     } catch {
-      continue;
+      spec = null;
+      serviceName = (q.spec as { backend?: { serviceName?: unknown } } | undefined)?.backend?.serviceName;
     }
+    if (typeof serviceName !== 'string') continue;
     const c = { key: `${namespace}/${q.metadata.name ?? ''}`, createdAt: created(q), spec };
-    const prev = byService.get(spec.backend.serviceName);
-    if (prev === undefined || isEarlier(c, prev)) byService.set(spec.backend.serviceName, c);
+    const prev = byService.get(serviceName);
+    if (prev === undefined || isEarlier(c, prev)) byService.set(serviceName, c);
   }
   if (byService.size === 0) return [];
   const svcs = new Map<string, k8s.V1Service>();
@@ -98,7 +105,9 @@ export function backendClaimsOf(
   for (const s of slices) {
     const name = s.metadata?.labels?.['kubernetes.io/service-name'];
     if (s.metadata?.namespace !== namespace || name === undefined || !byService.has(name)) continue;
-    slicesOf.set(name, [...(slicesOf.get(name) ?? []), s]);
+    const list = slicesOf.get(name);
+    if (list) list.push(s);
+    else slicesOf.set(name, [s]);
   }
   return [...byService].map(([service, c]) => {
     const svc = svcs.get(service);

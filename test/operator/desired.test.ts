@@ -541,11 +541,22 @@ describe('pods shared by the backends of two load balancers (observe + computeDe
   });
 
   it('only the first load balancer naming a Service claims its pods: a later one on it (BackendConflict, no IDs) holds none', () => {
-    // alpha names web with a port web lacks (it gives no IDs); gamma, on web too, is BackendConflict: nobody annotates web-0/web-1
-    const alphaNoPort = { ...alpha, spec: { ...alpha.spec, backend: { serviceName: 'web', portName: 'nope' } } };
     const gamma = qlb('gamma', T0 - 5_400_000, 'web', 445);
-    expect(desiredFor(gamma, [alphaNoPort, beta, gamma], overlapping).facts.backendHolder).toBe('team/alpha');
-    expect([...desiredFor(beta, [alphaNoPort, beta, gamma], overlapping).podServerIds.keys()].sort()).toEqual(['web-0', 'web-1', 'web-2']);
+    expect(desiredFor(gamma, [alpha, beta, gamma], overlapping).facts.backendHolder).toBe('team/alpha');
+    expect([...desiredFor(beta, [alpha, beta, gamma], overlapping).podServerIds.keys()]).toEqual(['web-2']);
+    // alpha gone: gamma holds web and its pods, beta still gets only web-2
+    expect([...desiredFor(beta, [beta, gamma], overlapping).podServerIds.keys()]).toEqual(['web-2']);
+  });
+
+  it('a holder whose spec cannot be read, or whose Service lacks its port, keeps claiming every pod of its Service (its last snapshot may still route them)', () => {
+    // alpha gives web-0/web-1 no IDs now (records kept, nothing annotated by it); beta must not take them meanwhile
+    const alphaNoPort = { ...alpha, spec: { ...alpha.spec, backend: { serviceName: 'web', portName: 'nope' } } };
+    const alphaInvalid = { ...alpha, spec: { backend: { serviceName: 'web', portName: 'quic' }, listen: { ports: [] } } };
+    for (const a of [alphaNoPort, alphaInvalid]) {
+      const d = desiredFor(beta, [a, beta], overlapping);
+      expect([...d.podServerIds.keys()]).toEqual(['web-2']);
+      expect(d.facts.podsHeldByOthers).toEqual([{ holder: 'team/alpha', pods: ['web-0', 'web-1'] }]);
+    }
   });
 
   it('the later one takes the pods when the holder is gone, or stops selecting them; a quarantined ID comes back to its pod', () => {

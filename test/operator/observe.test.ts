@@ -105,7 +105,7 @@ describe('observe', () => {
     expect(o.nodes).toEqual([{ name: 'n1', labels: { zone: 'a' } }]);
   });
 
-  it('reads the backend pods of the namespace\'s load balancers from the caches: the first per Service, readable specs only, pods only', () => {
+  it('reads the backend pods of the namespace\'s load balancers from the caches: the first per Service, pods only', () => {
     const q = (namespace: string, name: string, at: string, serviceName: string) => ({
       metadata: { namespace, name, creationTimestamp: at as unknown as Date },
       spec: { backend: { serviceName, portName: 'quic' }, listen: { ports: [443] } },
@@ -135,6 +135,39 @@ describe('observe', () => {
       ['ns/b', Date.parse('2026-12-04T09:00:00Z'), ['uid-web-0']],
       ['ns/c', Date.parse('2026-12-04T11:00:00Z'), ['uid-web-0']],
       ['ns/d', Date.parse('2026-12-04T11:00:00Z'), []],
+    ]);
+  });
+
+  it('a load balancer whose spec cannot be read, or whose Service lacks its port, claims every endpoint pod of the Service, whatever the port; one whose Service is missing claims none', () => {
+    const ep = (name: string) => ({ addresses: [`192.0.2.${name.length}`], targetRef: { kind: 'Pod', name, uid: `uid-${name}` } });
+    const slice = (service: string, port: { name: string; protocol: string }, endpoints: ReturnType<typeof ep>[]) => ({
+      metadata: { namespace: 'ns', name: `${service}-${port.name}`, labels: { 'kubernetes.io/service-name': service } },
+      addressType: 'IPv4',
+      ports: [{ ...port, port: 8443 }],
+      endpoints,
+    });
+    const svc = (name: string) => ({ metadata: { namespace: 'ns', name }, spec: { ports: [{ name: 'quic', port: 443, protocol: 'UDP' }] } });
+    const at = '2026-12-04T10:00:00Z' as unknown as Date;
+    const claims = backendClaimsOf(
+      'ns',
+      [
+        // listen.ports missing: readSpec refuses it, but its last snapshot still routes the pods of Service web
+        { metadata: { namespace: 'ns', name: 'invalid', creationTimestamp: at }, spec: { backend: { serviceName: 'web', portName: 'quic' } } },
+        { metadata: { namespace: 'ns', name: 'noport', creationTimestamp: at }, spec: { backend: { serviceName: 'all', portName: 'nope' }, listen: { ports: [443] } } },
+        { metadata: { namespace: 'ns', name: 'nosvc', creationTimestamp: at }, spec: { backend: { serviceName: 'gone', portName: 'quic' }, listen: { ports: [444] } } },
+        { metadata: { namespace: 'ns', name: 'nothing', creationTimestamp: at }, spec: { backend: { serviceName: 7 } } },
+      ],
+      [svc('web'), svc('all')],
+      [
+        slice('web', { name: 'quic', protocol: 'UDP' }, [ep('web-0')]),
+        slice('web', { name: 'http', protocol: 'TCP' }, [ep('web-1')]),
+        slice('all', { name: 'quic', protocol: 'UDP' }, [ep('web-0'), ep('web-22')]),
+      ],
+    );
+    expect(claims.map((c) => [c.key, [...c.pods].sort()])).toEqual([
+      ['ns/invalid', ['uid-web-0', 'uid-web-1']],
+      ['ns/noport', ['uid-web-0', 'uid-web-22']],
+      ['ns/nosvc', []],
     ]);
   });
 
