@@ -19,7 +19,7 @@ import { liveConfigs, stepRotation, type DataPlaneAcks, type MachineState, type 
 import type { StatusFacts } from '../status/facts.js';
 import { decideHealth, staleAfterMs, type DataPlaneHealth } from './health-verdict.js';
 import { backendHolder, claimFor, podOwnership, portConflicts, servingNodes, type BackendClaim, type NodeView, type PortClaim } from './port-claims.js';
-import { readSpec, ROTATE_ANNOTATION, type QuicLoadBalancerSpec } from './spec.js';
+import { readSpec, ROTATE_ANNOTATION, SERVER_ID_PROPAGATION_MS, type QuicLoadBalancerSpec } from './spec.js';
 
 /** discovery.k8s.io/v1 EndpointSlice, reduced (client-node's V1EndpointSlice fits as is). */
 export interface EndpointSliceView {
@@ -50,6 +50,16 @@ export interface DataPlaneObservation {
   readonly traffic: ReadonlyMap<number, number>;
 }
 
+/** What the pod cache says of one backend pod (by UID), for the hand-over and ownership rules. */
+export interface PodView {
+  /** quiclb.io/server-id, or null without it. */
+  readonly serverId: string | null;
+  /** quiclb.io/server-id-changed-at (ms), or null without it (or unreadable). */
+  readonly changedAt: number | null;
+  /** Keys (namespace/name) of the load balancers whose configs Secret the pod mounts (observe.ts configsMountedBy). */
+  readonly mounts: readonly string[];
+}
+
 export interface Observed {
   readonly namespace: string;
   readonly name: string;
@@ -73,6 +83,8 @@ export interface Observed {
   readonly otherClaims: readonly PortClaim[];
   /** Backend pods of every other QuicLoadBalancer of the namespace (observe.ts backendClaimsOf). */
   readonly otherBackends: readonly BackendClaim[];
+  /** The cached pods of the backend Service's endpoints (any port), by UID; a pod not cached is absent. */
+  readonly pods?: ReadonlyMap<string, PodView>;
   readonly dataPlanes: readonly DataPlaneObservation[];
   /** Until when data planes may still be reconnecting to this operator process (it began acting recently). */
   readonly reconnectUntil?: number;
@@ -107,6 +119,8 @@ export interface Desired {
   readonly configsSecretData: Readonly<Record<string, string>> | null;
   /** Backend pod name -> server ID (hex), for the quiclb.io/server-id annotation. */
   readonly podServerIds: ReadonlyMap<string, string>;
+  /** Pods whose ID was released now and whose quiclb.io/server-id annotation comes off if it still is that ID. */
+  readonly clearPods: readonly { readonly podName: string; readonly podUid: string; readonly serverId: string }[];
   readonly events: readonly EventNote[];
   /** Reconcile again after this long even without a change (ms), or null. */
   readonly requeueAfterMs: number | null;
@@ -239,7 +253,7 @@ export function computeDesired(o: Observed): Desired {
   // pods no earlier load balancer's backend has too.
   const port = servicePort(spec, o.service);
   const read = port && holder === null ? readEndpoints(o.endpointSlices, port.name) : { endpoints: [], addresses: new Map<string, PodAddress>() };
-  const ownership = podOwnership(mine, podUids(read.endpoints), o.otherBackends);
+  const ownership = podOwnership(mine, podUids(read.endpoints), o.otherBackends, (uid) => o.pods?.get(uid)?.mounts);
   const endpoints = read.endpoints.filter((e) => !ownership.heldByOthers.has(e.podUid));
   const addresses = read.addresses;
   const heldPods = new Map<string, Set<string>>(); // holder -> pod names
@@ -300,6 +314,18 @@ export function computeDesired(o: Observed): Desired {
     staleAfterMs(spec.healthCheck.intervalMs, spec.healthCheck.timeoutMs),
     o.now,
   );
+  // A pod whose annotation is another ID (a hand-over) or changed lately may still mint with its previous ID: no
+  // new connections to it until its new ID has had time to reach it (spec.ts SERVER_ID_PROPAGATION_MS).
+  const handOverEnds: number[] = [];
+  const handingOver = new Set<string>();
+  for (const a of assignments) {
+    const pod = o.pods?.get(a.podUid);
+    if (!pod) continue;
+    const until = pod.serverId !== null && pod.serverId !== a.serverId ? o.now + SERVER_ID_PROPAGATION_MS : pod.changedAt !== null ? Math.min(pod.changedAt, o.now) + SERVER_ID_PROPAGATION_MS : null;
+    if (until === null || until <= o.now) continue;
+    handingOver.add(a.podUid);
+    handOverEnds.push(until);
+  }
   const servers: SnapshotServer[] = [];
   for (const a of assignments) {
     const addr = addresses.get(a.podUid);
@@ -309,7 +335,7 @@ export function computeDesired(o: Observed): Desired {
       serverId: Buffer.from(a.serverId, 'hex'),
       address: addr,
       weight: 1,
-      state: a.state,
+      state: handingOver.has(a.podUid) ? 'draining' : a.state,
       verdict: spec.healthCheck.enabled ? (verdicts.get(a.podName) ?? 'healthy') : 'healthy',
     });
   }
@@ -351,11 +377,18 @@ export function computeDesired(o: Observed): Desired {
 
   const podServerIds = new Map<string, string>();
   for (const a of assignments) if (!a.podUid.startsWith('address:')) podServerIds.set(a.podName, a.serverId);
+  // IDs released now of pods no other load balancer's backend has (one that has it writes its own): their
+  // annotation comes off if the cache still shows that ID, so the pod mints unroutable CIDs, not a stale ID.
+  const releasedNow = new Set(allocation?.releasedNow ?? []);
+  const clearPods = o.records.assigned
+    .filter((r) => releasedNow.has(r.id) && !r.podUid.startsWith('address:') && !o.otherBackends.some((c) => c.pods.has(r.podUid)))
+    .map((r) => ({ podName: r.podName, podUid: r.podUid, serverId: r.id }));
 
   const wakeups = [
     rotation.nextCheckAt,
     allocation?.exhausted?.nextReleaseAt ?? null,
     ...(allocation?.records.released.map((r) => r.releasedAt + spec.connectionIds.serverIdQuarantineMs) ?? []),
+    ...handOverEnds,
   ].filter((t): t is number => t !== null);
   const requeueAfterMs = wakeups.length > 0 ? Math.max(0, Math.min(...wakeups) - o.now) : null;
 
@@ -396,7 +429,7 @@ export function computeDesired(o: Observed): Desired {
       blocked: blocked && blocked.kind === 'blocked' ? blocked.message : null,
     },
   };
-  return { spec, allocation, rotation, snapshot, snapshotProblem, nodes, configsSecretData, podServerIds, events, requeueAfterMs, waiting: ownership.waiting, facts };
+  return { spec, allocation, rotation, snapshot, snapshotProblem, nodes, configsSecretData, podServerIds, clearPods, events, requeueAfterMs, waiting: ownership.waiting, facts };
 }
 
 /** Completes the facts once the snapshot is published and the data planes' ACK/NACK state for it is known. */

@@ -9,10 +9,10 @@ import type { DataPlaneView } from '../config-server/cache.js';
 import type { ServerIdRecords } from '../allocation/server-ids.js';
 import type { QuicLoadBalancerObject } from '../kube/informers.js';
 import type { MachineState } from '../rotation/machine.js';
-import { backendPods, type DataPlaneObservation, type EndpointSliceView, type Observed, type ServiceView } from './desired.js';
+import { backendPods, configsSecretName, type DataPlaneObservation, type EndpointSliceView, type Observed, type PodView, type ServiceView } from './desired.js';
 import type { HealthReportEntry } from './health-verdict.js';
 import { claimFor, claimsOf, isEarlier, servingNodes, type BackendClaim, type NodeView } from './port-claims.js';
-import { readSpec, type QuicLoadBalancerSpec } from './spec.js';
+import { readSpec, SERVER_ID_ANNOTATION, SERVER_ID_CHANGED_AT_ANNOTATION, type QuicLoadBalancerSpec } from './spec.js';
 import type { ConfigAck } from './publisher.js';
 
 export interface ObserveInput {
@@ -32,6 +32,8 @@ export interface ObserveInput {
   readonly configsAt: (version: number) => readonly ConfigAck[] | null;
   readonly reconnectUntil?: number;
   readonly now: number;
+  /** The pod cache of the object's namespace, by name. */
+  readonly pods?: (name: string) => k8s.V1Pod | undefined;
 }
 
 export function created(o: k8s.KubernetesObject): number {
@@ -115,6 +117,38 @@ export function backendClaimsOf(
   });
 }
 
+const CONFIGS_SUFFIX = configsSecretName('');
+
+/** Keys (namespace/name) of the load balancers whose configs Secret the pod mounts (secret or projected volumes). */
+export function configsMountedBy(pod: k8s.V1Pod): string[] {
+  const namespace = pod.metadata?.namespace ?? '';
+  const names = new Set<string>();
+  for (const v of pod.spec?.volumes ?? []) {
+    if (v.secret?.secretName) names.add(v.secret.secretName);
+    for (const src of v.projected?.sources ?? []) if (src.secret?.name) names.add(src.secret.name);
+  }
+  return [...names].filter((n) => n.endsWith(CONFIGS_SUFFIX) && n.length > CONFIGS_SUFFIX.length).map((n) => `${namespace}/${n.slice(0, -CONFIGS_SUFFIX.length)}`);
+}
+
+/** The cached pods of `slices`' pod endpoints, by UID (one cache look-up per pod; a cached pod of another UID is left out). */
+function podViews(slices: readonly EndpointSliceView[], get: (name: string) => k8s.V1Pod | undefined): Map<string, PodView> {
+  const out = new Map<string, PodView>();
+  const seen = new Set<string>();
+  for (const s of slices) {
+    for (const e of s.endpoints ?? []) {
+      const ref = e.targetRef;
+      if (ref?.kind !== 'Pod' || !ref.uid || !ref.name || seen.has(ref.uid)) continue;
+      seen.add(ref.uid);
+      const pod = get(ref.name);
+      if (pod?.metadata?.uid !== ref.uid) continue;
+      const a = pod.metadata.annotations ?? {};
+      const t = Date.parse(a[SERVER_ID_CHANGED_AT_ANNOTATION] ?? '');
+      out.set(ref.uid, { serverId: a[SERVER_ID_ANNOTATION] || null, changedAt: Number.isFinite(t) ? t : null, mounts: configsMountedBy(pod) });
+    }
+  }
+  return out;
+}
+
 function otherObjects(allQlbs: readonly QuicLoadBalancerObject[], namespace: string, name: string) {
   return allQlbs
     .filter((o) => !(o.metadata?.namespace === namespace && o.metadata?.name === name))
@@ -168,6 +202,7 @@ export function observe(i: ObserveInput): Observed {
     nodes,
     otherClaims: claimsOf(others, nodes),
     otherBackends: backendClaimsOf(namespace, i.allQlbs, i.services, i.slices).filter((c) => c.key !== key),
+    ...(i.pods ? { pods: podViews(endpointSlices, i.pods) } : {}),
     dataPlanes: i.dataPlanes.filter((d) => d.connected).map((d) => dataPlaneObservation(d, key, i.configsAt)),
     ...(i.reconnectUntil !== undefined ? { reconnectUntil: i.reconnectUntil } : {}),
     now: i.now,

@@ -179,6 +179,7 @@ export class Reconciler {
         configsAt: (v) => this.d.publisher.configsAt(v, key),
         ...(this.d.reconnectUntil !== undefined ? { reconnectUntil: this.d.reconnectUntil } : {}),
         now,
+        pods: (pod) => this.d.informers.pods.get(pod, namespace),
       }),
     );
     this.notifyWaiting(key, desired.waiting);
@@ -196,7 +197,7 @@ export class Reconciler {
       for (const a of desired.rotation.actions) if (a.kind !== 'waiting-for-acks' && a.kind !== 'waiting-for-reconnects' && a.kind !== 'blocked') this.d.metrics.rotations.inc({ phase: a.kind });
     }
     // 3. Pod annotations.
-    await step('pods', () => this.annotatePods(namespace, desired));
+    await step('pods', () => this.annotatePods(namespace, desired, now));
     // 4. Snapshot.
     if (desired.snapshot) this.d.publisher.set(key, desired.snapshot, desired.nodes, correlationId);
     else if (desired.facts.backendHolder !== null) this.d.publisher.remove(key, correlationId); // the Service's pods are another's
@@ -239,16 +240,25 @@ export class Reconciler {
     return { kind: 'requeue-after', ms: Math.min(this.resyncMs, desired.requeueAfterMs ?? Infinity) };
   }
 
-  private async annotatePods(namespace: string, desired: Desired): Promise<void> {
+  /**
+   * Writes the pods' server IDs; a pod whose cached annotation is another ID (a hand-over) gets
+   * quiclb.io/server-id-changed-at in the same patch. Then takes the annotation off the pods whose ID was released
+   * now, when the cache still shows that ID on that pod (the same guard as the teardown).
+   */
+  private async annotatePods(namespace: string, desired: Desired, now: number): Promise<void> {
     for (const [pod, serverId] of desired.podServerIds) {
-      const cached = this.d.informers.pods.get(pod, namespace);
-      if (cached?.metadata?.annotations?.[SERVER_ID_ANNOTATION] === serverId) continue;
-      try {
-        await this.d.writer.annotatePod(namespace, pod, serverId);
-      } catch (e) {
-        if (!isNotFound(e)) throw e; // a pod already gone: its ID is released on a later run
-      }
+      const previous = this.d.informers.pods.get(pod, namespace)?.metadata?.annotations?.[SERVER_ID_ANNOTATION];
+      if (previous === serverId) continue;
+      await this.d.writer.annotatePod(namespace, pod, serverId, previous ? now : undefined).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(e))); // a pod already gone: its ID is released on a later run
     }
+    for (const c of desired.clearPods) await this.clearAnnotation(namespace, c.podName, c.podUid, c.serverId, now);
+  }
+
+  /** Removes a pod's server-ID annotation (recording when) if the cached pod is `podUid` and still shows `serverId`. */
+  private async clearAnnotation(namespace: string, podName: string, podUid: string, serverId: string, now: number): Promise<void> {
+    const pod = this.d.informers.pods.get(podName, namespace);
+    if (pod?.metadata?.uid !== podUid || pod.metadata?.annotations?.[SERVER_ID_ANNOTATION] !== serverId) return;
+    await this.d.writer.annotatePod(namespace, podName, null, now).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(e)));
   }
 
   private async teardown(qlb: QuicLoadBalancerObject, key: string, correlationId: string, log: Logger): Promise<Verdict> {
@@ -264,12 +274,8 @@ export class Reconciler {
     const podsAreAnother = this.backendHeldByAnother(qlb, key);
     const assigned = podsAreAnother ? [] : (stored?.records.assigned ?? []);
     const claimed = this.podsClaimedByOthers(qlb, key, new Set(assigned.map((a) => a.podUid)));
-    for (const a of assigned) {
-      if (claimed.has(a.podUid)) continue;
-      const pod = this.d.informers.pods.get(a.podName, namespace);
-      if (pod?.metadata?.uid !== a.podUid || pod.metadata?.annotations?.[SERVER_ID_ANNOTATION] !== a.id) continue;
-      await step('pods', () => this.d.writer.annotatePod(namespace, a.podName, null).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(e))));
-    }
+    const now = this.now();
+    for (const a of assigned) if (!claimed.has(a.podUid)) await step('pods', () => this.clearAnnotation(namespace, a.podName, a.podUid, a.id, now));
     await step('records', () => this.d.ids.remove(namespace, name));
     await step('secret', () => this.d.secrets.removeConfigs(namespace, name));
     await step('finalizer', () => removeFinalizer(this.d.writer, qlb));

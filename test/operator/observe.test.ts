@@ -1,8 +1,9 @@
 // observe.ts: the config server's view of a data plane, restricted to one load balancer, as desired.ts reads it.
 import { describe, expect, it } from '@jest/globals';
+import type * as k8s from '@kubernetes/client-node';
 import type { DataPlaneView } from '../../operator/config-server/cache.js';
 import type { QuicLoadBalancerObject } from '../../operator/kube/informers.js';
-import { backendClaimsOf, created, dataPlaneObservation, observe, servingNodesOf } from '../../operator/reconcile/observe.js';
+import { backendClaimsOf, configsMountedBy, created, dataPlaneObservation, observe, servingNodesOf } from '../../operator/reconcile/observe.js';
 import { INITIAL_STATE } from '../../operator/rotation/machine.js';
 import { EMPTY_RECORDS } from '../../operator/allocation/server-ids.js';
 
@@ -168,6 +169,58 @@ describe('observe', () => {
       ['ns/invalid', ['uid-web-0', 'uid-web-1']],
       ['ns/noport', ['uid-web-0', 'uid-web-22']],
       ['ns/nosvc', []],
+    ]);
+  });
+
+  it('reads the configs Secrets a pod mounts (secret and projected volumes) as load balancer keys', () => {
+    const pod = {
+      metadata: { namespace: 'ns', name: 'web-0' },
+      spec: {
+        containers: [],
+        volumes: [
+          { name: 'a', secret: { secretName: 'h3-quiclb-configs' } },
+          { name: 'b', projected: { sources: [{ secret: { name: 'edge-quiclb-configs' } }, { downwardAPI: {} }, { secret: { name: 'tls' } }] } },
+          { name: 'c', secret: { secretName: '-quiclb-configs' } },
+          { name: 'd', secret: { secretName: 'h3-quiclb-configs' } },
+        ],
+      },
+    };
+    expect(configsMountedBy(pod)).toEqual(['ns/h3', 'ns/edge']);
+    expect(configsMountedBy({ metadata: { namespace: 'ns' } })).toEqual([]);
+  });
+
+  it('gives computeDesired the cached pods of its endpoints: server ID, changed-at, mounts; a cached pod of another UID is left out', () => {
+    const qlb = { metadata: { namespace: 'ns', name: 'lb', creationTimestamp: new Date(0) }, spec: { backend: { serviceName: 'web', portName: 'quic' }, listen: { ports: [443] } } };
+    const slice = {
+      metadata: { namespace: 'ns', name: 'web-x', labels: { 'kubernetes.io/service-name': 'web' } },
+      addressType: 'IPv4',
+      ports: [{ name: 'quic', port: 8443, protocol: 'UDP' }],
+      endpoints: ['web-0', 'web-1', 'web-2'].map((p, i) => ({ addresses: [`192.0.2.${i}`], targetRef: { kind: 'Pod', name: p, uid: `uid-${p}` } })),
+    };
+    const cached: Record<string, k8s.V1Pod> = {
+      'web-0': { metadata: { namespace: 'ns', name: 'web-0', uid: 'uid-web-0', annotations: { 'quiclb.io/server-id': '0001', 'quiclb.io/server-id-changed-at': '2026-12-04T12:00:00.000Z' } }, spec: { containers: [], volumes: [{ name: 'q', secret: { secretName: 'lb-quiclb-configs' } }] } },
+      'web-1': { metadata: { namespace: 'ns', name: 'web-1', uid: 'uid-old', annotations: { 'quiclb.io/server-id': '0002' } } },
+      'web-2': { metadata: { namespace: 'ns', name: 'web-2', uid: 'uid-web-2', annotations: { 'quiclb.io/server-id-changed-at': 'soon' } } },
+    };
+    const o = observe({
+      qlb,
+      services: [{ metadata: { namespace: 'ns', name: 'web' }, spec: { ports: [{ name: 'quic', port: 443, protocol: 'UDP' }] } }],
+      slices: [slice],
+      allQlbs: [qlb],
+      nodes: [],
+      records: EMPTY_RECORDS,
+      rotation: INITIAL_STATE,
+      keys: new Map(),
+      userKey: null,
+      freshKey: new Uint8Array(16),
+      dataPlanes: [],
+      configsAt: () => null,
+      now: 0,
+      pods: (name) => cached[name],
+    });
+    expect([...o.pods!]).toEqual([
+      ['uid-web-0', { serverId: '0001', changedAt: Date.parse('2026-12-04T12:00:00Z'), mounts: ['ns/lb'] }],
+      ['uid-web-2', { serverId: null, changedAt: null, mounts: [] }],
     ]);
   });
 
