@@ -263,9 +263,9 @@ export function computeDesired(o: Observed): Desired {
   }
   const podsHeldByOthers = [...heldPods].sort(([a], [b]) => (a < b ? -1 : 1)).map(([h, names]) => ({ holder: h, pods: [...names].sort() }));
   if (podsHeldByOthers.length > 0) {
-    const n = podsHeldByOthers.reduce((sum, h) => sum + h.pods.length, 0);
+    // Holders only, no count: the Event is not emitted again as pods come and go (the Degraded condition counts them).
     const by = podsHeldByOthers.length === 1 ? `QuicLoadBalancer ${podsHeldByOthers[0].holder}` : `QuicLoadBalancers ${ids(podsHeldByOthers.map((h) => h.holder))}`;
-    events.push({ type: 'Warning', reason: 'BackendPodConflict', message: `${n} pod(s) of Service ${spec.backend.serviceName} belong to ${by}: no server IDs assigned to them, not routed to`, audit: false, kind: 'state' });
+    events.push({ type: 'Warning', reason: 'BackendPodConflict', message: `pods of Service ${spec.backend.serviceName} belong to ${by}: no server IDs assigned to them, not routed to`, audit: false, kind: 'state' });
   }
   const allocation = port && holder === null
     ? allocateServerIds({ records: o.records, endpoints, length: spec.connectionIds.serverIdLength, quarantineMs: spec.connectionIds.serverIdQuarantineMs, now: o.now })

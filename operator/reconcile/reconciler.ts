@@ -82,7 +82,13 @@ export class Reconciler {
   private readonly resyncMs: number;
   /** The last spec problem reported per key and generation (one Event per generation, not per run). */
   private readonly specProblems = new Map<string, string>();
-  /** Per key, the later load balancers that wanted pods it held at its last reconcile, and those pods (Desired.waiting). */
+  /**
+   * Per key, the state Events (reason and message) recorded while Degraded has been True: one whose text is the
+   * same is not recorded again when the condition's message changes (e.g. a count of pods). Forgotten when Degraded
+   * clears; after a restart each is recorded once more.
+   */
+  private readonly stateEvents = new Map<string, Set<string>>();
+  /** Per key, the other load balancers that wanted pods it held at its last reconcile, and those pods (Desired.waiting). */
   private readonly waiting = new Map<string, ReadonlyMap<string, readonly string[]>>();
 
   constructor(private readonly d: ReconcilerDeps) {
@@ -129,6 +135,7 @@ export class Reconciler {
       this.d.publisher.remove(key, correlationId);
       this.specProblems.delete(key);
       this.waiting.delete(key); // its deletion requeues every load balancer
+      this.stateEvents.delete(key);
       return { kind: 'done' };
     }
     if (isDeleting(qlb)) return this.teardown(qlb, key, correlationId, log);
@@ -231,8 +238,12 @@ export class Reconciler {
     const before = previous.find((c) => c.type === DEGRADED);
     const after = status.conditions.find((c) => c.type === DEGRADED);
     const degradedChanged = after !== undefined && after.status === 'True' && (before?.status !== 'True' || before.reason !== after.reason || before.message !== after.message);
+    const recorded = this.stateEvents.get(key) ?? new Set<string>();
+    if (after?.status === 'True') this.stateEvents.set(key, recorded);
+    else this.stateEvents.delete(key);
     for (const n of desired.events) {
-      if (n.kind === 'state' && !degradedChanged) continue;
+      if (n.kind === 'state' && (!degradedChanged || recorded.has(`${n.reason}\n${n.message}`))) continue;
+      if (n.kind === 'state') recorded.add(`${n.reason}\n${n.message}`);
       if (n.audit) log.info({ audit: true, reason: n.reason, message: n.message, trigger: desired.rotation.state.lastTriggers }, 'key lifecycle');
       await this.d.events.record(regarding, n.type, n.reason, n.message);
     }

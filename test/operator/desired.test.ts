@@ -610,6 +610,14 @@ describe('pods shared by the backends of two load balancers (observe + computeDe
     expect(handOver(new Map([['uid-web-0', view(id, T0 + 3_600_000)]])).requeueAfterMs).toBe(SERVER_ID_PROPAGATION_MS);
   });
 
+  it('the BackendPodConflict Event names the holders only (pods coming and going do not change it); the Degraded condition keeps the count', () => {
+    const event = (slices: k8s.V1EndpointSlice[]) => desiredFor(beta, [alpha, beta], slices).events.find((e) => e.reason === 'BackendPodConflict')!.message;
+    const two = event(overlapping);
+    expect(event([slice('web', ['web-0']), slice('all', ['web-0', 'web-2'])])).toBe(two);
+    expect(two).toBe('pods of Service all belong to QuicLoadBalancer team/alpha: no server IDs assigned to them, not routed to');
+    expect(status(desiredFor(beta, [alpha, beta], overlapping)).conditions.find((c) => c.type === 'Degraded')!.message).toContain('2 pod(s)');
+  });
+
   it('every pod held by the earlier one: Ready False for that reason, not NoBackends', () => {
     const d = desiredFor(beta, [alpha, beta], [slice('web', ['web-0', 'web-1']), slice('all', ['web-0', 'web-1'])]);
     expect(d.podServerIds.size).toBe(0);

@@ -57,6 +57,7 @@ class World {
   readonly mounts = new Map<string, string>();
   readonly records = new Map<string, ServerIdRecords>();
   readonly enqueued: string[] = [];
+  readonly events: string[] = [];
   readonly reconciler: Reconciler;
 
   constructor() {
@@ -94,7 +95,7 @@ class World {
         setFinalizers: () => Promise.resolve(),
         applyStatus: () => Promise.resolve(),
       },
-      events: { record: () => Promise.resolve() },
+      events: { record: (_on: unknown, type: string, reason: string, message: string) => Promise.resolve(void this.events.push(`${type} ${reason}: ${message}`)) },
       publisher: { remove: () => 1, set: () => 1, settle: () => undefined, versionOf: () => null, configsAt: () => null },
       dataPlanes: () => [],
       metrics: noop,
@@ -225,5 +226,22 @@ describe('reconciler: pods shared by two load balancers', () => {
     await w.reconciler.reconcile('team/beta');
     expect(w.records.get('alpha')!.assigned.map((a) => a.podName)).toEqual(['web-1']);
     expect(w.records.get('beta')!.assigned.map((a) => a.podName).sort()).toEqual(['web-0', 'web-2']);
+  });
+
+  it('the BackendPodConflict Event is recorded once while the holders stay the same, however the shared pods change', async () => {
+    const w = new World();
+    w.qlbs = [ALPHA, BETA];
+    w.slices = [slice('web', ['web-0', 'web-1']), slice('all', ['web-0', 'web-1', 'web-2'])];
+    await w.reconciler.reconcile('team/beta');
+    w.slices = [slice('web', ['web-0']), slice('all', ['web-0', 'web-1', 'web-2'])];
+    await w.reconciler.reconcile('team/beta');
+    await w.reconciler.reconcile('team/beta');
+    expect(w.events.filter((e) => e.includes('BackendPodConflict'))).toEqual(['Warning BackendPodConflict: pods of Service all belong to QuicLoadBalancer team/alpha: no server IDs assigned to them, not routed to']);
+    // the conflict ends, then comes back: recorded again
+    w.slices = [slice('web', []), slice('all', ['web-0', 'web-1', 'web-2'])];
+    await w.reconciler.reconcile('team/beta');
+    w.slices = [slice('web', ['web-1']), slice('all', ['web-0', 'web-1', 'web-2'])];
+    await w.reconciler.reconcile('team/beta');
+    expect(w.events.filter((e) => e.includes('BackendPodConflict'))).toHaveLength(2);
   });
 });
