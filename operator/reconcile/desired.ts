@@ -7,9 +7,9 @@
  * Guard: when the backend Service or its port is missing, the ID records are left as they are (no pod is released
  * because a Service was briefly deleted or renamed); the snapshot keeps no servers then.
  *
- * Pods that an earlier load balancer's backend has too are that one's (port-claims.ts podOwnership): left out of the
- * allocation (so an ID this one had for such a pod is released and quarantined, as for a pod that left), the
- * annotations and the snapshot.
+ * Pods that another load balancer's backend has too and that one owns (port-claims.ts podOwnership) are left out of
+ * the allocation (so an ID this one had for such a pod is released and quarantined, as for a pod that left), the
+ * annotations and the snapshot. A pod handed over to this one is 'draining' until its new ID can have reached it.
  */
 import { defaultShortDcidLength, validateSnapshot, type DataplaneSnapshot, type SnapshotServer } from '../../lib/config/snapshot.js';
 import { allocateServerIds, type AllocationResult, type EndpointObservation, type ServerIdRecords } from '../allocation/server-ids.js';
@@ -124,7 +124,7 @@ export interface Desired {
   readonly events: readonly EventNote[];
   /** Reconcile again after this long even without a change (ms), or null. */
   readonly requeueAfterMs: number | null;
-  /** Later load balancers that want pods this one holds -> those pods (reconcile one when its list changes). */
+  /** Other load balancers that want pods this one owns -> those pods (reconcile one when its list changes). */
   readonly waiting: ReadonlyMap<string, readonly string[]>;
   /** Facts for the status except the data planes' sync state (statusFacts() adds it). */
   readonly facts: Omit<StatusFacts, 'dataPlanes' | 'snapshotVersion'>;
@@ -250,7 +250,7 @@ export function computeDesired(o: Observed): Desired {
   }
 
   // Server IDs (only when the Service and its port exist and no earlier load balancer holds the Service), for the
-  // pods no earlier load balancer's backend has too.
+  // pods no other load balancer owns.
   const port = servicePort(spec, o.service);
   const read = port && holder === null ? readEndpoints(o.endpointSlices, port.name) : { endpoints: [], addresses: new Map<string, PodAddress>() };
   const ownership = podOwnership(mine, podUids(read.endpoints), o.otherBackends, (uid) => o.pods?.get(uid)?.mounts);

@@ -11,8 +11,8 @@
  * A 409 on a records or Secret write (another writer, a stale cache) requeues at once: the next run re-reads. Every
  * run has a correlation id that the publisher and the ACK log lines repeat.
  *
- * Backend pods shared with another load balancer's backend (port-claims.ts podOwnership): when the later load
- * balancers that want pods this one holds change (it gained or lost pods), those that came or went are enqueued, so
+ * Backend pods shared with another load balancer's backend (port-claims.ts podOwnership): when the other load
+ * balancers that want pods this one owns change (it gained or lost pods), those that came or went are enqueued, so
  * one that waits takes a pod as soon as its holder stops selecting it, and one that held it before gives it up at once.
  */
 import { randomBytes } from 'node:crypto';
@@ -303,7 +303,7 @@ export class Reconciler {
     return new Set([...pods].filter((p) => others.some((c) => c.pods.has(p))));
   }
 
-  /** Enqueues the later load balancers whose set of wanted pods that `key` holds changed (came, went, grew, shrank). */
+  /** Enqueues the other load balancers whose set of wanted pods that `key` owns changed (came, went, grew, shrank). */
   private notifyWaiting(key: string, now: ReadonlyMap<string, readonly string[]>): void {
     const before = this.waiting.get(key) ?? new Map<string, readonly string[]>();
     if (now.size > 0) this.waiting.set(key, now);

@@ -554,7 +554,7 @@ describe('pods shared by the backends of two load balancers (observe + computeDe
     expect(d.waiting.size).toBe(0);
   });
 
-  it('only the first load balancer naming a Service claims its pods: a later one on it (BackendConflict, no IDs) holds none', () => {
+  it('of the load balancers naming a Service, the first holds its pods (observe.test.ts: only it claims them); once it is gone, the next one', () => {
     const gamma = qlb('gamma', T0 - 5_400_000, 'web', 445);
     expect(desiredFor(gamma, [alpha, beta, gamma], overlapping).facts.backendHolder).toBe('team/alpha');
     expect([...desiredFor(beta, [alpha, beta, gamma], overlapping).podServerIds.keys()]).toEqual(['web-2']);
