@@ -201,7 +201,10 @@ export function observe(i: ObserveInput): Observed {
     freshKey: i.freshKey,
     nodes,
     otherClaims: claimsOf(others, nodes),
-    otherBackends: backendClaimsOf(namespace, i.allQlbs, i.services, i.slices).filter((c) => c.key !== key),
+    // Alone in its namespace (the common case), nobody shares its pods: no need to read every Service's slices.
+    otherBackends: i.allQlbs.some((q) => q.metadata?.namespace === namespace && q.metadata?.name !== name)
+      ? backendClaimsOf(namespace, i.allQlbs, i.services, i.slices).filter((c) => c.key !== key)
+      : [],
     ...(i.pods ? { pods: podViews(endpointSlices, i.pods) } : {}),
     dataPlanes: i.dataPlanes.filter((d) => d.connected).map((d) => dataPlaneObservation(d, key, i.configsAt)),
     ...(i.reconnectUntil !== undefined ? { reconnectUntil: i.reconnectUntil } : {}),
