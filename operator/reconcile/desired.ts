@@ -85,6 +85,8 @@ export interface Observed {
   readonly otherBackends: readonly BackendClaim[];
   /** The cached pods of the backend Service's endpoints (any port), by UID; a pod not cached is absent. */
   readonly pods?: ReadonlyMap<string, PodView>;
+  /** How long a pod whose server ID changed may still mint with the previous one (default SERVER_ID_PROPAGATION_MS). */
+  readonly serverIdPropagationMs?: number;
   readonly dataPlanes: readonly DataPlaneObservation[];
   /** Until when data planes may still be reconnecting to this operator process (it began acting recently). */
   readonly reconnectUntil?: number;
@@ -316,12 +318,13 @@ export function computeDesired(o: Observed): Desired {
   );
   // A pod whose annotation is another ID (a hand-over) or changed lately may still mint with its previous ID: no
   // new connections to it until its new ID has had time to reach it (spec.ts SERVER_ID_PROPAGATION_MS).
+  const propagationMs = o.serverIdPropagationMs ?? SERVER_ID_PROPAGATION_MS;
   const handOverEnds: number[] = [];
   const handingOver = new Set<string>();
   for (const a of assignments) {
     const pod = o.pods?.get(a.podUid);
     if (!pod) continue;
-    const until = pod.serverId !== null && pod.serverId !== a.serverId ? o.now + SERVER_ID_PROPAGATION_MS : pod.changedAt !== null ? Math.min(pod.changedAt, o.now) + SERVER_ID_PROPAGATION_MS : null;
+    const until = pod.serverId !== null && pod.serverId !== a.serverId ? o.now + propagationMs : pod.changedAt !== null ? Math.min(pod.changedAt, o.now) + propagationMs : null;
     if (until === null || until <= o.now) continue;
     handingOver.add(a.podUid);
     handOverEnds.push(until);

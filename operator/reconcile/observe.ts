@@ -34,6 +34,7 @@ export interface ObserveInput {
   readonly now: number;
   /** The pod cache of the object's namespace, by name. */
   readonly pods?: (name: string) => k8s.V1Pod | undefined;
+  readonly serverIdPropagationMs?: number;
 }
 
 export function created(o: k8s.KubernetesObject): number {
@@ -206,6 +207,7 @@ export function observe(i: ObserveInput): Observed {
       ? backendClaimsOf(namespace, i.allQlbs, i.services, i.slices).filter((c) => c.key !== key)
       : [],
     ...(i.pods ? { pods: podViews(endpointSlices, i.pods) } : {}),
+    ...(i.serverIdPropagationMs !== undefined ? { serverIdPropagationMs: i.serverIdPropagationMs } : {}),
     dataPlanes: i.dataPlanes.filter((d) => d.connected).map((d) => dataPlaneObservation(d, key, i.configsAt)),
     ...(i.reconnectUntil !== undefined ? { reconnectUntil: i.reconnectUntil } : {}),
     now: i.now,

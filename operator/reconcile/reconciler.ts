@@ -55,6 +55,8 @@ export interface ReconcilerDeps {
   readonly resyncMs?: number;
   /** Until when data planes may still be reconnecting to this operator process (ms; it began acting recently). */
   readonly reconnectUntil?: number;
+  /** How long a pod whose server ID changed may still mint with the previous one. Default SERVER_ID_PROPAGATION_MS. */
+  readonly serverIdPropagationMs?: number;
   /** Reconciles another load balancer soon (the work queue's add). */
   readonly enqueue?: (key: string) => void;
 }
@@ -187,6 +189,7 @@ export class Reconciler {
         ...(this.d.reconnectUntil !== undefined ? { reconnectUntil: this.d.reconnectUntil } : {}),
         now,
         pods: (pod) => this.d.informers.pods.get(pod, namespace),
+        ...(this.d.serverIdPropagationMs !== undefined ? { serverIdPropagationMs: this.d.serverIdPropagationMs } : {}),
       }),
     );
     this.notifyWaiting(key, desired.waiting);

@@ -606,6 +606,9 @@ describe('pods shared by the backends of two load balancers (observe + computeDe
     expect(state(ours(T0 + SERVER_ID_PROPAGATION_MS))['web-0']).toBe('active');
     // removed lately by the load balancer that had it (no annotation yet): draining too
     expect(state(handOver(new Map([['uid-web-0', view(null, T0 - 1000)]])))['web-0']).toBe('draining');
+    // the margin is the operator's --server-id-propagation
+    const short = computeDesired(observed({ endpointSlices: [{ ...SLICE, endpoints: [pod('web-0', '198.51.100.10')] }], records: EMPTY_RECORDS, pods: new Map([['uid-web-0', view('00ff')]]), serverIdPropagationMs: 1000 }));
+    expect(short.requeueAfterMs).toBe(1000);
     // a changed-at in the future counts as now
     expect(handOver(new Map([['uid-web-0', view(id, T0 + 3_600_000)]])).requeueAfterMs).toBe(SERVER_ID_PROPAGATION_MS);
   });
