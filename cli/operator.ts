@@ -8,6 +8,7 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 export const OPERATOR_HELP = `Usage:
   quiclb operator --config-listen ADDR --tls-dir DIR [--kubeconfig FILE] [--namespace NS]
                   [--leader-elect [--lease-namespace NS] [--lease-name NAME]] [--metrics-port N] [--log-level LEVEL]
+                  [--server-id-propagation DURATION]
 
 Watches QuicLoadBalancers (quiclb.io/v1alpha1), their Services and EndpointSlices, Pods, Nodes and user key
 Secrets (labelled quiclb.io/key=true); assigns server IDs, keeps the keys and configs Secret, annotates backend pods
@@ -38,6 +39,10 @@ Options:
                          the data planes' ServiceAccount, whose tokens alone are accepted (required with token)
   --otlp-endpoint URL    export OpenTelemetry spans (reconcile, snapshot push) over OTLP/HTTP to this collector
                          (default: OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT if set, else no tracing at all)
+  --server-id-propagation DURATION
+                         how long after its quiclb.io/server-id annotation changes a pod may still mint with its
+                         previous ID (the kubelet's sync period plus its cache TTL; default 2m): a pod handed over
+                         between load balancers gets no new connections for that long
   --log-level LEVEL      ${LOG_LEVELS.join(', ')} (default info)`;
 
 export async function operatorCommand(argv: string[]): Promise<number> {
@@ -59,6 +64,7 @@ export async function operatorCommand(argv: string[]): Promise<number> {
       'data-plane-auth': { type: 'string' },
       'data-plane-service-account': { type: 'string' },
       'log-level': { type: 'string' },
+      'server-id-propagation': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     false,
@@ -90,6 +96,15 @@ export async function operatorCommand(argv: string[]): Promise<number> {
   const saFlag = values['data-plane-service-account'];
   if (auth === 'token' && saFlag === undefined) throw new UsageError('--data-plane-auth token needs --data-plane-service-account NS/NAME');
   if (auth === 'none' && saFlag !== undefined) throw new UsageError('--data-plane-service-account needs --data-plane-auth token');
+  let serverIdPropagationMs: number | undefined;
+  if (values['server-id-propagation'] !== undefined) {
+    const { parseDuration } = await import('../lib/config/duration.js');
+    try {
+      serverIdPropagationMs = parseDuration('--server-id-propagation', values['server-id-propagation']);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  }
   const { parseServiceAccount } = await import('../operator/kube/token-review.js');
   let dataPlaneServiceAccount;
   try {
@@ -129,6 +144,7 @@ export async function operatorCommand(argv: string[]): Promise<number> {
       metricsPort,
       logger,
       otlpEndpoint: values['otlp-endpoint'] ?? null,
+      ...(serverIdPropagationMs !== undefined ? { serverIdPropagationMs } : {}),
       ...(dataPlaneServiceAccount ? { dataPlaneServiceAccount } : {}),
       ...(values['leader-elect']
         ? {

@@ -64,6 +64,8 @@ export interface OperatorOptions {
   /** Longest wait for the load balancers that exist at start before a partial set is published. Default 30 s. */
   readonly startupHoldMs?: number;
   readonly resyncMs?: number;
+  /** How long a pod whose server ID changed may still mint with the previous one (--server-id-propagation). */
+  readonly serverIdPropagationMs?: number;
   /** OTLP/HTTP collector for reconcile and push spans (operator/tracing.ts); null or absent: the environment decides, else none. */
   readonly otlpEndpoint?: string | null;
   /**
@@ -195,6 +197,7 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
       metrics,
       logger: logger.child({ component: 'reconciler' }),
       ...(o.resyncMs !== undefined ? { resyncMs: o.resyncMs } : {}),
+      ...(o.serverIdPropagationMs !== undefined ? { serverIdPropagationMs: o.serverIdPropagationMs } : {}),
       reconnectUntil: Date.now() + DATA_PLANE_RECONNECT_MS,
       enqueue: (k) => queue.add(k),
     });

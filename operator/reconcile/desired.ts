@@ -7,9 +7,9 @@
  * Guard: when the backend Service or its port is missing, the ID records are left as they are (no pod is released
  * because a Service was briefly deleted or renamed); the snapshot keeps no servers then.
  *
- * Pods that an earlier load balancer's backend has too are that one's (port-claims.ts podOwnership): left out of the
- * allocation (so an ID this one had for such a pod is released and quarantined, as for a pod that left), the
- * annotations and the snapshot.
+ * Pods that another load balancer's backend has too and that one owns (port-claims.ts podOwnership) are left out of
+ * the allocation (so an ID this one had for such a pod is released and quarantined, as for a pod that left), the
+ * annotations and the snapshot. A pod handed over to this one is 'draining' until its new ID can have reached it.
  */
 import { defaultShortDcidLength, validateSnapshot, type DataplaneSnapshot, type SnapshotServer } from '../../lib/config/snapshot.js';
 import { allocateServerIds, type AllocationResult, type EndpointObservation, type ServerIdRecords } from '../allocation/server-ids.js';
@@ -19,7 +19,7 @@ import { liveConfigs, stepRotation, type DataPlaneAcks, type MachineState, type 
 import type { StatusFacts } from '../status/facts.js';
 import { decideHealth, staleAfterMs, type DataPlaneHealth } from './health-verdict.js';
 import { backendHolder, claimFor, podOwnership, portConflicts, servingNodes, type BackendClaim, type NodeView, type PortClaim } from './port-claims.js';
-import { readSpec, ROTATE_ANNOTATION, type QuicLoadBalancerSpec } from './spec.js';
+import { readSpec, ROTATE_ANNOTATION, SERVER_ID_PROPAGATION_MS, type QuicLoadBalancerSpec } from './spec.js';
 
 /** discovery.k8s.io/v1 EndpointSlice, reduced (client-node's V1EndpointSlice fits as is). */
 export interface EndpointSliceView {
@@ -50,6 +50,16 @@ export interface DataPlaneObservation {
   readonly traffic: ReadonlyMap<number, number>;
 }
 
+/** What the pod cache says of one backend pod (by UID), for the hand-over and ownership rules. */
+export interface PodView {
+  /** quiclb.io/server-id, or null without it. */
+  readonly serverId: string | null;
+  /** quiclb.io/server-id-changed-at (ms), or null without it (or unreadable). */
+  readonly changedAt: number | null;
+  /** Keys (namespace/name) of the load balancers whose configs Secret the pod mounts (observe.ts configsMountedBy). */
+  readonly mounts: readonly string[];
+}
+
 export interface Observed {
   readonly namespace: string;
   readonly name: string;
@@ -73,6 +83,10 @@ export interface Observed {
   readonly otherClaims: readonly PortClaim[];
   /** Backend pods of every other QuicLoadBalancer of the namespace (observe.ts backendClaimsOf). */
   readonly otherBackends: readonly BackendClaim[];
+  /** The cached pods of the backend Service's endpoints (any port), by UID; a pod not cached is absent. */
+  readonly pods?: ReadonlyMap<string, PodView>;
+  /** How long a pod whose server ID changed may still mint with the previous one (default SERVER_ID_PROPAGATION_MS). */
+  readonly serverIdPropagationMs?: number;
   readonly dataPlanes: readonly DataPlaneObservation[];
   /** Until when data planes may still be reconnecting to this operator process (it began acting recently). */
   readonly reconnectUntil?: number;
@@ -107,10 +121,12 @@ export interface Desired {
   readonly configsSecretData: Readonly<Record<string, string>> | null;
   /** Backend pod name -> server ID (hex), for the quiclb.io/server-id annotation. */
   readonly podServerIds: ReadonlyMap<string, string>;
+  /** Pods whose ID was released now and whose quiclb.io/server-id annotation comes off if it still is that ID. */
+  readonly clearPods: readonly { readonly podName: string; readonly podUid: string; readonly serverId: string }[];
   readonly events: readonly EventNote[];
   /** Reconcile again after this long even without a change (ms), or null. */
   readonly requeueAfterMs: number | null;
-  /** Later load balancers that want pods this one holds -> those pods (reconcile one when its list changes). */
+  /** Other load balancers that want pods this one owns -> those pods (reconcile one when its list changes). */
   readonly waiting: ReadonlyMap<string, readonly string[]>;
   /** Facts for the status except the data planes' sync state (statusFacts() adds it). */
   readonly facts: Omit<StatusFacts, 'dataPlanes' | 'snapshotVersion'>;
@@ -168,10 +184,21 @@ function podUids(endpoints: readonly EndpointObservation[]): Set<string> {
   return new Set(endpoints.filter((e) => !e.podUid.startsWith('address:')).map((e) => e.podUid));
 }
 
-/** The pods (UIDs) a load balancer with `spec` would give server IDs to, before the pod-level ownership rule. */
-export function backendPods(spec: QuicLoadBalancerSpec, service: ServiceView | null, slices: readonly EndpointSliceView[]): Set<string> {
-  const port = servicePort(spec, service);
-  return port ? podUids(readEndpoints(slices, port.name).endpoints) : new Set();
+/**
+ * The pods (UIDs) a load balancer claims (port-claims.ts podOwnership): those it would give server IDs to. Without a
+ * readable spec (null) or when the Service lacks its port, it cannot tell the port: every pod endpoint of the slices,
+ * whatever the port (its last published snapshot may still route them). Without the Service: none.
+ */
+export function backendPods(spec: QuicLoadBalancerSpec | null, service: ServiceView | null, slices: readonly EndpointSliceView[]): Set<string> {
+  if (!service) return new Set();
+  const port = spec === null ? null : servicePort(spec, service);
+  if (port) return podUids(readEndpoints(slices, port.name).endpoints);
+  const pods = new Set<string>();
+  for (const s of slices) {
+    if (s.addressType !== 'IPv4' && s.addressType !== 'IPv6') continue;
+    for (const e of s.endpoints ?? []) if (e.addresses.length > 0 && e.targetRef?.kind === 'Pod' && e.targetRef.uid && e.targetRef.name) pods.add(e.targetRef.uid);
+  }
+  return pods;
 }
 
 function rotationNotes(r: RotationResult): EventNote[] {
@@ -225,10 +252,10 @@ export function computeDesired(o: Observed): Desired {
   }
 
   // Server IDs (only when the Service and its port exist and no earlier load balancer holds the Service), for the
-  // pods no earlier load balancer's backend has too.
+  // pods no other load balancer owns.
   const port = servicePort(spec, o.service);
   const read = port && holder === null ? readEndpoints(o.endpointSlices, port.name) : { endpoints: [], addresses: new Map<string, PodAddress>() };
-  const ownership = podOwnership(mine, podUids(read.endpoints), o.otherBackends);
+  const ownership = podOwnership(mine, podUids(read.endpoints), o.otherBackends, (uid) => o.pods?.get(uid)?.mounts);
   const endpoints = read.endpoints.filter((e) => !ownership.heldByOthers.has(e.podUid));
   const addresses = read.addresses;
   const heldPods = new Map<string, Set<string>>(); // holder -> pod names
@@ -238,9 +265,9 @@ export function computeDesired(o: Observed): Desired {
   }
   const podsHeldByOthers = [...heldPods].sort(([a], [b]) => (a < b ? -1 : 1)).map(([h, names]) => ({ holder: h, pods: [...names].sort() }));
   if (podsHeldByOthers.length > 0) {
-    const n = podsHeldByOthers.reduce((sum, h) => sum + h.pods.length, 0);
+    // Holders only, no count: the Event is not emitted again as pods come and go (the Degraded condition counts them).
     const by = podsHeldByOthers.length === 1 ? `QuicLoadBalancer ${podsHeldByOthers[0].holder}` : `QuicLoadBalancers ${ids(podsHeldByOthers.map((h) => h.holder))}`;
-    events.push({ type: 'Warning', reason: 'BackendPodConflict', message: `${n} pod(s) of Service ${spec.backend.serviceName} belong to ${by}: no server IDs assigned to them, not routed to`, audit: false, kind: 'state' });
+    events.push({ type: 'Warning', reason: 'BackendPodConflict', message: `pods of Service ${spec.backend.serviceName} belong to ${by}: no server IDs assigned to them, not routed to`, audit: false, kind: 'state' });
   }
   const allocation = port && holder === null
     ? allocateServerIds({ records: o.records, endpoints, length: spec.connectionIds.serverIdLength, quarantineMs: spec.connectionIds.serverIdQuarantineMs, now: o.now })
@@ -289,6 +316,19 @@ export function computeDesired(o: Observed): Desired {
     staleAfterMs(spec.healthCheck.intervalMs, spec.healthCheck.timeoutMs),
     o.now,
   );
+  // A pod whose annotation is another ID (a hand-over) or changed lately may still mint with its previous ID: no
+  // new connections to it until its new ID has had time to reach it (spec.ts SERVER_ID_PROPAGATION_MS).
+  const propagationMs = o.serverIdPropagationMs ?? SERVER_ID_PROPAGATION_MS;
+  const handOverEnds: number[] = [];
+  const handingOver = new Set<string>();
+  for (const a of assignments) {
+    const pod = o.pods?.get(a.podUid);
+    if (!pod) continue;
+    const until = pod.serverId !== null && pod.serverId !== a.serverId ? o.now + propagationMs : pod.changedAt !== null ? Math.min(pod.changedAt, o.now) + propagationMs : null;
+    if (until === null || until <= o.now) continue;
+    handingOver.add(a.podUid);
+    handOverEnds.push(until);
+  }
   const servers: SnapshotServer[] = [];
   for (const a of assignments) {
     const addr = addresses.get(a.podUid);
@@ -298,7 +338,7 @@ export function computeDesired(o: Observed): Desired {
       serverId: Buffer.from(a.serverId, 'hex'),
       address: addr,
       weight: 1,
-      state: a.state,
+      state: handingOver.has(a.podUid) ? 'draining' : a.state,
       verdict: spec.healthCheck.enabled ? (verdicts.get(a.podName) ?? 'healthy') : 'healthy',
     });
   }
@@ -340,11 +380,18 @@ export function computeDesired(o: Observed): Desired {
 
   const podServerIds = new Map<string, string>();
   for (const a of assignments) if (!a.podUid.startsWith('address:')) podServerIds.set(a.podName, a.serverId);
+  // IDs released now of pods no other load balancer's backend has (one that has it writes its own): their
+  // annotation comes off if the cache still shows that ID, so the pod mints unroutable CIDs, not a stale ID.
+  const releasedNow = new Set(allocation?.releasedNow ?? []);
+  const clearPods = o.records.assigned
+    .filter((r) => releasedNow.has(r.id) && !r.podUid.startsWith('address:') && !o.otherBackends.some((c) => c.pods.has(r.podUid)))
+    .map((r) => ({ podName: r.podName, podUid: r.podUid, serverId: r.id }));
 
   const wakeups = [
     rotation.nextCheckAt,
     allocation?.exhausted?.nextReleaseAt ?? null,
     ...(allocation?.records.released.map((r) => r.releasedAt + spec.connectionIds.serverIdQuarantineMs) ?? []),
+    ...handOverEnds,
   ].filter((t): t is number => t !== null);
   const requeueAfterMs = wakeups.length > 0 ? Math.max(0, Math.min(...wakeups) - o.now) : null;
 
@@ -385,7 +432,7 @@ export function computeDesired(o: Observed): Desired {
       blocked: blocked && blocked.kind === 'blocked' ? blocked.message : null,
     },
   };
-  return { spec, allocation, rotation, snapshot, snapshotProblem, nodes, configsSecretData, podServerIds, events, requeueAfterMs, waiting: ownership.waiting, facts };
+  return { spec, allocation, rotation, snapshot, snapshotProblem, nodes, configsSecretData, podServerIds, clearPods, events, requeueAfterMs, waiting: ownership.waiting, facts };
 }
 
 /** Completes the facts once the snapshot is published and the data planes' ACK/NACK state for it is known. */

@@ -9,10 +9,10 @@ import type { DataPlaneView } from '../config-server/cache.js';
 import type { ServerIdRecords } from '../allocation/server-ids.js';
 import type { QuicLoadBalancerObject } from '../kube/informers.js';
 import type { MachineState } from '../rotation/machine.js';
-import { backendPods, type DataPlaneObservation, type EndpointSliceView, type Observed, type ServiceView } from './desired.js';
+import { backendPods, configsSecretName, type DataPlaneObservation, type EndpointSliceView, type Observed, type PodView, type ServiceView } from './desired.js';
 import type { HealthReportEntry } from './health-verdict.js';
 import { claimFor, claimsOf, isEarlier, servingNodes, type BackendClaim, type NodeView } from './port-claims.js';
-import { readSpec, type QuicLoadBalancerSpec } from './spec.js';
+import { readSpec, SERVER_ID_ANNOTATION, SERVER_ID_CHANGED_AT_ANNOTATION, type QuicLoadBalancerSpec } from './spec.js';
 import type { ConfigAck } from './publisher.js';
 
 export interface ObserveInput {
@@ -32,6 +32,9 @@ export interface ObserveInput {
   readonly configsAt: (version: number) => readonly ConfigAck[] | null;
   readonly reconnectUntil?: number;
   readonly now: number;
+  /** The pod cache of the object's namespace, by name. */
+  readonly pods?: (name: string) => k8s.V1Pod | undefined;
+  readonly serverIdPropagationMs?: number;
 }
 
 export function created(o: k8s.KubernetesObject): number {
@@ -67,10 +70,13 @@ function serviceView(svc: k8s.V1Service): ServiceView {
 }
 
 /**
- * The backend pods of every load balancer of `namespace` (port-claims.ts podOwnership), from the caches. One whose
- * spec cannot be read claims none (as for ports); of several naming the same Service only the earliest claims (the
- * others give no IDs: BackendConflict); one being deleted claims until it is gone. Cost: one pass over the
- * namespace's Services, slices and load balancers; each Service's slices are read once.
+ * The backend pods of every load balancer of `namespace` (port-claims.ts podOwnership), from the caches. Of several
+ * naming the same Service only the earliest claims (the others give no IDs: BackendConflict); one being deleted
+ * claims until it is gone. One whose spec cannot be read but names a Service (spec.backend.serviceName, a string)
+ * claims every pod endpoint of that Service whatever the port, as does one whose Service lacks its port: they
+ * cannot tell the port, and the snapshot they last published still routes those pods. One whose Service is
+ * missing claims none (it has no endpoints to route to). Cost: one pass over the namespace's Services, slices and
+ * load balancers; each Service's slices are read once.
  */
 export function backendClaimsOf(
   namespace: string,
@@ -78,18 +84,22 @@ export function backendClaimsOf(
   services: readonly k8s.V1Service[],
   slices: readonly k8s.V1EndpointSlice[],
 ): BackendClaim[] {
-  const byService = new Map<string, { key: string; createdAt: number; spec: QuicLoadBalancerSpec }>();
+  const byService = new Map<string, { key: string; createdAt: number; spec: QuicLoadBalancerSpec | null }>();
   for (const q of qlbs) {
     if (q.metadata?.namespace !== namespace) continue;
-    let spec: QuicLoadBalancerSpec;
+    let spec: QuicLoadBalancerSpec | null;
+    let serviceName: unknown;
     try {
       spec = readSpec(q.spec);
+      serviceName = spec.backend.serviceName;
     } catch {
-      continue;
+      spec = null;
+      serviceName = (q.spec as { backend?: { serviceName?: unknown } } | undefined)?.backend?.serviceName;
     }
+    if (typeof serviceName !== 'string') continue;
     const c = { key: `${namespace}/${q.metadata.name ?? ''}`, createdAt: created(q), spec };
-    const prev = byService.get(spec.backend.serviceName);
-    if (prev === undefined || isEarlier(c, prev)) byService.set(spec.backend.serviceName, c);
+    const prev = byService.get(serviceName);
+    if (prev === undefined || isEarlier(c, prev)) byService.set(serviceName, c);
   }
   if (byService.size === 0) return [];
   const svcs = new Map<string, k8s.V1Service>();
@@ -98,12 +108,46 @@ export function backendClaimsOf(
   for (const s of slices) {
     const name = s.metadata?.labels?.['kubernetes.io/service-name'];
     if (s.metadata?.namespace !== namespace || name === undefined || !byService.has(name)) continue;
-    slicesOf.set(name, [...(slicesOf.get(name) ?? []), s]);
+    const list = slicesOf.get(name);
+    if (list) list.push(s);
+    else slicesOf.set(name, [s]);
   }
   return [...byService].map(([service, c]) => {
     const svc = svcs.get(service);
     return { key: c.key, createdAt: c.createdAt, pods: backendPods(c.spec, svc ? serviceView(svc) : null, slicesOf.get(service) ?? []) };
   });
+}
+
+const CONFIGS_SUFFIX = configsSecretName('');
+
+/** Keys (namespace/name) of the load balancers whose configs Secret the pod mounts (secret or projected volumes). */
+export function configsMountedBy(pod: k8s.V1Pod): string[] {
+  const namespace = pod.metadata?.namespace ?? '';
+  const names = new Set<string>();
+  for (const v of pod.spec?.volumes ?? []) {
+    if (v.secret?.secretName) names.add(v.secret.secretName);
+    for (const src of v.projected?.sources ?? []) if (src.secret?.name) names.add(src.secret.name);
+  }
+  return [...names].filter((n) => n.endsWith(CONFIGS_SUFFIX) && n.length > CONFIGS_SUFFIX.length).map((n) => `${namespace}/${n.slice(0, -CONFIGS_SUFFIX.length)}`);
+}
+
+/** The cached pods of `slices`' pod endpoints, by UID (one cache look-up per pod; a cached pod of another UID is left out). */
+function podViews(slices: readonly EndpointSliceView[], get: (name: string) => k8s.V1Pod | undefined): Map<string, PodView> {
+  const out = new Map<string, PodView>();
+  const seen = new Set<string>();
+  for (const s of slices) {
+    for (const e of s.endpoints ?? []) {
+      const ref = e.targetRef;
+      if (ref?.kind !== 'Pod' || !ref.uid || !ref.name || seen.has(ref.uid)) continue;
+      seen.add(ref.uid);
+      const pod = get(ref.name);
+      if (pod?.metadata?.uid !== ref.uid) continue;
+      const a = pod.metadata.annotations ?? {};
+      const t = Date.parse(a[SERVER_ID_CHANGED_AT_ANNOTATION] ?? '');
+      out.set(ref.uid, { serverId: a[SERVER_ID_ANNOTATION] || null, changedAt: Number.isFinite(t) ? t : null, mounts: configsMountedBy(pod) });
+    }
+  }
+  return out;
 }
 
 function otherObjects(allQlbs: readonly QuicLoadBalancerObject[], namespace: string, name: string) {
@@ -158,7 +202,12 @@ export function observe(i: ObserveInput): Observed {
     freshKey: i.freshKey,
     nodes,
     otherClaims: claimsOf(others, nodes),
-    otherBackends: backendClaimsOf(namespace, i.allQlbs, i.services, i.slices).filter((c) => c.key !== key),
+    // Alone in its namespace (the common case), nobody shares its pods: no need to read every Service's slices.
+    otherBackends: i.allQlbs.some((q) => q.metadata?.namespace === namespace && q.metadata?.name !== name)
+      ? backendClaimsOf(namespace, i.allQlbs, i.services, i.slices).filter((c) => c.key !== key)
+      : [],
+    ...(i.pods ? { pods: podViews(endpointSlices, i.pods) } : {}),
+    ...(i.serverIdPropagationMs !== undefined ? { serverIdPropagationMs: i.serverIdPropagationMs } : {}),
     dataPlanes: i.dataPlanes.filter((d) => d.connected).map((d) => dataPlaneObservation(d, key, i.configsAt)),
     ...(i.reconnectUntil !== undefined ? { reconnectUntil: i.reconnectUntil } : {}),
     now: i.now,

@@ -12,9 +12,11 @@
  * Degraded/BackendConflict and leaves the pods, its records and the data planes alone until the holder is gone.
  *
  * Backend pods: two load balancers naming different Services may still select the same pods (overlapping
- * selectors, one Service a superset of another). A pod (by UID) belongs to the earliest load balancer (same order)
- * among those whose backend has it as an endpoint; the others give it no server ID, never write its annotation and
- * do not route to it (Degraded/BackendPodConflict), and take it once the holder is gone or stops selecting it.
+ * selectors, one Service a superset of another). A pod (by UID) belongs, among the load balancers whose backend has
+ * it as an endpoint, to the one whose configs Secret (<name>-quiclb-configs) it mounts: it can mint only with that
+ * one's keys, and a selector change does not move it. When it mounts none of theirs, or several, it belongs to the
+ * earliest (same order). The others give it no server ID, never write its annotation and do not route to it
+ * (Degraded/BackendPodConflict), and take it once the holder is gone or stops selecting it.
  */
 import type { PortConflict } from '../status/facts.js';
 import { readSpec, selectsNode, type QuicLoadBalancerSpec } from './spec.js';
@@ -91,42 +93,54 @@ export interface BackendClaim {
 }
 
 export interface PodOwnership {
-  /** Pods of `self` that an earlier load balancer's backend has too: pod UID -> the earliest such one (the holder). */
+  /** Pods of `self` that another load balancer owns: pod UID -> that one (the holder). */
   readonly heldByOthers: ReadonlyMap<string, string>;
-  /** Later load balancers that want pods `self` holds -> those pods (UIDs, sorted): they must look again when that changes. */
+  /** Other load balancers that want pods `self` owns -> those pods (UIDs, sorted): they must look again when that changes. */
   readonly waiting: ReadonlyMap<string, readonly string[]>;
 }
 
 /**
- * Which of `pods` (the backend pods of `self`) belong to an earlier load balancer, and which later ones wait for
- * pods `self` holds. `others` are the claims of the other load balancers of the namespace (pods are namespaced).
- * Cost: for each other claim, the smaller of the two pod sets is walked: at most the endpoints of the namespace.
+ * Which of `pods` (the backend pods of `self`) belong to another load balancer, and which others wait for pods
+ * `self` owns. `others` are the claims of the other load balancers of the namespace (pods are namespaced);
+ * `mounts(uid)` the keys (namespace/name) of the load balancers whose configs Secret the pod mounts, asked only for
+ * pods that several claim. Cost: for each other claim, the smaller of the two pod sets is walked: at most the
+ * endpoints of the namespace.
  */
-export function podOwnership(self: { readonly key: string; readonly createdAt: number }, pods: ReadonlySet<string>, others: readonly BackendClaim[]): PodOwnership {
-  const holders = new Map<string, BackendClaim>();
-  const later: { key: string; shared: string[] }[] = [];
+export function podOwnership(
+  self: { readonly key: string; readonly createdAt: number },
+  pods: ReadonlySet<string>,
+  others: readonly BackendClaim[],
+  mounts: (podUid: string) => readonly string[] | undefined = () => undefined,
+): PodOwnership {
+  const contenders = new Map<string, BackendClaim[]>(); // shared pod -> the others that have it
   for (const o of others) {
     if (o.key === self.key) continue;
     const [small, big] = o.pods.size < pods.size ? [o.pods, pods] : [pods, o.pods];
-    const shared: string[] = [];
-    for (const p of small) if (big.has(p)) shared.push(p);
-    if (shared.length === 0) continue;
-    if (!isEarlier(o, self)) {
-      later.push({ key: o.key, shared });
+    for (const p of small) {
+      if (!big.has(p)) continue;
+      const list = contenders.get(p);
+      if (list) list.push(o);
+      else contenders.set(p, [o]);
+    }
+  }
+  const heldByOthers = new Map<string, string>();
+  const waiting = new Map<string, string[]>();
+  for (const [p, list] of contenders) {
+    const all: { readonly key: string; readonly createdAt: number }[] = [self, ...list];
+    const m = mounts(p);
+    const mounted = m && m.length > 0 ? all.filter((c) => m.includes(c.key)) : [];
+    const owner = mounted.length === 1 ? mounted[0] : all.reduce((a, b) => (isEarlier(b, a) ? b : a));
+    if (owner.key !== self.key) {
+      heldByOthers.set(p, owner.key);
       continue;
     }
-    for (const p of shared) {
-      const h = holders.get(p);
-      if (h === undefined || isEarlier(o, h)) holders.set(p, o);
+    for (const o of list) {
+      const w = waiting.get(o.key);
+      if (w) w.push(p);
+      else waiting.set(o.key, [p]);
     }
   }
-  const heldByOthers = new Map([...holders].map(([p, h]) => [p, h.key]));
-  const waiting = new Map<string, string[]>();
-  for (const l of later.sort((a, b) => (a.key < b.key ? -1 : 1))) {
-    const mine = l.shared.filter((p) => !heldByOthers.has(p)).sort();
-    if (mine.length > 0) waiting.set(l.key, mine);
-  }
-  return { heldByOthers, waiting };
+  return { heldByOthers, waiting: new Map([...waiting].sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, v]) => [k, v.sort()])) };
 }
 
 /**

@@ -11,8 +11,8 @@
  * A 409 on a records or Secret write (another writer, a stale cache) requeues at once: the next run re-reads. Every
  * run has a correlation id that the publisher and the ACK log lines repeat.
  *
- * Backend pods shared with another load balancer's backend (port-claims.ts podOwnership): when the later load
- * balancers that want pods this one holds change (it gained or lost pods), those that came or went are enqueued, so
+ * Backend pods shared with another load balancer's backend (port-claims.ts podOwnership): when the other load
+ * balancers that want pods this one owns change (it gained or lost pods), those that came or went are enqueued, so
  * one that waits takes a pod as soon as its holder stops selecting it, and one that held it before gives it up at once.
  */
 import { randomBytes } from 'node:crypto';
@@ -35,7 +35,7 @@ import { buildStatus } from '../status/status.js';
 import { computeDesired, statusFacts, type Desired } from './desired.js';
 import { addFinalizer, hasFinalizer, isDeleting, isStale, removeFinalizer } from './finalizer.js';
 import { backendClaimsOf, created, observe } from './observe.js';
-import { backendHolder, claimFor, claimsOf, podOwnership } from './port-claims.js';
+import { backendHolder, claimFor, claimsOf } from './port-claims.js';
 import type { SnapshotPublisher } from './publisher.js';
 import { GROUP, KIND, readSpec, SERVER_ID_ANNOTATION, VERSION } from './spec.js';
 
@@ -55,6 +55,8 @@ export interface ReconcilerDeps {
   readonly resyncMs?: number;
   /** Until when data planes may still be reconnecting to this operator process (ms; it began acting recently). */
   readonly reconnectUntil?: number;
+  /** How long a pod whose server ID changed may still mint with the previous one. Default SERVER_ID_PROPAGATION_MS. */
+  readonly serverIdPropagationMs?: number;
   /** Reconciles another load balancer soon (the work queue's add). */
   readonly enqueue?: (key: string) => void;
 }
@@ -82,7 +84,13 @@ export class Reconciler {
   private readonly resyncMs: number;
   /** The last spec problem reported per key and generation (one Event per generation, not per run). */
   private readonly specProblems = new Map<string, string>();
-  /** Per key, the later load balancers that wanted pods it held at its last reconcile, and those pods (Desired.waiting). */
+  /**
+   * Per key, the state Events (reason and message) recorded while Degraded has been True: one whose text is the
+   * same is not recorded again when the condition's message changes (e.g. a count of pods). Forgotten when Degraded
+   * clears; after a restart each is recorded once more.
+   */
+  private readonly stateEvents = new Map<string, Set<string>>();
+  /** Per key, the other load balancers that wanted pods it held at its last reconcile, and those pods (Desired.waiting). */
   private readonly waiting = new Map<string, ReadonlyMap<string, readonly string[]>>();
 
   constructor(private readonly d: ReconcilerDeps) {
@@ -131,6 +139,7 @@ export class Reconciler {
       this.d.publisher.remove(key, correlationId);
       this.specProblems.delete(key);
       this.waiting.delete(key); // its deletion requeues every load balancer
+      this.stateEvents.delete(key);
       return { kind: 'done' };
     }
     if (isDeleting(qlb)) return this.teardown(qlb, key, correlationId, log);
@@ -181,6 +190,8 @@ export class Reconciler {
         configsAt: (v) => this.d.publisher.configsAt(v, key),
         ...(this.d.reconnectUntil !== undefined ? { reconnectUntil: this.d.reconnectUntil } : {}),
         now,
+        pods: (pod) => this.d.informers.pods.get(pod, namespace),
+        ...(this.d.serverIdPropagationMs !== undefined ? { serverIdPropagationMs: this.d.serverIdPropagationMs } : {}),
       }),
     );
     this.notifyWaiting(key, desired.waiting);
@@ -198,7 +209,7 @@ export class Reconciler {
       for (const a of desired.rotation.actions) if (a.kind !== 'waiting-for-acks' && a.kind !== 'waiting-for-reconnects' && a.kind !== 'blocked') this.d.metrics.rotations.inc({ phase: a.kind });
     }
     // 3. Pod annotations.
-    await step('pods', () => this.annotatePods(namespace, desired));
+    await step('pods', () => this.annotatePods(namespace, desired, now));
     // 4. Snapshot.
     if (desired.snapshot) this.d.publisher.set(key, desired.snapshot, desired.nodes, correlationId);
     else if (desired.facts.backendHolder !== null) this.d.publisher.remove(key, correlationId); // the Service's pods are another's
@@ -232,8 +243,12 @@ export class Reconciler {
     const before = previous.find((c) => c.type === DEGRADED);
     const after = status.conditions.find((c) => c.type === DEGRADED);
     const degradedChanged = after !== undefined && after.status === 'True' && (before?.status !== 'True' || before.reason !== after.reason || before.message !== after.message);
+    const recorded = this.stateEvents.get(key) ?? new Set<string>();
+    if (after?.status === 'True') this.stateEvents.set(key, recorded);
+    else this.stateEvents.delete(key);
     for (const n of desired.events) {
-      if (n.kind === 'state' && !degradedChanged) continue;
+      if (n.kind === 'state' && (!degradedChanged || recorded.has(`${n.reason}\n${n.message}`))) continue;
+      if (n.kind === 'state') recorded.add(`${n.reason}\n${n.message}`);
       if (n.audit) log.info({ audit: true, reason: n.reason, message: n.message, trigger: desired.rotation.state.lastTriggers }, 'key lifecycle');
       await this.d.events.record(regarding, n.type, n.reason, n.message);
     }
@@ -241,16 +256,25 @@ export class Reconciler {
     return { kind: 'requeue-after', ms: Math.min(this.resyncMs, desired.requeueAfterMs ?? Infinity) };
   }
 
-  private async annotatePods(namespace: string, desired: Desired): Promise<void> {
+  /**
+   * Writes the pods' server IDs; a pod whose cached annotation is another ID (a hand-over) gets
+   * quiclb.io/server-id-changed-at in the same patch. Then takes the annotation off the pods whose ID was released
+   * now, when the cache still shows that ID on that pod (the same guard as the teardown).
+   */
+  private async annotatePods(namespace: string, desired: Desired, now: number): Promise<void> {
     for (const [pod, serverId] of desired.podServerIds) {
-      const cached = this.d.informers.pods.get(pod, namespace);
-      if (cached?.metadata?.annotations?.[SERVER_ID_ANNOTATION] === serverId) continue;
-      try {
-        await this.d.writer.annotatePod(namespace, pod, serverId);
-      } catch (e) {
-        if (!isNotFound(e)) throw e; // a pod already gone: its ID is released on a later run
-      }
+      const previous = this.d.informers.pods.get(pod, namespace)?.metadata?.annotations?.[SERVER_ID_ANNOTATION];
+      if (previous === serverId) continue;
+      await this.d.writer.annotatePod(namespace, pod, serverId, previous ? now : undefined).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(e))); // a pod already gone: its ID is released on a later run
     }
+    for (const c of desired.clearPods) await this.clearAnnotation(namespace, c.podName, c.podUid, c.serverId, now);
+  }
+
+  /** Removes a pod's server-ID annotation (recording when) if the cached pod is `podUid` and still shows `serverId`. */
+  private async clearAnnotation(namespace: string, podName: string, podUid: string, serverId: string, now: number): Promise<void> {
+    const pod = this.d.informers.pods.get(podName, namespace);
+    if (pod?.metadata?.uid !== podUid || pod.metadata?.annotations?.[SERVER_ID_ANNOTATION] !== serverId) return;
+    await this.d.writer.annotatePod(namespace, podName, null, now).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(e)));
   }
 
   private async teardown(qlb: QuicLoadBalancerObject, key: string, correlationId: string, log: Logger): Promise<Verdict> {
@@ -260,17 +284,14 @@ export class Reconciler {
     this.specProblems.delete(key);
     if (!hasFinalizer(qlb)) return { kind: 'done' };
     const stored = await step('read', () => this.d.ids.read(namespace, name)).catch(() => null);
-    // While an earlier load balancer holds the backend Service, the pods' annotations are its IDs, not ours; so are
-    // those of pods an earlier one's backend has too (our records may still name them: its IDs can equal ours).
+    // While an earlier load balancer holds the backend Service, the pods' annotations are its IDs, not ours. A pod
+    // any other load balancer's backend has is left alone too, earlier or later: our records may still name it and
+    // its ID can equal ours; if that one's value differs, it writes its own.
     const podsAreAnother = this.backendHeldByAnother(qlb, key);
     const assigned = podsAreAnother ? [] : (stored?.records.assigned ?? []);
-    const held = this.podsHeldByOthers(qlb, key, new Set(assigned.map((a) => a.podUid)));
-    for (const a of assigned) {
-      if (held.has(a.podUid)) continue;
-      const pod = this.d.informers.pods.get(a.podName, namespace);
-      if (pod?.metadata?.uid !== a.podUid || pod.metadata?.annotations?.[SERVER_ID_ANNOTATION] !== a.id) continue;
-      await step('pods', () => this.d.writer.annotatePod(namespace, a.podName, null).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(e))));
-    }
+    const claimed = this.podsClaimedByOthers(qlb, key, new Set(assigned.map((a) => a.podUid)));
+    const now = this.now();
+    for (const a of assigned) if (!claimed.has(a.podUid)) await step('pods', () => this.clearAnnotation(namespace, a.podName, a.podUid, a.id, now));
     await step('records', () => this.d.ids.remove(namespace, name));
     await step('secret', () => this.d.secrets.removeConfigs(namespace, name));
     await step('finalizer', () => removeFinalizer(this.d.writer, qlb));
@@ -278,15 +299,16 @@ export class Reconciler {
     return { kind: 'done' };
   }
 
-  private podsHeldByOthers(qlb: QuicLoadBalancerObject, key: string, pods: ReadonlySet<string>): ReadonlyMap<string, string> {
-    if (pods.size === 0) return new Map();
+  /** Those of `pods` (UIDs) that another load balancer's backend has (observe.ts backendClaimsOf). */
+  private podsClaimedByOthers(qlb: QuicLoadBalancerObject, key: string, pods: ReadonlySet<string>): ReadonlySet<string> {
+    if (pods.size === 0) return new Set();
     const namespace = qlb.metadata!.namespace!;
     const i = this.d.informers;
     const others = backendClaimsOf(namespace, i.qlbs.list(namespace), i.services.list(namespace), i.slices.list(namespace)).filter((c) => c.key !== key);
-    return podOwnership({ key, createdAt: created(qlb) }, pods, others).heldByOthers;
+    return new Set([...pods].filter((p) => others.some((c) => c.pods.has(p))));
   }
 
-  /** Enqueues the later load balancers whose set of wanted pods that `key` holds changed (came, went, grew, shrank). */
+  /** Enqueues the other load balancers whose set of wanted pods that `key` owns changed (came, went, grew, shrank). */
   private notifyWaiting(key: string, now: ReadonlyMap<string, readonly string[]>): void {
     const before = this.waiting.get(key) ?? new Map<string, readonly string[]>();
     if (now.size > 0) this.waiting.set(key, now);

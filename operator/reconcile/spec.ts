@@ -16,6 +16,18 @@ export const PLURAL = 'quicloadbalancers';
 export const ROTATE_ANNOTATION = 'quiclb.io/rotate';
 /** Annotation on backend pods: the pod's server ID in hex (defined once, beside the reader of its file). */
 export { SERVER_ID_ANNOTATION } from '../../lib/backend/server-id-file.js';
+/**
+ * Annotation on backend pods, written by the operator in the same patch as a change of quiclb.io/server-id from one
+ * value to another or to none (a hand-over between load balancers sharing the pod, a release, a teardown): when
+ * (RFC 3339). Until SERVER_ID_PROPAGATION_MS after it the pod may still mint with its previous ID.
+ */
+export const SERVER_ID_CHANGED_AT_ANNOTATION = 'quiclb.io/server-id-changed-at';
+/**
+ * How long after its annotation changes a pod may still mint with the previous server ID: the kubelet rewrites a
+ * downward-API volume at its next pod sync (syncFrequency, 1 min by default) plus its cache TTL, and the backend
+ * notices the file within seconds. A pod whose ID changed is 'draining' (no new connections) for that long.
+ */
+export const SERVER_ID_PROPAGATION_MS = 120_000;
 
 export interface QuicLoadBalancerSpec {
   readonly backend: { readonly serviceName: string; readonly port?: number; readonly portName?: string };

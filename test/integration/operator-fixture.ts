@@ -286,7 +286,8 @@ export class OperatorWorld {
 
   /** Starts `quiclb operator` under the ServiceAccount's token. */
   startOperator(extra: string[], configListen = '127.0.0.1:0', kubeconfig = this.kubeconfig): Proc {
-    const p = start(['operator', '--kubeconfig', kubeconfig, '--config-listen', configListen, '--tls-dir', this.serverTls.dir, '--metrics-port', '0', '--log-level', 'debug', ...extra]);
+    // Test pods never mint (no kubelet brings them an annotation): a pod whose server ID changed takes connections at once.
+    const p = start(['operator', '--kubeconfig', kubeconfig, '--config-listen', configListen, '--tls-dir', this.serverTls.dir, '--metrics-port', '0', '--log-level', 'debug', '--server-id-propagation', '0s', ...extra]);
     this.operators.push(p);
     return p;
   }

@@ -345,13 +345,18 @@ describe('quiclb operator on a real API server', () => {
       expect((await w.podIds())['web-0']).toBe(held['web-0']);
       await waitFor('Degraded names 1 pod', async () => ((await w.condition('Degraded')) as { message?: string } | undefined)?.message?.startsWith('1 pod(s)') || undefined, 10_000, 100);
 
-      // The holder deleted: its teardown takes its annotation off web-0, the later one takes it over.
+      // The holder deleted: its teardown leaves web-0's annotation (the later one's backend has it), the later one
+      // writes its own ID over it, with the time of the change (draining that long after it: 0 s in these tests).
+      const deletedAt = Date.now();
       await w.co.deleteNamespacedCustomObject({ ...QLB, namespace: w.ns, name: first });
       await waitFor('the later one no longer Degraded', async () => ((await w.condition('Degraded'))?.status === 'False' ? true : undefined), 20_000, 100);
       const after = await w.storedIds();
       expect(after.assigned.size).toBe(3);
       await waitFor('web-0 annotated by the later one', async () => ((await w.podIds())['web-0'] === after.assigned.get(w.pods.get('web-0')!.uid) ? true : undefined), 10_000, 100);
       expect((await w.podIds())['web-2']).toBe(web2);
+      expect(after.assigned.get(w.pods.get('web-0')!.uid)).not.toBe(held['web-0']);
+      const changedAt = (await w.core.readNamespacedPod({ name: 'web-0', namespace: w.ns })).metadata?.annotations?.['quiclb.io/server-id-changed-at'];
+      expect(Date.parse(changedAt ?? '')).toBeGreaterThanOrEqual(deletedAt - 1000);
     } finally {
       for (const name of [first, w.qlbName]) {
         await w.co.deleteNamespacedCustomObject({ ...QLB, namespace: w.ns, name }).catch(() => undefined);

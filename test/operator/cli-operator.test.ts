@@ -30,6 +30,7 @@ describe('quiclb operator flags', () => {
     [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--data-plane-auth', 'token'], /needs --data-plane-service-account NS\/NAME/],
     [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--data-plane-service-account', 'a/b'], /needs --data-plane-auth token/],
     [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--data-plane-auth', 'token', '--data-plane-service-account', 'dp'], /--data-plane-service-account: expected NAMESPACE\/NAME/],
+    [['--config-listen', '127.0.0.1:0', '--tls-dir', '/nonexistent', '--server-id-propagation', 'soon'], /--server-id-propagation: must be a duration/],
     [['--bogus'], /Unknown option '--bogus'/],
   ])('refuses %j', (args, message) => {
     const r = runCli(['operator', ...args]);

@@ -11,7 +11,7 @@ import { keyRotationCondition } from '../../operator/status/key-rotation.js';
 import { decideHealth, staleAfterMs } from '../../operator/reconcile/health-verdict.js';
 import { backendHolder, claimsOf, podOwnership, portConflicts, type BackendClaim, type PortClaim } from '../../operator/reconcile/port-claims.js';
 import { observe } from '../../operator/reconcile/observe.js';
-import { readSpec, selectsNode } from '../../operator/reconcile/spec.js';
+import { readSpec, selectsNode, SERVER_ID_PROPAGATION_MS } from '../../operator/reconcile/spec.js';
 import { buildStatus } from '../../operator/status/status.js';
 
 const T0 = Date.parse('2026-12-04T12:00:00Z');
@@ -198,6 +198,20 @@ describe('podOwnership', () => {
   });
   it('ignores its own claim and claims without shared pods', () => {
     expect(podOwnership(self, mine, [claim('ns/b', 0, ['p0']), claim('ns/a', 1, [])])).toEqual({ heldByOthers: new Map(), waiting: new Map() });
+  });
+  it('a shared pod is the one\'s whose configs Secret it mounts, among those that have it; with none of theirs or several, the earliest\'s', () => {
+    const mounts = new Map<string, string[]>([
+      ['p0', ['ns/b']], // mine although ns/a is earlier
+      ['p1', ['ns/c']], // the later ns/c's
+      ['p2', ['ns/a', 'ns/c']], // two of theirs: the earliest, ns/a
+      ['p9', ['ns/b']], // not a pod of ns/a's and mine: no matter
+    ]);
+    const others = [claim('ns/a', 1, ['p0', 'p2', 'p9']), claim('ns/c', 3, ['p1', 'p2', 'p3']), claim('ns/x', 0, ['p3'])];
+    const o = podOwnership(self, new Set([...mine, 'p3']), others, (p) => mounts.get(p));
+    expect([...o.heldByOthers].sort()).toEqual([['p1', 'ns/c'], ['p2', 'ns/a'], ['p3', 'ns/x']]);
+    expect([...o.waiting]).toEqual([['ns/a', ['p0']]]);
+    // a pod that mounts the Secret of a load balancer whose backend does not have it: the earliest
+    expect([...podOwnership(self, mine, [claim('ns/a', 1, ['p0'])], () => ['ns/q']).heldByOthers]).toEqual([['p0', 'ns/a']]);
   });
 });
 
@@ -540,12 +554,23 @@ describe('pods shared by the backends of two load balancers (observe + computeDe
     expect(d.waiting.size).toBe(0);
   });
 
-  it('only the first load balancer naming a Service claims its pods: a later one on it (BackendConflict, no IDs) holds none', () => {
-    // alpha names web with a port web lacks (it gives no IDs); gamma, on web too, is BackendConflict: nobody annotates web-0/web-1
-    const alphaNoPort = { ...alpha, spec: { ...alpha.spec, backend: { serviceName: 'web', portName: 'nope' } } };
+  it('of the load balancers naming a Service, the first holds its pods (observe.test.ts: only it claims them); once it is gone, the next one', () => {
     const gamma = qlb('gamma', T0 - 5_400_000, 'web', 445);
-    expect(desiredFor(gamma, [alphaNoPort, beta, gamma], overlapping).facts.backendHolder).toBe('team/alpha');
-    expect([...desiredFor(beta, [alphaNoPort, beta, gamma], overlapping).podServerIds.keys()].sort()).toEqual(['web-0', 'web-1', 'web-2']);
+    expect(desiredFor(gamma, [alpha, beta, gamma], overlapping).facts.backendHolder).toBe('team/alpha');
+    expect([...desiredFor(beta, [alpha, beta, gamma], overlapping).podServerIds.keys()]).toEqual(['web-2']);
+    // alpha gone: gamma holds web and its pods, beta still gets only web-2
+    expect([...desiredFor(beta, [beta, gamma], overlapping).podServerIds.keys()]).toEqual(['web-2']);
+  });
+
+  it('a holder whose spec cannot be read, or whose Service lacks its port, keeps claiming every pod of its Service (its last snapshot may still route them)', () => {
+    // alpha gives web-0/web-1 no IDs now (records kept, nothing annotated by it); beta must not take them meanwhile
+    const alphaNoPort = { ...alpha, spec: { ...alpha.spec, backend: { serviceName: 'web', portName: 'nope' } } };
+    const alphaInvalid = { ...alpha, spec: { backend: { serviceName: 'web', portName: 'quic' }, listen: { ports: [] } } };
+    for (const a of [alphaNoPort, alphaInvalid]) {
+      const d = desiredFor(beta, [a, beta], overlapping);
+      expect([...d.podServerIds.keys()]).toEqual(['web-2']);
+      expect(d.facts.podsHeldByOthers).toEqual([{ holder: 'team/alpha', pods: ['web-0', 'web-1'] }]);
+    }
   });
 
   it('the later one takes the pods when the holder is gone, or stops selecting them; a quarantined ID comes back to its pod', () => {
@@ -557,6 +582,43 @@ describe('pods shared by the backends of two load balancers (observe + computeDe
     const narrowed = desiredFor(beta, [alpha, beta], [slice('web', ['web-1']), slice('all', ['web-0', 'web-1', 'web-2'])], records, T0 + 1000);
     expect([...narrowed.podServerIds.keys()].sort()).toEqual(['web-0', 'web-2']);
     expect(narrowed.podServerIds.get('web-0')).toBe('0000');
+  });
+
+  it('a pod handed over (its cached annotation another ID, or changed lately) is draining until the change has had time to reach it; then active', () => {
+    const view = (serverId: string | null, changedAt: number | null = null) => ({ serverId, changedAt, mounts: [] });
+    const handOver = (pods: ReadonlyMap<string, ReturnType<typeof view>>, now = T0) =>
+      computeDesired(observed({ endpointSlices: [{ ...SLICE, endpoints: [pod('web-0', '198.51.100.10'), pod('web-1', '198.51.100.11')] }], records: EMPTY_RECORDS, pods, now }));
+    const state = (d: ReturnType<typeof computeDesired>) => Object.fromEntries(d.snapshot!.servers.map((x) => [x.name, x.state]));
+    // no annotation (a new pod: it mints unroutable CIDs until its file is valid): active at once
+    const fresh = handOver(new Map([['uid-web-0', view(null)]]));
+    expect(state(fresh)).toEqual({ 'web-0': 'active', 'web-1': 'active' });
+    expect(fresh.requeueAfterMs).toBeNull();
+    // web-0 carries another load balancer's ID: draining; looked at again when the margin would end
+    const foreign = handOver(new Map([['uid-web-0', view('00ff')]]));
+    expect(state(foreign)).toEqual({ 'web-0': 'draining', 'web-1': 'active' });
+    expect(foreign.requeueAfterMs).toBe(SERVER_ID_PROPAGATION_MS);
+    expect(foreign.facts.backends.healthy).toBe(1);
+    // ours since T0 (the reconciler wrote it with the time): draining until T0 + margin, also after an operator restart (the time is on the pod)
+    const id = foreign.podServerIds.get('web-0')!;
+    const ours = (now: number) => handOver(new Map([['uid-web-0', view(id, T0)]]), now);
+    expect(state(ours(T0 + 1000))['web-0']).toBe('draining');
+    expect(ours(T0 + 1000).requeueAfterMs).toBe(SERVER_ID_PROPAGATION_MS - 1000);
+    expect(state(ours(T0 + SERVER_ID_PROPAGATION_MS))['web-0']).toBe('active');
+    // removed lately by the load balancer that had it (no annotation yet): draining too
+    expect(state(handOver(new Map([['uid-web-0', view(null, T0 - 1000)]])))['web-0']).toBe('draining');
+    // the margin is the operator's --server-id-propagation
+    const short = computeDesired(observed({ endpointSlices: [{ ...SLICE, endpoints: [pod('web-0', '198.51.100.10')] }], records: EMPTY_RECORDS, pods: new Map([['uid-web-0', view('00ff')]]), serverIdPropagationMs: 1000 }));
+    expect(short.requeueAfterMs).toBe(1000);
+    // a changed-at in the future counts as now
+    expect(handOver(new Map([['uid-web-0', view(id, T0 + 3_600_000)]])).requeueAfterMs).toBe(SERVER_ID_PROPAGATION_MS);
+  });
+
+  it('the BackendPodConflict Event names the holders only (pods coming and going do not change it); the Degraded condition keeps the count', () => {
+    const event = (slices: k8s.V1EndpointSlice[]) => desiredFor(beta, [alpha, beta], slices).events.find((e) => e.reason === 'BackendPodConflict')!.message;
+    const two = event(overlapping);
+    expect(event([slice('web', ['web-0']), slice('all', ['web-0', 'web-2'])])).toBe(two);
+    expect(two).toBe('pods of Service all belong to QuicLoadBalancer team/alpha: no server IDs assigned to them, not routed to');
+    expect(status(desiredFor(beta, [alpha, beta], overlapping)).conditions.find((c) => c.type === 'Degraded')!.message).toContain('2 pod(s)');
   });
 
   it('every pod held by the earlier one: Ready False for that reason, not NoBackends', () => {

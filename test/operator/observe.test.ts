@@ -1,8 +1,9 @@
 // observe.ts: the config server's view of a data plane, restricted to one load balancer, as desired.ts reads it.
 import { describe, expect, it } from '@jest/globals';
+import type * as k8s from '@kubernetes/client-node';
 import type { DataPlaneView } from '../../operator/config-server/cache.js';
 import type { QuicLoadBalancerObject } from '../../operator/kube/informers.js';
-import { backendClaimsOf, created, dataPlaneObservation, observe, servingNodesOf } from '../../operator/reconcile/observe.js';
+import { backendClaimsOf, configsMountedBy, created, dataPlaneObservation, observe, servingNodesOf } from '../../operator/reconcile/observe.js';
 import { INITIAL_STATE } from '../../operator/rotation/machine.js';
 import { EMPTY_RECORDS } from '../../operator/allocation/server-ids.js';
 
@@ -105,7 +106,7 @@ describe('observe', () => {
     expect(o.nodes).toEqual([{ name: 'n1', labels: { zone: 'a' } }]);
   });
 
-  it('reads the backend pods of the namespace\'s load balancers from the caches: the first per Service, readable specs only, pods only', () => {
+  it('reads the backend pods of the namespace\'s load balancers from the caches: the first per Service, pods only', () => {
     const q = (namespace: string, name: string, at: string, serviceName: string) => ({
       metadata: { namespace, name, creationTimestamp: at as unknown as Date },
       spec: { backend: { serviceName, portName: 'quic' }, listen: { ports: [443] } },
@@ -135,6 +136,91 @@ describe('observe', () => {
       ['ns/b', Date.parse('2026-12-04T09:00:00Z'), ['uid-web-0']],
       ['ns/c', Date.parse('2026-12-04T11:00:00Z'), ['uid-web-0']],
       ['ns/d', Date.parse('2026-12-04T11:00:00Z'), []],
+    ]);
+  });
+
+  it('a load balancer whose spec cannot be read, or whose Service lacks its port, claims every endpoint pod of the Service, whatever the port; one whose Service is missing claims none', () => {
+    const ep = (name: string) => ({ addresses: [`192.0.2.${name.length}`], targetRef: { kind: 'Pod', name, uid: `uid-${name}` } });
+    const slice = (service: string, port: { name: string; protocol: string }, endpoints: ReturnType<typeof ep>[]) => ({
+      metadata: { namespace: 'ns', name: `${service}-${port.name}`, labels: { 'kubernetes.io/service-name': service } },
+      addressType: 'IPv4',
+      ports: [{ ...port, port: 8443 }],
+      endpoints,
+    });
+    const svc = (name: string) => ({ metadata: { namespace: 'ns', name }, spec: { ports: [{ name: 'quic', port: 443, protocol: 'UDP' }] } });
+    const at = '2026-12-04T10:00:00Z' as unknown as Date;
+    const claims = backendClaimsOf(
+      'ns',
+      [
+        // listen.ports missing: readSpec refuses it, but its last snapshot still routes the pods of Service web
+        { metadata: { namespace: 'ns', name: 'invalid', creationTimestamp: at }, spec: { backend: { serviceName: 'web', portName: 'quic' } } },
+        { metadata: { namespace: 'ns', name: 'noport', creationTimestamp: at }, spec: { backend: { serviceName: 'all', portName: 'nope' }, listen: { ports: [443] } } },
+        { metadata: { namespace: 'ns', name: 'nosvc', creationTimestamp: at }, spec: { backend: { serviceName: 'gone', portName: 'quic' }, listen: { ports: [444] } } },
+        { metadata: { namespace: 'ns', name: 'nothing', creationTimestamp: at }, spec: { backend: { serviceName: 7 } } },
+      ],
+      [svc('web'), svc('all')],
+      [
+        slice('web', { name: 'quic', protocol: 'UDP' }, [ep('web-0')]),
+        slice('web', { name: 'http', protocol: 'TCP' }, [ep('web-1')]),
+        slice('all', { name: 'quic', protocol: 'UDP' }, [ep('web-0'), ep('web-22')]),
+      ],
+    );
+    expect(claims.map((c) => [c.key, [...c.pods].sort()])).toEqual([
+      ['ns/invalid', ['uid-web-0', 'uid-web-1']],
+      ['ns/noport', ['uid-web-0', 'uid-web-22']],
+      ['ns/nosvc', []],
+    ]);
+  });
+
+  it('reads the configs Secrets a pod mounts (secret and projected volumes) as load balancer keys', () => {
+    const pod = {
+      metadata: { namespace: 'ns', name: 'web-0' },
+      spec: {
+        containers: [],
+        volumes: [
+          { name: 'a', secret: { secretName: 'h3-quiclb-configs' } },
+          { name: 'b', projected: { sources: [{ secret: { name: 'edge-quiclb-configs' } }, { downwardAPI: {} }, { secret: { name: 'tls' } }] } },
+          { name: 'c', secret: { secretName: '-quiclb-configs' } },
+          { name: 'd', secret: { secretName: 'h3-quiclb-configs' } },
+        ],
+      },
+    };
+    expect(configsMountedBy(pod)).toEqual(['ns/h3', 'ns/edge']);
+    expect(configsMountedBy({ metadata: { namespace: 'ns' } })).toEqual([]);
+  });
+
+  it('gives computeDesired the cached pods of its endpoints: server ID, changed-at, mounts; a cached pod of another UID is left out', () => {
+    const qlb = { metadata: { namespace: 'ns', name: 'lb', creationTimestamp: new Date(0) }, spec: { backend: { serviceName: 'web', portName: 'quic' }, listen: { ports: [443] } } };
+    const slice = {
+      metadata: { namespace: 'ns', name: 'web-x', labels: { 'kubernetes.io/service-name': 'web' } },
+      addressType: 'IPv4',
+      ports: [{ name: 'quic', port: 8443, protocol: 'UDP' }],
+      endpoints: ['web-0', 'web-1', 'web-2'].map((p, i) => ({ addresses: [`192.0.2.${i}`], targetRef: { kind: 'Pod', name: p, uid: `uid-${p}` } })),
+    };
+    const cached: Record<string, k8s.V1Pod> = {
+      'web-0': { metadata: { namespace: 'ns', name: 'web-0', uid: 'uid-web-0', annotations: { 'quiclb.io/server-id': '0001', 'quiclb.io/server-id-changed-at': '2026-12-04T12:00:00.000Z' } }, spec: { containers: [], volumes: [{ name: 'q', secret: { secretName: 'lb-quiclb-configs' } }] } },
+      'web-1': { metadata: { namespace: 'ns', name: 'web-1', uid: 'uid-old', annotations: { 'quiclb.io/server-id': '0002' } } },
+      'web-2': { metadata: { namespace: 'ns', name: 'web-2', uid: 'uid-web-2', annotations: { 'quiclb.io/server-id-changed-at': 'soon' } } },
+    };
+    const o = observe({
+      qlb,
+      services: [{ metadata: { namespace: 'ns', name: 'web' }, spec: { ports: [{ name: 'quic', port: 443, protocol: 'UDP' }] } }],
+      slices: [slice],
+      allQlbs: [qlb],
+      nodes: [],
+      records: EMPTY_RECORDS,
+      rotation: INITIAL_STATE,
+      keys: new Map(),
+      userKey: null,
+      freshKey: new Uint8Array(16),
+      dataPlanes: [],
+      configsAt: () => null,
+      now: 0,
+      pods: (name) => cached[name],
+    });
+    expect([...o.pods!]).toEqual([
+      ['uid-web-0', { serverId: '0001', changedAt: Date.parse('2026-12-04T12:00:00Z'), mounts: ['ns/lb'] }],
+      ['uid-web-2', { serverId: null, changedAt: null, mounts: [] }],
     ]);
   });
 

@@ -7,7 +7,7 @@ import { EMPTY_RECORDS, type ServerIdRecords } from '../../operator/allocation/s
 import type { QuicLoadBalancerObject } from '../../operator/kube/informers.js';
 import { Reconciler, type ReconcilerDeps } from '../../operator/reconcile/reconciler.js';
 import { INITIAL_STATE } from '../../operator/rotation/machine.js';
-import { SERVER_ID_ANNOTATION } from '../../operator/reconcile/spec.js';
+import { SERVER_ID_ANNOTATION, SERVER_ID_CHANGED_AT_ANNOTATION } from '../../operator/reconcile/spec.js';
 
 const T0 = Date.parse('2026-12-04T12:00:00Z');
 
@@ -49,15 +49,31 @@ function slice(service: string, pods: string[]): k8s.V1EndpointSlice {
 class World {
   qlbs: QuicLoadBalancerObject[] = [];
   slices: k8s.V1EndpointSlice[] = [];
-  readonly services: k8s.V1Service[] = ['web', 'all'].map((name) => ({ metadata: { namespace: 'team', name }, spec: { ports: [{ name: 'quic', port: 443, protocol: 'UDP' }] } }));
+  services: k8s.V1Service[] = ['web', 'all'].map((name) => ({ metadata: { namespace: 'team', name }, spec: { ports: [{ name: 'quic', port: 443, protocol: 'UDP' }] } }));
   readonly pods = new Map<string, string | undefined>(['web-0', 'web-1', 'web-2'].map((p) => [p, undefined]));
+  /** quiclb.io/server-id-changed-at per pod (ms), as the writer set it. */
+  readonly changedAt = new Map<string, number>();
+  /** The configs Secret each pod mounts (a secret volume). */
+  readonly mounts = new Map<string, string>();
   readonly records = new Map<string, ServerIdRecords>();
   readonly enqueued: string[] = [];
+  readonly events: string[] = [];
   readonly reconciler: Reconciler;
 
   constructor() {
     const podObjects = () =>
-      [...this.pods].map(([name, id]): k8s.V1Pod => ({ metadata: { namespace: 'team', name, uid: `uid-${name}`, annotations: id === undefined ? {} : { [SERVER_ID_ANNOTATION]: id } } }));
+      [...this.pods].map(([name, id]): k8s.V1Pod => ({
+        metadata: {
+          namespace: 'team',
+          name,
+          uid: `uid-${name}`,
+          annotations: {
+            ...(id === undefined ? {} : { [SERVER_ID_ANNOTATION]: id }),
+            ...(this.changedAt.has(name) ? { [SERVER_ID_CHANGED_AT_ANNOTATION]: new Date(this.changedAt.get(name)!).toISOString() } : {}),
+          },
+        },
+        spec: { containers: [], volumes: this.mounts.has(name) ? [{ name: 'quiclb', secret: { secretName: this.mounts.get(name) } }] : [] },
+      }));
     const deps = {
       informers: { qlbs: cache(() => this.qlbs), services: cache(() => this.services), slices: cache(() => this.slices), pods: cache(podObjects), nodes: cache(() => [{ metadata: { name: 'n1' } }]) },
       ids: {
@@ -71,11 +87,15 @@ class World {
         removeConfigs: () => Promise.resolve(),
       },
       writer: {
-        annotatePod: (_ns: string, pod: string, id: string | null) => Promise.resolve(void this.pods.set(pod, id ?? undefined)),
+        annotatePod: (_ns: string, pod: string, id: string | null, changedAt?: number) => {
+          this.pods.set(pod, id ?? undefined);
+          if (changedAt !== undefined) this.changedAt.set(pod, changedAt);
+          return Promise.resolve();
+        },
         setFinalizers: () => Promise.resolve(),
         applyStatus: () => Promise.resolve(),
       },
-      events: { record: () => Promise.resolve() },
+      events: { record: (_on: unknown, type: string, reason: string, message: string) => Promise.resolve(void this.events.push(`${type} ${reason}: ${message}`)) },
       publisher: { remove: () => 1, set: () => 1, settle: () => undefined, refreshRetained: () => undefined, versionOf: () => null, configsAt: () => null },
       dataPlanes: () => [],
       metrics: noop,
@@ -146,5 +166,82 @@ describe('reconciler: pods shared by two load balancers', () => {
     await w.reconciler.reconcile('team/beta');
     expect(w.records.has('beta')).toBe(false); // torn down
     expect(Object.fromEntries(w.pods)).toEqual({ 'web-0': '0000', 'web-1': undefined, 'web-2': undefined });
+  });
+
+  it("a teardown leaves the annotation of a pod any other load balancer's backend has, even a later one's with the same value", async () => {
+    // alpha's Service is gone (its records kept, as the guard wants); beta gave web-0 the value alpha's records hold
+    const w = new World();
+    w.qlbs = [qlb('alpha', T0 - 7_200_000, 'web', 443, true), BETA];
+    w.services = w.services.filter((s) => s.metadata?.name !== 'web');
+    w.slices = [slice('all', ['web-0', 'web-2'])];
+    w.records.set('alpha', { assigned: [{ id: '0000', podUid: 'uid-web-0', podName: 'web-0', assignedAt: T0 - 9000 }, { id: '0001', podUid: 'uid-web-1', podName: 'web-1', assignedAt: T0 - 9000 }], released: [] });
+    w.pods.set('web-0', '0000');
+    w.pods.set('web-1', '0001');
+    await w.reconciler.reconcile('team/alpha');
+    expect(w.records.has('alpha')).toBe(false); // torn down
+    expect(w.pods.get('web-0')).toBe('0000'); // beta's
+    expect(w.pods.get('web-1')).toBeUndefined(); // nobody else's: alpha's taken off
+  });
+
+  it('a pod whose ID is released while it still exists loses the annotation (with the time), unless another load balancer has it: that one writes its own, with the time', async () => {
+    const w = new World();
+    w.qlbs = [ALPHA, BETA];
+    w.slices = [slice('web', ['web-0', 'web-1']), slice('all', ['web-2'])];
+    await w.reconciler.reconcile('team/alpha');
+    await w.reconciler.reconcile('team/beta');
+    const alpha = new Map(w.records.get('alpha')!.assigned.map((a) => [a.podName, a.id]));
+    expect(w.pods.get('web-0')).toBe(alpha.get('web-0'));
+    expect(w.changedAt.size).toBe(0); // first annotations: no previous ID
+    // web-1 leaves alpha's endpoints and nobody's backend has it: it mints 0b111 CIDs again, not a stale ID
+    w.slices = [slice('web', ['web-0']), slice('all', ['web-2'])];
+    await w.reconciler.reconcile('team/alpha');
+    expect(w.pods.get('web-1')).toBeUndefined();
+    expect(w.changedAt.get('web-1')).toBe(T0);
+    // web-0 goes over to beta (alpha's Service stops selecting it, beta's does): alpha leaves it to beta, which
+    // writes its own ID with the time of the change
+    w.slices = [slice('web', []), slice('all', ['web-0', 'web-2'])];
+    await w.reconciler.reconcile('team/alpha');
+    expect(w.pods.get('web-0')).toBe(alpha.get('web-0'));
+    expect(w.changedAt.has('web-0')).toBe(false);
+    await w.reconciler.reconcile('team/beta');
+    const beta = new Map(w.records.get('beta')!.assigned.map((a) => [a.podName, a.id]));
+    expect(beta.get('web-0')).not.toBe(alpha.get('web-0'));
+    expect(w.pods.get('web-0')).toBe(beta.get('web-0'));
+    expect(w.changedAt.get('web-0')).toBe(T0);
+  });
+
+  it('a shared pod belongs to the load balancer whose configs Secret it mounts, even a later one; to the earliest when it mounts none of theirs', async () => {
+    const w = new World();
+    w.qlbs = [ALPHA, BETA];
+    w.slices = [slice('web', ['web-0', 'web-1']), slice('all', ['web-0', 'web-1', 'web-2'])];
+    w.mounts.set('web-0', 'beta-quiclb-configs');
+    w.mounts.set('web-1', 'other-quiclb-configs');
+    await w.reconciler.reconcile('team/alpha');
+    expect(w.enqueued).toEqual(['team/beta']); // beta waits for web-1
+    await w.reconciler.reconcile('team/beta');
+    expect(w.records.get('alpha')!.assigned.map((a) => a.podName)).toEqual(['web-1']);
+    expect(w.records.get('beta')!.assigned.map((a) => a.podName).sort()).toEqual(['web-0', 'web-2']);
+    expect(w.enqueued).toEqual(['team/beta', 'team/alpha']); // alpha waits for web-0
+    await w.reconciler.reconcile('team/alpha');
+    await w.reconciler.reconcile('team/beta');
+    expect(w.records.get('alpha')!.assigned.map((a) => a.podName)).toEqual(['web-1']);
+    expect(w.records.get('beta')!.assigned.map((a) => a.podName).sort()).toEqual(['web-0', 'web-2']);
+  });
+
+  it('the BackendPodConflict Event is recorded once while the holders stay the same, however the shared pods change', async () => {
+    const w = new World();
+    w.qlbs = [ALPHA, BETA];
+    w.slices = [slice('web', ['web-0', 'web-1']), slice('all', ['web-0', 'web-1', 'web-2'])];
+    await w.reconciler.reconcile('team/beta');
+    w.slices = [slice('web', ['web-0']), slice('all', ['web-0', 'web-1', 'web-2'])];
+    await w.reconciler.reconcile('team/beta');
+    await w.reconciler.reconcile('team/beta');
+    expect(w.events.filter((e) => e.includes('BackendPodConflict'))).toEqual(['Warning BackendPodConflict: pods of Service all belong to QuicLoadBalancer team/alpha: no server IDs assigned to them, not routed to']);
+    // the conflict ends, then comes back: recorded again
+    w.slices = [slice('web', []), slice('all', ['web-0', 'web-1', 'web-2'])];
+    await w.reconciler.reconcile('team/beta');
+    w.slices = [slice('web', ['web-1']), slice('all', ['web-0', 'web-1', 'web-2'])];
+    await w.reconciler.reconcile('team/beta');
+    expect(w.events.filter((e) => e.includes('BackendPodConflict'))).toHaveLength(2);
   });
 });
