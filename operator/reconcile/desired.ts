@@ -411,6 +411,7 @@ export function computeDesired(o: Observed): Desired {
       healthy: servers.filter((s) => s.state === 'active' && s.verdict !== 'unhealthy').length,
       draining: assignments.filter((a) => a.phase === 'terminating').length,
       unassigned: allocation?.exhausted?.unassigned.length ?? 0,
+      ...(handingOver.size > 0 ? { awaitingId: { count: handingOver.size, until: Math.max(...handOverEnds) } } : {}),
     },
     serverIdsExhausted: allocation?.exhausted?.message ?? null,
     portConflicts: conflicts,

@@ -26,7 +26,14 @@ export interface StatusFacts {
   /** The Service has the port named in spec.backend (checked only when the Service exists). */
   readonly servicePortFound: boolean;
   readonly servicePort: string;
-  readonly backends: { readonly total: number; readonly healthy: number; readonly draining: number; readonly unassigned: number };
+  readonly backends: {
+    readonly total: number;
+    readonly healthy: number;
+    readonly draining: number;
+    readonly unassigned: number;
+    /** Backends kept from new connections until their new server ID has reached them (a hand-over), and until when (ms). */
+    readonly awaitingId?: { readonly count: number; readonly until: number };
+  };
   /** Exhaustion message from the allocator, or null. */
   readonly serverIdsExhausted: string | null;
   readonly portConflicts: readonly PortConflict[];

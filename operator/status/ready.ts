@@ -3,7 +3,7 @@
  * new connections, and every connected data plane runs the latest snapshot. `kubectl wait --for=condition=Ready`
  * waits for this (with observedGeneration = the current generation).
  */
-import type { Verdict } from './conditions.js';
+import { metaTime, type Verdict } from './conditions.js';
 import { configSyncedCondition } from './config-synced.js';
 import { listNames, type StatusFacts } from './facts.js';
 
@@ -30,7 +30,10 @@ export function readyCondition(f: StatusFacts): Verdict {
     return {
       status: 'False',
       reason: 'NoHealthyBackends',
-      message: `none of ${b.total} backend(s) is ready and healthy (${b.draining} draining): new connections have nowhere to go`,
+      message:
+        `none of ${b.total} backend(s) is ready and healthy (${b.draining} draining)` +
+        (b.awaitingId ? `; ${b.awaitingId.count} wait until ${metaTime(b.awaitingId.until)} for their new server ID to reach them` : '') +
+        ': new connections have nowhere to go',
     };
   }
   const synced = configSyncedCondition(f);

@@ -205,6 +205,7 @@ describe('Ready', () => {
     ['some endpoints held by an earlier load balancer, the others routing', { podsHeldByOthers: [{ holder: 'team/first', pods: ['web-0'] }] }, 'True', 'Routing'],
     ['endpoints but no IDs', { backends: { total: 0, healthy: 0, draining: 0, unassigned: 3 } }, 'False', 'ServerIDsExhausted'],
     ['no healthy backend', { backends: { total: 2, healthy: 0, draining: 2, unassigned: 0 } }, 'False', 'NoHealthyBackends'],
+    ['no healthy backend: handed-over pods wait for their new ID', { backends: { total: 2, healthy: 0, draining: 0, unassigned: 0, awaitingId: { count: 2, until: Date.parse('2026-12-04T12:02:00Z') } } }, 'False', 'NoHealthyBackends'],
     ['no data plane', { dataPlanes: { connected: 0, inSync: 0, pending: [], rejections: [] } }, 'False', 'NoDataPlanes'],
     ['not yet acknowledged', { dataPlanes: { connected: 2, inSync: 1, pending: ['b'], rejections: [] } }, 'False', 'ConfigNotSynced'],
     ['a data plane rejected', { dataPlanes: { connected: 2, inSync: 1, pending: [], rejections: [{ dataPlane: 'b', version: 12, error: 'e' }] } }, 'False', 'DataPlaneRejected'],
@@ -216,6 +217,11 @@ describe('Ready', () => {
     const r = readyCondition(facts(over));
     expect([r.status, r.reason]).toEqual([status, reason]);
     expect(r.message.length).toBeGreaterThan(0);
+  });
+
+  it('says when handed-over backends may take new connections', () => {
+    const r = readyCondition(facts({ backends: { total: 2, healthy: 0, draining: 0, unassigned: 0, awaitingId: { count: 2, until: Date.parse('2026-12-04T12:02:00Z') } } }));
+    expect(r.message).toBe('none of 2 backend(s) is ready and healthy (0 draining); 2 wait until 2026-12-04T12:02:00Z for their new server ID to reach them: new connections have nowhere to go');
   });
 
   it('says how much works when Ready', () => {
