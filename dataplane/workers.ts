@@ -317,6 +317,8 @@ export class WorkerPool {
       slot.worker = worker;
       slot.ready = false;
       let settled = false;
+      // A send racing the worker's exit (its IPC channel closed) is reported here; unhandled, it would end the primary.
+      worker.on('error', (e: Error) => this.options.logger.warn({ worker: slot.index, pid: worker.process.pid, err: e.message }, 'worker IPC error'));
       worker.on('online', () => {
         slot.given = this.snapshot;
         const m: ToWorker = {
@@ -410,12 +412,16 @@ export class WorkerPool {
     w.process.kill('SIGKILL');
   }
 
-  /** Sends a request to `workers` and collects their answers, for at most timeoutMs. */
+  /**
+   * Sends a request to `workers` and collects their answers, for at most timeoutMs. A worker no longer connected
+   * (it exited since it was listed, e.g. after answering an earlier request) counts as exited without being sent
+   * anything: its restart starts it with the snapshot in force.
+   */
   private ask(workers: readonly Worker[], make: (id: number) => ToWorker, timeoutMs: number): Promise<Answers> {
     const id = this.nextId++;
     const answers = new Map<Worker, unknown>();
-    const exited = new Set<Worker>();
-    const pending = new Set(workers);
+    const exited = new Set(workers.filter((w) => !w.isConnected()));
+    const pending = new Set(workers.filter((w) => !exited.has(w)));
     if (pending.size === 0) return Promise.resolve({ answers, exited, silent: new Set() });
     return new Promise((resolve) => {
       const finish = () => {
@@ -425,7 +431,7 @@ export class WorkerPool {
       };
       const timer = setTimeout(finish, timeoutMs);
       this.waiters.set(id, { pending, answers, exited, done: finish });
-      for (const w of workers) w.send(make(id));
+      for (const w of pending) w.send(make(id));
     });
   }
 
