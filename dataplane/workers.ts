@@ -17,6 +17,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { createSocket, type Socket } from 'node:dgram';
 import { fileURLToPath } from 'node:url';
 import { AggregatorRegistry, Counter, Registry } from 'prom-client';
+import { formatSocketAddress } from '../lib/config/address.js';
 import { snapshotFromJson, snapshotToJson, type DataplaneSnapshot, type SnapshotJson, type SocketAddress } from '../lib/config/snapshot.js';
 import { Dataplane } from './dataplane.js';
 import { createLogger, type Logger } from './logging.js';
@@ -27,10 +28,11 @@ import type { IoChoice } from './io/types.js';
 import { withDataplaneV8Flags } from './v8-flags.js';
 
 type ToWorker =
-  | { t: 'start'; snapshot: SnapshotJson; health: [string, HealthState][]; logLevel: string; upstreamPortSeed: string | null }
-  | { t: 'apply'; id: number; snapshot: SnapshotJson; logLevel: string }
+  // `released`: listen addresses of the snapshot to leave unbound (the pool released them)
+  | { t: 'start'; snapshot: SnapshotJson; released: SocketAddress[]; health: [string, HealthState][]; logLevel: string; upstreamPortSeed: string | null }
+  | { t: 'apply'; id: number; snapshot: SnapshotJson; released: SocketAddress[]; logLevel: string }
   | { t: 'release'; id: number; listen: SocketAddress[] }
-  | { t: 'restore'; id: number }
+  | { t: 'restore'; id: number; released: SocketAddress[] }
   | { t: 'health'; name: string; state: HealthState }
   | { t: 'metrics'; id: number }
   | { t: 'ping'; id: number }
@@ -63,7 +65,7 @@ export async function runWorker(): Promise<void> {
         try {
           logger.level = m.logLevel;
           if (m.upstreamPortSeed !== null) dp.setUpstreamPortSeed(Buffer.from(m.upstreamPortSeed, 'hex'));
-          await dp.start(snapshotFromJson(m.snapshot));
+          await dp.start(snapshotFromJson(m.snapshot), m.released);
           for (const [name, state] of m.health) dp.setServerHealth(name, state);
           send({ t: 'ready', addresses: dp.addresses() });
         } catch (e) {
@@ -73,7 +75,7 @@ export async function runWorker(): Promise<void> {
       case 'apply':
         try {
           logger.level = m.logLevel;
-          await dp.apply(snapshotFromJson(m.snapshot));
+          await dp.apply(snapshotFromJson(m.snapshot), m.released);
           send({ t: 'applied', id: m.id, error: null });
         } catch (e) {
           send({ t: 'applied', id: m.id, error: (e as Error).message });
@@ -83,7 +85,7 @@ export async function runWorker(): Promise<void> {
       case 'restore':
         try {
           if (m.t === 'release') await dp.releaseListeners(m.listen);
-          else await dp.restoreListeners();
+          else await dp.restoreListeners(m.released);
           send({ t: 'applied', id: m.id, error: null });
         } catch (e) {
           send({ t: 'applied', id: m.id, error: (e as Error).message });
@@ -166,8 +168,9 @@ interface Slot {
   lastMetrics: MetricsJson | null;
   /** Counters of this slot's exited workers, as of their last reports (see metrics-carry.ts). */
   carried: MetricsJson | null;
-  /** The snapshot this slot's worker was last given ('start' or 'apply'). */
+  /** The snapshot this slot's worker was last given ('start' or 'apply'), and the pool's releasedGeneration then. */
   given: DataplaneSnapshot | null;
+  givenReleased: number;
   /** When the running worker became ready, and last answered a ping (ms). */
   readyAt: number;
   lastPong: number;
@@ -176,6 +179,14 @@ interface Slot {
 export class WorkerPool {
   private readonly slots: Slot[] = [];
   private snapshot: DataplaneSnapshot | null = null;
+  /**
+   * Listen addresses of the snapshot in force that release() closed, by formatSocketAddress: left unbound in all
+   * that the pool sends (start, catch-up, rollback) until restore() or a successful apply(). Another load balancer
+   * may bind them (SO_REUSEPORT would let both share the port without an error).
+   */
+  private readonly released = new Map<string, SocketAddress>();
+  /** Bumped whenever `released` changes: a worker given an older generation catches up when it is ready. */
+  private releasedGeneration = 0;
   private stopping = false;
   private nextId = 1;
   private readonly waiters = new Map<number, { pending: Set<Worker>; answers: Map<Worker, unknown>; exited: Set<Worker>; done: () => void }>();
@@ -211,8 +222,15 @@ export class WorkerPool {
     return this.options.count;
   }
 
+  /** The bound listen addresses (released ones left out). */
   addresses(): SocketAddress[] {
-    return this.addressesBound;
+    return this.addressesBound.filter((a) => !this.released.has(formatSocketAddress(a)));
+  }
+
+  private setReleased(addresses: Iterable<SocketAddress>): void {
+    this.released.clear();
+    for (const a of addresses) this.released.set(formatSocketAddress(a), a);
+    this.releasedGeneration++;
   }
 
   /** Forks the workers and waits until each one has bound every listen address. */
@@ -223,7 +241,7 @@ export class WorkerPool {
     cluster.setupPrimary({ exec: workerEntry(), execArgv: withDataplaneV8Flags(), serialization: 'json', silent: false });
     const started: Promise<void>[] = [];
     for (let i = 0; i < this.options.count; i++) {
-      const slot: Slot = { index: i, worker: null, ready: false, restarts: 0, lastMetrics: null, carried: null, given: null, readyAt: 0, lastPong: 0 };
+      const slot: Slot = { index: i, worker: null, ready: false, restarts: 0, lastMetrics: null, carried: null, given: null, givenReleased: 0, readyAt: 0, lastPong: 0 };
       this.slots.push(slot);
       started.push(this.fork(slot));
     }
@@ -321,9 +339,11 @@ export class WorkerPool {
       worker.on('error', (e: Error) => this.options.logger.warn({ worker: slot.index, pid: worker.process.pid, err: e.message }, 'worker IPC error'));
       worker.on('online', () => {
         slot.given = this.snapshot;
+        slot.givenReleased = this.releasedGeneration;
         const m: ToWorker = {
           t: 'start',
           snapshot: snapshotToJson(slot.given!),
+          released: [...this.released.values()],
           health: [...this.options.health()],
           logLevel: this.options.logLevel(),
           upstreamPortSeed: this.options.upstreamPortSeed ? Buffer.from(this.options.upstreamPortSeed).toString('hex') : null,
@@ -340,8 +360,9 @@ export class WorkerPool {
         if (msg.t === 'ready') {
           slot.ready = true;
           slot.readyAt = slot.lastPong = Date.now();
-          // Started with a snapshot that a reload replaced while it was starting (it was not asked): catch up.
-          if (slot.given !== this.snapshot) this.resync(slot);
+          // Started with a snapshot that a reload (or a release or restore) replaced while it was starting (it was
+          // not asked): catch up.
+          if (slot.given !== this.snapshot || slot.givenReleased !== this.releasedGeneration) this.resync(slot);
           // Likewise health changes broadcast between its 'start' message and now (broadcastHealth skipped it).
           for (const [name, state] of this.options.health()) worker.send({ t: 'health', name, state } satisfies ToWorker);
           if (!settled) {
@@ -476,21 +497,26 @@ export class WorkerPool {
     const s = await this.resolvePorts(snapshot);
     try {
       const asked = this.live();
-      const r = await this.ask(asked, (id) => ({ t: 'apply', id, snapshot: snapshotToJson(s), logLevel: this.options.logLevel() }), timeoutMs);
+      const r = await this.ask(asked, (id) => ({ t: 'apply', id, snapshot: snapshotToJson(s), released: [], logLevel: this.options.logLevel() }), timeoutMs);
       const { done, failures } = this.outcome(asked, r, 'apply', timeoutMs);
       if (failures.length > 0) {
         this.options.logger.error({ version: s.version, failures, rolling_back: done.length }, 'a worker could not apply the snapshot; rolling the others back');
-        await this.undo(done, (id) => ({ t: 'apply', id, snapshot: snapshotToJson(prev), logLevel: this.options.logLevel() }), 'roll back to the previous snapshot', timeoutMs);
+        const released = [...this.released.values()];
+        await this.undo(done, (id) => ({ t: 'apply', id, snapshot: snapshotToJson(prev), released, logLevel: this.options.logLevel() }), 'roll back to the previous snapshot', timeoutMs);
         throw new Error(failures[0]);
       }
       this.snapshot = s;
       this.addressesBound = s.listen.map((a) => ({ ...a }));
+      // Every address of `s` is bound now; a released one it no longer lists is no longer ours.
+      if (this.released.size > 0) this.setReleased([]);
       // Workers that became ready while we asked the others were started with the previous snapshot; workers
       // still starting catch up when they report ready.
       const askedSet = new Set(asked);
       for (const slot of this.slots) {
-        if (slot.worker !== null && askedSet.has(slot.worker)) slot.given = s;
-        else if (slot.ready && slot.given !== s) this.resync(slot);
+        if (slot.worker !== null && askedSet.has(slot.worker)) {
+          slot.given = s;
+          slot.givenReleased = this.releasedGeneration;
+        } else if (slot.ready && (slot.given !== s || slot.givenReleased !== this.releasedGeneration)) this.resync(slot);
       }
     } finally {
       await this.releasePlaceholders();
@@ -500,17 +526,20 @@ export class WorkerPool {
   /**
    * Closes the listeners of these addresses in every worker ahead of an apply() that drops them (the flows on them
    * end; see Dataplane.releaseListeners), all or none: if a worker fails, those that released bind them again.
-   * restore() binds them again after a later failure. A worker restarted meanwhile binds them (it starts with the
-   * snapshot in force).
+   * Until restore() (after a later failure) or a successful apply(), they stay unbound: a worker restarted or
+   * rolled back meanwhile leaves them unbound.
    */
   async release(addresses: readonly SocketAddress[]): Promise<void> {
     const timeoutMs = this.options.applyTimeoutMs ?? 10_000;
+    const before = [...this.released.values()];
+    this.setReleased([...before, ...addresses]);
     const asked = this.live();
     const r = await this.ask(asked, (id) => ({ t: 'release', id, listen: [...addresses] }), timeoutMs);
     const { done, failures } = this.outcome(asked, r, 'release', timeoutMs);
     if (failures.length > 0) {
+      this.setReleased(before);
       this.options.logger.error({ failures, restoring: done.length }, 'a worker could not release listeners; binding them again in the others');
-      await this.undo(done, (id) => ({ t: 'restore', id }), 'bind released listeners again', timeoutMs);
+      await this.undo(done, (id) => ({ t: 'restore', id, released: before }), 'bind released listeners again', timeoutMs);
       throw new Error(failures[0]);
     }
   }
@@ -518,8 +547,9 @@ export class WorkerPool {
   /** Binds again, in every worker, the listen addresses of the snapshot in force that release() closed. */
   async restore(): Promise<void> {
     const timeoutMs = this.options.applyTimeoutMs ?? 10_000;
+    this.setReleased([]);
     const asked = this.live();
-    const r = await this.ask(asked, (id) => ({ t: 'restore', id }), timeoutMs);
+    const r = await this.ask(asked, (id) => ({ t: 'restore', id, released: [] }), timeoutMs);
     const { failures } = this.outcome(asked, r, 'restore', timeoutMs);
     for (const w of asked) {
       const slot = this.slotOf(w);
@@ -547,7 +577,8 @@ export class WorkerPool {
     const w = slot.worker;
     if (w === null || !w.isConnected() || this.snapshot === null) return;
     slot.given = this.snapshot;
-    w.send({ t: 'apply', id: 0, snapshot: snapshotToJson(this.snapshot), logLevel: this.options.logLevel() } satisfies ToWorker);
+    slot.givenReleased = this.releasedGeneration;
+    w.send({ t: 'apply', id: 0, snapshot: snapshotToJson(this.snapshot), released: [...this.released.values()], logLevel: this.options.logLevel() } satisfies ToWorker);
   }
 
   broadcastHealth(name: string, state: HealthState): void {
