@@ -144,13 +144,13 @@ export interface WorkerPoolOptions {
   io?: IoChoice;
   /** Stable upstream ports: the seed every worker derives its upstream ports from (sent over IPC, never in env). */
   upstreamPortSeed?: Uint8Array;
-  /** How long apply() waits for every worker's answer, and again for the rollback's (default 10 s). */
+  /** How long apply() waits for every worker's answer, and again for the rollback's; also release(), restore() and a restarted worker's catch-up (default 10 s). */
   applyTimeoutMs?: number;
 }
 
 /** Why a worker was killed to be replaced (label `reason` of quiclb_worker_replacements_total). */
-export type ReplacementReason = 'hung' | 'apply_unanswered' | 'rollback_failed' | 'resync_failed';
-const REPLACEMENT_REASONS: readonly ReplacementReason[] = ['hung', 'apply_unanswered', 'rollback_failed', 'resync_failed'];
+export type ReplacementReason = 'hung' | 'apply_unanswered' | 'release_unanswered' | 'rollback_failed' | 'resync_failed';
+const REPLACEMENT_REASONS: readonly ReplacementReason[] = ['hung', 'apply_unanswered', 'release_unanswered', 'rollback_failed', 'resync_failed'];
 
 /** The answers to one request to some workers: by worker, those that exited first, and those still silent at the timeout. */
 interface Answers {
@@ -196,7 +196,7 @@ export class WorkerPool {
   private readonly resolved = new Map<string, number>();
   private heartbeat: NodeJS.Timeout | null = null;
   /** Workers killed to be replaced, by reason (hung: stopped answering pings). */
-  readonly replacements: Record<ReplacementReason, number> = { hung: 0, apply_unanswered: 0, rollback_failed: 0, resync_failed: 0 };
+  readonly replacements: Record<ReplacementReason, number> = { hung: 0, apply_unanswered: 0, release_unanswered: 0, rollback_failed: 0, resync_failed: 0 };
 
   /** The primary's own metrics of this pool (quiclb_worker_replacements_total), reported with the workers'. */
   private readonly ownRegistry = new Registry();
@@ -382,10 +382,6 @@ export class WorkerPool {
           if (w && w.pending.delete(worker)) {
             w.answers.set(worker, msg.t === 'applied' ? msg.error : msg.metrics);
             if (w.pending.size === 0) w.done();
-          } else if (msg.t === 'applied' && msg.error !== null && slot.worker === worker) {
-            // A catch-up (resync) that failed: this worker serves another snapshot than the others.
-            this.options.logger.error({ worker: slot.index, err: msg.error }, 'worker could not apply the snapshot in force; replacing it');
-            this.replace(slot, 'resync_failed');
           }
         }
       });
@@ -464,7 +460,7 @@ export class WorkerPool {
    * The workers of `asked` that did what they were asked (answered null) and the reasons of those that did not
    * (their error first, then an exit or silence). A silent worker may still do it: it is replaced.
    */
-  private outcome(asked: readonly Worker[], r: Answers, what: string, timeoutMs: number): { done: Worker[]; failures: string[] } {
+  private outcome(asked: readonly Worker[], r: Answers, what: 'apply' | 'release' | 'restore', timeoutMs: number): { done: Worker[]; failures: string[] } {
     const failures: string[] = [];
     const done: Worker[] = [];
     for (const w of asked) {
@@ -478,7 +474,10 @@ export class WorkerPool {
       else if (r.silent.has(w)) {
         failures.push(`worker ${slot?.index ?? '?'} did not answer the ${what} within ${timeoutMs} ms`);
         // its restart starts it with the snapshot in force
-        if (slot !== undefined && slot.worker === w) this.replace(slot, 'apply_unanswered');
+        if (slot !== undefined && slot.worker === w) {
+          this.options.logger.error({ worker: slot.index, pid: w.process.pid, timeout_ms: timeoutMs }, `worker did not answer the ${what}; replacing it`);
+          this.replace(slot, what === 'apply' ? 'apply_unanswered' : 'release_unanswered');
+        }
       }
     }
     return { done, failures };
@@ -538,8 +537,10 @@ export class WorkerPool {
     const { done, failures } = this.outcome(asked, r, 'release', timeoutMs);
     if (failures.length > 0) {
       this.setReleased(before);
-      this.options.logger.error({ failures, restoring: done.length }, 'a worker could not release listeners; binding them again in the others');
-      await this.undo(done, (id) => ({ t: 'restore', id, released: before }), 'bind released listeners again', timeoutMs);
+      // A worker that answered with an error may have closed some of them: it binds them again too (idempotent).
+      const partial = asked.filter((w) => typeof r.answers.get(w) === 'string');
+      this.options.logger.error({ failures, restoring: done.length + partial.length }, 'a worker could not release listeners; binding them again in the others');
+      await this.undo([...done, ...partial], (id) => ({ t: 'restore', id, released: before }), 'bind released listeners again', timeoutMs);
       throw new Error(failures[0]);
     }
   }
@@ -553,7 +554,11 @@ export class WorkerPool {
     const { failures } = this.outcome(asked, r, 'restore', timeoutMs);
     for (const w of asked) {
       const slot = this.slotOf(w);
-      if (typeof r.answers.get(w) === 'string' && slot !== undefined && slot.worker === w) this.replace(slot, 'rollback_failed');
+      const answer = r.answers.get(w);
+      if (typeof answer === 'string' && slot !== undefined && slot.worker === w) {
+        this.options.logger.error({ worker: slot.index, pid: w.process.pid, err: answer }, 'worker could not bind released listeners again; replacing it');
+        this.replace(slot, 'rollback_failed');
+      }
     }
     if (failures.length > 0) throw new Error(failures[0]);
   }
@@ -572,13 +577,25 @@ export class WorkerPool {
     }
   }
 
-  /** Sends the current snapshot to one worker (not awaited: a worker that answers with an error is replaced). */
+  /**
+   * Sends the current snapshot to one worker (not awaited): one that answers with an error, or not within
+   * applyTimeoutMs (it may answer pings while its requests are stuck), is replaced.
+   */
   private resync(slot: Slot): void {
     const w = slot.worker;
     if (w === null || !w.isConnected() || this.snapshot === null) return;
     slot.given = this.snapshot;
     slot.givenReleased = this.releasedGeneration;
-    w.send({ t: 'apply', id: 0, snapshot: snapshotToJson(this.snapshot), released: [...this.released.values()], logLevel: this.options.logLevel() } satisfies ToWorker);
+    const timeoutMs = this.options.applyTimeoutMs ?? 10_000;
+    const snapshot = snapshotToJson(this.snapshot);
+    const released = [...this.released.values()];
+    void this.ask([w], (id) => ({ t: 'apply', id, snapshot, released, logLevel: this.options.logLevel() }), timeoutMs).then((r) => {
+      const answer = r.answers.get(w);
+      if (answer === null || r.exited.has(w) || slot.worker !== w) return;
+      const err = typeof answer === 'string' ? answer : `no answer within ${timeoutMs} ms`;
+      this.options.logger.error({ worker: slot.index, pid: w.process.pid, err }, 'worker could not catch up with the snapshot in force; replacing it');
+      this.replace(slot, 'resync_failed');
+    });
   }
 
   broadcastHealth(name: string, state: HealthState): void {
