@@ -178,15 +178,19 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     return (this.snapshot?.configs ?? []).map((l) => ({ configId: l.config.configId, state: l.state }));
   }
 
-  /** Validates the snapshot, binds every listen address and starts forwarding. */
-  async start(snapshot: DataplaneSnapshot): Promise<void> {
+  /**
+   * Validates the snapshot, binds every listen address and starts forwarding. `unbound`: listen addresses left
+   * unbound, as if releaseListeners() had closed them (a worker started while its pool has released them).
+   */
+  async start(snapshot: DataplaneSnapshot, unbound: readonly SocketAddress[] = []): Promise<void> {
     if (this.routerInstance !== null) throw new Error('Dataplane already started');
     validateSnapshot(snapshot);
     const { io, fallbackReason } = createIo<Listener, Upstream>(this.options.io, this, routingLatencySampler(this.registry));
     this.io = io;
     this.routerInstance = new Router(snapshot, (flow) => this.closeFlow(flow), Date.now());
     try {
-      for (const a of snapshot.listen) await this.openListener(a);
+      const skip = new Set(unbound.map(listenerKey));
+      for (const a of snapshot.listen) if (!skip.has(listenerKey(a))) await this.openListener(a);
     } catch (e) {
       await this.closeListeners();
       await io.close();
@@ -234,15 +238,19 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     }
   }
 
-  /** Hot reload: validates, binds new listen addresses, swaps configs/servers, closes removed listeners. Keeps flows. */
-  async apply(next: DataplaneSnapshot): Promise<void> {
+  /**
+   * Hot reload: validates, binds new listen addresses, swaps configs/servers, closes removed listeners. Keeps flows.
+   * `unbound`: listen addresses of `next` left unbound (closed if bound), as releaseListeners() leaves them.
+   */
+  async apply(next: DataplaneSnapshot, unbound: readonly SocketAddress[] = []): Promise<void> {
     const router = this.router;
     validateSnapshot(next);
-    const wanted = new Set(next.listen.map(listenerKey));
+    const skip = new Set(unbound.map(listenerKey));
+    const wanted = new Set(next.listen.map(listenerKey).filter((k) => !skip.has(k)));
     const opened: Listener[] = [];
     try {
       for (const a of next.listen) {
-        if (!this.sockets.some((l) => l !== null && l.key === listenerKey(a))) opened.push(await this.openListener(a));
+        if (wanted.has(listenerKey(a)) && !this.sockets.some((l) => l !== null && l.key === listenerKey(a))) opened.push(await this.openListener(a));
       }
     } catch (e) {
       for (const l of opened) await this.closeListener(l);
@@ -276,12 +284,13 @@ export class Dataplane extends EventEmitter<{ health: [string, boolean]; error: 
     if (keys.size > 0) this.logger.info({ ...this.lbField(this.lbName), released: [...keys] }, 'listeners released');
   }
 
-  /** Binds every listen address of the snapshot in force that releaseListeners() closed; all or none. */
-  async restoreListeners(): Promise<void> {
+  /** Binds every listen address of the snapshot in force that is not bound (released), but `except`; all or none. */
+  async restoreListeners(except: readonly SocketAddress[] = []): Promise<void> {
+    const skip = new Set(except.map(listenerKey));
     const opened: Listener[] = [];
     try {
       for (const a of this.snapshot?.listen ?? []) {
-        if (!this.sockets.some((l) => l !== null && l.key === listenerKey(a))) opened.push(await this.openListener(a));
+        if (!skip.has(listenerKey(a)) && !this.sockets.some((l) => l !== null && l.key === listenerKey(a))) opened.push(await this.openListener(a));
       }
     } catch (e) {
       for (const l of opened) await this.closeListener(l);

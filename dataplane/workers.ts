@@ -17,6 +17,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { createSocket, type Socket } from 'node:dgram';
 import { fileURLToPath } from 'node:url';
 import { AggregatorRegistry, Counter, Registry } from 'prom-client';
+import { formatSocketAddress } from '../lib/config/address.js';
 import { snapshotFromJson, snapshotToJson, type DataplaneSnapshot, type SnapshotJson, type SocketAddress } from '../lib/config/snapshot.js';
 import { Dataplane } from './dataplane.js';
 import { createLogger, type Logger } from './logging.js';
@@ -27,10 +28,11 @@ import type { IoChoice } from './io/types.js';
 import { withDataplaneV8Flags } from './v8-flags.js';
 
 type ToWorker =
-  | { t: 'start'; snapshot: SnapshotJson; health: [string, HealthState][]; logLevel: string; upstreamPortSeed: string | null }
-  | { t: 'apply'; id: number; snapshot: SnapshotJson; logLevel: string }
+  // `released`: listen addresses of the snapshot to leave unbound (the pool released them)
+  | { t: 'start'; snapshot: SnapshotJson; released: SocketAddress[]; health: [string, HealthState][]; logLevel: string; upstreamPortSeed: string | null }
+  | { t: 'apply'; id: number; snapshot: SnapshotJson; released: SocketAddress[]; logLevel: string }
   | { t: 'release'; id: number; listen: SocketAddress[] }
-  | { t: 'restore'; id: number }
+  | { t: 'restore'; id: number; released: SocketAddress[] }
   | { t: 'health'; name: string; state: HealthState }
   | { t: 'metrics'; id: number }
   | { t: 'ping'; id: number }
@@ -63,7 +65,7 @@ export async function runWorker(): Promise<void> {
         try {
           logger.level = m.logLevel;
           if (m.upstreamPortSeed !== null) dp.setUpstreamPortSeed(Buffer.from(m.upstreamPortSeed, 'hex'));
-          await dp.start(snapshotFromJson(m.snapshot));
+          await dp.start(snapshotFromJson(m.snapshot), m.released);
           for (const [name, state] of m.health) dp.setServerHealth(name, state);
           send({ t: 'ready', addresses: dp.addresses() });
         } catch (e) {
@@ -73,7 +75,7 @@ export async function runWorker(): Promise<void> {
       case 'apply':
         try {
           logger.level = m.logLevel;
-          await dp.apply(snapshotFromJson(m.snapshot));
+          await dp.apply(snapshotFromJson(m.snapshot), m.released);
           send({ t: 'applied', id: m.id, error: null });
         } catch (e) {
           send({ t: 'applied', id: m.id, error: (e as Error).message });
@@ -83,7 +85,7 @@ export async function runWorker(): Promise<void> {
       case 'restore':
         try {
           if (m.t === 'release') await dp.releaseListeners(m.listen);
-          else await dp.restoreListeners();
+          else await dp.restoreListeners(m.released);
           send({ t: 'applied', id: m.id, error: null });
         } catch (e) {
           send({ t: 'applied', id: m.id, error: (e as Error).message });
@@ -142,13 +144,13 @@ export interface WorkerPoolOptions {
   io?: IoChoice;
   /** Stable upstream ports: the seed every worker derives its upstream ports from (sent over IPC, never in env). */
   upstreamPortSeed?: Uint8Array;
-  /** How long apply() waits for every worker's answer, and again for the rollback's (default 10 s). */
+  /** How long apply() waits for every worker's answer, and again for the rollback's; also release(), restore() and a restarted worker's catch-up (default 10 s). */
   applyTimeoutMs?: number;
 }
 
 /** Why a worker was killed to be replaced (label `reason` of quiclb_worker_replacements_total). */
-export type ReplacementReason = 'hung' | 'apply_unanswered' | 'rollback_failed' | 'resync_failed';
-const REPLACEMENT_REASONS: readonly ReplacementReason[] = ['hung', 'apply_unanswered', 'rollback_failed', 'resync_failed'];
+export type ReplacementReason = 'hung' | 'apply_unanswered' | 'release_unanswered' | 'rollback_failed' | 'resync_failed';
+const REPLACEMENT_REASONS: readonly ReplacementReason[] = ['hung', 'apply_unanswered', 'release_unanswered', 'rollback_failed', 'resync_failed'];
 
 /** The answers to one request to some workers: by worker, those that exited first, and those still silent at the timeout. */
 interface Answers {
@@ -166,8 +168,9 @@ interface Slot {
   lastMetrics: MetricsJson | null;
   /** Counters of this slot's exited workers, as of their last reports (see metrics-carry.ts). */
   carried: MetricsJson | null;
-  /** The snapshot this slot's worker was last given ('start' or 'apply'). */
+  /** The snapshot this slot's worker was last given ('start' or 'apply'), and the pool's releasedGeneration then. */
   given: DataplaneSnapshot | null;
+  givenReleased: number;
   /** When the running worker became ready, and last answered a ping (ms). */
   readyAt: number;
   lastPong: number;
@@ -176,6 +179,14 @@ interface Slot {
 export class WorkerPool {
   private readonly slots: Slot[] = [];
   private snapshot: DataplaneSnapshot | null = null;
+  /**
+   * Listen addresses of the snapshot in force that release() closed, by formatSocketAddress: left unbound in all
+   * that the pool sends (start, catch-up, rollback) until restore() or a successful apply(). Another load balancer
+   * may bind them (SO_REUSEPORT would let both share the port without an error).
+   */
+  private readonly released = new Map<string, SocketAddress>();
+  /** Bumped whenever `released` changes: a worker given an older generation catches up when it is ready. */
+  private releasedGeneration = 0;
   private stopping = false;
   private nextId = 1;
   private readonly waiters = new Map<number, { pending: Set<Worker>; answers: Map<Worker, unknown>; exited: Set<Worker>; done: () => void }>();
@@ -185,7 +196,7 @@ export class WorkerPool {
   private readonly resolved = new Map<string, number>();
   private heartbeat: NodeJS.Timeout | null = null;
   /** Workers killed to be replaced, by reason (hung: stopped answering pings). */
-  readonly replacements: Record<ReplacementReason, number> = { hung: 0, apply_unanswered: 0, rollback_failed: 0, resync_failed: 0 };
+  readonly replacements: Record<ReplacementReason, number> = { hung: 0, apply_unanswered: 0, release_unanswered: 0, rollback_failed: 0, resync_failed: 0 };
 
   /** The primary's own metrics of this pool (quiclb_worker_replacements_total), reported with the workers'. */
   private readonly ownRegistry = new Registry();
@@ -211,8 +222,15 @@ export class WorkerPool {
     return this.options.count;
   }
 
+  /** The bound listen addresses (released ones left out). */
   addresses(): SocketAddress[] {
-    return this.addressesBound;
+    return this.addressesBound.filter((a) => !this.released.has(formatSocketAddress(a)));
+  }
+
+  private setReleased(addresses: Iterable<SocketAddress>): void {
+    this.released.clear();
+    for (const a of addresses) this.released.set(formatSocketAddress(a), a);
+    this.releasedGeneration++;
   }
 
   /** Forks the workers and waits until each one has bound every listen address. */
@@ -223,7 +241,7 @@ export class WorkerPool {
     cluster.setupPrimary({ exec: workerEntry(), execArgv: withDataplaneV8Flags(), serialization: 'json', silent: false });
     const started: Promise<void>[] = [];
     for (let i = 0; i < this.options.count; i++) {
-      const slot: Slot = { index: i, worker: null, ready: false, restarts: 0, lastMetrics: null, carried: null, given: null, readyAt: 0, lastPong: 0 };
+      const slot: Slot = { index: i, worker: null, ready: false, restarts: 0, lastMetrics: null, carried: null, given: null, givenReleased: 0, readyAt: 0, lastPong: 0 };
       this.slots.push(slot);
       started.push(this.fork(slot));
     }
@@ -317,11 +335,15 @@ export class WorkerPool {
       slot.worker = worker;
       slot.ready = false;
       let settled = false;
+      // A send racing the worker's exit (its IPC channel closed) is reported here; unhandled, it would end the primary.
+      worker.on('error', (e: Error) => this.options.logger.warn({ worker: slot.index, pid: worker.process.pid, err: e.message }, 'worker IPC error'));
       worker.on('online', () => {
         slot.given = this.snapshot;
+        slot.givenReleased = this.releasedGeneration;
         const m: ToWorker = {
           t: 'start',
           snapshot: snapshotToJson(slot.given!),
+          released: [...this.released.values()],
           health: [...this.options.health()],
           logLevel: this.options.logLevel(),
           upstreamPortSeed: this.options.upstreamPortSeed ? Buffer.from(this.options.upstreamPortSeed).toString('hex') : null,
@@ -338,8 +360,9 @@ export class WorkerPool {
         if (msg.t === 'ready') {
           slot.ready = true;
           slot.readyAt = slot.lastPong = Date.now();
-          // Started with a snapshot that a reload replaced while it was starting (it was not asked): catch up.
-          if (slot.given !== this.snapshot) this.resync(slot);
+          // Started with a snapshot that a reload (or a release or restore) replaced while it was starting (it was
+          // not asked): catch up.
+          if (slot.given !== this.snapshot || slot.givenReleased !== this.releasedGeneration) this.resync(slot);
           // Likewise health changes broadcast between its 'start' message and now (broadcastHealth skipped it).
           for (const [name, state] of this.options.health()) worker.send({ t: 'health', name, state } satisfies ToWorker);
           if (!settled) {
@@ -359,10 +382,6 @@ export class WorkerPool {
           if (w && w.pending.delete(worker)) {
             w.answers.set(worker, msg.t === 'applied' ? msg.error : msg.metrics);
             if (w.pending.size === 0) w.done();
-          } else if (msg.t === 'applied' && msg.error !== null && slot.worker === worker) {
-            // A catch-up (resync) that failed: this worker serves another snapshot than the others.
-            this.options.logger.error({ worker: slot.index, err: msg.error }, 'worker could not apply the snapshot in force; replacing it');
-            this.replace(slot, 'resync_failed');
           }
         }
       });
@@ -410,12 +429,16 @@ export class WorkerPool {
     w.process.kill('SIGKILL');
   }
 
-  /** Sends a request to `workers` and collects their answers, for at most timeoutMs. */
+  /**
+   * Sends a request to `workers` and collects their answers, for at most timeoutMs. A worker no longer connected
+   * (it exited since it was listed, e.g. after answering an earlier request) counts as exited without being sent
+   * anything: its restart starts it with the snapshot in force.
+   */
   private ask(workers: readonly Worker[], make: (id: number) => ToWorker, timeoutMs: number): Promise<Answers> {
     const id = this.nextId++;
     const answers = new Map<Worker, unknown>();
-    const exited = new Set<Worker>();
-    const pending = new Set(workers);
+    const exited = new Set(workers.filter((w) => !w.isConnected()));
+    const pending = new Set(workers.filter((w) => !exited.has(w)));
     if (pending.size === 0) return Promise.resolve({ answers, exited, silent: new Set() });
     return new Promise((resolve) => {
       const finish = () => {
@@ -425,7 +448,7 @@ export class WorkerPool {
       };
       const timer = setTimeout(finish, timeoutMs);
       this.waiters.set(id, { pending, answers, exited, done: finish });
-      for (const w of workers) w.send(make(id));
+      for (const w of pending) w.send(make(id));
     });
   }
 
@@ -437,7 +460,7 @@ export class WorkerPool {
    * The workers of `asked` that did what they were asked (answered null) and the reasons of those that did not
    * (their error first, then an exit or silence). A silent worker may still do it: it is replaced.
    */
-  private outcome(asked: readonly Worker[], r: Answers, what: string, timeoutMs: number): { done: Worker[]; failures: string[] } {
+  private outcome(asked: readonly Worker[], r: Answers, what: 'apply' | 'release' | 'restore', timeoutMs: number): { done: Worker[]; failures: string[] } {
     const failures: string[] = [];
     const done: Worker[] = [];
     for (const w of asked) {
@@ -451,7 +474,10 @@ export class WorkerPool {
       else if (r.silent.has(w)) {
         failures.push(`worker ${slot?.index ?? '?'} did not answer the ${what} within ${timeoutMs} ms`);
         // its restart starts it with the snapshot in force
-        if (slot !== undefined && slot.worker === w) this.replace(slot, 'apply_unanswered');
+        if (slot !== undefined && slot.worker === w) {
+          this.options.logger.error({ worker: slot.index, pid: w.process.pid, timeout_ms: timeoutMs }, `worker did not answer the ${what}; replacing it`);
+          this.replace(slot, what === 'apply' ? 'apply_unanswered' : 'release_unanswered');
+        }
       }
     }
     return { done, failures };
@@ -470,21 +496,26 @@ export class WorkerPool {
     const s = await this.resolvePorts(snapshot);
     try {
       const asked = this.live();
-      const r = await this.ask(asked, (id) => ({ t: 'apply', id, snapshot: snapshotToJson(s), logLevel: this.options.logLevel() }), timeoutMs);
+      const r = await this.ask(asked, (id) => ({ t: 'apply', id, snapshot: snapshotToJson(s), released: [], logLevel: this.options.logLevel() }), timeoutMs);
       const { done, failures } = this.outcome(asked, r, 'apply', timeoutMs);
       if (failures.length > 0) {
         this.options.logger.error({ version: s.version, failures, rolling_back: done.length }, 'a worker could not apply the snapshot; rolling the others back');
-        await this.undo(done, (id) => ({ t: 'apply', id, snapshot: snapshotToJson(prev), logLevel: this.options.logLevel() }), 'roll back to the previous snapshot', timeoutMs);
+        const released = [...this.released.values()];
+        await this.undo(done, (id) => ({ t: 'apply', id, snapshot: snapshotToJson(prev), released, logLevel: this.options.logLevel() }), 'roll back to the previous snapshot', timeoutMs);
         throw new Error(failures[0]);
       }
       this.snapshot = s;
       this.addressesBound = s.listen.map((a) => ({ ...a }));
+      // Every address of `s` is bound now; a released one it no longer lists is no longer ours.
+      if (this.released.size > 0) this.setReleased([]);
       // Workers that became ready while we asked the others were started with the previous snapshot; workers
       // still starting catch up when they report ready.
       const askedSet = new Set(asked);
       for (const slot of this.slots) {
-        if (slot.worker !== null && askedSet.has(slot.worker)) slot.given = s;
-        else if (slot.ready && slot.given !== s) this.resync(slot);
+        if (slot.worker !== null && askedSet.has(slot.worker)) {
+          slot.given = s;
+          slot.givenReleased = this.releasedGeneration;
+        } else if (slot.ready && (slot.given !== s || slot.givenReleased !== this.releasedGeneration)) this.resync(slot);
       }
     } finally {
       await this.releasePlaceholders();
@@ -494,17 +525,22 @@ export class WorkerPool {
   /**
    * Closes the listeners of these addresses in every worker ahead of an apply() that drops them (the flows on them
    * end; see Dataplane.releaseListeners), all or none: if a worker fails, those that released bind them again.
-   * restore() binds them again after a later failure. A worker restarted meanwhile binds them (it starts with the
-   * snapshot in force).
+   * Until restore() (after a later failure) or a successful apply(), they stay unbound: a worker restarted or
+   * rolled back meanwhile leaves them unbound.
    */
   async release(addresses: readonly SocketAddress[]): Promise<void> {
     const timeoutMs = this.options.applyTimeoutMs ?? 10_000;
+    const before = [...this.released.values()];
+    this.setReleased([...before, ...addresses]);
     const asked = this.live();
     const r = await this.ask(asked, (id) => ({ t: 'release', id, listen: [...addresses] }), timeoutMs);
     const { done, failures } = this.outcome(asked, r, 'release', timeoutMs);
     if (failures.length > 0) {
-      this.options.logger.error({ failures, restoring: done.length }, 'a worker could not release listeners; binding them again in the others');
-      await this.undo(done, (id) => ({ t: 'restore', id }), 'bind released listeners again', timeoutMs);
+      this.setReleased(before);
+      // A worker that answered with an error may have closed some of them: it binds them again too (idempotent).
+      const partial = asked.filter((w) => typeof r.answers.get(w) === 'string');
+      this.options.logger.error({ failures, restoring: done.length + partial.length }, 'a worker could not release listeners; binding them again in the others');
+      await this.undo([...done, ...partial], (id) => ({ t: 'restore', id, released: before }), 'bind released listeners again', timeoutMs);
       throw new Error(failures[0]);
     }
   }
@@ -512,12 +548,17 @@ export class WorkerPool {
   /** Binds again, in every worker, the listen addresses of the snapshot in force that release() closed. */
   async restore(): Promise<void> {
     const timeoutMs = this.options.applyTimeoutMs ?? 10_000;
+    this.setReleased([]);
     const asked = this.live();
-    const r = await this.ask(asked, (id) => ({ t: 'restore', id }), timeoutMs);
+    const r = await this.ask(asked, (id) => ({ t: 'restore', id, released: [] }), timeoutMs);
     const { failures } = this.outcome(asked, r, 'restore', timeoutMs);
     for (const w of asked) {
       const slot = this.slotOf(w);
-      if (typeof r.answers.get(w) === 'string' && slot !== undefined && slot.worker === w) this.replace(slot, 'rollback_failed');
+      const answer = r.answers.get(w);
+      if (typeof answer === 'string' && slot !== undefined && slot.worker === w) {
+        this.options.logger.error({ worker: slot.index, pid: w.process.pid, err: answer }, 'worker could not bind released listeners again; replacing it');
+        this.replace(slot, 'rollback_failed');
+      }
     }
     if (failures.length > 0) throw new Error(failures[0]);
   }
@@ -536,12 +577,25 @@ export class WorkerPool {
     }
   }
 
-  /** Sends the current snapshot to one worker (not awaited: a worker that answers with an error is replaced). */
+  /**
+   * Sends the current snapshot to one worker (not awaited): one that answers with an error, or not within
+   * applyTimeoutMs (it may answer pings while its requests are stuck), is replaced.
+   */
   private resync(slot: Slot): void {
     const w = slot.worker;
     if (w === null || !w.isConnected() || this.snapshot === null) return;
     slot.given = this.snapshot;
-    w.send({ t: 'apply', id: 0, snapshot: snapshotToJson(this.snapshot), logLevel: this.options.logLevel() } satisfies ToWorker);
+    slot.givenReleased = this.releasedGeneration;
+    const timeoutMs = this.options.applyTimeoutMs ?? 10_000;
+    const snapshot = snapshotToJson(this.snapshot);
+    const released = [...this.released.values()];
+    void this.ask([w], (id) => ({ t: 'apply', id, snapshot, released, logLevel: this.options.logLevel() }), timeoutMs).then((r) => {
+      const answer = r.answers.get(w);
+      if (answer === null || r.exited.has(w) || slot.worker !== w) return;
+      const err = typeof answer === 'string' ? answer : `no answer within ${timeoutMs} ms`;
+      this.options.logger.error({ worker: slot.index, pid: w.process.pid, err }, 'worker could not catch up with the snapshot in force; replacing it');
+      this.replace(slot, 'resync_failed');
+    });
   }
 
   broadcastHealth(name: string, state: HealthState): void {

@@ -71,6 +71,8 @@ function expectSwap(r: SwapResult): void {
   expect(r.afterFailure).toEqual({ x: [2], y: [1], P: ['y'], Q: ['x'] }); // 1 = P, 2 = Q
   expect(r.again).toBeNull();
   expect(r.afterAgain).toEqual({ P: ['x'], Q: ['y'] });
+  // X released P, then its own apply failed: its restore() alone brings P back.
+  expect(r.releaserFails).toEqual({ field: 'load_balancers[0].listen[0]', P: ['x'], Q: ['y'] });
 }
 
 describe('LoadBalancerSet: ports moved between running load balancers', () => {

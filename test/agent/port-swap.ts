@@ -2,7 +2,8 @@
  * Ports moved between running load balancers (LoadBalancerSet.apply, LbEngine.release): shared by the in-process
  * test (load-balancers.test.ts) and the worker-process script (port-swap-workers.script.ts).
  * X listens on P, Y on Q, Z on R; then X and Y swap P and Q (accepted), then they swap back while Z also asks for a
- * port a foreign socket holds (refused: X and Y must serve their ports as before).
+ * port a foreign socket holds (refused: X and Y must serve their ports as before). Last X hands P to Y and moves to
+ * the foreign socket's port (refused at X's own apply, after X released P: only X's restore() binds P again).
  */
 import { createSocket } from 'node:dgram';
 import { once } from 'node:events';
@@ -22,6 +23,8 @@ export interface SwapResult {
   afterFailure: { x: number[]; y: number[]; P: string[]; Q: string[] };
   again: string | null;
   afterAgain: { P: string[]; Q: string[] };
+  /** The refused move of X to the foreign port: the failure's field, then who answers on P and Q. */
+  releaserFails: { field: string | null; P: string[]; Q: string[] };
 }
 
 const addr = (port: number): SocketAddress => ({ host: '127.0.0.1', port, family: 4 });
@@ -53,6 +56,8 @@ export async function runPortSwap(lbs: LoadBalancerSet, clientsPerPort = 6): Pro
     const afterFailure = { x: ports('x'), y: ports('y'), P: await answers(P), Q: await answers(Q) };
     const again = msg(await lbs.apply([lb('x', 0, [P]), lb('y', 1, [Q]), lb('z', 2, [R])]));
     const afterAgain = { P: await answers(P), Q: await answers(Q) };
+    const moved = await lbs.apply([lb('x', 0, [foreign.address().port]), lb('y', 1, [Q, P]), lb('z', 2, [R])]);
+    const releaserFails = { field: moved?.field ?? null, P: await answers(P), Q: await answers(Q) };
     return {
       initial,
       swap,
@@ -61,6 +66,7 @@ export async function runPortSwap(lbs: LoadBalancerSet, clientsPerPort = 6): Pro
       afterFailure: { ...afterFailure, x: afterFailure.x.map((p) => (p === P ? 1 : p === Q ? 2 : p)), y: afterFailure.y.map((p) => (p === P ? 1 : p === Q ? 2 : p)) },
       again,
       afterAgain,
+      releaserFails,
     };
   } finally {
     await new Promise<void>((r) => foreign.close(() => r()));
