@@ -9,7 +9,8 @@
  *
  * Backend Service: each load balancer writes its own server IDs into its backends' pod annotation, so the pods of
  * one Service belong to one load balancer: the earliest that names it (same order). A later one is
- * Degraded/BackendConflict and leaves the pods, its records and the data planes alone until the holder is gone.
+ * Degraded/BackendConflict and leaves the pods, its records and the data planes alone until the holder is gone. A
+ * load balancer whose spec cannot be read holds the Service its spec names all the same (claimsOf).
  *
  * Backend pods: two load balancers naming different Services may still select the same pods (overlapping
  * selectors, one Service a superset of another). A pod (by UID) belongs, among the load balancers whose backend has
@@ -171,8 +172,11 @@ export function claimFor(key: string, createdAt: number, spec: QuicLoadBalancerS
 }
 
 /**
- * The claims of stored QuicLoadBalancers (objects as the API returns them). One whose spec cannot be read claims
- * nothing (it is Degraded for that reason itself); one being deleted still claims until it is gone.
+ * The claims of stored QuicLoadBalancers (objects as the API returns them); one being deleted still claims until it
+ * is gone. One whose spec cannot be read (it is Degraded for that reason itself) claims no port and no node, but
+ * when its spec names a Service (spec.backend.serviceName, a string) it holds that Service against later load
+ * balancers: the snapshot it last published still routes the Service's pods, and every other load balancer counts
+ * those pods as its own (observe.ts backendClaimsOf).
  */
 export function claimsOf(
   objects: readonly { readonly namespace: string; readonly name: string; readonly createdAt: number; readonly spec: unknown }[],
@@ -180,13 +184,16 @@ export function claimsOf(
 ): PortClaim[] {
   const out: PortClaim[] = [];
   for (const o of objects) {
+    const key = `${o.namespace}/${o.name}`;
     let spec: QuicLoadBalancerSpec;
     try {
       spec = readSpec(o.spec);
     } catch {
+      const serviceName = (o.spec as { backend?: { serviceName?: unknown } } | null | undefined)?.backend?.serviceName;
+      if (typeof serviceName === 'string') out.push({ key, createdAt: o.createdAt, ports: [], addresses: [], nodes: new Set(), service: `${o.namespace}/${serviceName}` });
       continue;
     }
-    out.push(claimFor(`${o.namespace}/${o.name}`, o.createdAt, spec, nodes));
+    out.push(claimFor(key, o.createdAt, spec, nodes));
   }
   return out;
 }

@@ -216,20 +216,25 @@ describe('podOwnership', () => {
 });
 
 describe('port claims of stored objects', () => {
-  it('selects nodes by each nodeSelector and skips a spec that cannot be read', () => {
+  it('selects nodes by each nodeSelector; a spec that cannot be read claims no port or node, only the Service it names', () => {
     const nodes = [{ name: 'n1', labels: { edge: 'true' } }, { name: 'n2' }];
     const claims = claimsOf(
       [
         { namespace: 'a', name: 'x', createdAt: 1, spec: SPEC },
         { namespace: 'a', name: 'y', createdAt: 2, spec: { ...SPEC, nodeSelector: undefined, listen: { ports: [80, 443], addresses: ['::'] } } },
         { namespace: 'a', name: 'broken', createdAt: 3, spec: { listen: {} } },
+        { namespace: 'a', name: 'invalid', createdAt: 0, spec: { ...SPEC, listen: { ports: ['x'] } } },
       ],
       nodes,
     );
     expect(claims.map((c) => [c.key, [...c.nodes], c.ports, c.addresses, c.service])).toEqual([
       ['a/x', ['n1'], [443], [], 'a/web'],
       ['a/y', ['n1', 'n2'], [80, 443], ['::'], 'a/web'],
+      ['a/invalid', [], [], [], 'a/web'],
     ]);
+    // the unreadable one (earliest) holds its Service against the later ones, and takes no port from them
+    expect(backendHolder(claims[0], claims)).toBe('a/invalid');
+    expect(portConflicts(claims[1], claims).map((c) => c.holder)).toEqual(['a/x']);
   });
 });
 

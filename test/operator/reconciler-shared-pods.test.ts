@@ -244,4 +244,22 @@ describe('reconciler: pods shared by two load balancers', () => {
     await w.reconciler.reconcile('team/beta');
     expect(w.events.filter((e) => e.includes('BackendPodConflict'))).toHaveLength(2);
   });
+
+  it('a load balancer whose spec cannot be read holds the Service it names: a later one naming it leaves the pods to the owners the others see', async () => {
+    // gamma (Service web, earliest), then u (invalid spec, Service all), then beta (Service all); web-0 is an
+    // endpoint of both Services and mounts beta's configs Secret. Everyone but beta sees web-0 as gamma's or u's.
+    const w = new World();
+    const u = qlb('u', T0 - 5_000_000, 'all', 445);
+    w.qlbs = [qlb('gamma', T0 - 7_200_000, 'web', 443), { ...u, spec: { backend: { serviceName: 'all', portName: 'quic' }, listen: { ports: ['x'] } } }, BETA];
+    w.slices = [slice('web', ['web-0']), slice('all', ['web-0', 'web-1'])];
+    w.mounts.set('web-0', 'beta-quiclb-configs');
+    await w.reconciler.reconcile('team/beta');
+    await w.reconciler.reconcile('team/gamma');
+    await w.reconciler.reconcile('team/beta');
+    expect(w.records.get('beta')?.assigned ?? []).toEqual([]);
+    expect(w.events.filter((e) => e.includes('BackendConflict'))).toEqual(['Warning BackendConflict: Service all belongs to QuicLoadBalancer team/u: no server IDs assigned, not served']);
+    const gamma = new Map(w.records.get('gamma')!.assigned.map((a) => [a.podName, a.id]));
+    expect([...gamma.keys()]).toEqual(['web-0']);
+    expect(Object.fromEntries(w.pods)).toEqual({ 'web-0': gamma.get('web-0'), 'web-1': undefined, 'web-2': undefined });
+  });
 });
