@@ -4,7 +4,7 @@
  * server-ID annotation on pods by merge patch.
  */
 import * as k8s from '@kubernetes/client-node';
-import { GROUP, KIND, PLURAL, SERVER_ID_ANNOTATION, SERVER_ID_CHANGED_AT_ANNOTATION, VERSION } from '../reconcile/spec.js';
+import { GROUP, KIND, PLURAL, SERVER_ID_ANNOTATION, SERVER_ID_CHANGED_AT_ANNOTATION, SERVER_ID_PREVIOUS_ANNOTATION, VERSION } from '../reconcile/spec.js';
 import type { QuicLoadBalancerStatus } from '../status/status.js';
 
 export const FIELD_MANAGER = 'quiclb-operator';
@@ -44,11 +44,15 @@ export class ObjectWriter {
   }
 
   /**
-   * Sets (or with null removes) the server-ID annotation of a pod; with `changedAt` (ms), in the same patch, the
-   * quiclb.io/server-id-changed-at annotation (the pod's previous ID may be minted until that time + propagation).
+   * Sets (or with null removes) the server-ID annotation of a pod; with `change`, in the same patch, the
+   * quiclb.io/server-id-changed-at annotation (`at`, ms: the pod's previous ID may be minted until that time +
+   * propagation) and quiclb.io/server-id-previous (`previous`, spec.ts previousServerIdValue; null removes it).
    */
-  async annotatePod(namespace: string, pod: string, serverId: string | null, changedAt?: number): Promise<void> {
-    const annotations = { [SERVER_ID_ANNOTATION]: serverId, ...(changedAt !== undefined ? { [SERVER_ID_CHANGED_AT_ANNOTATION]: new Date(changedAt).toISOString() } : {}) };
+  async annotatePod(namespace: string, pod: string, serverId: string | null, change?: { readonly at: number; readonly previous: string | null }): Promise<void> {
+    const annotations = {
+      [SERVER_ID_ANNOTATION]: serverId,
+      ...(change !== undefined ? { [SERVER_ID_CHANGED_AT_ANNOTATION]: new Date(change.at).toISOString(), [SERVER_ID_PREVIOUS_ANNOTATION]: change.previous } : {}),
+    };
     await this.core.patchNamespacedPod(
       { namespace, name: pod, body: { metadata: { annotations } } },
       k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),

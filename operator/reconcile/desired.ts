@@ -19,7 +19,7 @@ import { liveConfigs, stepRotation, type DataPlaneAcks, type MachineState, type 
 import type { StatusFacts } from '../status/facts.js';
 import { decideHealth, staleAfterMs, type DataPlaneHealth } from './health-verdict.js';
 import { backendHolder, claimFor, podOwnership, portConflicts, servingNodes, type BackendClaim, type NodeView, type PortClaim } from './port-claims.js';
-import { readSpec, ROTATE_ANNOTATION, SERVER_ID_PROPAGATION_MS, type QuicLoadBalancerSpec } from './spec.js';
+import { previousServerIdValue, readSpec, ROTATE_ANNOTATION, SERVER_ID_PROPAGATION_MS, type QuicLoadBalancerSpec } from './spec.js';
 
 /** discovery.k8s.io/v1 EndpointSlice, reduced (client-node's V1EndpointSlice fits as is). */
 export interface EndpointSliceView {
@@ -58,11 +58,15 @@ export interface PodView {
   readonly changedAt: number | null;
   /** Keys (namespace/name) of the load balancers whose configs Secret the pod mounts (observe.ts configsMountedBy). */
   readonly mounts: readonly string[];
+  /** quiclb.io/server-id-previous (`<load balancer UID>/<hex>`, spec.ts readPreviousServerId), or null/absent. */
+  readonly previous?: string | null;
 }
 
 export interface Observed {
   readonly namespace: string;
   readonly name: string;
+  /** metadata.uid (quiclb.io/server-id-previous names it); without it no pod is spared the hand-over drain. */
+  readonly uid?: string;
   readonly generation: number;
   readonly createdAt: number;
   readonly annotations: Readonly<Record<string, string>>;
@@ -317,14 +321,18 @@ export function computeDesired(o: Observed): Desired {
     o.now,
   );
   // A pod whose annotation is another ID (a hand-over) or changed lately may still mint with its previous ID: no
-  // new connections to it until its new ID has had time to reach it (spec.ts SERVER_ID_PROPAGATION_MS).
+  // new connections to it until its new ID has had time to reach it (spec.ts SERVER_ID_PROPAGATION_MS). Unless the
+  // change was this load balancer taking off the very ID it gives the pod again (quiclb.io/server-id-previous, with
+  // our UID: same keys) and the annotation is that ID or none: whatever the pod still mints is routed to it.
   const propagationMs = o.serverIdPropagationMs ?? SERVER_ID_PROPAGATION_MS;
   const handOverEnds: number[] = [];
   const handingOver = new Set<string>();
   for (const a of assignments) {
     const pod = o.pods?.get(a.podUid);
     if (!pod) continue;
-    const until = pod.serverId !== null && pod.serverId !== a.serverId ? o.now + propagationMs : pod.changedAt !== null ? Math.min(pod.changedAt, o.now) + propagationMs : null;
+    const foreign = pod.serverId !== null && pod.serverId !== a.serverId;
+    const back = !foreign && o.uid !== undefined && pod.previous === previousServerIdValue(o.uid, a.serverId);
+    const until = foreign ? o.now + propagationMs : pod.changedAt !== null && !back ? Math.min(pod.changedAt, o.now) + propagationMs : null;
     if (until === null || until <= o.now) continue;
     handingOver.add(a.podUid);
     handOverEnds.push(until);

@@ -12,7 +12,7 @@ import type { MachineState } from '../rotation/machine.js';
 import { backendPods, configsSecretName, type DataPlaneObservation, type EndpointSliceView, type Observed, type PodView, type ServiceView } from './desired.js';
 import type { HealthReportEntry } from './health-verdict.js';
 import { claimFor, claimsOf, isEarlier, servingNodes, type BackendClaim, type NodeView } from './port-claims.js';
-import { readSpec, SERVER_ID_ANNOTATION, SERVER_ID_CHANGED_AT_ANNOTATION, type QuicLoadBalancerSpec } from './spec.js';
+import { readPreviousServerId, readSpec, SERVER_ID_ANNOTATION, SERVER_ID_CHANGED_AT_ANNOTATION, SERVER_ID_PREVIOUS_ANNOTATION, type QuicLoadBalancerSpec } from './spec.js';
 import type { ConfigAck } from './publisher.js';
 
 export interface ObserveInput {
@@ -144,7 +144,8 @@ function podViews(slices: readonly EndpointSliceView[], get: (name: string) => k
       if (pod?.metadata?.uid !== ref.uid) continue;
       const a = pod.metadata.annotations ?? {};
       const t = Date.parse(a[SERVER_ID_CHANGED_AT_ANNOTATION] ?? '');
-      out.set(ref.uid, { serverId: a[SERVER_ID_ANNOTATION] || null, changedAt: Number.isFinite(t) ? t : null, mounts: configsMountedBy(pod) });
+      const previous = readPreviousServerId(a[SERVER_ID_PREVIOUS_ANNOTATION]);
+      out.set(ref.uid, { serverId: a[SERVER_ID_ANNOTATION] || null, changedAt: Number.isFinite(t) ? t : null, mounts: configsMountedBy(pod), ...(previous !== null ? { previous } : {}) });
     }
   }
   return out;
@@ -189,6 +190,7 @@ export function observe(i: ObserveInput): Observed {
   return {
     namespace,
     name,
+    ...(meta.uid ? { uid: meta.uid } : {}),
     generation: meta.generation ?? 0,
     createdAt: created(i.qlb),
     annotations: meta.annotations ?? {},

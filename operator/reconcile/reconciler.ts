@@ -37,7 +37,7 @@ import { addFinalizer, hasFinalizer, isDeleting, isStale, removeFinalizer } from
 import { backendClaimsOf, created, observe } from './observe.js';
 import { backendHolder, claimFor, claimsOf } from './port-claims.js';
 import type { SnapshotPublisher } from './publisher.js';
-import { GROUP, KIND, readSpec, SERVER_ID_ANNOTATION, VERSION } from './spec.js';
+import { GROUP, KIND, previousServerIdValue, readSpec, SERVER_ID_ANNOTATION, VERSION } from './spec.js';
 
 export interface ReconcilerDeps {
   readonly informers: Informers;
@@ -209,7 +209,7 @@ export class Reconciler {
       for (const a of desired.rotation.actions) if (a.kind !== 'waiting-for-acks' && a.kind !== 'waiting-for-reconnects' && a.kind !== 'blocked') this.d.metrics.rotations.inc({ phase: a.kind });
     }
     // 3. Pod annotations.
-    await step('pods', () => this.annotatePods(namespace, desired, now));
+    await step('pods', () => this.annotatePods(namespace, uid, desired, now));
     // 4. Snapshot.
     if (desired.snapshot) this.d.publisher.set(key, desired.snapshot, desired.nodes, correlationId);
     else if (desired.facts.backendHolder !== null) this.d.publisher.remove(key, correlationId); // the Service's pods are another's
@@ -258,23 +258,31 @@ export class Reconciler {
 
   /**
    * Writes the pods' server IDs; a pod whose cached annotation is another ID (a hand-over) gets
-   * quiclb.io/server-id-changed-at in the same patch. Then takes the annotation off the pods whose ID was released
-   * now, when the cache still shows that ID on that pod (the same guard as the teardown).
+   * quiclb.io/server-id-changed-at in the same patch (and loses quiclb.io/server-id-previous). Then takes the
+   * annotation off the pods whose ID was released now, when the cache still shows that ID on that pod (the same
+   * guard as the teardown), recording the ID taken off with our UID (quiclb.io/server-id-previous): a pod that gets
+   * it back from us is not drained.
    */
-  private async annotatePods(namespace: string, desired: Desired, now: number): Promise<void> {
+  private async annotatePods(namespace: string, qlbUid: string, desired: Desired, now: number): Promise<void> {
     for (const [pod, serverId] of desired.podServerIds) {
       const previous = this.d.informers.pods.get(pod, namespace)?.metadata?.annotations?.[SERVER_ID_ANNOTATION];
       if (previous === serverId) continue;
-      await this.d.writer.annotatePod(namespace, pod, serverId, previous ? now : undefined).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(e))); // a pod already gone: its ID is released on a later run
+      await this.d.writer
+        .annotatePod(namespace, pod, serverId, previous ? { at: now, previous: null } : undefined)
+        .catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(e))); // a pod already gone: its ID is released on a later run
     }
-    for (const c of desired.clearPods) await this.clearAnnotation(namespace, c.podName, c.podUid, c.serverId, now);
+    for (const c of desired.clearPods) await this.clearAnnotation(namespace, c.podName, c.podUid, c.serverId, now, previousServerIdValue(qlbUid, c.serverId));
   }
 
-  /** Removes a pod's server-ID annotation (recording when) if the cached pod is `podUid` and still shows `serverId`. */
-  private async clearAnnotation(namespace: string, podName: string, podUid: string, serverId: string, now: number): Promise<void> {
+  /**
+   * Removes a pod's server-ID annotation if the cached pod is `podUid` and still shows `serverId`, recording when
+   * (quiclb.io/server-id-changed-at) and `previous` (quiclb.io/server-id-previous; null removes it: the teardown,
+   * whose keys go with the load balancer).
+   */
+  private async clearAnnotation(namespace: string, podName: string, podUid: string, serverId: string, now: number, previous: string | null): Promise<void> {
     const pod = this.d.informers.pods.get(podName, namespace);
     if (pod?.metadata?.uid !== podUid || pod.metadata?.annotations?.[SERVER_ID_ANNOTATION] !== serverId) return;
-    await this.d.writer.annotatePod(namespace, podName, null, now).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(e)));
+    await this.d.writer.annotatePod(namespace, podName, null, { at: now, previous }).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(e)));
   }
 
   private async teardown(qlb: QuicLoadBalancerObject, key: string, correlationId: string, log: Logger): Promise<Verdict> {
@@ -291,7 +299,7 @@ export class Reconciler {
     const assigned = podsAreAnother ? [] : (stored?.records.assigned ?? []);
     const claimed = this.podsClaimedByOthers(qlb, key, new Set(assigned.map((a) => a.podUid)));
     const now = this.now();
-    for (const a of assigned) if (!claimed.has(a.podUid)) await step('pods', () => this.clearAnnotation(namespace, a.podName, a.podUid, a.id, now));
+    for (const a of assigned) if (!claimed.has(a.podUid)) await step('pods', () => this.clearAnnotation(namespace, a.podName, a.podUid, a.id, now, null));
     await step('records', () => this.d.ids.remove(namespace, name));
     await step('secret', () => this.d.secrets.removeConfigs(namespace, name));
     await step('finalizer', () => removeFinalizer(this.d.writer, qlb));

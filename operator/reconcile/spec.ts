@@ -23,6 +23,23 @@ export { SERVER_ID_ANNOTATION } from '../../lib/backend/server-id-file.js';
  */
 export const SERVER_ID_CHANGED_AT_ANNOTATION = 'quiclb.io/server-id-changed-at';
 /**
+ * Annotation on backend pods, written with quiclb.io/server-id-changed-at when a load balancer that goes on existing
+ * takes a released ID off a pod: `<load balancer UID>/<the ID, hex>`. A pod given that same ID again by that same
+ * load balancer (same UID: the same keys) is not drained, whatever it still mints. Removed whenever changed-at is
+ * written otherwise (a hand-over, a teardown). readPreviousServerId parses it.
+ */
+export const SERVER_ID_PREVIOUS_ANNOTATION = 'quiclb.io/server-id-previous';
+
+/** The value of quiclb.io/server-id-previous for `serverId` (hex) taken off by the load balancer of UID `qlbUid`. */
+export function previousServerIdValue(qlbUid: string, serverId: string): string {
+  return `${qlbUid}/${serverId}`;
+}
+
+/** quiclb.io/server-id-previous as written by previousServerIdValue, or null (absent or malformed: treated as absent). */
+export function readPreviousServerId(value: string | undefined): string | null {
+  return value !== undefined && value.length <= 128 && /^[A-Za-z0-9-]{1,64}\/(?:[0-9a-f]{2}){1,20}$/.test(value) ? value : null;
+}
+/**
  * How long after its annotation changes a pod may still mint with the previous server ID: the kubelet rewrites a
  * downward-API volume at its next pod sync (syncFrequency, 1 min by default) plus its cache TTL, and the backend
  * notices the file within seconds. A pod whose ID changed is 'draining' (no new connections) for that long.

@@ -11,7 +11,7 @@ import { keyRotationCondition } from '../../operator/status/key-rotation.js';
 import { decideHealth, staleAfterMs } from '../../operator/reconcile/health-verdict.js';
 import { backendHolder, claimsOf, podOwnership, portConflicts, type BackendClaim, type PortClaim } from '../../operator/reconcile/port-claims.js';
 import { observe } from '../../operator/reconcile/observe.js';
-import { readSpec, selectsNode, SERVER_ID_PROPAGATION_MS } from '../../operator/reconcile/spec.js';
+import { readPreviousServerId, readSpec, selectsNode, SERVER_ID_PROPAGATION_MS } from '../../operator/reconcile/spec.js';
 import { buildStatus } from '../../operator/status/status.js';
 
 const T0 = Date.parse('2026-12-04T12:00:00Z');
@@ -616,6 +616,29 @@ describe('pods shared by the backends of two load balancers (observe + computeDe
     expect(short.requeueAfterMs).toBe(1000);
     // a changed-at in the future counts as now
     expect(handOver(new Map([['uid-web-0', view(id, T0 + 3_600_000)]])).requeueAfterMs).toBe(SERVER_ID_PROPAGATION_MS);
+  });
+
+  it('a pod that this load balancer took its ID off and gives the same ID again is not drained (quiclb.io/server-id-previous with its UID)', () => {
+    const state = (serverId: string | null, previous: string | undefined, uid: string | null = 'uid-lb') =>
+      computeDesired(
+        observed({
+          ...(uid !== null ? { uid } : {}),
+          endpointSlices: [{ ...SLICE, endpoints: [pod('web-0', '198.51.100.10')] }],
+          records: EMPTY_RECORDS,
+          pods: new Map([['uid-web-0', { serverId, changedAt: T0 - 1000, mounts: [], ...(previous !== undefined ? { previous } : {}) }]]),
+        }),
+      ).snapshot!.servers[0].state;
+    // the first ID allocated is 0000
+    expect(state(null, 'uid-lb/0000')).toBe('active');
+    expect(state('0000', 'uid-lb/0000')).toBe('active');
+    expect(state(null, 'uid-lb/0001')).toBe('draining'); // another ID was taken off
+    expect(state(null, 'uid-old/0000')).toBe('draining'); // by another (or a deleted) load balancer: other keys
+    expect(state('00ff', 'uid-lb/0000')).toBe('draining'); // the annotation is another ID: a hand-over
+    expect(state(null, 'uid-lb/0000', null)).toBe('draining'); // our UID unknown
+    expect(state(null, undefined)).toBe('draining');
+    // the annotation as read from the pod: a malformed value counts as none
+    expect(['uid-lb/0000', 'uid-lb/0A', 'uid-lb/000', '/0000', 'uid-lb/', 'a/b/0000', `${'u'.repeat(65)}/00`, ''].map(readPreviousServerId)).toEqual(['uid-lb/0000', null, null, null, null, null, null, null]);
+    expect(readPreviousServerId(undefined)).toBeNull();
   });
 
   it('the BackendPodConflict Event names the holders only (pods coming and going do not change it); the Degraded condition keeps the count', () => {

@@ -7,7 +7,8 @@ import { EMPTY_RECORDS, type ServerIdRecords } from '../../operator/allocation/s
 import type { QuicLoadBalancerObject } from '../../operator/kube/informers.js';
 import { Reconciler, type ReconcilerDeps } from '../../operator/reconcile/reconciler.js';
 import { INITIAL_STATE } from '../../operator/rotation/machine.js';
-import { SERVER_ID_ANNOTATION, SERVER_ID_CHANGED_AT_ANNOTATION } from '../../operator/reconcile/spec.js';
+import { SERVER_ID_ANNOTATION, SERVER_ID_CHANGED_AT_ANNOTATION, SERVER_ID_PREVIOUS_ANNOTATION } from '../../operator/reconcile/spec.js';
+import type { DataplaneSnapshot } from '../../lib/config/snapshot.js';
 
 const T0 = Date.parse('2026-12-04T12:00:00Z');
 
@@ -53,6 +54,10 @@ class World {
   readonly pods = new Map<string, string | undefined>(['web-0', 'web-1', 'web-2'].map((p) => [p, undefined]));
   /** quiclb.io/server-id-changed-at per pod (ms), as the writer set it. */
   readonly changedAt = new Map<string, number>();
+  /** quiclb.io/server-id-previous per pod, as the writer set it. */
+  readonly previous = new Map<string, string>();
+  /** The last snapshot published per load balancer key. */
+  readonly snapshots = new Map<string, DataplaneSnapshot>();
   /** The configs Secret each pod mounts (a secret volume). */
   readonly mounts = new Map<string, string>();
   readonly records = new Map<string, ServerIdRecords>();
@@ -70,6 +75,7 @@ class World {
           annotations: {
             ...(id === undefined ? {} : { [SERVER_ID_ANNOTATION]: id }),
             ...(this.changedAt.has(name) ? { [SERVER_ID_CHANGED_AT_ANNOTATION]: new Date(this.changedAt.get(name)!).toISOString() } : {}),
+            ...(this.previous.has(name) ? { [SERVER_ID_PREVIOUS_ANNOTATION]: this.previous.get(name)! } : {}),
           },
         },
         spec: { containers: [], volumes: this.mounts.has(name) ? [{ name: 'quiclb', secret: { secretName: this.mounts.get(name) } }] : [] },
@@ -87,16 +93,20 @@ class World {
         removeConfigs: () => Promise.resolve(),
       },
       writer: {
-        annotatePod: (_ns: string, pod: string, id: string | null, changedAt?: number) => {
+        annotatePod: (_ns: string, pod: string, id: string | null, change?: { at: number; previous: string | null }) => {
           this.pods.set(pod, id ?? undefined);
-          if (changedAt !== undefined) this.changedAt.set(pod, changedAt);
+          if (change !== undefined) {
+            this.changedAt.set(pod, change.at);
+            if (change.previous === null) this.previous.delete(pod);
+            else this.previous.set(pod, change.previous);
+          }
           return Promise.resolve();
         },
         setFinalizers: () => Promise.resolve(),
         applyStatus: () => Promise.resolve(),
       },
       events: { record: (_on: unknown, type: string, reason: string, message: string) => Promise.resolve(void this.events.push(`${type} ${reason}: ${message}`)) },
-      publisher: { remove: () => 1, set: () => 1, settle: () => undefined, refreshRetained: () => undefined, versionOf: () => null, configsAt: () => null },
+      publisher: { remove: () => 1, set: (key: string, s: DataplaneSnapshot) => (this.snapshots.set(key, s), 1), settle: () => undefined, refreshRetained: () => undefined, versionOf: () => null, configsAt: () => null },
       dataPlanes: () => [],
       metrics: noop,
       logger: pino({ level: 'silent' }),
@@ -261,5 +271,40 @@ describe('reconciler: pods shared by two load balancers', () => {
     const gamma = new Map(w.records.get('gamma')!.assigned.map((a) => [a.podName, a.id]));
     expect([...gamma.keys()]).toEqual(['web-0']);
     expect(Object.fromEntries(w.pods)).toEqual({ 'web-0': gamma.get('web-0'), 'web-1': undefined, 'web-2': undefined });
+  });
+
+  it('a pod whose released ID comes back from the same load balancer is not drained; after a teardown, the re-created one drains it', async () => {
+    const w = new World();
+    w.qlbs = [ALPHA];
+    w.slices = [slice('web', ['web-0', 'web-1'])];
+    const states = () => Object.fromEntries(w.snapshots.get('team/alpha')!.servers.map((s) => [s.name, s.state]));
+    await w.reconciler.reconcile('team/alpha');
+    const id = w.pods.get('web-1')!;
+    expect(states()).toEqual({ 'web-0': 'active', 'web-1': 'active' });
+    // web-1 leaves the endpoints (a slice moved, a selector edited): its ID comes off, recorded as ours
+    w.slices = [slice('web', ['web-0'])];
+    await w.reconciler.reconcile('team/alpha');
+    expect(w.pods.get('web-1')).toBeUndefined();
+    expect([w.changedAt.get('web-1'), w.previous.get('web-1')]).toEqual([T0, `uid-alpha/${id}`]);
+    // back within the quarantine with the same ID: routed as before, no drain
+    w.slices = [slice('web', ['web-0', 'web-1'])];
+    await w.reconciler.reconcile('team/alpha');
+    expect(w.pods.get('web-1')).toBe(id);
+    expect(states()).toEqual({ 'web-0': 'active', 'web-1': 'active' });
+    await w.reconciler.reconcile('team/alpha');
+    expect(states()).toEqual({ 'web-0': 'active', 'web-1': 'active' });
+    // web-1 leaves again; alpha is deleted (teardown: web-0's ID off, no previous ID recorded, its keys go) and
+    // re-created: the same IDs, new keys: both pods drain (web-1's recorded ID names the old UID)
+    w.slices = [slice('web', ['web-0'])];
+    await w.reconciler.reconcile('team/alpha');
+    w.qlbs = [qlb('alpha', T0 - 7_200_000, 'web', 443, true)];
+    await w.reconciler.reconcile('team/alpha');
+    expect(w.records.has('alpha')).toBe(false);
+    expect([w.pods.get('web-0'), w.changedAt.get('web-0'), w.previous.has('web-0')]).toEqual([undefined, T0, false]);
+    w.qlbs = [{ ...ALPHA, metadata: { ...ALPHA.metadata, uid: 'uid-alpha-2' } }];
+    w.slices = [slice('web', ['web-0', 'web-1'])];
+    await w.reconciler.reconcile('team/alpha');
+    expect(w.pods.get('web-1')).toBe(id);
+    expect(states()).toEqual({ 'web-0': 'draining', 'web-1': 'draining' });
   });
 });
