@@ -47,15 +47,22 @@ export class ObjectWriter {
    * Sets (or with null removes) the server-ID annotation of a pod; with `change`, in the same patch, the
    * quiclb.io/server-id-changed-at annotation (`at`, ms: the pod's previous ID may be minted until that time +
    * propagation) and quiclb.io/server-id-previous (`previous`, spec.ts previousServerIdValue; null removes it).
+   * With `uid`, the patch carries metadata.uid: the API server rejects it (422, uid immutable; podReplaced) when the
+   * pod of that name is another one (a StatefulSet pod re-created under the same name).
    */
-  async annotatePod(namespace: string, pod: string, serverId: string | null, change?: { readonly at: number; readonly previous: string | null }): Promise<void> {
+  async annotatePod(namespace: string, pod: string, serverId: string | null, change?: { readonly at: number; readonly previous: string | null }, uid?: string): Promise<void> {
     const annotations = {
       [SERVER_ID_ANNOTATION]: serverId,
       ...(change !== undefined ? { [SERVER_ID_CHANGED_AT_ANNOTATION]: new Date(change.at).toISOString(), [SERVER_ID_PREVIOUS_ANNOTATION]: change.previous } : {}),
     };
     await this.core.patchNamespacedPod(
-      { namespace, name: pod, body: { metadata: { annotations } } },
+      { namespace, name: pod, body: { metadata: { ...(uid !== undefined ? { uid } : {}), annotations } } },
       k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.MergePatch),
     );
   }
+}
+
+/** A pod patch refused because the pod of that name is another one (annotatePod's uid), or gone: nothing to write. */
+export function podReplaced(e: unknown): boolean {
+  return e instanceof k8s.ApiException && (e.code === 404 || e.code === 409 || e.code === 422);
 }

@@ -125,6 +125,8 @@ export interface Desired {
   readonly configsSecretData: Readonly<Record<string, string>> | null;
   /** Backend pod name -> server ID (hex), for the quiclb.io/server-id annotation. */
   readonly podServerIds: ReadonlyMap<string, string>;
+  /** Backend pod name -> the UID the ID is for (the annotation is written only on that pod). */
+  readonly podUids: ReadonlyMap<string, string>;
   /** Pods whose ID was released now and whose quiclb.io/server-id annotation comes off if it still is that ID. */
   readonly clearPods: readonly { readonly podName: string; readonly podUid: string; readonly serverId: string }[];
   readonly events: readonly EventNote[];
@@ -387,7 +389,12 @@ export function computeDesired(o: Observed): Desired {
   if (holder !== null && snapshot !== null) snapshot = null; // its own configs Secret is kept (no backend of the holder reads it)
 
   const podServerIds = new Map<string, string>();
-  for (const a of assignments) if (!a.podUid.startsWith('address:')) podServerIds.set(a.podName, a.serverId);
+  const uidsByName = new Map<string, string>();
+  for (const a of assignments) {
+    if (a.podUid.startsWith('address:')) continue;
+    podServerIds.set(a.podName, a.serverId);
+    uidsByName.set(a.podName, a.podUid);
+  }
   // IDs released now of pods no other load balancer's backend has (one that has it writes its own): their
   // annotation comes off if the cache still shows that ID, so the pod mints unroutable CIDs, not a stale ID.
   const releasedNow = new Set(allocation?.releasedNow ?? []);
@@ -441,7 +448,7 @@ export function computeDesired(o: Observed): Desired {
       blocked: blocked && blocked.kind === 'blocked' ? blocked.message : null,
     },
   };
-  return { spec, allocation, rotation, snapshot, snapshotProblem, nodes, configsSecretData, podServerIds, clearPods, events, requeueAfterMs, waiting: ownership.waiting, facts };
+  return { spec, allocation, rotation, snapshot, snapshotProblem, nodes, configsSecretData, podServerIds, podUids: uidsByName, clearPods, events, requeueAfterMs, waiting: ownership.waiting, facts };
 }
 
 /** Completes the facts once the snapshot is published and the data planes' ACK/NACK state for it is known. */

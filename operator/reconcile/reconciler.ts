@@ -22,9 +22,9 @@ import type { DataPlaneView } from '../config-server/cache.js';
 import { serverIdCapacity } from '../allocation/server-ids.js';
 import type { Owner, ServerIdStore } from '../allocation/store.js';
 import type { EventRecorder } from '../kube/events.js';
-import { isConflict, isNotFound, type Informers, type QuicLoadBalancerObject } from '../kube/informers.js';
+import { isConflict, type Informers, type QuicLoadBalancerObject } from '../kube/informers.js';
 import type { SecretStore } from '../kube/secrets.js';
-import type { ObjectWriter } from '../kube/writers.js';
+import { podReplaced, type ObjectWriter } from '../kube/writers.js';
 import type { OperatorMetrics } from '../metrics.js';
 import type { Verdict } from '../queue/work-queue.js';
 import { generateKey } from '../rotation/keys.js';
@@ -261,28 +261,36 @@ export class Reconciler {
    * quiclb.io/server-id-changed-at in the same patch (and loses quiclb.io/server-id-previous). Then takes the
    * annotation off the pods whose ID was released now, when the cache still shows that ID on that pod (the same
    * guard as the teardown), recording the ID taken off with our UID (quiclb.io/server-id-previous): a pod that gets
-   * it back from us is not drained.
+   * it back from us is not drained. Every patch carries the pod's UID (a pod re-created under the same name is
+   * left alone: the next run sees it); the cached annotation counts only when the cached pod is that UID; a name
+   * this run gives an ID is never cleared (its released ID was another pod's of that name).
    */
   private async annotatePods(namespace: string, qlbUid: string, desired: Desired, now: number): Promise<void> {
     for (const [pod, serverId] of desired.podServerIds) {
-      const previous = this.d.informers.pods.get(pod, namespace)?.metadata?.annotations?.[SERVER_ID_ANNOTATION];
+      const podUid = desired.podUids.get(pod)!;
+      const cached = this.d.informers.pods.get(pod, namespace);
+      const previous = cached?.metadata?.uid === podUid ? cached.metadata.annotations?.[SERVER_ID_ANNOTATION] : undefined;
       if (previous === serverId) continue;
       await this.d.writer
-        .annotatePod(namespace, pod, serverId, previous ? { at: now, previous: null } : undefined)
-        .catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(e))); // a pod already gone: its ID is released on a later run
+        .annotatePod(namespace, pod, serverId, previous ? { at: now, previous: null } : undefined, podUid)
+        .catch((e: unknown) => (podReplaced(e) ? undefined : Promise.reject(e))); // a pod gone or replaced: a later run sees it
     }
-    for (const c of desired.clearPods) await this.clearAnnotation(namespace, c.podName, c.podUid, c.serverId, now, previousServerIdValue(qlbUid, c.serverId));
+    for (const c of desired.clearPods) {
+      if (desired.podServerIds.has(c.podName)) continue;
+      await this.clearAnnotation(namespace, c.podName, c.podUid, c.serverId, now, previousServerIdValue(qlbUid, c.serverId));
+    }
   }
 
   /**
-   * Removes a pod's server-ID annotation if the cached pod is `podUid` and still shows `serverId`, recording when
+   * Removes a pod's server-ID annotation if the cached pod is `podUid` and still shows `serverId`, and the pod of that
+   * name still is `podUid` when the patch arrives (the cache may lag), recording when
    * (quiclb.io/server-id-changed-at) and `previous` (quiclb.io/server-id-previous; null removes it: the teardown,
    * whose keys go with the load balancer).
    */
   private async clearAnnotation(namespace: string, podName: string, podUid: string, serverId: string, now: number, previous: string | null): Promise<void> {
     const pod = this.d.informers.pods.get(podName, namespace);
     if (pod?.metadata?.uid !== podUid || pod.metadata?.annotations?.[SERVER_ID_ANNOTATION] !== serverId) return;
-    await this.d.writer.annotatePod(namespace, podName, null, { at: now, previous }).catch((e: unknown) => (isNotFound(e) ? undefined : Promise.reject(e)));
+    await this.d.writer.annotatePod(namespace, podName, null, { at: now, previous }, podUid).catch((e: unknown) => (podReplaced(e) ? undefined : Promise.reject(e)));
   }
 
   private async teardown(qlb: QuicLoadBalancerObject, key: string, correlationId: string, log: Logger): Promise<Verdict> {

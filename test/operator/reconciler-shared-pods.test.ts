@@ -1,7 +1,7 @@
 // reconciler.ts with pods that the backends of two load balancers share: which annotations each one writes or takes
 // off, and which other load balancers a reconcile enqueues. The API is faked; the caches are plain lists.
 import { describe, expect, it } from '@jest/globals';
-import type * as k8s from '@kubernetes/client-node';
+import * as k8s from '@kubernetes/client-node';
 import pino from 'pino';
 import { EMPTY_RECORDS, type ServerIdRecords } from '../../operator/allocation/server-ids.js';
 import type { QuicLoadBalancerObject } from '../../operator/kube/informers.js';
@@ -56,6 +56,10 @@ class World {
   readonly changedAt = new Map<string, number>();
   /** quiclb.io/server-id-previous per pod, as the writer set it. */
   readonly previous = new Map<string, string>();
+  /** The UID the pod cache shows per pod name when it lags (default uid-<name>, the API's). */
+  readonly cachedUids = new Map<string, string>();
+  /** The server-id annotation the pod cache shows per pod name when it lags (default: the API's, `pods`). */
+  readonly cachedIds = new Map<string, string>();
   /** The last snapshot published per load balancer key. */
   readonly snapshots = new Map<string, DataplaneSnapshot>();
   /** The configs Secret each pod mounts (a secret volume). */
@@ -71,9 +75,9 @@ class World {
         metadata: {
           namespace: 'team',
           name,
-          uid: `uid-${name}`,
+          uid: this.cachedUids.get(name) ?? `uid-${name}`,
           annotations: {
-            ...(id === undefined ? {} : { [SERVER_ID_ANNOTATION]: id }),
+            ...((this.cachedIds.get(name) ?? id) === undefined ? {} : { [SERVER_ID_ANNOTATION]: this.cachedIds.get(name) ?? id }),
             ...(this.changedAt.has(name) ? { [SERVER_ID_CHANGED_AT_ANNOTATION]: new Date(this.changedAt.get(name)!).toISOString() } : {}),
             ...(this.previous.has(name) ? { [SERVER_ID_PREVIOUS_ANNOTATION]: this.previous.get(name)! } : {}),
           },
@@ -93,7 +97,9 @@ class World {
         removeConfigs: () => Promise.resolve(),
       },
       writer: {
-        annotatePod: (_ns: string, pod: string, id: string | null, change?: { at: number; previous: string | null }) => {
+        annotatePod: (_ns: string, pod: string, id: string | null, change?: { at: number; previous: string | null }, uid?: string) => {
+          // the API's pod of that name is uid-<name>: a patch carrying another metadata.uid is refused (immutable)
+          if (uid !== undefined && uid !== `uid-${pod}`) return Promise.reject(new k8s.ApiException(422, 'Pod is invalid: metadata.uid: field is immutable', {}, {}));
           this.pods.set(pod, id ?? undefined);
           if (change !== undefined) {
             this.changedAt.set(pod, change.at);
@@ -306,5 +312,38 @@ describe('reconciler: pods shared by two load balancers', () => {
     await w.reconciler.reconcile('team/alpha');
     expect(w.pods.get('web-1')).toBe(id);
     expect(states()).toEqual({ 'web-0': 'draining', 'web-1': 'draining' });
+  });
+
+  it('a pod re-created under the same name keeps the ID given it, however late the pod cache is; a clear meant for the old pod is refused by UID', async () => {
+    const w = new World();
+    w.qlbs = [ALPHA];
+    // web-0 was re-created (StatefulSet): the slice has the new UID, the cache still the old pod with its ID
+    w.slices = [slice('web', ['web-0', 'web-1'])];
+    w.records.set('alpha', {
+      assigned: [
+        { id: '0007', podUid: 'uid-web-0-old', podName: 'web-0', assignedAt: T0 - 9000 },
+        { id: '0008', podUid: 'uid-web-1-old', podName: 'web-1', assignedAt: T0 - 9000 },
+      ],
+      released: [],
+    });
+    w.cachedUids.set('web-0', 'uid-web-0-old');
+    w.cachedIds.set('web-0', '0007');
+    await w.reconciler.reconcile('team/alpha');
+    const ids = new Map(w.records.get('alpha')!.assigned.map((a) => [a.podUid, a.id]));
+    expect(ids.has('uid-web-0-old')).toBe(false);
+    expect(w.pods.get('web-0')).toBe(ids.get('uid-web-0')); // not stripped by the clear of 0007
+    expect(w.changedAt.has('web-0')).toBe(false); // the cached 0007 was another pod's: no hand-over
+    // web-2 was re-created and is not an endpoint yet; the cache still shows the old one with alpha's ID: the clear is refused
+    const w2 = new World();
+    w2.qlbs = [ALPHA];
+    w2.slices = [slice('web', [])];
+    w2.records.set('alpha', { assigned: [{ id: '0007', podUid: 'uid-web-2-old', podName: 'web-2', assignedAt: T0 - 9000 }], released: [] });
+    w2.cachedUids.set('web-2', 'uid-web-2-old');
+    w2.cachedIds.set('web-2', '0007');
+    w2.pods.set('web-2', '0003'); // the new pod's, from another load balancer
+    expect(await w2.reconciler.reconcile('team/alpha')).toMatchObject({ kind: 'requeue-after' });
+    expect(w2.records.get('alpha')!.released.map((r) => r.id)).toEqual(['0007']);
+    expect(w2.pods.get('web-2')).toBe('0003');
+    expect(w2.changedAt.has('web-2')).toBe(false);
   });
 });
