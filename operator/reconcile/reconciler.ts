@@ -85,9 +85,10 @@ export class Reconciler {
   /** The last spec problem reported per key and generation (one Event per generation, not per run). */
   private readonly specProblems = new Map<string, string>();
   /**
-   * Per key, the state Events (reason and message) recorded while Degraded has been True: one whose text is the
-   * same is not recorded again when the condition's message changes (e.g. a count of pods). Forgotten when Degraded
-   * clears; after a restart each is recorded once more.
+   * Per key, the texts (reason and message) of the state Events of its last run, while Degraded has been True: one
+   * whose text is the same is not recorded again when the condition's message changes (e.g. a count of pods). Only
+   * the last run's are kept (bounded by what one run reports); forgotten when Degraded clears; after a restart each
+   * is recorded once more.
    */
   private readonly stateEvents = new Map<string, Set<string>>();
   /** Per key, the other load balancers that wanted pods it held at its last reconcile, and those pods (Desired.waiting). */
@@ -244,11 +245,12 @@ export class Reconciler {
     const after = status.conditions.find((c) => c.type === DEGRADED);
     const degradedChanged = after !== undefined && after.status === 'True' && (before?.status !== 'True' || before.reason !== after.reason || before.message !== after.message);
     const recorded = this.stateEvents.get(key) ?? new Set<string>();
-    if (after?.status === 'True') this.stateEvents.set(key, recorded);
+    // this run's state Events that were recorded before or are recorded now (all of them when Degraded changed)
+    const current = new Set(desired.events.filter((n) => n.kind === 'state').map((n) => `${n.reason}\n${n.message}`).filter((t) => degradedChanged || recorded.has(t)));
+    if (after?.status === 'True') this.stateEvents.set(key, current);
     else this.stateEvents.delete(key);
     for (const n of desired.events) {
       if (n.kind === 'state' && (!degradedChanged || recorded.has(`${n.reason}\n${n.message}`))) continue;
-      if (n.kind === 'state') recorded.add(`${n.reason}\n${n.message}`);
       if (n.audit) log.info({ audit: true, reason: n.reason, message: n.message, trigger: desired.rotation.state.lastTriggers }, 'key lifecycle');
       await this.d.events.record(regarding, n.type, n.reason, n.message);
     }

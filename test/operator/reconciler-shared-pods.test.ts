@@ -346,4 +346,15 @@ describe('reconciler: pods shared by two load balancers', () => {
     expect(w2.pods.get('web-2')).toBe('0003');
     expect(w2.changedAt.has('web-2')).toBe(false);
   });
+
+  it('remembers only the state Events of the last run while Degraded stays True (not every text since)', async () => {
+    const w = new World();
+    w.slices = [slice('web', ['web-0', 'web-1']), slice('all', ['web-0', 'web-1', 'web-2'])];
+    const remembered = () => (w.reconciler as unknown as { stateEvents: Map<string, Set<string>> }).stateEvents.get('team/beta');
+    for (const holder of ['alpha', 'gamma', 'delta']) {
+      w.qlbs = [qlb(holder, T0 - 7_200_000, 'web', 443), BETA];
+      await w.reconciler.reconcile('team/beta');
+    }
+    expect([...remembered()!]).toEqual(['BackendPodConflict\npods of Service all belong to QuicLoadBalancer team/delta: no server IDs assigned to them, not routed to']);
+  });
 });
