@@ -582,12 +582,18 @@ export class WorkerPool {
     }
   }
 
-  /** Binds again, in every worker, the listen addresses of the snapshot in force that release() closed. */
-  async restore(): Promise<void> {
+  /**
+   * Binds again, in every worker, these listen addresses (by default every one) of the snapshot in force that
+   * release() closed. Only those: another released address may be served by another load balancer by now (an undo
+   * of a release must not re-bind an address released by a later step, e.g. a rollback's).
+   */
+  async restore(addresses?: readonly SocketAddress[]): Promise<void> {
     const timeoutMs = this.options.applyTimeoutMs ?? 10_000;
-    this.setReleased([]);
+    const keys = addresses === undefined ? null : new Set(addresses.map(formatSocketAddress));
+    const remaining = keys === null ? [] : [...this.released.values()].filter((a) => !keys.has(formatSocketAddress(a)));
+    this.setReleased(remaining);
     const asked = this.live();
-    const r = await this.ask(asked, (id) => ({ t: 'restore', id, released: [] }), timeoutMs);
+    const r = await this.ask(asked, (id) => ({ t: 'restore', id, released: remaining }), timeoutMs);
     const { failures } = this.outcome(asked, r, 'restore', timeoutMs);
     for (const w of asked) {
       const slot = this.slotOf(w);
