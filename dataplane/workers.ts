@@ -577,7 +577,7 @@ export class WorkerPool {
       // A worker that answered with an error may have closed some of them: it binds them again too (idempotent).
       const partial = asked.filter((w) => typeof r.answers.get(w) === 'string');
       this.options.logger.error({ failures, restoring: done.length + partial.length }, 'a worker could not release listeners; binding them again in the others');
-      await this.undo([...done, ...partial], (id) => ({ t: 'restore', id, released: before }), 'bind released listeners again', timeoutMs);
+      await this.undo([...done, ...partial], (id) => ({ t: 'restore', id, released: before }), 'bind released listeners again', timeoutMs, 'release_unanswered');
       throw new Error(failures[0]);
     }
   }
@@ -606,8 +606,12 @@ export class WorkerPool {
     if (failures.length > 0) throw new Error(failures[0]);
   }
 
-  /** Asks `workers` to undo a step (`what`); one that fails or does not answer in time is replaced. */
-  private async undo(workers: readonly Worker[], make: (id: number) => ToWorker, what: string, timeoutMs: number): Promise<void> {
+  /**
+   * Asks `workers` to undo a step (`what`); one that fails (rollback_failed) or does not answer in time (`silent`:
+   * rollback_failed for an apply's rollback, release_unanswered for binding released listeners again, as restore()
+   * counts it) is replaced.
+   */
+  private async undo(workers: readonly Worker[], make: (id: number) => ToWorker, what: string, timeoutMs: number, silent: ReplacementReason = 'rollback_failed'): Promise<void> {
     const r = await this.ask(workers, make, timeoutMs);
     for (const w of workers) {
       const answer = r.answers.get(w);
@@ -616,7 +620,7 @@ export class WorkerPool {
       if (slot === undefined || slot.worker !== w) continue;
       const err = typeof answer === 'string' ? answer : `no answer within ${timeoutMs} ms`;
       this.options.logger.error({ worker: slot.index, pid: w.process.pid, version: this.snapshot?.version, err }, `worker could not ${what}; replacing it`);
-      this.replace(slot, 'rollback_failed');
+      this.replace(slot, typeof answer === 'string' ? 'rollback_failed' : silent);
     }
   }
 
