@@ -144,13 +144,16 @@ export interface WorkerPoolOptions {
   io?: IoChoice;
   /** Stable upstream ports: the seed every worker derives its upstream ports from (sent over IPC, never in env). */
   upstreamPortSeed?: Uint8Array;
-  /** How long apply() waits for every worker's answer, and again for the rollback's; also release(), restore() and a restarted worker's catch-up (default 10 s). */
+  /**
+   * How long apply() waits for every worker's answer, and again for the rollback's; also release(), restore(), a
+   * restarted worker's catch-up, and a worker's start (from its 'online' to its 'ready') (default 10 s).
+   */
   applyTimeoutMs?: number;
 }
 
 /** Why a worker was killed to be replaced (label `reason` of quiclb_worker_replacements_total). */
-export type ReplacementReason = 'hung' | 'apply_unanswered' | 'release_unanswered' | 'rollback_failed' | 'resync_failed';
-const REPLACEMENT_REASONS: readonly ReplacementReason[] = ['hung', 'apply_unanswered', 'release_unanswered', 'rollback_failed', 'resync_failed'];
+export type ReplacementReason = 'hung' | 'start_timeout' | 'apply_unanswered' | 'release_unanswered' | 'rollback_failed' | 'resync_failed';
+const REPLACEMENT_REASONS: readonly ReplacementReason[] = ['hung', 'start_timeout', 'apply_unanswered', 'release_unanswered', 'rollback_failed', 'resync_failed'];
 
 /** The answers to one request to some workers: by worker, those that exited first, and those still silent at the timeout. */
 interface Answers {
@@ -196,7 +199,7 @@ export class WorkerPool {
   private readonly resolved = new Map<string, number>();
   private heartbeat: NodeJS.Timeout | null = null;
   /** Workers killed to be replaced, by reason (hung: stopped answering pings). */
-  readonly replacements: Record<ReplacementReason, number> = { hung: 0, apply_unanswered: 0, release_unanswered: 0, rollback_failed: 0, resync_failed: 0 };
+  readonly replacements: Record<ReplacementReason, number> = { hung: 0, start_timeout: 0, apply_unanswered: 0, release_unanswered: 0, rollback_failed: 0, resync_failed: 0 };
 
   /** The primary's own metrics of this pool (quiclb_worker_replacements_total), reported with the workers'. */
   private readonly ownRegistry = new Registry();
@@ -243,10 +246,14 @@ export class WorkerPool {
     for (let i = 0; i < this.options.count; i++) {
       const slot: Slot = { index: i, worker: null, ready: false, restarts: 0, lastMetrics: null, carried: null, given: null, givenReleased: 0, readyAt: 0, lastPong: 0 };
       this.slots.push(slot);
-      started.push(this.fork(slot));
+      started.push(this.fork(slot, true));
     }
     try {
       await Promise.all(started);
+    } catch (e) {
+      // All or none: the workers that did start (or are still starting) are stopped.
+      await this.stop();
+      throw e;
     } finally {
       await this.releasePlaceholders();
     }
@@ -324,7 +331,12 @@ export class WorkerPool {
     await Promise.all(p.map((s) => new Promise<void>((r) => s.close(() => r()))));
   }
 
-  private fork(slot: Slot): Promise<void> {
+  /**
+   * Forks a slot's worker; resolves when it is ready. `initial` (the pool's start()): rejects if it fails to start,
+   * exits or is not ready within applyTimeoutMs of its 'online'. A restarted worker (not initial) that does so is
+   * restarted again, with the restart backoff (the promise rejects too, which only logs).
+   */
+  private fork(slot: Slot, initial = false): Promise<void> {
     return new Promise((resolve, reject) => {
       const worker = cluster.fork({
         QUICLB_LOG_LEVEL: this.options.logLevel(),
@@ -335,6 +347,11 @@ export class WorkerPool {
       slot.worker = worker;
       slot.ready = false;
       let settled = false;
+      let startTimer: NodeJS.Timeout | null = null;
+      const clearStartTimer = () => {
+        if (startTimer !== null) clearTimeout(startTimer);
+        startTimer = null;
+      };
       // A send racing the worker's exit (its IPC channel closed) is reported here; unhandled, it would end the primary.
       worker.on('error', (e: Error) => this.options.logger.warn({ worker: slot.index, pid: worker.process.pid, err: e.message }, 'worker IPC error'));
       worker.on('online', () => {
@@ -349,6 +366,21 @@ export class WorkerPool {
           upstreamPortSeed: this.options.upstreamPortSeed ? Buffer.from(this.options.upstreamPortSeed).toString('hex') : null,
         };
         worker.send(m);
+        // A worker stuck in its start is never pinged (the heartbeat judges ready workers only): it is judged here.
+        const timeoutMs = this.options.applyTimeoutMs ?? 10_000;
+        startTimer = setTimeout(() => {
+          startTimer = null;
+          if (slot.worker !== worker || slot.ready || this.stopping) return;
+          const message = `worker ${slot.index} did not become ready within ${timeoutMs} ms of starting`;
+          this.options.logger.error({ worker: slot.index, pid: worker.process.pid, timeout_ms: timeoutMs }, initial ? message : `${message}; replacing it`);
+          if (!settled) {
+            settled = true;
+            reject(new Error(message));
+          }
+          if (initial) worker.process.kill('SIGKILL');
+          else this.replace(slot, 'start_timeout');
+        }, timeoutMs);
+        startTimer.unref();
       });
       worker.on('message', (m: unknown) => {
         if (!isMessage(m)) return;
@@ -358,6 +390,8 @@ export class WorkerPool {
           return;
         }
         if (msg.t === 'ready') {
+          clearStartTimer();
+          if (slot.worker !== worker || worker.process.killed) return; // judged already (start timeout)
           slot.ready = true;
           slot.readyAt = slot.lastPong = Date.now();
           // Started with a snapshot that a reload (or a release or restore) replaced while it was starting (it was
@@ -370,6 +404,7 @@ export class WorkerPool {
             resolve();
           }
         } else if (msg.t === 'start-error') {
+          clearStartTimer();
           this.options.logger.error({ worker: slot.index, err: msg.message }, 'worker failed to start');
           if (!settled) {
             settled = true;
@@ -386,6 +421,7 @@ export class WorkerPool {
         }
       });
       worker.on('exit', (code, signal) => {
+        clearStartTimer();
         slot.ready = false;
         if (slot.worker === worker && slot.lastMetrics !== null) {
           slot.carried = carryCounters(slot.carried ?? [], slot.lastMetrics);
@@ -399,7 +435,8 @@ export class WorkerPool {
         if (!settled) {
           settled = true;
           reject(new Error(`worker ${slot.index} exited during start (code ${code}, signal ${signal})`));
-          return;
+          // The pool's start() fails; a restarted worker that never became ready is restarted again (below).
+          if (initial) return;
         }
         if (this.stopping) return;
         // A worker that ran a while was not crash-looping: its replacement gets the first, shortest delay.
@@ -540,17 +577,23 @@ export class WorkerPool {
       // A worker that answered with an error may have closed some of them: it binds them again too (idempotent).
       const partial = asked.filter((w) => typeof r.answers.get(w) === 'string');
       this.options.logger.error({ failures, restoring: done.length + partial.length }, 'a worker could not release listeners; binding them again in the others');
-      await this.undo([...done, ...partial], (id) => ({ t: 'restore', id, released: before }), 'bind released listeners again', timeoutMs);
+      await this.undo([...done, ...partial], (id) => ({ t: 'restore', id, released: before }), 'bind released listeners again', timeoutMs, 'release_unanswered');
       throw new Error(failures[0]);
     }
   }
 
-  /** Binds again, in every worker, the listen addresses of the snapshot in force that release() closed. */
-  async restore(): Promise<void> {
+  /**
+   * Binds again, in every worker, these listen addresses (by default every one) of the snapshot in force that
+   * release() closed. Only those: another released address may be served by another load balancer by now (an undo
+   * of a release must not re-bind an address released by a later step, e.g. a rollback's).
+   */
+  async restore(addresses?: readonly SocketAddress[]): Promise<void> {
     const timeoutMs = this.options.applyTimeoutMs ?? 10_000;
-    this.setReleased([]);
+    const keys = addresses === undefined ? null : new Set(addresses.map(formatSocketAddress));
+    const remaining = keys === null ? [] : [...this.released.values()].filter((a) => !keys.has(formatSocketAddress(a)));
+    this.setReleased(remaining);
     const asked = this.live();
-    const r = await this.ask(asked, (id) => ({ t: 'restore', id, released: [] }), timeoutMs);
+    const r = await this.ask(asked, (id) => ({ t: 'restore', id, released: remaining }), timeoutMs);
     const { failures } = this.outcome(asked, r, 'restore', timeoutMs);
     for (const w of asked) {
       const slot = this.slotOf(w);
@@ -563,8 +606,12 @@ export class WorkerPool {
     if (failures.length > 0) throw new Error(failures[0]);
   }
 
-  /** Asks `workers` to undo a step (`what`); one that fails or does not answer in time is replaced. */
-  private async undo(workers: readonly Worker[], make: (id: number) => ToWorker, what: string, timeoutMs: number): Promise<void> {
+  /**
+   * Asks `workers` to undo a step (`what`); one that fails (rollback_failed) or does not answer in time (`silent`:
+   * rollback_failed for an apply's rollback, release_unanswered for binding released listeners again, as restore()
+   * counts it) is replaced.
+   */
+  private async undo(workers: readonly Worker[], make: (id: number) => ToWorker, what: string, timeoutMs: number, silent: ReplacementReason = 'rollback_failed'): Promise<void> {
     const r = await this.ask(workers, make, timeoutMs);
     for (const w of workers) {
       const answer = r.answers.get(w);
@@ -573,7 +620,7 @@ export class WorkerPool {
       if (slot === undefined || slot.worker !== w) continue;
       const err = typeof answer === 'string' ? answer : `no answer within ${timeoutMs} ms`;
       this.options.logger.error({ worker: slot.index, pid: w.process.pid, version: this.snapshot?.version, err }, `worker could not ${what}; replacing it`);
-      this.replace(slot, 'rollback_failed');
+      this.replace(slot, typeof answer === 'string' ? 'rollback_failed' : silent);
     }
   }
 

@@ -238,7 +238,8 @@ export async function runAgent(options: AgentOptions): Promise<AgentHandle> {
     const merged = resolve(wire);
     if (!('wire' in merged)) return nack(merged);
     logMissing(merged, Number(version));
-    if (inForce !== null && contentOf(merged.wire).equals(inForce.content)) {
+    // After a rollback that did not fully succeed, the load balancers may not run what inForce says: re-apply.
+    if (inForce !== null && lbs.consistent && contentOf(merged.wire).equals(inForce.content)) {
       counters.snapshots.inc({ result: 'unchanged' });
       logger.debug({ version: Number(version), nonce }, 'snapshot already in force');
       // A snapshot restored from --state-dir is now confirmed by the operator (/readyz says so).

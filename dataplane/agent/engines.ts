@@ -4,6 +4,7 @@
  * health probes of its own: the agent probes (one HealthChecker per load balancer) and sets each server's health.
  */
 import type { Registry } from 'prom-client';
+import { formatSocketAddress } from '../../lib/config/address.js';
 import type { DataplaneSnapshot, SocketAddress } from '../../lib/config/snapshot.js';
 import { Dataplane } from '../dataplane.js';
 import type { Logger } from '../logging.js';
@@ -19,8 +20,8 @@ export interface LbEngine {
    * balancer can bind them first; the flows on them end. The snapshot in force stays; restore() binds them again.
    */
   release(addresses: readonly SocketAddress[]): Promise<void>;
-  /** Binds again the listen addresses of the snapshot in force that release() closed. */
-  restore(): Promise<void>;
+  /** Binds again these listen addresses (by default every one) of the snapshot in force that release() closed. */
+  restore(addresses?: readonly SocketAddress[]): Promise<void>;
   stop(): Promise<void>;
   /** Bound listen addresses, in the snapshot's order. */
   addresses(): SocketAddress[];
@@ -44,8 +45,10 @@ export class InProcessEngine implements LbEngine {
   release(addresses: readonly SocketAddress[]) {
     return this.dataplane.releaseListeners(addresses);
   }
-  restore() {
-    return this.dataplane.restoreListeners();
+  restore(addresses?: readonly SocketAddress[]) {
+    if (addresses === undefined) return this.dataplane.restoreListeners();
+    const keys = new Set(addresses.map(formatSocketAddress));
+    return this.dataplane.restoreListeners((this.dataplane.currentSnapshot?.listen ?? []).filter((a) => !keys.has(formatSocketAddress(a))));
   }
   stop() {
     return this.dataplane.stop();
@@ -84,8 +87,8 @@ export class WorkerEngine implements LbEngine {
   release(addresses: readonly SocketAddress[]) {
     return this.pool.release(addresses);
   }
-  restore() {
-    return this.pool.restore();
+  restore(addresses?: readonly SocketAddress[]) {
+    return this.pool.restore(addresses);
   }
   stop() {
     return this.pool.stop();

@@ -63,8 +63,18 @@ function failureField(index: number, s: DataplaneSnapshot, message: string): str
 
 export class LoadBalancerSet {
   private readonly lbs = new Map<string, LoadBalancer>();
+  private consistentState = true;
 
   constructor(private readonly options: LoadBalancerSetOptions) {}
+
+  /**
+   * False after a failed apply() whose rollback did not fully succeed (a step failed: some load balancer may not run
+   * its previous snapshot, a moved port may be unbound), until an apply() succeeds: the caller must then apply its
+   * next snapshot even if it equals the one it believes in force.
+   */
+  get consistent(): boolean {
+    return this.consistentState;
+  }
 
   list(): LoadBalancer[] {
     return [...this.lbs.values()];
@@ -127,6 +137,7 @@ export class LoadBalancerSet {
         try {
           await lb.engine.release(addresses);
         } catch (e) {
+          this.consistentState = false;
           logger.error({ lb: lb.name, error: (e as Error).message }, 'rollback step failed');
         }
       }
@@ -134,6 +145,7 @@ export class LoadBalancerSet {
         try {
           await u();
         } catch (e) {
+          this.consistentState = false;
           logger.error({ error: (e as Error).message }, 'rollback step failed');
         }
       }
@@ -166,7 +178,8 @@ export class LoadBalancerSet {
           listenLocks?.retain(inForce);
           return { field: `load_balancers[${h.index}]`, message: (e as Error).message };
         }
-        undo.push(() => h.lb.engine.restore());
+        // Only these: an address released later (a rollback releasing what it took over) may be served by another.
+        undo.push(() => h.lb.engine.restore(h.addresses));
       }
       return null;
     };
@@ -186,8 +199,16 @@ export class LoadBalancerSet {
           lb.snapshot = s;
           this.syncHealth(lb);
           undo.push(async () => {
+            try {
+              await lb.engine.apply(prev);
+            } catch (e) {
+              // Its state is unknown (a worker pool may have rolled some workers back to `s` minus what it released):
+              // it starts over from `prev`, as a load balancer stopped first comes back.
+              logger.error({ lb: lb.name, error: (e as Error).message }, 'rollback to the previous snapshot failed; restarting the load balancer with it');
+              await this.restartEngine(lb, prev);
+              return;
+            }
             lb.snapshot = prev;
-            await lb.engine.apply(prev);
             this.syncHealth(lb);
           });
         } else {
@@ -236,7 +257,31 @@ export class LoadBalancerSet {
     }
     this.syncAllHealth();
     listenLocks?.retain(next.flatMap((s) => s.listen));
+    this.consistentState = true;
     return null;
+  }
+
+  /**
+   * Stops a load balancer's engine and starts a new one with `s` (a rollback step). If the new one cannot start,
+   * the load balancer is dropped (it serves nothing: a later apply() starts it as a new one), the set is marked
+   * inconsistent, and this throws.
+   */
+  private async restartEngine(lb: LoadBalancer, s: DataplaneSnapshot): Promise<void> {
+    await lb.engine.stop().catch((e: Error) => this.options.logger.error({ lb: lb.name, error: e.message }, 'load balancer did not stop cleanly'));
+    const engine = this.options.makeEngine(lb.name, lb.pushed);
+    try {
+      await engine.start(s);
+    } catch (e) {
+      await engine.stop().catch(() => {});
+      this.lbs.delete(lb.name);
+      await lb.checker.stop().catch(() => {});
+      this.consistentState = false;
+      throw e;
+    }
+    lb.engine = engine;
+    lb.snapshot = s;
+    lb.pushed.clear();
+    this.syncHealth(lb);
   }
 
   /** Takes the locks of every listen address of `next` (those held stay held); on a conflict, the failure. */

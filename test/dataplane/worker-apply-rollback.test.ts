@@ -48,7 +48,7 @@ interface Out {
     expect(out.rollbackFails.versions).toEqual([s2, s2]);
     expect(out.rollbackFails.cFree).toBe(true);
     expect(out.rollbackFails.answeredB).toBe(20);
-    expect(out.rollbackFails.replacements).toEqual({ hung: 0, apply_unanswered: 0, release_unanswered: 0, rollback_failed: 1, resync_failed: 0 });
+    expect(out.rollbackFails.replacements).toEqual({ hung: 0, start_timeout: 0, apply_unanswered: 0, release_unanswered: 0, rollback_failed: 1, resync_failed: 0 });
     expect(out.rollbackFails.rollbackLogged).toBe(true);
     // A worker that does not answer within applyTimeoutMs: failure, replaced, both on s2.
     expect(out.silent.error).toBe('worker 1 did not answer the apply within 1500 ms');
