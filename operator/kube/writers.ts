@@ -47,8 +47,9 @@ export class ObjectWriter {
    * Sets (or with null removes) the server-ID annotation of a pod; with `change`, in the same patch, the
    * quiclb.io/server-id-changed-at annotation (`at`, ms: the pod's previous ID may be minted until that time +
    * propagation) and quiclb.io/server-id-previous (`previous`, spec.ts previousServerIdValue; null removes it).
-   * With `uid`, the patch carries metadata.uid: the API server rejects it (422, uid immutable; podReplaced) when the
-   * pod of that name is another one (a StatefulSet pod re-created under the same name).
+   * With `uid`, the patch carries metadata.uid: the API server rejects it (409, a failed uid precondition; or a 422
+   * naming metadata.uid: podReplaced) when the pod of that name is another one (a StatefulSet pod re-created under
+   * the same name).
    */
   async annotatePod(namespace: string, pod: string, serverId: string | null, change?: { readonly at: number; readonly previous: string | null }, uid?: string): Promise<void> {
     const annotations = {
@@ -64,5 +65,9 @@ export class ObjectWriter {
 
 /** A pod patch refused because the pod of that name is another one (annotatePod's uid), or gone: nothing to write. */
 export function podReplaced(e: unknown): boolean {
-  return e instanceof k8s.ApiException && (e.code === 404 || e.code === 409 || e.code === 422);
+  if (!(e instanceof k8s.ApiException)) return false;
+  if (e.code === 404 || e.code === 409) return true;
+  // Only a refusal about the uid means "another pod": any other 422 (an admission policy, annotations too large) is
+  // a real failure, left to the reconcile's error path (logged, counted, retried) instead of skipped in silence.
+  return e.code === 422 && /metadata\.uid/.test(typeof e.body === 'string' ? e.body : JSON.stringify(e.body ?? e.message));
 }

@@ -98,8 +98,8 @@ class World {
       },
       writer: {
         annotatePod: (_ns: string, pod: string, id: string | null, change?: { at: number; previous: string | null }, uid?: string) => {
-          // the API's pod of that name is uid-<name>: a patch carrying another metadata.uid is refused (immutable)
-          if (uid !== undefined && uid !== `uid-${pod}`) return Promise.reject(new k8s.ApiException(422, 'Pod is invalid: metadata.uid: field is immutable', {}, {}));
+          // the API's pod of that name is uid-<name>: a patch carrying another metadata.uid is refused (a failed uid precondition: 409)
+          if (uid !== undefined && uid !== `uid-${pod}`) return Promise.reject(new k8s.ApiException(409, 'Precondition failed: UID in precondition', {}, {}));
           this.pods.set(pod, id ?? undefined);
           if (change !== undefined) {
             this.changedAt.set(pod, change.at);
