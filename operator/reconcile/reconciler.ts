@@ -37,7 +37,7 @@ import { addFinalizer, hasFinalizer, isDeleting, isStale, removeFinalizer } from
 import { backendClaimsOf, created, observe } from './observe.js';
 import { backendHolder, claimFor, claimsOf } from './port-claims.js';
 import type { SnapshotPublisher } from './publisher.js';
-import { GROUP, KIND, previousServerIdValue, readSpec, SERVER_ID_ANNOTATION, VERSION } from './spec.js';
+import { GROUP, KIND, previousServerIdValue, readSpec, SERVER_ID_ANNOTATION, SERVER_ID_CHANGED_AT_ANNOTATION, SERVER_ID_PROPAGATION_MS, VERSION } from './spec.js';
 
 export interface ReconcilerDeps {
   readonly informers: Informers;
@@ -292,6 +292,10 @@ export class Reconciler {
   private async clearAnnotation(namespace: string, podName: string, podUid: string, serverId: string, now: number, previous: string | null): Promise<void> {
     const pod = this.d.informers.pods.get(podName, namespace);
     if (pod?.metadata?.uid !== podUid || pod.metadata?.annotations?.[SERVER_ID_ANNOTATION] !== serverId) return;
+    // While the pod's own last ID change may not have reached it yet, it may still mint the ID before `serverId`:
+    // giving `serverId` back must then drain it as any change does, so nothing is recorded.
+    const changedAt = Date.parse(pod.metadata?.annotations?.[SERVER_ID_CHANGED_AT_ANNOTATION] ?? '');
+    if (Number.isFinite(changedAt) && changedAt > now - (this.d.serverIdPropagationMs ?? SERVER_ID_PROPAGATION_MS)) previous = null;
     await this.d.writer.annotatePod(namespace, podName, null, { at: now, previous }, podUid).catch((e: unknown) => (podReplaced(e) ? undefined : Promise.reject(e)));
   }
 

@@ -314,6 +314,24 @@ describe('reconciler: pods shared by two load balancers', () => {
     expect(states()).toEqual({ 'web-0': 'draining', 'web-1': 'draining' });
   });
 
+  it('a pod released while its own ID change is still propagating records no previous ID: given it back, it still drains', async () => {
+    const w = new World();
+    w.qlbs = [ALPHA];
+    w.slices = [slice('web', ['web-0', 'web-1'])];
+    await w.reconciler.reconcile('team/alpha');
+    const id = w.pods.get('web-1')!;
+    // web-1's ID was written 10 s ago (a hand-over): it may still mint the one before
+    w.changedAt.set('web-1', T0 - 10_000);
+    w.slices = [slice('web', ['web-0'])];
+    await w.reconciler.reconcile('team/alpha');
+    expect(w.pods.get('web-1')).toBeUndefined();
+    expect(w.previous.has('web-1')).toBe(false);
+    w.slices = [slice('web', ['web-0', 'web-1'])];
+    await w.reconciler.reconcile('team/alpha');
+    expect(w.pods.get('web-1')).toBe(id);
+    expect(Object.fromEntries(w.snapshots.get('team/alpha')!.servers.map((s) => [s.name, s.state]))).toEqual({ 'web-0': 'active', 'web-1': 'draining' });
+  });
+
   it('a pod re-created under the same name keeps the ID given it, however late the pod cache is; a clear meant for the old pod is refused by UID', async () => {
     const w = new World();
     w.qlbs = [ALPHA];
