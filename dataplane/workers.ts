@@ -145,10 +145,15 @@ export interface WorkerPoolOptions {
   /** Stable upstream ports: the seed every worker derives its upstream ports from (sent over IPC, never in env). */
   upstreamPortSeed?: Uint8Array;
   /**
-   * How long apply() waits for every worker's answer, and again for the rollback's; also release(), restore(), a
-   * restarted worker's catch-up, and a worker's start (from its 'online' to its 'ready') (default 10 s).
+   * How long apply() waits for every worker's answer, and again for the rollback's; also release(), restore() and a
+   * restarted worker's catch-up (default 10 s).
    */
   applyTimeoutMs?: number;
+  /**
+   * How long a worker may take from its 'online' to its 'ready' (loading the code, the addon, binding) before it is
+   * judged stuck (default 60 s: a boot under a tight CPU limit, or many workers starting at once, takes seconds).
+   */
+  startTimeoutMs?: number;
 }
 
 /** Why a worker was killed to be replaced (label `reason` of quiclb_worker_replacements_total). */
@@ -333,7 +338,7 @@ export class WorkerPool {
 
   /**
    * Forks a slot's worker; resolves when it is ready. `initial` (the pool's start()): rejects if it fails to start,
-   * exits or is not ready within applyTimeoutMs of its 'online'. A restarted worker (not initial) that does so is
+   * exits or is not ready within startTimeoutMs of its 'online'. A restarted worker (not initial) that does so is
    * restarted again, with the restart backoff (the promise rejects too, which only logs).
    */
   private fork(slot: Slot, initial = false): Promise<void> {
@@ -367,7 +372,7 @@ export class WorkerPool {
         };
         worker.send(m);
         // A worker stuck in its start is never pinged (the heartbeat judges ready workers only): it is judged here.
-        const timeoutMs = this.options.applyTimeoutMs ?? 10_000;
+        const timeoutMs = this.options.startTimeoutMs ?? 60_000;
         startTimer = setTimeout(() => {
           startTimer = null;
           if (slot.worker !== worker || slot.ready || this.stopping) return;

@@ -1,10 +1,10 @@
 /**
  * For test/dataplane/worker-start-fails.test.ts (run with `node --import tsx`), printing one JSON line: workers
- * that never become ready (dataplane/workers.ts, WorkerPool.fork). Two workers, applyTimeoutMs 1500.
+ * that never become ready (dataplane/workers.ts, WorkerPool.fork). Two workers, applyTimeoutMs and startTimeoutMs 1500.
  * - crash: worker 0 is killed; its replacement is killed as soon as it is online (before 'ready': a crash at
  *   module load, an OOM kill). It must be restarted again, and the pool gets back to two ready workers.
  * - stuck: worker 1 is killed; its replacement is stopped (SIGSTOP) as soon as it is online. It must be replaced
- *   after applyTimeoutMs (start_timeout), and the pool gets back to two ready workers.
+ *   after startTimeoutMs (start_timeout), and the pool gets back to two ready workers.
  * - initial: a new pool of one worker whose worker is stopped as soon as it is online: start() must fail with the
  *   start timeout, and the worker must be gone.
  */
@@ -34,7 +34,7 @@ const alive = (pid: number) => {
 const backend = await TaggingBackend.start('a');
 const servers = [server('a', '0001', '127.0.0.1', backend.port)];
 const logger = pino({ level: 'silent' });
-const pool = new WorkerPool({ count: 2, logger, logLevel: () => 'silent', health: () => new Map(), applyTimeoutMs: 1500, heartbeatTimeoutMs: 60_000 });
+const pool = new WorkerPool({ count: 2, logger, logLevel: () => 'silent', health: () => new Map(), applyTimeoutMs: 1500, startTimeoutMs: 1500, heartbeatTimeoutMs: 60_000 });
 await pool.start(snapshot(servers));
 
 let mode: 'crash' | 'stuck' | 'initial' | null = null;
@@ -63,7 +63,7 @@ await pool.stop();
 
 victim = null;
 mode = 'initial';
-const pool2 = new WorkerPool({ count: 1, logger, logLevel: () => 'silent', health: () => new Map(), applyTimeoutMs: 1500 });
+const pool2 = new WorkerPool({ count: 1, logger, logLevel: () => 'silent', health: () => new Map(), applyTimeoutMs: 1500, startTimeoutMs: 1500 });
 let initialError: string | null = null;
 const t0 = Date.now();
 try {

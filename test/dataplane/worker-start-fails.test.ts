@@ -1,7 +1,7 @@
 /**
  * Workers that never become ready (dataplane/workers.ts, WorkerPool.fork): a restarted worker that exits before
  * 'ready' is restarted again (it used to leave its slot empty for good); one stuck in its start is replaced after
- * applyTimeoutMs (start_timeout), and the pool's initial start() fails with that timeout instead of hanging.
+ * startTimeoutMs (start_timeout), and the pool's initial start() fails with that timeout instead of hanging.
  */
 import { describe, expect, it } from '@jest/globals';
 import { spawnSync } from 'node:child_process';
