@@ -26,6 +26,7 @@ import { SecretStore } from './kube/secrets.js';
 import { ObjectWriter } from './kube/writers.js';
 import { OperatorMetrics, serveMonitoring } from './metrics.js';
 import { WorkQueue } from './queue/work-queue.js';
+import { LastGoodSpecs } from './reconcile/last-good-specs.js';
 import { servingNodesOf } from './reconcile/observe.js';
 import { SnapshotPublisher } from './reconcile/publisher.js';
 import { setupTracing } from './tracing.js';
@@ -140,6 +141,8 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
   const add = (k: string) => term?.queue.add(k);
 
   const restarts = (what: string) => (e: unknown) => logger.warn({ informer: what, err: e instanceof Error ? e.message : String(e) }, 'watch failed: restarting');
+  // The last readable spec of every load balancer, for the claims the others see (reconcile/last-good-specs.ts).
+  const lastGoodSpecs = new LastGoodSpecs();
   const keepers = Object.entries(informersByName(informers)).map(([name, inf]) => keepRunning(inf, restarts(name)));
   for (const ev of [k8s.ADD, k8s.UPDATE, k8s.DELETE] as const) {
     informers.qlbs.on(ev, (obj) => add(objectKey(obj)));
@@ -160,7 +163,10 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
     all();
   };
   // A load balancer gone frees its ports and its backend Service: the later ones that conflicted with it take over now.
-  informers.qlbs.on(k8s.DELETE, () => all());
+  informers.qlbs.on(k8s.DELETE, (o) => {
+    lastGoodSpecs.forget(o.metadata?.uid);
+    all();
+  });
   informers.nodes.on(k8s.ADD, (n) => nodeChanged(n, false));
   informers.nodes.on(k8s.UPDATE, (n) => nodeChanged(n, false));
   informers.nodes.on(k8s.DELETE, (n) => nodeChanged(n, true));
@@ -174,7 +180,9 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
     const retainNodesOf = (key: string): readonly string[] | null => {
       const slash = key.indexOf('/');
       const qlb = informers.qlbs.get(key.slice(slash + 1), key.slice(0, slash));
-      return qlb ? servingNodesOf(qlb, informers.qlbs.list(), informers.nodes.list()) : [];
+      if (!qlb) return [];
+      const [self] = lastGoodSpecs.resolve([qlb]);
+      return servingNodesOf(self, lastGoodSpecs.resolve(informers.qlbs.list()), informers.nodes.list());
     };
     const publisher = new SnapshotPublisher(source, logger.child({ component: 'publisher' }), initial, retainNodesOf);
     publisher.setNodes(nodeNames());
@@ -200,6 +208,7 @@ export async function runOperator(o: OperatorOptions): Promise<RunningOperator> 
       ...(o.serverIdPropagationMs !== undefined ? { serverIdPropagationMs: o.serverIdPropagationMs } : {}),
       reconnectUntil: Date.now() + DATA_PLANE_RECONNECT_MS,
       enqueue: (k) => queue.add(k),
+      lastGoodSpecs,
     });
     const queue = new WorkQueue<string>({ process: (key) => reconciler.reconcile(key), logger });
     configServer.on('ack', ({ identity, version }) => {

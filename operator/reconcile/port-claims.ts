@@ -173,10 +173,12 @@ export function claimFor(key: string, createdAt: number, spec: QuicLoadBalancerS
 
 /**
  * The claims of stored QuicLoadBalancers (objects as the API returns them); one being deleted still claims until it
- * is gone. One whose spec cannot be read (it is Degraded for that reason itself) claims no port and no node, but
- * when its spec names a Service (spec.backend.serviceName, a string) it holds that Service against later load
- * balancers: the snapshot it last published still routes the Service's pods, and every other load balancer counts
- * those pods as its own (observe.ts backendClaimsOf).
+ * is gone. The operator passes a load balancer edited into an invalid spec with its last readable one
+ * (last-good-specs.ts): its last snapshot still serves. One whose spec cannot be read and was never read by this
+ * process (it is Degraded for that reason itself) claims no port and no node, but when its spec names a Service
+ * (spec.backend.serviceName, a string) it holds that Service against later load balancers: the snapshot it last
+ * published may still route the Service's pods, and every other load balancer counts those pods as its own
+ * (observe.ts backendClaimsOf).
  */
 export function claimsOf(
   objects: readonly { readonly namespace: string; readonly name: string; readonly createdAt: number; readonly spec: unknown }[],

@@ -35,6 +35,7 @@ import { buildStatus } from '../status/status.js';
 import { computeDesired, statusFacts, type Desired } from './desired.js';
 import { addFinalizer, hasFinalizer, isDeleting, isStale, removeFinalizer } from './finalizer.js';
 import { backendClaimsOf, created, observe } from './observe.js';
+import { LastGoodSpecs } from './last-good-specs.js';
 import { backendHolder, claimFor, claimsOf } from './port-claims.js';
 import type { SnapshotPublisher } from './publisher.js';
 import { GROUP, KIND, previousServerIdValue, readSpec, SERVER_ID_ANNOTATION, SERVER_ID_CHANGED_AT_ANNOTATION, SERVER_ID_PROPAGATION_MS, VERSION } from './spec.js';
@@ -59,6 +60,8 @@ export interface ReconcilerDeps {
   readonly serverIdPropagationMs?: number;
   /** Reconciles another load balancer soon (the work queue's add). */
   readonly enqueue?: (key: string) => void;
+  /** The last readable spec of every load balancer, for the claims others see (shared with main.ts). */
+  readonly lastGoodSpecs?: LastGoodSpecs;
 }
 
 class Stage extends Error {
@@ -94,10 +97,13 @@ export class Reconciler {
   /** Per key, the other load balancers that wanted pods it held at its last reconcile, and those pods (Desired.waiting). */
   private readonly waiting = new Map<string, ReadonlyMap<string, readonly string[]>>();
 
+  private readonly lastGood: LastGoodSpecs;
+
   constructor(private readonly d: ReconcilerDeps) {
     this.now = d.now ?? Date.now;
     this.freshKey = d.freshKey ?? generateKey;
     this.resyncMs = d.resyncMs ?? 30_000;
+    this.lastGood = d.lastGoodSpecs ?? new LastGoodSpecs();
   }
 
   reconcile(key: string): Promise<Verdict> {
@@ -180,7 +186,7 @@ export class Reconciler {
         qlb,
         services: this.d.informers.services.list(namespace),
         slices: this.d.informers.slices.list(namespace),
-        allQlbs: this.d.informers.qlbs.list(),
+        allQlbs: this.lastGood.resolve(this.d.informers.qlbs.list()),
         nodes: this.d.informers.nodes.list(),
         records: stored.records,
         rotation: configs.state,
@@ -326,7 +332,7 @@ export class Reconciler {
     if (pods.size === 0) return new Set();
     const namespace = qlb.metadata!.namespace!;
     const i = this.d.informers;
-    const others = backendClaimsOf(namespace, i.qlbs.list(namespace), i.services.list(namespace), i.slices.list(namespace)).filter((c) => c.key !== key);
+    const others = backendClaimsOf(namespace, this.lastGood.resolve(i.qlbs.list(namespace)), i.services.list(namespace), i.slices.list(namespace)).filter((c) => c.key !== key);
     return new Set([...pods].filter((p) => others.some((c) => c.pods.has(p))));
   }
 
@@ -345,8 +351,8 @@ export class Reconciler {
     } catch {
       return false;
     }
-    const others = this.d.informers.qlbs
-      .list()
+    const others = this.lastGood
+      .resolve(this.d.informers.qlbs.list())
       .map((o) => ({ namespace: o.metadata?.namespace ?? '', name: o.metadata?.name ?? '', createdAt: created(o), spec: o.spec }))
       .filter((o) => `${o.namespace}/${o.name}` !== key);
     return backendHolder(claimFor(key, created(qlb), spec, []), claimsOf(others, [])) !== null;

@@ -279,6 +279,24 @@ describe('reconciler: pods shared by two load balancers', () => {
     expect(Object.fromEntries(w.pods)).toEqual({ 'web-0': gamma.get('web-0'), 'web-1': undefined, 'web-2': undefined });
   });
 
+  it('a load balancer edited into an invalid spec keeps the claims of its last good one: a typo naming another Service takes nothing from it', async () => {
+    // alpha (Service web, earliest) and beta (Service all) both serve; alpha is then edited into an invalid spec that
+    // names beta's Service: alpha still serves web with its last good snapshot, beta keeps its pods.
+    const w = new World();
+    w.qlbs = [ALPHA, BETA];
+    w.slices = [slice('web', ['web-0']), slice('all', ['web-1'])];
+    await w.reconciler.reconcile('team/alpha');
+    await w.reconciler.reconcile('team/beta');
+    const betaIds = w.records.get('beta')!.assigned.map((a) => a.podName);
+    expect(betaIds).toEqual(['web-1']);
+    w.qlbs = [{ ...ALPHA, spec: { backend: { serviceName: 'all', portName: 'quic' }, listen: { ports: ['x'] } } }, BETA];
+    await w.reconciler.reconcile('team/alpha'); // invalid: settles, its last snapshot stays
+    await w.reconciler.reconcile('team/beta');
+    expect(w.events.filter((e) => e.includes('BackendConflict'))).toEqual([]);
+    expect(w.records.get('beta')!.assigned.map((a) => a.podName)).toEqual(['web-1']);
+    expect(w.snapshots.get('team/beta')!.servers.map((x) => x.name)).toEqual(['web-1']);
+  });
+
   it('a pod whose released ID comes back from the same load balancer is not drained; after a teardown, the re-created one drains it', async () => {
     const w = new World();
     w.qlbs = [ALPHA];
