@@ -246,6 +246,15 @@ export async function waitFor(cond: () => boolean, timeoutMs = 3000, stepMs = 10
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** A UDP port of 127.0.0.1 that was free a moment ago (bound and closed). */
+export async function freeUdpPort(): Promise<number> {
+  const s = createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+  const port = s.address().port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
 /** Runs f with the environment variable `name` set to `value` (undefined: unset), then puts it back. */
 export function withEnv(name: string, value: string | undefined, f: () => void): void {
   const old = process.env[name];

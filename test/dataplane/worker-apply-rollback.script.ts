@@ -19,24 +19,9 @@ import { Registry } from 'prom-client';
 import { mintUnroutableCid } from '../../lib/index.js';
 import type { DataplaneSnapshot } from '../../lib/config/snapshot.js';
 import { aggregateMetrics, WorkerPool } from '../../dataplane/workers.js';
-import { Client, server, shortPacket, snapshot, TaggingBackend } from './helpers.js';
+import { Client, freeUdpPort, server, shortPacket, sleep, snapshot, TaggingBackend, waitFor } from './helpers.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(cond: () => boolean, ms: number): Promise<boolean> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) return false;
-    await sleep(20);
-  }
-  return true;
-}
-async function freePort(): Promise<number> {
-  const s = createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
-  const port = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
+const until = (cond: () => boolean, ms: number) => waitFor(cond, ms, 20);
 /** Whether nothing is bound to the port (an exclusive bind succeeds). */
 async function portFree(port: number): Promise<boolean> {
   const s = createSocket('udp4');
@@ -101,7 +86,7 @@ const pids = () => pool.workerPids() as number[];
 const out: Record<string, unknown> = { versions: { s1: s1.version } };
 
 // bind: port B fails on worker 1 only.
-const portB = await freePort();
+const portB = await freeUdpPort();
 const s2 = snapshot(servers, { listen: [A, { host: '127.0.0.1', port: portB, family: 4 }] });
 (out.versions as Record<string, number>).s2 = s2.version;
 starveDescriptors(pids()[1]);
@@ -112,7 +97,7 @@ const retry = await tryApply(s2);
 out.retry = { error: retry, versions: await versions(), answeredB: await answered(portB) };
 
 // rollbackFails: worker 1 cannot bind C; worker 0 applied it and is stopped before it can roll back.
-const portC = await freePort();
+const portC = await freeUdpPort();
 const s3 = snapshot(servers, { listen: [A, { host: '127.0.0.1', port: portC, family: 4 }] });
 (out.versions as Record<string, number>).s3 = s3.version;
 const [w0, w1] = pids();

@@ -10,30 +10,14 @@
  * - restore: Y releases P, X.restore() binds P in both X workers; Y applies Q again; a restarted X worker binds P.
  */
 import { execFileSync } from 'node:child_process';
-import { createSocket } from 'node:dgram';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { pino } from 'pino';
 import { mintUnroutableCid } from '../../lib/index.js';
 import type { DataplaneSnapshot, SocketAddress } from '../../lib/config/snapshot.js';
 import { WorkerPool } from '../../dataplane/workers.js';
-import { Client, config, server, shortPacket, snapshot, TaggingBackend } from './helpers.js';
+import { Client, config, freeUdpPort, server, shortPacket, sleep, snapshot, TaggingBackend, waitFor } from './helpers.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(cond: () => boolean, ms: number): Promise<boolean> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) return false;
-    await sleep(20);
-  }
-  return true;
-}
-async function freePort(): Promise<number> {
-  const s = createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
-  const port = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
+const until = (cond: () => boolean, ms: number) => waitFor(cond, ms, 20);
 /** UDP ports a process has sockets bound to (its socket inodes matched in /proc/PID/net/udp). */
 function boundPorts(pid: number): Set<number> {
   const inodes = new Set<string>();
@@ -66,7 +50,7 @@ const backends = await Promise.all(['x', 'y'].map((n) => TaggingBackend.start(n)
 const logger = pino({ level: process.env.WORKER_RELEASED_LOG_LEVEL ?? 'silent' });
 const pool = () => new WorkerPool({ count: 2, logger, logLevel: () => 'silent', health: () => new Map(), applyTimeoutMs: 1500 });
 const [X, Y] = [pool(), pool()];
-const [P, Q] = [await freePort(), await freePort()];
+const [P, Q] = [await freeUdpPort(), await freeUdpPort()];
 const addr = (port: number): SocketAddress => ({ host: '127.0.0.1', port, family: 4 });
 const lb = (name: string, i: number, port: number): DataplaneSnapshot =>
   snapshot([server(`${name}-server`, `000${i + 1}`, '127.0.0.1', backends[i].port)], { name, listen: [addr(port)], configs: [{ config: config(), state: 'active' }] });

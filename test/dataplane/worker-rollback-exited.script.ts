@@ -12,17 +12,9 @@ import cluster from 'node:cluster';
 import { pino } from 'pino';
 import type { DataplaneSnapshot } from '../../lib/config/snapshot.js';
 import { WorkerPool } from '../../dataplane/workers.js';
-import { server, snapshot, TaggingBackend } from './helpers.js';
+import { server, sleep, snapshot, TaggingBackend, waitFor } from './helpers.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(cond: () => boolean, ms: number): Promise<boolean> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) return false;
-    await sleep(20);
-  }
-  return true;
-}
+const until = (cond: () => boolean, ms: number) => waitFor(cond, ms, 20);
 
 const backend = await TaggingBackend.start('a');
 const servers = [server('a', '0001', '127.0.0.1', backend.port)];
