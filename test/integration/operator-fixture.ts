@@ -261,6 +261,39 @@ export class OperatorWorld {
     this.clientTls = this.ca.issue({ cn: `dataplane-${NODE}`, usage: 'client' });
   }
 
+  /**
+   * A ServiceAccount of the operator's own, bound to the operator's ClusterRole rules as `edit` leaves them, and a
+   * kubeconfig with its token: an operator run as it meets exactly the refusals the test wants. `grantAll()` binds
+   * the whole ClusterRole too; `remove()` deletes what this made (stop the operator first).
+   */
+  async restrictedOperatorAccount(
+    prefix: string,
+    edit: (rules: k8s.V1PolicyRule[]) => k8s.V1PolicyRule[],
+  ): Promise<{ readonly kubeconfig: string; grantAll(): Promise<void>; remove(): Promise<void> }> {
+    const name = `${prefix}-${randomBytes(3).toString('hex')}`;
+    const rbac = adminKubeConfig().makeApiClient(k8s.RbacAuthorizationV1Api);
+    const rules = (await rbac.readClusterRole({ name: 'quiclb-operator' })).rules ?? [];
+    const subjects = [{ kind: 'ServiceAccount', name, namespace: 'quiclb-system' }];
+    const binding = (n: string, role: string) => ({ metadata: { name: n }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role }, subjects });
+    const remove = async () => {
+      for (const n of [name, `${name}-all`]) await rbac.deleteClusterRoleBinding({ name: n }).catch(() => undefined);
+      await rbac.deleteClusterRole({ name }).catch(() => undefined);
+      await this.core.deleteNamespacedServiceAccount({ namespace: 'quiclb-system', name }).catch(() => undefined);
+    };
+    await this.core.createNamespacedServiceAccount({ namespace: 'quiclb-system', body: { metadata: { name } } });
+    try {
+      await rbac.createClusterRole({ body: { metadata: { name }, rules: edit(rules) } });
+      await rbac.createClusterRoleBinding({ body: binding(name, name) });
+      const kubeconfig = join(this.dir, `${name}.kubeconfig`);
+      const tok = await run('bash', [join(repoRoot, 'test/cluster/token.sh'), '--name', cluster().name, '--kubeconfig', kubeconfig, 'quiclb-system', name]);
+      if (tok.code !== 0) throw new Error(`token.sh failed: ${tok.stderr}`);
+      return { kubeconfig, grantAll: async () => void (await rbac.createClusterRoleBinding({ body: binding(`${name}-all`, 'quiclb-operator') })), remove };
+    } catch (e) {
+      await remove();
+      throw e;
+    }
+  }
+
   async tearDown(): Promise<void> {
     if (this.peer) await stop(this.peer.proc);
     await Promise.all(this.operators.map((p) => stop(p)));

@@ -5,13 +5,9 @@
  * restarted operator whose first list of one kind fails (EndpointSlices refused by its RBAC): it must not act on that
  * empty cache (a snapshot without the servers, every server ID released) until the list succeeds.
  */
-import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import * as k8s from '@kubernetes/client-node';
 import { CidEncoder } from '../../lib/quiclb/encoder.js';
-import { repoRoot } from '../helpers/run-cli.js';
-import { adminKubeConfig, cluster, kubectl, run } from './cluster.js';
+import { cluster, kubectl } from './cluster.js';
 import type { QuicLbConfig } from '../../lib/quiclb/config.js';
 import { json, OperatorWorld, POD_IPS, stop, TcpRelay, waitFor, type Proc, type StreamCounts } from './operator-fixture.js';
 
@@ -88,21 +84,13 @@ describe('quiclb operator while the API server is unreachable', () => {
     const configPort = Number(String(json(operator, 'operator running')[0]!.configAddress).split(':').pop());
     // Its own ServiceAccount with the operator's rules except EndpointSlices: every other first list succeeds, that
     // one is refused (403) until a second binding grants the operator's whole ClusterRole.
-    const name = `quiclb-op-noslices-${randomBytes(3).toString('hex')}`;
-    const rbac = adminKubeConfig().makeApiClient(k8s.RbacAuthorizationV1Api);
-    const rules = (await rbac.readClusterRole({ name: 'quiclb-operator' })).rules ?? [];
-    const subjects = [{ kind: 'ServiceAccount', name, namespace: 'quiclb-system' }];
-    const binding = (n: string, role: string) => ({ metadata: { name: n }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role }, subjects });
-    await w.core.createNamespacedServiceAccount({ namespace: 'quiclb-system', body: { metadata: { name } } });
-    try {
+    const account = await w.restrictedOperatorAccount('quiclb-op-noslices', (rules) => {
       const noSlices = rules.map((r) => ({ ...r, resources: (r.resources ?? []).filter((x) => x !== 'endpointslices') })).filter((r) => r.resources.length > 0);
       expect(noSlices.length).toBe(rules.length - 1);
-      await rbac.createClusterRole({ body: { metadata: { name }, rules: noSlices } });
-      await rbac.createClusterRoleBinding({ body: binding(name, name) });
-      const kubeconfig = join(w.dir, `${name}.kubeconfig`);
-      const tok = await run('bash', [join(repoRoot, 'test/cluster/token.sh'), '--name', cluster().name, '--kubeconfig', kubeconfig, 'quiclb-system', name]);
-      if (tok.code !== 0) throw new Error(`token.sh failed: ${tok.stderr}`);
-
+      return noSlices;
+    });
+    const kubeconfig = account.kubeconfig;
+    try {
       await stop(operator);
       // The same config address: the data plane dials it again, as it would a restarted operator pod's Service.
       operator = w.startOperator([], `127.0.0.1:${configPort}`, kubeconfig);
@@ -113,7 +101,7 @@ describe('quiclb operator while the API server is unreachable', () => {
       expect(json(operator, 'operator running')).toEqual([]);
       expect(await w.podIds()).toEqual(ids);
 
-      await rbac.createClusterRoleBinding({ body: binding(`${name}-all`, 'quiclb-operator') });
+      await account.grantAll();
       const t1 = Date.now();
       await waitFor('operator running after its first EndpointSlice list', async () => json(operator, 'operator running')[0], 30_000).catch((e: Error) => {
         throw new Error(`${e.message}\n${operator.lines.join('\n')}`);
@@ -126,9 +114,7 @@ describe('quiclb operator while the API server is unreachable', () => {
       expect(await w.reaches(ids['web-2']!, POD_IPS[2], 10_000)).toBeGreaterThanOrEqual(0);
     } finally {
       await stop(operator); // before its ServiceAccount goes
-      for (const n of [name, `${name}-all`]) await rbac.deleteClusterRoleBinding({ name: n }).catch(() => undefined);
-      await rbac.deleteClusterRole({ name }).catch(() => undefined);
-      await w.core.deleteNamespacedServiceAccount({ namespace: 'quiclb-system', name }).catch(() => undefined);
+      await account.remove();
     }
   });
 });

@@ -4,13 +4,9 @@
  * retained, not dropped, so the data plane keeps its listener and established connections go on; once the write is
  * allowed, the reconcile completes and the retention ends.
  */
-import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import * as k8s from '@kubernetes/client-node';
 import { CidEncoder } from '../../lib/quiclb/encoder.js';
-import { repoRoot } from '../helpers/run-cli.js';
-import { adminKubeConfig, cluster, kubectl, run } from './cluster.js';
+import { kubectl } from './cluster.js';
 import { json, OperatorWorld, POD_IPS, stop, waitFor, type Proc } from './operator-fixture.js';
 
 const HOLD_MS = 30_000;
@@ -41,24 +37,16 @@ describe('quiclb operator restarted while one reconcile keeps failing', () => {
   it('keeps forwarding through the end of the start-up hold, and catches up once the write is allowed', async () => {
     const ids = await w.podIds();
     const config = await w.activeConfig();
-    const name = `quiclb-op-nocm-${randomBytes(3).toString('hex')}`;
-    const rbac = adminKubeConfig().makeApiClient(k8s.RbacAuthorizationV1Api);
-    const rules = (await rbac.readClusterRole({ name: 'quiclb-operator' })).rules ?? [];
-    const subjects = [{ kind: 'ServiceAccount', name, namespace: 'quiclb-system' }];
-    const binding = (n: string, role: string) => ({ metadata: { name: n }, roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: role }, subjects });
-    await w.core.createNamespacedServiceAccount({ namespace: 'quiclb-system', body: { metadata: { name } } });
-    try {
-      // The operator's rules, but ConfigMaps read-only: the records write of a new pod's ID is refused (403).
-      const readOnlyConfigMaps = rules.flatMap((r) =>
+    // The operator's rules, but ConfigMaps read-only: the records write of a new pod's ID is refused (403).
+    const account = await w.restrictedOperatorAccount('quiclb-op-nocm', (rules) =>
+      rules.flatMap((r) =>
         (r.resources ?? []).includes('configmaps')
           ? [{ ...r, resources: (r.resources ?? []).filter((x) => x !== 'configmaps') }, { ...r, resources: ['configmaps'], verbs: ['get'] }]
           : [r],
-      );
-      await rbac.createClusterRole({ body: { metadata: { name }, rules: readOnlyConfigMaps } });
-      await rbac.createClusterRoleBinding({ body: binding(name, name) });
-      const kubeconfig = join(w.dir, `${name}.kubeconfig`);
-      const tok = await run('bash', [join(repoRoot, 'test/cluster/token.sh'), '--name', cluster().name, '--kubeconfig', kubeconfig, 'quiclb-system', name]);
-      if (tok.code !== 0) throw new Error(`token.sh failed: ${tok.stderr}`);
+      ),
+    );
+    const kubeconfig = account.kubeconfig;
+    try {
 
       await stop(operator);
       // While it is down, a pod joins: the restarted operator must write an ID for it before it can publish.
@@ -97,16 +85,14 @@ describe('quiclb operator restarted while one reconcile keeps failing', () => {
         `[operator-retained] hold ended ${held} ms after the restart; ${counts.reduce((n, c) => n + c.sent, 0)} datagrams forwarded through it, 0 lost\n`,
       );
 
-      await rbac.createClusterRoleBinding({ body: binding(`${name}-all`, 'quiclb-operator') });
+      await account.grantAll();
       const id2 = await waitFor('web-2 annotated once the write is allowed', async () => (await w.podIds())['web-2'], 60_000, 200);
       expect(await w.reaches(id2, POD_IPS[2], 10_000)).toBeGreaterThanOrEqual(0);
       expect(await w.reaches(ids['web-0']!, POD_IPS[0], 10_000)).toBeGreaterThanOrEqual(0);
       await waitFor('retention ended', async () => json(operator, 'load balancer no longer retained')[0], 10_000);
     } finally {
       await stop(operator);
-      for (const n of [name, `${name}-all`]) await rbac.deleteClusterRoleBinding({ name: n }).catch(() => undefined);
-      await rbac.deleteClusterRole({ name }).catch(() => undefined);
-      await w.core.deleteNamespacedServiceAccount({ namespace: 'quiclb-system', name }).catch(() => undefined);
+      await account.remove();
     }
   }, 180_000);
 });
