@@ -151,7 +151,8 @@ function podViews(slices: readonly EndpointSliceView[], get: (name: string) => k
   return out;
 }
 
-function otherObjects(allQlbs: readonly QuicLoadBalancerObject[], namespace: string, name: string) {
+/** Every load balancer but namespace/name, in the form claimsOf() reads. */
+export function otherObjects(allQlbs: readonly QuicLoadBalancerObject[], namespace: string, name: string) {
   return allQlbs
     .filter((o) => !(o.metadata?.namespace === namespace && o.metadata?.name === name))
     .map((o) => ({ namespace: o.metadata?.namespace ?? '', name: o.metadata?.name ?? '', createdAt: created(o), spec: o.spec }));

@@ -34,7 +34,7 @@ import { DEGRADED } from '../status/degraded.js';
 import { buildStatus } from '../status/status.js';
 import { computeDesired, statusFacts, type Desired } from './desired.js';
 import { addFinalizer, hasFinalizer, isDeleting, isStale, removeFinalizer } from './finalizer.js';
-import { backendClaimsOf, created, observe } from './observe.js';
+import { backendClaimsOf, created, observe, otherObjects } from './observe.js';
 import { LastGoodSpecs } from './last-good-specs.js';
 import { backendHolder, claimFor, claimsOf } from './port-claims.js';
 import type { SnapshotPublisher } from './publisher.js';
@@ -351,10 +351,7 @@ export class Reconciler {
     } catch {
       return false;
     }
-    const others = this.lastGood
-      .resolve(this.d.informers.qlbs.list())
-      .map((o) => ({ namespace: o.metadata?.namespace ?? '', name: o.metadata?.name ?? '', createdAt: created(o), spec: o.spec }))
-      .filter((o) => `${o.namespace}/${o.name}` !== key);
+    const others = otherObjects(this.lastGood.resolve(this.d.informers.qlbs.list()), qlb.metadata?.namespace ?? '', qlb.metadata?.name ?? '');
     return backendHolder(claimFor(key, created(qlb), spec, []), claimsOf(others, [])) !== null;
   }
 }

@@ -246,6 +246,16 @@ export async function waitFor(cond: () => boolean, timeoutMs = 3000, stepMs = 10
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The message `p` rejects with, or null when it resolves. */
+export async function failureOf(p: Promise<unknown>): Promise<string | null> {
+  try {
+    await p;
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
 /** A UDP port of 127.0.0.1 that was free a moment ago (bound and closed). */
 export async function freeUdpPort(): Promise<number> {
   const s = createSocket('udp4');

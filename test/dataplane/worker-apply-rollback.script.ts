@@ -19,7 +19,7 @@ import { Registry } from 'prom-client';
 import { mintUnroutableCid } from '../../lib/index.js';
 import type { DataplaneSnapshot } from '../../lib/config/snapshot.js';
 import { aggregateMetrics, WorkerPool } from '../../dataplane/workers.js';
-import { Client, freeUdpPort, server, shortPacket, sleep, snapshot, TaggingBackend, waitFor } from './helpers.js';
+import { Client, failureOf, freeUdpPort, server, shortPacket, sleep, snapshot, TaggingBackend, waitFor } from './helpers.js';
 
 const until = (cond: () => boolean, ms: number) => waitFor(cond, ms, 20);
 /** Whether nothing is bound to the port (an exclusive bind succeeds). */
@@ -74,14 +74,7 @@ async function answered(port: number, n = 20): Promise<number> {
   }
   return ok;
 }
-async function tryApply(s: DataplaneSnapshot): Promise<string | null> {
-  try {
-    await pool.apply(s);
-    return null;
-  } catch (e) {
-    return (e as Error).message;
-  }
-}
+const tryApply = (s: DataplaneSnapshot) => failureOf(pool.apply(s));
 const pids = () => pool.workerPids() as number[];
 const out: Record<string, unknown> = { versions: { s1: s1.version } };
 

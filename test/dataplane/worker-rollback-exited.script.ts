@@ -12,7 +12,7 @@ import cluster from 'node:cluster';
 import { pino } from 'pino';
 import type { DataplaneSnapshot } from '../../lib/config/snapshot.js';
 import { WorkerPool } from '../../dataplane/workers.js';
-import { server, sleep, snapshot, TaggingBackend, waitFor } from './helpers.js';
+import { failureOf, server, sleep, snapshot, TaggingBackend, waitFor } from './helpers.js';
 
 const until = (cond: () => boolean, ms: number) => waitFor(cond, ms, 20);
 
@@ -29,14 +29,7 @@ const versions = async (): Promise<number[]> =>
   (await pool.workerMetrics())
     .map((m) => m.find((x) => x.name === 'quiclb_config_version')?.values[0]?.value)
     .filter((v): v is number => v !== undefined);
-async function tryApply(s: DataplaneSnapshot): Promise<string | null> {
-  try {
-    await pool.apply(s);
-    return null;
-  } catch (e) {
-    return (e as Error).message;
-  }
-}
+const tryApply = (s: DataplaneSnapshot) => failureOf(pool.apply(s));
 const [w0, w1] = pool.workerPids() as number[];
 const s2 = snapshot(servers, { listen: [A] });
 process.kill(w1, 'SIGSTOP');
